@@ -1,0 +1,24 @@
+//! The vocabulary of inflight: the types that cross a process boundary (payment records, the
+//! messages of the terminal link) and how they are encoded, with the limits that bound them.
+//!
+//! This crate is pure. It knows nothing of sockets, clocks, tokio, quinn or sled. Every type that
+//! can be decoded from bytes validates itself while decoding ("parse, don't validate"): a `Pan`
+//! that exists has passed Luhn, a `Money` that exists is positive, a `TerminalId` is well formed.
+//! Decoding arbitrary bytes never panics; it returns [`DecodeError`].
+
+mod card;
+mod codec;
+mod ids;
+mod money;
+mod payment;
+mod terminal;
+
+pub use card::{CardError, Expiry, MaskedPan, Pan};
+pub use codec::{decode, encode, DecodeError, PAYLOAD_BYTES_MAX};
+pub use ids::{IdError, PaymentId, TerminalId, TERMINAL_ID_BYTES_MAX};
+pub use money::{Currency, Money, MoneyError, AMOUNT_MINOR_MAX};
+pub use payment::{LineItem, Payment, PaymentError, LINE_ITEMS_MAX, SEAT_BYTES_MAX, SKU_BYTES_MAX};
+pub use terminal::{
+    ErrorCode, MasterMsg, RefusalReason, TerminalMsg, Verdict, TERMINAL_ALPN,
+    TERMINAL_FRAME_BYTES_MAX, TERMINAL_PROTOCOL_VERSION,
+};

@@ -1,0 +1,98 @@
+//! The payment record a terminal captures and the aircraft carries to the issuer.
+
+use bincode::{Decode, Encode};
+
+use crate::{Expiry, Money, Pan, PaymentId, TerminalId};
+
+/// Most line items on one payment: a cabin sale is a handful of articles.
+pub const LINE_ITEMS_MAX: usize = 32;
+/// Longest seat or crew position label, in bytes ("12A", "crew-galley-2").
+pub const SEAT_BYTES_MAX: usize = 16;
+/// Longest article code on a line item, in bytes.
+pub const SKU_BYTES_MAX: usize = 32;
+
+/// Why a payment record is malformed (beyond its card and money, which validate themselves).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    /// Seat labels are 1-16 printable ASCII characters.
+    #[error("seat must be 1-{SEAT_BYTES_MAX} printable ASCII characters")]
+    BadSeat,
+    /// At most [`LINE_ITEMS_MAX`] line items, each with a 1-32 byte printable SKU and a quantity > 0.
+    #[error("line items: at most {LINE_ITEMS_MAX}, each with a 1-{SKU_BYTES_MAX} character SKU and quantity > 0")]
+    BadLineItems,
+}
+
+/// One article of a sale. Informational: the issuer authorizes the payment's total.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct LineItem {
+    /// Article code from the airline's catalogue.
+    pub sku: String,
+    /// Number of units, at least 1.
+    pub quantity: u32,
+    /// Price of one unit in the payment's currency, minor units.
+    pub unit_amount_minor: u64,
+}
+
+/// A captured card payment. Contains the full card number: it lives only inside TLS on the wire
+/// and encrypted at rest; its `Debug` shows the masked number.
+#[derive(Debug, Clone, PartialEq, Eq, Encode)]
+pub struct Payment {
+    /// Minted by the capturing terminal; the idempotency key everywhere after.
+    pub id: PaymentId,
+    /// The terminal that captured it; must match the certificate of the connection carrying it.
+    pub terminal: TerminalId,
+    /// Card number (no CVV, PIN or track data is ever taken).
+    pub pan: Pan,
+    /// Card expiry.
+    pub expiry: Expiry,
+    /// Amount and currency.
+    pub amount: Money,
+    /// Seat or crew position where the sale took place.
+    pub seat: String,
+    /// Capture time on the terminal's clock, milliseconds since the Unix epoch.
+    pub captured_unix_ms: u64,
+    /// Articles sold, informational.
+    pub items: Vec<LineItem>,
+}
+
+impl Payment {
+    /// Checks the fields whose types cannot carry their own limits.
+    pub fn check_shape(seat: &str, items: &[LineItem]) -> Result<(), PaymentError> {
+        let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+        if seat.is_empty() || seat.len() > SEAT_BYTES_MAX || !printable(seat) {
+            return Err(PaymentError::BadSeat);
+        }
+        let items_ok = items.len() <= LINE_ITEMS_MAX
+            && items.iter().all(|i| {
+                !i.sku.is_empty()
+                    && i.sku.len() <= SKU_BYTES_MAX
+                    && printable(&i.sku)
+                    && i.quantity > 0
+            });
+        if !items_ok {
+            return Err(PaymentError::BadLineItems);
+        }
+        Ok(())
+    }
+}
+
+impl<C> Decode<C> for Payment {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        d: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let p = Payment {
+            id: Decode::decode(d)?,
+            terminal: Decode::decode(d)?,
+            pan: Decode::decode(d)?,
+            expiry: Decode::decode(d)?,
+            amount: Decode::decode(d)?,
+            seat: Decode::decode(d)?,
+            captured_unix_ms: Decode::decode(d)?,
+            items: Decode::decode(d)?,
+        };
+        Payment::check_shape(&p.seat, &p.items)
+            .map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))?;
+        Ok(p)
+    }
+}
+bincode::impl_borrow_decode!(Payment);

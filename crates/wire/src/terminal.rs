@@ -1,0 +1,125 @@
+//! The terminal link (slave ↔ master): one enum per direction.
+//!
+//! One long-lived QUIC connection per terminal carries one bidirectional stream of
+//! length-delimited frames. The first frame each way is `Hello`. Every state change is
+//! confirmed by an application ack carrying the payment id: transport success alone never
+//! counts as delivery, because closing a QUIC connection can drop data already sent.
+
+use std::fmt;
+
+use bincode::{Decode, Encode};
+
+use crate::{Payment, PaymentId, TerminalId};
+
+/// ALPN protocol name of the terminal link.
+pub const TERMINAL_ALPN: &[u8] = b"inflight-terminal/1";
+/// Version carried in `Hello`; a peer speaking another version gets an error frame, then close.
+pub const TERMINAL_PROTOCOL_VERSION: u16 = 1;
+/// Largest frame on the terminal link. A payment with its maximum line items is under 2 KiB;
+/// 16 KiB leaves room for growth while bounding what one peer can make us buffer.
+pub const TERMINAL_FRAME_BYTES_MAX: usize = 16 * 1024;
+
+/// Terminal → master.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum TerminalMsg {
+    /// First frame. The claimed id must match the terminal's certificate.
+    Hello {
+        /// Must equal [`TERMINAL_PROTOCOL_VERSION`].
+        version: u16,
+        /// The terminal's id, as in its certificate.
+        terminal: TerminalId,
+    },
+    /// A captured payment, durable on the terminal. Sent again (same id) until acked.
+    Submit {
+        /// The payment.
+        payment: Payment,
+        /// True when the terminal has already answered the sale app `accepted` (its verdict wait
+        /// ran out): the master must then carry the payment to the issuer whatever its own checks
+        /// say, recording them as flags. False: the master may refuse it.
+        answered: bool,
+    },
+}
+
+/// Master → terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum MasterMsg {
+    /// First frame.
+    Hello {
+        /// Must equal [`TERMINAL_PROTOCOL_VERSION`].
+        version: u16,
+        /// The aircraft this master runs on.
+        aircraft: String,
+    },
+    /// The master's durable verdict on one payment. Sent only after the verdict is on disk;
+    /// sent again, identically, for a re-sent payment.
+    Ack {
+        /// The payment this answers.
+        id: PaymentId,
+        /// What the master did with it.
+        verdict: Verdict,
+    },
+    /// The master is closing this connection because of what the terminal sent.
+    Error {
+        /// Machine-readable cause.
+        code: ErrorCode,
+        /// Human-readable detail (never card data).
+        message: String,
+    },
+}
+
+/// What the master did with a submitted payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum Verdict {
+    /// Stored durably; it will be carried to the issuer.
+    Stored,
+    /// Refused by an aircraft-wide check; it will not be carried (the terminal had not answered).
+    Refused(RefusalReason),
+}
+
+/// Why the master refused a payment. Stable machine-readable names via [`RefusalReason::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum RefusalReason {
+    /// The card's total on this flight, across all terminals, would exceed its limit.
+    OverCardFlightLimit,
+    /// A payment with this id but different content is already stored: a terminal bug, refused
+    /// loudly rather than guessed at.
+    IdConflict,
+}
+
+impl RefusalReason {
+    /// The reason's stable name, as used in JSON answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::OverCardFlightLimit => "over_card_flight_limit",
+            RefusalReason::IdConflict => "id_conflict",
+        }
+    }
+}
+
+impl fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a connection is being closed, in an `Error` frame and as the QUIC close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum ErrorCode {
+    /// `Hello` carried another protocol version.
+    VersionMismatch = 1,
+    /// A frame did not decode, or was over the size limit.
+    Malformed = 2,
+    /// The terminal claimed an id its certificate does not carry, or submitted under another id.
+    WrongTerminal = 3,
+    /// A valid message arrived where the protocol does not allow it (e.g. no `Hello` first).
+    Protocol = 4,
+    /// The master is shutting down.
+    ShuttingDown = 5,
+}
+
+impl ErrorCode {
+    /// The code as a QUIC application close code.
+    pub fn as_u32(self) -> u32 {
+        self as u32
+    }
+}
