@@ -1,1 +1,13 @@
+//! The decisions of inflight, as state machines with no I/O and no clock reads.
+//!
+//! Drivers (the slave and master daemons, tests, the simulator) feed events in with the current
+//! time and carry out what comes back. Nothing here touches tokio, quinn, sled or the system
+//! clock, so the same code runs in a unit test, a model-based test and a live daemon.
+//!
+//! - [`capture`]: is a sale app's request a payment this terminal may store?
+//! - [`outbox`]: which stored payments a terminal must (re)send to the master, and when.
+//! - [`aggregator`]: the master's verdict on each submitted payment, exactly once per id.
 
+pub mod aggregator;
+pub mod capture;
+pub mod outbox;

@@ -1,0 +1,305 @@
+//! Capture validation on the terminal.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use inflight_wire::{CardError, Currency, Expiry, LineItem, Money, Pan, Payment, PaymentError};
+
+/// A sale app's request, as received: strings and numbers not yet trusted.
+#[derive(Clone)]
+pub struct CaptureRequest {
+    /// Card number as typed or read; never logged (this type has no derived `Debug`).
+    pub pan: String,
+    /// `MM/YY`.
+    pub expiry: String,
+    /// Integer minor units.
+    pub amount_minor: u64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Seat or crew position.
+    pub seat: String,
+    /// Articles sold.
+    pub items: Vec<LineItem>,
+}
+
+impl fmt::Debug for CaptureRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaptureRequest")
+            .field("pan", &"<redacted>")
+            .field("amount_minor", &self.amount_minor)
+            .field("currency", &self.currency)
+            .field("seat", &self.seat)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The terminal's own risk caps: how much it may hold that the master has not yet acknowledged.
+/// They bound the airline's exposure on a terminal cut off from the aircraft server, and its disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalCaps {
+    /// Most payments held un-forwarded.
+    pub stored_payments_max: u64,
+    /// Most money held un-forwarded, per currency, in minor units.
+    pub stored_amount_minor_max: u64,
+    /// Largest single payment, in minor units of its currency.
+    pub txn_amount_minor_max: u64,
+}
+
+/// What the terminal currently holds un-forwarded, maintained by the driver from its store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// Payments captured and not yet acknowledged by the master.
+    pub payments: u64,
+    /// Their total per currency, in minor units.
+    pub amount_minor: BTreeMap<Currency, u64>,
+}
+
+impl Holdings {
+    /// Counts a newly captured payment.
+    pub fn add(&mut self, m: Money) {
+        self.payments += 1;
+        *self.amount_minor.entry(m.currency()).or_default() += m.amount_minor();
+    }
+
+    /// Releases a payment the master acknowledged (or refused).
+    pub fn remove(&mut self, m: Money) {
+        self.payments = self.payments.saturating_sub(1);
+        if let Some(v) = self.amount_minor.get_mut(&m.currency()) {
+            *v = v.saturating_sub(m.amount_minor());
+        }
+    }
+}
+
+/// Why a capture is refused at the terminal. [`Refusal::as_str`] gives the stable reason code
+/// returned to the sale app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Refusal {
+    /// Not 12-19 digits.
+    BadPan,
+    /// Fails the Luhn check.
+    Luhn,
+    /// Not `MM/YY`.
+    BadExpiry,
+    /// Past its expiry month.
+    Expired,
+    /// Zero, negative or over the absolute maximum.
+    BadAmount,
+    /// Not a known ISO 4217 code.
+    BadCurrency,
+    /// Over the per-transaction limit.
+    OverTxnLimit,
+    /// Seat label malformed.
+    BadSeat,
+    /// Line items malformed.
+    BadItems,
+    /// The terminal holds as many payments, or as much money, as its caps allow.
+    TerminalStoreFull,
+    /// The terminal could not store the payment durably (disk full, I/O error).
+    StorageError,
+}
+
+impl Refusal {
+    /// Stable machine-readable reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::BadPan => "bad_pan",
+            Refusal::Luhn => "luhn",
+            Refusal::BadExpiry => "bad_expiry",
+            Refusal::Expired => "expired",
+            Refusal::BadAmount => "bad_amount",
+            Refusal::BadCurrency => "bad_currency",
+            Refusal::OverTxnLimit => "over_txn_limit",
+            Refusal::BadSeat => "bad_seat",
+            Refusal::BadItems => "bad_items",
+            Refusal::TerminalStoreFull => "terminal_store_full",
+            Refusal::StorageError => "storage_error",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request that passed every terminal check: ready to be given an id and stored.
+#[derive(Debug, Clone)]
+pub struct ValidCapture {
+    /// The card.
+    pub pan: Pan,
+    /// Its expiry, not passed at capture time.
+    pub expiry: Expiry,
+    /// The amount.
+    pub amount: Money,
+    /// Seat or crew position.
+    pub seat: String,
+    /// Articles sold.
+    pub items: Vec<LineItem>,
+}
+
+/// Checks a capture request at `now_unix_ms` against the caps and what the terminal holds.
+/// Checks run cheapest and most specific first, so the reason names the first thing wrong.
+pub fn validate(
+    req: &CaptureRequest,
+    now_unix_ms: u64,
+    caps: &TerminalCaps,
+    held: &Holdings,
+) -> Result<ValidCapture, Refusal> {
+    let pan = Pan::parse(&req.pan).map_err(|e| match e {
+        CardError::Luhn => Refusal::Luhn,
+        _ => Refusal::BadPan,
+    })?;
+    let expiry = Expiry::parse(&req.expiry).map_err(|_| Refusal::BadExpiry)?;
+    if expiry.is_expired_at(now_unix_ms) {
+        return Err(Refusal::Expired);
+    }
+    let currency = Currency::parse(&req.currency).map_err(|_| Refusal::BadCurrency)?;
+    let amount = Money::new(req.amount_minor, currency).map_err(|_| Refusal::BadAmount)?;
+    if amount.amount_minor() > caps.txn_amount_minor_max {
+        return Err(Refusal::OverTxnLimit);
+    }
+    Payment::check_shape(&req.seat, &req.items).map_err(|e| match e {
+        PaymentError::BadSeat => Refusal::BadSeat,
+        PaymentError::BadLineItems => Refusal::BadItems,
+    })?;
+    let held_amount = held.amount_minor.get(&currency).copied().unwrap_or(0);
+    if held.payments >= caps.stored_payments_max
+        || held_amount + amount.amount_minor() > caps.stored_amount_minor_max
+    {
+        return Err(Refusal::TerminalStoreFull);
+    }
+    Ok(ValidCapture {
+        pan,
+        expiry,
+        amount,
+        seat: req.seat.clone(),
+        items: req.items.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-25T00:00:00Z.
+    const NOW: u64 = 1_795_564_800_000;
+
+    fn caps() -> TerminalCaps {
+        TerminalCaps {
+            stored_payments_max: 3,
+            stored_amount_minor_max: 10_000,
+            txn_amount_minor_max: 5_000,
+        }
+    }
+
+    fn req(pan: &str, expiry: &str, amount: u64, cur: &str) -> CaptureRequest {
+        CaptureRequest {
+            pan: pan.into(),
+            expiry: expiry.into(),
+            amount_minor: amount,
+            currency: cur.into(),
+            seat: "12A".into(),
+            items: vec![],
+        }
+    }
+
+    /// One table: input, then the expected outcome.
+    #[test]
+    fn validation_table() {
+        let held = Holdings::default();
+        let cases: &[(CaptureRequest, Result<(), Refusal>)] = &[
+            (req("4111111111111111", "12/29", 1250, "EUR"), Ok(())),
+            (
+                req("4111111111111112", "12/29", 1250, "EUR"),
+                Err(Refusal::Luhn),
+            ),
+            (req("41111111", "12/29", 1250, "EUR"), Err(Refusal::BadPan)),
+            (
+                req("4111111111111111", "13/29", 1250, "EUR"),
+                Err(Refusal::BadExpiry),
+            ),
+            (
+                req("4111111111111111", "10/26", 1250, "EUR"),
+                Err(Refusal::Expired),
+            ),
+            (req("4111111111111111", "11/26", 1250, "EUR"), Ok(())), // valid through end of month
+            (
+                req("4111111111111111", "12/29", 0, "EUR"),
+                Err(Refusal::BadAmount),
+            ),
+            (
+                req("4111111111111111", "12/29", 5_001, "EUR"),
+                Err(Refusal::OverTxnLimit),
+            ),
+            (req("4111111111111111", "12/29", 5_000, "EUR"), Ok(())),
+            (
+                req("4111111111111111", "12/29", 100, "XXX"),
+                Err(Refusal::BadCurrency),
+            ),
+            (
+                CaptureRequest {
+                    seat: String::new(),
+                    ..req("4111111111111111", "12/29", 100, "EUR")
+                },
+                Err(Refusal::BadSeat),
+            ),
+            (
+                CaptureRequest {
+                    items: vec![LineItem {
+                        sku: "A".into(),
+                        quantity: 0,
+                        unit_amount_minor: 1,
+                    }],
+                    ..req("4111111111111111", "12/29", 100, "EUR")
+                },
+                Err(Refusal::BadItems),
+            ),
+        ];
+        for (r, want) in cases {
+            let got = validate(r, NOW, &caps(), &held).map(|_| ());
+            assert_eq!(&got, want, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn caps_bound_what_the_terminal_holds() {
+        let eur = Currency::parse("EUR").expect("known");
+        let mut held = Holdings::default();
+        held.add(Money::new(5_000, eur).expect("valid"));
+        held.add(Money::new(4_000, eur).expect("valid"));
+        let r = req("4111111111111111", "12/29", 1_001, "EUR");
+        assert_eq!(
+            validate(&r, NOW, &caps(), &held).map(|_| ()),
+            Err(Refusal::TerminalStoreFull)
+        );
+        // Another currency has its own amount cap...
+        assert!(validate(
+            &req("4111111111111111", "12/29", 1_001, "USD"),
+            NOW,
+            &caps(),
+            &held
+        )
+        .is_ok());
+        // ...but the count cap is shared.
+        held.add(Money::new(1, eur).expect("valid"));
+        assert_eq!(
+            validate(
+                &req("4111111111111111", "12/29", 1, "USD"),
+                NOW,
+                &caps(),
+                &held
+            )
+            .map(|_| ()),
+            Err(Refusal::TerminalStoreFull)
+        );
+        held.remove(Money::new(5_000, eur).expect("valid"));
+        assert!(validate(&r, NOW, &caps(), &held).is_ok());
+    }
+
+    #[test]
+    fn debug_never_shows_the_card() {
+        let shown = format!("{:?}", req("4111111111111111", "12/29", 1, "EUR"));
+        assert!(!shown.contains("4111111111111111"), "{shown}");
+    }
+}
