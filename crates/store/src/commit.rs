@@ -1,0 +1,199 @@
+//! Group commit: many writers, one flush + fsync, then every covered writer is answered.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+
+use tokio::sync::oneshot;
+
+use crate::StoreError;
+
+/// A write's place in the commit order: durable once a flush that started after it completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+impl Ticket {
+    /// A ticket that is already durable (nothing was written).
+    pub const NONE: Ticket = Ticket(0);
+}
+
+/// The flusher shared by every writer of one sled database.
+#[derive(Debug)]
+pub struct Committer {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Sequence of the latest write handed a ticket.
+    written: u64,
+    /// Every write up to this sequence is flushed and fsynced.
+    durable: u64,
+    /// Writers waiting for durability, with the sequence they need.
+    waiters: Vec<(u64, oneshot::Sender<Result<(), StoreError>>)>,
+    /// Set by a failed flush; sticky (see [`StoreError::Poisoned`]).
+    poisoned: Option<String>,
+    /// Set on close: the thread finishes the last flush and exits.
+    closing: bool,
+}
+
+impl Committer {
+    /// Starts the flusher thread for `db`, whose data file lives in `dir`.
+    pub(crate) fn start(db: sled::Db, dir: &Path) -> Result<Self, StoreError> {
+        // sled keeps all its pages in one file named `db`; fsync of that file is what makes a
+        // flush survive a power cut. Opened read-only: fsync works on any open descriptor.
+        let data_file = File::open(dir.join("db")).map_err(|e| StoreError::Open {
+            dir: dir.to_owned(),
+            detail: format!("data file: {e}"),
+        })?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let s = Arc::clone(&shared);
+        let handle = thread::Builder::new()
+            .name("store-flusher".into())
+            .spawn(move || flusher(&s, &db, &data_file))
+            .map_err(|e| StoreError::Io(format!("cannot start flusher thread: {e}")))?;
+        Ok(Self {
+            shared,
+            thread: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Records that a write was applied to sled and returns its ticket. Call after the write.
+    pub(crate) fn note_write(&self) -> Result<Ticket, StoreError> {
+        let mut st = lock(&self.shared.state);
+        if let Some(p) = &st.poisoned {
+            return Err(StoreError::Poisoned(p.clone()));
+        }
+        if st.closing {
+            return Err(StoreError::Closed);
+        }
+        st.written += 1;
+        Ok(Ticket(st.written))
+    }
+
+    /// Fails early when the store can no longer promise durability.
+    pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
+        let st = lock(&self.shared.state);
+        match (&st.poisoned, st.closing) {
+            (Some(p), _) => Err(StoreError::Poisoned(p.clone())),
+            (None, true) => Err(StoreError::Closed),
+            (None, false) => Ok(()),
+        }
+    }
+
+    /// The ticket of the latest write: waiting on it covers everything written so far.
+    pub fn latest(&self) -> Ticket {
+        Ticket(lock(&self.shared.state).written)
+    }
+
+    /// Resolves when every write up to `ticket` is flushed and fsynced.
+    pub async fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
+        let rx = {
+            let mut st = lock(&self.shared.state);
+            if let Some(p) = &st.poisoned {
+                return Err(StoreError::Poisoned(p.clone()));
+            }
+            if st.durable >= ticket.0 {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push((ticket.0, tx));
+            self.shared.wake.notify_one();
+            rx
+        };
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Blocking form of [`Committer::wait`], for command-line tools and tests.
+    pub fn wait_blocking(&self, ticket: Ticket) -> Result<(), StoreError> {
+        let rx = {
+            let mut st = lock(&self.shared.state);
+            if st.durable >= ticket.0 {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push((ticket.0, tx));
+            self.shared.wake.notify_one();
+            rx
+        };
+        rx.blocking_recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Flushes what is pending, stops the thread and waits for it.
+    pub fn close(&self) {
+        lock(&self.shared.state).closing = true;
+        self.shared.wake.notify_one();
+        if let Some(h) = lock(&self.thread).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock leaves plain counters behind; they stay consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn flusher(shared: &Shared, db: &sled::Db, data_file: &File) {
+    loop {
+        let target = {
+            let mut st = lock(&shared.state);
+            while st.waiters.is_empty() && !st.closing {
+                st = shared
+                    .wake
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if st.closing && st.waiters.is_empty() && st.durable >= st.written {
+                return;
+            }
+            st.written
+        };
+        // Everything written before this point is covered by this flush: writers note their
+        // write after applying it, so `target` never names a write sled has not seen.
+        let result = db
+            .flush()
+            .map_err(|e| e.to_string())
+            .and_then(|_| data_file.sync_data().map_err(|e| e.to_string()));
+        let mut st = lock(&shared.state);
+        match result {
+            Ok(()) => {
+                st.durable = st.durable.max(target);
+                let durable = st.durable;
+                let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut st.waiters)
+                    .into_iter()
+                    .partition(|(seq, _)| *seq <= durable);
+                st.waiters = rest;
+                drop(st);
+                for (_, tx) in done {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store flush failed; refusing further writes");
+                st.poisoned = Some(e.clone());
+                for (_, tx) in std::mem::take(&mut st.waiters) {
+                    let _ = tx.send(Err(StoreError::Poisoned(e.clone())));
+                }
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in storage. Messages never contain card data.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be opened (missing permissions, corruption, held by another process).
+    /// Nothing is deleted or repaired automatically.
+    #[error("cannot open store at {dir}: {detail}")]
+    Open {
+        /// The store's directory.
+        dir: PathBuf,
+        /// What sled or the OS said.
+        detail: String,
+    },
+    /// A read or write failed (disk full, I/O error).
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// A flush or fsync failed earlier. After a failed fsync the kernel may have dropped dirty
+    /// pages, so nothing written since can be called durable: the store refuses further writes
+    /// until the daemon restarts and re-reads what is really on disk.
+    #[error("store is poisoned by an earlier failed flush: {0}")]
+    Poisoned(String),
+    /// The key file is missing, malformed, or readable by others.
+    #[error("key file {path}: {detail}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A stored record did not decode or decrypt: corruption or the wrong key file.
+    #[error("corrupt record {key}: {detail}")]
+    Corrupt {
+        /// Hex of the record's key.
+        key: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The store is shutting down.
+    #[error("store is closed")]
+    Closed,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}

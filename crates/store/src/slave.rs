@@ -1,0 +1,186 @@
+//! The terminal's store: its outbox of captured payments and their states.
+//!
+//! Key layout: tree `payments`, key = payment id (16 bytes, capture-time order) → record.
+
+use std::path::Path;
+
+use bincode::{Decode, Encode};
+use inflight_wire::{Payment, PaymentId, RefusalReason};
+
+use crate::records::{decode_record, encode_record, PaymentRecord};
+use crate::{open_sled, CardVault, Committer, MaskedView, StoreError, Ticket};
+
+/// Where a payment stands on the terminal. States only move forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum SlaveState {
+    /// Stored; the master has not acked it yet. `answered`: the sale app was told `accepted`
+    /// before the master's verdict, so the master must carry it.
+    Captured {
+        /// Whether the sale app has been answered `accepted`.
+        answered: bool,
+    },
+    /// The master acked it as stored.
+    Forwarded,
+    /// The master refused it before the sale app was answered; card data erased.
+    Refused(RefusalReason),
+}
+
+#[derive(Debug, Clone, Encode, Decode)]
+struct SlaveRecord {
+    payment: PaymentRecord,
+    state: SlaveState,
+}
+
+/// A payment as the terminal's status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaveView {
+    /// The masked payment.
+    pub payment: MaskedView,
+    /// Its state.
+    pub state: SlaveState,
+}
+
+/// Counts of payments by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlaveCounts {
+    /// Captured, not yet acked by the master.
+    pub captured: u64,
+    /// Acked by the master.
+    pub forwarded: u64,
+    /// Refused by the master.
+    pub refused: u64,
+}
+
+/// The terminal's durable outbox.
+#[derive(Debug)]
+pub struct SlaveStore {
+    payments: sled::Tree,
+    vault: CardVault,
+    committer: Committer,
+}
+
+impl SlaveStore {
+    /// Opens (or creates) the store in `dir`, sealing card data with `vault`.
+    pub fn open(dir: &Path, vault: CardVault, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = open_sled(dir, cache_bytes)?;
+        let payments = db.open_tree("payments")?;
+        let committer = Committer::start(db, dir)?;
+        Ok(Self {
+            payments,
+            vault,
+            committer,
+        })
+    }
+
+    /// The vault (for minting ids from its random source).
+    pub fn vault(&self) -> &CardVault {
+        &self.vault
+    }
+
+    /// Stores a newly captured payment. Durable once the ticket is waited on.
+    pub fn put_captured(&self, p: &Payment) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        let rec = SlaveRecord {
+            payment: PaymentRecord::seal(&self.vault, p)?,
+            state: SlaveState::Captured { answered: false },
+        };
+        self.payments.insert(p.id.to_bytes(), encode_record(&rec))?;
+        self.committer.note_write()
+    }
+
+    /// Moves a payment to `state`. Moving to `Refused` erases its card data. Moving backwards
+    /// is ignored (states only move forward), as is an unknown id.
+    pub fn set_state(&self, id: PaymentId, state: SlaveState) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        let key = id.to_bytes();
+        let Some(bytes) = self.payments.get(key)? else {
+            return Ok(Ticket::NONE);
+        };
+        let mut rec: SlaveRecord = decode_record(&key, &bytes)?;
+        if rank(state) <= rank(rec.state) {
+            return Ok(Ticket::NONE);
+        }
+        rec.state = state;
+        if matches!(state, SlaveState::Refused(_)) {
+            rec.payment.card = None;
+        }
+        self.payments.insert(key, encode_record(&rec))?;
+        self.committer.note_write()
+    }
+
+    /// The full payment, for forwarding; `None` if unknown or its card data is erased.
+    pub fn payment(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
+        let key = id.to_bytes();
+        match self.payments.get(key)? {
+            None => Ok(None),
+            Some(bytes) => decode_record::<SlaveRecord>(&key, &bytes)?
+                .payment
+                .open(&self.vault),
+        }
+    }
+
+    /// A payment as status shows it.
+    pub fn view(&self, id: PaymentId) -> Result<Option<SlaveView>, StoreError> {
+        let key = id.to_bytes();
+        match self.payments.get(key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                let rec: SlaveRecord = decode_record(&key, &bytes)?;
+                Ok(Some(SlaveView {
+                    payment: rec.payment.view(),
+                    state: rec.state,
+                }))
+            }
+        }
+    }
+
+    /// Every payment the master has not acked, in capture order, with whether it was answered.
+    pub fn unacked(&self) -> Result<Vec<(MaskedView, bool)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.payments.iter() {
+            let (k, v) = kv?;
+            let rec: SlaveRecord = decode_record(&k, &v)?;
+            if let SlaveState::Captured { answered } = rec.state {
+                out.push((rec.payment.view(), answered));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts by state (a full scan: for status, not the hot path).
+    pub fn counts(&self) -> Result<SlaveCounts, StoreError> {
+        let mut c = SlaveCounts::default();
+        for kv in self.payments.iter() {
+            let (k, v) = kv?;
+            match decode_record::<SlaveRecord>(&k, &v)?.state {
+                SlaveState::Captured { .. } => c.captured += 1,
+                SlaveState::Forwarded => c.forwarded += 1,
+                SlaveState::Refused(_) => c.refused += 1,
+            }
+        }
+        Ok(c)
+    }
+
+    /// Waits until every write up to `ticket` is durable.
+    pub async fn durable(&self, ticket: Ticket) -> Result<(), StoreError> {
+        self.committer.wait(ticket).await
+    }
+
+    /// Blocking form of [`SlaveStore::durable`].
+    pub fn durable_blocking(&self, ticket: Ticket) -> Result<(), StoreError> {
+        self.committer.wait_blocking(ticket)
+    }
+
+    /// Flushes everything and stops the flusher.
+    pub fn close(&self) {
+        self.committer.close();
+    }
+}
+
+fn rank(s: SlaveState) -> u8 {
+    match s {
+        SlaveState::Captured { answered: false } => 0,
+        SlaveState::Captured { answered: true } => 1,
+        SlaveState::Forwarded | SlaveState::Refused(_) => 2,
+    }
+}

@@ -1,0 +1,185 @@
+//! Card data at rest: sealed with an AEAD under a key file, looked up by a keyed hash.
+
+use std::fmt;
+use std::path::Path;
+
+use ring::aead::{self, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::StoreError;
+
+/// A key file holds 32 random bytes as 64 hex digits (and an optional trailing newline).
+pub const KEY_FILE_HEX_LEN: usize = 64;
+
+/// Seals and opens card data; computes the keyed card hash.
+///
+/// Two subkeys are derived from the key file with HMAC-SHA256 under fixed labels, so the
+/// encryption key and the look-up key are independent.
+pub struct CardVault {
+    aead: LessSafeKey,
+    card_key: hmac::Key,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for CardVault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CardVault(<keys>)")
+    }
+}
+
+/// Sealed card data as stored: a random nonce and the ciphertext with its tag.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub(crate) struct Sealed {
+    pub nonce: [u8; 12],
+    pub ciphertext: Vec<u8>,
+}
+
+impl CardVault {
+    /// Reads the key file. It must be 64 hex digits and, on Unix, not readable by group or others.
+    pub fn from_key_file(path: &Path) -> Result<Self, StoreError> {
+        let err = |detail: String| StoreError::Key {
+            path: path.to_owned(),
+            detail,
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| err(e.to_string()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(err(format!(
+                    "mode {:o} lets others read it; chmod 600",
+                    mode & 0o777
+                )));
+            }
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let text = text.trim_end();
+        if text.len() != KEY_FILE_HEX_LEN {
+            return Err(err(format!("must hold {KEY_FILE_HEX_LEN} hex digits")));
+        }
+        let mut key = [0u8; 32];
+        for (i, b) in key.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+                .map_err(|_| err(format!("must hold {KEY_FILE_HEX_LEN} hex digits")))?;
+        }
+        Ok(Self::from_key(&key))
+    }
+
+    /// A vault from raw key material.
+    pub fn from_key(key: &[u8; 32]) -> Self {
+        let root = hmac::Key::new(hmac::HMAC_SHA256, key);
+        let derive = |label: &[u8]| hmac::sign(&root, label);
+        let aead_key = derive(b"inflight/v1/card-aead");
+        let card_key = derive(b"inflight/v1/card-hash");
+        let unbound = UnboundKey::new(&CHACHA20_POLY1305, aead_key.as_ref())
+            .expect("HMAC-SHA256 output is 32 bytes, the ChaCha20-Poly1305 key length");
+        Self {
+            aead: LessSafeKey::new(unbound),
+            card_key: hmac::Key::new(hmac::HMAC_SHA256, card_key.as_ref()),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// Encrypts `plain`, binding it to `aad` (the record's key) so a sealed blob cannot be
+    /// moved to another record.
+    pub(crate) fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<Sealed, StoreError> {
+        let mut nonce = [0u8; 12];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| StoreError::Io("system random source failed".into()))?;
+        let mut buf = plain.to_vec();
+        self.aead
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(aad),
+                &mut buf,
+            )
+            .map_err(|_| StoreError::Io("encryption failed".into()))?;
+        Ok(Sealed {
+            nonce,
+            ciphertext: buf,
+        })
+    }
+
+    /// Decrypts a sealed blob; fails on any tampering or the wrong key.
+    pub(crate) fn open(&self, aad: &[u8], sealed: &Sealed) -> Result<Vec<u8>, StoreError> {
+        let mut buf = sealed.ciphertext.clone();
+        let plain = self
+            .aead
+            .open_in_place(
+                Nonce::assume_unique_for_key(sealed.nonce),
+                aead::Aad::from(aad),
+                &mut buf,
+            )
+            .map_err(|_| StoreError::Corrupt {
+                key: hex(aad),
+                detail: "card data does not decrypt (wrong key file or tampered)".into(),
+            })?;
+        Ok(plain.to_vec())
+    }
+
+    /// The keyed hash of a card number: equal cards give equal hashes, and without the key file
+    /// the hash reveals nothing (a plain hash of a 16-digit number is brute-forced in minutes).
+    pub fn card_hash(&self, pan_digits: &str) -> [u8; 32] {
+        let tag = hmac::sign(&self.card_key, pan_digits.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Fills `buf` from the system's secure random source.
+    pub fn random(&self, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.rng
+            .fill(buf)
+            .map_err(|_| StoreError::Io("system random source failed".into()))
+    }
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_and_tamper() {
+        let v = CardVault::from_key(&[7; 32]);
+        let s = v.seal(b"id-1", b"4111111111111111").expect("seal");
+        assert!(!s.ciphertext.windows(16).any(|w| w == b"4111111111111111"));
+        assert_eq!(v.open(b"id-1", &s).expect("open"), b"4111111111111111");
+        assert!(v.open(b"id-2", &s).is_err(), "bound to its record");
+        let other = CardVault::from_key(&[8; 32]);
+        assert!(other.open(b"id-1", &s).is_err(), "wrong key");
+        assert_eq!(
+            v.card_hash("4111111111111111"),
+            v.card_hash("4111111111111111")
+        );
+        assert_ne!(
+            v.card_hash("4111111111111111"),
+            other.card_hash("4111111111111111")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_file_must_be_private_and_well_formed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("k");
+        std::fs::write(&p, "ab".repeat(32)).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(
+            matches!(CardVault::from_key_file(&p), Err(StoreError::Key { detail, .. }) if detail.contains("chmod 600"))
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(CardVault::from_key_file(&p).is_ok());
+        std::fs::write(&p, "zz").expect("write");
+        assert!(CardVault::from_key_file(&p).is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! Durability of the store: acked writes survive a crash, restarts keep every state, group commit
+//! answers many concurrent writers.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use inflight_store::{CardVault, MasterStore, SlaveState, SlaveStore};
+use inflight_wire::{
+    Currency, Expiry, Money, Pan, Payment, PaymentId, RefusalReason, TerminalId, Verdict,
+};
+use proptest::prelude::*;
+
+const CACHE: u64 = 8 << 20;
+const TEST_PAN: &str = "4111111111111111";
+
+fn vault() -> CardVault {
+    CardVault::from_key(&[42; 32])
+}
+
+fn payment(n: u32) -> Payment {
+    let mut r = [0u8; 10];
+    r[..4].copy_from_slice(&n.to_be_bytes());
+    Payment {
+        id: PaymentId::mint(1_790_000_000_000 + u64::from(n), r),
+        terminal: TerminalId::parse("t1").expect("valid"),
+        pan: Pan::parse(TEST_PAN).expect("valid card"),
+        expiry: Expiry::parse("12/29").expect("valid"),
+        amount: Money::new(100 + u64::from(n), Currency::parse("EUR").expect("known"))
+            .expect("valid"),
+        seat: "1A".into(),
+        captured_unix_ms: 1_790_000_000_000,
+        items: vec![],
+    }
+}
+
+/// Every file under `dir`, concatenated.
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("readable dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(all_bytes(&p));
+        } else {
+            out.extend(std::fs::read(&p).expect("readable file"));
+        }
+    }
+    out
+}
+
+#[test]
+fn card_numbers_are_never_on_disk_in_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = SlaveStore::open(dir.path(), vault(), CACHE).expect("open");
+        for n in 0..50 {
+            let t = s.put_captured(&payment(n)).expect("put");
+            s.durable_blocking(t).expect("durable");
+        }
+        assert_eq!(
+            s.payment(payment(7).id)
+                .expect("read")
+                .map(|p| p.pan.expose_digits().to_owned())
+                .as_deref(),
+            Some(TEST_PAN)
+        );
+        s.close();
+    }
+    let bytes = all_bytes(dir.path());
+    assert!(bytes.len() > 1000, "the store wrote something");
+    assert!(
+        !bytes
+            .windows(TEST_PAN.len())
+            .any(|w| w == TEST_PAN.as_bytes()),
+        "full PAN found on disk"
+    );
+}
+
+#[test]
+fn refusal_erases_card_data_and_states_only_move_forward() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = SlaveStore::open(dir.path(), vault(), CACHE).expect("open");
+    let p = payment(1);
+    s.put_captured(&p).expect("put");
+    s.set_state(
+        p.id,
+        SlaveState::Refused(RefusalReason::OverCardFlightLimit),
+    )
+    .expect("set");
+    assert_eq!(s.payment(p.id).expect("read"), None, "card data erased");
+    let v = s.view(p.id).expect("read").expect("masked record kept");
+    assert!(v.payment.card_data_erased);
+    assert_eq!(v.payment.card.to_string(), "411111******1111");
+    s.set_state(p.id, SlaveState::Captured { answered: true })
+        .expect("set");
+    assert_eq!(
+        s.view(p.id).expect("read").map(|v| v.state),
+        Some(SlaveState::Refused(RefusalReason::OverCardFlightLimit))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_answers_many_concurrent_writers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = std::sync::Arc::new(MasterStore::open(dir.path(), vault(), CACHE).expect("open"));
+    let mut tasks = Vec::new();
+    for w in 0..64u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for k in 0..20 {
+                let p = payment(w * 1000 + k);
+                let t = s.put(&p, [0; 32], Verdict::Stored).expect("put");
+                s.durable(t).await.expect("durable");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    assert_eq!(s.counts().expect("counts").stored, 64 * 20);
+    // Put is insert-if-absent: a second put of the same id changes nothing.
+    s.put(
+        &payment(0),
+        [9; 32],
+        Verdict::Refused(RefusalReason::IdConflict),
+    )
+    .expect("put");
+    let (_, verdict, _) = s.view(payment(0).id).expect("read").expect("present");
+    assert_eq!(verdict, Verdict::Stored);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8),
+    Forward(u8),
+    Refuse(u8),
+    Answer(u8),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..20).prop_map(Op::Put),
+        2 => (0u8..20).prop_map(Op::Forward),
+        1 => (0u8..20).prop_map(Op::Refuse),
+        1 => (0u8..20).prop_map(Op::Answer),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// The slave store against a `BTreeMap` model, with restarts anywhere.
+    #[test]
+    fn slave_store_matches_model_across_restarts(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SlaveStore::open(dir.path(), vault(), CACHE).expect("open");
+        let mut model: BTreeMap<PaymentId, SlaveState> = BTreeMap::new();
+        let rank = |s: SlaveState| match s { SlaveState::Captured { answered } => u8::from(answered), _ => 2 };
+        for op in ops {
+            let (id, new) = match op {
+                Op::Put(n) => {
+                    let p = payment(u32::from(n));
+                    if !model.contains_key(&p.id) {
+                        let t = store.put_captured(&p).expect("put");
+                        store.durable_blocking(t).expect("durable");
+                        model.insert(p.id, SlaveState::Captured { answered: false });
+                    }
+                    continue;
+                }
+                Op::Forward(n) => (payment(u32::from(n)).id, SlaveState::Forwarded),
+                Op::Refuse(n) => (payment(u32::from(n)).id, SlaveState::Refused(RefusalReason::OverCardFlightLimit)),
+                Op::Answer(n) => (payment(u32::from(n)).id, SlaveState::Captured { answered: true }),
+                Op::Reopen => {
+                    store.close();
+                    drop(store);
+                    store = SlaveStore::open(dir.path(), vault(), CACHE).expect("reopen");
+                    continue;
+                }
+            };
+            let t = store.set_state(id, new).expect("set");
+            store.durable_blocking(t).expect("durable");
+            if let Some(s) = model.get_mut(&id) {
+                if rank(new) > rank(*s) { *s = new; }
+            }
+        }
+        for (id, want) in &model {
+            prop_assert_eq!(store.view(*id).expect("read").map(|v| v.state), Some(*want));
+        }
+        let unacked: Vec<PaymentId> = store.unacked().expect("scan").into_iter().map(|(v, _)| v.id).collect();
+        let want: Vec<PaymentId> = model.iter().filter(|(_, s)| matches!(s, SlaveState::Captured { .. })).map(|(id, _)| *id).collect();
+        prop_assert_eq!(unacked, want);
+    }
+}
+
+const CHILD_ENV: &str = "INFLIGHT_STORE_CRASH_CHILD_DIR";
+
+/// In the child process: write payments from many tasks forever, printing each id once durable.
+/// In the parent (a normal test run): does nothing; `acked_writes_survive_kill_9` drives it.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let store =
+            std::sync::Arc::new(MasterStore::open(Path::new(&dir), vault(), CACHE).expect("open"));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        for w in 0..16u32 {
+            let (store, tx) = (store.clone(), tx.clone());
+            tokio::spawn(async move {
+                for k in 0.. {
+                    let n = w * 1_000_000 + k;
+                    let t = store
+                        .put(&payment(n), [0; 32], Verdict::Stored)
+                        .expect("put");
+                    store.durable(t).await.expect("durable");
+                    if tx.send(n).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut out = std::io::stdout().lock();
+        while let Some(n) = rx.recv().await {
+            writeln!(out, "acked {n}").expect("stdout");
+            out.flush().expect("stdout");
+        }
+    });
+}
+
+#[test]
+fn acked_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for round in 0..3 {
+        let mut child = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("piped");
+        let mut acked = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("utf-8");
+            if let Some(n) = line.strip_prefix("acked ") {
+                acked.push(n.parse::<u32>().expect("number"));
+                if acked.len() == 300 * (round + 1) {
+                    break;
+                }
+            }
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        assert!(acked.len() >= 300, "child acked {} writes", acked.len());
+        let store = MasterStore::open(dir.path(), vault(), CACHE).expect("reopen after kill -9");
+        for n in &acked {
+            assert!(
+                store.view(payment(*n).id).expect("read").is_some(),
+                "acked write {n} lost after kill -9 (round {round})"
+            );
+        }
+        store.close();
+    }
+}
