@@ -1,1 +1,21 @@
+//! The network boundary of inflight: the only crate that knows quinn and rustls.
+//!
+//! - [`tls`]: rustls configurations with exactly one crypto provider (ring), TLS 1.3 only,
+//!   mutual authentication, no 0-RTT; certificates and keys read from PEM files.
+//! - [`endpoint`]: quinn endpoints on sockets with large buffers, explicit keep-alive and idle
+//!   timeouts, and our own connect timeout.
+//! - [`identity`]: who is on the other end, taken from its verified certificate.
+//! - [`framed`]: length-delimited frames with a maximum size, carrying `inflight-wire` messages.
+//! - [`pki`]: a development CA and certificates, for `inflight-setup` and tests.
+//!
+//! What it is not: it makes no payment decisions and stores nothing.
 
+pub mod endpoint;
+mod error;
+pub mod framed;
+pub mod identity;
+pub mod pki;
+pub mod tls;
+
+pub use error::NetError;
+pub use quinn::{Connection, Endpoint};

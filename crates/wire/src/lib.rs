@@ -13,6 +13,7 @@ mod money;
 mod payment;
 mod terminal;
 
+pub use bincode::{Decode, Encode};
 pub use card::{CardError, Expiry, MaskedPan, Pan};
 pub use codec::{decode, encode, DecodeError, PAYLOAD_BYTES_MAX};
 pub use ids::{IdError, PaymentId, TerminalId, TERMINAL_ID_BYTES_MAX};

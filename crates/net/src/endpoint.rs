@@ -1,0 +1,87 @@
+//! quinn endpoints with our socket settings and timeouts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{ClientConfig, Connection, Endpoint, EndpointConfig, IdleTimeout, ServerConfig, TokioRuntime, TransportConfig, VarInt};
+
+use crate::NetError;
+
+/// Send and receive buffer of every endpoint's UDP socket. The kernel default drops packets
+/// when hundreds of terminals connect at once (seen: 1-7 s to connect 500); 4 MiB does not.
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// Most bidirectional streams a peer may open at once on one connection. The terminal link
+/// uses one; a little room lets a reconnecting peer overlap, while bounding what one peer costs.
+pub const BIDI_STREAMS_MAX: u32 = 4;
+
+/// Timers of a link, set explicitly rather than inherited from library defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkTimers {
+    /// Keep-alive ping interval: keeps NAT-less cabin links and idle connections warm.
+    pub keep_alive: Duration,
+    /// A connection silent for this long is dead.
+    pub idle: Duration,
+    /// Give up a connection attempt after this long.
+    pub connect: Duration,
+}
+
+impl Default for LinkTimers {
+    fn default() -> Self {
+        Self { keep_alive: Duration::from_secs(2), idle: Duration::from_secs(10), connect: Duration::from_secs(3) }
+    }
+}
+
+fn transport(t: LinkTimers) -> Result<Arc<TransportConfig>, NetError> {
+    let mut tc = TransportConfig::default();
+    tc.keep_alive_interval(Some(t.keep_alive));
+    tc.max_idle_timeout(Some(IdleTimeout::try_from(t.idle).map_err(|e| NetError::Tls(format!("idle timeout: {e}")))?));
+    tc.max_concurrent_bidi_streams(VarInt::from_u32(BIDI_STREAMS_MAX));
+    tc.max_concurrent_uni_streams(VarInt::from_u32(0));
+    Ok(Arc::new(tc))
+}
+
+fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |e: std::io::Error| NetError::Socket { addr, detail: e.to_string() };
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max without failing.
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    sock.bind(&addr.into()).map_err(err)?;
+    sock.set_nonblocking(true).map_err(err)?;
+    Ok(sock.into())
+}
+
+/// A server endpoint bound to `addr`.
+pub fn server(addr: SocketAddr, tls: rustls::ServerConfig, timers: LinkTimers) -> Result<Endpoint, NetError> {
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut cfg = ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(transport(timers)?);
+    Endpoint::new(EndpointConfig::default(), Some(cfg), udp_socket(addr)?, Arc::new(TokioRuntime))
+        .map_err(|e| NetError::Socket { addr, detail: e.to_string() })
+}
+
+/// A client endpoint on an ephemeral port of `bind` (use `0.0.0.0:0` or `127.0.0.1:0`).
+pub fn client(bind: SocketAddr, tls: rustls::ClientConfig, timers: LinkTimers) -> Result<Endpoint, NetError> {
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut cfg = ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(transport(timers)?);
+    let mut ep = Endpoint::new(EndpointConfig::default(), None, udp_socket(bind)?, Arc::new(TokioRuntime))
+        .map_err(|e| NetError::Socket { addr: bind, detail: e.to_string() })?;
+    ep.set_default_client_config(cfg);
+    Ok(ep)
+}
+
+/// Connects to `addr`, verifying the server's certificate for `server_name`, within `timeout`.
+pub async fn connect(ep: &Endpoint, addr: SocketAddr, server_name: &str, timeout: Duration) -> Result<Connection, NetError> {
+    let err = |detail: String| NetError::Connect { addr, detail };
+    let connecting = ep.connect(addr, server_name).map_err(|e| err(e.to_string()))?;
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(err(e.to_string())),
+        Err(_) => Err(err(format!("no handshake within {timeout:?}"))),
+    }
+}
