@@ -1,1 +1,213 @@
+//! `inflight-slave`: the terminal daemon on each seatback and crew position.
+//!
+//! It takes payments from the sale app over a local Unix socket, checks them
+//! (`inflight-core::capture`), stores them durably in its own sled outbox before answering,
+//! forwards them to the master over one QUIC connection with pipelined, id-carrying acks, and
+//! re-sends whatever the master has not acked after any disconnect or restart.
+//!
+//! The binary (`main.rs`) only parses the command line and calls into here.
 
+pub mod api;
+pub mod config;
+mod link;
+mod terminal;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use inflight_core::capture::CaptureRequest;
+use inflight_net::{endpoint, tls, NetError};
+use inflight_store::{CardVault, SlaveStore, StoreError};
+use inflight_wire::{LineItem, PaymentId, TERMINAL_ALPN};
+use serde_json::{json, Value};
+use tokio::io::BufReader;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{CaptureAnswer, CaptureBody, Request};
+pub use crate::config::SlaveConfig;
+use crate::terminal::{Event, Terminal, EVENTS_MAX};
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum SlaveError {
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// TLS material or the socket could not be set up.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The capture socket could not be bound.
+    #[error("capture socket {path}: {detail}")]
+    Socket {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// Opens the terminal's store.
+pub fn open_store(cfg: &SlaveConfig) -> Result<SlaveStore, StoreError> {
+    let vault = CardVault::from_key_file(&cfg.card_key_file)?;
+    SlaveStore::open(&cfg.data_dir, vault, cfg.cache_bytes)
+}
+
+/// Runs the daemon until `cancel`.
+pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), SlaveError> {
+    let cfg = Arc::new(cfg);
+    let store = Arc::new(open_store(&cfg)?);
+    let id = tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?;
+    let client_tls = tls::client_config(id, tls::roots(&cfg.ca_file)?, TERMINAL_ALPN)?;
+    let bind = if cfg.master_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let ep = endpoint::client(bind.parse().expect("literal socket address"), client_tls, cfg.timers)?;
+    let listener = inflight_daemon::local::bind(&cfg.capture_socket)
+        .await
+        .map_err(|e| SlaveError::Socket { path: cfg.capture_socket.clone(), detail: e.to_string() })?;
+
+    let (tx, rx) = mpsc::channel(EVENTS_MAX);
+    let actor = Terminal::restore(cfg.clone(), store.clone(), tx.clone())?;
+    tracing::info!(
+        terminal = %cfg.terminal_id,
+        version = env!("CARGO_PKG_VERSION"),
+        socket = %cfg.capture_socket.display(),
+        master = %cfg.master_addr,
+        "inflight-slave running"
+    );
+
+    let tasks = TaskTracker::new();
+    let actor_cancel = CancellationToken::new();
+    let actor_task = tasks.spawn(actor.run(rx, actor_cancel.clone()));
+    tasks.spawn(link::run(cfg.clone(), ep, tx.clone(), cancel.clone()));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => {
+                    tasks.spawn(serve_local(stream, tx.clone(), cancel.clone()));
+                }
+                Err(e) => tracing::warn!(error = %e, "capture socket accept failed"),
+            },
+        }
+    }
+    // Stop taking captures, let the link close, then stop the actor (it answers any sale app
+    // still waiting: those payments are durable and queued).
+    drop(listener);
+    let _ = std::fs::remove_file(&cfg.capture_socket);
+    tasks.close();
+    let grace = tokio::time::sleep(std::time::Duration::from_secs(5));
+    tokio::pin!(grace);
+    tokio::select! {
+        _ = async {
+            // The actor outlives the link task so that the link's last events are handled.
+            while tasks.len() > 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        } => {}
+        _ = &mut grace => tracing::warn!("shutdown grace period over"),
+    }
+    actor_cancel.cancel();
+    let _ = actor_task.await;
+    store.close();
+    tracing::info!("inflight-slave stopped");
+    Ok(())
+}
+
+async fn serve_local(stream: tokio::net::UnixStream, events: mpsc::Sender<Event>, cancel: CancellationToken) {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    loop {
+        let got = tokio::select! {
+            _ = cancel.cancelled() => return,
+            got = inflight_daemon::local::read_line(&mut r, &mut line) => got,
+        };
+        match got {
+            Ok(Some(())) => {}
+            Ok(None) => return,
+            Err(e) => {
+                let _ = inflight_daemon::local::write_line(&mut w, &json!({"error": "bad_request", "detail": e.to_string()})).await;
+                return;
+            }
+        }
+        let answer = match serde_json::from_str::<Request>(&line) {
+            // serde's message may quote input; never echo it for captures (it could hold a PAN).
+            Err(e) => json!({ "error": "bad_request", "detail": format!("not a valid request (line {}, column {})", e.line(), e.column()) }),
+            Ok(Request::Capture(body)) => capture_answer(body, &events).await,
+            Ok(Request::Status { payment_id }) => status_answer(payment_id, &events).await,
+        };
+        if inflight_daemon::local::write_line(&mut w, &answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn capture_answer(body: CaptureBody, events: &mpsc::Sender<Event>) -> Value {
+    let req = CaptureRequest {
+        pan: body.pan,
+        expiry: body.expiry,
+        amount_minor: body.amount_minor,
+        currency: body.currency,
+        seat: body.seat,
+        items: body.items.into_iter().map(|i| LineItem { sku: i.sku, quantity: i.quantity, unit_amount_minor: i.unit_amount_minor }).collect(),
+    };
+    let (reply, rx) = oneshot::channel();
+    if events.send(Event::Capture { req, reply }).await.is_err() {
+        return json!({ "error": "shutting_down" });
+    }
+    match rx.await {
+        Ok(a) => serde_json::to_value(a).unwrap_or(Value::Null),
+        Err(_) => json!({ "error": "shutting_down" }),
+    }
+}
+
+async fn status_answer(payment_id: Option<String>, events: &mpsc::Sender<Event>) -> Value {
+    let payment = match payment_id.as_deref().map(PaymentId::parse) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(e)) => return json!({ "error": "bad_request", "detail": e.to_string() }),
+    };
+    let (reply, rx) = oneshot::channel();
+    if events.send(Event::Status { payment, reply }).await.is_err() {
+        return json!({ "error": "shutting_down" });
+    }
+    rx.await.unwrap_or_else(|_| json!({ "error": "shutting_down" }))
+}
+
+/// Asks the running daemon (through its capture socket) to capture a payment.
+pub async fn capture_via_socket(socket: &Path, body: CaptureBody) -> std::io::Result<CaptureAnswer> {
+    inflight_daemon::local::request(socket, &Request::Capture(body)).await
+}
+
+/// The status JSON: from the running daemon, or read from the store when it is stopped.
+pub async fn status(cfg: &SlaveConfig, payment: Option<String>) -> Result<Value, String> {
+    let req = Request::Status { payment_id: payment.clone() };
+    match inflight_daemon::local::request::<_, Value>(&cfg.capture_socket, &req).await {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            // Daemon not running: the store is not locked, read it directly.
+            let store = open_store(cfg).map_err(|e| e.to_string())?;
+            let v = match payment {
+                Some(p) => {
+                    let id = PaymentId::parse(&p).map_err(|e| e.to_string())?;
+                    match store.view(id).map_err(|e| e.to_string())? {
+                        Some(v) => terminal::view_json(&v),
+                        None => json!({ "payment_id": p, "error": "unknown_payment" }),
+                    }
+                }
+                None => {
+                    let c = store.counts().map_err(|e| e.to_string())?;
+                    json!({
+                        "terminal_id": cfg.terminal_id.as_str(),
+                        "daemon_running": false,
+                        "master_connected": false,
+                        "payments": { "captured": c.captured, "forwarded": c.forwarded, "refused": c.refused },
+                    })
+                }
+            };
+            store.close();
+            Ok(v)
+        }
+    }
+}

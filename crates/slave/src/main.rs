@@ -1,1 +1,138 @@
-fn main() {}
+//! `inflight-slave`: see the crate docs and the README.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use inflight_daemon::{EXIT_CONFIG, EXIT_IO, EXIT_SOFTWARE, EXIT_UNAVAILABLE};
+use inflight_slave::api::CaptureBody;
+use inflight_slave::{SlaveConfig, SlaveError};
+
+/// The terminal daemon: takes card payments in flight, stores them durably, forwards them to the
+/// aircraft server.
+#[derive(Parser, Debug)]
+#[command(name = "inflight-slave", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Ask the running daemon to take a payment; prints the JSON answer.
+    Capture {
+        /// Config file (names the daemon's socket).
+        #[arg(long)]
+        config: PathBuf,
+        /// Card number, digits only.
+        #[arg(long)]
+        pan: String,
+        /// Expiry, MM/YY.
+        #[arg(long)]
+        expiry: String,
+        /// Amount in minor units (cents).
+        #[arg(long)]
+        amount: u64,
+        /// ISO 4217 currency code.
+        #[arg(long)]
+        currency: String,
+        /// Seat or crew position.
+        #[arg(long, default_value = "crew")]
+        seat: String,
+    },
+    /// Print the terminal's status, or one payment's, as JSON.
+    Status {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// A payment id.
+        #[arg(long)]
+        payment: Option<String>,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<SlaveConfig, ExitCode> {
+    SlaveConfig::load(path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(EXIT_CONFIG as u8)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_CONFIG as u8) } else { ExitCode::SUCCESS };
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_SOFTWARE as u8);
+        }
+    };
+    match cli.cmd {
+        Cmd::Run { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            inflight_daemon::init_logging(cfg.log_format);
+            rt.block_on(async {
+                let cancel = inflight_daemon::shutdown_on_signals();
+                match inflight_slave::run(cfg, cancel).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "inflight-slave failed");
+                        eprintln!("inflight-slave: {e}");
+                        ExitCode::from(match e {
+                            SlaveError::Store(_) => EXIT_IO,
+                            SlaveError::Net(_) | SlaveError::Socket { .. } => EXIT_UNAVAILABLE,
+                        } as u8)
+                    }
+                }
+            })
+        }
+        Cmd::Capture { config, pan, expiry, amount, currency, seat } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let body = CaptureBody { pan, expiry, amount_minor: amount, currency, seat, items: vec![] };
+            match rt.block_on(inflight_slave::capture_via_socket(&cfg.capture_socket, body)) {
+                Ok(answer) => {
+                    println!("{}", serde_json::to_string(&answer).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("inflight-slave: cannot ask the daemon at {}: {e}", cfg.capture_socket.display());
+                    ExitCode::from(EXIT_UNAVAILABLE as u8)
+                }
+            }
+        }
+        Cmd::Status { config, payment } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match rt.block_on(inflight_slave::status(&cfg, payment)) {
+                Ok(v) => {
+                    println!("{v}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("inflight-slave: {e}");
+                    ExitCode::from(EXIT_UNAVAILABLE as u8)
+                }
+            }
+        }
+    }
+}

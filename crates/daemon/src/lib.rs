@@ -1,0 +1,85 @@
+//! Plumbing shared by the inflight daemons and their command-line tools: configuration files
+//! read into types with every error reported at once, logging, shutdown signals, process exit
+//! codes, and the JSON-lines protocol of local Unix sockets.
+//!
+//! It makes no payment decisions and knows nothing of QUIC or sled.
+
+mod config;
+pub mod local;
+
+pub use config::{ConfigErrors, ConfigReader};
+
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for an invalid configuration or command line (sysexits `EX_USAGE`... `EX_CONFIG`
+/// would be 78; DESIGN.md fixes 64 for invalid config).
+pub const EXIT_CONFIG: i32 = 64;
+/// Exit code when the daemon could not be reached (sysexits `EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: i32 = 69;
+/// Exit code for a store or file that cannot be opened (sysexits `EX_IOERR`).
+pub const EXIT_IO: i32 = 74;
+/// Exit code for an unexpected internal failure (sysexits `EX_SOFTWARE`).
+pub const EXIT_SOFTWARE: i32 = 70;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `plain` or `json`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "plain" => Ok(LogFormat::Plain),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format must be \"plain\" or \"json\", not {other:?}")),
+        }
+    }
+}
+
+/// Installs the global tracing subscriber: filter from `RUST_LOG` (default `info`), to stderr.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
+    let _ = match format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// A token cancelled on the first SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        t.cancel();
+    });
+    token
+}
+
+/// Wall-clock time in milliseconds since the Unix epoch: the only clock read that decides
+/// anything (card expiry), done here at the edge and passed into the pure code.
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,78 @@
+//! The capture API: JSON lines on the terminal's Unix socket. Field names are a stable
+//! interface (README "Capture API"); fields may be added, never renamed.
+
+use serde::{Deserialize, Serialize};
+
+/// One request line.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Take a payment.
+    Capture(CaptureBody),
+    /// The terminal's state, or one payment's.
+    Status {
+        /// A payment id (32 hex digits); absent for the terminal summary.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment_id: Option<String>,
+    },
+}
+
+/// A capture request. `pan` is never logged or echoed.
+#[derive(Deserialize, Serialize)]
+pub struct CaptureBody {
+    /// Card number, digits only.
+    pub pan: String,
+    /// `MM/YY`.
+    pub expiry: String,
+    /// Amount in minor units.
+    pub amount_minor: u64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Seat or crew position.
+    pub seat: String,
+    /// Articles sold.
+    #[serde(default)]
+    pub items: Vec<Item>,
+}
+
+impl std::fmt::Debug for CaptureBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureBody").field("amount_minor", &self.amount_minor).field("currency", &self.currency).finish_non_exhaustive()
+    }
+}
+
+/// A line item.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Item {
+    /// Article code.
+    pub sku: String,
+    /// Units.
+    pub quantity: u32,
+    /// Price per unit, minor units.
+    pub unit_amount_minor: u64,
+}
+
+/// The answer to a capture.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaptureAnswer {
+    /// The payment's id; absent when refused before an id was minted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    /// `accepted` or `rejected`.
+    pub outcome: String,
+    /// Machine-readable reason when rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl CaptureAnswer {
+    /// Accepted: stored durably on this terminal, and either acked by the master or queued.
+    pub fn accepted(id: String) -> Self {
+        Self { payment_id: Some(id), outcome: "accepted".into(), reason: None }
+    }
+
+    /// Rejected with a reason; `id` when one was minted (the master refused it).
+    pub fn rejected(id: Option<String>, reason: &str) -> Self {
+        Self { payment_id: id, outcome: "rejected".into(), reason: Some(reason.into()) }
+    }
+}

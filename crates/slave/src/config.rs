@@ -1,0 +1,114 @@
+//! The terminal daemon's configuration, parsed into types.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use inflight_core::capture::TerminalCaps;
+use inflight_daemon::{ConfigErrors, ConfigReader, LogFormat};
+use inflight_net::endpoint::LinkTimers;
+use inflight_wire::{TerminalId, AMOUNT_MINOR_MAX};
+
+/// Everything `inflight-slave` needs, validated.
+#[derive(Debug, Clone)]
+pub struct SlaveConfig {
+    /// This terminal's id; must match its certificate.
+    pub terminal_id: TerminalId,
+    /// The sled store's folder.
+    pub data_dir: PathBuf,
+    /// Key file sealing card data at rest (mode 0600).
+    pub card_key_file: PathBuf,
+    /// Unix socket of the capture and status API.
+    pub capture_socket: PathBuf,
+    /// The master's UDP address.
+    pub master_addr: SocketAddr,
+    /// Name on the master's certificate.
+    pub master_server_name: String,
+    /// CA that signs the master's certificate.
+    pub ca_file: PathBuf,
+    /// This terminal's certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// Risk caps of this terminal.
+    pub caps: TerminalCaps,
+    /// How long a capture waits for the master's verdict before answering `accepted` anyway.
+    pub verdict_wait: Duration,
+    /// Most payments in flight to the master at once.
+    pub forward_window: usize,
+    /// Re-send a payment not acked within this time.
+    pub ack_timeout: Duration,
+    /// QUIC timers.
+    pub timers: LinkTimers,
+    /// First reconnect delay; doubles up to `reconnect_max`, with jitter.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// sled page cache size.
+    pub cache_bytes: u64,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl SlaveConfig {
+    /// Reads and checks `file`; every problem is reported.
+    pub fn load(file: &Path) -> Result<Self, ConfigErrors> {
+        let mut r = ConfigReader::load(file)?;
+        let ms = Duration::from_millis;
+        let terminal_id = r.parse("terminal_id", TerminalId::parse);
+        let data_dir = r.path("data_dir");
+        let card_key_file = r.path("card_key_file");
+        let capture_socket = r.path("capture_socket");
+        let log_format = r.parse_or("log_format", LogFormat::Plain, LogFormat::parse);
+        let master_addr = r.socket_addr("master.addr");
+        let master_server_name = r.string("master.server_name");
+        let ca_file = r.path("tls.ca_file");
+        let cert_file = r.path("tls.cert_file");
+        let key_file = r.path("tls.key_file");
+        let caps = TerminalCaps {
+            stored_payments_max: r.u64_or("limits.stored_payments_max", 10_000, 1, 1_000_000),
+            stored_amount_minor_max: r.u64_or("limits.stored_amount_minor_max", 10_000_000, 1, AMOUNT_MINOR_MAX),
+            txn_amount_minor_max: r.u64_or("limits.txn_amount_minor_max", 500_000, 1, AMOUNT_MINOR_MAX),
+        };
+        let verdict_wait = r.millis_or("limits.verdict_wait_ms", ms(500), ms(0), ms(30_000));
+        let forward_window = r.u64_or("limits.forward_window", 256, 1, inflight_core::outbox::WINDOW_MAX as u64) as usize;
+        let ack_timeout = r.millis_or("limits.ack_timeout_ms", ms(5_000), ms(100), ms(600_000));
+        let timers = LinkTimers {
+            keep_alive: r.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000)),
+            idle: r.millis_or("timers.idle_timeout_ms", ms(10_000), ms(500), ms(600_000)),
+            connect: r.millis_or("timers.connect_timeout_ms", ms(3_000), ms(100), ms(60_000)),
+        };
+        let reconnect_min = r.millis_or("timers.reconnect_min_ms", ms(100), ms(10), ms(60_000));
+        let reconnect_max = r.millis_or("timers.reconnect_max_ms", ms(5_000), ms(10), ms(600_000));
+        let cache_bytes = r.u64_or("store.cache_bytes", 2 << 20, 256 << 10, 1 << 30);
+        if timers.keep_alive >= timers.idle {
+            r.error("timers.keep_alive_ms", "must be shorter than timers.idle_timeout_ms");
+        }
+        if reconnect_min > reconnect_max {
+            r.error("timers.reconnect_min_ms", "must not exceed timers.reconnect_max_ms");
+        }
+        r.finish()?;
+        // `finish` succeeded, so every required value above is present.
+        let missing = "checked by ConfigReader::finish";
+        Ok(Self {
+            terminal_id: terminal_id.expect(missing),
+            data_dir: data_dir.expect(missing),
+            card_key_file: card_key_file.expect(missing),
+            capture_socket: capture_socket.expect(missing),
+            master_addr: master_addr.expect(missing),
+            master_server_name: master_server_name.expect(missing),
+            ca_file: ca_file.expect(missing),
+            cert_file: cert_file.expect(missing),
+            key_file: key_file.expect(missing),
+            caps,
+            verdict_wait,
+            forward_window,
+            ack_timeout,
+            timers,
+            reconnect_min,
+            reconnect_max,
+            cache_bytes,
+            log_format: log_format.expect(missing),
+        })
+    }
+}

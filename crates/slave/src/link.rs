@@ -1,0 +1,109 @@
+//! The terminal's connection to the master: connect, say hello, carry frames both ways,
+//! reconnect with exponential backoff and jitter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use inflight_net::framed::framed;
+use inflight_net::{endpoint, Endpoint, NetError};
+use inflight_wire::{MasterMsg, TerminalMsg, TERMINAL_FRAME_BYTES_MAX, TERMINAL_PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SlaveConfig;
+use crate::terminal::Event;
+
+/// Keeps a connection to the master up until `cancel`.
+pub(crate) async fn run(cfg: Arc<SlaveConfig>, ep: Endpoint, events: mpsc::Sender<Event>, cancel: CancellationToken) {
+    let mut backoff = cfg.reconnect_min;
+    // Jitter source: differs per terminal and per start, so a cabin of terminals that lost the
+    // master together does not reconnect in lock-step.
+    let mut seed = inflight_daemon::unix_ms_now() ^ fnv(cfg.terminal_id.as_str());
+    while !cancel.is_cancelled() {
+        let mut was_connected = false;
+        match session(&cfg, &ep, &events, &cancel, &mut was_connected).await {
+            Ok(()) => tracing::info!("link to master closed"),
+            Err(e) => tracing::warn!(error = %e, "link to master down"),
+        }
+        if was_connected {
+            backoff = cfg.reconnect_min;
+        }
+        let delay = jitter(backoff, &mut seed);
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        backoff = (backoff * 2).min(cfg.reconnect_max);
+    }
+    ep.close(0u32.into(), b"terminal shutting down");
+    ep.wait_idle().await;
+}
+
+async fn session(cfg: &SlaveConfig, ep: &Endpoint, events: &mpsc::Sender<Event>, cancel: &CancellationToken, was_connected: &mut bool) -> Result<(), NetError> {
+    let conn = endpoint::connect(ep, cfg.master_addr, &cfg.master_server_name, cfg.timers.connect).await?;
+    let (send, recv) = conn.open_bi().await.map_err(|e| NetError::Connection(e.to_string()))?;
+    let (mut w, mut r) = framed(send, recv, TERMINAL_FRAME_BYTES_MAX);
+    w.send(&TerminalMsg::Hello { version: TERMINAL_PROTOCOL_VERSION, terminal: cfg.terminal_id.clone() }).await?;
+    match tokio::time::timeout(cfg.timers.connect, r.recv::<MasterMsg>()).await {
+        Err(_) => return Err(NetError::Connection("no Hello from master in time".into())),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(None)) => return Err(NetError::Connection("master closed the stream before Hello".into())),
+        Ok(Ok(Some(MasterMsg::Hello { version, aircraft }))) if version == TERMINAL_PROTOCOL_VERSION => {
+            tracing::info!(%aircraft, addr = %cfg.master_addr, "connected to master");
+        }
+        Ok(Ok(Some(MasterMsg::Error { code, message }))) => return Err(NetError::Connection(format!("master refused: {code:?}: {message}"))),
+        Ok(Ok(Some(other))) => return Err(NetError::Connection(format!("unexpected first frame from master: {other:?}"))),
+    }
+    let (tx, mut rx) = mpsc::channel(cfg.forward_window);
+    if events.send(Event::Connected { tx }).await.is_err() {
+        return Ok(());
+    }
+    *was_connected = true;
+    let result = async {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    conn.close(0u32.into(), b"terminal shutting down");
+                    return Ok(());
+                }
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { return Ok(()) };
+                    w.feed(&msg).await?;
+                    // Drain what else is queued into the same flush.
+                    while let Ok(m) = rx.try_recv() {
+                        w.feed(&m).await?;
+                    }
+                    w.flush().await?;
+                }
+                msg = r.recv::<MasterMsg>() => match msg? {
+                    Some(MasterMsg::Ack { id, verdict }) => {
+                        if events.send(Event::Verdict { id, verdict }).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Some(MasterMsg::Error { code, message }) => {
+                        return Err(NetError::Connection(format!("master closed the link: {code:?}: {message}")));
+                    }
+                    Some(MasterMsg::Hello { .. }) => return Err(NetError::Connection("second Hello from master".into())),
+                    None => return Err(NetError::Connection("master finished the stream".into())),
+                },
+            }
+        }
+    }
+    .await;
+    let _ = events.send(Event::Disconnected).await;
+    result
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A delay between half and all of `d` (xorshift; not for cryptography).
+fn jitter(d: Duration, seed: &mut u64) -> Duration {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let half = d / 2;
+    half + Duration::from_nanos(*seed % (half.as_nanos().max(1) as u64))
+}
