@@ -119,6 +119,26 @@ impl Aggregator {
         Decision::Store
     }
 
+    /// Undoes a decision whose write failed, so that a re-send is decided afresh instead of
+    /// being acked from an index entry that never reached the disk.
+    pub fn revert(&mut self, id: &PaymentId, decision: Decision) {
+        match decision {
+            Decision::Store | Decision::Refuse(_) => {
+                if let Some(e) = self.index.remove(id) {
+                    self.uncount(e.verdict);
+                }
+            }
+            Decision::CarryRefused(reason) => {
+                if let Some(e) = self.index.get_mut(id) {
+                    e.verdict = Verdict::Refused(reason);
+                    self.counts.stored -= 1;
+                    self.counts.refused += 1;
+                }
+            }
+            Decision::Repeat(_) | Decision::WrongTerminal | Decision::Full => {}
+        }
+    }
+
     /// The verdict on record for `id`.
     pub fn verdict(&self, id: &PaymentId) -> Option<Verdict> {
         self.index.get(id).map(|e| e.verdict)
@@ -241,5 +261,22 @@ mod tests {
                 refused: 0
             }
         );
+    }
+
+    #[test]
+    fn a_failed_write_is_reverted_and_decided_again() {
+        let mut a = Aggregator::new();
+        let t1 = TerminalId::parse("t1").expect("valid");
+        let p = payment(4, "t1");
+        let d = a.handle_submit(&t1, &p, false, [4; 32]);
+        a.revert(&p.id, d);
+        assert_eq!(a.counts(), Counts::default());
+        assert_eq!(a.handle_submit(&t1, &p, false, [4; 32]), Decision::Store, "not acked from a lost write");
+        let q = payment(5, "t1");
+        a.restore(q.id, IndexEntry { digest: [5; 32], verdict: Verdict::Refused(RefusalReason::OverCardFlightLimit) });
+        let d = a.handle_submit(&t1, &q, true, [5; 32]);
+        a.revert(&q.id, d);
+        assert_eq!(a.verdict(&q.id), Some(Verdict::Refused(RefusalReason::OverCardFlightLimit)));
+        assert_eq!(a.counts(), Counts { stored: 1, refused: 1 });
     }
 }

@@ -1,1 +1,86 @@
-fn main() {}
+//! `inflight-master`: see the crate docs and the README.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use inflight_daemon::{EXIT_CONFIG, EXIT_IO, EXIT_SOFTWARE, EXIT_UNAVAILABLE};
+use inflight_master::{MasterConfig, MasterError};
+
+/// The aircraft server daemon: collects every terminal's payments, durably, exactly once.
+#[derive(Parser, Debug)]
+#[command(name = "inflight-master", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the master's status as JSON.
+    Status {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_CONFIG as u8) } else { ExitCode::SUCCESS };
+        }
+    };
+    let (Cmd::Run { config } | Cmd::Status { config }) = &cli.cmd;
+    let cfg = match MasterConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_SOFTWARE as u8);
+        }
+    };
+    match cli.cmd {
+        Cmd::Run { .. } => {
+            inflight_daemon::init_logging(cfg.log_format);
+            rt.block_on(async {
+                let cancel = inflight_daemon::shutdown_on_signals();
+                match inflight_master::run(cfg, cancel).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "inflight-master failed");
+                        eprintln!("inflight-master: {e}");
+                        ExitCode::from(match e {
+                            MasterError::Store(_) => EXIT_IO,
+                            MasterError::Net(_) | MasterError::Socket { .. } => EXIT_UNAVAILABLE,
+                        } as u8)
+                    }
+                }
+            })
+        }
+        Cmd::Status { .. } => match rt.block_on(inflight_master::status(&cfg)) {
+            Ok(v) => {
+                println!("{v}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("inflight-master: {e}");
+                ExitCode::from(EXIT_UNAVAILABLE as u8)
+            }
+        },
+    }
+}

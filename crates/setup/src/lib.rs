@@ -1,1 +1,281 @@
+//! `inflight-setup`: makes a development CA, certificates, keys and a ready-to-run local
+//! deployment (DESIGN.md §8). Everything it writes is for development and tests: the CA key sits
+//! next to the certificates, and the test cards are published in clear on purpose.
 
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use inflight_net::identity::terminal_cert_name;
+use inflight_net::pki::{DevCa, Validity};
+use inflight_wire::{Pan, TerminalId};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Serialize;
+
+/// Name on the master's certificate; terminals verify it.
+pub const MASTER_SERVER_NAME: &str = "master.aircraft.inflight";
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct LocalPlan {
+    /// Output folder.
+    pub out: PathBuf,
+    /// Number of terminals (slave configs).
+    pub terminals: u32,
+    /// Aircraft id.
+    pub aircraft: String,
+    /// First UDP port: the master listens on it.
+    pub base_port: u16,
+}
+
+/// The id of terminal `k` (1-based).
+pub fn terminal_id(k: u32) -> String {
+    format!("slave-{k}")
+}
+
+/// Writes the deployment. Refuses to overwrite an existing deployment's keys.
+pub fn write_local(plan: &LocalPlan) -> anyhow::Result<()> {
+    let out = &plan.out;
+    if out.join("pki/airline-ca.pem").exists() {
+        anyhow::bail!("{} already holds a deployment (pki/airline-ca.pem exists); choose another --out", out.display());
+    }
+    for d in ["config", "pki", "keys", "data", "run"] {
+        std::fs::create_dir_all(out.join(d))?;
+    }
+    let ca = DevCa::new("inflight development airline CA")?;
+    write(out, "pki/airline-ca.pem", &ca.cert_pem(), false)?;
+    let master = ca.issue(MASTER_SERVER_NAME, false, true, Validity::default())?;
+    write(out, "pki/master.pem", &master.cert_pem, false)?;
+    write(out, "pki/master.key", &master.key_pem, true)?;
+    write(out, "keys/master.card.key", &random_key_hex()?, true)?;
+    write(out, "config/master.toml", &master_toml(plan, ".."), false)?;
+    for k in 1..=plan.terminals {
+        let id = terminal_id(k);
+        let tid = TerminalId::parse(&id).map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+        let pair = ca.issue(&terminal_cert_name(&tid), true, false, Validity::default())?;
+        write(out, &format!("pki/{id}.pem"), &pair.cert_pem, false)?;
+        write(out, &format!("pki/{id}.key"), &pair.key_pem, true)?;
+        write(out, &format!("keys/{id}.card.key"), &random_key_hex()?, true)?;
+        write(out, &format!("config/{id}.toml"), &slave_toml(plan, k, ".."), false)?;
+    }
+    let cards = serde_json::to_string_pretty(&test_cards())?;
+    write(out, "test-cards.json", &(cards + "\n"), false)?;
+    Ok(())
+}
+
+fn write(out: &Path, rel: &str, text: &str, secret: bool) -> anyhow::Result<()> {
+    let p = out.join(rel);
+    std::fs::write(&p, text)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if secret { 0o600 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+fn random_key_hex() -> anyhow::Result<String> {
+    let mut k = [0u8; 32];
+    SystemRandom::new().fill(&mut k).map_err(|_| anyhow::anyhow!("system random source failed"))?;
+    Ok(k.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    }) + "\n")
+}
+
+/// The master's config; paths relative to the config file, under `root` (the deployment folder
+/// as seen from the config folder).
+pub fn master_toml(plan: &LocalPlan, root: &str) -> String {
+    format!(
+        r#"# inflight-master: the aircraft server.
+# Relative paths are resolved against this file's folder.
+
+# Sent to terminals in Hello; appears in logs and reports.
+aircraft_id = "{aircraft}"
+# The sled store (payments, verdicts). Card data in it is sealed with card_key_file.
+data_dir = "{root}/data/master"
+# 32 random bytes as 64 hex digits; must be mode 0600.
+card_key_file = "{root}/keys/master.card.key"
+# Local admin API (status), JSON lines on a Unix socket.
+admin_socket = "{root}/run/master.sock"
+# "plain" or "json"; the level comes from RUST_LOG (default info).
+log_format = "plain"
+# UDP address terminals connect to (QUIC, ALPN inflight-terminal/1).
+listen = "127.0.0.1:{port}"
+
+[tls]
+# Terminals must present a certificate from this CA, named <terminal-id>.terminal.inflight.
+ca_file = "{root}/pki/airline-ca.pem"
+cert_file = "{root}/pki/master.pem"
+key_file = "{root}/pki/master.key"
+
+[limits]
+# Most terminals connected at once; further connections are refused and retry.
+terminals_max = 2000
+
+[timers]
+# A terminal must say Hello this soon after its handshake.
+hello_timeout_ms = 5000
+keep_alive_ms = 2000
+# A terminal silent this long is disconnected (it reconnects and re-sends).
+idle_timeout_ms = 10000
+
+[store]
+# sled page cache.
+cache_bytes = 33554432
+"#,
+        aircraft = plan.aircraft,
+        port = plan.base_port,
+    )
+}
+
+/// Terminal `k`'s config.
+pub fn slave_toml(plan: &LocalPlan, k: u32, root: &str) -> String {
+    let id = terminal_id(k);
+    format!(
+        r#"# inflight-slave: one seatback or crew terminal.
+# Relative paths are resolved against this file's folder.
+
+# Must match the name on this terminal's certificate ({id}.terminal.inflight).
+terminal_id = "{id}"
+# The terminal's own sled outbox.
+data_dir = "{root}/data/{id}"
+# 32 random bytes as 64 hex digits; must be mode 0600.
+card_key_file = "{root}/keys/{id}.card.key"
+# The sale app's capture and status API: JSON lines on this Unix socket.
+capture_socket = "{root}/run/{id}.sock"
+log_format = "plain"
+
+[master]
+addr = "127.0.0.1:{port}"
+# Name on the master's certificate.
+server_name = "{master}"
+
+[tls]
+ca_file = "{root}/pki/airline-ca.pem"
+cert_file = "{root}/pki/{id}.pem"
+key_file = "{root}/pki/{id}.key"
+
+[limits]
+# This terminal's risk caps: what it may hold that the master has not acked.
+stored_payments_max = 10000
+# Per currency, in minor units.
+stored_amount_minor_max = 10000000
+# Largest single payment, minor units.
+txn_amount_minor_max = 500000
+# How long a capture waits for the master's verdict before answering "accepted" anyway
+# (the payment is durable here and is forwarded when the master is back).
+verdict_wait_ms = 500
+# Payments in flight to the master at once (pipelined, acked by id).
+forward_window = 256
+# Re-send a payment not acked in this time.
+ack_timeout_ms = 5000
+
+[timers]
+keep_alive_ms = 2000
+idle_timeout_ms = 10000
+connect_timeout_ms = 3000
+# Reconnect backoff: doubles from min to max, with jitter.
+reconnect_min_ms = 100
+reconnect_max_ms = 5000
+
+[store]
+cache_bytes = 2097152
+"#,
+        port = plan.base_port,
+        master = MASTER_SERVER_NAME,
+    )
+}
+
+/// One published test card (DESIGN.md §8 field names).
+#[derive(Debug, Clone, Serialize)]
+pub struct TestCard {
+    /// Full card number: test data, published on purpose.
+    pub pan: String,
+    /// `MM/YY`.
+    pub expiry: String,
+    /// `credit`, `debit` or `check`.
+    pub kind: &'static str,
+    /// Whether its BIN is on the in-flight list.
+    pub enrolled: bool,
+    /// Credit available or balance, minor units.
+    pub available_minor: u64,
+    /// Account currency.
+    pub currency: &'static str,
+    /// `open` or `blocked`.
+    pub status: &'static str,
+    /// What a capture with it should lead to.
+    pub expect: &'static str,
+}
+
+/// A Luhn-valid card number: `prefix`, then `serial` zero-padded, then the check digit.
+pub fn luhn_card(prefix: &str, serial: u64, len: usize) -> String {
+    let body_len = len - 1 - prefix.len();
+    let body = format!("{prefix}{serial:0body_len$}");
+    for check in 0..10 {
+        let candidate = format!("{body}{check}");
+        if Pan::parse(&candidate).is_ok() {
+            return candidate;
+        }
+    }
+    unreachable!("exactly one check digit satisfies Luhn")
+}
+
+/// The demo cards, covering every outcome.
+pub fn test_cards() -> Vec<TestCard> {
+    let c = |prefix: &str, serial, expiry: &str, kind, enrolled, available_minor, status, expect| TestCard {
+        pan: luhn_card(prefix, serial, 16),
+        expiry: expiry.into(),
+        kind,
+        enrolled,
+        available_minor,
+        currency: "EUR",
+        status,
+        expect,
+    };
+    vec![
+        c("400011", 1, "12/30", "credit", true, 500_000, "open", "approved"),
+        c("400011", 2, "12/30", "credit", true, 500_000, "open", "approved"),
+        c("510055", 3, "12/30", "debit", true, 100_000, "open", "approved"),
+        c("650123", 4, "12/30", "check", true, 30_000, "open", "approved"),
+        c("400011", 5, "12/30", "credit", true, 500, "open", "declined_insufficient_funds"),
+        c("510055", 6, "12/30", "debit", true, 100_000, "blocked", "declined_blocked"),
+        c("371449", 7, "12/30", "credit", false, 500_000, "open", "rejected_bin_not_enrolled"),
+        c("400011", 8, "12/30", "credit", true, 5_000_000, "open", "rejected_over_txn_limit_above_500000"),
+        c("400011", 9, "01/24", "credit", true, 500_000, "open", "rejected_expired"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_cards_are_valid_and_distinct() {
+        let cards = test_cards();
+        let mut pans: Vec<&str> = cards.iter().map(|c| c.pan.as_str()).collect();
+        for p in &pans {
+            assert!(Pan::parse(p).is_ok(), "{p}");
+        }
+        pans.sort_unstable();
+        pans.dedup();
+        assert_eq!(pans.len(), cards.len());
+    }
+
+    #[test]
+    fn writes_a_deployment_with_private_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plan = LocalPlan { out: dir.path().to_owned(), terminals: 2, aircraft: "d-abcd".into(), base_port: 7400 };
+        write_local(&plan).expect("written");
+        for f in ["config/master.toml", "config/slave-1.toml", "config/slave-2.toml", "pki/slave-2.pem", "test-cards.json"] {
+            assert!(dir.path().join(f).is_file(), "{f}");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("keys/slave-1.card.key")).expect("exists").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(write_local(&plan).is_err(), "never overwrites a deployment's keys");
+    }
+}
