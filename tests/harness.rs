@@ -1,1 +1,366 @@
+//! End-to-end test harness: a local deployment made by the real `inflight-setup`, real daemon
+//! processes, and clients that speak to them the way a sale app or a terminal would.
+//!
+//! The binaries are the workspace's own, found next to the test executable
+//! (`target/<profile>/`). `cargo nextest run --workspace` (and `cargo test --workspace`) builds
+//! them first, because each daemon crate has integration tests of its binary.
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo build --workspace` (or the README's test command)",
+        p.display()
+    );
+    p
+}
+
+/// A free UDP port on loopback (bound, read, released).
+pub fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    s.local_addr().expect("addr").port()
+}
+
+/// One test card from `test-cards.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Card {
+    /// Full number (test data).
+    pub pan: String,
+    /// MM/YY.
+    pub expiry: String,
+    /// credit, debit, check.
+    pub kind: String,
+    /// On the BIN list.
+    pub enrolled: bool,
+    /// Available amount.
+    pub available_minor: u64,
+    /// Currency.
+    pub currency: String,
+    /// open or blocked.
+    pub status: String,
+}
+
+/// A deployment written by `inflight-setup local` into a temporary folder.
+#[derive(Debug)]
+pub struct Deployment {
+    /// The folder (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// Number of terminals.
+    pub terminals: u32,
+}
+
+impl Deployment {
+    /// Runs `inflight-setup local --out <tmp> --terminals N --base-port <free>`.
+    pub fn new(terminals: u32) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("inflight-e2e")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let port = free_udp_port();
+        let out = Command::new(bin("inflight-setup"))
+            .args(["local", "--out"])
+            .arg(dir.path())
+            .args([
+                "--terminals",
+                &terminals.to_string(),
+                "--base-port",
+                &port.to_string(),
+            ])
+            .output()
+            .expect("run inflight-setup");
+        assert!(
+            out.status.success(),
+            "inflight-setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir, terminals }
+    }
+
+    /// `config/<name>.toml`.
+    pub fn config(&self, name: &str) -> PathBuf {
+        self.dir.path().join("config").join(format!("{name}.toml"))
+    }
+
+    /// A file under the deployment.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The published test cards.
+    pub fn cards(&self) -> Vec<Card> {
+        serde_json::from_slice(
+            &std::fs::read(self.path("test-cards.json")).expect("test-cards.json"),
+        )
+        .expect("valid JSON")
+    }
+
+    /// Starts the master and waits until it answers on its admin socket.
+    pub fn start_master(&self) -> Daemon {
+        let d = Daemon::spawn(
+            "inflight-master",
+            &self.config("master"),
+            &self.path("master.log"),
+        );
+        d.wait_socket(&self.path("run/master.sock"));
+        d
+    }
+
+    /// Starts terminal `k` and waits until its capture socket answers.
+    pub fn start_slave(&self, k: u32) -> Daemon {
+        let d = Daemon::spawn(
+            "inflight-slave",
+            &self.config(&format!("slave-{k}")),
+            &self.path(&format!("slave-{k}.log")),
+        );
+        d.wait_socket(&self.slave_socket(k));
+        d
+    }
+
+    /// Terminal `k`'s capture socket.
+    pub fn slave_socket(&self, k: u32) -> PathBuf {
+        self.path(&format!("run/slave-{k}.sock"))
+    }
+
+    /// The master's status (from the daemon, or from its store when it is stopped).
+    pub fn master_status(&self, payment: Option<&str>) -> Value {
+        let mut cmd = Command::new(bin("inflight-master"));
+        cmd.args(["status", "--config"]).arg(self.config("master"));
+        if let Some(p) = payment {
+            cmd.args(["--payment", p]);
+        }
+        run_json(cmd)
+    }
+
+    /// Terminal `k`'s status.
+    pub fn slave_status(&self, k: u32, payment: Option<&str>) -> Value {
+        let mut cmd = Command::new(bin("inflight-slave"));
+        cmd.args(["status", "--config"])
+            .arg(self.config(&format!("slave-{k}")));
+        if let Some(p) = payment {
+            cmd.args(["--payment", p]);
+        }
+        run_json(cmd)
+    }
+
+    /// The master's `payments.total`.
+    pub fn master_total(&self) -> u64 {
+        self.master_status(None)["payments"]["total"]
+            .as_u64()
+            .expect("payments.total")
+    }
+
+    /// Waits until `cond` holds, or panics after `timeout` with `what`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for: {what}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every byte of every file under `data/` and every log: no test card number may appear.
+    pub fn assert_no_full_pan_anywhere(&self) {
+        let cards = self.cards();
+        let mut files = Vec::new();
+        collect_files(&self.path("data"), &mut files);
+        for e in std::fs::read_dir(self.dir.path()).expect("deployment dir") {
+            let p = e.expect("entry").path();
+            if p.extension().is_some_and(|x| x == "log") {
+                files.push(p);
+            }
+        }
+        assert!(
+            files.len() > 2,
+            "expected data files and logs, found {files:?}"
+        );
+        for f in files {
+            let bytes = std::fs::read(&f).unwrap_or_default();
+            for c in &cards {
+                assert!(
+                    !contains(&bytes, c.pan.as_bytes()),
+                    "full card number {}…{} found in {}",
+                    &c.pan[..6],
+                    &c.pan[c.pan.len() - 4..],
+                    f.display()
+                );
+            }
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn run_json(mut cmd: Command) -> Value {
+    let out = cmd.output().expect("run status");
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status prints JSON")
+}
+
+/// A daemon process; killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The process.
+    pub child: Child,
+}
+
+impl Daemon {
+    /// Starts `bin run --config cfg`, appending stderr (logs) to `log`.
+    pub fn spawn(name: &str, cfg: &Path, log: &Path) -> Self {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(bin(name))
+            .args(["run", "--config"])
+            .arg(cfg)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn daemon");
+        Self { child }
+    }
+
+    fn wait_socket(&self, sock: &Path) {
+        let start = Instant::now();
+        loop {
+            if let Ok(mut s) = UnixStream::connect(sock) {
+                if writeln!(s, "{}", json!({"op": "status"})).is_ok() {
+                    let mut line = String::new();
+                    if BufReader::new(&s).read_line(&mut line).is_ok() && !line.is_empty() {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "daemon never answered on {}",
+                sock.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "daemon did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A sale app: one connection to a terminal's capture socket.
+#[derive(Debug)]
+pub struct SaleApp {
+    stream: BufReader<UnixStream>,
+}
+
+impl SaleApp {
+    /// Connects to the socket.
+    pub fn connect(sock: &Path) -> std::io::Result<Self> {
+        let s = UnixStream::connect(sock)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Self {
+            stream: BufReader::new(s),
+        })
+    }
+
+    /// Sends one request, reads one answer.
+    pub fn request(&mut self, req: &Value) -> std::io::Result<Value> {
+        writeln!(self.stream.get_mut(), "{req}")?;
+        let mut line = String::new();
+        if self.stream.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "terminal closed the socket",
+            ));
+        }
+        serde_json::from_str(&line).map_err(std::io::Error::other)
+    }
+
+    /// A capture.
+    pub fn capture(
+        &mut self,
+        card: &Card,
+        amount_minor: u64,
+        seat: &str,
+    ) -> std::io::Result<Value> {
+        self.request(&json!({
+            "op": "capture", "pan": card.pan, "expiry": card.expiry,
+            "amount_minor": amount_minor, "currency": card.currency, "seat": seat,
+        }))
+    }
+}
+
+/// The accepted payment id in a capture answer, if accepted.
+pub fn accepted_id(answer: &Value) -> Option<String> {
+    (answer["outcome"] == "accepted").then(|| {
+        answer["payment_id"]
+            .as_str()
+            .expect("accepted answers carry an id")
+            .to_owned()
+    })
+}

@@ -271,12 +271,31 @@ mod tests {
         let d = a.handle_submit(&t1, &p, false, [4; 32]);
         a.revert(&p.id, d);
         assert_eq!(a.counts(), Counts::default());
-        assert_eq!(a.handle_submit(&t1, &p, false, [4; 32]), Decision::Store, "not acked from a lost write");
+        assert_eq!(
+            a.handle_submit(&t1, &p, false, [4; 32]),
+            Decision::Store,
+            "not acked from a lost write"
+        );
         let q = payment(5, "t1");
-        a.restore(q.id, IndexEntry { digest: [5; 32], verdict: Verdict::Refused(RefusalReason::OverCardFlightLimit) });
+        a.restore(
+            q.id,
+            IndexEntry {
+                digest: [5; 32],
+                verdict: Verdict::Refused(RefusalReason::OverCardFlightLimit),
+            },
+        );
         let d = a.handle_submit(&t1, &q, true, [5; 32]);
         a.revert(&q.id, d);
-        assert_eq!(a.verdict(&q.id), Some(Verdict::Refused(RefusalReason::OverCardFlightLimit)));
-        assert_eq!(a.counts(), Counts { stored: 1, refused: 1 });
+        assert_eq!(
+            a.verdict(&q.id),
+            Some(Verdict::Refused(RefusalReason::OverCardFlightLimit))
+        );
+        assert_eq!(
+            a.counts(),
+            Counts {
+                stored: 1,
+                refused: 1
+            }
+        );
     }
 }

@@ -36,15 +36,21 @@ impl LogFormat {
         match s {
             "plain" => Ok(LogFormat::Plain),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("log format must be \"plain\" or \"json\", not {other:?}")),
+            other => Err(format!(
+                "log format must be \"plain\" or \"json\", not {other:?}"
+            )),
         }
     }
 }
 
 /// Installs the global tracing subscriber: filter from `RUST_LOG` (default `info`), to stderr.
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
     let _ = match format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -59,7 +65,10 @@ pub fn shutdown_on_signals() -> CancellationToken {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
                 (Ok(mut term), Ok(mut int)) => {
                     tokio::select! {
                         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -81,5 +90,7 @@ pub fn shutdown_on_signals() -> CancellationToken {
 /// Wall-clock time in milliseconds since the Unix epoch: the only clock read that decides
 /// anything (card expiry), done here at the edge and passed into the pure code.
 pub fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -18,7 +18,10 @@ pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
 pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("{} is in use by a running daemon", path.display())));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running daemon", path.display()),
+            ));
         }
         std::fs::remove_file(path)?;
     }
@@ -35,7 +38,10 @@ pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Reads one request line: `Ok(None)` at end of input; an error for an over-long line.
-pub async fn read_line(r: &mut BufReader<tokio::net::unix::OwnedReadHalf>, buf: &mut String) -> std::io::Result<Option<()>> {
+pub async fn read_line(
+    r: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    buf: &mut String,
+) -> std::io::Result<Option<()>> {
     buf.clear();
     let mut limited = (&mut *r).take(REQUEST_BYTES_MAX as u64 + 1);
     let n = limited.read_line(buf).await?;
@@ -43,27 +49,39 @@ pub async fn read_line(r: &mut BufReader<tokio::net::unix::OwnedReadHalf>, buf: 
         return Ok(None);
     }
     if n > REQUEST_BYTES_MAX {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("request over {REQUEST_BYTES_MAX} bytes")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("request over {REQUEST_BYTES_MAX} bytes"),
+        ));
     }
     Ok(Some(()))
 }
 
 /// Writes one answer line.
-pub async fn write_line<T: Serialize>(w: &mut tokio::net::unix::OwnedWriteHalf, v: &T) -> std::io::Result<()> {
+pub async fn write_line<T: Serialize>(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    v: &T,
+) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(v).map_err(std::io::Error::other)?;
     line.push(b'\n');
     w.write_all(&line).await
 }
 
 /// Client side: sends one request and reads one answer.
-pub async fn request<Q: Serialize, A: DeserializeOwned>(path: &Path, req: &Q) -> std::io::Result<A> {
+pub async fn request<Q: Serialize, A: DeserializeOwned>(
+    path: &Path,
+    req: &Q,
+) -> std::io::Result<A> {
     let s = UnixStream::connect(path).await?;
     let (r, mut w) = s.into_split();
     write_line(&mut w, req).await?;
     let mut r = BufReader::new(r);
     let mut buf = String::new();
     match read_line(&mut r, &mut buf).await? {
-        None => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "daemon closed the socket without answering")),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "daemon closed the socket without answering",
+        )),
         Some(()) => serde_json::from_str(&buf).map_err(std::io::Error::other),
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use inflight_net::{endpoint, tls, NetError};
 use inflight_store::{CardVault, MasterStore, StoreError};
-use inflight_wire::TERMINAL_ALPN;
+use inflight_wire::{PaymentId, Verdict, TERMINAL_ALPN};
 use serde_json::{json, Value};
 use tokio::io::BufReader;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -60,7 +60,10 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let ep = endpoint::server(cfg.listen, server_tls, cfg.timers)?;
     let admin = inflight_daemon::local::bind(&cfg.admin_socket)
         .await
-        .map_err(|e| MasterError::Socket { path: cfg.admin_socket.clone(), detail: e.to_string() })?;
+        .map_err(|e| MasterError::Socket {
+            path: cfg.admin_socket.clone(),
+            detail: e.to_string(),
+        })?;
     let counts = agg.counts();
     tracing::info!(
         aircraft = %cfg.aircraft_id,
@@ -75,11 +78,21 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let tasks = TaskTracker::new();
     let (ingest_tx, ingest_rx) = mpsc::channel(INGEST_QUEUE_MAX);
     let ingest_cancel = CancellationToken::new();
-    let ingest_task = tokio::spawn(ingest::run(agg, store.clone(), ingest_rx, ingest_cancel.clone()));
+    let ingest_task = tokio::spawn(ingest::run(
+        agg,
+        store.clone(),
+        ingest_rx,
+        ingest_cancel.clone(),
+    ));
     let connected = Arc::new(AtomicUsize::new(0));
     let slots = Arc::new(Semaphore::new(cfg.terminals_max));
     {
-        let (ingest_tx, connected, cancel) = (ingest_tx.clone(), connected.clone(), cancel.clone());
+        let (ingest_tx, connected, cancel, admin_store) = (
+            ingest_tx.clone(),
+            connected.clone(),
+            cancel.clone(),
+            store.clone(),
+        );
         tasks.spawn(async move {
             loop {
                 let conn = tokio::select! {
@@ -87,7 +100,12 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
                     c = admin.accept() => c,
                 };
                 if let Ok((stream, _)) = conn {
-                    tokio::spawn(serve_admin(stream, ingest_tx.clone(), connected.clone()));
+                    tokio::spawn(serve_admin(
+                        stream,
+                        ingest_tx.clone(),
+                        connected.clone(),
+                        admin_store.clone(),
+                    ));
                 }
             }
         });
@@ -102,7 +120,12 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
             incoming.refuse();
             continue;
         };
-        let (cfg, ingest_tx, connected, cancel) = (cfg.clone(), ingest_tx.clone(), connected.clone(), cancel.clone());
+        let (cfg, ingest_tx, connected, cancel) = (
+            cfg.clone(),
+            ingest_tx.clone(),
+            connected.clone(),
+            cancel.clone(),
+        );
         tasks.spawn(async move {
             let _permit = permit;
             match incoming.await {
@@ -113,7 +136,10 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     }
     tracing::info!("shutting down: closing terminal connections");
     tasks.close();
-    if tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait()).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace period over");
     }
     drop(ingest_tx);
@@ -128,27 +154,78 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     Ok(())
 }
 
-async fn serve_admin(stream: tokio::net::UnixStream, ingest: mpsc::Sender<Ingest>, connected: Arc<AtomicUsize>) {
+async fn serve_admin(
+    stream: tokio::net::UnixStream,
+    ingest: mpsc::Sender<Ingest>,
+    connected: Arc<AtomicUsize>,
+    store: Arc<MasterStore>,
+) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
     while let Ok(Some(())) = inflight_daemon::local::read_line(&mut r, &mut line).await {
-        let answer = match serde_json::from_str::<Value>(&line).ok().and_then(|v| v.get("op").and_then(Value::as_str).map(str::to_owned)).as_deref() {
-            Some("status") => {
+        let req = serde_json::from_str::<Value>(&line).unwrap_or(Value::Null);
+        let answer = match (
+            req.get("op").and_then(Value::as_str),
+            req.get("payment_id").and_then(Value::as_str),
+        ) {
+            (Some("status"), Some(id)) => payment_json(&store, id),
+            (Some("status"), None) => {
                 let (reply, rx) = oneshot::channel();
                 if ingest.send(Ingest::Counts { reply }).await.is_err() {
                     json!({ "error": "shutting_down" })
                 } else {
                     match rx.await {
-                        Ok(c) => status_json(c.stored, c.refused, connected.load(Ordering::Relaxed), true),
+                        Ok(c) => status_json(
+                            c.stored,
+                            c.refused,
+                            connected.load(Ordering::Relaxed),
+                            true,
+                        ),
                         Err(_) => json!({ "error": "shutting_down" }),
                     }
                 }
             }
-            _ => json!({ "error": "bad_request", "detail": "expected {\"op\":\"status\"}" }),
+            _ => {
+                json!({ "error": "bad_request", "detail": "expected {\"op\":\"status\"} with an optional \"payment_id\"" })
+            }
         };
-        if inflight_daemon::local::write_line(&mut w, &answer).await.is_err() {
+        if inflight_daemon::local::write_line(&mut w, &answer)
+            .await
+            .is_err()
+        {
             return;
+        }
+    }
+}
+
+/// One payment as the crew sees it: masked card, verdict, flags.
+fn payment_json(store: &MasterStore, id: &str) -> Value {
+    let pid = match PaymentId::parse(id) {
+        Ok(p) => p,
+        Err(e) => return json!({ "error": "bad_request", "detail": e.to_string() }),
+    };
+    match store.view(pid) {
+        Ok(None) => json!({ "payment_id": id, "error": "unknown_payment" }),
+        Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
+        Ok(Some((v, verdict, flags))) => {
+            let (state, reason) = match verdict {
+                Verdict::Stored => ("stored", None),
+                Verdict::Refused(r) => ("refused", Some(r.as_str())),
+            };
+            json!({
+                "payment_id": id,
+                "terminal": v.terminal.as_str(),
+                "state": state,
+                "reason": reason,
+                "flags": flags.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+                "card": v.card.to_string(),
+                "amount_minor": v.amount.amount_minor(),
+                "currency": v.amount.currency().as_str(),
+                "seat": v.seat,
+                "captured_unix_ms": v.captured_unix_ms,
+                "card_data_erased": v.card_data_erased,
+            })
         }
     }
 }
@@ -172,15 +249,26 @@ fn status_json(stored: u64, refused: u64, terminals_connected: usize, running: b
     })
 }
 
-/// The status JSON: from the running daemon, or read from the store when it is stopped.
-pub async fn status(cfg: &MasterConfig) -> Result<Value, String> {
-    match inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, &json!({ "op": "status" })).await {
+/// The status JSON (of the master, or of one payment): from the running daemon, or read from
+/// the store when it is stopped.
+pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value, String> {
+    let mut req = json!({ "op": "status" });
+    if let Some(p) = &payment {
+        req["payment_id"] = json!(p);
+    }
+    match inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, &req).await {
         Ok(v) => Ok(v),
         Err(_) => {
             let store = open_store(cfg).map_err(|e| e.to_string())?;
-            let c = store.counts().map_err(|e| e.to_string())?;
+            let v = match payment {
+                Some(p) => payment_json(&store, &p),
+                None => {
+                    let c = store.counts().map_err(|e| e.to_string())?;
+                    status_json(c.stored, c.refused, 0, false)
+                }
+            };
             store.close();
-            Ok(status_json(c.stored, c.refused, 0, false))
+            Ok(v)
         }
     }
 }

@@ -23,11 +23,14 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Print the master's status as JSON.
+    /// Print the master's status, or one payment's, as JSON.
     Status {
         /// Config file.
         #[arg(long)]
         config: PathBuf,
+        /// A payment id.
+        #[arg(long)]
+        payment: Option<String>,
     },
 }
 
@@ -36,10 +39,14 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_CONFIG as u8) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG as u8)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
-    let (Cmd::Run { config } | Cmd::Status { config }) = &cli.cmd;
+    let (Cmd::Run { config } | Cmd::Status { config, .. }) = &cli.cmd;
     let cfg = match MasterConfig::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -47,7 +54,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -72,7 +82,7 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Cmd::Status { .. } => match rt.block_on(inflight_master::status(&cfg)) {
+        Cmd::Status { payment, .. } => match rt.block_on(inflight_master::status(&cfg, payment)) {
             Ok(v) => {
                 println!("{v}");
                 ExitCode::SUCCESS

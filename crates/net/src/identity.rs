@@ -20,17 +20,24 @@ pub fn terminal_cert_name(id: &TerminalId) -> String {
 
 /// The verified leaf certificate of a connection's peer.
 pub fn peer_leaf(conn: &quinn::Connection) -> Result<CertificateDer<'static>, NetError> {
-    let any = conn.peer_identity().ok_or_else(|| NetError::Identity("peer presented no certificate".into()))?;
+    let any = conn
+        .peer_identity()
+        .ok_or_else(|| NetError::Identity("peer presented no certificate".into()))?;
     let chain = any
         .downcast::<Vec<CertificateDer<'static>>>()
         .map_err(|_| NetError::Identity("unexpected peer identity type".into()))?;
-    chain.first().cloned().ok_or_else(|| NetError::Identity("empty certificate chain".into()))
+    chain
+        .first()
+        .cloned()
+        .ok_or_else(|| NetError::Identity("empty certificate chain".into()))
 }
 
 /// Checks that `leaf` (already verified against the CA by the handshake) names terminal `id`.
 pub fn check_terminal(leaf: &CertificateDer<'_>, id: &TerminalId) -> Result<(), NetError> {
-    let cert = webpki::EndEntityCert::try_from(leaf).map_err(|e| NetError::Identity(format!("unparsable certificate: {e}")))?;
-    let name = ServerName::try_from(terminal_cert_name(id)).map_err(|e| NetError::Identity(e.to_string()))?;
+    let cert = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| NetError::Identity(format!("unparsable certificate: {e}")))?;
+    let name = ServerName::try_from(terminal_cert_name(id))
+        .map_err(|e| NetError::Identity(e.to_string()))?;
     cert.verify_is_valid_for_subject_name(&name)
         .map_err(|_| NetError::Identity(format!("certificate is not terminal {id}'s")))
 }

@@ -31,7 +31,10 @@ impl Identity {
     /// Reads `cert` (one or more PEM certificates) and `key` (one PEM private key).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, NetError> {
         let chain = certs_from_pem(cert)?;
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| NetError::Pem { path: key.to_owned(), detail: e.to_string() })?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| NetError::Pem {
+            path: key.to_owned(),
+            detail: e.to_string(),
+        })?;
         Ok(Self { chain, key })
     }
 }
@@ -39,11 +42,20 @@ impl Identity {
 /// Reads every certificate in a PEM file; at least one is required.
 pub fn certs_from_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| NetError::Pem { path: path.to_owned(), detail: e.to_string() })?
+        .map_err(|e| NetError::Pem {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| NetError::Pem { path: path.to_owned(), detail: e.to_string() })?;
+        .map_err(|e| NetError::Pem {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(NetError::Pem { path: path.to_owned(), detail: "no certificate in file".into() });
+        return Err(NetError::Pem {
+            path: path.to_owned(),
+            detail: "no certificate in file".into(),
+        });
     }
     Ok(certs)
 }
@@ -52,15 +64,24 @@ pub fn certs_from_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetEr
 pub fn roots(ca: &Path) -> Result<Arc<RootCertStore>, NetError> {
     let mut store = RootCertStore::empty();
     for c in certs_from_pem(ca)? {
-        store.add(c).map_err(|e| NetError::Pem { path: ca.to_owned(), detail: e.to_string() })?;
+        store.add(c).map_err(|e| NetError::Pem {
+            path: ca.to_owned(),
+            detail: e.to_string(),
+        })?;
     }
     Ok(Arc::new(store))
 }
 
 /// A server config that requires a client certificate from `client_ca` and speaks `alpn`.
-pub fn server_config(id: Identity, client_ca: Arc<RootCertStore>, alpn: &[u8]) -> Result<rustls::ServerConfig, NetError> {
+pub fn server_config(
+    id: Identity,
+    client_ca: Arc<RootCertStore>,
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, NetError> {
     let p = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(client_ca, p.clone()).build().map_err(|e| NetError::Tls(e.to_string()))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(client_ca, p.clone())
+        .build()
+        .map_err(|e| NetError::Tls(e.to_string()))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(p)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NetError::Tls(e.to_string()))?
@@ -74,9 +95,15 @@ pub fn server_config(id: Identity, client_ca: Arc<RootCertStore>, alpn: &[u8]) -
 }
 
 /// A client config that presents `id`, trusts only `server_ca`, and speaks `alpn`.
-pub fn client_config(id: Identity, server_ca: Arc<RootCertStore>, alpn: &[u8]) -> Result<rustls::ClientConfig, NetError> {
+pub fn client_config(
+    id: Identity,
+    server_ca: Arc<RootCertStore>,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, NetError> {
     let p = provider();
-    let verifier = WebPkiServerVerifier::builder_with_provider(server_ca, p.clone()).build().map_err(|e| NetError::Tls(e.to_string()))?;
+    let verifier = WebPkiServerVerifier::builder_with_provider(server_ca, p.clone())
+        .build()
+        .map_err(|e| NetError::Tls(e.to_string()))?;
     let mut cfg = rustls::ClientConfig::builder_with_provider(p)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NetError::Tls(e.to_string()))?
@@ -89,9 +116,14 @@ pub fn client_config(id: Identity, server_ca: Arc<RootCertStore>, alpn: &[u8]) -
 }
 
 /// A client config without a client certificate: only for tests of refusal at the handshake.
-pub fn client_config_anonymous(server_ca: Arc<RootCertStore>, alpn: &[u8]) -> Result<rustls::ClientConfig, NetError> {
+pub fn client_config_anonymous(
+    server_ca: Arc<RootCertStore>,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, NetError> {
     let p = provider();
-    let verifier = WebPkiServerVerifier::builder_with_provider(server_ca, p.clone()).build().map_err(|e| NetError::Tls(e.to_string()))?;
+    let verifier = WebPkiServerVerifier::builder_with_provider(server_ca, p.clone())
+        .build()
+        .map_err(|e| NetError::Tls(e.to_string()))?;
     let mut cfg = rustls::ClientConfig::builder_with_provider(p)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NetError::Tls(e.to_string()))?

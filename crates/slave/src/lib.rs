@@ -60,11 +60,22 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     let store = Arc::new(open_store(&cfg)?);
     let id = tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?;
     let client_tls = tls::client_config(id, tls::roots(&cfg.ca_file)?, TERMINAL_ALPN)?;
-    let bind = if cfg.master_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-    let ep = endpoint::client(bind.parse().expect("literal socket address"), client_tls, cfg.timers)?;
+    let bind = if cfg.master_addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let ep = endpoint::client(
+        bind.parse().expect("literal socket address"),
+        client_tls,
+        cfg.timers,
+    )?;
     let listener = inflight_daemon::local::bind(&cfg.capture_socket)
         .await
-        .map_err(|e| SlaveError::Socket { path: cfg.capture_socket.clone(), detail: e.to_string() })?;
+        .map_err(|e| SlaveError::Socket {
+            path: cfg.capture_socket.clone(),
+            detail: e.to_string(),
+        })?;
 
     let (tx, rx) = mpsc::channel(EVENTS_MAX);
     let actor = Terminal::restore(cfg.clone(), store.clone(), tx.clone())?;
@@ -114,7 +125,11 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     Ok(())
 }
 
-async fn serve_local(stream: tokio::net::UnixStream, events: mpsc::Sender<Event>, cancel: CancellationToken) {
+async fn serve_local(
+    stream: tokio::net::UnixStream,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -127,17 +142,26 @@ async fn serve_local(stream: tokio::net::UnixStream, events: mpsc::Sender<Event>
             Ok(Some(())) => {}
             Ok(None) => return,
             Err(e) => {
-                let _ = inflight_daemon::local::write_line(&mut w, &json!({"error": "bad_request", "detail": e.to_string()})).await;
+                let _ = inflight_daemon::local::write_line(
+                    &mut w,
+                    &json!({"error": "bad_request", "detail": e.to_string()}),
+                )
+                .await;
                 return;
             }
         }
         let answer = match serde_json::from_str::<Request>(&line) {
             // serde's message may quote input; never echo it for captures (it could hold a PAN).
-            Err(e) => json!({ "error": "bad_request", "detail": format!("not a valid request (line {}, column {})", e.line(), e.column()) }),
+            Err(e) => {
+                json!({ "error": "bad_request", "detail": format!("not a valid request (line {}, column {})", e.line(), e.column()) })
+            }
             Ok(Request::Capture(body)) => capture_answer(body, &events).await,
             Ok(Request::Status { payment_id }) => status_answer(payment_id, &events).await,
         };
-        if inflight_daemon::local::write_line(&mut w, &answer).await.is_err() {
+        if inflight_daemon::local::write_line(&mut w, &answer)
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -150,7 +174,15 @@ async fn capture_answer(body: CaptureBody, events: &mpsc::Sender<Event>) -> Valu
         amount_minor: body.amount_minor,
         currency: body.currency,
         seat: body.seat,
-        items: body.items.into_iter().map(|i| LineItem { sku: i.sku, quantity: i.quantity, unit_amount_minor: i.unit_amount_minor }).collect(),
+        items: body
+            .items
+            .into_iter()
+            .map(|i| LineItem {
+                sku: i.sku,
+                quantity: i.quantity,
+                unit_amount_minor: i.unit_amount_minor,
+            })
+            .collect(),
     };
     let (reply, rx) = oneshot::channel();
     if events.send(Event::Capture { req, reply }).await.is_err() {
@@ -172,17 +204,23 @@ async fn status_answer(payment_id: Option<String>, events: &mpsc::Sender<Event>)
     if events.send(Event::Status { payment, reply }).await.is_err() {
         return json!({ "error": "shutting_down" });
     }
-    rx.await.unwrap_or_else(|_| json!({ "error": "shutting_down" }))
+    rx.await
+        .unwrap_or_else(|_| json!({ "error": "shutting_down" }))
 }
 
 /// Asks the running daemon (through its capture socket) to capture a payment.
-pub async fn capture_via_socket(socket: &Path, body: CaptureBody) -> std::io::Result<CaptureAnswer> {
+pub async fn capture_via_socket(
+    socket: &Path,
+    body: CaptureBody,
+) -> std::io::Result<CaptureAnswer> {
     inflight_daemon::local::request(socket, &Request::Capture(body)).await
 }
 
 /// The status JSON: from the running daemon, or read from the store when it is stopped.
 pub async fn status(cfg: &SlaveConfig, payment: Option<String>) -> Result<Value, String> {
-    let req = Request::Status { payment_id: payment.clone() };
+    let req = Request::Status {
+        payment_id: payment.clone(),
+    };
     match inflight_daemon::local::request::<_, Value>(&cfg.capture_socket, &req).await {
         Ok(v) => Ok(v),
         Err(_) => {

@@ -162,10 +162,10 @@ proptest! {
             let (id, new) = match op {
                 Op::Put(n) => {
                     let p = payment(u32::from(n));
-                    if !model.contains_key(&p.id) {
+                    if let std::collections::btree_map::Entry::Vacant(e) = model.entry(p.id) {
                         let t = store.put_captured(&p).expect("put");
                         store.durable_blocking(t).expect("durable");
-                        model.insert(p.id, SlaveState::Captured { answered: false });
+                        e.insert(SlaveState::Captured { answered: false });
                     }
                     continue;
                 }
