@@ -242,8 +242,8 @@ mod tests {
                 "addr",
                 "data_dir",
                 "limits.window",
-                "stray",
-                "limits.typo"
+                "limits.typo",
+                "stray"
             ],
             "{errs:?}"
         );
