@@ -10,10 +10,7 @@ use std::time::{Duration, Instant};
 use inflight_e2e::{accepted_id, Deployment, SaleApp};
 
 fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("numeric argument"))
-        .collect();
+    let args: Vec<u64> = std::env::args().skip(1).map(|a| a.parse().expect("numeric argument")).collect();
     let terminals = args.first().copied().unwrap_or(20) as u32;
     let per_terminal = args.get(1).copied().unwrap_or(500);
     let apps = args.get(2).copied().unwrap_or(8);
@@ -40,26 +37,23 @@ fn main() {
                 }));
             }
         }
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("thread"))
-            .collect()
+        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
     });
     let elapsed = started.elapsed();
     let total = lat.len() as u64;
-    dep.wait_for("master holds everything", Duration::from_secs(120), || {
-        dep.master_total() == total
-    });
+    dep.wait_for("master holds everything", Duration::from_secs(120), || dep.master_total() == total);
     let drained = started.elapsed();
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!("terminals {terminals}, sale apps per terminal {apps}, payments {total}");
-    println!("capture -> accepted (durable on terminal + master ack): p50 {:?}  p90 {:?}  p99 {:?}  max {:?}", pct(0.5), pct(0.9), pct(0.99), pct(1.0));
     println!(
-        "captures answered: {:.0}/s over {:.2?}",
-        total as f64 / elapsed.as_secs_f64(),
-        elapsed
+        "capture -> accepted (durable on terminal + master ack): p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(1.0)
     );
+    println!("captures answered: {:.0}/s over {:.2?}", total as f64 / elapsed.as_secs_f64(), elapsed);
     println!(
         "master ingest (durably acked): {:.0}/s ({total} in {:.2?})",
         total as f64 / drained.as_secs_f64(),

@@ -14,25 +14,17 @@ use serde_json::{json, Value};
 fn assert_all_stored_at_master(dep: &Deployment, ids: &BTreeSet<String>) {
     let mut admin = SaleApp::connect(&dep.path("run/master.sock")).expect("master admin socket");
     for id in ids {
-        let v = admin
-            .request(&json!({"op": "status", "payment_id": id}))
-            .expect("status answer");
+        let v = admin.request(&json!({"op": "status", "payment_id": id})).expect("status answer");
         assert_eq!(v["state"], "stored", "payment {id} at the master: {v}");
     }
-    assert_eq!(
-        dep.master_total(),
-        ids.len() as u64,
-        "master holds exactly the accepted payments, once each"
-    );
+    assert_eq!(dep.master_total(), ids.len() as u64, "master holds exactly the accepted payments, once each");
 }
 
 fn wait_outboxes_empty(dep: &Deployment, terminals: impl IntoIterator<Item = u32>) {
     for k in terminals {
-        dep.wait_for(
-            &format!("slave-{k} outbox empty"),
-            Duration::from_secs(60),
-            || dep.slave_status(k, None)["outbox"]["unacked"] == 0,
-        );
+        dep.wait_for(&format!("slave-{k} outbox empty"), Duration::from_secs(60), || {
+            dep.slave_status(k, None)["outbox"]["unacked"] == 0
+        });
     }
 }
 
@@ -59,45 +51,25 @@ fn twenty_terminals_fifty_payments_each_stored_exactly_once() {
                     let mut latencies = Vec::new();
                     for i in 0..PER_TERMINAL {
                         let t = Instant::now();
-                        let answer = app
-                            .capture(card, 100 + i, &format!("{k}A"))
-                            .expect("capture answer");
+                        let answer = app.capture(card, 100 + i, &format!("{k}A")).expect("capture answer");
                         latencies.push(t.elapsed());
-                        ids.push(
-                            accepted_id(&answer)
-                                .unwrap_or_else(|| panic!("capture refused: {answer}")),
-                        );
+                        ids.push(accepted_id(&answer).unwrap_or_else(|| panic!("capture refused: {answer}")));
                     }
                     (ids, latencies)
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("sale app thread"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("sale app thread")).collect()
     });
     let elapsed = started.elapsed();
-    let ids: BTreeSet<String> = results
-        .iter()
-        .flat_map(|(ids, _)| ids.iter().cloned())
-        .collect();
-    assert_eq!(
-        ids.len(),
-        (TERMINALS as u64 * PER_TERMINAL) as usize,
-        "every payment id is distinct"
-    );
+    let ids: BTreeSet<String> = results.iter().flat_map(|(ids, _)| ids.iter().cloned()).collect();
+    assert_eq!(ids.len(), (TERMINALS as u64 * PER_TERMINAL) as usize, "every payment id is distinct");
 
-    dep.wait_for("master holds all payments", Duration::from_secs(60), || {
-        dep.master_total() == ids.len() as u64
-    });
+    dep.wait_for("master holds all payments", Duration::from_secs(60), || dep.master_total() == ids.len() as u64);
     wait_outboxes_empty(&dep, 1..=TERMINALS);
     assert_all_stored_at_master(&dep, &ids);
 
-    let mut lat: Vec<Duration> = results
-        .iter()
-        .flat_map(|(_, l)| l.iter().copied())
-        .collect();
+    let mut lat: Vec<Duration> = results.iter().flat_map(|(_, l)| l.iter().copied()).collect();
     lat.sort_unstable();
     // Reported, not asserted (debug build of our code, optimised dependencies).
     eprintln!(
@@ -129,10 +101,7 @@ fn master_killed_while_terminals_send_loses_and_duplicates_nothing() {
                     while !stop.load(Ordering::Relaxed) {
                         i += 1;
                         let answer = app.capture(card, 100 + i, "3C").expect("capture answer");
-                        ids.push(
-                            accepted_id(&answer)
-                                .unwrap_or_else(|| panic!("capture refused: {answer}")),
-                        );
+                        ids.push(accepted_id(&answer).unwrap_or_else(|| panic!("capture refused: {answer}")));
                     }
                     ids
                 })
@@ -145,21 +114,12 @@ fn master_killed_while_terminals_send_loses_and_duplicates_nothing() {
         master = dep.start_master();
         std::thread::sleep(Duration::from_millis(1000));
         stop.store(true, Ordering::Relaxed);
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("sale app thread"))
-            .collect()
+        handles.into_iter().flat_map(|h| h.join().expect("sale app thread")).collect()
     });
-    assert!(
-        ids.len() > 50,
-        "enough traffic to cross the crash: {}",
-        ids.len()
-    );
-    dep.wait_for(
-        "master holds every accepted payment",
-        Duration::from_secs(60),
-        || dep.master_total() >= ids.len() as u64,
-    );
+    assert!(ids.len() > 50, "enough traffic to cross the crash: {}", ids.len());
+    dep.wait_for("master holds every accepted payment", Duration::from_secs(60), || {
+        dep.master_total() >= ids.len() as u64
+    });
     wait_outboxes_empty(&dep, 1..=TERMINALS);
     assert_all_stored_at_master(&dep, &ids);
     dep.assert_no_full_pan_anywhere();
@@ -194,23 +154,15 @@ fn terminal_killed_after_accepting_forwards_after_restart() {
     let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON answer");
     let id = accepted_id(&answer).unwrap_or_else(|| panic!("not accepted: {answer}"));
     let before = dep.slave_status(1, Some(&id));
-    assert_eq!(
-        (before["state"].as_str(), before["answered"].as_bool()),
-        (Some("captured"), Some(true)),
-        "{before}"
-    );
+    assert_eq!((before["state"].as_str(), before["answered"].as_bool()), (Some("captured"), Some(true)), "{before}");
 
     slave.kill9();
     let _master = dep.start_master();
     let _slave = dep.start_slave(1);
-    dep.wait_for("master has the payment", Duration::from_secs(30), || {
-        dep.master_total() == 1
+    dep.wait_for("master has the payment", Duration::from_secs(30), || dep.master_total() == 1);
+    dep.wait_for("terminal marks it forwarded", Duration::from_secs(30), || {
+        dep.slave_status(1, Some(&id))["state"] == "forwarded"
     });
-    dep.wait_for(
-        "terminal marks it forwarded",
-        Duration::from_secs(30),
-        || dep.slave_status(1, Some(&id))["state"] == "forwarded",
-    );
     assert_all_stored_at_master(&dep, &BTreeSet::from([id]));
     dep.assert_no_full_pan_anywhere();
 }
@@ -223,49 +175,22 @@ fn capture_refusals_carry_machine_readable_reasons() {
     let mut app = SaleApp::connect(&dep.slave_socket(1)).expect("capture socket");
     let good = dep.cards()[0].clone();
     let cases = [
-        (
-            json!({"pan": "4000110000000012", "expiry": "12/30", "amount_minor": 100, "currency": "EUR"}),
-            "luhn",
-        ),
-        (
-            json!({"pan": good.pan, "expiry": "01/24", "amount_minor": 100, "currency": "EUR"}),
-            "expired",
-        ),
-        (
-            json!({"pan": good.pan, "expiry": "12/30", "amount_minor": 0, "currency": "EUR"}),
-            "bad_amount",
-        ),
-        (
-            json!({"pan": good.pan, "expiry": "12/30", "amount_minor": 100, "currency": "XXX"}),
-            "bad_currency",
-        ),
-        (
-            json!({"pan": good.pan, "expiry": "12/30", "amount_minor": 500_001, "currency": "EUR"}),
-            "over_txn_limit",
-        ),
+        (json!({"pan": "4000110000000012", "expiry": "12/30", "amount_minor": 100, "currency": "EUR"}), "luhn"),
+        (json!({"pan": good.pan, "expiry": "01/24", "amount_minor": 100, "currency": "EUR"}), "expired"),
+        (json!({"pan": good.pan, "expiry": "12/30", "amount_minor": 0, "currency": "EUR"}), "bad_amount"),
+        (json!({"pan": good.pan, "expiry": "12/30", "amount_minor": 100, "currency": "XXX"}), "bad_currency"),
+        (json!({"pan": good.pan, "expiry": "12/30", "amount_minor": 500_001, "currency": "EUR"}), "over_txn_limit"),
     ];
     for (mut req, reason) in cases {
         req["op"] = json!("capture");
         req["seat"] = json!("1A");
         let a = app.request(&req).expect("answer");
-        assert_eq!(
-            (a["outcome"].as_str(), a["reason"].as_str()),
-            (Some("rejected"), Some(reason)),
-            "{a}"
-        );
+        assert_eq!((a["outcome"].as_str(), a["reason"].as_str()), (Some("rejected"), Some(reason)), "{a}");
     }
-    let bad = app
-        .request(&json!({"op": "capture", "pan": good.pan}))
-        .expect("answer");
+    let bad = app.request(&json!({"op": "capture", "pan": good.pan})).expect("answer");
     assert_eq!(bad["error"], "bad_request", "{bad}");
-    assert!(
-        !bad.to_string().contains(&good.pan),
-        "the error does not echo the card number"
-    );
+    assert!(!bad.to_string().contains(&good.pan), "the error does not echo the card number");
     assert_eq!(dep.master_total(), 0, "nothing refused reaches the master");
     let a = app.capture(&good, 100, "1A").expect("answer");
-    assert!(
-        accepted_id(&a).is_some(),
-        "the daemon keeps serving after bad input: {a}"
-    );
+    assert!(accepted_id(&a).is_some(), "the daemon keeps serving after bad input: {a}");
 }

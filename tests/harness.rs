@@ -17,16 +17,9 @@ use serde_json::{json, Value};
 /// Path of a workspace binary.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} not built: run `cargo build --workspace` (or the README's test command)",
-        p.display()
-    );
+    assert!(p.is_file(), "{} not built: run `cargo build --workspace` (or the README's test command)", p.display());
     p
 }
 
@@ -67,27 +60,15 @@ pub struct Deployment {
 impl Deployment {
     /// Runs `inflight-setup local --out <tmp> --terminals N --base-port <free>`.
     pub fn new(terminals: u32) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("inflight-e2e")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("inflight-e2e").tempdir_in("/tmp").expect("tempdir");
         let port = free_udp_port();
         let out = Command::new(bin("inflight-setup"))
             .args(["local", "--out"])
             .arg(dir.path())
-            .args([
-                "--terminals",
-                &terminals.to_string(),
-                "--base-port",
-                &port.to_string(),
-            ])
+            .args(["--terminals", &terminals.to_string(), "--base-port", &port.to_string()])
             .output()
             .expect("run inflight-setup");
-        assert!(
-            out.status.success(),
-            "inflight-setup failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "inflight-setup failed: {}", String::from_utf8_lossy(&out.stderr));
         Self { dir, terminals }
     }
 
@@ -103,30 +84,21 @@ impl Deployment {
 
     /// The published test cards.
     pub fn cards(&self) -> Vec<Card> {
-        serde_json::from_slice(
-            &std::fs::read(self.path("test-cards.json")).expect("test-cards.json"),
-        )
-        .expect("valid JSON")
+        serde_json::from_slice(&std::fs::read(self.path("test-cards.json")).expect("test-cards.json"))
+            .expect("valid JSON")
     }
 
     /// Starts the master and waits until it answers on its admin socket.
     pub fn start_master(&self) -> Daemon {
-        let d = Daemon::spawn(
-            "inflight-master",
-            &self.config("master"),
-            &self.path("master.log"),
-        );
+        let d = Daemon::spawn("inflight-master", &self.config("master"), &self.path("master.log"));
         d.wait_socket(&self.path("run/master.sock"));
         d
     }
 
     /// Starts terminal `k` and waits until its capture socket answers.
     pub fn start_slave(&self, k: u32) -> Daemon {
-        let d = Daemon::spawn(
-            "inflight-slave",
-            &self.config(&format!("slave-{k}")),
-            &self.path(&format!("slave-{k}.log")),
-        );
+        let d =
+            Daemon::spawn("inflight-slave", &self.config(&format!("slave-{k}")), &self.path(&format!("slave-{k}.log")));
         d.wait_socket(&self.slave_socket(k));
         d
     }
@@ -149,8 +121,7 @@ impl Deployment {
     /// Terminal `k`'s status.
     pub fn slave_status(&self, k: u32, payment: Option<&str>) -> Value {
         let mut cmd = Command::new(bin("inflight-slave"));
-        cmd.args(["status", "--config"])
-            .arg(self.config(&format!("slave-{k}")));
+        cmd.args(["status", "--config"]).arg(self.config(&format!("slave-{k}")));
         if let Some(p) = payment {
             cmd.args(["--payment", p]);
         }
@@ -159,19 +130,14 @@ impl Deployment {
 
     /// The master's `payments.total`.
     pub fn master_total(&self) -> u64 {
-        self.master_status(None)["payments"]["total"]
-            .as_u64()
-            .expect("payments.total")
+        self.master_status(None)["payments"]["total"].as_u64().expect("payments.total")
     }
 
     /// Waits until `cond` holds, or panics after `timeout` with `what`.
     pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
         let start = Instant::now();
         while !cond() {
-            assert!(
-                start.elapsed() < timeout,
-                "timed out after {timeout:?} waiting for: {what}"
-            );
+            assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -187,10 +153,7 @@ impl Deployment {
                 files.push(p);
             }
         }
-        assert!(
-            files.len() > 2,
-            "expected data files and logs, found {files:?}"
-        );
+        assert!(files.len() > 2, "expected data files and logs, found {files:?}");
         for f in files {
             let bytes = std::fs::read(&f).unwrap_or_default();
             for c in &cards {
@@ -226,11 +189,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn run_json(mut cmd: Command) -> Value {
     let out = cmd.output().expect("run status");
-    assert!(
-        out.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("status prints JSON")
 }
 
@@ -244,11 +203,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `bin run --config cfg`, appending stderr (logs) to `log`.
     pub fn spawn(name: &str, cfg: &Path, log: &Path) -> Self {
-        let logf = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
+        let logf = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let child = Command::new(bin(name))
             .args(["run", "--config"])
             .arg(cfg)
@@ -272,11 +227,7 @@ impl Daemon {
                     }
                 }
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "daemon never answered on {}",
-                sock.display()
-            );
+            assert!(start.elapsed() < Duration::from_secs(20), "daemon never answered on {}", sock.display());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -289,18 +240,13 @@ impl Daemon {
 
     /// SIGTERM, then waits for a clean exit; returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let start = Instant::now();
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
                 return st;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "daemon did not stop on SIGTERM"
-            );
+            assert!(start.elapsed() < Duration::from_secs(15), "daemon did not stop on SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -323,9 +269,7 @@ impl SaleApp {
     pub fn connect(sock: &Path) -> std::io::Result<Self> {
         let s = UnixStream::connect(sock)?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Self {
-            stream: BufReader::new(s),
-        })
+        Ok(Self { stream: BufReader::new(s) })
     }
 
     /// Sends one request, reads one answer.
@@ -333,21 +277,13 @@ impl SaleApp {
         writeln!(self.stream.get_mut(), "{req}")?;
         let mut line = String::new();
         if self.stream.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "terminal closed the socket",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "terminal closed the socket"));
         }
         serde_json::from_str(&line).map_err(std::io::Error::other)
     }
 
     /// A capture.
-    pub fn capture(
-        &mut self,
-        card: &Card,
-        amount_minor: u64,
-        seat: &str,
-    ) -> std::io::Result<Value> {
+    pub fn capture(&mut self, card: &Card, amount_minor: u64, seat: &str) -> std::io::Result<Value> {
         self.request(&json!({
             "op": "capture", "pan": card.pan, "expiry": card.expiry,
             "amount_minor": amount_minor, "currency": card.currency, "seat": seat,
@@ -357,10 +293,6 @@ impl SaleApp {
 
 /// The accepted payment id in a capture answer, if accepted.
 pub fn accepted_id(answer: &Value) -> Option<String> {
-    (answer["outcome"] == "accepted").then(|| {
-        answer["payment_id"]
-            .as_str()
-            .expect("accepted answers carry an id")
-            .to_owned()
-    })
+    (answer["outcome"] == "accepted")
+        .then(|| answer["payment_id"].as_str().expect("accepted answers carry an id").to_owned())
 }

@@ -12,22 +12,15 @@ use inflight_net::framed::{framed, FrameReader, FrameWriter};
 use inflight_net::pki::{DevCa, Validity};
 use inflight_net::{endpoint, tls};
 use inflight_wire::{
-    Currency, ErrorCode, Expiry, MasterMsg, Money, Pan, Payment, PaymentId, TerminalId,
-    TerminalMsg, TERMINAL_ALPN, TERMINAL_FRAME_BYTES_MAX, TERMINAL_PROTOCOL_VERSION,
+    Currency, ErrorCode, Expiry, MasterMsg, Money, Pan, Payment, PaymentId, TerminalId, TerminalMsg, TERMINAL_ALPN,
+    TERMINAL_FRAME_BYTES_MAX, TERMINAL_PROTOCOL_VERSION,
 };
 
 const MASTER_NAME: &str = "master.aircraft.inflight";
 
 fn master_addr(dep: &Deployment) -> SocketAddr {
-    let cfg: toml::Table = std::fs::read_to_string(dep.config("master"))
-        .expect("config")
-        .parse()
-        .expect("toml");
-    cfg["listen"]
-        .as_str()
-        .expect("listen")
-        .parse()
-        .expect("addr")
+    let cfg: toml::Table = std::fs::read_to_string(dep.config("master")).expect("config").parse().expect("toml");
+    cfg["listen"].as_str().expect("listen").parse().expect("addr")
 }
 
 /// A raw terminal client with the given TLS client config.
@@ -35,12 +28,8 @@ async fn open(
     dep: &Deployment,
     tls: rustls::ClientConfig,
 ) -> Result<(quinn::Connection, FrameWriter, FrameReader), String> {
-    let ep = endpoint::client(
-        "127.0.0.1:0".parse().expect("addr"),
-        tls,
-        Default::default(),
-    )
-    .map_err(|e| e.to_string())?;
+    let ep =
+        endpoint::client("127.0.0.1:0".parse().expect("addr"), tls, Default::default()).map_err(|e| e.to_string())?;
     let conn = endpoint::connect(&ep, master_addr(dep), MASTER_NAME, Duration::from_secs(3))
         .await
         .map_err(|e| e.to_string())?;
@@ -55,26 +44,12 @@ fn client_tls(dep: &Deployment, terminal: &str) -> rustls::ClientConfig {
         &dep.path(&format!("pki/{terminal}.key")),
     )
     .expect("identity");
-    tls::client_config(
-        id,
-        tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"),
-        TERMINAL_ALPN,
-    )
-    .expect("tls")
+    tls::client_config(id, tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"), TERMINAL_ALPN).expect("tls")
 }
 
-async fn hello(
-    w: &mut FrameWriter,
-    r: &mut FrameReader,
-    as_terminal: &str,
-) -> Result<MasterMsg, String> {
+async fn hello(w: &mut FrameWriter, r: &mut FrameReader, as_terminal: &str) -> Result<MasterMsg, String> {
     let t = TerminalId::parse(as_terminal).expect("valid id");
-    w.send(&TerminalMsg::Hello {
-        version: TERMINAL_PROTOCOL_VERSION,
-        terminal: t,
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    w.send(&TerminalMsg::Hello { version: TERMINAL_PROTOCOL_VERSION, terminal: t }).await.map_err(|e| e.to_string())?;
     match tokio::time::timeout(Duration::from_secs(5), r.recv::<MasterMsg>()).await {
         Err(_) => Err("no answer".into()),
         Ok(Err(e)) => Err(e.to_string()),
@@ -125,47 +100,27 @@ async fn certificates_from_another_ca_or_none_are_refused_at_the_handshake() {
 
     // A certificate for a real terminal's name, but signed by another CA.
     let evil = DevCa::new("not the airline").expect("ca");
-    let pair = evil
-        .issue(
-            "slave-1.terminal.inflight",
-            true,
-            false,
-            Validity::default(),
-        )
-        .expect("cert");
+    let pair = evil.issue("slave-1.terminal.inflight", true, false, Validity::default()).expect("cert");
     let id = tls::Identity::from_pem_files(
         &write_pem(tmp.path(), "c.pem", &pair.cert_pem),
         &write_pem(tmp.path(), "k.pem", &pair.key_pem),
     )
     .expect("identity");
-    let cfg = tls::client_config(
-        id,
-        tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"),
-        TERMINAL_ALPN,
-    )
-    .expect("tls");
+    let cfg =
+        tls::client_config(id, tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"), TERMINAL_ALPN).expect("tls");
     let wrong_ca = match open(&dep, cfg).await {
         Err(e) => Err(e),
         Ok((_c, mut w, mut r)) => hello(&mut w, &mut r, "slave-1").await.map(|_| ()),
     };
-    assert!(
-        wrong_ca.is_err(),
-        "a certificate from another CA must be refused"
-    );
+    assert!(wrong_ca.is_err(), "a certificate from another CA must be refused");
 
-    let anon = tls::client_config_anonymous(
-        tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"),
-        TERMINAL_ALPN,
-    )
-    .expect("tls");
+    let anon = tls::client_config_anonymous(tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"), TERMINAL_ALPN)
+        .expect("tls");
     let no_cert = match open(&dep, anon).await {
         Err(e) => Err(e),
         Ok((_c, mut w, mut r)) => hello(&mut w, &mut r, "slave-1").await.map(|_| ()),
     };
-    assert!(
-        no_cert.is_err(),
-        "a terminal without a certificate must be refused"
-    );
+    assert!(no_cert.is_err(), "a terminal without a certificate must be refused");
 
     assert_eq!(dep.master_total(), 0, "nothing stored from refused peers");
     assert_eq!(dep.master_status(None)["terminals_connected"], 0);
@@ -178,44 +133,17 @@ async fn a_terminal_cannot_speak_or_submit_as_another() {
     let pan = dep.cards()[0].pan.clone();
 
     // slave-2's certificate, claiming to be slave-1.
-    let (_c, mut w, mut r) = open(&dep, client_tls(&dep, "slave-2"))
-        .await
-        .expect("handshake");
+    let (_c, mut w, mut r) = open(&dep, client_tls(&dep, "slave-2")).await.expect("handshake");
     let m = hello(&mut w, &mut r, "slave-1").await;
-    assert!(
-        matches!(
-            m,
-            Ok(MasterMsg::Error {
-                code: ErrorCode::WrongTerminal,
-                ..
-            })
-        ),
-        "{m:?}"
-    );
+    assert!(matches!(m, Ok(MasterMsg::Error { code: ErrorCode::WrongTerminal, .. })), "{m:?}");
 
     // slave-2 as itself, submitting a payment under slave-1's id.
-    let (_c, mut w, mut r) = open(&dep, client_tls(&dep, "slave-2"))
-        .await
-        .expect("handshake");
+    let (_c, mut w, mut r) = open(&dep, client_tls(&dep, "slave-2")).await.expect("handshake");
     let m = hello(&mut w, &mut r, "slave-2").await;
     assert!(matches!(m, Ok(MasterMsg::Hello { .. })), "{m:?}");
-    w.send(&TerminalMsg::Submit {
-        payment: payment("slave-1", &pan),
-        answered: true,
-    })
-    .await
-    .expect("send");
+    w.send(&TerminalMsg::Submit { payment: payment("slave-1", &pan), answered: true }).await.expect("send");
     let m = next(&mut r).await;
-    assert!(
-        matches!(
-            m,
-            Ok(Some(MasterMsg::Error {
-                code: ErrorCode::WrongTerminal,
-                ..
-            }))
-        ),
-        "{m:?}"
-    );
+    assert!(matches!(m, Ok(Some(MasterMsg::Error { code: ErrorCode::WrongTerminal, .. }))), "{m:?}");
 
     assert_eq!(dep.master_total(), 0, "nothing stored from an impostor");
 }
@@ -226,28 +154,19 @@ async fn broken_frames_close_only_that_connection_and_store_nothing() {
     let _master = dep.start_master();
     let _slave = dep.start_slave(1);
     let first = tokio::task::block_in_place(|| honest_capture(&dep, 1));
-    dep.wait_for("first payment at master", Duration::from_secs(20), || {
-        dep.master_total() == 1
-    });
+    dep.wait_for("first payment at master", Duration::from_secs(20), || dep.master_total() == 1);
 
-    type Attack = fn(
-        &mut FrameWriter,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+    type Attack = fn(&mut FrameWriter) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
     let attacks: [(&str, Attack); 4] = [
         ("garbage frame", |w| {
             Box::pin(async move {
-                let _ = w
-                    .send_raw(Bytes::from_static(b"\xff\xfe not bincode at all"))
-                    .await;
+                let _ = w.send_raw(Bytes::from_static(b"\xff\xfe not bincode at all")).await;
             })
         }),
         ("trailing bytes", |w| {
             Box::pin(async move {
                 let t = TerminalId::parse("slave-2").expect("valid");
-                let mut b = inflight_wire::encode(&TerminalMsg::Hello {
-                    version: 1,
-                    terminal: t,
-                });
+                let mut b = inflight_wire::encode(&TerminalMsg::Hello { version: 1, terminal: t });
                 b.extend_from_slice(b"extra");
                 let _ = w.send_raw(Bytes::from(b)).await;
             })
@@ -267,26 +186,12 @@ async fn broken_frames_close_only_that_connection_and_store_nothing() {
         }),
     ];
     for (name, attack) in attacks {
-        let (conn, mut w, mut r) = open(&dep, client_tls(&dep, "slave-2"))
-            .await
-            .expect("handshake");
-        assert!(
-            matches!(
-                hello(&mut w, &mut r, "slave-2").await,
-                Ok(MasterMsg::Hello { .. })
-            ),
-            "{name}: hello"
-        );
+        let (conn, mut w, mut r) = open(&dep, client_tls(&dep, "slave-2")).await.expect("handshake");
+        assert!(matches!(hello(&mut w, &mut r, "slave-2").await, Ok(MasterMsg::Hello { .. })), "{name}: hello");
         attack(&mut w).await;
         let m = next(&mut r).await;
         assert!(
-            matches!(
-                m,
-                Ok(Some(MasterMsg::Error {
-                    code: ErrorCode::Malformed,
-                    ..
-                }))
-            ),
+            matches!(m, Ok(Some(MasterMsg::Error { code: ErrorCode::Malformed, .. }))),
             "{name}: expected a Malformed error frame, got {m:?}"
         );
         let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
@@ -296,7 +201,5 @@ async fn broken_frames_close_only_that_connection_and_store_nothing() {
     // The honest terminal is still served, and only honest payments are stored.
     let second = tokio::task::block_in_place(|| honest_capture(&dep, 2));
     assert_ne!(first, second);
-    dep.wait_for("second payment at master", Duration::from_secs(20), || {
-        dep.master_total() == 2
-    });
+    dep.wait_for("second payment at master", Duration::from_secs(20), || dep.master_total() == 2);
 }

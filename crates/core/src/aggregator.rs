@@ -1,13 +1,14 @@
-//! The master's verdict on every payment terminals submit: stored once, answered the same way
-//! every time the same id comes again.
+//! The master's state of every payment terminals submitted: the verdict on each (stored once,
+//! answered the same way every time the same id comes again), the aircraft-wide per-card limit,
+//! and each stored payment's progress to the issuer and back.
 //!
-//! The aggregator keeps a compact index of every payment id it has seen (its content digest and
-//! verdict), loaded from the store at start. It decides; the driver writes what it decided,
-//! waits until that is durable, and only then sends the ack.
+//! The aggregator keeps a compact index of every payment id (content digest, verdict, phase,
+//! terminal, card key, amount), rebuilt from the store at start. It decides; the driver writes
+//! what it decided, waits until that is durable, and only then acks.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use inflight_wire::{Payment, PaymentId, RefusalReason, TerminalId, Verdict};
+use inflight_wire::{BinList, Currency, Money, Payment, PaymentId, RefusalReason, TerminalId, Verdict};
 
 /// Most payments the master holds in one flight. A wide-body cabin selling all flight long stays
 /// far below; past it the master refuses new payments rather than grow without bound.
@@ -17,20 +18,49 @@ pub const PAYMENTS_MAX: usize = 2_000_000;
 /// tell an honest re-send from a different payment re-using an id.
 pub type ContentDigest = [u8; 32];
 
+/// A keyed hash of a card number (computed by the driver with the store's key): equal for the
+/// same card, meaningless without the key.
+pub type CardKey = [u8; 32];
+
+/// Where a stored payment is on its way to the issuer and back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// Stored, waiting for the next batch.
+    Pending,
+    /// Sealed into a batch that has not been answered yet.
+    InBatch,
+    /// The issuer's result is stored; not yet confirmed by the terminal.
+    Decided,
+    /// The terminal has stored the result; card data is erased.
+    Delivered,
+}
+
 /// What the master knows about one payment id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
     /// Digest of the payment's content.
     pub digest: ContentDigest,
     /// The verdict given.
     pub verdict: Verdict,
+    /// Progress (meaningful for stored payments).
+    pub phase: Phase,
+    /// The terminal that captured it: where its result goes.
+    pub terminal: TerminalId,
+    /// The card, for the per-card-per-flight limit.
+    pub card: CardKey,
+    /// The amount.
+    pub amount: Money,
 }
 
 /// What to do with a submitted payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// New: store it durably, then ack `Stored`.
-    Store,
+    /// New: store it durably, then ack `Stored`. `flag`: a check failed but the terminal had
+    /// already answered `accepted`, so it is carried anyway and shown to the crew.
+    Store {
+        /// The failed check, if any.
+        flag: Option<RefusalReason>,
+    },
     /// New, refused by an aircraft-wide check: record the refusal durably, then ack it.
     Refuse(RefusalReason),
     /// Previously refused, now re-sent marked answered: store it (the refusal becomes a flag for
@@ -44,20 +74,36 @@ pub enum Decision {
     Full,
 }
 
-/// Counts for the status report.
+/// Counts for the status report (DESIGN.md §8 names).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Payments the master will carry to the issuer.
-    pub stored: u64,
-    /// Payments the master refused at capture.
+    /// Payments the master will carry to the issuer (every phase).
+    pub total: u64,
+    /// Waiting for a batch.
+    pub pending: u64,
+    /// In a batch not yet answered.
+    pub in_batch: u64,
+    /// Decided by the issuer, result not yet at the terminal.
+    pub decided: u64,
+    /// Result delivered to the terminal.
+    pub delivered: u64,
+    /// Refused at capture by an aircraft-wide check.
     pub refused: u64,
 }
 
-/// The master's index of payments and its verdict rule.
+/// The master's index of payments and its rules.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    /// Every payment id seen, to answer re-sends identically and refuse id re-use.
+    /// Every payment id seen.
     index: HashMap<PaymentId, IndexEntry>,
+    /// Stored payments waiting for a batch, in capture order.
+    pending: BTreeSet<PaymentId>,
+    /// Decided payments whose result the terminal has not confirmed, per terminal.
+    undelivered: HashMap<TerminalId, BTreeSet<PaymentId>>,
+    /// Total carried per card and currency this flight, for the per-card limit.
+    card_totals: HashMap<(CardKey, Currency), u64>,
+    /// The issuer's current list (its rules carry the per-card-per-flight limits).
+    bins: Option<BinList>,
     /// Running totals, kept in step with `index`.
     counts: Counts,
 }
@@ -68,36 +114,52 @@ impl Aggregator {
         Self::default()
     }
 
+    /// The BIN list whose rules apply to new payments.
+    pub fn set_bin_list(&mut self, bins: Option<BinList>) {
+        self.bins = bins;
+    }
+
+    /// The BIN list in force.
+    pub fn bin_list(&self) -> Option<&BinList> {
+        self.bins.as_ref()
+    }
+
     /// Restores one entry from the store at start.
     pub fn restore(&mut self, id: PaymentId, entry: IndexEntry) {
-        if let Some(old) = self.index.insert(id, entry) {
-            self.uncount(old.verdict);
+        if let Some(old) = self.index.remove(&id) {
+            self.unaccount(id, &old);
         }
-        self.count(entry.verdict);
+        self.account(id, &entry);
+        self.index.insert(id, entry);
     }
 
     /// Decides on a payment submitted by `conn_terminal` (the id of the certificate on the
     /// connection). The decision is applied to the index at once: the driver must make it
-    /// durable before acking, and must not ack a `Repeat` before the original write is durable.
+    /// durable before acking (or [`Aggregator::revert`] it), and must not ack a `Repeat` before
+    /// the original write is durable.
     pub fn handle_submit(
         &mut self,
         conn_terminal: &TerminalId,
         payment: &Payment,
         answered: bool,
         digest: ContentDigest,
+        card: CardKey,
     ) -> Decision {
         if &payment.terminal != conn_terminal {
             return Decision::WrongTerminal;
         }
-        if let Some(e) = self.index.get_mut(&payment.id) {
+        if let Some(e) = self.index.get(&payment.id) {
             if e.digest != digest {
                 return Decision::Repeat(Verdict::Refused(RefusalReason::IdConflict));
             }
             return match e.verdict {
                 Verdict::Refused(reason) if answered => {
+                    let mut e = e.clone();
+                    self.unaccount(payment.id, &e);
                     e.verdict = Verdict::Stored;
-                    self.counts.refused -= 1;
-                    self.counts.stored += 1;
+                    e.phase = Phase::Pending;
+                    self.account(payment.id, &e);
+                    self.index.insert(payment.id, e);
                     Decision::CarryRefused(reason)
                 }
                 v => Decision::Repeat(v),
@@ -106,37 +168,76 @@ impl Aggregator {
         if self.index.len() >= PAYMENTS_MAX {
             return Decision::Full;
         }
-        // Aircraft-wide checks (the per-card-per-flight limit) come with the issuer's BIN
-        // program; until then every new payment is stored.
-        self.index.insert(
-            payment.id,
-            IndexEntry {
-                digest,
-                verdict: Verdict::Stored,
-            },
-        );
-        self.counts.stored += 1;
-        Decision::Store
+        let limit = self.bins.as_ref().and_then(|b| b.rule_for(&payment.pan)).map(|r| r.card_flight_limit_minor);
+        let spent = self.card_totals.get(&(card, payment.amount.currency())).copied().unwrap_or(0);
+        let over = limit.is_some_and(|l| spent + payment.amount.amount_minor() > l);
+        let (verdict, decision) = match (over, answered) {
+            (false, _) => (Verdict::Stored, Decision::Store { flag: None }),
+            (true, true) => (Verdict::Stored, Decision::Store { flag: Some(RefusalReason::OverCardFlightLimit) }),
+            (true, false) => (
+                Verdict::Refused(RefusalReason::OverCardFlightLimit),
+                Decision::Refuse(RefusalReason::OverCardFlightLimit),
+            ),
+        };
+        let entry = IndexEntry {
+            digest,
+            verdict,
+            phase: Phase::Pending,
+            terminal: payment.terminal.clone(),
+            card,
+            amount: payment.amount,
+        };
+        self.account(payment.id, &entry);
+        self.index.insert(payment.id, entry);
+        decision
     }
 
     /// Undoes a decision whose write failed, so that a re-send is decided afresh instead of
     /// being acked from an index entry that never reached the disk.
     pub fn revert(&mut self, id: &PaymentId, decision: Decision) {
         match decision {
-            Decision::Store | Decision::Refuse(_) => {
+            Decision::Store { .. } | Decision::Refuse(_) => {
                 if let Some(e) = self.index.remove(id) {
-                    self.uncount(e.verdict);
+                    self.unaccount(*id, &e);
                 }
             }
             Decision::CarryRefused(reason) => {
-                if let Some(e) = self.index.get_mut(id) {
+                if let Some(mut e) = self.index.remove(id) {
+                    self.unaccount(*id, &e);
                     e.verdict = Verdict::Refused(reason);
-                    self.counts.stored -= 1;
-                    self.counts.refused += 1;
+                    self.account(*id, &e);
+                    self.index.insert(*id, e);
                 }
             }
             Decision::Repeat(_) | Decision::WrongTerminal | Decision::Full => {}
         }
+    }
+
+    /// Up to `max` pending payments, in capture order: the content of the next batch.
+    pub fn next_batch(&self, max: usize) -> Vec<PaymentId> {
+        self.pending.iter().take(max).copied().collect()
+    }
+
+    /// Moves payments to a phase (sealed into a batch, decided, delivered). Unknown ids and
+    /// refused payments are ignored; phases only move forward.
+    pub fn advance(&mut self, id: PaymentId, to: Phase) {
+        let Some(mut e) = self.index.remove(&id) else { return };
+        if e.verdict == Verdict::Stored && to > e.phase {
+            self.unaccount(id, &e);
+            e.phase = to;
+            self.account(id, &e);
+        }
+        self.index.insert(id, e);
+    }
+
+    /// Decided payments of `terminal` whose result it has not confirmed.
+    pub fn undelivered(&self, terminal: &TerminalId) -> Vec<PaymentId> {
+        self.undelivered.get(terminal).map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// The entry for `id`.
+    pub fn entry(&self, id: &PaymentId) -> Option<&IndexEntry> {
+        self.index.get(id)
     }
 
     /// The verdict on record for `id`.
@@ -149,153 +250,206 @@ impl Aggregator {
         self.counts
     }
 
-    fn count(&mut self, v: Verdict) {
-        match v {
-            Verdict::Stored => self.counts.stored += 1,
-            Verdict::Refused(_) => self.counts.refused += 1,
+    /// Adds an entry's contribution to the counters and side indexes.
+    fn account(&mut self, id: PaymentId, e: &IndexEntry) {
+        let c = &mut self.counts;
+        match e.verdict {
+            Verdict::Refused(_) => c.refused += 1,
+            Verdict::Stored => {
+                c.total += 1;
+                *self.card_totals.entry((e.card, e.amount.currency())).or_default() += e.amount.amount_minor();
+                match e.phase {
+                    Phase::Pending => {
+                        c.pending += 1;
+                        self.pending.insert(id);
+                    }
+                    Phase::InBatch => c.in_batch += 1,
+                    Phase::Decided => {
+                        c.decided += 1;
+                        self.undelivered.entry(e.terminal.clone()).or_default().insert(id);
+                    }
+                    Phase::Delivered => c.delivered += 1,
+                }
+            }
         }
     }
 
-    fn uncount(&mut self, v: Verdict) {
-        match v {
-            Verdict::Stored => self.counts.stored -= 1,
-            Verdict::Refused(_) => self.counts.refused -= 1,
+    /// Removes an entry's contribution (the inverse of `account`).
+    fn unaccount(&mut self, id: PaymentId, e: &IndexEntry) {
+        let c = &mut self.counts;
+        match e.verdict {
+            Verdict::Refused(_) => c.refused -= 1,
+            Verdict::Stored => {
+                c.total -= 1;
+                if let Some(t) = self.card_totals.get_mut(&(e.card, e.amount.currency())) {
+                    *t -= e.amount.amount_minor();
+                }
+                match e.phase {
+                    Phase::Pending => {
+                        c.pending -= 1;
+                        self.pending.remove(&id);
+                    }
+                    Phase::InBatch => c.in_batch -= 1,
+                    Phase::Decided => {
+                        c.decided -= 1;
+                        if let Some(s) = self.undelivered.get_mut(&e.terminal) {
+                            s.remove(&id);
+                        }
+                    }
+                    Phase::Delivered => c.delivered -= 1,
+                }
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use inflight_wire::{Currency, Expiry, Money, Pan};
+    use inflight_wire::{BinPrefix, BinRule, CardKind, Expiry, Pan};
 
     use super::*;
 
-    fn payment(n: u8, terminal: &str) -> Payment {
+    fn eur() -> Currency {
+        Currency::parse("EUR").expect("known")
+    }
+
+    fn payment(n: u8, terminal: &str, amount: u64) -> Payment {
         Payment {
             id: PaymentId::mint(u64::from(n), [n; 10]),
             terminal: TerminalId::parse(terminal).expect("valid id"),
             pan: Pan::parse("4111111111111111").expect("valid card"),
             expiry: Expiry::parse("12/29").expect("valid expiry"),
-            amount: Money::new(100, Currency::parse("EUR").expect("known")).expect("valid"),
+            amount: Money::new(amount, eur()).expect("valid"),
             seat: "1A".into(),
             captured_unix_ms: 0,
             items: vec![],
         }
     }
 
+    fn t(id: &str) -> TerminalId {
+        TerminalId::parse(id).expect("valid")
+    }
+
+    fn with_limit(limit: u64) -> Aggregator {
+        let mut a = Aggregator::new();
+        a.set_bin_list(Some(BinList {
+            version: 1,
+            issuer: "test".into(),
+            valid_from_unix_ms: 0,
+            valid_until_unix_ms: u64::MAX,
+            rules: vec![BinRule {
+                prefix: BinPrefix::parse("411111").expect("valid"),
+                kind: CardKind::Credit,
+                txn_limit_minor: limit,
+                card_flight_limit_minor: limit,
+                currencies: vec![eur()],
+            }],
+        }));
+        a
+    }
+
     #[test]
     fn stores_once_and_repeats_the_verdict() {
         let mut a = Aggregator::new();
-        let t1 = TerminalId::parse("t1").expect("valid");
-        let p = payment(1, "t1");
-        assert_eq!(a.handle_submit(&t1, &p, false, [1; 32]), Decision::Store);
-        assert_eq!(
-            a.handle_submit(&t1, &p, false, [1; 32]),
-            Decision::Repeat(Verdict::Stored)
-        );
-        assert_eq!(
-            a.handle_submit(&t1, &p, true, [1; 32]),
-            Decision::Repeat(Verdict::Stored)
-        );
-        assert_eq!(
-            a.counts(),
-            Counts {
-                stored: 1,
-                refused: 0
-            }
-        );
+        let p = payment(1, "t1", 100);
+        assert_eq!(a.handle_submit(&t("t1"), &p, false, [1; 32], [0; 32]), Decision::Store { flag: None });
+        assert_eq!(a.handle_submit(&t("t1"), &p, false, [1; 32], [0; 32]), Decision::Repeat(Verdict::Stored));
+        assert_eq!(a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]), Decision::Repeat(Verdict::Stored));
+        assert_eq!(a.counts(), Counts { total: 1, pending: 1, ..Counts::default() });
     }
 
     #[test]
     fn refuses_another_terminals_payment_and_id_reuse() {
         let mut a = Aggregator::new();
-        let t2 = TerminalId::parse("t2").expect("valid");
+        assert_eq!(a.handle_submit(&t("t2"), &payment(1, "t1", 100), false, [1; 32], [0; 32]), Decision::WrongTerminal);
+        assert_eq!(a.counts(), Counts::default(), "nothing recorded from an impostor");
         assert_eq!(
-            a.handle_submit(&t2, &payment(1, "t1"), false, [1; 32]),
-            Decision::WrongTerminal
+            a.handle_submit(&t("t2"), &payment(1, "t2", 100), false, [1; 32], [0; 32]),
+            Decision::Store { flag: None }
         );
         assert_eq!(
-            a.counts(),
-            Counts::default(),
-            "nothing recorded from an impostor"
-        );
-        assert_eq!(
-            a.handle_submit(&t2, &payment(1, "t2"), false, [1; 32]),
-            Decision::Store
-        );
-        assert_eq!(
-            a.handle_submit(&t2, &payment(1, "t2"), false, [2; 32]),
+            a.handle_submit(&t("t2"), &payment(1, "t2", 100), false, [2; 32], [0; 32]),
             Decision::Repeat(Verdict::Refused(RefusalReason::IdConflict))
         );
+        assert_eq!(a.verdict(&payment(1, "t2", 100).id), Some(Verdict::Stored), "the stored payment is untouched");
+    }
+
+    #[test]
+    fn per_card_flight_limit_across_terminals() {
+        let mut a = with_limit(1_000);
+        let card = [7; 32];
+        // Five terminals, 300 each: the fourth and fifth would exceed 1,000.
+        let decisions: Vec<Decision> = (1..=5)
+            .map(|n| a.handle_submit(&t(&format!("t{n}")), &payment(n, &format!("t{n}"), 300), false, [n; 32], card))
+            .collect();
+        let refused =
+            decisions.iter().filter(|d| matches!(d, Decision::Refuse(RefusalReason::OverCardFlightLimit))).count();
+        assert_eq!(refused, 2, "{decisions:?}");
+        // Another card is unaffected.
         assert_eq!(
-            a.verdict(&payment(1, "t2").id),
-            Some(Verdict::Stored),
-            "the stored payment is untouched"
+            a.handle_submit(&t("t1"), &payment(9, "t1", 900), false, [9; 32], [8; 32]),
+            Decision::Store { flag: None }
         );
+        // Over the limit but already answered `accepted` by its terminal: carried, flagged.
+        assert_eq!(
+            a.handle_submit(&t("t1"), &payment(10, "t1", 900), true, [10; 32], card),
+            Decision::Store { flag: Some(RefusalReason::OverCardFlightLimit) }
+        );
+        assert_eq!(a.counts().refused, 2);
     }
 
     #[test]
     fn a_refusal_is_carried_when_the_terminal_already_answered() {
-        let mut a = Aggregator::new();
-        let p = payment(3, "t1");
-        a.restore(
-            p.id,
-            IndexEntry {
-                digest: [3; 32],
-                verdict: Verdict::Refused(RefusalReason::OverCardFlightLimit),
-            },
-        );
-        let t1 = TerminalId::parse("t1").expect("valid");
+        let mut a = with_limit(100);
+        let p = payment(3, "t1", 500);
         assert_eq!(
-            a.handle_submit(&t1, &p, false, [3; 32]),
+            a.handle_submit(&t("t1"), &p, false, [3; 32], [0; 32]),
+            Decision::Refuse(RefusalReason::OverCardFlightLimit)
+        );
+        assert_eq!(
+            a.handle_submit(&t("t1"), &p, false, [3; 32], [0; 32]),
             Decision::Repeat(Verdict::Refused(RefusalReason::OverCardFlightLimit))
         );
         assert_eq!(
-            a.handle_submit(&t1, &p, true, [3; 32]),
+            a.handle_submit(&t("t1"), &p, true, [3; 32], [0; 32]),
             Decision::CarryRefused(RefusalReason::OverCardFlightLimit)
         );
-        assert_eq!(
-            a.counts(),
-            Counts {
-                stored: 1,
-                refused: 0
-            }
-        );
+        assert_eq!(a.counts(), Counts { total: 1, pending: 1, ..Counts::default() });
+        a.revert(&p.id, Decision::CarryRefused(RefusalReason::OverCardFlightLimit));
+        assert_eq!(a.counts(), Counts { refused: 1, ..Counts::default() });
     }
 
     #[test]
     fn a_failed_write_is_reverted_and_decided_again() {
-        let mut a = Aggregator::new();
-        let t1 = TerminalId::parse("t1").expect("valid");
-        let p = payment(4, "t1");
-        let d = a.handle_submit(&t1, &p, false, [4; 32]);
+        let mut a = with_limit(1_000);
+        let p = payment(4, "t1", 800);
+        let d = a.handle_submit(&t("t1"), &p, false, [4; 32], [0; 32]);
         a.revert(&p.id, d);
         assert_eq!(a.counts(), Counts::default());
         assert_eq!(
-            a.handle_submit(&t1, &p, false, [4; 32]),
-            Decision::Store,
-            "not acked from a lost write"
+            a.handle_submit(&t("t1"), &p, false, [4; 32], [0; 32]),
+            Decision::Store { flag: None },
+            "limit released too"
         );
-        let q = payment(5, "t1");
-        a.restore(
-            q.id,
-            IndexEntry {
-                digest: [5; 32],
-                verdict: Verdict::Refused(RefusalReason::OverCardFlightLimit),
-            },
-        );
-        let d = a.handle_submit(&t1, &q, true, [5; 32]);
-        a.revert(&q.id, d);
-        assert_eq!(
-            a.verdict(&q.id),
-            Some(Verdict::Refused(RefusalReason::OverCardFlightLimit))
-        );
-        assert_eq!(
-            a.counts(),
-            Counts {
-                stored: 1,
-                refused: 1
-            }
-        );
+    }
+
+    #[test]
+    fn phases_move_forward_and_route_results() {
+        let mut a = Aggregator::new();
+        for n in 1..=3 {
+            a.handle_submit(&t("t1"), &payment(n, "t1", 100), false, [n; 32], [0; 32]);
+        }
+        let batch = a.next_batch(2);
+        assert_eq!(batch, vec![payment(1, "t1", 1).id, payment(2, "t1", 1).id], "capture order");
+        for id in &batch {
+            a.advance(*id, Phase::InBatch);
+        }
+        assert_eq!(a.next_batch(10), vec![payment(3, "t1", 1).id], "sealed payments leave the pending set");
+        a.advance(batch[0], Phase::Decided);
+        a.advance(batch[0], Phase::InBatch);
+        assert_eq!(a.undelivered(&t("t1")), vec![batch[0]], "phases never move back");
+        a.advance(batch[0], Phase::Delivered);
+        assert!(a.undelivered(&t("t1")).is_empty());
+        assert_eq!(a.counts(), Counts { total: 3, pending: 1, in_batch: 1, decided: 0, delivered: 1, refused: 0 });
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use inflight_wire::{CardError, Currency, Expiry, LineItem, Money, Pan, Payment, PaymentError};
+use inflight_wire::{BinList, CardError, Currency, Expiry, LineItem, Money, Pan, Payment, PaymentError};
 
 /// A sale app's request, as received: strings and numbers not yet trusted.
 #[derive(Clone)]
@@ -86,8 +86,14 @@ pub enum Refusal {
     BadAmount,
     /// Not a known ISO 4217 code.
     BadCurrency,
-    /// Over the per-transaction limit.
+    /// Over the per-transaction limit (the terminal's, or the BIN rule's).
     OverTxnLimit,
+    /// The terminal holds no signed, currently valid BIN list: every card is refused.
+    NoValidBinList,
+    /// The card's BIN is not on the issuer's list.
+    BinNotEnrolled,
+    /// The BIN rule does not accept this currency.
+    CurrencyNotAccepted,
     /// Seat label malformed.
     BadSeat,
     /// Line items malformed.
@@ -109,6 +115,9 @@ impl Refusal {
             Refusal::BadAmount => "bad_amount",
             Refusal::BadCurrency => "bad_currency",
             Refusal::OverTxnLimit => "over_txn_limit",
+            Refusal::NoValidBinList => "no_valid_bin_list",
+            Refusal::BinNotEnrolled => "bin_not_enrolled",
+            Refusal::CurrencyNotAccepted => "currency_not_accepted",
             Refusal::BadSeat => "bad_seat",
             Refusal::BadItems => "bad_items",
             Refusal::TerminalStoreFull => "terminal_store_full",
@@ -138,11 +147,13 @@ pub struct ValidCapture {
     pub items: Vec<LineItem>,
 }
 
-/// Checks a capture request at `now_unix_ms` against the caps and what the terminal holds.
-/// Checks run cheapest and most specific first, so the reason names the first thing wrong.
+/// Checks a capture request at `now_unix_ms` against the issuer's BIN list, the caps and what
+/// the terminal holds. Checks run cheapest and most specific first, so the reason names the
+/// first thing wrong. Without a list valid at `now_unix_ms`, every card is refused (fail closed).
 pub fn validate(
     req: &CaptureRequest,
     now_unix_ms: u64,
+    bins: Option<&BinList>,
     caps: &TerminalCaps,
     held: &Holdings,
 ) -> Result<ValidCapture, Refusal> {
@@ -159,23 +170,23 @@ pub fn validate(
     if amount.amount_minor() > caps.txn_amount_minor_max {
         return Err(Refusal::OverTxnLimit);
     }
+    let bins = bins.filter(|b| b.is_valid_at(now_unix_ms)).ok_or(Refusal::NoValidBinList)?;
+    let rule = bins.rule_for(&pan).ok_or(Refusal::BinNotEnrolled)?;
+    if !rule.currencies.contains(&currency) {
+        return Err(Refusal::CurrencyNotAccepted);
+    }
+    if amount.amount_minor() > rule.txn_limit_minor {
+        return Err(Refusal::OverTxnLimit);
+    }
     Payment::check_shape(&req.seat, &req.items).map_err(|e| match e {
         PaymentError::BadSeat => Refusal::BadSeat,
         PaymentError::BadLineItems => Refusal::BadItems,
     })?;
     let held_amount = held.amount_minor.get(&currency).copied().unwrap_or(0);
-    if held.payments >= caps.stored_payments_max
-        || held_amount + amount.amount_minor() > caps.stored_amount_minor_max
-    {
+    if held.payments >= caps.stored_payments_max || held_amount + amount.amount_minor() > caps.stored_amount_minor_max {
         return Err(Refusal::TerminalStoreFull);
     }
-    Ok(ValidCapture {
-        pan,
-        expiry,
-        amount,
-        seat: req.seat.clone(),
-        items: req.items.clone(),
-    })
+    Ok(ValidCapture { pan, expiry, amount, seat: req.seat.clone(), items: req.items.clone() })
 }
 
 #[cfg(test)]
@@ -185,12 +196,34 @@ mod tests {
     /// 2026-11-25T00:00:00Z.
     const NOW: u64 = 1_795_564_800_000;
 
-    fn caps() -> TerminalCaps {
-        TerminalCaps {
-            stored_payments_max: 3,
-            stored_amount_minor_max: 10_000,
-            txn_amount_minor_max: 5_000,
+    fn bins() -> BinList {
+        use inflight_wire::{BinPrefix, BinRule, CardKind};
+        BinList {
+            version: 1,
+            issuer: "test".into(),
+            valid_from_unix_ms: NOW - 1,
+            valid_until_unix_ms: NOW + 86_400_000,
+            rules: vec![
+                BinRule {
+                    prefix: BinPrefix::parse("411111").expect("valid"),
+                    kind: CardKind::Credit,
+                    txn_limit_minor: 5_000,
+                    card_flight_limit_minor: 10_000,
+                    currencies: vec![Currency::parse("EUR").expect("known"), Currency::parse("USD").expect("known")],
+                },
+                BinRule {
+                    prefix: BinPrefix::parse("55555555").expect("valid"),
+                    kind: CardKind::Debit,
+                    txn_limit_minor: 1_000,
+                    card_flight_limit_minor: 2_000,
+                    currencies: vec![Currency::parse("EUR").expect("known")],
+                },
+            ],
         }
+    }
+
+    fn caps() -> TerminalCaps {
+        TerminalCaps { stored_payments_max: 3, stored_amount_minor_max: 10_000, txn_amount_minor_max: 5_000 }
     }
 
     fn req(pan: &str, expiry: &str, amount: u64, cur: &str) -> CaptureRequest {
@@ -210,56 +243,49 @@ mod tests {
         let held = Holdings::default();
         let cases: &[(CaptureRequest, Result<(), Refusal>)] = &[
             (req("4111111111111111", "12/29", 1250, "EUR"), Ok(())),
-            (
-                req("4111111111111112", "12/29", 1250, "EUR"),
-                Err(Refusal::Luhn),
-            ),
+            (req("4111111111111112", "12/29", 1250, "EUR"), Err(Refusal::Luhn)),
             (req("41111111", "12/29", 1250, "EUR"), Err(Refusal::BadPan)),
-            (
-                req("4111111111111111", "13/29", 1250, "EUR"),
-                Err(Refusal::BadExpiry),
-            ),
-            (
-                req("4111111111111111", "10/26", 1250, "EUR"),
-                Err(Refusal::Expired),
-            ),
+            (req("4111111111111111", "13/29", 1250, "EUR"), Err(Refusal::BadExpiry)),
+            (req("4111111111111111", "10/26", 1250, "EUR"), Err(Refusal::Expired)),
             (req("4111111111111111", "11/26", 1250, "EUR"), Ok(())), // valid through end of month
-            (
-                req("4111111111111111", "12/29", 0, "EUR"),
-                Err(Refusal::BadAmount),
-            ),
-            (
-                req("4111111111111111", "12/29", 5_001, "EUR"),
-                Err(Refusal::OverTxnLimit),
-            ),
+            (req("4111111111111111", "12/29", 0, "EUR"), Err(Refusal::BadAmount)),
+            (req("4111111111111111", "12/29", 5_001, "EUR"), Err(Refusal::OverTxnLimit)),
             (req("4111111111111111", "12/29", 5_000, "EUR"), Ok(())),
+            (req("4111111111111111", "12/29", 100, "XXX"), Err(Refusal::BadCurrency)),
             (
-                req("4111111111111111", "12/29", 100, "XXX"),
-                Err(Refusal::BadCurrency),
-            ),
-            (
-                CaptureRequest {
-                    seat: String::new(),
-                    ..req("4111111111111111", "12/29", 100, "EUR")
-                },
+                CaptureRequest { seat: String::new(), ..req("4111111111111111", "12/29", 100, "EUR") },
                 Err(Refusal::BadSeat),
             ),
             (
                 CaptureRequest {
-                    items: vec![LineItem {
-                        sku: "A".into(),
-                        quantity: 0,
-                        unit_amount_minor: 1,
-                    }],
+                    items: vec![LineItem { sku: "A".into(), quantity: 0, unit_amount_minor: 1 }],
                     ..req("4111111111111111", "12/29", 100, "EUR")
                 },
                 Err(Refusal::BadItems),
             ),
         ];
         for (r, want) in cases {
-            let got = validate(r, NOW, &caps(), &held).map(|_| ());
+            let got = validate(r, NOW, Some(&bins()), &caps(), &held).map(|_| ());
             assert_eq!(&got, want, "{r:?}");
         }
+    }
+
+    #[test]
+    fn bin_list_rules_and_fail_closed() {
+        let held = Holdings::default();
+        let check = |r: CaptureRequest, bins: Option<&BinList>| validate(&r, NOW, bins, &caps(), &held).map(|_| ());
+        let list = bins();
+        assert_eq!(check(req("378282246310005", "12/29", 100, "EUR"), Some(&list)), Err(Refusal::BinNotEnrolled));
+        assert_eq!(check(req("5555555555554444", "12/29", 100, "USD"), Some(&list)), Err(Refusal::CurrencyNotAccepted));
+        assert_eq!(check(req("5555555555554444", "12/29", 1_001, "EUR"), Some(&list)), Err(Refusal::OverTxnLimit));
+        assert_eq!(check(req("5555555555554444", "12/29", 1_000, "EUR"), Some(&list)), Ok(()));
+        assert_eq!(check(req("4111111111111111", "12/29", 100, "EUR"), None), Err(Refusal::NoValidBinList));
+        let expired = BinList { valid_until_unix_ms: NOW - 1, ..bins() };
+        assert_eq!(check(req("4111111111111111", "12/29", 100, "EUR"), Some(&expired)), Err(Refusal::NoValidBinList));
+        let future = BinList { valid_from_unix_ms: NOW + 1, ..bins() };
+        assert_eq!(check(req("4111111111111111", "12/29", 100, "EUR"), Some(&future)), Err(Refusal::NoValidBinList));
+        // Card format is still reported first: a typo is a typo, list or not.
+        assert_eq!(check(req("4111111111111112", "12/29", 100, "EUR"), None), Err(Refusal::Luhn));
     }
 
     #[test]
@@ -269,32 +295,17 @@ mod tests {
         held.add(Money::new(5_000, eur).expect("valid"));
         held.add(Money::new(4_000, eur).expect("valid"));
         let r = req("4111111111111111", "12/29", 1_001, "EUR");
-        assert_eq!(
-            validate(&r, NOW, &caps(), &held).map(|_| ()),
-            Err(Refusal::TerminalStoreFull)
-        );
+        assert_eq!(validate(&r, NOW, Some(&bins()), &caps(), &held).map(|_| ()), Err(Refusal::TerminalStoreFull));
         // Another currency has its own amount cap...
-        assert!(validate(
-            &req("4111111111111111", "12/29", 1_001, "USD"),
-            NOW,
-            &caps(),
-            &held
-        )
-        .is_ok());
+        assert!(validate(&req("4111111111111111", "12/29", 1_001, "USD"), NOW, Some(&bins()), &caps(), &held).is_ok());
         // ...but the count cap is shared.
         held.add(Money::new(1, eur).expect("valid"));
         assert_eq!(
-            validate(
-                &req("4111111111111111", "12/29", 1, "USD"),
-                NOW,
-                &caps(),
-                &held
-            )
-            .map(|_| ()),
+            validate(&req("4111111111111111", "12/29", 1, "USD"), NOW, Some(&bins()), &caps(), &held).map(|_| ()),
             Err(Refusal::TerminalStoreFull)
         );
         held.remove(Money::new(5_000, eur).expect("valid"));
-        assert!(validate(&r, NOW, &caps(), &held).is_ok());
+        assert!(validate(&r, NOW, Some(&bins()), &caps(), &held).is_ok());
     }
 
     #[test]

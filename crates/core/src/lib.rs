@@ -6,8 +6,13 @@
 //!
 //! - [`capture`]: is a sale app's request a payment this terminal may store?
 //! - [`outbox`]: which stored payments a terminal must (re)send to the master, and when.
-//! - [`aggregator`]: the master's verdict on each submitted payment, exactly once per id.
+//! - [`aggregator`]: the master's verdict on each submitted payment, exactly once per id, the
+//!   per-card-per-flight limit, and each payment's progress to the issuer and back.
+//! - [`link`]: is the ground link up? (probes with hysteresis, crew override)
+//! - [`authorize`]: the issuer's decision on one payment.
 
 pub mod aggregator;
+pub mod authorize;
 pub mod capture;
+pub mod link;
 pub mod outbox;

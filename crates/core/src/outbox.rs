@@ -100,12 +100,8 @@ impl Outbox {
             return None;
         }
         let id = self.queued.pop_first()?;
-        self.in_flight
-            .insert(id, now_ms.saturating_add(self.ack_timeout_ms));
-        Some(Transmit {
-            id,
-            answered: self.answered.get(&id).copied().unwrap_or(false),
-        })
+        self.in_flight.insert(id, now_ms.saturating_add(self.ack_timeout_ms));
+        Some(Transmit { id, answered: self.answered.get(&id).copied().unwrap_or(false) })
     }
 
     /// The master's verdict on `id`.
@@ -139,12 +135,7 @@ impl Outbox {
 
     /// Queues again every payment whose ack is overdue at `now_ms`.
     pub fn handle_timeout(&mut self, now_ms: u64) {
-        let overdue: Vec<PaymentId> = self
-            .in_flight
-            .iter()
-            .filter(|(_, &d)| d <= now_ms)
-            .map(|(id, _)| *id)
-            .collect();
+        let overdue: Vec<PaymentId> = self.in_flight.iter().filter(|(_, &d)| d <= now_ms).map(|(id, _)| *id).collect();
         for id in overdue {
             self.in_flight.remove(&id);
             self.queued.insert(id);
@@ -185,29 +176,17 @@ mod tests {
         for n in 0..3 {
             o.insert(id(n), false);
         }
-        assert_eq!(
-            o.poll_transmit(0),
-            None,
-            "nothing is sent while disconnected"
-        );
+        assert_eq!(o.poll_transmit(0), None, "nothing is sent while disconnected");
         o.on_connected();
         assert_eq!(o.poll_transmit(0).map(|t| t.id), Some(id(0)));
         assert_eq!(o.poll_transmit(0).map(|t| t.id), Some(id(1)));
         assert_eq!(o.poll_transmit(0), None, "window full");
         assert_eq!(o.on_verdict(id(0), Verdict::Stored), Settled::Forwarded);
-        assert_eq!(
-            o.on_verdict(id(0), Verdict::Stored),
-            Settled::Unknown,
-            "duplicate ack"
-        );
+        assert_eq!(o.on_verdict(id(0), Verdict::Stored), Settled::Unknown, "duplicate ack");
         assert_eq!(o.poll_transmit(0).map(|t| t.id), Some(id(2)));
         o.on_disconnected();
         o.on_connected();
-        assert_eq!(
-            o.poll_transmit(5).map(|t| t.id),
-            Some(id(1)),
-            "in-flight payments are re-sent in order"
-        );
+        assert_eq!(o.poll_transmit(5).map(|t| t.id), Some(id(1)), "in-flight payments are re-sent in order");
         assert_eq!(o.poll_timeout(), Some(1_005));
     }
 
@@ -216,25 +195,10 @@ mod tests {
         let mut o = Outbox::new(8, 1_000);
         o.insert(id(1), false);
         o.on_connected();
-        assert_eq!(
-            o.poll_transmit(0),
-            Some(Transmit {
-                id: id(1),
-                answered: false
-            })
-        );
+        assert_eq!(o.poll_transmit(0), Some(Transmit { id: id(1), answered: false }));
         o.mark_answered(id(1));
-        assert_eq!(
-            o.on_verdict(id(1), Verdict::Refused(RefusalReason::OverCardFlightLimit)),
-            Settled::Resubmit
-        );
-        assert_eq!(
-            o.poll_transmit(0),
-            Some(Transmit {
-                id: id(1),
-                answered: true
-            })
-        );
+        assert_eq!(o.on_verdict(id(1), Verdict::Refused(RefusalReason::OverCardFlightLimit)), Settled::Resubmit);
+        assert_eq!(o.poll_transmit(0), Some(Transmit { id: id(1), answered: true }));
         assert_eq!(o.on_verdict(id(1), Verdict::Stored), Settled::Forwarded);
         assert!(o.is_empty());
     }
@@ -265,13 +229,8 @@ mod tests {
             Just(Op::Disconnect),
             Just(Op::Send),
             Just(Op::Send),
-            (any::<prop::sample::Index>(), any::<bool>(), any::<bool>()).prop_map(
-                |(which, refuse, duplicate)| Op::Answer {
-                    which,
-                    refuse,
-                    duplicate
-                }
-            ),
+            (any::<prop::sample::Index>(), any::<bool>(), any::<bool>())
+                .prop_map(|(which, refuse, duplicate)| Op::Answer { which, refuse, duplicate }),
             (0u64..3_000).prop_map(Op::Tick),
         ]
     }

@@ -17,12 +17,7 @@ pub struct ConfigErrors {
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "invalid config {} ({} problem(s)):",
-            self.file.display(),
-            self.errors.len()
-        )?;
+        writeln!(f, "invalid config {} ({} problem(s)):", self.file.display(), self.errors.len())?;
         for e in &self.errors {
             writeln!(f, "  - {e}")?;
         }
@@ -46,22 +41,12 @@ pub struct ConfigReader {
 impl ConfigReader {
     /// Loads `file`. A file that cannot be read or is not TOML is one error, reported at once.
     pub fn load(file: &Path) -> Result<Self, ConfigErrors> {
-        let fail = |e: String| ConfigErrors {
-            file: file.to_owned(),
-            errors: vec![e],
-        };
+        let fail = |e: String| ConfigErrors { file: file.to_owned(), errors: vec![e] };
         let text = std::fs::read_to_string(file).map_err(|e| fail(format!("cannot read: {e}")))?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| fail(format!("not valid TOML: {}", e.message())))?;
+        let table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| fail(format!("not valid TOML: {}", e.message())))?;
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(Self {
-            file: file.to_owned(),
-            base,
-            table,
-            errors: vec![],
-            known: BTreeSet::new(),
-        })
+        Ok(Self { file: file.to_owned(), base, table, errors: vec![], known: BTreeSet::new() })
     }
 
     fn raw(&mut self, key: &str) -> Option<&toml::Value> {
@@ -84,11 +69,7 @@ impl ConfigReader {
     }
 
     /// A required string, parsed by `parse`.
-    pub fn parse<T, E: fmt::Display>(
-        &mut self,
-        key: &str,
-        parse: impl FnOnce(&str) -> Result<T, E>,
-    ) -> Option<T> {
+    pub fn parse<T, E: fmt::Display>(&mut self, key: &str, parse: impl FnOnce(&str) -> Result<T, E>) -> Option<T> {
         match self.raw(key).map(|v| v.as_str().map(str::to_owned)) {
             None => {
                 self.error(key, "missing");
@@ -129,21 +110,12 @@ impl ConfigReader {
     /// A required path, resolved against the config file's folder.
     pub fn path(&mut self, key: &str) -> Option<PathBuf> {
         let base = self.base.clone();
-        self.parse(key, |s| {
-            if s.is_empty() {
-                Err("must not be empty")
-            } else {
-                Ok(base.join(s))
-            }
-        })
+        self.parse(key, |s| if s.is_empty() { Err("must not be empty") } else { Ok(base.join(s)) })
     }
 
     /// A required socket address (`127.0.0.1:7400`).
     pub fn socket_addr(&mut self, key: &str) -> Option<SocketAddr> {
-        self.parse(key, |s| {
-            s.parse::<SocketAddr>()
-                .map_err(|e| format!("{e} (want host:port, e.g. 127.0.0.1:7400)"))
-        })
+        self.parse(key, |s| s.parse::<SocketAddr>().map_err(|e| format!("{e} (want host:port, e.g. 127.0.0.1:7400)")))
     }
 
     /// An optional integer in `min..=max`, or `default`.
@@ -159,19 +131,8 @@ impl ConfigReader {
     }
 
     /// An optional duration in milliseconds (`key` ends in `_ms`), in `min..=max`, or `default`.
-    pub fn millis_or(
-        &mut self,
-        key: &str,
-        default: Duration,
-        min: Duration,
-        max: Duration,
-    ) -> Duration {
-        let ms = self.u64_or(
-            key,
-            default.as_millis() as u64,
-            min.as_millis() as u64,
-            max.as_millis() as u64,
-        );
+    pub fn millis_or(&mut self, key: &str, default: Duration, min: Duration, max: Duration) -> Duration {
+        let ms = self.u64_or(key, default.as_millis() as u64, min.as_millis() as u64, max.as_millis() as u64);
         Duration::from_millis(ms)
     }
 
@@ -189,21 +150,14 @@ impl ConfigReader {
         if self.errors.is_empty() {
             Ok(())
         } else {
-            Err(ConfigErrors {
-                file: self.file,
-                errors: self.errors,
-            })
+            Err(ConfigErrors { file: self.file, errors: self.errors })
         }
     }
 }
 
 fn collect_keys(t: &toml::Table, prefix: &str, f: &mut impl FnMut(&str)) {
     for (k, v) in t {
-        let full = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
+        let full = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
         match v.as_table() {
             Some(sub) => collect_keys(sub, &full, f),
             None => f(&full),
@@ -219,11 +173,8 @@ mod tests {
     fn reports_every_problem_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("c.toml");
-        std::fs::write(
-            &f,
-            "name = 3\naddr = \"nowhere\"\nstray = 1\n[limits]\nwindow = -1\ntypo = 2\n",
-        )
-        .expect("write");
+        std::fs::write(&f, "name = 3\naddr = \"nowhere\"\nstray = 1\n[limits]\nwindow = -1\ntypo = 2\n")
+            .expect("write");
         let mut r = ConfigReader::load(&f).expect("valid TOML");
         assert_eq!(r.string("name"), None);
         assert_eq!(r.socket_addr("addr"), None);
@@ -231,22 +182,8 @@ mod tests {
         assert_eq!(r.u64_or("limits.window", 7, 1, 10), 7);
         assert_eq!(r.u64_or("limits.absent", 9, 1, 10), 9);
         let errs = r.finish().expect_err("invalid").errors;
-        let keys: Vec<&str> = errs
-            .iter()
-            .map(|e| e.split(':').next().unwrap_or(""))
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                "name",
-                "addr",
-                "data_dir",
-                "limits.window",
-                "limits.typo",
-                "stray"
-            ],
-            "{errs:?}"
-        );
+        let keys: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap_or("")).collect();
+        assert_eq!(keys, ["name", "addr", "data_dir", "limits.window", "limits.typo", "stray"], "{errs:?}");
     }
 
     #[test]

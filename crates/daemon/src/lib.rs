@@ -36,9 +36,7 @@ impl LogFormat {
         match s {
             "plain" => Ok(LogFormat::Plain),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!(
-                "log format must be \"plain\" or \"json\", not {other:?}"
-            )),
+            other => Err(format!("log format must be \"plain\" or \"json\", not {other:?}")),
         }
     }
 }
@@ -47,10 +45,7 @@ impl LogFormat {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
     let _ = match format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -65,10 +60,7 @@ pub fn shutdown_on_signals() -> CancellationToken {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            match (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) {
+            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
                 (Ok(mut term), Ok(mut int)) => {
                     tokio::select! {
                         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -87,10 +79,22 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
+/// Environment variable that arms one named crash point (tests only; see [`crash_point`]).
+pub const CRASH_ENV: &str = "INFLIGHT_CRASH_AT";
+
+/// A named point where a test may make the process die as if by `kill -9` (abort: no
+/// destructors, no flush). Inert unless `INFLIGHT_CRASH_AT` names this point; the variable is
+/// read once, so an unarmed point costs one comparison of a cached `None`.
+pub fn crash_point(name: &str) {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if ARMED.get_or_init(|| std::env::var(CRASH_ENV).ok()).as_deref() == Some(name) {
+        eprintln!("crash point {name} reached: aborting");
+        std::process::abort();
+    }
+}
+
 /// Wall-clock time in milliseconds since the Unix epoch: the only clock read that decides
 /// anything (card expiry), done here at the edge and passed into the pure code.
 pub fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -12,6 +12,8 @@ use tokio::net::{UnixListener, UnixStream};
 
 /// Longest request line accepted, in bytes. A capture request is a few hundred.
 pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
+/// Longest answer line a client accepts (a whole ledger can be one answer).
+pub const ANSWER_BYTES_MAX: usize = 512 << 20;
 
 /// Binds a Unix socket at `path` with mode 0660, replacing a stale socket file left by a
 /// previous run (but refusing if a live daemon answers on it).
@@ -42,46 +44,44 @@ pub async fn read_line(
     r: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
     buf: &mut String,
 ) -> std::io::Result<Option<()>> {
+    read_line_max(r, buf, REQUEST_BYTES_MAX).await
+}
+
+async fn read_line_max(
+    r: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    buf: &mut String,
+    max: usize,
+) -> std::io::Result<Option<()>> {
     buf.clear();
-    let mut limited = (&mut *r).take(REQUEST_BYTES_MAX as u64 + 1);
+    let mut limited = (&mut *r).take(max as u64 + 1);
     let n = limited.read_line(buf).await?;
     if n == 0 {
         return Ok(None);
     }
-    if n > REQUEST_BYTES_MAX {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("request over {REQUEST_BYTES_MAX} bytes"),
-        ));
+    if n > max {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line over {max} bytes")));
     }
     Ok(Some(()))
 }
 
 /// Writes one answer line.
-pub async fn write_line<T: Serialize>(
-    w: &mut tokio::net::unix::OwnedWriteHalf,
-    v: &T,
-) -> std::io::Result<()> {
+pub async fn write_line<T: Serialize>(w: &mut tokio::net::unix::OwnedWriteHalf, v: &T) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(v).map_err(std::io::Error::other)?;
     line.push(b'\n');
     w.write_all(&line).await
 }
 
 /// Client side: sends one request and reads one answer.
-pub async fn request<Q: Serialize, A: DeserializeOwned>(
-    path: &Path,
-    req: &Q,
-) -> std::io::Result<A> {
+pub async fn request<Q: Serialize, A: DeserializeOwned>(path: &Path, req: &Q) -> std::io::Result<A> {
     let s = UnixStream::connect(path).await?;
     let (r, mut w) = s.into_split();
     write_line(&mut w, req).await?;
     let mut r = BufReader::new(r);
     let mut buf = String::new();
-    match read_line(&mut r, &mut buf).await? {
-        None => Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "daemon closed the socket without answering",
-        )),
+    match read_line_max(&mut r, &mut buf, ANSWER_BYTES_MAX).await? {
+        None => {
+            Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "daemon closed the socket without answering"))
+        }
         Some(()) => serde_json::from_str(&buf).map_err(std::io::Error::other),
     }
 }

@@ -44,10 +44,7 @@ impl MasterConfig {
         let mut r = ConfigReader::load(file)?;
         let ms = Duration::from_millis;
         let aircraft_id = r.parse("aircraft_id", |s| {
-            if !s.is_empty()
-                && s.len() <= 32
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            {
+            if !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 Ok(s.to_owned())
             } else {
                 Err("must be 1-32 characters of letters, digits and '-'")
@@ -70,10 +67,7 @@ impl MasterConfig {
         };
         let cache_bytes = r.u64_or("store.cache_bytes", 32 << 20, 1 << 20, 4 << 30);
         if timers.keep_alive >= timers.idle {
-            r.error(
-                "timers.keep_alive_ms",
-                "must be shorter than timers.idle_timeout_ms",
-            );
+            r.error("timers.keep_alive_ms", "must be shorter than timers.idle_timeout_ms");
         }
         r.finish()?;
         let missing = "checked by ConfigReader::finish";

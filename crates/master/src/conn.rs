@@ -6,8 +6,7 @@ use std::sync::Arc;
 use inflight_net::framed::{framed, FrameReader, FrameWriter};
 use inflight_net::{identity, Connection, NetError};
 use inflight_wire::{
-    ErrorCode, MasterMsg, TerminalId, TerminalMsg, TERMINAL_FRAME_BYTES_MAX,
-    TERMINAL_PROTOCOL_VERSION,
+    ErrorCode, MasterMsg, TerminalId, TerminalMsg, TERMINAL_FRAME_BYTES_MAX, TERMINAL_PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,20 +23,19 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let remote = conn.remote_address();
-    let (terminal, w, r) =
-        match tokio::time::timeout(cfg.hello_timeout, handshake(&cfg, &conn)).await {
-            Ok(Ok(x)) => x,
-            Ok(Err((code, e))) => {
-                tracing::warn!(%remote, error = %e, "terminal refused");
-                conn.close(code.as_u32().into(), e.to_string().as_bytes());
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(%remote, "terminal sent no Hello in time");
-                conn.close(ErrorCode::Protocol.as_u32().into(), b"no Hello in time");
-                return;
-            }
-        };
+    let (terminal, w, r) = match tokio::time::timeout(cfg.hello_timeout, handshake(&cfg, &conn)).await {
+        Ok(Ok(x)) => x,
+        Ok(Err((code, e))) => {
+            tracing::warn!(%remote, error = %e, "terminal refused");
+            conn.close(code.as_u32().into(), e.to_string().as_bytes());
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%remote, "terminal sent no Hello in time");
+            conn.close(ErrorCode::Protocol.as_u32().into(), b"no Hello in time");
+            return;
+        }
+    };
     connected.fetch_add(1, Ordering::Relaxed);
     tracing::info!(%terminal, %remote, "terminal connected");
     let (out_tx, out_rx) = mpsc::channel(CONN_OUTGOING_MAX);
@@ -60,67 +58,38 @@ type Refusal = (ErrorCode, NetError);
 
 /// Sends an error frame and finishes the stream, returning the refusal for the caller to close.
 async fn refuse(w: &mut FrameWriter, code: ErrorCode, message: String) -> Refusal {
-    let _ = w
-        .send(&MasterMsg::Error {
-            code,
-            message: message.clone(),
-        })
-        .await;
+    let _ = w.send(&MasterMsg::Error { code, message: message.clone() }).await;
     w.finish();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_millis(500),
-        w.stream_mut().stopped(),
-    )
-    .await;
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
     (code, NetError::Connection(message))
 }
 
 /// Accepts the terminal's stream, checks its `Hello` against its certificate, answers `Hello`.
-async fn handshake(
-    cfg: &MasterConfig,
-    conn: &Connection,
-) -> Result<(TerminalId, FrameWriter, FrameReader), Refusal> {
+async fn handshake(cfg: &MasterConfig, conn: &Connection) -> Result<(TerminalId, FrameWriter, FrameReader), Refusal> {
     let leaf = identity::peer_leaf(conn).map_err(|e| (ErrorCode::WrongTerminal, e))?;
-    let (send, recv) = conn
-        .accept_bi()
-        .await
-        .map_err(|e| (ErrorCode::Protocol, NetError::Connection(e.to_string())))?;
+    let (send, recv) =
+        conn.accept_bi().await.map_err(|e| (ErrorCode::Protocol, NetError::Connection(e.to_string())))?;
     let (mut w, mut r) = framed(send, recv, TERMINAL_FRAME_BYTES_MAX);
     let (version, terminal) = match r.recv::<TerminalMsg>().await {
         Ok(Some(TerminalMsg::Hello { version, terminal })) => (version, terminal),
-        Ok(Some(_)) => {
-            return Err(refuse(
-                &mut w,
-                ErrorCode::Protocol,
-                "first frame must be Hello".into(),
-            )
-            .await)
-        }
-        Ok(None) => {
-            return Err((
-                ErrorCode::Protocol,
-                NetError::Connection("stream ended before Hello".into()),
-            ))
-        }
+        Ok(Some(_)) => return Err(refuse(&mut w, ErrorCode::Protocol, "first frame must be Hello".into()).await),
+        Ok(None) => return Err((ErrorCode::Protocol, NetError::Connection("stream ended before Hello".into()))),
         Err(e) => return Err(refuse(&mut w, ErrorCode::Malformed, e.to_string()).await),
     };
     if version != TERMINAL_PROTOCOL_VERSION {
-        return Err(refuse(&mut w, ErrorCode::VersionMismatch, format!("protocol version {version} not supported; this master speaks {TERMINAL_PROTOCOL_VERSION}")).await);
-    }
-    if let Err(e) = identity::check_terminal(&leaf, &terminal) {
         return Err(refuse(
             &mut w,
-            ErrorCode::WrongTerminal,
-            format!("claimed terminal {terminal}: {e}"),
+            ErrorCode::VersionMismatch,
+            format!("protocol version {version} not supported; this master speaks {TERMINAL_PROTOCOL_VERSION}"),
         )
         .await);
     }
-    w.send(&MasterMsg::Hello {
-        version: TERMINAL_PROTOCOL_VERSION,
-        aircraft: cfg.aircraft_id.clone(),
-    })
-    .await
-    .map_err(|e| (ErrorCode::Protocol, e))?;
+    if let Err(e) = identity::check_terminal(&leaf, &terminal) {
+        return Err(refuse(&mut w, ErrorCode::WrongTerminal, format!("claimed terminal {terminal}: {e}")).await);
+    }
+    w.send(&MasterMsg::Hello { version: TERMINAL_PROTOCOL_VERSION, aircraft: cfg.aircraft_id.clone() })
+        .await
+        .map_err(|e| (ErrorCode::Protocol, e))?;
     Ok((terminal, w, r))
 }
 
@@ -143,17 +112,12 @@ async fn read_loop(
                 tracing::debug!(%terminal, error = %e, "terminal stream ended");
                 return Ok(());
             }
-            Ok(Some(TerminalMsg::Hello { .. })) => {
-                return Err((ErrorCode::Protocol, "second Hello".into()))
-            }
+            Ok(Some(TerminalMsg::Hello { .. })) => return Err((ErrorCode::Protocol, "second Hello".into())),
             Ok(Some(TerminalMsg::Submit { payment, answered })) => {
                 if &payment.terminal != terminal {
                     return Err((
                         ErrorCode::WrongTerminal,
-                        format!(
-                            "payment carries terminal id {}, connection is {terminal}",
-                            payment.terminal
-                        ),
+                        format!("payment carries terminal id {}, connection is {terminal}", payment.terminal),
                     ));
                 }
                 let submit = Ingest::Submit {
@@ -197,11 +161,7 @@ async fn write_loop(conn: Connection, mut w: FrameWriter, mut rx: mpsc::Receiver
             // Give the error frame a moment to reach the terminal before the close (closing
             // a QUIC connection may discard data still in flight).
             w.finish();
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_millis(500),
-                w.stream_mut().stopped(),
-            )
-            .await;
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
             conn.close(code.as_u32().into(), b"closed by master");
             return;
         }

@@ -32,16 +32,9 @@ pub enum Outgoing {
 #[derive(Debug)]
 pub enum Ingest {
     /// A payment from the terminal whose certificate is `terminal`.
-    Submit {
-        terminal: TerminalId,
-        payment: Box<Payment>,
-        answered: bool,
-        reply: mpsc::Sender<Outgoing>,
-    },
+    Submit { terminal: TerminalId, payment: Box<Payment>, answered: bool, reply: mpsc::Sender<Outgoing> },
     /// Counts for the status report.
-    Counts {
-        reply: oneshot::Sender<inflight_core::aggregator::Counts>,
-    },
+    Counts { reply: oneshot::Sender<inflight_core::aggregator::Counts> },
 }
 
 struct PendingAck {
@@ -79,26 +72,17 @@ pub async fn run(
             Ingest::Counts { reply } => {
                 let _ = reply.send(agg.counts());
             }
-            Ingest::Submit {
-                terminal,
-                payment,
-                answered,
-                reply,
-            } => {
+            Ingest::Submit { terminal, payment, answered, reply } => {
                 let digest = content_digest(&payment);
                 let decision = agg.handle_submit(&terminal, &payment, answered, digest);
                 let written = match decision {
-                    Decision::Store => store
-                        .put(&payment, digest, Verdict::Stored)
-                        .map(|t| (t, Verdict::Stored)),
-                    Decision::Refuse(r) => store
-                        .put(&payment, digest, Verdict::Refused(r))
-                        .map(|t| (t, Verdict::Refused(r))),
+                    Decision::Store => store.put(&payment, digest, Verdict::Stored).map(|t| (t, Verdict::Stored)),
+                    Decision::Refuse(r) => {
+                        store.put(&payment, digest, Verdict::Refused(r)).map(|t| (t, Verdict::Refused(r)))
+                    }
                     Decision::CarryRefused(r) => {
                         tracing::warn!(payment = %payment.id, flag = r.as_str(), "carrying a payment the terminal already accepted despite a failed check");
-                        store
-                            .carry_refused(&payment, r)
-                            .map(|t| (t, Verdict::Stored))
+                        store.carry_refused(&payment, r).map(|t| (t, Verdict::Stored))
                     }
                     // The original write may still be in the current group: ack only once
                     // everything written so far is durable.
@@ -113,25 +97,13 @@ pub async fn run(
                     }
                     Decision::Full => {
                         tracing::error!("master payment store is full; refusing new payments");
-                        let _ = reply.try_send(Outgoing::Close(
-                            ErrorCode::ShuttingDown,
-                            "master is full".into(),
-                        ));
+                        let _ = reply.try_send(Outgoing::Close(ErrorCode::ShuttingDown, "master is full".into()));
                         continue;
                     }
                 };
                 match written {
                     Ok((ticket, verdict)) => {
-                        if ack_tx
-                            .send(PendingAck {
-                                ticket,
-                                id: payment.id,
-                                verdict,
-                                reply,
-                            })
-                            .await
-                            .is_err()
-                        {
+                        if ack_tx.send(PendingAck { ticket, id: payment.id, verdict, reply }).await.is_err() {
                             break;
                         }
                     }

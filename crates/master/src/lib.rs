@@ -60,10 +60,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let ep = endpoint::server(cfg.listen, server_tls, cfg.timers)?;
     let admin = inflight_daemon::local::bind(&cfg.admin_socket)
         .await
-        .map_err(|e| MasterError::Socket {
-            path: cfg.admin_socket.clone(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| MasterError::Socket { path: cfg.admin_socket.clone(), detail: e.to_string() })?;
     let counts = agg.counts();
     tracing::info!(
         aircraft = %cfg.aircraft_id,
@@ -78,21 +75,12 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let tasks = TaskTracker::new();
     let (ingest_tx, ingest_rx) = mpsc::channel(INGEST_QUEUE_MAX);
     let ingest_cancel = CancellationToken::new();
-    let ingest_task = tokio::spawn(ingest::run(
-        agg,
-        store.clone(),
-        ingest_rx,
-        ingest_cancel.clone(),
-    ));
+    let ingest_task = tokio::spawn(ingest::run(agg, store.clone(), ingest_rx, ingest_cancel.clone()));
     let connected = Arc::new(AtomicUsize::new(0));
     let slots = Arc::new(Semaphore::new(cfg.terminals_max));
     {
-        let (ingest_tx, connected, cancel, admin_store) = (
-            ingest_tx.clone(),
-            connected.clone(),
-            cancel.clone(),
-            store.clone(),
-        );
+        let (ingest_tx, connected, cancel, admin_store) =
+            (ingest_tx.clone(), connected.clone(), cancel.clone(), store.clone());
         tasks.spawn(async move {
             loop {
                 let conn = tokio::select! {
@@ -100,12 +88,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
                     c = admin.accept() => c,
                 };
                 if let Ok((stream, _)) = conn {
-                    tokio::spawn(serve_admin(
-                        stream,
-                        ingest_tx.clone(),
-                        connected.clone(),
-                        admin_store.clone(),
-                    ));
+                    tokio::spawn(serve_admin(stream, ingest_tx.clone(), connected.clone(), admin_store.clone()));
                 }
             }
         });
@@ -120,12 +103,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
             incoming.refuse();
             continue;
         };
-        let (cfg, ingest_tx, connected, cancel) = (
-            cfg.clone(),
-            ingest_tx.clone(),
-            connected.clone(),
-            cancel.clone(),
-        );
+        let (cfg, ingest_tx, connected, cancel) = (cfg.clone(), ingest_tx.clone(), connected.clone(), cancel.clone());
         tasks.spawn(async move {
             let _permit = permit;
             match incoming.await {
@@ -136,10 +114,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     }
     tracing::info!("shutting down: closing terminal connections");
     tasks.close();
-    if tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait()).await.is_err() {
         tracing::warn!("shutdown grace period over");
     }
     drop(ingest_tx);
@@ -165,10 +140,7 @@ async fn serve_admin(
     let mut line = String::new();
     while let Ok(Some(())) = inflight_daemon::local::read_line(&mut r, &mut line).await {
         let req = serde_json::from_str::<Value>(&line).unwrap_or(Value::Null);
-        let answer = match (
-            req.get("op").and_then(Value::as_str),
-            req.get("payment_id").and_then(Value::as_str),
-        ) {
+        let answer = match (req.get("op").and_then(Value::as_str), req.get("payment_id").and_then(Value::as_str)) {
             (Some("status"), Some(id)) => payment_json(&store, id),
             (Some("status"), None) => {
                 let (reply, rx) = oneshot::channel();
@@ -176,12 +148,7 @@ async fn serve_admin(
                     json!({ "error": "shutting_down" })
                 } else {
                     match rx.await {
-                        Ok(c) => status_json(
-                            c.stored,
-                            c.refused,
-                            connected.load(Ordering::Relaxed),
-                            true,
-                        ),
+                        Ok(c) => status_json(c.stored, c.refused, connected.load(Ordering::Relaxed), true),
                         Err(_) => json!({ "error": "shutting_down" }),
                     }
                 }
@@ -190,10 +157,7 @@ async fn serve_admin(
                 json!({ "error": "bad_request", "detail": "expected {\"op\":\"status\"} with an optional \"payment_id\"" })
             }
         };
-        if inflight_daemon::local::write_line(&mut w, &answer)
-            .await
-            .is_err()
-        {
+        if inflight_daemon::local::write_line(&mut w, &answer).await.is_err() {
             return;
         }
     }

@@ -9,11 +9,7 @@ fn invalid_config_reports_every_problem_and_exits_64() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("master.toml");
     std::fs::write(&cfg, "aircraft_id = \"\"\nlisten = \"127.0.0.1\"\n[limits]\nterminals_max = 0\n[timers]\nkeep_alive_ms = 20000\nidle_timeout_ms = 1000\n").expect("write");
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().expect("run");
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     for key in [
@@ -39,11 +35,7 @@ fn unreadable_key_file_is_a_clear_error_not_a_panic() {
         "aircraft_id = \"d-test\"\ndata_dir = \"data\"\ncard_key_file = \"missing.key\"\nadmin_socket = \"m.sock\"\nlisten = \"127.0.0.1:0\"\n[tls]\nca_file = \"ca\"\ncert_file = \"c\"\nkey_file = \"k\"\n",
     )
     .expect("write");
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().expect("run");
     assert_eq!(out.status.code(), Some(74));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("missing.key"), "{err}");

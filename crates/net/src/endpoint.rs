@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{
-    ClientConfig, Connection, Endpoint, EndpointConfig, IdleTimeout, ServerConfig, TokioRuntime,
-    TransportConfig, VarInt,
+    ClientConfig, Connection, Endpoint, EndpointConfig, IdleTimeout, ServerConfig, TokioRuntime, TransportConfig,
+    VarInt,
 };
 
 use crate::NetError;
@@ -33,20 +33,14 @@ pub struct LinkTimers {
 
 impl Default for LinkTimers {
     fn default() -> Self {
-        Self {
-            keep_alive: Duration::from_secs(2),
-            idle: Duration::from_secs(10),
-            connect: Duration::from_secs(3),
-        }
+        Self { keep_alive: Duration::from_secs(2), idle: Duration::from_secs(10), connect: Duration::from_secs(3) }
     }
 }
 
 fn transport(t: LinkTimers) -> Result<Arc<TransportConfig>, NetError> {
     let mut tc = TransportConfig::default();
     tc.keep_alive_interval(Some(t.keep_alive));
-    tc.max_idle_timeout(Some(
-        IdleTimeout::try_from(t.idle).map_err(|e| NetError::Tls(format!("idle timeout: {e}")))?,
-    ));
+    tc.max_idle_timeout(Some(IdleTimeout::try_from(t.idle).map_err(|e| NetError::Tls(format!("idle timeout: {e}")))?));
     tc.max_concurrent_bidi_streams(VarInt::from_u32(BIDI_STREAMS_MAX));
     tc.max_concurrent_uni_streams(VarInt::from_u32(0));
     Ok(Arc::new(tc))
@@ -54,12 +48,8 @@ fn transport(t: LinkTimers) -> Result<Arc<TransportConfig>, NetError> {
 
 fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let err = |e: std::io::Error| NetError::Socket {
-        addr,
-        detail: e.to_string(),
-    };
-    let sock =
-        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    let err = |e: std::io::Error| NetError::Socket { addr, detail: e.to_string() };
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max without failing.
     let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
@@ -69,45 +59,21 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
 }
 
 /// A server endpoint bound to `addr`.
-pub fn server(
-    addr: SocketAddr,
-    tls: rustls::ServerConfig,
-    timers: LinkTimers,
-) -> Result<Endpoint, NetError> {
+pub fn server(addr: SocketAddr, tls: rustls::ServerConfig, timers: LinkTimers) -> Result<Endpoint, NetError> {
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
     let mut cfg = ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(transport(timers)?);
-    Endpoint::new(
-        EndpointConfig::default(),
-        Some(cfg),
-        udp_socket(addr)?,
-        Arc::new(TokioRuntime),
-    )
-    .map_err(|e| NetError::Socket {
-        addr,
-        detail: e.to_string(),
-    })
+    Endpoint::new(EndpointConfig::default(), Some(cfg), udp_socket(addr)?, Arc::new(TokioRuntime))
+        .map_err(|e| NetError::Socket { addr, detail: e.to_string() })
 }
 
 /// A client endpoint on an ephemeral port of `bind` (use `0.0.0.0:0` or `127.0.0.1:0`).
-pub fn client(
-    bind: SocketAddr,
-    tls: rustls::ClientConfig,
-    timers: LinkTimers,
-) -> Result<Endpoint, NetError> {
+pub fn client(bind: SocketAddr, tls: rustls::ClientConfig, timers: LinkTimers) -> Result<Endpoint, NetError> {
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
     let mut cfg = ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(transport(timers)?);
-    let mut ep = Endpoint::new(
-        EndpointConfig::default(),
-        None,
-        udp_socket(bind)?,
-        Arc::new(TokioRuntime),
-    )
-    .map_err(|e| NetError::Socket {
-        addr: bind,
-        detail: e.to_string(),
-    })?;
+    let mut ep = Endpoint::new(EndpointConfig::default(), None, udp_socket(bind)?, Arc::new(TokioRuntime))
+        .map_err(|e| NetError::Socket { addr: bind, detail: e.to_string() })?;
     ep.set_default_client_config(cfg);
     Ok(ep)
 }
@@ -120,9 +86,7 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<Connection, NetError> {
     let err = |detail: String| NetError::Connect { addr, detail };
-    let connecting = ep
-        .connect(addr, server_name)
-        .map_err(|e| err(e.to_string()))?;
+    let connecting = ep.connect(addr, server_name).map_err(|e| err(e.to_string()))?;
     match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(err(e.to_string())),

@@ -10,10 +10,7 @@ use crate::NetError;
 /// The codec of a link: 4-byte big-endian length prefix, frames over `frame_bytes_max` refused
 /// before they are buffered.
 pub fn codec(frame_bytes_max: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_length(4)
-        .max_frame_length(frame_bytes_max)
-        .new_codec()
+    LengthDelimitedCodec::builder().length_field_length(4).max_frame_length(frame_bytes_max).new_codec()
 }
 
 /// The receiving half of a framed stream.
@@ -29,18 +26,10 @@ pub struct FrameWriter {
 }
 
 /// Wraps a bidirectional stream.
-pub fn framed(
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    frame_bytes_max: usize,
-) -> (FrameWriter, FrameReader) {
+pub fn framed(send: quinn::SendStream, recv: quinn::RecvStream, frame_bytes_max: usize) -> (FrameWriter, FrameReader) {
     (
-        FrameWriter {
-            inner: FramedWrite::new(send, codec(frame_bytes_max)),
-        },
-        FrameReader {
-            inner: FramedRead::new(recv, codec(frame_bytes_max)),
-        },
+        FrameWriter { inner: FramedWrite::new(send, codec(frame_bytes_max)) },
+        FrameReader { inner: FramedRead::new(recv, codec(frame_bytes_max)) },
     )
 }
 
@@ -50,9 +39,7 @@ impl FrameReader {
         match self.inner.next().await {
             None => Ok(None),
             Some(Err(e)) => Err(NetError::Frame(e.to_string())),
-            Some(Ok(frame)) => inflight_wire::decode(&frame)
-                .map(Some)
-                .map_err(|e| NetError::Frame(e.to_string())),
+            Some(Ok(frame)) => inflight_wire::decode(&frame).map(Some).map_err(|e| NetError::Frame(e.to_string())),
         }
     }
 }
@@ -65,25 +52,17 @@ impl FrameWriter {
 
     /// Sends raw bytes as one frame (tests use it to send garbage).
     pub async fn send_raw(&mut self, frame: Bytes) -> Result<(), NetError> {
-        self.inner
-            .send(frame)
-            .await
-            .map_err(|e| NetError::Connection(e.to_string()))
+        self.inner.send(frame).await.map_err(|e| NetError::Connection(e.to_string()))
     }
 
     /// Queues one message without flushing; call [`FrameWriter::flush`] after a burst.
     pub async fn feed<T: Encode>(&mut self, msg: &T) -> Result<(), NetError> {
-        self.inner
-            .feed(Bytes::from(inflight_wire::encode(msg)))
-            .await
-            .map_err(|e| NetError::Connection(e.to_string()))
+        self.inner.feed(Bytes::from(inflight_wire::encode(msg))).await.map_err(|e| NetError::Connection(e.to_string()))
     }
 
     /// Flushes queued frames.
     pub async fn flush(&mut self) -> Result<(), NetError> {
-        SinkExt::<Bytes>::flush(&mut self.inner)
-            .await
-            .map_err(|e: std::io::Error| NetError::Connection(e.to_string()))
+        SinkExt::<Bytes>::flush(&mut self.inner).await.map_err(|e: std::io::Error| NetError::Connection(e.to_string()))
     }
 
     /// The underlying stream, for writing bytes that are not frames (tests of bad input).

@@ -1,10 +1,7 @@
 //! A development PKI: an airline CA and the certificates of an aircraft and its terminals.
 //! Production deployments use the airline's real CA; the file layout is the same.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 
 use crate::NetError;
 
@@ -34,10 +31,7 @@ pub struct Validity {
 
 impl Default for Validity {
     fn default() -> Self {
-        Self {
-            not_before: (2024, 1, 1),
-            not_after: (2049, 12, 31),
-        }
+        Self { not_before: (2024, 1, 1), not_after: (2049, 12, 31) }
     }
 }
 
@@ -57,11 +51,7 @@ impl DevCa {
         let mut p = CertificateParams::new(Vec::<String>::new()).map_err(pki)?;
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         set_validity(&mut p, Validity::default());
         let key = KeyPair::generate().map_err(pki)?;
         let cert = p.self_signed(&key).map_err(pki)?;
@@ -74,31 +64,31 @@ impl DevCa {
     }
 
     /// Issues a certificate for DNS-style `name`, usable as a TLS client, server, or both.
-    pub fn issue(
+    pub fn issue(&self, name: &str, client: bool, server: bool, validity: Validity) -> Result<PemPair, NetError> {
+        self.issue_names(&[name], client, server, validity)
+    }
+
+    /// Issues a certificate carrying several DNS-style names (the first is the common name).
+    pub fn issue_names(
         &self,
-        name: &str,
+        names: &[&str],
         client: bool,
         server: bool,
         validity: Validity,
     ) -> Result<PemPair, NetError> {
-        let mut p = CertificateParams::new(vec![name.to_owned()]).map_err(pki)?;
-        p.distinguished_name.push(DnType::CommonName, name);
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).map_err(pki)?;
+        p.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or_default());
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if client {
-            p.extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ClientAuth);
+            p.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         if server {
-            p.extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ServerAuth);
+            p.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
         }
         set_validity(&mut p, validity);
         let key = KeyPair::generate().map_err(pki)?;
         let cert = p.signed_by(&key, &self.cert, &self.key).map_err(pki)?;
-        Ok(PemPair {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 

@@ -31,10 +31,8 @@ impl Identity {
     /// Reads `cert` (one or more PEM certificates) and `key` (one PEM private key).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, NetError> {
         let chain = certs_from_pem(cert)?;
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| NetError::Pem {
-            path: key.to_owned(),
-            detail: e.to_string(),
-        })?;
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| NetError::Pem { path: key.to_owned(), detail: e.to_string() })?;
         Ok(Self { chain, key })
     }
 }
@@ -42,20 +40,11 @@ impl Identity {
 /// Reads every certificate in a PEM file; at least one is required.
 pub fn certs_from_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| NetError::Pem {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?
+        .map_err(|e| NetError::Pem { path: path.to_owned(), detail: e.to_string() })?
         .collect::<Result<_, _>>()
-        .map_err(|e| NetError::Pem {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| NetError::Pem { path: path.to_owned(), detail: e.to_string() })?;
     if certs.is_empty() {
-        return Err(NetError::Pem {
-            path: path.to_owned(),
-            detail: "no certificate in file".into(),
-        });
+        return Err(NetError::Pem { path: path.to_owned(), detail: "no certificate in file".into() });
     }
     Ok(certs)
 }
@@ -64,10 +53,7 @@ pub fn certs_from_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetEr
 pub fn roots(ca: &Path) -> Result<Arc<RootCertStore>, NetError> {
     let mut store = RootCertStore::empty();
     for c in certs_from_pem(ca)? {
-        store.add(c).map_err(|e| NetError::Pem {
-            path: ca.to_owned(),
-            detail: e.to_string(),
-        })?;
+        store.add(c).map_err(|e| NetError::Pem { path: ca.to_owned(), detail: e.to_string() })?;
     }
     Ok(Arc::new(store))
 }
@@ -116,10 +102,7 @@ pub fn client_config(
 }
 
 /// A client config without a client certificate: only for tests of refusal at the handshake.
-pub fn client_config_anonymous(
-    server_ca: Arc<RootCertStore>,
-    alpn: &[u8],
-) -> Result<rustls::ClientConfig, NetError> {
+pub fn client_config_anonymous(server_ca: Arc<RootCertStore>, alpn: &[u8]) -> Result<rustls::ClientConfig, NetError> {
     let p = provider();
     let verifier = WebPkiServerVerifier::builder_with_provider(server_ca, p.clone())
         .build()

@@ -36,10 +36,7 @@ pub fn terminal_id(k: u32) -> String {
 pub fn write_local(plan: &LocalPlan) -> anyhow::Result<()> {
     let out = &plan.out;
     if out.join("pki/airline-ca.pem").exists() {
-        anyhow::bail!(
-            "{} already holds a deployment (pki/airline-ca.pem exists); choose another --out",
-            out.display()
-        );
+        anyhow::bail!("{} already holds a deployment (pki/airline-ca.pem exists); choose another --out", out.display());
     }
     for d in ["config", "pki", "keys", "data", "run"] {
         std::fs::create_dir_all(out.join(d))?;
@@ -57,18 +54,8 @@ pub fn write_local(plan: &LocalPlan) -> anyhow::Result<()> {
         let pair = ca.issue(&terminal_cert_name(&tid), true, false, Validity::default())?;
         write(out, &format!("pki/{id}.pem"), &pair.cert_pem, false)?;
         write(out, &format!("pki/{id}.key"), &pair.key_pem, true)?;
-        write(
-            out,
-            &format!("keys/{id}.card.key"),
-            &random_key_hex()?,
-            true,
-        )?;
-        write(
-            out,
-            &format!("config/{id}.toml"),
-            &slave_toml(plan, k, ".."),
-            false,
-        )?;
+        write(out, &format!("keys/{id}.card.key"), &random_key_hex()?, true)?;
+        write(out, &format!("config/{id}.toml"), &slave_toml(plan, k, ".."), false)?;
     }
     let cards = serde_json::to_string_pretty(&test_cards())?;
     write(out, "test-cards.json", &(cards + "\n"), false)?;
@@ -89,9 +76,7 @@ fn write(out: &Path, rel: &str, text: &str, secret: bool) -> anyhow::Result<()> 
 
 fn random_key_hex() -> anyhow::Result<String> {
     let mut k = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut k)
-        .map_err(|_| anyhow::anyhow!("system random source failed"))?;
+    SystemRandom::new().fill(&mut k).map_err(|_| anyhow::anyhow!("system random source failed"))?;
     Ok(k.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
@@ -238,82 +223,26 @@ pub fn luhn_card(prefix: &str, serial: u64, len: usize) -> String {
 
 /// The demo cards, covering every outcome.
 pub fn test_cards() -> Vec<TestCard> {
-    let c =
-        |prefix: &str, serial, expiry: &str, kind, enrolled, available_minor, status, expect| {
-            TestCard {
-                pan: luhn_card(prefix, serial, 16),
-                expiry: expiry.into(),
-                kind,
-                enrolled,
-                available_minor,
-                currency: "EUR",
-                status,
-                expect,
-            }
-        };
+    let c = |prefix: &str, serial, expiry: &str, kind, enrolled, available_minor, status, expect| TestCard {
+        pan: luhn_card(prefix, serial, 16),
+        expiry: expiry.into(),
+        kind,
+        enrolled,
+        available_minor,
+        currency: "EUR",
+        status,
+        expect,
+    };
     vec![
-        c(
-            "400011", 1, "12/30", "credit", true, 500_000, "open", "approved",
-        ),
-        c(
-            "400011", 2, "12/30", "credit", true, 500_000, "open", "approved",
-        ),
-        c(
-            "510055", 3, "12/30", "debit", true, 100_000, "open", "approved",
-        ),
-        c(
-            "650123", 4, "12/30", "check", true, 30_000, "open", "approved",
-        ),
-        c(
-            "400011",
-            5,
-            "12/30",
-            "credit",
-            true,
-            500,
-            "open",
-            "declined_insufficient_funds",
-        ),
-        c(
-            "510055",
-            6,
-            "12/30",
-            "debit",
-            true,
-            100_000,
-            "blocked",
-            "declined_blocked",
-        ),
-        c(
-            "371449",
-            7,
-            "12/30",
-            "credit",
-            false,
-            500_000,
-            "open",
-            "rejected_bin_not_enrolled",
-        ),
-        c(
-            "400011",
-            8,
-            "12/30",
-            "credit",
-            true,
-            5_000_000,
-            "open",
-            "rejected_over_txn_limit_above_500000",
-        ),
-        c(
-            "400011",
-            9,
-            "01/24",
-            "credit",
-            true,
-            500_000,
-            "open",
-            "rejected_expired",
-        ),
+        c("400011", 1, "12/30", "credit", true, 500_000, "open", "approved"),
+        c("400011", 2, "12/30", "credit", true, 500_000, "open", "approved"),
+        c("510055", 3, "12/30", "debit", true, 100_000, "open", "approved"),
+        c("650123", 4, "12/30", "check", true, 30_000, "open", "approved"),
+        c("400011", 5, "12/30", "credit", true, 500, "open", "declined_insufficient_funds"),
+        c("510055", 6, "12/30", "debit", true, 100_000, "blocked", "declined_blocked"),
+        c("371449", 7, "12/30", "credit", false, 500_000, "open", "rejected_bin_not_enrolled"),
+        c("400011", 8, "12/30", "credit", true, 5_000_000, "open", "rejected_over_txn_limit_above_500000"),
+        c("400011", 9, "01/24", "credit", true, 500_000, "open", "rejected_expired"),
     ]
 }
 
@@ -336,34 +265,20 @@ mod tests {
     #[test]
     fn writes_a_deployment_with_private_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let plan = LocalPlan {
-            out: dir.path().to_owned(),
-            terminals: 2,
-            aircraft: "d-abcd".into(),
-            base_port: 7400,
-        };
+        let plan = LocalPlan { out: dir.path().to_owned(), terminals: 2, aircraft: "d-abcd".into(), base_port: 7400 };
         write_local(&plan).expect("written");
-        for f in [
-            "config/master.toml",
-            "config/slave-1.toml",
-            "config/slave-2.toml",
-            "pki/slave-2.pem",
-            "test-cards.json",
-        ] {
+        for f in
+            ["config/master.toml", "config/slave-1.toml", "config/slave-2.toml", "pki/slave-2.pem", "test-cards.json"]
+        {
             assert!(dir.path().join(f).is_file(), "{f}");
         }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("keys/slave-1.card.key"))
-                .expect("exists")
-                .permissions()
-                .mode();
+            let mode =
+                std::fs::metadata(dir.path().join("keys/slave-1.card.key")).expect("exists").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(
-            write_local(&plan).is_err(),
-            "never overwrites a deployment's keys"
-        );
+        assert!(write_local(&plan).is_err(), "never overwrites a deployment's keys");
     }
 }

@@ -38,32 +38,15 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(inflight_daemon::EXIT_CONFIG as u8)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(inflight_daemon::EXIT_CONFIG as u8) } else { ExitCode::SUCCESS };
         }
     };
     match cli.cmd {
-        Cmd::Local {
-            out,
-            terminals,
-            aircraft,
-            base_port,
-        } => {
-            let plan = LocalPlan {
-                out: out.clone(),
-                terminals,
-                aircraft,
-                base_port,
-            };
+        Cmd::Local { out, terminals, aircraft, base_port } => {
+            let plan = LocalPlan { out: out.clone(), terminals, aircraft, base_port };
             match inflight_setup::write_local(&plan) {
                 Ok(()) => {
-                    println!(
-                        "wrote a local deployment for {terminals} terminal(s) to {}",
-                        out.display()
-                    );
+                    println!("wrote a local deployment for {terminals} terminal(s) to {}", out.display());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -67,26 +67,12 @@ impl SlaveConfig {
         let key_file = r.path("tls.key_file");
         let caps = TerminalCaps {
             stored_payments_max: r.u64_or("limits.stored_payments_max", 10_000, 1, 1_000_000),
-            stored_amount_minor_max: r.u64_or(
-                "limits.stored_amount_minor_max",
-                10_000_000,
-                1,
-                AMOUNT_MINOR_MAX,
-            ),
-            txn_amount_minor_max: r.u64_or(
-                "limits.txn_amount_minor_max",
-                500_000,
-                1,
-                AMOUNT_MINOR_MAX,
-            ),
+            stored_amount_minor_max: r.u64_or("limits.stored_amount_minor_max", 10_000_000, 1, AMOUNT_MINOR_MAX),
+            txn_amount_minor_max: r.u64_or("limits.txn_amount_minor_max", 500_000, 1, AMOUNT_MINOR_MAX),
         };
         let verdict_wait = r.millis_or("limits.verdict_wait_ms", ms(500), ms(0), ms(30_000));
-        let forward_window = r.u64_or(
-            "limits.forward_window",
-            256,
-            1,
-            inflight_core::outbox::WINDOW_MAX as u64,
-        ) as usize;
+        let forward_window =
+            r.u64_or("limits.forward_window", 256, 1, inflight_core::outbox::WINDOW_MAX as u64) as usize;
         let ack_timeout = r.millis_or("limits.ack_timeout_ms", ms(5_000), ms(100), ms(600_000));
         let timers = LinkTimers {
             keep_alive: r.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000)),
@@ -97,16 +83,10 @@ impl SlaveConfig {
         let reconnect_max = r.millis_or("timers.reconnect_max_ms", ms(5_000), ms(10), ms(600_000));
         let cache_bytes = r.u64_or("store.cache_bytes", 2 << 20, 256 << 10, 1 << 30);
         if timers.keep_alive >= timers.idle {
-            r.error(
-                "timers.keep_alive_ms",
-                "must be shorter than timers.idle_timeout_ms",
-            );
+            r.error("timers.keep_alive_ms", "must be shorter than timers.idle_timeout_ms");
         }
         if reconnect_min > reconnect_max {
-            r.error(
-                "timers.reconnect_min_ms",
-                "must not exceed timers.reconnect_max_ms",
-            );
+            r.error("timers.reconnect_min_ms", "must not exceed timers.reconnect_max_ms");
         }
         r.finish()?;
         // `finish` succeeded, so every required value above is present.

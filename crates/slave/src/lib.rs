@@ -60,22 +60,11 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     let store = Arc::new(open_store(&cfg)?);
     let id = tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?;
     let client_tls = tls::client_config(id, tls::roots(&cfg.ca_file)?, TERMINAL_ALPN)?;
-    let bind = if cfg.master_addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let ep = endpoint::client(
-        bind.parse().expect("literal socket address"),
-        client_tls,
-        cfg.timers,
-    )?;
+    let bind = if cfg.master_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let ep = endpoint::client(bind.parse().expect("literal socket address"), client_tls, cfg.timers)?;
     let listener = inflight_daemon::local::bind(&cfg.capture_socket)
         .await
-        .map_err(|e| SlaveError::Socket {
-            path: cfg.capture_socket.clone(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| SlaveError::Socket { path: cfg.capture_socket.clone(), detail: e.to_string() })?;
 
     let (tx, rx) = mpsc::channel(EVENTS_MAX);
     let actor = Terminal::restore(cfg.clone(), store.clone(), tx.clone())?;
@@ -125,11 +114,7 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     Ok(())
 }
 
-async fn serve_local(
-    stream: tokio::net::UnixStream,
-    events: mpsc::Sender<Event>,
-    cancel: CancellationToken,
-) {
+async fn serve_local(stream: tokio::net::UnixStream, events: mpsc::Sender<Event>, cancel: CancellationToken) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -158,10 +143,7 @@ async fn serve_local(
             Ok(Request::Capture(body)) => capture_answer(body, &events).await,
             Ok(Request::Status { payment_id }) => status_answer(payment_id, &events).await,
         };
-        if inflight_daemon::local::write_line(&mut w, &answer)
-            .await
-            .is_err()
-        {
+        if inflight_daemon::local::write_line(&mut w, &answer).await.is_err() {
             return;
         }
     }
@@ -177,11 +159,7 @@ async fn capture_answer(body: CaptureBody, events: &mpsc::Sender<Event>) -> Valu
         items: body
             .items
             .into_iter()
-            .map(|i| LineItem {
-                sku: i.sku,
-                quantity: i.quantity,
-                unit_amount_minor: i.unit_amount_minor,
-            })
+            .map(|i| LineItem { sku: i.sku, quantity: i.quantity, unit_amount_minor: i.unit_amount_minor })
             .collect(),
     };
     let (reply, rx) = oneshot::channel();
@@ -204,23 +182,17 @@ async fn status_answer(payment_id: Option<String>, events: &mpsc::Sender<Event>)
     if events.send(Event::Status { payment, reply }).await.is_err() {
         return json!({ "error": "shutting_down" });
     }
-    rx.await
-        .unwrap_or_else(|_| json!({ "error": "shutting_down" }))
+    rx.await.unwrap_or_else(|_| json!({ "error": "shutting_down" }))
 }
 
 /// Asks the running daemon (through its capture socket) to capture a payment.
-pub async fn capture_via_socket(
-    socket: &Path,
-    body: CaptureBody,
-) -> std::io::Result<CaptureAnswer> {
+pub async fn capture_via_socket(socket: &Path, body: CaptureBody) -> std::io::Result<CaptureAnswer> {
     inflight_daemon::local::request(socket, &Request::Capture(body)).await
 }
 
 /// The status JSON: from the running daemon, or read from the store when it is stopped.
 pub async fn status(cfg: &SlaveConfig, payment: Option<String>) -> Result<Value, String> {
-    let req = Request::Status {
-        payment_id: payment.clone(),
-    };
+    let req = Request::Status { payment_id: payment.clone() };
     match inflight_daemon::local::request::<_, Value>(&cfg.capture_socket, &req).await {
         Ok(v) => Ok(v),
         Err(_) => {

@@ -14,12 +14,7 @@ use crate::config::SlaveConfig;
 use crate::terminal::Event;
 
 /// Keeps a connection to the master up until `cancel`.
-pub(crate) async fn run(
-    cfg: Arc<SlaveConfig>,
-    ep: Endpoint,
-    events: mpsc::Sender<Event>,
-    cancel: CancellationToken,
-) {
+pub(crate) async fn run(cfg: Arc<SlaveConfig>, ep: Endpoint, events: mpsc::Sender<Event>, cancel: CancellationToken) {
     let mut backoff = cfg.reconnect_min;
     // Jitter source: differs per terminal and per start, so a cabin of terminals that lost the
     // master together does not reconnect in lock-step.
@@ -51,45 +46,22 @@ async fn session(
     cancel: &CancellationToken,
     was_connected: &mut bool,
 ) -> Result<(), NetError> {
-    let conn = endpoint::connect(
-        ep,
-        cfg.master_addr,
-        &cfg.master_server_name,
-        cfg.timers.connect,
-    )
-    .await?;
-    let (send, recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| NetError::Connection(e.to_string()))?;
+    let conn = endpoint::connect(ep, cfg.master_addr, &cfg.master_server_name, cfg.timers.connect).await?;
+    let (send, recv) = conn.open_bi().await.map_err(|e| NetError::Connection(e.to_string()))?;
     let (mut w, mut r) = framed(send, recv, TERMINAL_FRAME_BYTES_MAX);
-    w.send(&TerminalMsg::Hello {
-        version: TERMINAL_PROTOCOL_VERSION,
-        terminal: cfg.terminal_id.clone(),
-    })
-    .await?;
+    w.send(&TerminalMsg::Hello { version: TERMINAL_PROTOCOL_VERSION, terminal: cfg.terminal_id.clone() }).await?;
     match tokio::time::timeout(cfg.timers.connect, r.recv::<MasterMsg>()).await {
         Err(_) => return Err(NetError::Connection("no Hello from master in time".into())),
         Ok(Err(e)) => return Err(e),
-        Ok(Ok(None)) => {
-            return Err(NetError::Connection(
-                "master closed the stream before Hello".into(),
-            ))
-        }
-        Ok(Ok(Some(MasterMsg::Hello { version, aircraft })))
-            if version == TERMINAL_PROTOCOL_VERSION =>
-        {
+        Ok(Ok(None)) => return Err(NetError::Connection("master closed the stream before Hello".into())),
+        Ok(Ok(Some(MasterMsg::Hello { version, aircraft }))) if version == TERMINAL_PROTOCOL_VERSION => {
             tracing::info!(%aircraft, addr = %cfg.master_addr, "connected to master");
         }
         Ok(Ok(Some(MasterMsg::Error { code, message }))) => {
-            return Err(NetError::Connection(format!(
-                "master refused: {code:?}: {message}"
-            )))
+            return Err(NetError::Connection(format!("master refused: {code:?}: {message}")))
         }
         Ok(Ok(Some(other))) => {
-            return Err(NetError::Connection(format!(
-                "unexpected first frame from master: {other:?}"
-            )))
+            return Err(NetError::Connection(format!("unexpected first frame from master: {other:?}")))
         }
     }
     let (tx, mut rx) = mpsc::channel(cfg.forward_window);
@@ -134,9 +106,7 @@ async fn session(
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A delay between half and all of `d` (xorshift; not for cryptography).

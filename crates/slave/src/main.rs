@@ -69,17 +69,10 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_CONFIG as u8)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(EXIT_CONFIG as u8) } else { ExitCode::SUCCESS };
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -108,39 +101,19 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Cmd::Capture {
-            config,
-            pan,
-            expiry,
-            amount,
-            currency,
-            seat,
-        } => {
+        Cmd::Capture { config, pan, expiry, amount, currency, seat } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let body = CaptureBody {
-                pan,
-                expiry,
-                amount_minor: amount,
-                currency,
-                seat,
-                items: vec![],
-            };
-            match rt.block_on(inflight_slave::capture_via_socket(
-                &cfg.capture_socket,
-                body,
-            )) {
+            let body = CaptureBody { pan, expiry, amount_minor: amount, currency, seat, items: vec![] };
+            match rt.block_on(inflight_slave::capture_via_socket(&cfg.capture_socket, body)) {
                 Ok(answer) => {
                     println!("{}", serde_json::to_string(&answer).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!(
-                        "inflight-slave: cannot ask the daemon at {}: {e}",
-                        cfg.capture_socket.display()
-                    );
+                    eprintln!("inflight-slave: cannot ask the daemon at {}: {e}", cfg.capture_socket.display());
                     ExitCode::from(EXIT_UNAVAILABLE as u8)
                 }
             }

@@ -25,17 +25,9 @@ pub const EVENTS_MAX: usize = 4096;
 #[derive(Debug)]
 pub(crate) enum Event {
     /// A sale app asks to take a payment.
-    Capture {
-        req: CaptureRequest,
-        reply: oneshot::Sender<CaptureAnswer>,
-    },
+    Capture { req: CaptureRequest, reply: oneshot::Sender<CaptureAnswer> },
     /// A captured payment's write is durable (or failed).
-    Durable {
-        id: PaymentId,
-        amount: Money,
-        result: Result<(), StoreError>,
-        reply: oneshot::Sender<CaptureAnswer>,
-    },
+    Durable { id: PaymentId, amount: Money, result: Result<(), StoreError>, reply: oneshot::Sender<CaptureAnswer> },
     /// A connection to the master is up; frames for it go into `tx`.
     Connected { tx: mpsc::Sender<TerminalMsg> },
     /// The connection is gone.
@@ -43,10 +35,7 @@ pub(crate) enum Event {
     /// The master's verdict on a payment.
     Verdict { id: PaymentId, verdict: Verdict },
     /// A status query.
-    Status {
-        payment: Option<PaymentId>,
-        reply: oneshot::Sender<Value>,
-    },
+    Status { payment: Option<PaymentId>, reply: oneshot::Sender<Value> },
 }
 
 struct Waiter {
@@ -89,10 +78,7 @@ impl Terminal {
             amounts.insert(view.id, view.amount);
         }
         if !outbox.is_empty() {
-            tracing::info!(
-                unacked = outbox.len(),
-                "resuming: payments the master has not acked will be re-sent"
-            );
+            tracing::info!(unacked = outbox.len(), "resuming: payments the master has not acked will be re-sent");
         }
         Ok(Self {
             cfg,
@@ -131,10 +117,7 @@ impl Terminal {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let outbox = self
-            .outbox
-            .poll_timeout()
-            .map(|ms| self.epoch + std::time::Duration::from_millis(ms));
+        let outbox = self.outbox.poll_timeout().map(|ms| self.epoch + std::time::Duration::from_millis(ms));
         let waiter = self.waiting.values().map(|w| w.deadline).min();
         [outbox, waiter].into_iter().flatten().min()
     }
@@ -142,12 +125,7 @@ impl Terminal {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Capture { req, reply } => self.capture(req, reply),
-            Event::Durable {
-                id,
-                amount,
-                result,
-                reply,
-            } => self.durable(id, amount, result, reply),
+            Event::Durable { id, amount, result, reply } => self.durable(id, amount, result, reply),
             Event::Connected { tx } => {
                 self.link = Some(tx);
                 self.outbox.on_connected();
@@ -175,10 +153,7 @@ impl Terminal {
         };
         let mut random = [0u8; 10];
         if self.store.vault().random(&mut random).is_err() {
-            let _ = reply.send(CaptureAnswer::rejected(
-                None,
-                Refusal::StorageError.as_str(),
-            ));
+            let _ = reply.send(CaptureAnswer::rejected(None, Refusal::StorageError.as_str()));
             return;
         }
         let payment = Payment {
@@ -195,31 +170,16 @@ impl Terminal {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "capture refused: cannot store");
-                let _ = reply.send(CaptureAnswer::rejected(
-                    None,
-                    Refusal::StorageError.as_str(),
-                ));
+                let _ = reply.send(CaptureAnswer::rejected(None, Refusal::StorageError.as_str()));
                 return;
             }
         };
         // Count it against the caps now, so concurrent captures cannot overshoot them.
         self.held.add(payment.amount);
-        let (id, amount, store, events) = (
-            payment.id,
-            payment.amount,
-            self.store.clone(),
-            self.events.clone(),
-        );
+        let (id, amount, store, events) = (payment.id, payment.amount, self.store.clone(), self.events.clone());
         tokio::spawn(async move {
             let result = store.durable(ticket).await;
-            let _ = events
-                .send(Event::Durable {
-                    id,
-                    amount,
-                    result,
-                    reply,
-                })
-                .await;
+            let _ = events.send(Event::Durable { id, amount, result, reply }).await;
         });
     }
 
@@ -233,10 +193,7 @@ impl Terminal {
         if let Err(e) = result {
             tracing::error!(error = %e, payment = %id, "capture refused: store did not make it durable");
             self.held.remove(amount);
-            let _ = reply.send(CaptureAnswer::rejected(
-                None,
-                Refusal::StorageError.as_str(),
-            ));
+            let _ = reply.send(CaptureAnswer::rejected(None, Refusal::StorageError.as_str()));
             return;
         }
         tracing::debug!(payment = %id, %amount, "captured and durable");
@@ -245,23 +202,13 @@ impl Terminal {
         if self.cfg.verdict_wait.is_zero() {
             self.answer_accepted_unverdicted(id, reply);
         } else {
-            self.waiting.insert(
-                id,
-                Waiter {
-                    deadline: Instant::now() + self.cfg.verdict_wait,
-                    reply,
-                },
-            );
+            self.waiting.insert(id, Waiter { deadline: Instant::now() + self.cfg.verdict_wait, reply });
         }
     }
 
     /// The verdict wait ran out: record durably that the sale app is told `accepted` (so the
     /// master must carry it, even after a restart), then tell it.
-    fn answer_accepted_unverdicted(
-        &mut self,
-        id: PaymentId,
-        reply: oneshot::Sender<CaptureAnswer>,
-    ) {
+    fn answer_accepted_unverdicted(&mut self, id: PaymentId, reply: oneshot::Sender<CaptureAnswer>) {
         self.outbox.mark_answered(id);
         let store = self.store.clone();
         match store.set_state(id, SlaveState::Captured { answered: true }) {
@@ -269,19 +216,13 @@ impl Terminal {
                 tokio::spawn(async move {
                     let answer = match store.durable(ticket).await {
                         Ok(()) => CaptureAnswer::accepted(id.to_string()),
-                        Err(_) => CaptureAnswer::rejected(
-                            Some(id.to_string()),
-                            Refusal::StorageError.as_str(),
-                        ),
+                        Err(_) => CaptureAnswer::rejected(Some(id.to_string()), Refusal::StorageError.as_str()),
                     };
                     let _ = reply.send(answer);
                 });
             }
             Err(_) => {
-                let _ = reply.send(CaptureAnswer::rejected(
-                    Some(id.to_string()),
-                    Refusal::StorageError.as_str(),
-                ));
+                let _ = reply.send(CaptureAnswer::rejected(Some(id.to_string()), Refusal::StorageError.as_str()));
             }
         }
     }
@@ -313,12 +254,7 @@ impl Terminal {
     fn handle_timeouts(&mut self) {
         let now = Instant::now();
         self.outbox.handle_timeout(self.now_ms());
-        let due: Vec<PaymentId> = self
-            .waiting
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let due: Vec<PaymentId> = self.waiting.iter().filter(|(_, w)| w.deadline <= now).map(|(id, _)| *id).collect();
         for id in due {
             if let Some(w) = self.waiting.remove(&id) {
                 self.answer_accepted_unverdicted(id, w.reply);
@@ -344,13 +280,7 @@ impl Terminal {
                 }
             };
             // The channel holds as many frames as the outbox window, so it cannot be full.
-            if link
-                .try_send(TerminalMsg::Submit {
-                    payment,
-                    answered: t.answered,
-                })
-                .is_err()
-            {
+            if link.try_send(TerminalMsg::Submit { payment, answered: t.answered }).is_err() {
                 self.link = None;
                 self.outbox.on_disconnected();
                 return;

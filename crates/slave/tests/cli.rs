@@ -9,11 +9,7 @@ fn invalid_config_reports_every_problem_and_exits_64() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("slave.toml");
     std::fs::write(&cfg, "terminal_id = \"Bad Id\"\ndata_dir = \"d\"\nstray = 1\n[master]\naddr = \"nowhere\"\n[limits]\nforward_window = 0\n").expect("write");
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().expect("run");
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     for key in [
@@ -28,10 +24,7 @@ fn invalid_config_reports_every_problem_and_exits_64() {
     ] {
         assert!(err.contains(key), "{key} not reported in:\n{err}");
     }
-    assert!(
-        !dir.path().join("d").exists(),
-        "nothing created before the config is valid"
-    );
+    assert!(!dir.path().join("d").exists(), "nothing created before the config is valid");
 }
 
 #[test]
@@ -46,29 +39,12 @@ fn capture_without_a_running_daemon_fails_with_a_clear_error() {
     let out = Command::new(BIN)
         .args(["capture", "--config"])
         .arg(&cfg)
-        .args([
-            "--pan",
-            "4111111111111111",
-            "--expiry",
-            "12/30",
-            "--amount",
-            "100",
-            "--currency",
-            "EUR",
-        ])
+        .args(["--pan", "4111111111111111", "--expiry", "12/30", "--amount", "100", "--currency", "EUR"])
         .output()
         .expect("run");
-    assert_eq!(
-        out.status.code(),
-        Some(69),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(69), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot ask the daemon"), "{err}");
-    assert!(
-        !err.contains("4111111111111111"),
-        "no card number in errors"
-    );
+    assert!(!err.contains("4111111111111111"), "no card number in errors");
     assert!(out.stdout.is_empty());
 }

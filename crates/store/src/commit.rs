@@ -50,23 +50,15 @@ impl Committer {
     pub(crate) fn start(db: sled::Db, dir: &Path) -> Result<Self, StoreError> {
         // sled keeps all its pages in one file named `db`; fsync of that file is what makes a
         // flush survive a power cut. Opened read-only: fsync works on any open descriptor.
-        let data_file = File::open(dir.join("db")).map_err(|e| StoreError::Open {
-            dir: dir.to_owned(),
-            detail: format!("data file: {e}"),
-        })?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            wake: Condvar::new(),
-        });
+        let data_file = File::open(dir.join("db"))
+            .map_err(|e| StoreError::Open { dir: dir.to_owned(), detail: format!("data file: {e}") })?;
+        let shared = Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new() });
         let s = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("store-flusher".into())
             .spawn(move || flusher(&s, &db, &data_file))
             .map_err(|e| StoreError::Io(format!("cannot start flusher thread: {e}")))?;
-        Ok(Self {
-            shared,
-            thread: Mutex::new(Some(handle)),
-        })
+        Ok(Self { shared, thread: Mutex::new(Some(handle)) })
     }
 
     /// Records that a write was applied to sled and returns its ticket. Call after the write.
@@ -156,10 +148,7 @@ fn flusher(shared: &Shared, db: &sled::Db, data_file: &File) {
         let target = {
             let mut st = lock(&shared.state);
             while st.waiters.is_empty() && !st.closing {
-                st = shared
-                    .wake
-                    .wait(st)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                st = shared.wake.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             if st.closing && st.waiters.is_empty() && st.durable >= st.written {
                 return;
@@ -168,18 +157,15 @@ fn flusher(shared: &Shared, db: &sled::Db, data_file: &File) {
         };
         // Everything written before this point is covered by this flush: writers note their
         // write after applying it, so `target` never names a write sled has not seen.
-        let result = db
-            .flush()
-            .map_err(|e| e.to_string())
-            .and_then(|_| data_file.sync_data().map_err(|e| e.to_string()));
+        let result =
+            db.flush().map_err(|e| e.to_string()).and_then(|_| data_file.sync_data().map_err(|e| e.to_string()));
         let mut st = lock(&shared.state);
         match result {
             Ok(()) => {
                 st.durable = st.durable.max(target);
                 let durable = st.durable;
-                let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut st.waiters)
-                    .into_iter()
-                    .partition(|(seq, _)| *seq <= durable);
+                let (done, rest): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut st.waiters).into_iter().partition(|(seq, _)| *seq <= durable);
                 st.waiters = rest;
                 drop(st);
                 for (_, tx) in done {

@@ -1,11 +1,24 @@
-//! The aircraft server's store: every payment terminals submitted, with the master's verdict.
+//! The aircraft server's store: every payment terminals submitted, with the master's verdict,
+//! the batches sealed for the issuer, the issuer's results, and the crew's settings.
 //!
-//! Key layout: tree `payments`, key = payment id (16 bytes, capture-time order) → record.
+//! Key layout:
+//! - `payments`: payment id (16 bytes) → payment record (verdict, outcome, delivered).
+//! - `batches`: batch id (16 bytes) → batch header and whether its results are stored.
+//! - `batch_items`: batch id ++ position (u32 BE) → payment id, in batch order.
+//! - `meta`: `open_batch` → batch id; `bin_list` → signed list; `link_override`; `flight`.
+//!
+//! A payment's phase is derived, not stored: delivered if marked so; in a batch if it belongs to
+//! the open batch; decided if an outcome is stored; otherwise pending. Sealing therefore writes
+//! the batch's item list and then its header (the commit point) without touching every payment.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use bincode::{Decode, Encode};
-use inflight_wire::{Payment, PaymentId, RefusalReason, Verdict};
+use inflight_core::aggregator::{IndexEntry, Phase};
+use inflight_wire::{
+    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, Payment, PaymentId, RefusalReason, SignedBinList, Verdict,
+};
 
 use crate::records::{decode_record, encode_record, PaymentRecord};
 use crate::{open_sled, CardVault, Committer, MaskedView, StoreError, Ticket};
@@ -21,9 +34,39 @@ struct MasterRecord {
     /// Checks that failed for a payment carried anyway (the terminal had already answered
     /// `accepted`); shown to the crew.
     flags: Vec<RefusalReason>,
+    /// The flight it was captured on.
+    flight: String,
+    /// The issuer's decision, once stored.
+    outcome: Option<AuthOutcome>,
+    /// The terminal has stored the outcome; card data is erased.
+    delivered: bool,
 }
 
-/// Counts by verdict.
+#[derive(Debug, Clone, Encode, Decode)]
+struct BatchRecord {
+    header: BatchHeader,
+    /// Every result of the batch is stored.
+    done: bool,
+}
+
+/// A payment as the crew's report shows it.
+#[derive(Debug, Clone)]
+pub struct MasterView {
+    /// Masked payment.
+    pub payment: MaskedView,
+    /// The master's verdict.
+    pub verdict: Verdict,
+    /// Checks that failed on a payment carried anyway.
+    pub flags: Vec<RefusalReason>,
+    /// The flight.
+    pub flight: String,
+    /// The issuer's decision.
+    pub outcome: Option<AuthOutcome>,
+    /// Whether the terminal has the outcome.
+    pub delivered: bool,
+}
+
+/// Counts by verdict (for status when the daemon is stopped).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MasterCounts {
     /// Payments to carry to the issuer.
@@ -32,10 +75,16 @@ pub struct MasterCounts {
     pub refused: u64,
 }
 
-/// The aircraft server's durable payment store.
+const OPEN_BATCH: &[u8] = b"open_batch";
+const BIN_LIST: &[u8] = b"bin_list";
+
+/// The aircraft server's durable store.
 #[derive(Debug)]
 pub struct MasterStore {
     payments: sled::Tree,
+    batches: sled::Tree,
+    batch_items: sled::Tree,
+    meta: sled::Tree,
     vault: CardVault,
     committer: Committer,
 }
@@ -45,12 +94,21 @@ impl MasterStore {
     pub fn open(dir: &Path, vault: CardVault, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = open_sled(dir, cache_bytes)?;
         let payments = db.open_tree("payments")?;
+        let batches = db.open_tree("batches")?;
+        let batch_items = db.open_tree("batch_items")?;
+        let meta = db.open_tree("meta")?;
         let committer = Committer::start(db, dir)?;
-        Ok(Self {
-            payments,
-            vault,
-            committer,
-        })
+        Ok(Self { payments, batches, batch_items, meta, vault, committer })
+    }
+
+    /// The keyed hash of a card number.
+    pub fn card_hash(&self, p: &Payment) -> [u8; 32] {
+        self.vault.card_hash(p.pan.expose_digits())
+    }
+
+    /// Fills `buf` with secure random bytes (for batch ids).
+    pub fn random(&self, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.vault.random(buf)
     }
 
     /// Records a payment with its verdict, unless the id is already stored (then nothing
@@ -60,6 +118,8 @@ impl MasterStore {
         p: &Payment,
         digest: [u8; 32],
         verdict: Verdict,
+        flag: Option<RefusalReason>,
+        flight: &str,
     ) -> Result<Ticket, StoreError> {
         self.committer.check_writable()?;
         let mut payment = PaymentRecord::seal(&self.vault, p)?;
@@ -70,15 +130,14 @@ impl MasterStore {
         let rec = MasterRecord {
             payment,
             digest,
-            card_hash: self.vault.card_hash(p.pan.expose_digits()),
+            card_hash: self.card_hash(p),
             verdict,
-            flags: vec![],
+            flags: flag.into_iter().collect(),
+            flight: flight.to_owned(),
+            outcome: None,
+            delivered: false,
         };
-        let inserted = self.payments.compare_and_swap(
-            p.id.to_bytes(),
-            None::<&[u8]>,
-            Some(encode_record(&rec)),
-        )?;
+        let inserted = self.payments.compare_and_swap(p.id.to_bytes(), None::<&[u8]>, Some(encode_record(&rec)))?;
         match inserted {
             Ok(()) => self.committer.note_write(),
             // Already there: whatever wrote it holds a ticket; the caller waits for all writes.
@@ -87,67 +146,232 @@ impl MasterStore {
     }
 
     /// Turns a refused payment into a stored one, flagged with its refusal: the terminal had
-    /// already answered `accepted`, so it must be carried. Needs the payment again (its card
-    /// data was not kept at refusal).
+    /// already answered `accepted`, so it must be carried.
     pub fn carry_refused(&self, p: &Payment, reason: RefusalReason) -> Result<Ticket, StoreError> {
+        self.update(p.id, |rec| {
+            if rec.verdict == Verdict::Stored {
+                return Ok(false);
+            }
+            rec.payment = PaymentRecord::seal(&self.vault, p)?;
+            rec.verdict = Verdict::Stored;
+            rec.flags.push(reason);
+            Ok(true)
+        })
+    }
+
+    /// Reads, changes and writes one record; `change` returns whether it changed anything.
+    fn update(
+        &self,
+        id: PaymentId,
+        change: impl FnOnce(&mut MasterRecord) -> Result<bool, StoreError>,
+    ) -> Result<Ticket, StoreError> {
         self.committer.check_writable()?;
-        let key = p.id.to_bytes();
-        let Some(bytes) = self.payments.get(key)? else {
-            return Ok(Ticket::NONE);
-        };
+        let key = id.to_bytes();
+        let Some(bytes) = self.payments.get(key)? else { return Ok(Ticket::NONE) };
         let mut rec: MasterRecord = decode_record(&key, &bytes)?;
-        if rec.verdict == Verdict::Stored {
+        if !change(&mut rec)? {
             return Ok(self.committer.latest());
         }
-        rec.payment = PaymentRecord::seal(&self.vault, p)?;
-        rec.verdict = Verdict::Stored;
-        rec.flags.push(reason);
         self.payments.insert(key, encode_record(&rec))?;
         self.committer.note_write()
     }
 
-    /// Every stored id with its digest and verdict, in capture order (to rebuild the index).
-    pub fn index(
-        &self,
-    ) -> impl Iterator<Item = Result<(PaymentId, [u8; 32], Verdict), StoreError>> + '_ {
-        self.payments.iter().map(|kv| {
+    /// Every payment's index entry, in capture order, with phases derived (to rebuild the
+    /// aggregator at start).
+    pub fn index(&self) -> Result<Vec<(PaymentId, IndexEntry)>, StoreError> {
+        let in_open: HashSet<PaymentId> = match self.open_batch()? {
+            Some(h) => self.batch_ids(h.id)?.into_iter().collect(),
+            None => HashSet::new(),
+        };
+        let mut out = Vec::new();
+        for kv in self.payments.iter() {
             let (k, v) = kv?;
             let rec: MasterRecord = decode_record(&k, &v)?;
-            Ok((rec.payment.id, rec.digest, rec.verdict))
-        })
+            let id = rec.payment.id;
+            let phase = if rec.delivered {
+                Phase::Delivered
+            } else if in_open.contains(&id) {
+                Phase::InBatch
+            } else if rec.outcome.is_some() {
+                Phase::Decided
+            } else {
+                Phase::Pending
+            };
+            out.push((
+                id,
+                IndexEntry {
+                    digest: rec.digest,
+                    verdict: rec.verdict,
+                    phase,
+                    terminal: rec.payment.terminal,
+                    card: rec.card_hash,
+                    amount: rec.payment.amount,
+                },
+            ));
+        }
+        Ok(out)
     }
 
-    /// The full payment (for the upload), `None` if unknown or erased.
+    /// The full payment, `None` if unknown or its card data is erased.
     pub fn payment(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
         let key = id.to_bytes();
         match self.payments.get(key)? {
             None => Ok(None),
-            Some(bytes) => decode_record::<MasterRecord>(&key, &bytes)?
-                .payment
-                .open(&self.vault),
+            Some(bytes) => decode_record::<MasterRecord>(&key, &bytes)?.payment.open(&self.vault),
         }
     }
 
-    /// A payment as the crew's report shows it, with its verdict and flags.
-    pub fn view(
-        &self,
-        id: PaymentId,
-    ) -> Result<Option<(MaskedView, Verdict, Vec<RefusalReason>)>, StoreError> {
+    /// What the issuer needs of a payment, for the batch.
+    pub fn batch_item(&self, id: PaymentId) -> Result<Option<BatchItem>, StoreError> {
+        Ok(self.payment(id)?.map(|p| BatchItem {
+            id: p.id,
+            pan: p.pan,
+            expiry: p.expiry,
+            amount: p.amount,
+            captured_unix_ms: p.captured_unix_ms,
+        }))
+    }
+
+    /// A payment as the crew's report shows it.
+    pub fn view(&self, id: PaymentId) -> Result<Option<MasterView>, StoreError> {
         let key = id.to_bytes();
         match self.payments.get(key)? {
             None => Ok(None),
             Some(bytes) => {
                 let rec: MasterRecord = decode_record(&key, &bytes)?;
-                Ok(Some((rec.payment.view(), rec.verdict, rec.flags)))
+                Ok(Some(MasterView {
+                    payment: rec.payment.view(),
+                    verdict: rec.verdict,
+                    flags: rec.flags,
+                    flight: rec.flight,
+                    outcome: rec.outcome,
+                    delivered: rec.delivered,
+                }))
             }
         }
     }
 
-    /// Counts by verdict (a full scan: for status, not the hot path).
+    /// The stored outcome of a payment.
+    pub fn outcome(&self, id: PaymentId) -> Result<Option<AuthOutcome>, StoreError> {
+        Ok(self.view(id)?.and_then(|v| v.outcome))
+    }
+
+    /// Seals a batch: its item list, then its header, then marks it open. Durable once the
+    /// ticket is waited on; nothing may be sent before.
+    pub fn seal_batch(&self, header: &BatchHeader, ids: &[PaymentId]) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        let mut items = sled::Batch::default();
+        for (seq, id) in ids.iter().enumerate() {
+            items.insert(crate::records::batch_item_key(header.id, seq as u32).to_vec(), id.to_bytes().to_vec());
+        }
+        self.batch_items.apply_batch(items)?;
+        // The header is the commit point: items without a header are ignored (a new batch never reuses an id).
+        self.batches.insert(header.id.0, encode_record(&BatchRecord { header: header.clone(), done: false }))?;
+        self.meta.insert(OPEN_BATCH, &header.id.0)?;
+        self.committer.note_write()
+    }
+
+    /// The batch sealed and not yet answered, if any.
+    pub fn open_batch(&self) -> Result<Option<BatchHeader>, StoreError> {
+        let Some(id) = self.meta.get(OPEN_BATCH)? else { return Ok(None) };
+        let Some(bytes) = self.batches.get(&id)? else { return Ok(None) };
+        let rec: BatchRecord = decode_record(&id, &bytes)?;
+        Ok((!rec.done).then_some(rec.header))
+    }
+
+    /// The payment ids of a batch, in order.
+    pub fn batch_ids(&self, batch: BatchId) -> Result<Vec<PaymentId>, StoreError> {
+        crate::records::batch_ids(&self.batch_items, batch)
+    }
+
+    /// Stores a chunk of results (idempotent: a stored outcome is never replaced).
+    pub fn store_results(&self, results: &[AuthResult]) -> Result<Ticket, StoreError> {
+        let mut ticket = self.committer.latest();
+        for r in results {
+            let t = self.update(r.id, |rec| {
+                if rec.outcome.is_some() {
+                    return Ok(false);
+                }
+                rec.outcome = Some(r.outcome.clone());
+                Ok(true)
+            })?;
+            ticket = ticket.max(t);
+        }
+        Ok(ticket)
+    }
+
+    /// Marks a batch answered: every result is stored. Its payments become decided.
+    pub fn finish_batch(&self, batch: BatchId) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        let Some(bytes) = self.batches.get(batch.0)? else { return Ok(Ticket::NONE) };
+        let mut rec: BatchRecord = decode_record(&batch.0, &bytes)?;
+        rec.done = true;
+        self.batches.insert(batch.0, encode_record(&rec))?;
+        self.meta.remove(OPEN_BATCH)?;
+        self.committer.note_write()
+    }
+
+    /// The terminal has the outcome: mark delivered and erase the card data, keeping the
+    /// masked record for the crew's report.
+    pub fn mark_delivered(&self, id: PaymentId) -> Result<Ticket, StoreError> {
+        self.update(id, |rec| {
+            if rec.delivered || rec.outcome.is_none() {
+                return Ok(false);
+            }
+            rec.delivered = true;
+            rec.payment.card = None;
+            Ok(true)
+        })
+    }
+
+    /// The signed BIN list last fetched.
+    pub fn bin_list(&self) -> Result<Option<SignedBinList>, StoreError> {
+        match self.meta.get(BIN_LIST)? {
+            None => Ok(None),
+            Some(b) => decode_record(BIN_LIST, &b).map(Some),
+        }
+    }
+
+    /// Stores the signed BIN list.
+    pub fn set_bin_list(&self, list: &SignedBinList) -> Result<Ticket, StoreError> {
+        self.set_meta(BIN_LIST, &encode_record(list))
+    }
+
+    /// A small setting (`link_override`, `flight`).
+    pub fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.meta.get(name.as_bytes())?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Stores a small setting.
+    pub fn set_setting(&self, name: &str, value: &str) -> Result<Ticket, StoreError> {
+        self.set_meta(name.as_bytes(), value.as_bytes())
+    }
+
+    fn set_meta(&self, key: &[u8], value: &[u8]) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        self.meta.insert(key, value)?;
+        self.committer.note_write()
+    }
+
+    /// Payments whose sealed card data is still on disk (for tests and the purge report).
+    pub fn with_card_data(&self) -> Result<Vec<PaymentId>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.payments.iter() {
+            let (k, v) = kv?;
+            let rec: MasterRecord = decode_record(&k, &v)?;
+            if rec.payment.card.is_some() {
+                out.push(rec.payment.id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts by verdict (a full scan: for status when the daemon is stopped).
     pub fn counts(&self) -> Result<MasterCounts, StoreError> {
         let mut c = MasterCounts::default();
-        for r in self.index() {
-            match r?.2 {
+        for kv in self.payments.iter() {
+            let (k, v) = kv?;
+            match decode_record::<MasterRecord>(&k, &v)?.verdict {
                 Verdict::Stored => c.stored += 1,
                 Verdict::Refused(_) => c.refused += 1,
             }

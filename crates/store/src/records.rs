@@ -2,7 +2,7 @@
 
 use bincode::{Decode, Encode};
 use inflight_wire::{
-    decode, encode, Expiry, LineItem, MaskedPan, Money, Pan, Payment, PaymentId, TerminalId,
+    decode, encode, BatchId, BatchItem, Expiry, LineItem, MaskedPan, Money, Pan, Payment, PaymentId, TerminalId,
 };
 use ring::digest;
 
@@ -33,10 +33,7 @@ struct CardPlain {
 
 impl PaymentRecord {
     pub fn seal(vault: &CardVault, p: &Payment) -> Result<Self, StoreError> {
-        let plain = encode(&CardPlain {
-            pan: p.pan.clone(),
-            expiry: p.expiry,
-        });
+        let plain = encode(&CardPlain { pan: p.pan.clone(), expiry: p.expiry });
         Ok(Self {
             id: p.id,
             terminal: p.terminal.clone(),
@@ -56,10 +53,8 @@ impl PaymentRecord {
         };
         let key = self.id.to_bytes();
         let plain = vault.open(&key, sealed)?;
-        let card: CardPlain = decode(&plain).map_err(|e| StoreError::Corrupt {
-            key: hex(&key),
-            detail: e.to_string(),
-        })?;
+        let card: CardPlain =
+            decode(&plain).map_err(|e| StoreError::Corrupt { key: hex(&key), detail: e.to_string() })?;
         Ok(Some(Payment {
             id: self.id,
             terminal: self.terminal.clone(),
@@ -118,8 +113,56 @@ pub(crate) fn encode_record<T: Encode>(r: &T) -> Vec<u8> {
 }
 
 pub(crate) fn decode_record<T: Decode<()>>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    decode(bytes).map_err(|e| StoreError::Corrupt {
-        key: hex(key),
-        detail: e.to_string(),
-    })
+    decode(bytes).map_err(|e| StoreError::Corrupt { key: hex(key), detail: e.to_string() })
+}
+
+/// Key of a batch's item at `seq`: batch id ++ position (big-endian, so a prefix scan returns the
+/// batch in order).
+pub(crate) fn batch_item_key(batch: BatchId, seq: u32) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..16].copy_from_slice(&batch.0);
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The payment ids of a batch, in order, from a `batch_items` tree.
+pub(crate) fn batch_ids(items: &sled::Tree, batch: BatchId) -> Result<Vec<PaymentId>, StoreError> {
+    let mut out = Vec::new();
+    for kv in items.scan_prefix(batch.0) {
+        let (k, v) = kv?;
+        let b: [u8; 16] =
+            v.as_ref().try_into().map_err(|_| StoreError::Corrupt { key: hex(&k), detail: "payment id".into() })?;
+        out.push(PaymentId::from_bytes(b));
+    }
+    Ok(out)
+}
+
+/// SHA-256 over a batch's encoded items, in order: the content a batch id stands for.
+#[derive(Clone)]
+pub struct BatchDigest(digest::Context);
+
+impl std::fmt::Debug for BatchDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchDigest")
+    }
+}
+
+impl Default for BatchDigest {
+    fn default() -> Self {
+        Self(digest::Context::new(&digest::SHA256))
+    }
+}
+
+impl BatchDigest {
+    /// Adds the next item.
+    pub fn update(&mut self, item: &BatchItem) {
+        self.0.update(&encode(item));
+    }
+
+    /// The digest.
+    pub fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use bincode::{Decode, Encode};
-use inflight_wire::{Payment, PaymentId, RefusalReason};
+use inflight_wire::{AuthOutcome, Payment, PaymentId, RefusalReason, SignedBinList};
 
 use crate::records::{decode_record, encode_record, PaymentRecord};
 use crate::{open_sled, CardVault, Committer, MaskedView, StoreError, Ticket};
@@ -29,7 +29,11 @@ pub enum SlaveState {
 struct SlaveRecord {
     payment: PaymentRecord,
     state: SlaveState,
+    /// The issuer's decision, once the master has delivered it; card data is then erased.
+    outcome: Option<AuthOutcome>,
 }
+
+const BIN_LIST: &[u8] = b"bin_list";
 
 /// A payment as the terminal's status shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +42,8 @@ pub struct SlaveView {
     pub payment: MaskedView,
     /// Its state.
     pub state: SlaveState,
+    /// The issuer's decision, once delivered.
+    pub outcome: Option<AuthOutcome>,
 }
 
 /// Counts of payments by state.
@@ -49,12 +55,15 @@ pub struct SlaveCounts {
     pub forwarded: u64,
     /// Refused by the master.
     pub refused: u64,
+    /// With the issuer's decision.
+    pub decided: u64,
 }
 
 /// The terminal's durable outbox.
 #[derive(Debug)]
 pub struct SlaveStore {
     payments: sled::Tree,
+    meta: sled::Tree,
     vault: CardVault,
     committer: Committer,
 }
@@ -64,12 +73,9 @@ impl SlaveStore {
     pub fn open(dir: &Path, vault: CardVault, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = open_sled(dir, cache_bytes)?;
         let payments = db.open_tree("payments")?;
+        let meta = db.open_tree("meta")?;
         let committer = Committer::start(db, dir)?;
-        Ok(Self {
-            payments,
-            vault,
-            committer,
-        })
+        Ok(Self { payments, meta, vault, committer })
     }
 
     /// The vault (for minting ids from its random source).
@@ -83,6 +89,7 @@ impl SlaveStore {
         let rec = SlaveRecord {
             payment: PaymentRecord::seal(&self.vault, p)?,
             state: SlaveState::Captured { answered: false },
+            outcome: None,
         };
         self.payments.insert(p.id.to_bytes(), encode_record(&rec))?;
         self.committer.note_write()
@@ -108,14 +115,59 @@ impl SlaveStore {
         self.committer.note_write()
     }
 
+    /// Stores the issuer's decision delivered by the master and erases the card data. A payment
+    /// still marked captured is forwarded (the master had it: the ack was lost). Idempotent.
+    pub fn store_result(&self, id: PaymentId, outcome: &AuthOutcome) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        let key = id.to_bytes();
+        let Some(bytes) = self.payments.get(key)? else { return Ok(Ticket::NONE) };
+        let mut rec: SlaveRecord = decode_record(&key, &bytes)?;
+        if rec.outcome.is_some() {
+            return Ok(self.committer.latest());
+        }
+        rec.outcome = Some(outcome.clone());
+        rec.payment.card = None;
+        if matches!(rec.state, SlaveState::Captured { .. }) {
+            rec.state = SlaveState::Forwarded;
+        }
+        self.payments.insert(key, encode_record(&rec))?;
+        self.committer.note_write()
+    }
+
+    /// The signed BIN list last received from the master (verified before it was stored).
+    pub fn bin_list(&self) -> Result<Option<SignedBinList>, StoreError> {
+        match self.meta.get(BIN_LIST)? {
+            None => Ok(None),
+            Some(b) => decode_record(BIN_LIST, &b).map(Some),
+        }
+    }
+
+    /// Stores the signed BIN list.
+    pub fn set_bin_list(&self, list: &SignedBinList) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        self.meta.insert(BIN_LIST, encode_record(list))?;
+        self.committer.note_write()
+    }
+
+    /// Payments whose sealed card data is still on disk.
+    pub fn with_card_data(&self) -> Result<Vec<PaymentId>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.payments.iter() {
+            let (k, v) = kv?;
+            let rec: SlaveRecord = decode_record(&k, &v)?;
+            if rec.payment.card.is_some() {
+                out.push(rec.payment.id);
+            }
+        }
+        Ok(out)
+    }
+
     /// The full payment, for forwarding; `None` if unknown or its card data is erased.
     pub fn payment(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
         let key = id.to_bytes();
         match self.payments.get(key)? {
             None => Ok(None),
-            Some(bytes) => decode_record::<SlaveRecord>(&key, &bytes)?
-                .payment
-                .open(&self.vault),
+            Some(bytes) => decode_record::<SlaveRecord>(&key, &bytes)?.payment.open(&self.vault),
         }
     }
 
@@ -126,10 +178,7 @@ impl SlaveStore {
             None => Ok(None),
             Some(bytes) => {
                 let rec: SlaveRecord = decode_record(&key, &bytes)?;
-                Ok(Some(SlaveView {
-                    payment: rec.payment.view(),
-                    state: rec.state,
-                }))
+                Ok(Some(SlaveView { payment: rec.payment.view(), state: rec.state, outcome: rec.outcome }))
             }
         }
     }
@@ -152,11 +201,13 @@ impl SlaveStore {
         let mut c = SlaveCounts::default();
         for kv in self.payments.iter() {
             let (k, v) = kv?;
-            match decode_record::<SlaveRecord>(&k, &v)?.state {
+            let rec = decode_record::<SlaveRecord>(&k, &v)?;
+            match rec.state {
                 SlaveState::Captured { .. } => c.captured += 1,
                 SlaveState::Forwarded => c.forwarded += 1,
                 SlaveState::Refused(_) => c.refused += 1,
             }
+            c.decided += u64::from(rec.outcome.is_some());
         }
         Ok(c)
     }

@@ -38,34 +38,11 @@ pub(crate) struct Sealed {
 impl CardVault {
     /// Reads the key file. It must be 64 hex digits and, on Unix, not readable by group or others.
     pub fn from_key_file(path: &Path) -> Result<Self, StoreError> {
-        let err = |detail: String| StoreError::Key {
+        let key = read_secret_hex(path)?;
+        let key: [u8; 32] = key.try_into().map_err(|_| StoreError::Key {
             path: path.to_owned(),
-            detail,
-        };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|e| err(e.to_string()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(err(format!(
-                    "mode {:o} lets others read it; chmod 600",
-                    mode & 0o777
-                )));
-            }
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let text = text.trim_end();
-        if text.len() != KEY_FILE_HEX_LEN {
-            return Err(err(format!("must hold {KEY_FILE_HEX_LEN} hex digits")));
-        }
-        let mut key = [0u8; 32];
-        for (i, b) in key.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
-                .map_err(|_| err(format!("must hold {KEY_FILE_HEX_LEN} hex digits")))?;
-        }
+            detail: format!("must hold {KEY_FILE_HEX_LEN} hex digits"),
+        })?;
         Ok(Self::from_key(&key))
     }
 
@@ -88,21 +65,12 @@ impl CardVault {
     /// moved to another record.
     pub(crate) fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<Sealed, StoreError> {
         let mut nonce = [0u8; 12];
-        self.rng
-            .fill(&mut nonce)
-            .map_err(|_| StoreError::Io("system random source failed".into()))?;
+        self.rng.fill(&mut nonce).map_err(|_| StoreError::Io("system random source failed".into()))?;
         let mut buf = plain.to_vec();
         self.aead
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(aad),
-                &mut buf,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), aead::Aad::from(aad), &mut buf)
             .map_err(|_| StoreError::Io("encryption failed".into()))?;
-        Ok(Sealed {
-            nonce,
-            ciphertext: buf,
-        })
+        Ok(Sealed { nonce, ciphertext: buf })
     }
 
     /// Decrypts a sealed blob; fails on any tampering or the wrong key.
@@ -110,11 +78,7 @@ impl CardVault {
         let mut buf = sealed.ciphertext.clone();
         let plain = self
             .aead
-            .open_in_place(
-                Nonce::assume_unique_for_key(sealed.nonce),
-                aead::Aad::from(aad),
-                &mut buf,
-            )
+            .open_in_place(Nonce::assume_unique_for_key(sealed.nonce), aead::Aad::from(aad), &mut buf)
             .map_err(|_| StoreError::Corrupt {
                 key: hex(aad),
                 detail: "card data does not decrypt (wrong key file or tampered)".into(),
@@ -133,10 +97,31 @@ impl CardVault {
 
     /// Fills `buf` from the system's secure random source.
     pub fn random(&self, buf: &mut [u8]) -> Result<(), StoreError> {
-        self.rng
-            .fill(buf)
-            .map_err(|_| StoreError::Io("system random source failed".into()))
+        self.rng.fill(buf).map_err(|_| StoreError::Io("system random source failed".into()))
     }
+}
+
+/// Reads a secret written as hex digits (and an optional trailing newline) from a file that only
+/// its owner may read.
+pub(crate) fn read_secret_hex(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let err = |detail: String| StoreError::Key { path: path.to_owned(), detail };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(err(format!("mode {:o} lets others read it; chmod 600", mode & 0o777)));
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let text = text.trim_end();
+    if text.is_empty() || text.len() % 2 != 0 {
+        return Err(err("must hold an even number of hex digits".into()));
+    }
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| err("must hold hex digits only".into()))
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
@@ -156,14 +141,8 @@ mod tests {
         assert!(v.open(b"id-2", &s).is_err(), "bound to its record");
         let other = CardVault::from_key(&[8; 32]);
         assert!(other.open(b"id-1", &s).is_err(), "wrong key");
-        assert_eq!(
-            v.card_hash("4111111111111111"),
-            v.card_hash("4111111111111111")
-        );
-        assert_ne!(
-            v.card_hash("4111111111111111"),
-            other.card_hash("4111111111111111")
-        );
+        assert_eq!(v.card_hash("4111111111111111"), v.card_hash("4111111111111111"));
+        assert_ne!(v.card_hash("4111111111111111"), other.card_hash("4111111111111111"));
     }
 
     #[cfg(unix)]

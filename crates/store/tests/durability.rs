@@ -7,9 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use inflight_store::{CardVault, MasterStore, SlaveState, SlaveStore};
-use inflight_wire::{
-    Currency, Expiry, Money, Pan, Payment, PaymentId, RefusalReason, TerminalId, Verdict,
-};
+use inflight_wire::{Currency, Expiry, Money, Pan, Payment, PaymentId, RefusalReason, TerminalId, Verdict};
 use proptest::prelude::*;
 
 const CACHE: u64 = 8 << 20;
@@ -27,8 +25,7 @@ fn payment(n: u32) -> Payment {
         terminal: TerminalId::parse("t1").expect("valid"),
         pan: Pan::parse(TEST_PAN).expect("valid card"),
         expiry: Expiry::parse("12/29").expect("valid"),
-        amount: Money::new(100 + u64::from(n), Currency::parse("EUR").expect("known"))
-            .expect("valid"),
+        amount: Money::new(100 + u64::from(n), Currency::parse("EUR").expect("known")).expect("valid"),
         seat: "1A".into(),
         captured_unix_ms: 1_790_000_000_000,
         items: vec![],
@@ -59,22 +56,14 @@ fn card_numbers_are_never_on_disk_in_clear() {
             s.durable_blocking(t).expect("durable");
         }
         assert_eq!(
-            s.payment(payment(7).id)
-                .expect("read")
-                .map(|p| p.pan.expose_digits().to_owned())
-                .as_deref(),
+            s.payment(payment(7).id).expect("read").map(|p| p.pan.expose_digits().to_owned()).as_deref(),
             Some(TEST_PAN)
         );
         s.close();
     }
     let bytes = all_bytes(dir.path());
     assert!(bytes.len() > 1000, "the store wrote something");
-    assert!(
-        !bytes
-            .windows(TEST_PAN.len())
-            .any(|w| w == TEST_PAN.as_bytes()),
-        "full PAN found on disk"
-    );
+    assert!(!bytes.windows(TEST_PAN.len()).any(|w| w == TEST_PAN.as_bytes()), "full PAN found on disk");
 }
 
 #[test]
@@ -83,17 +72,12 @@ fn refusal_erases_card_data_and_states_only_move_forward() {
     let s = SlaveStore::open(dir.path(), vault(), CACHE).expect("open");
     let p = payment(1);
     s.put_captured(&p).expect("put");
-    s.set_state(
-        p.id,
-        SlaveState::Refused(RefusalReason::OverCardFlightLimit),
-    )
-    .expect("set");
+    s.set_state(p.id, SlaveState::Refused(RefusalReason::OverCardFlightLimit)).expect("set");
     assert_eq!(s.payment(p.id).expect("read"), None, "card data erased");
     let v = s.view(p.id).expect("read").expect("masked record kept");
     assert!(v.payment.card_data_erased);
     assert_eq!(v.payment.card.to_string(), "411111******1111");
-    s.set_state(p.id, SlaveState::Captured { answered: true })
-        .expect("set");
+    s.set_state(p.id, SlaveState::Captured { answered: true }).expect("set");
     assert_eq!(
         s.view(p.id).expect("read").map(|v| v.state),
         Some(SlaveState::Refused(RefusalReason::OverCardFlightLimit))
@@ -110,7 +94,7 @@ async fn group_commit_answers_many_concurrent_writers() {
         tasks.push(tokio::spawn(async move {
             for k in 0..20 {
                 let p = payment(w * 1000 + k);
-                let t = s.put(&p, [0; 32], Verdict::Stored).expect("put");
+                let t = s.put(&p, [0; 32], Verdict::Stored, None, "FL1").expect("put");
                 s.durable(t).await.expect("durable");
             }
         }));
@@ -120,14 +104,9 @@ async fn group_commit_answers_many_concurrent_writers() {
     }
     assert_eq!(s.counts().expect("counts").stored, 64 * 20);
     // Put is insert-if-absent: a second put of the same id changes nothing.
-    s.put(
-        &payment(0),
-        [9; 32],
-        Verdict::Refused(RefusalReason::IdConflict),
-    )
-    .expect("put");
-    let (_, verdict, _) = s.view(payment(0).id).expect("read").expect("present");
-    assert_eq!(verdict, Verdict::Stored);
+    s.put(&payment(0), [9; 32], Verdict::Refused(RefusalReason::IdConflict), None, "FL1").expect("put");
+    let view = s.view(payment(0).id).expect("read").expect("present");
+    assert_eq!(view.verdict, Verdict::Stored);
 }
 
 #[derive(Debug, Clone)]
@@ -203,23 +182,16 @@ fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async move {
-        let store =
-            std::sync::Arc::new(MasterStore::open(Path::new(&dir), vault(), CACHE).expect("open"));
+        let store = std::sync::Arc::new(MasterStore::open(Path::new(&dir), vault(), CACHE).expect("open"));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
         for w in 0..16u32 {
             let (store, tx) = (store.clone(), tx.clone());
             tokio::spawn(async move {
                 for k in 0.. {
                     let n = w * 1_000_000 + k;
-                    let t = store
-                        .put(&payment(n), [0; 32], Verdict::Stored)
-                        .expect("put");
+                    let t = store.put(&payment(n), [0; 32], Verdict::Stored, None, "FL1").expect("put");
                     store.durable(t).await.expect("durable");
                     if tx.send(n).is_err() {
                         return;

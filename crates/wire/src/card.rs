@@ -51,11 +51,7 @@ impl Pan {
     /// The masked form kept after card data is erased.
     pub fn masked(&self) -> MaskedPan {
         let last4 = &self.0[self.0.len() - 4..];
-        MaskedPan {
-            bin: self.0[..6].to_owned(),
-            last4: last4.to_owned(),
-            len: self.0.len() as u8,
-        }
+        MaskedPan { bin: self.0[..6].to_owned(), last4: last4.to_owned(), len: self.0.len() as u8 }
     }
 }
 
@@ -72,22 +68,17 @@ impl fmt::Display for Pan {
 }
 
 impl<C> Decode<C> for Pan {
-    fn decode<D: bincode::de::Decoder<Context = C>>(
-        d: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
+    fn decode<D: bincode::de::Decoder<Context = C>>(d: &mut D) -> Result<Self, bincode::error::DecodeError> {
         // Bound the allocation before reading: a PAN is at most 19 bytes.
         let len = u64::decode(d)?;
         if len > 19 {
-            return Err(bincode::error::DecodeError::OtherString(
-                CardError::PanFormat.to_string(),
-            ));
+            return Err(bincode::error::DecodeError::OtherString(CardError::PanFormat.to_string()));
         }
         let mut buf = [0u8; 19];
         let buf = &mut buf[..len as usize];
         bincode::de::read::Reader::read(d.reader(), buf)?;
-        let s = std::str::from_utf8(buf).map_err(|_| {
-            bincode::error::DecodeError::OtherString(CardError::PanFormat.to_string())
-        })?;
+        let s = std::str::from_utf8(buf)
+            .map_err(|_| bincode::error::DecodeError::OtherString(CardError::PanFormat.to_string()))?;
         Pan::parse(s).map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))
     }
 }
@@ -150,8 +141,7 @@ impl Expiry {
     /// Parses `MM/YY` (years 2000-2099).
     pub fn parse(s: &str) -> Result<Self, CardError> {
         let b = s.as_bytes();
-        if b.len() != 5 || b[2] != b'/' || ![b[0], b[1], b[3], b[4]].iter().all(u8::is_ascii_digit)
-        {
+        if b.len() != 5 || b[2] != b'/' || ![b[0], b[1], b[3], b[4]].iter().all(u8::is_ascii_digit) {
             return Err(CardError::ExpiryFormat);
         }
         let month = (b[0] - b'0') * 10 + (b[1] - b'0');
@@ -197,13 +187,10 @@ impl fmt::Debug for Expiry {
 }
 
 impl<C> Decode<C> for Expiry {
-    fn decode<D: bincode::de::Decoder<Context = C>>(
-        d: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
+    fn decode<D: bincode::de::Decoder<Context = C>>(d: &mut D) -> Result<Self, bincode::error::DecodeError> {
         let year = u16::decode(d)?;
         let month = u8::decode(d)?;
-        Expiry::new(year, month)
-            .map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))
+        Expiry::new(year, month).map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))
     }
 }
 bincode::impl_borrow_decode!(Expiry);
@@ -233,25 +220,15 @@ mod tests {
         assert_eq!(Pan::parse("4111111111111112"), Err(CardError::Luhn));
         assert_eq!(Pan::parse("41111111111"), Err(CardError::PanFormat));
         assert_eq!(Pan::parse("4111 1111 1111 1111"), Err(CardError::PanFormat));
-        assert_eq!(
-            Pan::parse("41111111111111111111"),
-            Err(CardError::PanFormat)
-        );
+        assert_eq!(Pan::parse("41111111111111111111"), Err(CardError::PanFormat));
     }
 
     #[test]
     fn pan_never_prints_in_full() {
         let pan = Pan::parse("4111111111111111").expect("valid test card");
-        for shown in [
-            format!("{pan}"),
-            format!("{pan:?}"),
-            format!("{:?}", Some(&pan)),
-        ] {
+        for shown in [format!("{pan}"), format!("{pan:?}"), format!("{:?}", Some(&pan))] {
             assert!(!shown.contains("4111111111111111"), "{shown}");
-            assert!(
-                shown.contains("411111") && shown.contains("1111"),
-                "{shown}"
-            );
+            assert!(shown.contains("411111") && shown.contains("1111"), "{shown}");
         }
         assert_eq!(pan.masked().to_string(), "411111******1111");
     }

@@ -38,8 +38,7 @@ pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
     if bytes.len() > PAYLOAD_BYTES_MAX {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
-    let (value, used) = bincode::decode_from_slice(bytes, CONFIG)
-        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let (value, used) = bincode::decode_from_slice(bytes, CONFIG).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(DecodeError::TrailingBytes(bytes.len() - used));
     }

@@ -31,8 +31,7 @@ impl TerminalId {
         let ok = !s.is_empty()
             && s.len() <= TERMINAL_ID_BYTES_MAX
             && !s.starts_with('-')
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -59,9 +58,7 @@ impl fmt::Debug for TerminalId {
 }
 
 impl<C> Decode<C> for TerminalId {
-    fn decode<D: bincode::de::Decoder<Context = C>>(
-        d: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
+    fn decode<D: bincode::de::Decoder<Context = C>>(d: &mut D) -> Result<Self, bincode::error::DecodeError> {
         let s = String::decode(d)?;
         TerminalId::parse(&s).map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))
     }
@@ -166,9 +163,6 @@ mod tests {
         assert_eq!(a.unix_ms(), 1_700_000_000_000);
         assert_eq!(PaymentId::parse(&a.to_string()), Ok(a));
         assert_eq!(PaymentId::parse("zz"), Err(IdError::BadPaymentId));
-        assert_eq!(
-            PaymentId::parse(&"g".repeat(32)),
-            Err(IdError::BadPaymentId)
-        );
+        assert_eq!(PaymentId::parse(&"g".repeat(32)), Err(IdError::BadPaymentId));
     }
 }

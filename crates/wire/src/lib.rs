@@ -6,20 +6,27 @@
 //! that exists has passed Luhn, a `Money` that exists is positive, a `TerminalId` is well formed.
 //! Decoding arbitrary bytes never panics; it returns [`DecodeError`].
 
+mod binlist;
 mod card;
 mod codec;
+mod ground;
 mod ids;
 mod money;
 mod payment;
 mod terminal;
 
 pub use bincode::{Decode, Encode};
+pub use binlist::{BinList, BinPrefix, BinRule, CardKind, SignedBinList, BIN_RULES_MAX};
 pub use card::{CardError, Expiry, MaskedPan, Pan};
 pub use codec::{decode, encode, DecodeError, PAYLOAD_BYTES_MAX};
+pub use ground::{
+    AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, DeclineReason, IssuerMsg, BATCH_CHUNK_MAX,
+    BATCH_PAYMENTS_MAX, GROUND_ALPN, GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
+};
 pub use ids::{IdError, PaymentId, TerminalId, TERMINAL_ID_BYTES_MAX};
 pub use money::{Currency, Money, MoneyError, AMOUNT_MINOR_MAX};
 pub use payment::{LineItem, Payment, PaymentError, LINE_ITEMS_MAX, SEAT_BYTES_MAX, SKU_BYTES_MAX};
 pub use terminal::{
-    ErrorCode, MasterMsg, RefusalReason, TerminalMsg, Verdict, TERMINAL_ALPN,
-    TERMINAL_FRAME_BYTES_MAX, TERMINAL_PROTOCOL_VERSION,
+    ErrorCode, MasterMsg, RefusalReason, TerminalMsg, Verdict, TERMINAL_ALPN, TERMINAL_FRAME_BYTES_MAX,
+    TERMINAL_PROTOCOL_VERSION,
 };

@@ -76,10 +76,7 @@ impl Currency {
 
     /// Number of minor-unit digits (2 for EUR, 0 for JPY).
     pub fn exponent(&self) -> u8 {
-        KNOWN_CURRENCIES
-            .iter()
-            .find(|(c, _)| c.as_bytes() == self.0)
-            .map_or(2, |(_, e)| *e)
+        KNOWN_CURRENCIES.iter().find(|(c, _)| c.as_bytes() == self.0).map_or(2, |(_, e)| *e)
     }
 }
 
@@ -96,9 +93,7 @@ impl fmt::Debug for Currency {
 }
 
 impl<C> Decode<C> for Currency {
-    fn decode<D: bincode::de::Decoder<Context = C>>(
-        d: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
+    fn decode<D: bincode::de::Decoder<Context = C>>(d: &mut D) -> Result<Self, bincode::error::DecodeError> {
         let b = <[u8; 3]>::decode(d)?;
         let s = std::str::from_utf8(&b).map_err(|_| bad(MoneyError::BadCurrency))?;
         Currency::parse(s).map_err(bad)
@@ -119,10 +114,7 @@ impl Money {
         if amount_minor == 0 || amount_minor > AMOUNT_MINOR_MAX {
             return Err(MoneyError::BadAmount);
         }
-        Ok(Self {
-            amount_minor,
-            currency,
-        })
+        Ok(Self { amount_minor, currency })
     }
 
     /// The amount in minor units (cents for EUR).
@@ -149,9 +141,7 @@ impl fmt::Debug for Money {
 }
 
 impl<C> Decode<C> for Money {
-    fn decode<D: bincode::de::Decoder<Context = C>>(
-        d: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
+    fn decode<D: bincode::de::Decoder<Context = C>>(d: &mut D) -> Result<Self, bincode::error::DecodeError> {
         let amount_minor = u64::decode(d)?;
         let currency = Currency::decode(d)?;
         Money::new(amount_minor, currency).map_err(bad)
@@ -180,10 +170,7 @@ mod tests {
     fn amounts() {
         let eur = Currency::parse("EUR").expect("known");
         assert_eq!(Money::new(0, eur), Err(MoneyError::BadAmount));
-        assert_eq!(
-            Money::new(AMOUNT_MINOR_MAX + 1, eur),
-            Err(MoneyError::BadAmount)
-        );
+        assert_eq!(Money::new(AMOUNT_MINOR_MAX + 1, eur), Err(MoneyError::BadAmount));
         assert_eq!(Money::new(1250, eur).map(|m| m.amount_minor()), Ok(1250));
     }
 }

@@ -63,12 +63,9 @@ impl Payment {
             return Err(PaymentError::BadSeat);
         }
         let items_ok = items.len() <= LINE_ITEMS_MAX
-            && items.iter().all(|i| {
-                !i.sku.is_empty()
-                    && i.sku.len() <= SKU_BYTES_MAX
-                    && printable(&i.sku)
-                    && i.quantity > 0
-            });
+            && items
+                .iter()
+                .all(|i| !i.sku.is_empty() && i.sku.len() <= SKU_BYTES_MAX && printable(&i.sku) && i.quantity > 0);
         if !items_ok {
             return Err(PaymentError::BadLineItems);
         }
@@ -77,9 +74,7 @@ impl Payment {
 }
 
 impl<C> Decode<C> for Payment {
-    fn decode<D: bincode::de::Decoder<Context = C>>(
-        d: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
+    fn decode<D: bincode::de::Decoder<Context = C>>(d: &mut D) -> Result<Self, bincode::error::DecodeError> {
         let p = Payment {
             id: Decode::decode(d)?,
             terminal: Decode::decode(d)?,
@@ -90,8 +85,7 @@ impl<C> Decode<C> for Payment {
             captured_unix_ms: Decode::decode(d)?,
             items: Decode::decode(d)?,
         };
-        Payment::check_shape(&p.seat, &p.items)
-            .map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))?;
+        Payment::check_shape(&p.seat, &p.items).map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))?;
         Ok(p)
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 
 use bincode::{Decode, Encode};
 
-use crate::{Payment, PaymentId, TerminalId};
+use crate::{AuthOutcome, Payment, PaymentId, SignedBinList, TerminalId};
 
 /// ALPN protocol name of the terminal link.
 pub const TERMINAL_ALPN: &[u8] = b"inflight-terminal/1";
@@ -38,6 +38,11 @@ pub enum TerminalMsg {
         /// say, recording them as flags. False: the master may refuse it.
         answered: bool,
     },
+    /// The terminal has durably stored the issuer's result for `id`.
+    ResultAck {
+        /// The payment.
+        id: PaymentId,
+    },
 }
 
 /// Master → terminal.
@@ -64,6 +69,15 @@ pub enum MasterMsg {
         code: ErrorCode,
         /// Human-readable detail (never card data).
         message: String,
+    },
+    /// The issuer's current signed BIN list: sent on connect and on change.
+    BinList(SignedBinList),
+    /// The issuer's decision on one of this terminal's payments; sent until `ResultAck`.
+    Result {
+        /// The payment.
+        id: PaymentId,
+        /// Approved or declined.
+        outcome: AuthOutcome,
     },
 }
 

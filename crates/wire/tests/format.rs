@@ -12,11 +12,7 @@ fn sample_payment() -> Payment {
         amount: Money::new(1250, Currency::parse("EUR").expect("known")).expect("valid amount"),
         seat: "12A".into(),
         captured_unix_ms: 1_790_000_000_000,
-        items: vec![LineItem {
-            sku: "PERFUME-50".into(),
-            quantity: 1,
-            unit_amount_minor: 1250,
-        }],
+        items: vec![LineItem { sku: "PERFUME-50".into(), quantity: 1, unit_amount_minor: 1250 }],
     }
 }
 
@@ -27,16 +23,11 @@ fn hex(b: &[u8]) -> String {
 /// Changing these bytes breaks every deployed terminal: bump the protocol version instead.
 #[test]
 fn golden_bytes() {
-    let hello = TerminalMsg::Hello {
-        version: TERMINAL_PROTOCOL_VERSION,
-        terminal: TerminalId::parse("t1").expect("valid"),
-    };
+    let hello =
+        TerminalMsg::Hello { version: TERMINAL_PROTOCOL_VERSION, terminal: TerminalId::parse("t1").expect("valid") };
     assert_eq!(hex(&encode(&hello)), "0001027431");
 
-    let submit = TerminalMsg::Submit {
-        payment: sample_payment(),
-        answered: false,
-    };
+    let submit = TerminalMsg::Submit { payment: sample_payment(), answered: false };
     assert_eq!(hex(&encode(&submit)), GOLDEN_SUBMIT);
 
     let ack = MasterMsg::Ack {
@@ -71,37 +62,20 @@ const GOLDEN_SUBMIT: &str = concat!(
 #[test]
 fn decode_validates_fields() {
     // A Submit whose PAN fails Luhn must not decode, even though its shape is right.
-    let mut bytes = encode(&TerminalMsg::Submit {
-        payment: sample_payment(),
-        answered: false,
-    });
-    let pos = bytes
-        .windows(16)
-        .position(|w| w == b"4111111111111111")
-        .expect("pan is in the frame");
+    let mut bytes = encode(&TerminalMsg::Submit { payment: sample_payment(), answered: false });
+    let pos = bytes.windows(16).position(|w| w == b"4111111111111111").expect("pan is in the frame");
     bytes[pos + 15] = b'2';
-    assert!(
-        matches!(decode::<TerminalMsg>(&bytes), Err(DecodeError::Malformed(m)) if m.contains("Luhn"))
-    );
+    assert!(matches!(decode::<TerminalMsg>(&bytes), Err(DecodeError::Malformed(m)) if m.contains("Luhn")));
 }
 
 #[test]
 fn trailing_and_truncated_bytes_are_rejected() {
-    let mut bytes = encode(&TerminalMsg::Submit {
-        payment: sample_payment(),
-        answered: true,
-    });
+    let mut bytes = encode(&TerminalMsg::Submit { payment: sample_payment(), answered: true });
     for cut in 0..bytes.len() {
-        assert!(
-            decode::<TerminalMsg>(&bytes[..cut]).is_err(),
-            "truncated at {cut}"
-        );
+        assert!(decode::<TerminalMsg>(&bytes[..cut]).is_err(), "truncated at {cut}");
     }
     bytes.push(0);
-    assert_eq!(
-        decode::<TerminalMsg>(&bytes),
-        Err(DecodeError::TrailingBytes(1))
-    );
+    assert_eq!(decode::<TerminalMsg>(&bytes), Err(DecodeError::TrailingBytes(1)));
 }
 
 #[test]
@@ -111,51 +85,33 @@ fn huge_length_prefix_does_not_allocate() {
     bytes.extend_from_slice(&[0u8; 16]);
     bytes.push(0xfd); // varint: u64 follows
     bytes.extend_from_slice(&(1u64 << 62).to_le_bytes());
-    assert!(matches!(
-        decode::<TerminalMsg>(&bytes),
-        Err(DecodeError::Malformed(_))
-    ));
+    assert!(matches!(decode::<TerminalMsg>(&bytes), Err(DecodeError::Malformed(_))));
 }
 
 fn arb_payment() -> impl Strategy<Value = Payment> {
     (
         any::<[u8; 16]>(),
         "[a-z0-9][a-z0-9-]{0,31}",
-        prop::sample::select(vec![
-            "4111111111111111",
-            "5555555555554444",
-            "378282246310005",
-            "6011111111111117",
-        ]),
+        prop::sample::select(vec!["4111111111111111", "5555555555554444", "378282246310005", "6011111111111117"]),
         (2000u16..2100, 1u8..=12),
-        (
-            1u64..=AMOUNT_MINOR_MAX,
-            prop::sample::select(vec!["EUR", "USD", "JPY", "KRW"]),
-        ),
+        (1u64..=AMOUNT_MINOR_MAX, prop::sample::select(vec!["EUR", "USD", "JPY", "KRW"])),
         "[!-~]{1,16}",
         any::<u64>(),
         prop::collection::vec(("[!-~]{1,32}", 1u32.., any::<u64>()), 0..LINE_ITEMS_MAX),
     )
-        .prop_map(
-            |(id, term, pan, (y, m), (amt, cur), seat, t, items)| Payment {
-                id: PaymentId::from_bytes(id),
-                terminal: TerminalId::parse(&term).expect("strategy yields valid ids"),
-                pan: Pan::parse(pan).expect("strategy yields valid cards"),
-                expiry: Expiry::new(y, m).expect("strategy yields valid expiries"),
-                amount: Money::new(amt, Currency::parse(cur).expect("known"))
-                    .expect("strategy yields valid amounts"),
-                seat,
-                captured_unix_ms: t,
-                items: items
-                    .into_iter()
-                    .map(|(sku, quantity, unit_amount_minor)| LineItem {
-                        sku,
-                        quantity,
-                        unit_amount_minor,
-                    })
-                    .collect(),
-            },
-        )
+        .prop_map(|(id, term, pan, (y, m), (amt, cur), seat, t, items)| Payment {
+            id: PaymentId::from_bytes(id),
+            terminal: TerminalId::parse(&term).expect("strategy yields valid ids"),
+            pan: Pan::parse(pan).expect("strategy yields valid cards"),
+            expiry: Expiry::new(y, m).expect("strategy yields valid expiries"),
+            amount: Money::new(amt, Currency::parse(cur).expect("known")).expect("strategy yields valid amounts"),
+            seat,
+            captured_unix_ms: t,
+            items: items
+                .into_iter()
+                .map(|(sku, quantity, unit_amount_minor)| LineItem { sku, quantity, unit_amount_minor })
+                .collect(),
+        })
 }
 
 proptest! {

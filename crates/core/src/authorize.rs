@@ -1,0 +1,141 @@
+//! The issuer's authorization rule for one payment (DESIGN.md §3 "Authorization"):
+//! card known, account open, card not expired, BIN enrolled, currency accepted, within the
+//! programme's transaction limit, within the available credit or balance. Deterministic: the
+//! same account, programme and item always give the same outcome and auth code.
+
+use inflight_wire::{AuthOutcome, BatchItem, BinList, CardKind, Currency, DeclineReason, Expiry, PaymentId};
+
+/// An account at the issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Card kind.
+    pub kind: CardKind,
+    /// Card expiry on file.
+    pub expiry: Expiry,
+    /// Available credit (credit) or balance (debit, check), minor units.
+    pub available_minor: u64,
+    /// Account currency.
+    pub currency: Currency,
+    /// Whether the account may be charged.
+    pub open: bool,
+}
+
+/// Decides one item against its account (`None`: unknown card) and the issuer's programme.
+/// Returns the outcome and the account as it stands after (reduced when approved).
+pub fn authorize(item: &BatchItem, account: Option<&Account>, programme: &BinList) -> (AuthOutcome, Option<Account>) {
+    let declined = |r| (AuthOutcome::Declined(r), account.cloned());
+    let Some(acct) = account else { return declined(DeclineReason::UnknownCard) };
+    if !acct.open {
+        return declined(DeclineReason::AccountBlocked);
+    }
+    // Expiry is judged at capture time: the sale happened then, not when the aircraft landed.
+    if item.expiry.is_expired_at(item.captured_unix_ms) || acct.expiry.is_expired_at(item.captured_unix_ms) {
+        return declined(DeclineReason::Expired);
+    }
+    let Some(rule) = programme.rule_for(&item.pan) else { return declined(DeclineReason::BinNotEnrolled) };
+    let currency = item.amount.currency();
+    if !rule.currencies.contains(&currency) || currency != acct.currency {
+        return declined(DeclineReason::CurrencyNotAccepted);
+    }
+    let amount = item.amount.amount_minor();
+    if amount > rule.txn_limit_minor {
+        return declined(DeclineReason::OverTxnLimit);
+    }
+    if amount > acct.available_minor {
+        return declined(DeclineReason::InsufficientFunds);
+    }
+    let after = Account { available_minor: acct.available_minor - amount, ..acct.clone() };
+    (AuthOutcome::Approved { auth_code: auth_code(item.id) }, Some(after))
+}
+
+/// A six-digit authorization code derived from the payment id (FNV-1a): stable across re-sends.
+pub fn auth_code(id: PaymentId) -> String {
+    let h =
+        id.to_bytes().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{:06}", h % 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use inflight_wire::{BinPrefix, BinRule, Money, Pan};
+
+    use super::*;
+
+    const CAPTURED: u64 = 1_795_564_800_000; // 2026-11-25
+
+    fn eur() -> Currency {
+        Currency::parse("EUR").expect("known")
+    }
+
+    fn programme() -> BinList {
+        BinList {
+            version: 1,
+            issuer: "test".into(),
+            valid_from_unix_ms: 0,
+            valid_until_unix_ms: u64::MAX,
+            rules: vec![BinRule {
+                prefix: BinPrefix::parse("411111").expect("valid"),
+                kind: CardKind::Credit,
+                txn_limit_minor: 10_000,
+                card_flight_limit_minor: 20_000,
+                currencies: vec![eur()],
+            }],
+        }
+    }
+
+    fn item(pan: &str, amount: u64, cur: &str) -> BatchItem {
+        BatchItem {
+            id: PaymentId::mint(CAPTURED, [1; 10]),
+            pan: Pan::parse(pan).expect("valid"),
+            expiry: Expiry::parse("12/29").expect("valid"),
+            amount: Money::new(amount, Currency::parse(cur).expect("known")).expect("valid"),
+            captured_unix_ms: CAPTURED,
+        }
+    }
+
+    fn account(available: u64, open: bool) -> Account {
+        Account {
+            kind: CardKind::Credit,
+            expiry: Expiry::parse("12/29").expect("valid"),
+            available_minor: available,
+            currency: eur(),
+            open,
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let p = programme();
+        let visa = "4111111111111111";
+        let cases: Vec<(BatchItem, Option<Account>, Result<u64, DeclineReason>)> = vec![
+            (item(visa, 5_000, "EUR"), Some(account(8_000, true)), Ok(3_000)),
+            (item(visa, 5_000, "EUR"), None, Err(DeclineReason::UnknownCard)),
+            (item(visa, 5_000, "EUR"), Some(account(8_000, false)), Err(DeclineReason::AccountBlocked)),
+            (
+                BatchItem { expiry: Expiry::parse("10/26").expect("valid"), ..item(visa, 5_000, "EUR") },
+                Some(account(8_000, true)),
+                Err(DeclineReason::Expired),
+            ),
+            (item("5555555555554444", 5_000, "EUR"), Some(account(8_000, true)), Err(DeclineReason::BinNotEnrolled)),
+            (item(visa, 5_000, "USD"), Some(account(8_000, true)), Err(DeclineReason::CurrencyNotAccepted)),
+            (item(visa, 10_001, "EUR"), Some(account(80_000, true)), Err(DeclineReason::OverTxnLimit)),
+            (item(visa, 8_001, "EUR"), Some(account(8_000, true)), Err(DeclineReason::InsufficientFunds)),
+            (item(visa, 8_000, "EUR"), Some(account(8_000, true)), Ok(0)),
+        ];
+        for (it, acct, want) in cases {
+            let (outcome, after) = authorize(&it, acct.as_ref(), &p);
+            match (want, outcome) {
+                (Ok(left), AuthOutcome::Approved { auth_code: code }) => {
+                    assert_eq!(after.map(|a| a.available_minor), Some(left));
+                    assert_eq!(code, auth_code(it.id), "deterministic");
+                    assert_eq!(code.len(), 6);
+                }
+                (Err(r), AuthOutcome::Declined(got)) => {
+                    assert_eq!(got, r);
+                    assert_eq!(after, acct, "a decline changes nothing");
+                }
+                (want, got) => panic!("{it:?}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+}

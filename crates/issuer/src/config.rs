@@ -1,0 +1,205 @@
+//! The issuer daemon's configuration, and its programme and accounts files.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use inflight_core::authorize::Account;
+use inflight_daemon::{ConfigErrors, ConfigReader, LogFormat};
+use inflight_net::endpoint::LinkTimers;
+use inflight_wire::{BinPrefix, BinRule, CardKind, Currency, Expiry, Pan, BIN_RULES_MAX};
+use serde::Deserialize;
+
+/// Everything `inflight-issuer` needs, validated.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// The issuer's name, in its BIN list and `Hello`.
+    pub issuer_name: String,
+    /// The sled store's folder.
+    pub data_dir: PathBuf,
+    /// Key for the card hash that keys accounts (mode 0600).
+    pub card_key_file: PathBuf,
+    /// Unix socket of the admin API (ledger).
+    pub admin_socket: PathBuf,
+    /// UDP address aircraft connect to.
+    pub listen: SocketAddr,
+    /// Ed25519 key signing the BIN list (PKCS#8 as hex, mode 0600).
+    pub signing_key_file: PathBuf,
+    /// The BIN programme (TOML).
+    pub programme_file: PathBuf,
+    /// Accounts imported on first start (JSON).
+    pub accounts_file: PathBuf,
+    /// How long a published list stays valid.
+    pub bin_list_validity: Duration,
+    /// CA whose aircraft certificates are accepted.
+    pub ca_file: PathBuf,
+    /// The issuer's certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its key (PEM).
+    pub key_file: PathBuf,
+    /// An aircraft must say `Hello` this soon.
+    pub hello_timeout: Duration,
+    /// QUIC timers.
+    pub timers: LinkTimers,
+    /// sled page cache.
+    pub cache_bytes: u64,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl IssuerConfig {
+    /// Reads and checks `file`; every problem is reported.
+    pub fn load(file: &Path) -> Result<Self, ConfigErrors> {
+        let mut r = ConfigReader::load(file)?;
+        let ms = Duration::from_millis;
+        let issuer_name = r.parse("issuer_name", |s| {
+            if s.is_empty() || s.len() > 64 {
+                Err("must be 1-64 characters")
+            } else {
+                Ok(s.to_owned())
+            }
+        });
+        let data_dir = r.path("data_dir");
+        let card_key_file = r.path("card_key_file");
+        let admin_socket = r.path("admin_socket");
+        let log_format = r.parse_or("log_format", LogFormat::Plain, LogFormat::parse);
+        let listen = r.socket_addr("listen");
+        let signing_key_file = r.path("signing_key_file");
+        let programme_file = r.path("programme_file");
+        let accounts_file = r.path("accounts_file");
+        let validity_h = r.u64_or("bin_list_validity_hours", 48, 1, 24 * 365);
+        let ca_file = r.path("tls.ca_file");
+        let cert_file = r.path("tls.cert_file");
+        let key_file = r.path("tls.key_file");
+        let hello_timeout = r.millis_or("timers.hello_timeout_ms", ms(5_000), ms(100), ms(60_000));
+        let timers = LinkTimers {
+            keep_alive: r.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000)),
+            idle: r.millis_or("timers.idle_timeout_ms", ms(10_000), ms(500), ms(600_000)),
+            connect: hello_timeout,
+        };
+        let cache_bytes = r.u64_or("store.cache_bytes", 32 << 20, 1 << 20, 4 << 30);
+        if timers.keep_alive >= timers.idle {
+            r.error("timers.keep_alive_ms", "must be shorter than timers.idle_timeout_ms");
+        }
+        r.finish()?;
+        let missing = "checked by ConfigReader::finish";
+        Ok(Self {
+            issuer_name: issuer_name.expect(missing),
+            data_dir: data_dir.expect(missing),
+            card_key_file: card_key_file.expect(missing),
+            admin_socket: admin_socket.expect(missing),
+            listen: listen.expect(missing),
+            signing_key_file: signing_key_file.expect(missing),
+            programme_file: programme_file.expect(missing),
+            accounts_file: accounts_file.expect(missing),
+            bin_list_validity: Duration::from_secs(validity_h * 3600),
+            ca_file: ca_file.expect(missing),
+            cert_file: cert_file.expect(missing),
+            key_file: key_file.expect(missing),
+            hello_timeout,
+            timers,
+            cache_bytes,
+            log_format: log_format.expect(missing),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProgrammeFile {
+    version: u64,
+    #[serde(rename = "bin", default)]
+    bins: Vec<BinEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BinEntry {
+    prefix: String,
+    kind: String,
+    txn_limit_minor: u64,
+    card_flight_limit_minor: u64,
+    currencies: Vec<String>,
+}
+
+/// The BIN programme: its version and rules. Every bad entry is reported.
+pub fn load_programme(path: &Path) -> Result<(u64, Vec<BinRule>), Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let file: ProgrammeFile =
+        toml::from_str(&text).map_err(|e| vec![format!("{}: {}", path.display(), e.message())])?;
+    let mut errors = Vec::new();
+    let mut rules = Vec::new();
+    if file.bins.is_empty() || file.bins.len() > BIN_RULES_MAX {
+        errors.push(format!("{}: must list 1-{BIN_RULES_MAX} [[bin]] entries", path.display()));
+    }
+    for (i, b) in file.bins.iter().enumerate() {
+        let at = |what: String| format!("{} bin #{}: {what}", path.display(), i + 1);
+        let prefix = BinPrefix::parse(&b.prefix).map_err(|e| errors.push(at(e))).ok();
+        let kind = CardKind::parse(&b.kind).map_err(|e| errors.push(at(e))).ok();
+        let currencies: Vec<Currency> = b
+            .currencies
+            .iter()
+            .filter_map(|c| Currency::parse(c).map_err(|e| errors.push(at(format!("{c}: {e}")))).ok())
+            .collect();
+        if b.txn_limit_minor == 0 || b.card_flight_limit_minor < b.txn_limit_minor {
+            errors.push(at("limits must be positive, with card_flight_limit_minor >= txn_limit_minor".into()));
+        }
+        if let (Some(prefix), Some(kind)) = (prefix, kind) {
+            rules.push(BinRule {
+                prefix,
+                kind,
+                txn_limit_minor: b.txn_limit_minor,
+                card_flight_limit_minor: b.card_flight_limit_minor,
+                currencies,
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok((file.version, rules))
+    } else {
+        Err(errors)
+    }
+}
+
+#[derive(Deserialize)]
+struct AccountEntry {
+    pan: String,
+    kind: String,
+    expiry: String,
+    available_minor: u64,
+    currency: String,
+    status: String,
+}
+
+/// The accounts file: a JSON array of `{pan, kind, expiry, available_minor, currency, status}`
+/// (the same fields as `test-cards.json`; other fields are ignored). Errors never quote a PAN.
+pub fn load_accounts(path: &Path) -> Result<Vec<(Pan, Account)>, Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let entries: Vec<AccountEntry> = serde_json::from_str(&text)
+        .map_err(|e| vec![format!("{}: not a JSON array of accounts (line {})", path.display(), e.line())])?;
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for (i, a) in entries.iter().enumerate() {
+        let at = |what: String| format!("{} account #{}: {what}", path.display(), i + 1);
+        let pan = Pan::parse(&a.pan).map_err(|e| errors.push(at(e.to_string()))).ok();
+        let kind = CardKind::parse(&a.kind).map_err(|e| errors.push(at(e))).ok();
+        let expiry = Expiry::parse(&a.expiry).map_err(|e| errors.push(at(e.to_string()))).ok();
+        let currency = Currency::parse(&a.currency).map_err(|e| errors.push(at(e.to_string()))).ok();
+        let open = match a.status.as_str() {
+            "open" => Some(true),
+            "blocked" => Some(false),
+            other => {
+                errors.push(at(format!("status must be open or blocked, not {other:?}")));
+                None
+            }
+        };
+        if let (Some(pan), Some(kind), Some(expiry), Some(currency), Some(open)) = (pan, kind, expiry, currency, open) {
+            out.push((pan, Account { kind, expiry, available_minor: a.available_minor, currency, open }));
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}

@@ -1,0 +1,189 @@
+//! `inflight-issuer`: the card issuer's ground server.
+//!
+//! It publishes the signed BIN list of cards enrolled for in-flight payment, and authorizes the
+//! consolidated batches aircraft upload: every payment decided exactly once (by payment id,
+//! whatever batch carries it), every decision durable before any result is sent, a batch id
+//! re-used with different content refused. Its ledger lists every decision.
+//!
+//! The binary (`main.rs`) only parses the command line and calls into here.
+
+pub mod config;
+mod server;
+
+use std::sync::Arc;
+
+use inflight_net::{endpoint, tls, NetError};
+use inflight_store::{BinListSigner, CardVault, IssuerStore, LedgerLine, StoreError};
+use inflight_wire::{AuthOutcome, BinList, GROUND_ALPN};
+use serde_json::{json, Value};
+use tokio::io::BufReader;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use crate::config::IssuerConfig;
+use crate::server::Shared;
+
+/// Most aircraft connected at once.
+pub const AIRCRAFT_MAX: usize = 4096;
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    /// The store or a key could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// TLS material or the socket could not be set up.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The programme or accounts file is invalid.
+    #[error("{}", .0.join("\n"))]
+    Data(Vec<String>),
+    /// The admin socket could not be bound.
+    #[error("admin socket {path}: {detail}")]
+    Socket {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// Opens the issuer's store.
+pub fn open_store(cfg: &IssuerConfig) -> Result<IssuerStore, StoreError> {
+    IssuerStore::open(&cfg.data_dir, CardVault::from_key_file(&cfg.card_key_file)?, cfg.cache_bytes)
+}
+
+/// Runs the daemon until `cancel`.
+pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), IssuerError> {
+    let (version, rules) = config::load_programme(&cfg.programme_file).map_err(IssuerError::Data)?;
+    let signer = BinListSigner::from_hex_file(&cfg.signing_key_file)?;
+    let store = Arc::new(open_store(&cfg)?);
+    if !store.accounts_imported()? {
+        let accounts = config::load_accounts(&cfg.accounts_file).map_err(IssuerError::Data)?;
+        let t = store.import_accounts(&accounts)?;
+        store.durable(t).await?;
+        tracing::info!(accounts = accounts.len(), "accounts imported");
+    }
+    let now = inflight_daemon::unix_ms_now();
+    // A small allowance for clocks that run behind the issuer's.
+    let programme = BinList {
+        version,
+        issuer: cfg.issuer_name.clone(),
+        valid_from_unix_ms: now.saturating_sub(3_600_000),
+        valid_until_unix_ms: now + cfg.bin_list_validity.as_millis() as u64,
+        rules,
+    };
+    let signed = signer.sign(&programme);
+    let id = tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?;
+    let server_tls = tls::server_config(id, tls::roots(&cfg.ca_file)?, GROUND_ALPN)?;
+    let ep = endpoint::server(cfg.listen, server_tls, cfg.timers)?;
+    let admin = inflight_daemon::local::bind(&cfg.admin_socket)
+        .await
+        .map_err(|e| IssuerError::Socket { path: cfg.admin_socket.clone(), detail: e.to_string() })?;
+    tracing::info!(
+        issuer = %cfg.issuer_name,
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %ep.local_addr().map_or_else(|_| cfg.listen.to_string(), |a| a.to_string()),
+        bin_list_version = programme.version,
+        bins = programme.rules.len(),
+        "inflight-issuer running"
+    );
+    let shared = Arc::new(Shared { cfg, store: store.clone(), programme, signed });
+    let tasks = TaskTracker::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(AIRCRAFT_MAX));
+    {
+        let (store, cancel) = (store.clone(), cancel.clone());
+        tasks.spawn(async move {
+            loop {
+                let conn = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    c = admin.accept() => c,
+                };
+                if let Ok((stream, _)) = conn {
+                    tokio::spawn(serve_admin(stream, store.clone()));
+                }
+            }
+        });
+    }
+    loop {
+        let incoming = tokio::select! {
+            _ = cancel.cancelled() => break,
+            i = ep.accept() => match i { Some(i) => i, None => break },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            match incoming.await {
+                Ok(conn) => server::serve(shared, conn).await,
+                Err(e) => tracing::warn!(error = %e, "aircraft handshake failed"),
+            }
+        });
+    }
+    tasks.close();
+    ep.close(0u32.into(), b"issuer shutting down");
+    if tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait()).await.is_err() {
+        tracing::warn!("shutdown grace period over");
+    }
+    store.close();
+    let _ = std::fs::remove_file(&shared.cfg.admin_socket);
+    tracing::info!("inflight-issuer stopped");
+    Ok(())
+}
+
+async fn serve_admin(stream: tokio::net::UnixStream, store: Arc<IssuerStore>) {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    while let Ok(Some(())) = inflight_daemon::local::read_line(&mut r, &mut line).await {
+        let req: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        let answer = match req.get("op").and_then(Value::as_str) {
+            Some("ledger") => match store.ledger() {
+                Ok(lines) => json!({ "ledger": lines.iter().map(ledger_json).collect::<Vec<_>>() }),
+                Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
+            },
+            _ => json!({ "error": "bad_request", "detail": "expected {\"op\":\"ledger\"}" }),
+        };
+        if inflight_daemon::local::write_line(&mut w, &answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One ledger line as JSON (DESIGN.md §8 field names).
+pub fn ledger_json(l: &LedgerLine) -> Value {
+    let mut v = json!({
+        "payment_id": l.payment_id.to_string(),
+        "batch_id": l.batch_id.to_string(),
+        "card": l.card.to_string(),
+        "amount_minor": l.amount.amount_minor(),
+        "currency": l.amount.currency().as_str(),
+    });
+    match &l.outcome {
+        AuthOutcome::Approved { auth_code } => {
+            v["outcome"] = json!("approved");
+            v["auth_code"] = json!(auth_code);
+        }
+        AuthOutcome::Declined(r) => {
+            v["outcome"] = json!("declined");
+            v["reason"] = json!(r.as_str());
+        }
+    }
+    v
+}
+
+/// The ledger: from the running daemon, or read from the store when it is stopped.
+pub async fn ledger(cfg: &IssuerConfig) -> Result<Vec<Value>, String> {
+    match inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, &json!({ "op": "ledger" })).await {
+        Ok(v) => v.get("ledger").and_then(Value::as_array).cloned().ok_or_else(|| format!("unexpected answer: {v}")),
+        Err(_) => {
+            let store = open_store(cfg).map_err(|e| e.to_string())?;
+            let lines = store.ledger().map_err(|e| e.to_string())?;
+            store.close();
+            Ok(lines.iter().map(ledger_json).collect())
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! One aircraft's connection: authenticate, answer probes and BIN list fetches, authorize
+//! batches exactly once.
+
+use std::sync::Arc;
+
+use inflight_net::framed::{framed, FrameReader, FrameWriter};
+use inflight_net::{identity, Connection, NetError};
+use inflight_store::{BatchDigest, BatchStart, IssuerStore};
+use inflight_wire::{
+    AircraftMsg, BatchHeader, BatchItem, BinList, IssuerMsg, SignedBinList, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
+    GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
+};
+
+use crate::config::IssuerConfig;
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Configuration.
+    pub cfg: IssuerConfig,
+    /// The store.
+    pub store: Arc<IssuerStore>,
+    /// The programme (the list's rules decide authorizations too).
+    pub programme: BinList,
+    /// The list as published.
+    pub signed: SignedBinList,
+}
+
+/// Serves one aircraft until it leaves or breaks the protocol.
+pub async fn serve(shared: Arc<Shared>, conn: Connection) {
+    let remote = conn.remote_address();
+    let hello = tokio::time::timeout(shared.cfg.hello_timeout, handshake(&shared, &conn)).await;
+    let (aircraft, mut w, mut r) = match hello {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            tracing::warn!(%remote, error = %e, "aircraft refused");
+            conn.close(1u32.into(), b"refused");
+            return;
+        }
+        Err(_) => {
+            conn.close(1u32.into(), b"no Hello in time");
+            return;
+        }
+    };
+    tracing::info!(%aircraft, %remote, "aircraft connected");
+    if let Err(e) = session(&shared, &aircraft, &mut w, &mut r).await {
+        tracing::warn!(%aircraft, error = %e, "closing aircraft connection");
+        let _ = w.send(&IssuerMsg::Error { message: e.to_string() }).await;
+        w.finish();
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
+    }
+    conn.close(0u32.into(), b"bye");
+}
+
+async fn handshake(shared: &Shared, conn: &Connection) -> Result<(String, FrameWriter, FrameReader), NetError> {
+    let leaf = identity::peer_leaf(conn)?;
+    let (s, r) = conn.accept_bi().await.map_err(|e| NetError::Connection(e.to_string()))?;
+    let (mut w, mut r) = framed(s, r, GROUND_FRAME_BYTES_MAX);
+    let (version, aircraft) = match r.recv::<AircraftMsg>().await? {
+        Some(AircraftMsg::Hello { version, aircraft }) => (version, aircraft),
+        _ => return Err(NetError::Connection("first frame must be Hello".into())),
+    };
+    let refusal = if version != GROUND_PROTOCOL_VERSION {
+        Some(format!("protocol version {version} not supported; this issuer speaks {GROUND_PROTOCOL_VERSION}"))
+    } else {
+        identity::check_aircraft(&leaf, &aircraft).err().map(|e| format!("claimed aircraft {aircraft}: {e}"))
+    };
+    if let Some(message) = refusal {
+        let _ = w.send(&IssuerMsg::Error { message: message.clone() }).await;
+        w.finish();
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
+        return Err(NetError::Identity(message));
+    }
+    w.send(&IssuerMsg::Hello { version: GROUND_PROTOCOL_VERSION, issuer: shared.cfg.issuer_name.clone() }).await?;
+    Ok((aircraft, w, r))
+}
+
+async fn session(shared: &Shared, aircraft: &str, w: &mut FrameWriter, r: &mut FrameReader) -> Result<(), NetError> {
+    loop {
+        match r.recv::<AircraftMsg>().await? {
+            None => return Ok(()),
+            Some(AircraftMsg::Ping { nonce }) => w.send(&IssuerMsg::Pong { nonce }).await?,
+            Some(AircraftMsg::FetchBinList { have_version }) => {
+                let newer = have_version.is_none_or(|v| v < shared.programme.version);
+                w.send(&IssuerMsg::BinList(newer.then(|| shared.signed.clone()))).await?;
+            }
+            Some(AircraftMsg::BatchBegin(header)) => batch(shared, aircraft, header, w, r).await?,
+            Some(other) => {
+                return Err(NetError::Connection(format!("unexpected {} outside a batch", msg_name(&other))))
+            }
+        }
+    }
+}
+
+fn msg_name(m: &AircraftMsg) -> &'static str {
+    match m {
+        AircraftMsg::Hello { .. } => "Hello",
+        AircraftMsg::Ping { .. } => "Ping",
+        AircraftMsg::FetchBinList { .. } => "FetchBinList",
+        AircraftMsg::BatchBegin(_) => "BatchBegin",
+        AircraftMsg::BatchItems { .. } => "BatchItems",
+        AircraftMsg::BatchEnd { .. } => "BatchEnd",
+    }
+}
+
+/// Receives a whole batch, checks it against its header, decides it (once per payment id),
+/// makes every decision durable, and only then streams the results back.
+async fn batch(
+    shared: &Shared,
+    aircraft: &str,
+    header: BatchHeader,
+    w: &mut FrameWriter,
+    r: &mut FrameReader,
+) -> Result<(), NetError> {
+    let store = &shared.store;
+    let id = header.id;
+    if header.count == 0 || header.count > BATCH_PAYMENTS_MAX || header.aircraft != aircraft {
+        return refuse(w, &header, "header count or aircraft is invalid").await;
+    }
+    let (start, _) = store.begin_batch(&header).map_err(|e| NetError::Connection(e.to_string()))?;
+    tracing::info!(%aircraft, batch = %id, count = header.count, ?start, "batch begins");
+    if start == BatchStart::Conflict {
+        return refuse(w, &header, "batch id already used with different content").await;
+    }
+    // Items are held until the whole batch is checked against its header: a batch that does not
+    // match is refused with nothing decided under its id.
+    let mut items: Vec<BatchItem> = Vec::with_capacity(header.count.min(65_536) as usize);
+    let mut digest = BatchDigest::default();
+    loop {
+        match r.recv::<AircraftMsg>().await? {
+            Some(AircraftMsg::BatchItems { batch, first_seq, items: chunk }) if batch == id => {
+                if first_seq as usize != items.len()
+                    || chunk.len() > BATCH_CHUNK_MAX
+                    || items.len() + chunk.len() > header.count as usize
+                {
+                    return refuse(w, &header, "items out of order or beyond the header's count").await;
+                }
+                for it in &chunk {
+                    digest.update(it);
+                }
+                items.extend(chunk);
+            }
+            Some(AircraftMsg::BatchEnd { batch }) if batch == id => break,
+            Some(other) => {
+                return Err(NetError::Connection(format!("unexpected {} inside batch {id}", msg_name(&other))))
+            }
+            None => return Err(NetError::Connection(format!("stream ended inside batch {id}"))),
+        }
+    }
+    if items.len() != header.count as usize || digest.finish() != header.digest {
+        return refuse(w, &header, "items do not match the header's count and digest").await;
+    }
+    if start != BatchStart::Done {
+        for (k, chunk) in items.chunks(BATCH_CHUNK_MAX).enumerate() {
+            store
+                .decide_chunk(id, (k * BATCH_CHUNK_MAX) as u32, chunk, &shared.programme)
+                .map_err(|e| NetError::Connection(e.to_string()))?;
+        }
+        let t = store.finish_batch(&header).map_err(|e| NetError::Connection(e.to_string()))?;
+        store.durable(t).await.map_err(|e| NetError::Connection(e.to_string()))?;
+        tracing::info!(%aircraft, batch = %id, count = header.count, "batch decided and durable");
+    }
+    inflight_daemon::crash_point("issuer.after_results_stored");
+    let results = store.results(id).map_err(|e| NetError::Connection(e.to_string()))?;
+    for (k, chunk) in results.chunks(BATCH_CHUNK_MAX).enumerate() {
+        w.feed(&IssuerMsg::BatchResults {
+            batch: id,
+            first_seq: (k * BATCH_CHUNK_MAX) as u32,
+            results: chunk.to_vec(),
+        })
+        .await?;
+    }
+    w.send(&IssuerMsg::BatchDone { batch: id, count: results.len() as u32 }).await?;
+    Ok(())
+}
+
+async fn refuse(w: &mut FrameWriter, header: &BatchHeader, reason: &str) -> Result<(), NetError> {
+    tracing::error!(batch = %header.id, reason, "batch refused");
+    w.send(&IssuerMsg::BatchRefused { batch: header.id, reason: reason.into() }).await?;
+    Err(NetError::Connection(format!("batch {} refused: {reason}", header.id)))
+}

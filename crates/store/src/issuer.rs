@@ -1,0 +1,283 @@
+//! The issuer's store: accounts (keyed by card hash), batches, and every decision (the ledger).
+//!
+//! Key layout:
+//! - `accounts`: card hash (32 bytes) → account (kind, expiry, available, currency, open).
+//! - `decisions`: payment id (16 bytes) → the decision, with its batch and masked card.
+//! - `batches`: batch id (16 bytes) → header and whether every decision is stored.
+//! - `batch_items`: batch id ++ position (u32 BE) → payment id.
+//! - `meta`: `accounts_imported`.
+//!
+//! A chunk of decisions and the account changes they cause are written in one transaction, so
+//! an account is never charged without its decision being recorded, nor the reverse. A payment id
+//! already decided is never decided again, whichever batch it arrives in.
+
+use std::path::Path;
+
+use bincode::{Decode, Encode};
+use inflight_core::authorize::{authorize, Account};
+use inflight_wire::{
+    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, CardKind, Currency, Expiry, MaskedPan, Money,
+    Pan, PaymentId,
+};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::records::{decode_record, encode_record};
+use crate::vault::hex;
+use crate::{open_sled, CardVault, Committer, StoreError, Ticket};
+
+#[derive(Debug, Clone, Encode, Decode)]
+struct AccountRecord {
+    kind: CardKind,
+    expiry: Expiry,
+    available_minor: u64,
+    currency: Currency,
+    open: bool,
+}
+
+impl From<&AccountRecord> for Account {
+    fn from(r: &AccountRecord) -> Self {
+        Account {
+            kind: r.kind,
+            expiry: r.expiry,
+            available_minor: r.available_minor,
+            currency: r.currency,
+            open: r.open,
+        }
+    }
+}
+
+impl From<&Account> for AccountRecord {
+    fn from(a: &Account) -> Self {
+        AccountRecord {
+            kind: a.kind,
+            expiry: a.expiry,
+            available_minor: a.available_minor,
+            currency: a.currency,
+            open: a.open,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Encode, Decode)]
+struct DecisionRecord {
+    batch: BatchId,
+    card: MaskedPan,
+    amount: Money,
+    outcome: AuthOutcome,
+}
+
+#[derive(Debug, Clone, Encode, Decode)]
+struct IssuerBatch {
+    header: BatchHeader,
+    done: bool,
+}
+
+/// What the issuer knows of a batch id when a batch begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchStart {
+    /// Never seen: decide its items.
+    New,
+    /// Seen with the same header, not finished: decide its items (decided payments are reused).
+    Resume,
+    /// Seen with the same header and finished: answer from the stored results.
+    Done,
+    /// Seen with a different header: refuse.
+    Conflict,
+}
+
+/// One line of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerLine {
+    /// The payment.
+    pub payment_id: PaymentId,
+    /// The batch that first carried it.
+    pub batch_id: BatchId,
+    /// BIN + last 4.
+    pub card: MaskedPan,
+    /// Amount.
+    pub amount: Money,
+    /// Approved or declined.
+    pub outcome: AuthOutcome,
+}
+
+const ACCOUNTS_IMPORTED: &[u8] = b"accounts_imported";
+
+/// The issuer's durable store.
+#[derive(Debug)]
+pub struct IssuerStore {
+    accounts: sled::Tree,
+    decisions: sled::Tree,
+    batches: sled::Tree,
+    batch_items: sled::Tree,
+    meta: sled::Tree,
+    vault: CardVault,
+    committer: Committer,
+}
+
+impl IssuerStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path, vault: CardVault, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = open_sled(dir, cache_bytes)?;
+        let s = Self {
+            accounts: db.open_tree("accounts")?,
+            decisions: db.open_tree("decisions")?,
+            batches: db.open_tree("batches")?,
+            batch_items: db.open_tree("batch_items")?,
+            meta: db.open_tree("meta")?,
+            vault,
+            committer: Committer::start(db.clone(), dir)?,
+        };
+        Ok(s)
+    }
+
+    /// Whether the accounts file has been imported (it is imported once; afterwards the store's
+    /// available amounts are the truth).
+    pub fn accounts_imported(&self) -> Result<bool, StoreError> {
+        Ok(self.meta.get(ACCOUNTS_IMPORTED)?.is_some())
+    }
+
+    /// Imports accounts, keyed by the card's keyed hash (no card number is stored).
+    pub fn import_accounts(&self, accounts: &[(Pan, Account)]) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        let mut b = sled::Batch::default();
+        for (pan, acct) in accounts {
+            b.insert(self.vault.card_hash(pan.expose_digits()).to_vec(), encode_record(&AccountRecord::from(acct)));
+        }
+        self.accounts.apply_batch(b)?;
+        self.meta.insert(ACCOUNTS_IMPORTED, b"1".as_slice())?;
+        self.committer.note_write()
+    }
+
+    /// Records the start of a batch and says how to treat it.
+    pub fn begin_batch(&self, header: &BatchHeader) -> Result<(BatchStart, Ticket), StoreError> {
+        self.committer.check_writable()?;
+        if let Some(bytes) = self.batches.get(header.id.0)? {
+            let known: IssuerBatch = decode_record(&header.id.0, &bytes)?;
+            let start = match (&known.header == header, known.done) {
+                (false, _) => BatchStart::Conflict,
+                (true, true) => BatchStart::Done,
+                (true, false) => BatchStart::Resume,
+            };
+            return Ok((start, Ticket::NONE));
+        }
+        self.batches.insert(header.id.0, encode_record(&IssuerBatch { header: header.clone(), done: false }))?;
+        Ok((BatchStart::New, self.committer.note_write()?))
+    }
+
+    /// Decides a chunk of items (positions `first_seq..`) in one transaction with the account
+    /// changes. Items already decided keep their decision.
+    pub fn decide_chunk(
+        &self,
+        batch: BatchId,
+        first_seq: u32,
+        items: &[BatchItem],
+        programme: &BinList,
+    ) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        let hashes: Vec<[u8; 32]> = items.iter().map(|i| self.vault.card_hash(i.pan.expose_digits())).collect();
+        let result = (&self.accounts, &self.decisions, &self.batch_items).transaction(|(accts, decs, positions)| {
+            for (i, (item, hash)) in items.iter().zip(&hashes).enumerate() {
+                positions.insert(
+                    crate::records::batch_item_key(batch, first_seq + i as u32).to_vec(),
+                    item.id.to_bytes().to_vec(),
+                )?;
+                if decs.get(item.id.to_bytes())?.is_some() {
+                    continue;
+                }
+                let acct = match accts.get(hash)? {
+                    None => None,
+                    Some(b) => {
+                        Some(decode_record::<AccountRecord>(hash, &b).map_err(ConflictableTransactionError::Abort)?)
+                    }
+                };
+                let (outcome, after) = authorize(item, acct.as_ref().map(Account::from).as_ref(), programme);
+                if let (AuthOutcome::Approved { .. }, Some(after)) = (&outcome, after) {
+                    accts.insert(hash.to_vec(), encode_record(&AccountRecord::from(&after)))?;
+                }
+                let rec = DecisionRecord { batch, card: item.pan.masked(), amount: item.amount, outcome };
+                decs.insert(item.id.to_bytes().to_vec(), encode_record(&rec))?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => self.committer.note_write(),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    /// Marks a batch finished once all `header.count` items are decided.
+    pub fn finish_batch(&self, header: &BatchHeader) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        let ids = self.batch_ids(header.id)?;
+        if ids.len() != header.count as usize {
+            return Err(StoreError::Io(format!(
+                "batch {} holds {} items, header says {}",
+                header.id,
+                ids.len(),
+                header.count
+            )));
+        }
+        self.batches.insert(header.id.0, encode_record(&IssuerBatch { header: header.clone(), done: true }))?;
+        self.committer.note_write()
+    }
+
+    fn batch_ids(&self, batch: BatchId) -> Result<Vec<PaymentId>, StoreError> {
+        crate::records::batch_ids(&self.batch_items, batch)
+    }
+
+    /// The results of a batch, in batch order.
+    pub fn results(&self, batch: BatchId) -> Result<Vec<AuthResult>, StoreError> {
+        let mut out = Vec::new();
+        for id in self.batch_ids(batch)? {
+            let key = id.to_bytes();
+            let bytes = self.decisions.get(key)?.ok_or_else(|| StoreError::Corrupt {
+                key: hex(&key),
+                detail: "batch item without a decision".into(),
+            })?;
+            let rec: DecisionRecord = decode_record(&key, &bytes)?;
+            out.push(AuthResult { id, outcome: rec.outcome });
+        }
+        Ok(out)
+    }
+
+    /// Every decision, in payment-id order.
+    pub fn ledger(&self) -> Result<Vec<LedgerLine>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.decisions.iter() {
+            let (k, v) = kv?;
+            let rec: DecisionRecord = decode_record(&k, &v)?;
+            let b: [u8; 16] =
+                k.as_ref().try_into().map_err(|_| StoreError::Corrupt { key: hex(&k), detail: "payment id".into() })?;
+            out.push(LedgerLine {
+                payment_id: PaymentId::from_bytes(b),
+                batch_id: rec.batch,
+                card: rec.card,
+                amount: rec.amount,
+                outcome: rec.outcome,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Waits until every write up to `ticket` is durable.
+    pub async fn durable(&self, ticket: Ticket) -> Result<(), StoreError> {
+        self.committer.wait(ticket).await
+    }
+
+    /// Blocking form of [`IssuerStore::durable`].
+    pub fn durable_blocking(&self, ticket: Ticket) -> Result<(), StoreError> {
+        self.committer.wait_blocking(ticket)
+    }
+
+    /// The ticket of the latest write.
+    pub fn latest(&self) -> Ticket {
+        self.committer.latest()
+    }
+
+    /// Flushes everything and stops the flusher.
+    pub fn close(&self) {
+        self.committer.close();
+    }
+}

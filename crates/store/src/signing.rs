@@ -1,0 +1,115 @@
+//! Ed25519 signatures on the BIN list: the issuer signs, terminals and the master verify.
+
+use std::path::Path;
+
+use inflight_wire::{decode, encode, BinList, SignedBinList};
+use ring::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+
+use crate::StoreError;
+
+/// Why a signed list was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BinListError {
+    /// The signature does not verify under the issuer's public key.
+    #[error("BIN list signature does not verify with the issuer's key")]
+    BadSignature,
+    /// The signed body is not a valid list.
+    #[error("BIN list body is malformed: {0}")]
+    Malformed(String),
+}
+
+/// The issuer's signing key (PKCS#8, hex-encoded in a 0600 file).
+#[derive(Debug)]
+pub struct BinListSigner {
+    key: Ed25519KeyPair,
+}
+
+impl BinListSigner {
+    /// Generates a new key; returns its PKCS#8 bytes (to be written to the key file).
+    pub fn generate() -> Result<Vec<u8>, StoreError> {
+        let rng = ring::rand::SystemRandom::new();
+        Ed25519KeyPair::generate_pkcs8(&rng)
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|_| StoreError::Io("key generation failed".into()))
+    }
+
+    /// Loads the key from PKCS#8 bytes.
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, String> {
+        Ed25519KeyPair::from_pkcs8(der).map(|key| Self { key }).map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))
+    }
+
+    /// Loads the key from a hex file (mode 0600 required).
+    pub fn from_hex_file(path: &Path) -> Result<Self, StoreError> {
+        let der = crate::vault::read_secret_hex(path)?;
+        Self::from_pkcs8(&der).map_err(|detail| StoreError::Key { path: path.to_owned(), detail })
+    }
+
+    /// The public key, 32 bytes.
+    pub fn public_key(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.key.public_key().as_ref());
+        out
+    }
+
+    /// Signs a list.
+    pub fn sign(&self, list: &BinList) -> SignedBinList {
+        let body = encode(list);
+        let signature = self.key.sign(&body).as_ref().to_vec();
+        SignedBinList { body, signature }
+    }
+}
+
+/// Verifies `signed` with the issuer's public key and decodes it.
+pub fn verify_bin_list(public_key: &[u8; 32], signed: &SignedBinList) -> Result<BinList, BinListError> {
+    UnparsedPublicKey::new(&signature::ED25519, public_key)
+        .verify(&signed.body, &signed.signature)
+        .map_err(|_| BinListError::BadSignature)?;
+    decode(&signed.body).map_err(|e| BinListError::Malformed(e.to_string()))
+}
+
+/// Parses a public key written as 64 hex digits.
+pub fn parse_public_key_hex(s: &str) -> Result<[u8; 32], String> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return Err("issuer public key must be 64 hex digits".into());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+            .map_err(|_| "issuer public key must be 64 hex digits".to_string())?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use inflight_wire::{BinPrefix, BinRule, CardKind, Currency};
+
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let signer = BinListSigner::from_pkcs8(&BinListSigner::generate().expect("keygen")).expect("key");
+        let list = BinList {
+            version: 3,
+            issuer: "bank".into(),
+            valid_from_unix_ms: 1,
+            valid_until_unix_ms: 2,
+            rules: vec![BinRule {
+                prefix: BinPrefix::parse("400011").expect("valid"),
+                kind: CardKind::Credit,
+                txn_limit_minor: 1,
+                card_flight_limit_minor: 2,
+                currencies: vec![Currency::parse("EUR").expect("known")],
+            }],
+        };
+        let signed = signer.sign(&list);
+        assert_eq!(verify_bin_list(&signer.public_key(), &signed), Ok(list));
+        let mut tampered = signed.clone();
+        let last = tampered.body.len() - 1;
+        tampered.body[last] ^= 1;
+        assert_eq!(verify_bin_list(&signer.public_key(), &tampered), Err(BinListError::BadSignature));
+        let other = BinListSigner::from_pkcs8(&BinListSigner::generate().expect("keygen")).expect("key");
+        assert_eq!(verify_bin_list(&other.public_key(), &signed), Err(BinListError::BadSignature));
+    }
+}

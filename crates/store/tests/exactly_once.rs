@@ -1,0 +1,158 @@
+//! The issuer's store decides a payment once, whatever batch carries it and however often; the
+//! master's batch survives a restart intact.
+
+use inflight_core::authorize::Account;
+use inflight_store::{BatchStart, CardVault, IssuerStore, MasterStore};
+use inflight_wire::{
+    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, BinPrefix, BinRule, CardKind, Currency,
+    DeclineReason, Expiry, Money, Pan, Payment, PaymentId, TerminalId, Verdict,
+};
+
+const CACHE: u64 = 4 << 20;
+const PAN: &str = "4111111111111111";
+
+fn eur() -> Currency {
+    Currency::parse("EUR").expect("known")
+}
+
+fn programme() -> BinList {
+    BinList {
+        version: 1,
+        issuer: "bank".into(),
+        valid_from_unix_ms: 0,
+        valid_until_unix_ms: u64::MAX,
+        rules: vec![BinRule {
+            prefix: BinPrefix::parse("411111").expect("valid"),
+            kind: CardKind::Credit,
+            txn_limit_minor: 100_000,
+            card_flight_limit_minor: 100_000,
+            currencies: vec![eur()],
+        }],
+    }
+}
+
+fn item(n: u8, amount: u64) -> BatchItem {
+    BatchItem {
+        id: PaymentId::mint(1_790_000_000_000, [n; 10]),
+        pan: Pan::parse(PAN).expect("valid"),
+        expiry: Expiry::parse("12/30").expect("valid"),
+        amount: Money::new(amount, eur()).expect("valid"),
+        captured_unix_ms: 1_790_000_000_000,
+    }
+}
+
+fn header(id: u8, count: u32, digest: u8) -> BatchHeader {
+    BatchHeader {
+        id: BatchId([id; 16]),
+        aircraft: "d-test".into(),
+        flight: "FL1".into(),
+        count,
+        totals: vec![],
+        digest: [digest; 32],
+    }
+}
+
+fn issuer(dir: &std::path::Path) -> IssuerStore {
+    let s = IssuerStore::open(dir, CardVault::from_key(&[1; 32]), CACHE).expect("open");
+    if !s.accounts_imported().expect("meta") {
+        let acct = Account {
+            kind: CardKind::Credit,
+            expiry: Expiry::parse("12/30").expect("valid"),
+            available_minor: 1_000,
+            currency: eur(),
+            open: true,
+        };
+        let t = s.import_accounts(&[(Pan::parse(PAN).expect("valid"), acct)]).expect("import");
+        s.durable_blocking(t).expect("durable");
+    }
+    s
+}
+
+#[test]
+fn a_payment_is_decided_once_across_resends_batches_and_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let items = [item(1, 600), item(2, 600)];
+    {
+        let s = issuer(dir.path());
+        assert_eq!(s.begin_batch(&header(1, 2, 7)).expect("begin").0, BatchStart::New);
+        s.decide_chunk(BatchId([1; 16]), 0, &items, &programme()).expect("decide");
+        // The connection broke; the same batch comes again and is decided again.
+        assert_eq!(s.begin_batch(&header(1, 2, 7)).expect("begin").0, BatchStart::Resume);
+        let t = s.decide_chunk(BatchId([1; 16]), 0, &items, &programme()).expect("decide again");
+        s.durable_blocking(t).expect("durable");
+        s.close();
+    }
+    let s = issuer(dir.path());
+    let t = s.finish_batch(&header(1, 2, 7)).expect("finish");
+    s.durable_blocking(t).expect("durable");
+    let results = s.results(BatchId([1; 16])).expect("results");
+    assert!(matches!(results[0].outcome, AuthOutcome::Approved { .. }), "{results:?}");
+    assert_eq!(
+        results[1].outcome,
+        AuthOutcome::Declined(DeclineReason::InsufficientFunds),
+        "600 + 600 > 1,000: charged once only"
+    );
+    assert_eq!(s.begin_batch(&header(1, 2, 7)).expect("begin").0, BatchStart::Done);
+    assert_eq!(s.begin_batch(&header(1, 2, 8)).expect("begin").0, BatchStart::Conflict, "same id, other content");
+
+    // The same payment in another batch keeps its first decision.
+    assert_eq!(s.begin_batch(&header(2, 1, 9)).expect("begin").0, BatchStart::New);
+    s.decide_chunk(BatchId([2; 16]), 0, &items[..1], &programme()).expect("decide");
+    assert_eq!(s.results(BatchId([2; 16])).expect("results"), results[..1].to_vec());
+    let ledger = s.ledger().expect("ledger");
+    assert_eq!(ledger.len(), 2, "two payments, two decisions");
+    assert!(ledger.iter().all(|l| l.batch_id == BatchId([1; 16])));
+}
+
+#[test]
+fn a_sealed_batch_survives_restart_and_delivery_erases_card_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = || CardVault::from_key(&[2; 32]);
+    let payments: Vec<Payment> = (1..=3)
+        .map(|n| Payment {
+            id: PaymentId::mint(1_790_000_000_000, [n; 10]),
+            terminal: TerminalId::parse("t1").expect("valid"),
+            pan: Pan::parse(PAN).expect("valid"),
+            expiry: Expiry::parse("12/30").expect("valid"),
+            amount: Money::new(100, eur()).expect("valid"),
+            seat: "1A".into(),
+            captured_unix_ms: 1_790_000_000_000,
+            items: vec![],
+        })
+        .collect();
+    let ids: Vec<PaymentId> = payments.iter().map(|p| p.id).collect();
+    {
+        let s = MasterStore::open(dir.path(), vault(), CACHE).expect("open");
+        for p in &payments {
+            s.put(p, [0; 32], Verdict::Stored, None, "FL1").expect("put");
+        }
+        let t = s.seal_batch(&header(5, 2, 1), &ids[..2]).expect("seal");
+        tokio_free_wait(&s, t);
+        s.close();
+    }
+    let s = MasterStore::open(dir.path(), vault(), CACHE).expect("reopen");
+    assert_eq!(s.open_batch().expect("meta").map(|h| h.id), Some(BatchId([5; 16])));
+    assert_eq!(s.batch_ids(BatchId([5; 16])).expect("ids"), ids[..2].to_vec());
+    let phases: Vec<_> = s.index().expect("index").into_iter().map(|(_, e)| e.phase).collect();
+    use inflight_core::aggregator::Phase;
+    assert_eq!(phases, [Phase::InBatch, Phase::InBatch, Phase::Pending]);
+    let results: Vec<AuthResult> = ids[..2]
+        .iter()
+        .map(|id| AuthResult { id: *id, outcome: AuthOutcome::Approved { auth_code: "123456".into() } })
+        .collect();
+    s.store_results(&results).expect("results");
+    s.finish_batch(BatchId([5; 16])).expect("finish");
+    assert_eq!(s.open_batch().expect("meta"), None);
+    s.mark_delivered(ids[0]).expect("delivered");
+    s.mark_delivered(ids[2]).expect("not decided: ignored");
+    assert_eq!(
+        s.with_card_data().expect("scan"),
+        ids[1..].to_vec(),
+        "only the delivered payment's card data is erased"
+    );
+}
+
+fn tokio_free_wait(s: &MasterStore, t: inflight_store::Ticket) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    rt.block_on(s.durable(t)).expect("durable");
+}

@@ -1,0 +1,219 @@
+//! The ground link (master ↔ issuer): the signed BIN list, the probe, and the consolidated
+//! authorization batch with its results.
+//!
+//! A batch is announced by a header (id, count, totals, digest) and streamed in chunks; the
+//! issuer decides every item, stores the decisions durably, and only then streams results back.
+//! The same batch id always carries the same content: the issuer answers a known batch from its
+//! stored results, refuses a known id with different content, and never decides a payment id
+//! twice, whichever batch it arrives in.
+
+use std::fmt;
+
+use bincode::{Decode, Encode};
+
+use crate::{Currency, Expiry, Money, Pan, PaymentId, SignedBinList};
+
+/// ALPN protocol name of the ground link.
+pub const GROUND_ALPN: &[u8] = b"inflight-ground/1";
+/// Version carried in `Hello`.
+pub const GROUND_PROTOCOL_VERSION: u16 = 1;
+/// Largest frame on the ground link: a chunk of items or results, or a BIN list.
+pub const GROUND_FRAME_BYTES_MAX: usize = 60 * 1024;
+/// Items or results per chunk frame: 512 × under 64 bytes stays under the frame limit.
+pub const BATCH_CHUNK_MAX: usize = 512;
+/// Most payments in one batch. A flight's sales are far fewer; past this the master seals
+/// several batches one after the other.
+pub const BATCH_PAYMENTS_MAX: u32 = 1_000_000;
+
+/// The id of a batch, minted by the master like a payment id (capture-time prefix + random).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct BatchId(pub [u8; 16]);
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BatchId({self})")
+    }
+}
+
+/// What a batch is: recorded durably by the master before anything is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct BatchHeader {
+    /// The batch.
+    pub id: BatchId,
+    /// The aircraft that captured it.
+    pub aircraft: String,
+    /// The flight it was captured on.
+    pub flight: String,
+    /// Number of items.
+    pub count: u32,
+    /// Total per currency, minor units.
+    pub totals: Vec<(Currency, u64)>,
+    /// SHA-256 over the encoded items in order: the same id must always carry this content.
+    pub digest: [u8; 32],
+}
+
+/// One payment in a batch: what the issuer needs to authorize it, nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct BatchItem {
+    /// The payment (idempotency key at the issuer).
+    pub id: PaymentId,
+    /// Card number.
+    pub pan: Pan,
+    /// Card expiry.
+    pub expiry: Expiry,
+    /// Amount.
+    pub amount: Money,
+    /// When it was captured (terminal clock).
+    pub captured_unix_ms: u64,
+}
+
+/// Why the issuer declined a payment. Stable names via [`DeclineReason::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+pub enum DeclineReason {
+    /// No account for this card.
+    UnknownCard,
+    /// The account is blocked or closed.
+    AccountBlocked,
+    /// The card expired before the capture.
+    Expired,
+    /// The card's BIN is not enrolled for in-flight payment.
+    BinNotEnrolled,
+    /// The currency is not accepted for this card.
+    CurrencyNotAccepted,
+    /// Over the available credit or balance.
+    InsufficientFunds,
+    /// Over the programme's per-transaction limit.
+    OverTxnLimit,
+}
+
+impl DeclineReason {
+    /// Stable machine-readable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeclineReason::UnknownCard => "unknown_card",
+            DeclineReason::AccountBlocked => "account_blocked",
+            DeclineReason::Expired => "expired",
+            DeclineReason::BinNotEnrolled => "bin_not_enrolled",
+            DeclineReason::CurrencyNotAccepted => "currency_not_accepted",
+            DeclineReason::InsufficientFunds => "insufficient_funds",
+            DeclineReason::OverTxnLimit => "over_txn_limit",
+        }
+    }
+}
+
+/// The issuer's decision on one payment.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum AuthOutcome {
+    /// Approved, with the issuer's authorization code.
+    Approved {
+        /// Six-character authorization code.
+        auth_code: String,
+    },
+    /// Declined.
+    Declined(DeclineReason),
+}
+
+/// One result, as returned.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct AuthResult {
+    /// The payment.
+    pub id: PaymentId,
+    /// The decision.
+    pub outcome: AuthOutcome,
+}
+
+/// Master → issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum AircraftMsg {
+    /// First frame.
+    Hello {
+        /// Must equal [`GROUND_PROTOCOL_VERSION`].
+        version: u16,
+        /// The aircraft (also bound to its certificate).
+        aircraft: String,
+    },
+    /// Link probe.
+    Ping {
+        /// Echoed in `Pong`.
+        nonce: u64,
+    },
+    /// Asks for the current BIN list unless the master already has `have_version` or newer.
+    FetchBinList {
+        /// The version the master holds.
+        have_version: Option<u64>,
+    },
+    /// Announces a batch; its items follow.
+    BatchBegin(BatchHeader),
+    /// A chunk of items, in batch order from `first_seq`.
+    BatchItems {
+        /// The batch.
+        batch: BatchId,
+        /// Position of the first item in the batch.
+        first_seq: u32,
+        /// At most [`BATCH_CHUNK_MAX`] items.
+        items: Vec<BatchItem>,
+    },
+    /// All items sent.
+    BatchEnd {
+        /// The batch.
+        batch: BatchId,
+    },
+}
+
+/// Issuer → master.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum IssuerMsg {
+    /// First frame.
+    Hello {
+        /// Must equal [`GROUND_PROTOCOL_VERSION`].
+        version: u16,
+        /// The issuer's name.
+        issuer: String,
+    },
+    /// Probe answer.
+    Pong {
+        /// From the `Ping`.
+        nonce: u64,
+    },
+    /// The current list, or `None` when the master's version is current.
+    BinList(Option<SignedBinList>),
+    /// A chunk of results, in batch order from `first_seq`. Sent only after every decision of
+    /// the batch is durable at the issuer.
+    BatchResults {
+        /// The batch.
+        batch: BatchId,
+        /// Position of the first result.
+        first_seq: u32,
+        /// At most [`BATCH_CHUNK_MAX`] results.
+        results: Vec<AuthResult>,
+    },
+    /// Every result of the batch has been sent.
+    BatchDone {
+        /// The batch.
+        batch: BatchId,
+        /// Number of results sent.
+        count: u32,
+    },
+    /// The batch is refused (its id was used with other content, or its items do not match its
+    /// header). Nothing of it was decided under this id.
+    BatchRefused {
+        /// The batch.
+        batch: BatchId,
+        /// Why.
+        reason: String,
+    },
+    /// The issuer closes the link.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
