@@ -43,11 +43,14 @@ pub async fn serve(shared: Arc<Shared>, conn: Connection) {
         }
     };
     tracing::info!(%aircraft, %remote, "aircraft connected");
-    if let Err(e) = session(&shared, &aircraft, &mut w, &mut r).await {
-        tracing::warn!(%aircraft, error = %e, "closing aircraft connection");
-        let _ = w.send(&IssuerMsg::Error { message: e.to_string() }).await;
-        w.finish();
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
+    match session(&shared, &aircraft, &mut w, &mut r).await {
+        Ok(()) | Err(NetError::Connection(_)) => tracing::debug!(%aircraft, "aircraft disconnected"),
+        Err(e) => {
+            tracing::warn!(%aircraft, error = %e, "closing aircraft connection");
+            let _ = w.send(&IssuerMsg::Error { message: e.to_string() }).await;
+            w.finish();
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
+        }
     }
     conn.close(0u32.into(), b"bye");
 }
@@ -177,5 +180,8 @@ async fn batch(
 async fn refuse(w: &mut FrameWriter, header: &BatchHeader, reason: &str) -> Result<(), NetError> {
     tracing::error!(batch = %header.id, reason, "batch refused");
     w.send(&IssuerMsg::BatchRefused { batch: header.id, reason: reason.into() }).await?;
+    // Let the refusal reach the master before the connection closes.
+    w.finish();
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
     Err(NetError::Connection(format!("batch {} refused: {reason}", header.id)))
 }

@@ -34,8 +34,35 @@ pub struct MasterConfig {
     pub timers: LinkTimers,
     /// sled page cache size.
     pub cache_bytes: u64,
+    /// The flight stamped on new payments (the crew may change it).
+    pub flight_id: String,
+    /// How to reach the issuer.
+    pub ground: GroundConfig,
     /// Log format.
     pub log_format: LogFormat,
+}
+
+/// The ground link.
+#[derive(Debug, Clone)]
+pub struct GroundConfig {
+    /// The issuer's UDP address.
+    pub issuer_addr: SocketAddr,
+    /// Name on the issuer's certificate.
+    pub issuer_server_name: String,
+    /// CA that signs the issuer's certificate.
+    pub issuer_ca_file: PathBuf,
+    /// The issuer's Ed25519 public key (64 hex digits), which signs the BIN list.
+    pub issuer_public_key: [u8; 32],
+    /// Time between link probes.
+    pub probe_interval: Duration,
+    /// Consecutive good probes before the link is called up.
+    pub probe_up_after: u32,
+    /// Consecutive failed probes before it is called down.
+    pub probe_down_after: u32,
+    /// Wait before retrying a failed upload.
+    pub upload_retry: Duration,
+    /// QUIC timers of the ground link.
+    pub timers: LinkTimers,
 }
 
 impl MasterConfig {
@@ -66,6 +93,33 @@ impl MasterConfig {
             connect: hello_timeout,
         };
         let cache_bytes = r.u64_or("store.cache_bytes", 32 << 20, 1 << 20, 4 << 30);
+        let flight_id = r.parse("flight_id", parse_flight_id);
+        let issuer_addr = r.socket_addr("ground.issuer_addr");
+        let issuer_server_name = r.string("ground.issuer_server_name");
+        let issuer_ca_file = r.path("ground.issuer_ca_file");
+        let issuer_public_key =
+            r.path("ground.issuer_public_key_file").and_then(|p| match std::fs::read_to_string(&p) {
+                Ok(text) => match inflight_store::parse_public_key_hex(&text) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        r.error("ground.issuer_public_key_file", format!("{}: {e}", p.display()));
+                        None
+                    }
+                },
+                Err(e) => {
+                    r.error("ground.issuer_public_key_file", format!("{}: {e}", p.display()));
+                    None
+                }
+            });
+        let probe_interval = r.millis_or("ground.probe_interval_ms", ms(1_000), ms(50), ms(600_000));
+        let probe_up_after = r.u64_or("ground.probe_up_after", 2, 1, 100) as u32;
+        let probe_down_after = r.u64_or("ground.probe_down_after", 3, 1, 100) as u32;
+        let upload_retry = r.millis_or("ground.upload_retry_ms", ms(1_000), ms(10), ms(600_000));
+        let ground_timers = LinkTimers {
+            keep_alive: r.millis_or("ground.keep_alive_ms", ms(1_000), ms(100), ms(60_000)),
+            idle: r.millis_or("ground.idle_timeout_ms", ms(5_000), ms(500), ms(600_000)),
+            connect: r.millis_or("ground.connect_timeout_ms", ms(3_000), ms(100), ms(60_000)),
+        };
         if timers.keep_alive >= timers.idle {
             r.error("timers.keep_alive_ms", "must be shorter than timers.idle_timeout_ms");
         }
@@ -85,6 +139,27 @@ impl MasterConfig {
             timers,
             cache_bytes,
             log_format: log_format.expect(missing),
+            flight_id: flight_id.expect(missing),
+            ground: GroundConfig {
+                issuer_addr: issuer_addr.expect(missing),
+                issuer_server_name: issuer_server_name.expect(missing),
+                issuer_ca_file: issuer_ca_file.expect(missing),
+                issuer_public_key: issuer_public_key.expect(missing),
+                probe_interval,
+                probe_up_after,
+                probe_down_after,
+                upload_retry,
+                timers: ground_timers,
+            },
         })
+    }
+}
+
+/// A flight identifier: 1-16 characters of letters, digits and '-'.
+pub fn parse_flight_id(s: &str) -> Result<String, &'static str> {
+    if !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        Ok(s.to_owned())
+    } else {
+        Err("must be 1-16 characters of letters, digits and '-'")
     }
 }

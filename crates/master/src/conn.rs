@@ -11,14 +11,14 @@ use inflight_wire::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::aircraft::{Event, Outgoing, CONN_OUTGOING_MAX};
 use crate::config::MasterConfig;
-use crate::ingest::{Ingest, Outgoing, CONN_OUTGOING_MAX};
 
 /// Serves one terminal until it goes away, misbehaves, or `cancel`.
 pub async fn serve(
     cfg: Arc<MasterConfig>,
     conn: Connection,
-    ingest: mpsc::Sender<Ingest>,
+    events: mpsc::Sender<Event>,
     connected: Arc<AtomicUsize>,
     cancel: CancellationToken,
 ) {
@@ -40,7 +40,10 @@ pub async fn serve(
     tracing::info!(%terminal, %remote, "terminal connected");
     let (out_tx, out_rx) = mpsc::channel(CONN_OUTGOING_MAX);
     let writer = tokio::spawn(write_loop(conn.clone(), w, out_rx));
-    let why = read_loop(&terminal, r, &ingest, &out_tx, &cancel).await;
+    let serial = conn.stable_id() as u64;
+    let _ = events.send(Event::Connected { terminal: terminal.clone(), serial, tx: out_tx.clone() }).await;
+    let why = read_loop(&terminal, r, &events, &out_tx, &cancel).await;
+    let _ = events.send(Event::Disconnected { terminal: terminal.clone(), serial }).await;
     match &why {
         Ok(()) => tracing::info!(%terminal, "terminal disconnected"),
         Err((code, msg)) => {
@@ -96,7 +99,7 @@ async fn handshake(cfg: &MasterConfig, conn: &Connection) -> Result<(TerminalId,
 async fn read_loop(
     terminal: &TerminalId,
     mut r: FrameReader,
-    ingest: &mpsc::Sender<Ingest>,
+    events: &mpsc::Sender<Event>,
     out: &mpsc::Sender<Outgoing>,
     cancel: &CancellationToken,
 ) -> Result<(), (ErrorCode, String)> {
@@ -120,13 +123,18 @@ async fn read_loop(
                         format!("payment carries terminal id {}, connection is {terminal}", payment.terminal),
                     ));
                 }
-                let submit = Ingest::Submit {
+                let submit = Event::Submit {
                     terminal: terminal.clone(),
                     payment: Box::new(payment),
                     answered,
                     reply: out.clone(),
                 };
-                if ingest.send(submit).await.is_err() {
+                if events.send(submit).await.is_err() {
+                    return Err((ErrorCode::ShuttingDown, "master shutting down".into()));
+                }
+            }
+            Ok(Some(TerminalMsg::ResultAck { id })) => {
+                if events.send(Event::ResultAck { terminal: terminal.clone(), id }).await.is_err() {
                     return Err((ErrorCode::ShuttingDown, "master shutting down".into()));
                 }
             }
@@ -143,7 +151,7 @@ async fn write_loop(conn: Connection, mut w: FrameWriter, mut rx: mpsc::Receiver
         }
         for m in batch {
             let r = match m {
-                Outgoing::Ack(id, verdict) => w.feed(&MasterMsg::Ack { id, verdict }).await,
+                Outgoing::Msg(m) => w.feed(&m).await,
                 Outgoing::Close(code, message) => {
                     let r = w.feed(&MasterMsg::Error { code, message }).await;
                     close = Some(code);

@@ -2,28 +2,34 @@
 //!
 //! It accepts terminals over QUIC with mutual TLS (the terminal id comes from the certificate),
 //! stores every submitted payment exactly once in sled, and acks each by id only after it is
-//! durable. The ground link, the BIN list and the authorization batch come with the issuer.
+//! durable. It watches the ground link; when it is up it fetches the issuer's signed BIN list
+//! (pushed to every terminal) and uploads one consolidated batch of everything pending, re-sent
+//! identically after any failure. Results are stored and pushed to their terminals; card data is
+//! erased once a terminal confirms its result.
 //!
 //! The binary (`main.rs`) only parses the command line and calls into here.
 
+mod aircraft;
 pub mod config;
 mod conn;
-pub mod ingest;
+mod ground;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use inflight_core::link::LinkOverride;
 use inflight_net::{endpoint, tls, NetError};
 use inflight_store::{CardVault, MasterStore, StoreError};
-use inflight_wire::{PaymentId, Verdict, TERMINAL_ALPN};
+use inflight_wire::{AuthOutcome, PaymentId, Verdict, GROUND_ALPN, TERMINAL_ALPN};
 use serde_json::{json, Value};
 use tokio::io::BufReader;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::aircraft::{Event, EVENTS_MAX};
 pub use crate::config::MasterConfig;
-use crate::ingest::{Ingest, INGEST_QUEUE_MAX};
+use crate::ground::LinkState;
 
 /// Why the daemon could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -54,33 +60,55 @@ pub fn open_store(cfg: &MasterConfig) -> Result<MasterStore, StoreError> {
 pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), MasterError> {
     let cfg = Arc::new(cfg);
     let store = Arc::new(open_store(&cfg)?);
-    let agg = ingest::restore(&store)?;
-    let id = tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?;
-    let server_tls = tls::server_config(id, tls::roots(&cfg.ca_file)?, TERMINAL_ALPN)?;
+    let (actor, acks) = aircraft::restore(store.clone(), cfg.flight_id.clone(), &cfg.ground.issuer_public_key)?;
+    let mode = store.setting("link_override")?.and_then(|m| LinkOverride::parse(&m).ok()).unwrap_or_default();
+    let link = LinkState::new(&cfg, mode);
+    let server_tls = tls::server_config(
+        tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?,
+        tls::roots(&cfg.ca_file)?,
+        TERMINAL_ALPN,
+    )?;
+    let ground_tls = tls::client_config(
+        tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?,
+        tls::roots(&cfg.ground.issuer_ca_file)?,
+        GROUND_ALPN,
+    )?;
     let ep = endpoint::server(cfg.listen, server_tls, cfg.timers)?;
+    let bind = if cfg.ground.issuer_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let ground_ep = endpoint::client(bind.parse().expect("literal socket address"), ground_tls, cfg.ground.timers)?;
     let admin = inflight_daemon::local::bind(&cfg.admin_socket)
         .await
         .map_err(|e| MasterError::Socket { path: cfg.admin_socket.clone(), detail: e.to_string() })?;
-    let counts = agg.counts();
     tracing::info!(
         aircraft = %cfg.aircraft_id,
         version = env!("CARGO_PKG_VERSION"),
         listen = %ep.local_addr().map_or_else(|_| cfg.listen.to_string(), |a| a.to_string()),
         admin = %cfg.admin_socket.display(),
-        stored = counts.stored,
-        refused = counts.refused,
+        issuer = %cfg.ground.issuer_addr,
+        link_override = mode.as_str(),
         "inflight-master running"
     );
 
     let tasks = TaskTracker::new();
-    let (ingest_tx, ingest_rx) = mpsc::channel(INGEST_QUEUE_MAX);
-    let ingest_cancel = CancellationToken::new();
-    let ingest_task = tokio::spawn(ingest::run(agg, store.clone(), ingest_rx, ingest_cancel.clone()));
+    let (events_tx, events_rx) = mpsc::channel(EVENTS_MAX);
+    let actor_cancel = CancellationToken::new();
+    let actor_task = tokio::spawn(actor.run(events_rx, actor_cancel.clone()));
+    let acker_task = tokio::spawn(aircraft::run_acker(store.clone(), acks));
+    tasks.spawn(ground::probe_loop(cfg.clone(), ground_ep.clone(), link.clone(), cancel.clone()));
+    tasks.spawn(ground::upload_loop(
+        cfg.clone(),
+        ground_ep.clone(),
+        link.clone(),
+        store.clone(),
+        events_tx.clone(),
+        cancel.clone(),
+    ));
     let connected = Arc::new(AtomicUsize::new(0));
     let slots = Arc::new(Semaphore::new(cfg.terminals_max));
     {
-        let (ingest_tx, connected, cancel, admin_store) =
-            (ingest_tx.clone(), connected.clone(), cancel.clone(), store.clone());
+        let admin_ctx =
+            Admin { events: events_tx.clone(), connected: connected.clone(), store: store.clone(), link: link.clone() };
+        let cancel = cancel.clone();
         tasks.spawn(async move {
             loop {
                 let conn = tokio::select! {
@@ -88,7 +116,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
                     c = admin.accept() => c,
                 };
                 if let Ok((stream, _)) = conn {
-                    tokio::spawn(serve_admin(stream, ingest_tx.clone(), connected.clone(), admin_store.clone()));
+                    tokio::spawn(serve_admin(stream, admin_ctx.clone()));
                 }
             }
         });
@@ -103,25 +131,27 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
             incoming.refuse();
             continue;
         };
-        let (cfg, ingest_tx, connected, cancel) = (cfg.clone(), ingest_tx.clone(), connected.clone(), cancel.clone());
+        let (cfg, events_tx, connected, cancel) = (cfg.clone(), events_tx.clone(), connected.clone(), cancel.clone());
         tasks.spawn(async move {
             let _permit = permit;
             match incoming.await {
-                Ok(conn) => conn::serve(cfg, conn, ingest_tx, connected, cancel).await,
+                Ok(conn) => conn::serve(cfg, conn, events_tx, connected, cancel).await,
                 Err(e) => tracing::warn!(error = %e, "terminal handshake failed"),
             }
         });
     }
-    tracing::info!("shutting down: closing terminal connections");
+    tracing::info!("shutting down: closing terminal connections and the ground link");
     tasks.close();
     if tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait()).await.is_err() {
         tracing::warn!("shutdown grace period over");
     }
-    drop(ingest_tx);
+    drop(events_tx);
     // Acks already decided are flushed before the actor stops; then the store closes.
-    ingest_cancel.cancel();
-    let _ = ingest_task.await;
+    actor_cancel.cancel();
+    let _ = actor_task.await;
+    let _ = acker_task.await;
     ep.close(0u32.into(), b"master shutting down");
+    ground_ep.close(0u32.into(), b"master shutting down");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ep.wait_idle()).await;
     store.close();
     let _ = std::fs::remove_file(&cfg.admin_socket);
@@ -129,41 +159,81 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     Ok(())
 }
 
-async fn serve_admin(
-    stream: tokio::net::UnixStream,
-    ingest: mpsc::Sender<Ingest>,
+/// What the admin API reaches.
+#[derive(Clone)]
+struct Admin {
+    events: mpsc::Sender<Event>,
     connected: Arc<AtomicUsize>,
     store: Arc<MasterStore>,
-) {
+    link: LinkState,
+}
+
+async fn serve_admin(stream: tokio::net::UnixStream, ctx: Admin) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
     while let Ok(Some(())) = inflight_daemon::local::read_line(&mut r, &mut line).await {
         let req = serde_json::from_str::<Value>(&line).unwrap_or(Value::Null);
-        let answer = match (req.get("op").and_then(Value::as_str), req.get("payment_id").and_then(Value::as_str)) {
-            (Some("status"), Some(id)) => payment_json(&store, id),
-            (Some("status"), None) => {
-                let (reply, rx) = oneshot::channel();
-                if ingest.send(Ingest::Counts { reply }).await.is_err() {
-                    json!({ "error": "shutting_down" })
-                } else {
-                    match rx.await {
-                        Ok(c) => status_json(c.stored, c.refused, connected.load(Ordering::Relaxed), true),
-                        Err(_) => json!({ "error": "shutting_down" }),
-                    }
-                }
-            }
-            _ => {
-                json!({ "error": "bad_request", "detail": "expected {\"op\":\"status\"} with an optional \"payment_id\"" })
-            }
-        };
+        let answer = admin_answer(&ctx, &req).await;
         if inflight_daemon::local::write_line(&mut w, &answer).await.is_err() {
             return;
         }
     }
 }
 
-/// One payment as the crew sees it: masked card, verdict, flags.
+async fn admin_answer(ctx: &Admin, req: &Value) -> Value {
+    let op = req.get("op").and_then(Value::as_str);
+    match (op, req.get("payment_id").and_then(Value::as_str)) {
+        (Some("status"), Some(id)) => payment_json(&ctx.store, id),
+        (Some("status"), None) => {
+            let (reply, rx) = oneshot::channel();
+            if ctx.events.send(Event::Status { reply }).await.is_err() {
+                return json!({ "error": "shutting_down" });
+            }
+            match rx.await {
+                Ok((c, version, links)) => {
+                    let mut v = status_json(&c, version, links.max(ctx.connected.load(Ordering::Relaxed)), true);
+                    v["link"] = json!(if ctx.link.is_up() { "up" } else { "down" });
+                    v["link_override"] = json!(ctx.link.mode().as_str());
+                    v
+                }
+                Err(_) => json!({ "error": "shutting_down" }),
+            }
+        }
+        (Some("link"), _) => match req.get("mode").and_then(Value::as_str).map(LinkOverride::parse) {
+            Some(Ok(mode)) => match ctx.store.set_setting("link_override", mode.as_str()) {
+                Ok(t) => match ctx.store.durable(t).await {
+                    Ok(()) => {
+                        ctx.link.set_override(mode);
+                        json!({ "link_override": mode.as_str(), "link": if ctx.link.is_up() { "up" } else { "down" } })
+                    }
+                    Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
+                },
+                Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
+            },
+            Some(Err(e)) => json!({ "error": "bad_request", "detail": e }),
+            None => json!({ "error": "bad_request", "detail": "link needs \"mode\": auto, up or down" }),
+        },
+        (Some("flight"), _) => match req.get("flight").and_then(Value::as_str).map(config::parse_flight_id) {
+            Some(Ok(flight)) => {
+                let (reply, rx) = oneshot::channel();
+                if ctx.events.send(Event::SetFlight { flight: flight.clone(), reply }).await.is_err() {
+                    return json!({ "error": "shutting_down" });
+                }
+                match rx.await {
+                    Ok(Ok(())) => json!({ "flight": flight }),
+                    Ok(Err(e)) => json!({ "error": "storage_error", "detail": e.to_string() }),
+                    Err(_) => json!({ "error": "shutting_down" }),
+                }
+            }
+            Some(Err(e)) => json!({ "error": "bad_request", "detail": e }),
+            None => json!({ "error": "bad_request", "detail": "flight needs \"flight\"" }),
+        },
+        _ => json!({ "error": "bad_request", "detail": "ops: status [payment_id], link {mode}, flight {flight}" }),
+    }
+}
+
+/// One payment as the crew sees it: masked card, verdict, flags, outcome.
 fn payment_json(store: &MasterStore, id: &str) -> Value {
     let pid = match PaymentId::parse(id) {
         Ok(p) => p,
@@ -172,43 +242,67 @@ fn payment_json(store: &MasterStore, id: &str) -> Value {
     match store.view(pid) {
         Ok(None) => json!({ "payment_id": id, "error": "unknown_payment" }),
         Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
-        Ok(Some((v, verdict, flags))) => {
-            let (state, reason) = match verdict {
+        Ok(Some(v)) => {
+            let (state, reason) = match v.verdict {
+                Verdict::Stored if v.delivered => ("delivered", None),
+                Verdict::Stored if v.outcome.is_some() => ("decided", None),
                 Verdict::Stored => ("stored", None),
                 Verdict::Refused(r) => ("refused", Some(r.as_str())),
             };
-            json!({
+            let mut out = json!({
                 "payment_id": id,
-                "terminal": v.terminal.as_str(),
+                "terminal": v.payment.terminal.as_str(),
+                "flight": v.flight,
                 "state": state,
                 "reason": reason,
-                "flags": flags.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
-                "card": v.card.to_string(),
-                "amount_minor": v.amount.amount_minor(),
-                "currency": v.amount.currency().as_str(),
-                "seat": v.seat,
-                "captured_unix_ms": v.captured_unix_ms,
-                "card_data_erased": v.card_data_erased,
-            })
+                "flags": v.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+                "card": v.payment.card.to_string(),
+                "amount_minor": v.payment.amount.amount_minor(),
+                "currency": v.payment.amount.currency().as_str(),
+                "seat": v.payment.seat,
+                "captured_unix_ms": v.payment.captured_unix_ms,
+                "card_data_erased": v.payment.card_data_erased,
+            });
+            outcome_fields(&mut out, v.outcome.as_ref());
+            out
         }
     }
 }
 
-/// The status document (DESIGN.md §8). The ground link and batches come with the issuer; until
-/// then every stored payment is pending.
-fn status_json(stored: u64, refused: u64, terminals_connected: usize, running: bool) -> Value {
+/// Adds `outcome` (`approved`/`declined`) and `auth_code` or `decline_reason`.
+pub fn outcome_fields(out: &mut Value, outcome: Option<&AuthOutcome>) {
+    match outcome {
+        Some(AuthOutcome::Approved { auth_code }) => {
+            out["outcome"] = json!("approved");
+            out["auth_code"] = json!(auth_code);
+        }
+        Some(AuthOutcome::Declined(r)) => {
+            out["outcome"] = json!("declined");
+            out["decline_reason"] = json!(r.as_str());
+        }
+        None => {}
+    }
+}
+
+/// The status document (DESIGN.md §8).
+fn status_json(
+    c: &inflight_core::aggregator::Counts,
+    bin_list_version: Option<u64>,
+    terminals_connected: usize,
+    running: bool,
+) -> Value {
     json!({
         "daemon_running": running,
         "link": "down",
-        "bin_list_version": null,
+        "bin_list_version": bin_list_version,
         "terminals_connected": terminals_connected,
         "payments": {
-            "total": stored,
-            "pending": stored,
-            "in_batch": 0,
-            "decided": 0,
-            "delivered": 0,
-            "refused": refused,
+            "total": c.total,
+            "pending": c.pending,
+            "in_batch": c.in_batch,
+            "decided": c.decided,
+            "delivered": c.delivered,
+            "refused": c.refused,
         },
     })
 }
@@ -220,19 +314,37 @@ pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value
     if let Some(p) = &payment {
         req["payment_id"] = json!(p);
     }
-    match inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, &req).await {
+    match admin_request(cfg, &req).await {
         Ok(v) => Ok(v),
         Err(_) => {
             let store = open_store(cfg).map_err(|e| e.to_string())?;
             let v = match payment {
                 Some(p) => payment_json(&store, &p),
                 None => {
-                    let c = store.counts().map_err(|e| e.to_string())?;
-                    status_json(c.stored, c.refused, 0, false)
+                    let mut agg = inflight_core::aggregator::Aggregator::new();
+                    for (id, e) in store.index().map_err(|e| e.to_string())? {
+                        agg.restore(id, e);
+                    }
+                    let version = store
+                        .bin_list()
+                        .map_err(|e| e.to_string())?
+                        .and_then(|s| inflight_store::verify_bin_list(&cfg.ground.issuer_public_key, &s).ok())
+                        .map(|l| l.version);
+                    let mut v = status_json(&agg.counts(), version, 0, false);
+                    v["link_override"] = json!(store
+                        .setting("link_override")
+                        .map_err(|e| e.to_string())?
+                        .unwrap_or_else(|| "auto".into()));
+                    v
                 }
             };
             store.close();
             Ok(v)
         }
     }
+}
+
+/// Sends one admin request to the running daemon.
+pub async fn admin_request(cfg: &MasterConfig, req: &Value) -> std::io::Result<Value> {
+    inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, req).await
 }

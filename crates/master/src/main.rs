@@ -23,6 +23,23 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Set the crew's override of the ground link: auto (follow probes), up, or down.
+    Link {
+        /// auto, up or down.
+        #[arg(value_parser = ["auto", "up", "down"])]
+        mode: String,
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Set the flight stamped on new payments.
+    Flight {
+        /// Flight identifier (1-16 letters, digits, '-').
+        flight: String,
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print the master's status, or one payment's, as JSON.
     Status {
         /// Config file.
@@ -42,7 +59,8 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(EXIT_CONFIG as u8) } else { ExitCode::SUCCESS };
         }
     };
-    let (Cmd::Run { config } | Cmd::Status { config, .. }) = &cli.cmd;
+    let (Cmd::Run { config } | Cmd::Status { config, .. } | Cmd::Link { config, .. } | Cmd::Flight { config, .. }) =
+        &cli.cmd;
     let cfg = match MasterConfig::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -75,6 +93,8 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Cmd::Link { mode, .. } => admin(&rt, &cfg, serde_json::json!({ "op": "link", "mode": mode })),
+        Cmd::Flight { flight, .. } => admin(&rt, &cfg, serde_json::json!({ "op": "flight", "flight": flight })),
         Cmd::Status { payment, .. } => match rt.block_on(inflight_master::status(&cfg, payment)) {
             Ok(v) => {
                 println!("{v}");
@@ -85,5 +105,23 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_UNAVAILABLE as u8)
             }
         },
+    }
+}
+
+/// Sends one admin request to the running daemon and prints the answer.
+fn admin(rt: &tokio::runtime::Runtime, cfg: &MasterConfig, req: serde_json::Value) -> ExitCode {
+    match rt.block_on(inflight_master::admin_request(cfg, &req)) {
+        Ok(v) if v.get("error").is_none() => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            eprintln!("inflight-master: {v}");
+            ExitCode::from(EXIT_CONFIG as u8)
+        }
+        Err(e) => {
+            eprintln!("inflight-master: cannot reach the daemon at {}: {e}", cfg.admin_socket.display());
+            ExitCode::from(EXIT_UNAVAILABLE as u8)
+        }
     }
 }

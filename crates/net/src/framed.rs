@@ -38,7 +38,12 @@ impl FrameReader {
     pub async fn recv<T: Decode<()>>(&mut self) -> Result<Option<T>, NetError> {
         match self.inner.next().await {
             None => Ok(None),
-            Some(Err(e)) => Err(NetError::Frame(e.to_string())),
+            // The codec reports a frame over the limit as InvalidData and a stream that ends
+            // inside a frame as Other; every other kind is the connection going away.
+            Some(Err(e)) if matches!(e.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::Other) => {
+                Err(NetError::Frame(e.to_string()))
+            }
+            Some(Err(e)) => Err(NetError::Connection(e.to_string())),
             Some(Ok(frame)) => inflight_wire::decode(&frame).map(Some).map_err(|e| NetError::Frame(e.to_string())),
         }
     }

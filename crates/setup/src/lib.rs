@@ -7,12 +7,17 @@ use std::path::{Path, PathBuf};
 
 use inflight_net::identity::terminal_cert_name;
 use inflight_net::pki::{DevCa, Validity};
+use inflight_store::BinListSigner;
 use inflight_wire::{Pan, TerminalId};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
 /// Name on the master's certificate; terminals verify it.
 pub const MASTER_SERVER_NAME: &str = "master.aircraft.inflight";
+/// Name on the issuer's certificate; the master verifies it.
+pub const ISSUER_SERVER_NAME: &str = "issuer.inflight";
+/// The demo flight.
+pub const FLIGHT_ID: &str = "IF100";
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -38,16 +43,33 @@ pub fn write_local(plan: &LocalPlan) -> anyhow::Result<()> {
     if out.join("pki/airline-ca.pem").exists() {
         anyhow::bail!("{} already holds a deployment (pki/airline-ca.pem exists); choose another --out", out.display());
     }
-    for d in ["config", "pki", "keys", "data", "run"] {
+    for d in ["config", "pki", "keys", "data", "run", "issuer"] {
         std::fs::create_dir_all(out.join(d))?;
     }
     let ca = DevCa::new("inflight development airline CA")?;
     write(out, "pki/airline-ca.pem", &ca.cert_pem(), false)?;
-    let master = ca.issue(MASTER_SERVER_NAME, false, true, Validity::default())?;
+    // The master is a server to terminals and a client of the issuer, under two names.
+    let aircraft_name = inflight_net::identity::aircraft_cert_name(&plan.aircraft);
+    let master = ca.issue_names(&[MASTER_SERVER_NAME, &aircraft_name], true, true, Validity::default())?;
     write(out, "pki/master.pem", &master.cert_pem, false)?;
     write(out, "pki/master.key", &master.key_pem, true)?;
     write(out, "keys/master.card.key", &random_key_hex()?, true)?;
     write(out, "config/master.toml", &master_toml(plan, ".."), false)?;
+
+    // The issuer has its own CA; the master trusts it for the ground link.
+    let issuer_ca = DevCa::new("inflight development issuer CA")?;
+    write(out, "pki/issuer-ca.pem", &issuer_ca.cert_pem(), false)?;
+    let issuer = issuer_ca.issue(ISSUER_SERVER_NAME, false, true, Validity::default())?;
+    write(out, "pki/issuer.pem", &issuer.cert_pem, false)?;
+    write(out, "pki/issuer.key", &issuer.key_pem, true)?;
+    write(out, "keys/issuer.card.key", &random_key_hex()?, true)?;
+    let signing = BinListSigner::generate()?;
+    let public = BinListSigner::from_pkcs8(&signing).map_err(|e| anyhow::anyhow!(e))?.public_key();
+    write(out, "keys/issuer-signing.key", &(hex(&signing) + "\n"), true)?;
+    write(out, "keys/issuer-signing.pub", &(hex(&public) + "\n"), false)?;
+    write(out, "issuer/programme.toml", PROGRAMME_TOML, false)?;
+    write(out, "issuer/accounts.json", &(serde_json::to_string_pretty(&test_cards())? + "\n"), false)?;
+    write(out, "config/issuer.toml", &issuer_toml(plan, ".."), false)?;
     for k in 1..=plan.terminals {
         let id = terminal_id(k);
         let tid = TerminalId::parse(&id).map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
@@ -77,10 +99,87 @@ fn write(out: &Path, rel: &str, text: &str, secret: bool) -> anyhow::Result<()> 
 fn random_key_hex() -> anyhow::Result<String> {
     let mut k = [0u8; 32];
     SystemRandom::new().fill(&mut k).map_err(|_| anyhow::anyhow!("system random source failed"))?;
-    Ok(k.iter().fold(String::new(), |mut s, b| {
+    Ok(hex(&k) + "\n")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
-    }) + "\n")
+    })
+}
+
+/// The demo issuer's in-flight programme.
+pub const PROGRAMME_TOML: &str = r#"# The issuer's in-flight programme: the BINs it enrolls, and its risk rules.
+# Published to aircraft as a signed BIN list; bump `version` on every change.
+version = 1
+
+[[bin]]
+prefix = "400011"
+kind = "credit"
+# Largest single payment, minor units.
+txn_limit_minor = 200000
+# Largest total per card per flight, across all terminals of the aircraft.
+card_flight_limit_minor = 300000
+currencies = ["EUR", "USD"]
+
+[[bin]]
+prefix = "510055"
+kind = "debit"
+txn_limit_minor = 100000
+card_flight_limit_minor = 150000
+currencies = ["EUR"]
+
+[[bin]]
+prefix = "650123"
+kind = "check"
+txn_limit_minor = 50000
+card_flight_limit_minor = 50000
+currencies = ["EUR"]
+"#;
+
+/// The issuer's config.
+pub fn issuer_toml(plan: &LocalPlan, root: &str) -> String {
+    format!(
+        r#"# inflight-issuer: the card issuer's ground server.
+# Relative paths are resolved against this file's folder.
+
+# Appears in the BIN list and in Hello.
+issuer_name = "Demo Bank"
+# The sled store: accounts (keyed by card hash), batches, decisions (the ledger).
+data_dir = "{root}/data/issuer"
+# Key of the card hash that keys accounts; 64 hex digits, mode 0600.
+card_key_file = "{root}/keys/issuer.card.key"
+# Local admin API (ledger), JSON lines on a Unix socket.
+admin_socket = "{root}/run/issuer.sock"
+log_format = "plain"
+# UDP address aircraft connect to (QUIC, ALPN inflight-ground/1).
+listen = "127.0.0.1:{port}"
+# Ed25519 key (PKCS#8, hex, mode 0600) that signs the BIN list. Terminals and the master hold
+# its public half.
+signing_key_file = "{root}/keys/issuer-signing.key"
+# The in-flight programme (BINs and rules) and the accounts imported on first start.
+programme_file = "{root}/issuer/programme.toml"
+accounts_file = "{root}/issuer/accounts.json"
+# A published list is valid for this long.
+bin_list_validity_hours = 48
+
+[tls]
+# Aircraft must present a certificate from this CA, named <aircraft>.aircraft.inflight.
+ca_file = "{root}/pki/airline-ca.pem"
+cert_file = "{root}/pki/issuer.pem"
+key_file = "{root}/pki/issuer.key"
+
+[timers]
+hello_timeout_ms = 5000
+keep_alive_ms = 1000
+idle_timeout_ms = 5000
+
+[store]
+cache_bytes = 33554432
+"#,
+        port = plan.base_port + 1,
+    )
 }
 
 /// The master's config; paths relative to the config file, under `root` (the deployment folder
@@ -102,6 +201,8 @@ admin_socket = "{root}/run/master.sock"
 log_format = "plain"
 # UDP address terminals connect to (QUIC, ALPN inflight-terminal/1).
 listen = "127.0.0.1:{port}"
+# Stamped on every payment and batch; the crew may change it (admin API).
+flight_id = "{flight}"
 
 [tls]
 # Terminals must present a certificate from this CA, named <terminal-id>.terminal.inflight.
@@ -123,9 +224,31 @@ idle_timeout_ms = 10000
 [store]
 # sled page cache.
 cache_bytes = 33554432
+
+[ground]
+# The issuer (QUIC, ALPN inflight-ground/1). The master presents pki/master.pem, which also
+# carries the name <aircraft_id>.aircraft.inflight.
+issuer_addr = "127.0.0.1:{issuer_port}"
+issuer_server_name = "{issuer_name}"
+issuer_ca_file = "{root}/pki/issuer-ca.pem"
+# Verifies the signature on the issuer's BIN list.
+issuer_public_key_file = "{root}/keys/issuer-signing.pub"
+# The link watcher: a real handshake + ping every probe_interval_ms; up after probe_up_after
+# good probes in a row, down after probe_down_after failures in a row.
+probe_interval_ms = 1000
+probe_up_after = 2
+probe_down_after = 3
+# After a failed upload, wait this long and send the same batch again.
+upload_retry_ms = 1000
+keep_alive_ms = 1000
+idle_timeout_ms = 5000
+connect_timeout_ms = 3000
 "#,
         aircraft = plan.aircraft,
         port = plan.base_port,
+        issuer_port = plan.base_port + 1,
+        issuer_name = ISSUER_SERVER_NAME,
+        flight = FLIGHT_ID,
     )
 }
 
@@ -144,6 +267,9 @@ data_dir = "{root}/data/{id}"
 card_key_file = "{root}/keys/{id}.card.key"
 # The sale app's capture and status API: JSON lines on this Unix socket.
 capture_socket = "{root}/run/{id}.sock"
+# The issuer's Ed25519 public key: BIN lists must carry its signature. Without a valid,
+# unexpired list every card is refused (no_valid_bin_list).
+issuer_public_key_file = "{root}/keys/issuer-signing.pub"
 log_format = "plain"
 
 [master]
@@ -221,7 +347,7 @@ pub fn luhn_card(prefix: &str, serial: u64, len: usize) -> String {
     unreachable!("exactly one check digit satisfies Luhn")
 }
 
-/// The demo cards, covering every outcome.
+/// The demo cards, covering every outcome (the programme is [`PROGRAMME_TOML`]).
 pub fn test_cards() -> Vec<TestCard> {
     let c = |prefix: &str, serial, expiry: &str, kind, enrolled, available_minor, status, expect| TestCard {
         pan: luhn_card(prefix, serial, 16),
@@ -235,14 +361,14 @@ pub fn test_cards() -> Vec<TestCard> {
     };
     vec![
         c("400011", 1, "12/30", "credit", true, 500_000, "open", "approved"),
-        c("400011", 2, "12/30", "credit", true, 500_000, "open", "approved"),
+        c("400011", 2, "12/30", "credit", true, 2_000_000, "open", "approved"),
         c("510055", 3, "12/30", "debit", true, 100_000, "open", "approved"),
         c("650123", 4, "12/30", "check", true, 30_000, "open", "approved"),
-        c("400011", 5, "12/30", "credit", true, 500, "open", "declined_insufficient_funds"),
-        c("510055", 6, "12/30", "debit", true, 100_000, "blocked", "declined_blocked"),
-        c("371449", 7, "12/30", "credit", false, 500_000, "open", "rejected_bin_not_enrolled"),
-        c("400011", 8, "12/30", "credit", true, 5_000_000, "open", "rejected_over_txn_limit_above_500000"),
-        c("400011", 9, "01/24", "credit", true, 500_000, "open", "rejected_expired"),
+        c("400011", 5, "12/30", "credit", true, 500, "open", "declined:insufficient_funds"),
+        c("510055", 6, "12/30", "debit", true, 100_000, "blocked", "declined:account_blocked"),
+        c("371449", 7, "12/30", "credit", false, 500_000, "open", "rejected:bin_not_enrolled"),
+        c("400011", 8, "12/30", "credit", true, 5_000_000, "open", "rejected:over_txn_limit above 200000"),
+        c("400011", 9, "01/24", "credit", true, 500_000, "open", "rejected:expired"),
     ]
 }
 
@@ -267,9 +393,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let plan = LocalPlan { out: dir.path().to_owned(), terminals: 2, aircraft: "d-abcd".into(), base_port: 7400 };
         write_local(&plan).expect("written");
-        for f in
-            ["config/master.toml", "config/slave-1.toml", "config/slave-2.toml", "pki/slave-2.pem", "test-cards.json"]
-        {
+        for f in [
+            "config/master.toml",
+            "config/issuer.toml",
+            "config/slave-1.toml",
+            "config/slave-2.toml",
+            "pki/slave-2.pem",
+            "keys/issuer-signing.pub",
+            "issuer/programme.toml",
+            "issuer/accounts.json",
+            "test-cards.json",
+        ] {
             assert!(dir.path().join(f).is_file(), "{f}");
         }
         #[cfg(unix)]

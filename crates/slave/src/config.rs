@@ -26,6 +26,8 @@ pub struct SlaveConfig {
     pub master_server_name: String,
     /// CA that signs the master's certificate.
     pub ca_file: PathBuf,
+    /// The issuer's Ed25519 public key: a BIN list must carry its signature.
+    pub issuer_public_key: [u8; 32],
     /// This terminal's certificate chain (PEM).
     pub cert_file: PathBuf,
     /// Its private key (PEM).
@@ -63,6 +65,18 @@ impl SlaveConfig {
         let master_addr = r.socket_addr("master.addr");
         let master_server_name = r.string("master.server_name");
         let ca_file = r.path("tls.ca_file");
+        let issuer_public_key = r.path("issuer_public_key_file").and_then(|p| {
+            match std::fs::read_to_string(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| inflight_store::parse_public_key_hex(&t))
+            {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    r.error("issuer_public_key_file", format!("{}: {e}", p.display()));
+                    None
+                }
+            }
+        });
         let cert_file = r.path("tls.cert_file");
         let key_file = r.path("tls.key_file");
         let caps = TerminalCaps {
@@ -99,6 +113,7 @@ impl SlaveConfig {
             master_addr: master_addr.expect(missing),
             master_server_name: master_server_name.expect(missing),
             ca_file: ca_file.expect(missing),
+            issuer_public_key: issuer_public_key.expect(missing),
             cert_file: cert_file.expect(missing),
             key_file: key_file.expect(missing),
             caps,

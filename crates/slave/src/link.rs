@@ -64,7 +64,7 @@ async fn session(
             return Err(NetError::Connection(format!("unexpected first frame from master: {other:?}")))
         }
     }
-    let (tx, mut rx) = mpsc::channel(cfg.forward_window);
+    let (tx, mut rx) = mpsc::channel(cfg.forward_window + crate::terminal::RESULT_ACKS_MAX);
     if events.send(Event::Connected { tx }).await.is_err() {
         return Ok(());
     }
@@ -88,6 +88,16 @@ async fn session(
                 msg = r.recv::<MasterMsg>() => match msg? {
                     Some(MasterMsg::Ack { id, verdict }) => {
                         if events.send(Event::Verdict { id, verdict }).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Some(MasterMsg::BinList(signed)) => {
+                        if events.send(Event::BinList(signed)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Some(MasterMsg::Result { id, outcome }) => {
+                        if events.send(Event::Result { id, outcome }).await.is_err() {
                             return Ok(());
                         }
                     }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use inflight_core::capture::{self, CaptureRequest, Holdings, Refusal};
 use inflight_core::outbox::{Outbox, Settled};
 use inflight_store::{SlaveState, SlaveStore, StoreError};
-use inflight_wire::{Money, Payment, PaymentId, RefusalReason, TerminalMsg, Verdict};
+use inflight_wire::{
+    AuthOutcome, BinList, Money, Payment, PaymentId, RefusalReason, SignedBinList, TerminalMsg, Verdict,
+};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -20,6 +22,9 @@ use crate::config::SlaveConfig;
 /// Capacity of the actor's event channel: captures, verdicts and link changes queue here.
 /// Senders wait when it is full, which back-pressures the sale apps and the link reader.
 pub const EVENTS_MAX: usize = 4096;
+/// Room in the link's queue for result acks, beyond the forward window. An ack that finds no
+/// room is dropped; the master pushes the result again on the next connection.
+pub const RESULT_ACKS_MAX: usize = 1024;
 
 /// Everything the actor reacts to.
 #[derive(Debug)]
@@ -34,6 +39,12 @@ pub(crate) enum Event {
     Disconnected,
     /// The master's verdict on a payment.
     Verdict { id: PaymentId, verdict: Verdict },
+    /// A signed BIN list pushed by the master (not yet verified).
+    BinList(SignedBinList),
+    /// The issuer's decision on one of this terminal's payments.
+    Result { id: PaymentId, outcome: AuthOutcome },
+    /// A result is durable: acknowledge it to the master.
+    ResultDurable { id: PaymentId },
     /// A status query.
     Status { payment: Option<PaymentId>, reply: oneshot::Sender<Value> },
 }
@@ -60,6 +71,8 @@ pub(crate) struct Terminal {
     events: mpsc::Sender<Event>,
     /// Origin of the outbox's monotonic milliseconds.
     epoch: Instant,
+    /// The issuer's list, signature verified; `None` until one arrives (every card refused).
+    bins: Option<BinList>,
 }
 
 impl Terminal {
@@ -80,6 +93,16 @@ impl Terminal {
         if !outbox.is_empty() {
             tracing::info!(unacked = outbox.len(), "resuming: payments the master has not acked will be re-sent");
         }
+        let bins = match store.bin_list()? {
+            None => None,
+            Some(signed) => match inflight_store::verify_bin_list(&cfg.issuer_public_key, &signed) {
+                Ok(list) => Some(list),
+                Err(e) => {
+                    tracing::error!(error = %e, "stored BIN list does not verify; refusing cards until a valid one arrives");
+                    None
+                }
+            },
+        };
         Ok(Self {
             cfg,
             store,
@@ -90,6 +113,7 @@ impl Terminal {
             link: None,
             events,
             epoch: Instant::now(),
+            bins,
         })
     }
 
@@ -135,6 +159,31 @@ impl Terminal {
                 self.outbox.on_disconnected();
             }
             Event::Verdict { id, verdict } => self.verdict(id, verdict),
+            Event::BinList(signed) => self.bin_list(signed),
+            Event::Result { id, outcome } => match self.store.store_result(id, &outcome) {
+                Ok(ticket) => {
+                    let (store, events) = (self.store.clone(), self.events.clone());
+                    tokio::spawn(async move {
+                        if store.durable(ticket).await.is_ok() {
+                            let _ = events.send(Event::ResultDurable { id }).await;
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, payment = %id, "cannot store the issuer's result; the master will send it again")
+                }
+            },
+            Event::ResultDurable { id } => {
+                // The master had the payment; if its ack was lost, the outbox can let it go now.
+                if self.outbox.on_verdict(id, Verdict::Stored) == Settled::Forwarded {
+                    if let Some(amount) = self.amounts.remove(&id) {
+                        self.held.remove(amount);
+                    }
+                }
+                if let Some(link) = &self.link {
+                    let _ = link.try_send(TerminalMsg::ResultAck { id });
+                }
+            }
             Event::Status { payment, reply } => {
                 let _ = reply.send(self.status(payment));
             }
@@ -143,7 +192,7 @@ impl Terminal {
 
     fn capture(&mut self, req: CaptureRequest, reply: oneshot::Sender<CaptureAnswer>) {
         let now = inflight_daemon::unix_ms_now();
-        let valid = match capture::validate(&req, now, &self.cfg.caps, &self.held) {
+        let valid = match capture::validate(&req, now, self.bins.as_ref(), &self.cfg.caps, &self.held) {
             Ok(v) => v,
             Err(r) => {
                 tracing::info!(reason = r.as_str(), "capture refused at the terminal");
@@ -227,6 +276,31 @@ impl Terminal {
         }
     }
 
+    fn bin_list(&mut self, signed: SignedBinList) {
+        let list = match inflight_store::verify_bin_list(&self.cfg.issuer_public_key, &signed) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "BIN list from the master rejected; keeping the current one");
+                return;
+            }
+        };
+        if self.bins.as_ref().is_some_and(|cur| cur.version >= list.version) {
+            return;
+        }
+        match self.store.set_bin_list(&signed) {
+            Ok(_) => {
+                tracing::info!(
+                    version = list.version,
+                    rules = list.rules.len(),
+                    valid_until_unix_ms = list.valid_until_unix_ms,
+                    "BIN list installed"
+                );
+                self.bins = Some(list);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot store the BIN list"),
+        }
+    }
+
     fn verdict(&mut self, id: PaymentId, verdict: Verdict) {
         let settled = self.outbox.on_verdict(id, verdict);
         let new_state = match settled {
@@ -300,10 +374,13 @@ impl Terminal {
                 json!({
                     "terminal_id": self.cfg.terminal_id.as_str(),
                     "master_connected": self.link.is_some(),
+                    "bin_list_version": self.bins.as_ref().map(|b| b.version),
+                    "bin_list_valid": self.bins.as_ref().is_some_and(|b| b.is_valid_at(inflight_daemon::unix_ms_now())),
                     "payments": {
                         "captured": counts.captured,
                         "forwarded": counts.forwarded,
                         "refused": counts.refused,
+                        "decided": counts.decided,
                     },
                     "outbox": { "unacked": self.outbox.len(), "in_flight": self.outbox.in_flight() },
                 })
@@ -335,6 +412,17 @@ pub(crate) fn view_json(v: &inflight_store::SlaveView) -> Value {
     }
     if let Some(a) = answered {
         out["answered"] = json!(a);
+    }
+    match &v.outcome {
+        Some(AuthOutcome::Approved { auth_code }) => {
+            out["outcome"] = json!("approved");
+            out["auth_code"] = json!(auth_code);
+        }
+        Some(AuthOutcome::Declined(r)) => {
+            out["outcome"] = json!("declined");
+            out["decline_reason"] = json!(r.as_str());
+        }
+        None => {}
     }
     out
 }

@@ -1,0 +1,330 @@
+//! The aircraft actor: the one owner of the master's payment state (`inflight-core`'s
+//! `Aggregator`) and of every write to it. Connections submit payments and acknowledge results;
+//! the uploader asks it to seal batches and to record results; it pushes the BIN list and
+//! results to connected terminals. A separate acker waits for durability and sends the acks:
+//! while it waits on one flush, the next group of writes accumulates (group commit).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use inflight_core::aggregator::{Aggregator, Counts, Decision, Phase};
+use inflight_store::{content_digest, MasterStore, StoreError, Ticket};
+use inflight_wire::{
+    AuthResult, BatchHeader, BinList, ErrorCode, MasterMsg, Payment, PaymentId, SignedBinList, TerminalId, Verdict,
+    BATCH_PAYMENTS_MAX,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Capacity of the actor's queue. Connection readers wait when it is full, which
+/// back-pressures terminals through QUIC flow control instead of growing memory.
+pub const EVENTS_MAX: usize = 16_384;
+/// Capacity of the queue of acks waiting for durability.
+pub const ACK_QUEUE_MAX: usize = 65_536;
+/// Capacity of each connection's outgoing queue: acks for at most a forward window
+/// (`inflight_core::outbox::WINDOW_MAX`) of payments, results, and the BIN list.
+pub const CONN_OUTGOING_MAX: usize = 4 * inflight_core::outbox::WINDOW_MAX;
+
+/// What a connection writer sends.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A frame.
+    Msg(MasterMsg),
+    /// An error frame, then close the connection.
+    Close(ErrorCode, String),
+}
+
+/// Inputs of the actor.
+#[derive(Debug)]
+pub enum Event {
+    /// A payment from the terminal whose certificate is `terminal`.
+    Submit { terminal: TerminalId, payment: Box<Payment>, answered: bool, reply: mpsc::Sender<Outgoing> },
+    /// A terminal stored the result of `id`.
+    ResultAck { terminal: TerminalId, id: PaymentId },
+    /// A terminal connected (`serial` tells its connections apart).
+    Connected { terminal: TerminalId, serial: u64, tx: mpsc::Sender<Outgoing> },
+    /// A terminal's connection ended.
+    Disconnected { terminal: TerminalId, serial: u64 },
+    /// A verified BIN list from the issuer.
+    BinList { signed: SignedBinList, list: BinList },
+    /// The uploader asks what the next batch holds: the open one, or pending payments.
+    NextBatch { reply: oneshot::Sender<NextBatch> },
+    /// The uploader has built a batch header for `ids`: record it durably.
+    Seal { header: BatchHeader, ids: Vec<PaymentId>, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// The issuer's results for a batch: store them durably, then deliver.
+    Results { batch: BatchHeader, results: Vec<AuthResult>, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// Counts and the BIN list version, for status.
+    Status { reply: oneshot::Sender<(Counts, Option<u64>, usize)> },
+    /// The crew sets the flight stamped on new payments.
+    SetFlight { flight: String, reply: oneshot::Sender<Result<(), StoreError>> },
+}
+
+/// What the next batch is.
+#[derive(Debug)]
+pub enum NextBatch {
+    /// Nothing to send.
+    Nothing,
+    /// A sealed batch not yet answered: send it again, same id, same content.
+    Open(BatchHeader, Vec<PaymentId>),
+    /// Pending payments to seal into a new batch.
+    Pending(Vec<PaymentId>),
+}
+
+pub(crate) struct PendingAck {
+    ticket: Ticket,
+    msg: Outgoing,
+    reply: mpsc::Sender<Outgoing>,
+}
+
+struct Link {
+    serial: u64,
+    tx: mpsc::Sender<Outgoing>,
+}
+
+/// The actor's state.
+pub(crate) struct Aircraft {
+    agg: Aggregator,
+    store: Arc<MasterStore>,
+    /// Verified list currently in force, as signed (pushed to terminals).
+    signed: Option<SignedBinList>,
+    /// Connected terminals.
+    links: HashMap<TerminalId, Link>,
+    /// Flight stamped on new payments.
+    flight: String,
+    acks: mpsc::Sender<PendingAck>,
+}
+
+/// Rebuilds the aircraft's state from the store.
+pub(crate) fn restore(
+    store: Arc<MasterStore>,
+    flight: String,
+    issuer_key: &[u8; 32],
+) -> Result<(Aircraft, mpsc::Receiver<PendingAck>), StoreError> {
+    let mut agg = Aggregator::new();
+    for (id, entry) in store.index()? {
+        agg.restore(id, entry);
+    }
+    let signed = store.bin_list()?;
+    if let Some(s) = &signed {
+        match inflight_store::verify_bin_list(issuer_key, s) {
+            Ok(list) => agg.set_bin_list(Some(list)),
+            Err(e) => tracing::error!(error = %e, "stored BIN list does not verify; ignoring it"),
+        }
+    }
+    let flight = store.setting("flight")?.unwrap_or(flight);
+    let (acks, rx) = mpsc::channel(ACK_QUEUE_MAX);
+    let signed = agg.bin_list().and(signed);
+    Ok((Aircraft { agg, store, signed, links: HashMap::new(), flight, acks }, rx))
+}
+
+impl Aircraft {
+    /// Runs until its input closes or `cancel`.
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Event>, cancel: CancellationToken) {
+        loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => break,
+                ev = rx.recv() => match ev { Some(e) => e, None => break },
+            };
+            self.handle(ev).await;
+        }
+    }
+
+    async fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Submit { terminal, payment, answered, reply } => {
+                self.submit(terminal, *payment, answered, reply).await
+            }
+            Event::ResultAck { terminal, id } => {
+                if self.agg.entry(&id).is_some_and(|e| e.terminal == terminal && e.phase == Phase::Decided) {
+                    // Not waited on: if lost, the result is pushed again and acked again.
+                    match self.store.mark_delivered(id) {
+                        Ok(_) => self.agg.advance(id, Phase::Delivered),
+                        Err(e) => tracing::error!(error = %e, payment = %id, "cannot record delivery"),
+                    }
+                }
+            }
+            Event::Connected { terminal, serial, tx } => {
+                if let Some(s) = &self.signed {
+                    let _ = tx.try_send(Outgoing::Msg(MasterMsg::BinList(s.clone())));
+                }
+                for id in self.agg.undelivered(&terminal) {
+                    if let Ok(Some(outcome)) = self.store.outcome(id) {
+                        let _ = tx.try_send(Outgoing::Msg(MasterMsg::Result { id, outcome }));
+                    }
+                }
+                self.links.insert(terminal, Link { serial, tx });
+            }
+            Event::Disconnected { terminal, serial } => {
+                if self.links.get(&terminal).is_some_and(|l| l.serial == serial) {
+                    self.links.remove(&terminal);
+                }
+            }
+            Event::BinList { signed, list } => {
+                if self.agg.bin_list().is_some_and(|cur| cur.version >= list.version) {
+                    return;
+                }
+                match self.store.set_bin_list(&signed) {
+                    Ok(_) => {
+                        tracing::info!(
+                            version = list.version,
+                            rules = list.rules.len(),
+                            "new BIN list; pushing to terminals"
+                        );
+                        self.agg.set_bin_list(Some(list));
+                        for l in self.links.values() {
+                            let _ = l.tx.try_send(Outgoing::Msg(MasterMsg::BinList(signed.clone())));
+                        }
+                        self.signed = Some(signed);
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot store the BIN list"),
+                }
+            }
+            Event::NextBatch { reply } => {
+                let next = match self.store.open_batch() {
+                    Ok(Some(h)) => match self.store.batch_ids(h.id) {
+                        Ok(ids) => NextBatch::Open(h, ids),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the open batch");
+                            NextBatch::Nothing
+                        }
+                    },
+                    Ok(None) => {
+                        let ids = self.agg.next_batch(BATCH_PAYMENTS_MAX as usize);
+                        if ids.is_empty() {
+                            NextBatch::Nothing
+                        } else {
+                            NextBatch::Pending(ids)
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the open batch");
+                        NextBatch::Nothing
+                    }
+                };
+                let _ = reply.send(next);
+            }
+            Event::Seal { header, ids, reply } => {
+                let result = match self.store.seal_batch(&header, &ids) {
+                    Ok(t) => {
+                        for id in &ids {
+                            self.agg.advance(*id, Phase::InBatch);
+                        }
+                        self.store.durable(t).await
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Event::Results { batch, results, reply } => {
+                let stored = async {
+                    self.store.store_results(&results)?;
+                    let t = self.store.finish_batch(batch.id)?;
+                    self.store.durable(t).await
+                }
+                .await;
+                if stored.is_ok() {
+                    for r in &results {
+                        self.agg.advance(r.id, Phase::Decided);
+                        let Some(entry) = self.agg.entry(&r.id) else { continue };
+                        if let Some(l) = self.links.get(&entry.terminal) {
+                            let _ = l
+                                .tx
+                                .try_send(Outgoing::Msg(MasterMsg::Result { id: r.id, outcome: r.outcome.clone() }));
+                        }
+                    }
+                }
+                let _ = reply.send(stored);
+            }
+            Event::Status { reply } => {
+                let _ = reply.send((self.agg.counts(), self.agg.bin_list().map(|b| b.version), self.links.len()));
+            }
+            Event::SetFlight { flight, reply } => {
+                let r = match self.store.set_setting("flight", &flight) {
+                    Ok(t) => self.store.durable(t).await,
+                    Err(e) => Err(e),
+                };
+                if r.is_ok() {
+                    tracing::info!(%flight, "flight changed by the crew");
+                    self.flight = flight;
+                }
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    async fn submit(&mut self, terminal: TerminalId, payment: Payment, answered: bool, reply: mpsc::Sender<Outgoing>) {
+        let digest = content_digest(&payment);
+        let card = self.store.card_hash(&payment);
+        let decision = self.agg.handle_submit(&terminal, &payment, answered, digest, card);
+        let written = match decision {
+            Decision::Store { flag } => {
+                if let Some(f) = flag {
+                    tracing::warn!(payment = %payment.id, flag = f.as_str(), "carrying a payment the terminal already accepted despite a failed check");
+                }
+                self.store.put(&payment, digest, Verdict::Stored, flag, &self.flight).map(|t| (t, Verdict::Stored))
+            }
+            Decision::Refuse(r) => {
+                tracing::info!(payment = %payment.id, %terminal, reason = r.as_str(), "payment refused by an aircraft-wide check");
+                self.store
+                    .put(&payment, digest, Verdict::Refused(r), None, &self.flight)
+                    .map(|t| (t, Verdict::Refused(r)))
+            }
+            Decision::CarryRefused(r) => {
+                tracing::warn!(payment = %payment.id, flag = r.as_str(), "carrying a refused payment its terminal had already accepted");
+                self.store.carry_refused(&payment, r).map(|t| (t, Verdict::Stored))
+            }
+            // The original write may still be in the current group: ack only once everything
+            // written so far is durable.
+            Decision::Repeat(v) => Ok((self.store.latest(), v)),
+            Decision::WrongTerminal => {
+                tracing::warn!(%terminal, claimed = %payment.terminal, "terminal submitted a payment under another terminal's id");
+                let _ = reply.try_send(Outgoing::Close(
+                    ErrorCode::WrongTerminal,
+                    "payment carries another terminal's id".into(),
+                ));
+                return;
+            }
+            Decision::Full => {
+                tracing::error!("master payment store is full; refusing new payments");
+                let _ = reply.try_send(Outgoing::Close(ErrorCode::ShuttingDown, "master is full".into()));
+                return;
+            }
+        };
+        match written {
+            Ok((ticket, verdict)) => {
+                let msg = Outgoing::Msg(MasterMsg::Ack { id: payment.id, verdict });
+                let _ = self.acks.send(PendingAck { ticket, msg, reply }).await;
+            }
+            Err(e) => {
+                // No ack: the terminal keeps the payment and sends it again.
+                tracing::error!(error = %e, payment = %payment.id, "cannot store payment");
+                self.agg.revert(&payment.id, decision);
+            }
+        }
+    }
+}
+
+/// Waits for durability and sends acks, a group at a time.
+pub(crate) async fn run_acker(store: Arc<MasterStore>, mut rx: mpsc::Receiver<PendingAck>) {
+    let mut group = Vec::new();
+    while let Some(first) = rx.recv().await {
+        group.push(first);
+        while let Ok(more) = rx.try_recv() {
+            group.push(more);
+        }
+        // Tickets grow monotonically, so the largest covers the whole group.
+        let ticket = group.iter().map(|a| a.ticket).max().unwrap_or(Ticket::NONE);
+        match store.durable(ticket).await {
+            Ok(()) => {
+                for a in group.drain(..) {
+                    // A full or closed connection loses the ack; the terminal re-sends.
+                    let _ = a.reply.try_send(a.msg);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, unacked = group.len(), "flush failed; not acking");
+                group.clear();
+            }
+        }
+    }
+}
