@@ -15,7 +15,8 @@ fn assert_all_stored_at_master(dep: &Deployment, ids: &BTreeSet<String>) {
     let mut admin = SaleApp::connect(&dep.path("run/master.sock")).expect("master admin socket");
     for id in ids {
         let v = admin.request(&json!({"op": "status", "payment_id": id})).expect("status answer");
-        assert_eq!(v["state"], "stored", "payment {id} at the master: {v}");
+        let state = v["state"].as_str().unwrap_or("unknown");
+        assert!(["stored", "decided", "delivered"].contains(&state), "payment {id} at the master: {v}");
     }
     assert_eq!(dep.master_total(), ids.len() as u64, "master holds exactly the accepted payments, once each");
 }
@@ -37,9 +38,8 @@ fn twenty_terminals_fifty_payments_each_stored_exactly_once() {
     const TERMINALS: u32 = 20;
     const PER_TERMINAL: u64 = 50;
     let dep = Deployment::new(TERMINALS);
-    let _master = dep.start_master();
-    let _slaves: Vec<_> = (1..=TERMINALS).map(|k| dep.start_slave(k)).collect();
-    let card = dep.cards()[0].clone();
+    let _flight = dep.start_flight();
+    let card = dep.cards()[1].clone();
     let started = Instant::now();
     let results: Vec<(Vec<String>, Vec<Duration>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (1..=TERMINALS)
@@ -86,9 +86,10 @@ fn twenty_terminals_fifty_payments_each_stored_exactly_once() {
 fn master_killed_while_terminals_send_loses_and_duplicates_nothing() {
     const TERMINALS: u32 = 5;
     let dep = Deployment::new(TERMINALS);
-    let mut master = dep.start_master();
-    let _slaves: Vec<_> = (1..=TERMINALS).map(|k| dep.start_slave(k)).collect();
-    let card = dep.cards()[2].clone();
+    let (_issuer, mut master, _slaves) = dep.start_flight();
+    // The ground link stays down: this test is about the terminal → aircraft hop.
+    dep.master_link("down");
+    let card = dep.cards()[1].clone();
     let stop = AtomicBool::new(false);
     let ids: BTreeSet<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (1..=TERMINALS)
@@ -100,7 +101,7 @@ fn master_killed_while_terminals_send_loses_and_duplicates_nothing() {
                     let mut i = 0;
                     while !stop.load(Ordering::Relaxed) {
                         i += 1;
-                        let answer = app.capture(card, 100 + i, "3C").expect("capture answer");
+                        let answer = app.capture(card, 1 + i % 5, "3C").expect("capture answer");
                         ids.push(accepted_id(&answer).unwrap_or_else(|| panic!("capture refused: {answer}")));
                     }
                     ids
@@ -129,7 +130,9 @@ fn master_killed_while_terminals_send_loses_and_duplicates_nothing() {
 #[test]
 fn terminal_killed_after_accepting_forwards_after_restart() {
     let dep = Deployment::new(1);
-    let mut slave = dep.start_slave(1);
+    let (_issuer, mut master, mut slaves) = dep.start_flight();
+    let mut slave = slaves.remove(0);
+    master.kill9();
     let card = dep.cards()[0].clone();
     // No master: the verdict wait runs out and the sale app is answered `accepted` from the
     // terminal's own durable store. This goes through the documented command-line tool.
@@ -170,8 +173,8 @@ fn terminal_killed_after_accepting_forwards_after_restart() {
 #[test]
 fn capture_refusals_carry_machine_readable_reasons() {
     let dep = Deployment::new(1);
-    let _master = dep.start_master();
-    let _slave = dep.start_slave(1);
+    let _flight = dep.start_flight();
+    dep.master_link("down");
     let mut app = SaleApp::connect(&dep.slave_socket(1)).expect("capture socket");
     let good = dep.cards()[0].clone();
     let cases = [
@@ -179,7 +182,12 @@ fn capture_refusals_carry_machine_readable_reasons() {
         (json!({"pan": good.pan, "expiry": "01/24", "amount_minor": 100, "currency": "EUR"}), "expired"),
         (json!({"pan": good.pan, "expiry": "12/30", "amount_minor": 0, "currency": "EUR"}), "bad_amount"),
         (json!({"pan": good.pan, "expiry": "12/30", "amount_minor": 100, "currency": "XXX"}), "bad_currency"),
-        (json!({"pan": good.pan, "expiry": "12/30", "amount_minor": 500_001, "currency": "EUR"}), "over_txn_limit"),
+        (json!({"pan": good.pan, "expiry": "12/30", "amount_minor": 200_001, "currency": "EUR"}), "over_txn_limit"),
+        (
+            json!({"pan": dep.cards()[6].pan, "expiry": "12/30", "amount_minor": 100, "currency": "EUR"}),
+            "bin_not_enrolled",
+        ),
+        (json!({"pan": good.pan, "expiry": "12/30", "amount_minor": 100, "currency": "JPY"}), "currency_not_accepted"),
     ];
     for (mut req, reason) in cases {
         req["op"] = json!("capture");

@@ -90,9 +90,93 @@ impl Deployment {
 
     /// Starts the master and waits until it answers on its admin socket.
     pub fn start_master(&self) -> Daemon {
-        let d = Daemon::spawn("inflight-master", &self.config("master"), &self.path("master.log"));
+        self.start_master_env(&[])
+    }
+
+    /// Starts the master with extra environment (e.g. an armed crash point).
+    pub fn start_master_env(&self, env: &[(&str, &str)]) -> Daemon {
+        let d = Daemon::spawn_env("inflight-master", &self.config("master"), &self.path("master.log"), env);
         d.wait_socket(&self.path("run/master.sock"));
         d
+    }
+
+    /// Starts the issuer and waits until it answers on its admin socket.
+    pub fn start_issuer(&self) -> Daemon {
+        self.start_issuer_env(&[])
+    }
+
+    /// Starts the issuer with extra environment.
+    pub fn start_issuer_env(&self, env: &[(&str, &str)]) -> Daemon {
+        let d = Daemon::spawn_env("inflight-issuer", &self.config("issuer"), &self.path("issuer.log"), env);
+        d.wait_socket(&self.path("run/issuer.sock"));
+        d
+    }
+
+    /// Issuer, master and every terminal, with the BIN list on every terminal (the gate).
+    pub fn start_flight(&self) -> (Daemon, Daemon, Vec<Daemon>) {
+        let issuer = self.start_issuer();
+        let master = self.start_master();
+        let slaves = (1..=self.terminals).map(|k| self.start_slave(k)).collect();
+        self.wait_bin_lists();
+        (issuer, master, slaves)
+    }
+
+    /// Waits until every terminal holds a valid BIN list.
+    pub fn wait_bin_lists(&self) {
+        for k in 1..=self.terminals {
+            self.wait_for(&format!("slave-{k} has the BIN list"), Duration::from_secs(30), || {
+                self.slave_status(k, None)["bin_list_valid"] == true
+            });
+        }
+    }
+
+    /// `inflight-master link <mode>`.
+    pub fn master_link(&self, mode: &str) {
+        let out = Command::new(bin("inflight-master"))
+            .args(["link", mode, "--config"])
+            .arg(self.config("master"))
+            .output()
+            .expect("run link");
+        assert!(out.status.success(), "link {mode}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `inflight-issuer ledger`: one JSON object per decided payment.
+    pub fn ledger(&self) -> Vec<Value> {
+        let out = Command::new(bin("inflight-issuer"))
+            .args(["ledger", "--config"])
+            .arg(self.config("issuer"))
+            .output()
+            .expect("run ledger");
+        assert!(out.status.success(), "ledger: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("ledger line is JSON"))
+            .collect()
+    }
+
+    /// Replaces `key = ...` in a config file (first occurrence), keeping the rest.
+    pub fn set_config(&self, name: &str, key: &str, value: &str) {
+        let path = self.config(name);
+        let text = std::fs::read_to_string(&path).expect("config");
+        let mut done = false;
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if !done && l.starts_with(&format!("{key} =")) {
+                    done = true;
+                    format!("{key} = {value}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        assert!(done, "{key} not in {}", path.display());
+        std::fs::write(&path, lines.join("\n") + "\n").expect("write config");
+    }
+
+    /// The whole text of a daemon's log (`master`, `issuer`, `slave-<k>`).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
     }
 
     /// Starts terminal `k` and waits until its capture socket answers.
@@ -203,10 +287,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `bin run --config cfg`, appending stderr (logs) to `log`.
     pub fn spawn(name: &str, cfg: &Path, log: &Path) -> Self {
+        Self::spawn_env(name, cfg, log, &[])
+    }
+
+    /// Like [`Daemon::spawn`], with extra environment variables.
+    pub fn spawn_env(name: &str, cfg: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
         let logf = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let child = Command::new(bin(name))
             .args(["run", "--config"])
             .arg(cfg)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -228,6 +318,18 @@ impl Daemon {
                 }
             }
             assert!(start.elapsed() < Duration::from_secs(20), "daemon never answered on {}", sock.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit by itself (e.g. at an armed crash point).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            assert!(start.elapsed() < timeout, "daemon did not exit within {timeout:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -295,4 +397,99 @@ impl SaleApp {
 pub fn accepted_id(answer: &Value) -> Option<String> {
     (answer["outcome"] == "accepted")
         .then(|| answer["payment_id"].as_str().expect("accepted answers carry an id").to_owned())
+}
+
+/// A userspace UDP relay standing in for a radio link: forwards datagrams between one client
+/// and an upstream server, and can black-hole them (both directions) on command or once a
+/// number of client bytes have passed.
+#[derive(Debug)]
+pub struct UdpRelay {
+    /// Where clients send.
+    pub addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Client bytes left before the link cuts itself; negative: disarmed.
+    trip: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UdpRelay {
+    /// Starts relaying to `upstream`.
+    pub fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::net::UdpSocket;
+        use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+        use std::sync::Arc;
+        let front = UdpSocket::bind("127.0.0.1:0").expect("bind relay");
+        let back = UdpSocket::bind("127.0.0.1:0").expect("bind relay upstream");
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        }
+        let addr = front.local_addr().expect("addr");
+        let cut = Arc::new(AtomicBool::new(false));
+        let trip = Arc::new(AtomicI64::new(-1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = Arc::new(std::sync::Mutex::new(None::<std::net::SocketAddr>));
+        {
+            let (front, back) = (front.try_clone().expect("clone"), back.try_clone().expect("clone"));
+            let (cut, trip, stop, client) = (cut.clone(), trip.clone(), stop.clone(), client.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = front.recv_from(&mut buf) else { continue };
+                    *client.lock().expect("lock") = Some(from);
+                    let left = trip.load(Ordering::Relaxed);
+                    if left >= 0 {
+                        if left <= n as i64 {
+                            trip.store(-1, Ordering::Relaxed);
+                            cut.store(true, Ordering::Relaxed);
+                        } else {
+                            trip.store(left - n as i64, Ordering::Relaxed);
+                        }
+                    }
+                    if !cut.load(Ordering::Relaxed) {
+                        let _ = back.send_to(&buf[..n], upstream);
+                    }
+                }
+            });
+        }
+        {
+            let (cut, stop) = (cut.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, _)) = back.recv_from(&mut buf) else { continue };
+                    let to = *client.lock().expect("lock");
+                    if let (false, Some(to)) = (cut.load(Ordering::Relaxed), to) {
+                        let _ = front.send_to(&buf[..n], to);
+                    }
+                }
+            });
+        }
+        Self { addr, cut, trip, stop }
+    }
+
+    /// Black-holes everything until [`UdpRelay::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Carries traffic again.
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Cuts the link by itself once `bytes` more client bytes have passed.
+    pub fn cut_after(&self, bytes: i64) {
+        self.trip.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the link is cut.
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for UdpRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
