@@ -30,9 +30,10 @@ fn invalid_config_reports_every_problem_and_exits_64() {
 fn unreadable_key_file_is_a_clear_error_not_a_panic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("master.toml");
+    std::fs::write(dir.path().join("issuer.pub"), "ab".repeat(32)).expect("write");
     std::fs::write(
         &cfg,
-        "aircraft_id = \"d-test\"\ndata_dir = \"data\"\ncard_key_file = \"missing.key\"\nadmin_socket = \"m.sock\"\nlisten = \"127.0.0.1:0\"\n[tls]\nca_file = \"ca\"\ncert_file = \"c\"\nkey_file = \"k\"\n",
+        "aircraft_id = \"d-test\"\nflight_id = \"IF1\"\ndata_dir = \"data\"\ncard_key_file = \"missing.key\"\nadmin_socket = \"m.sock\"\nlisten = \"127.0.0.1:0\"\n[tls]\nca_file = \"ca\"\ncert_file = \"c\"\nkey_file = \"k\"\n[ground]\nissuer_addr = \"127.0.0.1:9\"\nissuer_server_name = \"i\"\nissuer_ca_file = \"ica\"\nissuer_public_key_file = \"issuer.pub\"\n",
     )
     .expect("write");
     let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().expect("run");

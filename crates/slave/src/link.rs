@@ -21,7 +21,12 @@ pub(crate) async fn run(cfg: Arc<SlaveConfig>, ep: Endpoint, events: mpsc::Sende
     let mut seed = inflight_daemon::unix_ms_now() ^ fnv(cfg.terminal_id.as_str());
     while !cancel.is_cancelled() {
         let mut was_connected = false;
-        match session(&cfg, &ep, &events, &cancel, &mut was_connected).await {
+        // A connect attempt can take the whole connect timeout; shutdown does not wait for it.
+        let result = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = session(&cfg, &ep, &events, &cancel, &mut was_connected) => r,
+        };
+        match result {
             Ok(()) => tracing::info!("link to master closed"),
             Err(e) => tracing::warn!(error = %e, "link to master down"),
         }
@@ -36,7 +41,8 @@ pub(crate) async fn run(cfg: Arc<SlaveConfig>, ep: Endpoint, events: mpsc::Sende
         backoff = (backoff * 2).min(cfg.reconnect_max);
     }
     ep.close(0u32.into(), b"terminal shutting down");
-    ep.wait_idle().await;
+    // Draining lets the master see the close; it is bounded so shutdown stays prompt.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), ep.wait_idle()).await;
 }
 
 async fn session(

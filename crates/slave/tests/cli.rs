@@ -31,9 +31,10 @@ fn invalid_config_reports_every_problem_and_exits_64() {
 fn capture_without_a_running_daemon_fails_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("slave.toml");
+    std::fs::write(dir.path().join("issuer.pub"), "ab".repeat(32)).expect("write");
     std::fs::write(
         &cfg,
-        "terminal_id = \"t1\"\ndata_dir = \"d\"\ncard_key_file = \"k\"\ncapture_socket = \"s.sock\"\n[master]\naddr = \"127.0.0.1:9\"\nserver_name = \"m\"\n[tls]\nca_file = \"ca\"\ncert_file = \"c\"\nkey_file = \"k\"\n",
+        "terminal_id = \"t1\"\ndata_dir = \"d\"\ncard_key_file = \"k\"\ncapture_socket = \"s.sock\"\nissuer_public_key_file = \"issuer.pub\"\n[master]\naddr = \"127.0.0.1:9\"\nserver_name = \"m\"\n[tls]\nca_file = \"ca\"\ncert_file = \"c\"\nkey_file = \"k\"\n",
     )
     .expect("write");
     let out = Command::new(BIN)
