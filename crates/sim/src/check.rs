@@ -1,0 +1,186 @@
+//! The invariant checker: reads what the daemons left on disk after the flight and compares it
+//! with what every sale app was told.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use inflight_issuer::IssuerConfig;
+use inflight_slave::SlaveConfig;
+use inflight_store::{CardVault, IssuerStore, SlaveStore};
+use inflight_wire::{AuthOutcome, PaymentId};
+
+use crate::report::{Capture, Report};
+use crate::scenario::Flight;
+
+/// Checks every invariant; fills the counts of the report.
+pub fn check(
+    dir: &Path,
+    flight: &Flight,
+    captures: &[Capture],
+    issuer: &IssuerConfig,
+    slaves: &[SlaveConfig],
+) -> anyhow::Result<Report> {
+    let mut r = Report { captures: captures.len() as u64, ..Report::default() };
+    let mut accepted: BTreeMap<PaymentId, u32> = BTreeMap::new();
+    let mut refused_ids = BTreeSet::new();
+    for c in captures {
+        match &c.answer {
+            Ok(a) if a.outcome == "accepted" => {
+                let id = a.payment_id.as_deref().and_then(|s| PaymentId::parse(s).ok());
+                match id {
+                    Some(id) => {
+                        if accepted.insert(id, c.terminal).is_some() {
+                            r.violations.push(format!("payment id {id} answered accepted twice"));
+                        }
+                    }
+                    None => r.violations.push("an accepted answer without a valid payment id".into()),
+                }
+            }
+            Ok(a) => {
+                *r.rejected.entry(a.reason.clone().unwrap_or_else(|| "unknown".into())).or_default() += 1;
+                if let Some(id) = a.payment_id.as_deref().and_then(|s| PaymentId::parse(s).ok()) {
+                    refused_ids.insert(id);
+                }
+            }
+            Err(_) => r.unanswered += 1,
+        }
+    }
+    r.accepted = accepted.len() as u64;
+    if r.unanswered > 0 {
+        r.violations.push(format!("{} captures got no answer", r.unanswered));
+    }
+    let mut lat: Vec<Duration> = captures.iter().map(|c| c.latency).collect();
+    lat.sort_unstable();
+    if !lat.is_empty() {
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+        r.latency_ms = BTreeMap::from([("p50".into(), pct(0.5)), ("p99".into(), pct(0.99)), ("max".into(), pct(1.0))]);
+    }
+
+    // The issuer's ledger: every accepted payment exactly once, nothing else.
+    let store = IssuerStore::open(&issuer.data_dir, CardVault::from_key_file(&issuer.card_key_file)?, 8 << 20)?;
+    let ledger = store.ledger()?;
+    store.close();
+    drop(store);
+    let mut decided: BTreeMap<PaymentId, AuthOutcome> = BTreeMap::new();
+    let mut batches = BTreeSet::new();
+    for l in &ledger {
+        batches.insert(l.batch_id);
+        if decided.insert(l.payment_id, l.outcome.clone()).is_some() {
+            r.duplicated += 1;
+        }
+        match &l.outcome {
+            AuthOutcome::Approved { .. } => r.approved += 1,
+            AuthOutcome::Declined(reason) => *r.declined.entry(reason.as_str().to_owned()).or_default() += 1,
+        }
+    }
+    r.batches = batches.len() as u64;
+    r.lost = accepted.keys().filter(|id| !decided.contains_key(id)).count() as u64;
+    r.phantom = decided.keys().filter(|id| !accepted.contains_key(id)).count() as u64;
+    let refused_decided = refused_ids.iter().filter(|id| decided.contains_key(id)).count();
+    for (n, what) in [
+        (r.lost, "accepted payments never decided (lost)"),
+        (r.duplicated, "payments decided twice"),
+        (r.phantom, "decisions without an accepted capture"),
+        (refused_decided as u64, "payments rejected at capture yet decided"),
+    ] {
+        if n > 0 {
+            r.violations.push(format!("{n} {what}"));
+        }
+    }
+
+    // Every result on its terminal, equal to the ledger, card data erased.
+    for (k, cfg) in slaves.iter().enumerate() {
+        let s = SlaveStore::open(&cfg.data_dir, CardVault::from_key_file(&cfg.card_key_file)?, 2 << 20)?;
+        for (id, _) in accepted.iter().filter(|(_, t)| **t == k as u32 + 1) {
+            match s.view(*id)?.and_then(|v| v.outcome) {
+                None => r.undelivered += 1,
+                Some(o) if Some(&o) != decided.get(id) => r.mismatched += 1,
+                Some(_) => {}
+            }
+        }
+        r.card_data_retained += s.with_card_data()?.len() as u64;
+        s.close();
+    }
+    let master_key = CardVault::from_key_file(&dir.join("keys/master.card.key"))?;
+    let m = inflight_store::MasterStore::open(&dir.join("data/master"), master_key, 8 << 20)?;
+    r.card_data_retained += m.with_card_data()?.len() as u64;
+    m.close();
+    for (n, what) in [
+        (r.undelivered, "accepted payments without their result on the terminal"),
+        (r.mismatched, "terminal results that differ from the issuer's ledger"),
+        (r.card_data_retained, "payments still holding card data after delivery"),
+    ] {
+        if n > 0 {
+            r.violations.push(format!("{n} {what}"));
+        }
+    }
+
+    // No full card number in any file under the run directory (stores, logs, configs).
+    let pans: BTreeSet<&[u8]> = flight.cards.iter().map(|c| c.pan.as_bytes()).collect();
+    let mut files = Vec::new();
+    collect(dir, &mut files);
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else { continue };
+        if contains_any_pan(&bytes, &pans) {
+            r.pan_leaks += 1;
+            r.violations.push(format!("a full card number is in {}", f.display()));
+        }
+    }
+    Ok(r)
+}
+
+/// Whether `bytes` holds any of `pans` (all ASCII digits): only runs of digits long enough to
+/// hold a card number are examined, so a scan of many megabytes stays fast.
+fn contains_any_pan(bytes: &[u8], pans: &BTreeSet<&[u8]>) -> bool {
+    let lengths: BTreeSet<usize> = pans.iter().map(|p| p.len()).collect();
+    let Some(&shortest) = lengths.first() else { return false };
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let run = &bytes[start..i];
+        if run.len() >= shortest {
+            for from in 0..run.len() {
+                for &len in &lengths {
+                    if from + len <= run.len() && pans.contains(&run[from..from + len]) {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
+fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_card_numbers_inside_digit_runs_only_when_whole() {
+        let pans: BTreeSet<&[u8]> = [b"4000110000010017".as_slice()].into_iter().collect();
+        assert!(contains_any_pan(b"xx4000110000010017yy", &pans));
+        assert!(contains_any_pan(b"99994000110000010017", &pans), "inside a longer run of digits");
+        assert!(!contains_any_pan(b"400011******0017", &pans), "masked");
+        assert!(!contains_any_pan(b"40001100000100", &pans));
+    }
+}

@@ -1,0 +1,106 @@
+//! `inflight-sim`: see the crate docs and the README.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use inflight_sim::SimOptions;
+
+/// Runs a whole simulated flight in one process and checks that no accepted payment was lost or
+/// decided twice. Exit code 0: every invariant held; 1: one broke; 2: the run could not complete.
+#[derive(Parser, Debug)]
+#[command(name = "inflight-sim", version)]
+struct Cli {
+    /// Terminals in the cabin.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    slaves: u32,
+    /// Payments each terminal captures.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    payments_per_slave: u32,
+    /// Seed of the scenario and the link emulators.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Ground link at landing: packet loss, percent.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Ground link at landing: one-way delay, ms.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Ground link at landing: jitter, ms.
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
+    /// Ground link at landing: duplicated packets, percent.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate: f64,
+    /// Times the ground link drops out during the upload.
+    #[arg(long, default_value_t = 0)]
+    flaps: u32,
+    /// Cabin network (terminals ↔ master) during sales: packet loss, percent.
+    #[arg(long, default_value_t = 0.0)]
+    cabin_loss: f64,
+    /// Cut terminal 1 off the cabin network for longer than the idle timeout during sales.
+    #[arg(long)]
+    cut_terminal: bool,
+    /// Write the JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Keep the run directory (stores, logs, configs) here instead of a temporary one.
+    #[arg(long)]
+    keep_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let percent = |p: f64| (p / 100.0).clamp(0.0, 1.0);
+    let opts = SimOptions {
+        slaves: cli.slaves,
+        payments_per_slave: cli.payments_per_slave,
+        seed: cli.seed,
+        loss: percent(cli.loss),
+        delay: Duration::from_millis(cli.delay_ms),
+        jitter: Duration::from_millis(cli.jitter_ms),
+        duplicate: percent(cli.duplicate),
+        flaps: cli.flaps,
+        cabin_loss: percent(cli.cabin_loss),
+        cut_terminal: cli.cut_terminal,
+        keep_dir: cli.keep_dir,
+        progress: true,
+        ..SimOptions::default()
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("inflight-sim: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(inflight_sim::run(opts)) {
+        Ok(report) => {
+            println!("\n{}", report.table());
+            if let Some(path) = cli.report {
+                match serde_json::to_vec_pretty(&report) {
+                    Ok(json) => {
+                        if let Err(e) = std::fs::write(&path, json) {
+                            eprintln!("inflight-sim: cannot write {}: {e}", path.display());
+                            return ExitCode::from(2);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("inflight-sim: cannot encode the report: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("inflight-sim: the flight could not complete: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
