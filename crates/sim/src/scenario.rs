@@ -112,14 +112,14 @@ pub fn generate(seed: u64, terminals: u32, per_terminal: u32) -> Flight {
         // The passenger at this seat, and how they pay.
         let roll = rng.below(100);
         let profile = match roll {
-            0..=47 => Profile::Credit,
-            48..=62 => Profile::Debit,
-            63..=67 => Profile::Check,
-            68..=70 => Profile::Blocked,
-            71..=73 => Profile::Unknown,
-            74..=81 => Profile::NotEnrolled,
-            82..=86 => Profile::Expired,
-            87..=90 => Profile::OverTxnLimit,
+            0..=51 => Profile::Credit,
+            52..=66 => Profile::Debit,
+            67..=71 => Profile::Check,
+            72..=74 => Profile::Blocked,
+            75..=77 => Profile::Unknown,
+            78..=84 => Profile::NotEnrolled,
+            85..=88 => Profile::Expired,
+            89..=92 => Profile::OverTxnLimit,
             _ => Profile::Shared,
         };
         let own = if profile == Profile::Shared {
@@ -130,7 +130,7 @@ pub fn generate(seed: u64, terminals: u32, per_terminal: u32) -> Flight {
         };
         // Most purchases use the seat's card; some seats pay part with a shared card.
         let plan = (0..per_terminal)
-            .map(|_| if rng.chance(0.1) { shared[rng.below(SHARED_CARDS as u64) as usize] } else { own })
+            .map(|_| if rng.chance(0.03) { shared[rng.below(SHARED_CARDS as u64) as usize] } else { own })
             .collect();
         captures.push(plan);
     }
