@@ -15,9 +15,9 @@ fn main() {
     let per_terminal = args.get(1).copied().unwrap_or(500);
     let apps = args.get(2).copied().unwrap_or(8);
     let dep = Deployment::new(terminals);
-    let _master = dep.start_master();
-    let _slaves: Vec<_> = (1..=terminals).map(|k| dep.start_slave(k)).collect();
-    let card = dep.cards()[0].clone();
+    let (_issuer, master, slaves) = dep.start_flight();
+    dep.master_link("down");
+    let card = dep.cards()[1].clone();
     let started = Instant::now();
     let mut lat: Vec<Duration> = std::thread::scope(|s| {
         let mut handles = Vec::new();
@@ -29,7 +29,7 @@ fn main() {
                     let mut lat = Vec::new();
                     for i in (a..per_terminal).step_by(apps as usize) {
                         let t = Instant::now();
-                        let answer = app.capture(card, 100 + i, "1A").expect("answer");
+                        let answer = app.capture(card, 1 + i % 3, "1A").expect("answer");
                         lat.push(t.elapsed());
                         accepted_id(&answer).unwrap_or_else(|| panic!("refused: {answer}"));
                     }
@@ -58,5 +58,12 @@ fn main() {
         "master ingest (durably acked): {:.0}/s ({total} in {:.2?})",
         total as f64 / drained.as_secs_f64(),
         drained
+    );
+    let slave_rss: Vec<f64> = slaves.iter().filter_map(|s| s.peak_rss_mib()).collect();
+    println!(
+        "peak memory: master {:.1} MiB; terminals mean {:.1} MiB, max {:.1} MiB",
+        master.peak_rss_mib().unwrap_or(0.0),
+        slave_rss.iter().sum::<f64>() / slave_rss.len().max(1) as f64,
+        slave_rss.iter().copied().fold(0.0, f64::max)
     );
 }

@@ -322,6 +322,13 @@ impl Daemon {
         }
     }
 
+    /// Peak resident memory so far (VmHWM), MiB.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+
     /// Waits for the process to exit by itself (e.g. at an armed crash point).
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let start = Instant::now();

@@ -10,6 +10,7 @@
 //! The daemons run exactly the code of `inflight-issuer`, `inflight-master` and `inflight-slave`,
 //! as tasks of this process instead of separate processes.
 
+pub mod bench;
 pub mod check;
 pub mod link;
 pub mod report;
@@ -419,7 +420,7 @@ fn tempfile_dir() -> std::io::Result<tempfile::TempDir> {
 }
 
 /// Peak resident memory of this process (all daemons together), MiB.
-fn peak_rss_mib() -> Option<f64> {
+pub(crate) fn peak_rss_mib() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)

@@ -48,6 +48,10 @@ struct Cli {
     /// Keep the run directory (stores, logs, configs) here instead of a temporary one.
     #[arg(long)]
     keep_dir: Option<PathBuf>,
+    /// Instead of a flight: benchmark the master's ingest with --slaves terminals pipelining
+    /// --payments-per-slave payments each, this many in flight per terminal.
+    #[arg(long)]
+    bench_ingest_window: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(window) = cli.bench_ingest_window {
+        return match rt.block_on(inflight_sim::bench::ingest(cli.slaves, cli.payments_per_slave, window.max(1))) {
+            Ok(r) => {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("inflight-sim: benchmark failed: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match rt.block_on(inflight_sim::run(opts)) {
         Ok(report) => {
             println!("\n{}", report.table());
