@@ -158,6 +158,9 @@ async fn batch(
             store
                 .decide_chunk(id, (k * BATCH_CHUNK_MAX) as u32, chunk, &shared.programme)
                 .map_err(|e| NetError::Connection(e.to_string()))?;
+            if k == 0 {
+                inflight_daemon::crash_point("issuer.mid_decide");
+            }
         }
         let t = store.finish_batch(&header).map_err(|e| NetError::Connection(e.to_string()))?;
         store.durable(t).await.map_err(|e| NetError::Connection(e.to_string()))?;
@@ -174,6 +177,7 @@ async fn batch(
         .await?;
     }
     w.send(&IssuerMsg::BatchDone { batch: id, count: results.len() as u32 }).await?;
+    inflight_daemon::crash_point("issuer.after_answer_sent");
     Ok(())
 }
 

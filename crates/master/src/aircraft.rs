@@ -136,6 +136,7 @@ impl Aircraft {
             }
             Event::ResultAck { terminal, id } => {
                 if self.agg.entry(&id).is_some_and(|e| e.terminal == terminal && e.phase == Phase::Decided) {
+                    inflight_daemon::crash_point("master.after_result_delivered_before_purge");
                     // Not waited on: if lost, the result is pushed again and acked again.
                     match self.store.mark_delivered(id) {
                         Ok(_) => self.agg.advance(id, Phase::Delivered),
@@ -204,15 +205,16 @@ impl Aircraft {
                 let _ = reply.send(next);
             }
             Event::Seal { header, ids, reply } => {
-                let result = match self.store.seal_batch(&header, &ids) {
-                    Ok(t) => {
-                        for id in &ids {
-                            self.agg.advance(*id, Phase::InBatch);
+                let result =
+                    match self.store.seal_batch(&header, &ids, || inflight_daemon::crash_point("master.mid_seal")) {
+                        Ok(t) => {
+                            for id in &ids {
+                                self.agg.advance(*id, Phase::InBatch);
+                            }
+                            self.store.durable(t).await
                         }
-                        self.store.durable(t).await
-                    }
-                    Err(e) => Err(e),
-                };
+                        Err(e) => Err(e),
+                    };
                 let _ = reply.send(result);
             }
             Event::Results { batch, results, reply } => {
@@ -223,6 +225,7 @@ impl Aircraft {
                 }
                 .await;
                 if stored.is_ok() {
+                    inflight_daemon::crash_point("master.after_results_stored_before_push");
                     for r in &results {
                         self.agg.advance(r.id, Phase::Decided);
                         let Some(entry) = self.agg.entry(&r.id) else { continue };
@@ -290,6 +293,7 @@ impl Aircraft {
                 return;
             }
         };
+        inflight_daemon::crash_point("master.after_write_before_flush");
         match written {
             Ok((ticket, verdict)) => {
                 let msg = Outgoing::Msg(MasterMsg::Ack { id: payment.id, verdict });
@@ -316,10 +320,14 @@ pub(crate) async fn run_acker(store: Arc<MasterStore>, mut rx: mpsc::Receiver<Pe
         let ticket = group.iter().map(|a| a.ticket).max().unwrap_or(Ticket::NONE);
         match store.durable(ticket).await {
             Ok(()) => {
+                inflight_daemon::crash_point("master.after_flush_before_ack");
                 for a in group.drain(..) {
                     // A full or closed connection loses the ack; the terminal re-sends.
                     let _ = a.reply.try_send(a.msg);
                 }
+                // Give the connection writers a moment to put the acks on the wire.
+                tokio::task::yield_now().await;
+                inflight_daemon::crash_point("master.after_ack_sent");
             }
             Err(e) => {
                 tracing::error!(error = %e, unacked = group.len(), "flush failed; not acking");

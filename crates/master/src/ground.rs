@@ -325,6 +325,7 @@ async fn send_batch(
             }
         }
     }
+    inflight_daemon::crash_point("master.after_batch_sent_before_results_stored");
     let (tx, rx) = oneshot::channel();
     events.send(Event::Results { batch: header.clone(), results, reply: tx }).await.map_err(|_| shutting_down())?;
     rx.await.map_err(|_| shutting_down())?.map_err(store_err)?;

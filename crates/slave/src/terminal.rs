@@ -174,6 +174,7 @@ impl Terminal {
                 }
             },
             Event::ResultDurable { id } => {
+                inflight_daemon::crash_point("slave.after_result_stored_before_ack");
                 // The master had the payment; if its ack was lost, the outbox can let it go now.
                 if self.outbox.on_verdict(id, Verdict::Stored) == Settled::Forwarded {
                     if let Some(amount) = self.amounts.remove(&id) {
@@ -223,6 +224,7 @@ impl Terminal {
                 return;
             }
         };
+        inflight_daemon::crash_point("slave.after_write_before_flush");
         // Count it against the caps now, so concurrent captures cannot overshoot them.
         self.held.add(payment.amount);
         let (id, amount, store, events) = (payment.id, payment.amount, self.store.clone(), self.events.clone());
@@ -245,6 +247,7 @@ impl Terminal {
             let _ = reply.send(CaptureAnswer::rejected(None, Refusal::StorageError.as_str()));
             return;
         }
+        inflight_daemon::crash_point("slave.after_flush_before_answer");
         tracing::debug!(payment = %id, %amount, "captured and durable");
         self.outbox.insert(id, false);
         self.amounts.insert(id, amount);
@@ -308,6 +311,7 @@ impl Terminal {
             Settled::Forwarded => SlaveState::Forwarded,
             Settled::Refused(r) => SlaveState::Refused(r),
         };
+        inflight_daemon::crash_point("slave.after_ack_received_before_marking");
         // Not waited on: if this is lost in a crash, the payment is re-sent and the master
         // answers it again identically.
         if let Err(e) = self.store.set_state(id, new_state) {

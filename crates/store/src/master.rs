@@ -257,14 +257,21 @@ impl MasterStore {
     }
 
     /// Seals a batch: its item list, then its header, then marks it open. Durable once the
-    /// ticket is waited on; nothing may be sent before.
-    pub fn seal_batch(&self, header: &BatchHeader, ids: &[PaymentId]) -> Result<Ticket, StoreError> {
+    /// ticket is waited on; nothing may be sent before. `between` runs after the item list is
+    /// written and before the header (a crash point for tests).
+    pub fn seal_batch(
+        &self,
+        header: &BatchHeader,
+        ids: &[PaymentId],
+        between: impl FnOnce(),
+    ) -> Result<Ticket, StoreError> {
         self.committer.check_writable()?;
         let mut items = sled::Batch::default();
         for (seq, id) in ids.iter().enumerate() {
             items.insert(crate::records::batch_item_key(header.id, seq as u32).to_vec(), id.to_bytes().to_vec());
         }
         self.batch_items.apply_batch(items)?;
+        between();
         // The header is the commit point: items without a header are ignored (a new batch never reuses an id).
         self.batches.insert(header.id.0, encode_record(&BatchRecord { header: header.clone(), done: false }))?;
         self.meta.insert(OPEN_BATCH, &header.id.0)?;

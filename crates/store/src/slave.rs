@@ -149,6 +149,22 @@ impl SlaveStore {
         self.committer.note_write()
     }
 
+    /// Every payment id this terminal ever stored (captured, forwarded or refused).
+    pub fn ids(&self) -> Result<Vec<PaymentId>, StoreError> {
+        self.payments
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k?;
+                let b: [u8; 16] = k
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt { key: crate::vault::hex(&k), detail: "payment id".into() })?;
+                Ok(PaymentId::from_bytes(b))
+            })
+            .collect()
+    }
+
     /// Payments whose sealed card data is still on disk.
     pub fn with_card_data(&self) -> Result<Vec<PaymentId>, StoreError> {
         let mut out = Vec::new();

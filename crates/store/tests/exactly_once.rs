@@ -126,7 +126,7 @@ fn a_sealed_batch_survives_restart_and_delivery_erases_card_data() {
         for p in &payments {
             s.put(p, [0; 32], Verdict::Stored, None, "FL1").expect("put");
         }
-        let t = s.seal_batch(&header(5, 2, 1), &ids[..2]).expect("seal");
+        let t = s.seal_batch(&header(5, 2, 1), &ids[..2], || ()).expect("seal");
         tokio_free_wait(&s, t);
         s.close();
     }
