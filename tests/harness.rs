@@ -187,6 +187,18 @@ impl Deployment {
         d
     }
 
+    /// Starts terminal `k` with extra environment and waits until its capture socket answers.
+    pub fn start_slave_env(&self, k: u32, env: &[(&str, &str)]) -> Daemon {
+        let d = Daemon::spawn_env(
+            "inflight-slave",
+            &self.config(&format!("slave-{k}")),
+            &self.path(&format!("slave-{k}.log")),
+            env,
+        );
+        d.wait_socket(&self.slave_socket(k));
+        d
+    }
+
     /// Terminal `k`'s capture socket.
     pub fn slave_socket(&self, k: u32) -> PathBuf {
         self.path(&format!("run/slave-{k}.sock"))

@@ -81,7 +81,11 @@ pub async fn probe_loop(cfg: Arc<MasterConfig>, ep: Endpoint, link: LinkState, c
             _ = tick.tick() => {}
         }
         nonce += 1;
-        let ok = match probe(&cfg, &ep, nonce).await {
+        let probed = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = probe(&cfg, &ep, nonce) => r,
+        };
+        let ok = match probed {
             Ok(()) => true,
             Err(e) => {
                 tracing::debug!(error = %e, "ground probe failed");

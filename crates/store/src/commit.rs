@@ -143,7 +143,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Environment variable (tests only) that makes every fsync after the first N fail, as a full
+/// or failing disk would. Read once; unset, it costs nothing.
+pub const FSYNC_FAIL_AFTER_ENV: &str = "INFLIGHT_STORE_FSYNC_FAIL_AFTER";
+
 fn flusher(shared: &Shared, db: &sled::Db, data_file: &File) {
+    let fail_after: Option<u64> = std::env::var(FSYNC_FAIL_AFTER_ENV).ok().and_then(|v| v.parse().ok());
+    let mut fsyncs = 0u64;
     loop {
         let target = {
             let mut st = lock(&shared.state);
@@ -157,8 +163,14 @@ fn flusher(shared: &Shared, db: &sled::Db, data_file: &File) {
         };
         // Everything written before this point is covered by this flush: writers note their
         // write after applying it, so `target` never names a write sled has not seen.
-        let result =
-            db.flush().map_err(|e| e.to_string()).and_then(|_| data_file.sync_data().map_err(|e| e.to_string()));
+        fsyncs += 1;
+        let injected = fail_after.is_some_and(|n| fsyncs > n);
+        let result = db.flush().map_err(|e| e.to_string()).and_then(|_| {
+            if injected {
+                return Err("injected fsync failure (No space left on device)".to_owned());
+            }
+            data_file.sync_data().map_err(|e| e.to_string())
+        });
         let mut st = lock(&shared.state);
         match result {
             Ok(()) => {

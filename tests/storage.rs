@@ -1,0 +1,71 @@
+//! Storage faults: a disk that stops accepting writes during sales, a store held by another
+//! process, a store whose data file is corrupted. Each gets a clear refusal; nothing stored
+//! earlier is lost; nothing is deleted.
+
+use std::process::Command;
+use std::time::Duration;
+
+use inflight_e2e::{accepted_id, bin, Deployment, SaleApp};
+
+#[test]
+fn a_failing_disk_refuses_captures_and_loses_nothing_accepted_before() {
+    let dep = Deployment::new(1);
+    let _issuer = dep.start_issuer();
+    let _master = dep.start_master();
+    let mut slave = dep.start_slave_env(1, &[("INFLIGHT_STORE_FSYNC_FAIL_AFTER", "5")]);
+    dep.wait_bin_lists();
+    let card = dep.cards()[1].clone();
+    let mut app = SaleApp::connect(&dep.slave_socket(1)).expect("socket");
+    let answers: Vec<_> =
+        (0..8).map(|i| app.capture(&card, 100 + i, "2D").expect("an answer, even on a failing disk")).collect();
+    let accepted: Vec<String> = answers.iter().filter_map(accepted_id).collect();
+    assert_eq!(accepted.len(), 5, "{answers:?}");
+    for a in &answers[5..] {
+        assert_eq!((a["outcome"].as_str(), a["reason"].as_str()), (Some("rejected"), Some("storage_error")), "{a}");
+    }
+    // The daemon keeps serving: status still answers.
+    assert_eq!(dep.slave_status(1, None)["terminal_id"], "slave-1");
+    // Everything accepted before the failure reached the master and survives a restart.
+    dep.wait_for("accepted payments at the master", Duration::from_secs(20), || dep.master_total() == 5);
+    slave.kill9();
+    let _slave = dep.start_slave(1);
+    for id in &accepted {
+        assert_eq!(dep.slave_status(1, Some(id))["state"], "forwarded");
+    }
+    let again = SaleApp::connect(&dep.slave_socket(1)).expect("socket").capture(&card, 7, "2D").expect("answer");
+    assert!(accepted_id(&again).is_some(), "a healthy disk takes payments again: {again}");
+}
+
+#[test]
+fn a_store_held_by_another_process_is_refused_with_exit_74() {
+    let dep = Deployment::new(1);
+    let _master = dep.start_master();
+    let out =
+        Command::new(bin("inflight-master")).args(["run", "--config"]).arg(dep.config("master")).output().expect("run");
+    assert_eq!(out.status.code(), Some(74));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open store") && err.contains("lock"), "{err}");
+    assert_eq!(dep.master_status(None)["daemon_running"], true, "the running master is unaffected");
+}
+
+#[test]
+fn a_corrupted_store_is_refused_and_nothing_is_deleted() {
+    let dep = Deployment::new(1);
+    let mut master = dep.start_master();
+    master.terminate();
+    let db = dep.path("data/master/db");
+    let mut bytes = std::fs::read(&db).expect("db file");
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b ^= (i as u8).wrapping_mul(31) | 1;
+    }
+    std::fs::write(&db, &bytes).expect("corrupt");
+    let out =
+        Command::new(bin("inflight-master")).args(["run", "--config"]).arg(dep.config("master")).output().expect("run");
+    assert_eq!(out.status.code(), Some(74), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing or unreadable") && err.contains("Nothing was deleted"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for f in ["INFLIGHT_STORE", "db", "conf"] {
+        assert!(dep.path(&format!("data/master/{f}")).exists(), "{f} still there");
+    }
+}
