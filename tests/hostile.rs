@@ -206,3 +206,140 @@ async fn broken_frames_close_only_that_connection_and_store_nothing() {
     assert_ne!(first, second);
     dep.wait_for("second payment at master", Duration::from_secs(20), || dep.master_total() == 2);
 }
+
+/// Connects with a certificate made by `make` and says Hello as slave-1: Ok if the master
+/// answered Hello.
+async fn try_identity(dep: &Deployment, pair: &inflight_net::pki::PemPair) -> Result<MasterMsg, String> {
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let id = tls::Identity::from_pem_files(
+        &write_pem(tmp.path(), "c.pem", &pair.cert_pem),
+        &write_pem(tmp.path(), "k.pem", &pair.key_pem),
+    )
+    .map_err(|e| e.to_string())?;
+    let cfg = tls::client_config(id, tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"), TERMINAL_ALPN)
+        .map_err(|e| e.to_string())?;
+    let (_c, mut w, mut r) = open(dep, cfg).await?;
+    hello(&mut w, &mut r, "slave-1").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_expired_not_yet_valid_and_wrong_usage_certificates_are_refused() {
+    let dep = Deployment::new(1);
+    let _master = dep.start_master();
+    let key = std::fs::read_to_string(dep.path("pki/airline-ca.key")).expect("CA key");
+    let ca = DevCa::from_key(inflight_setup::AIRLINE_CA_NAME, &key).expect("CA");
+    let name = "slave-1.terminal.inflight";
+    // Control: a fresh, correct certificate from the same CA is accepted.
+    let good = ca.issue(name, true, false, Validity::default()).expect("cert");
+    assert!(matches!(try_identity(&dep, &good).await, Ok(MasterMsg::Hello { .. })), "the control certificate works");
+    let cases = [
+        ("self-signed", inflight_net::pki::self_signed(name).expect("cert")),
+        (
+            "expired",
+            ca.issue(name, true, false, Validity { not_before: (2020, 1, 1), not_after: (2021, 1, 1) }).expect("cert"),
+        ),
+        (
+            "not yet valid",
+            ca.issue(name, true, false, Validity { not_before: (2040, 1, 1), not_after: (2045, 1, 1) }).expect("cert"),
+        ),
+        ("server-only key usage", ca.issue(name, false, true, Validity::default()).expect("cert")),
+    ];
+    for (what, pair) in cases {
+        let r = try_identity(&dep, &pair).await;
+        assert!(r.is_err(), "{what}: must be refused, got {r:?}");
+    }
+    assert_eq!(dep.master_total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_versions_tags_and_huge_inner_lengths_close_the_connection() {
+    let dep = Deployment::new(1);
+    let _master = dep.start_master();
+    // A Hello with a protocol version the master does not speak.
+    let (_c, mut w, mut r) = open(&dep, client_tls(&dep, "slave-1")).await.expect("handshake");
+    w.send(&TerminalMsg::Hello { version: 99, terminal: TerminalId::parse("slave-1").expect("valid") })
+        .await
+        .expect("send");
+    let m = next(&mut r).await;
+    assert!(matches!(m, Ok(Some(MasterMsg::Error { code: ErrorCode::VersionMismatch, .. }))), "{m:?}");
+    // After a good Hello: a frame with an unknown message tag, then one whose inner length
+    // prefix claims 2^60 bytes.
+    let mut huge = vec![1u8];
+    huge.extend_from_slice(&[0u8; 16]);
+    huge.push(0xfd);
+    huge.extend_from_slice(&(1u64 << 60).to_le_bytes());
+    for (what, frame) in [("unknown tag", vec![7u8, 0, 0]), ("huge inner length", huge)] {
+        let (conn, mut w, mut r) = open(&dep, client_tls(&dep, "slave-1")).await.expect("handshake");
+        assert!(matches!(hello(&mut w, &mut r, "slave-1").await, Ok(MasterMsg::Hello { .. })), "{what}");
+        w.send_raw(Bytes::from(frame)).await.expect("send");
+        let m = next(&mut r).await;
+        assert!(matches!(m, Ok(Some(MasterMsg::Error { code: ErrorCode::Malformed, .. }))), "{what}: {m:?}");
+        assert!(tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.is_ok(), "{what}: closed");
+    }
+    assert_eq!(dep.master_total(), 0);
+}
+
+fn master_pid_rss_mib(master: &inflight_e2e::Daemon) -> f64 {
+    master.peak_rss_mib().expect("master memory readable")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_connections_and_idle_or_excess_streams_stay_bounded() {
+    let dep = Deployment::new(1);
+    dep.set_config("master", "hello_timeout_ms", "1000");
+    let (_issuer, master, _slaves) = dep.start_flight();
+    let before = master_pid_rss_mib(&master);
+
+    // A stream opened and never written to is closed after the Hello timeout.
+    let (conn, _w, _r) = open(&dep, client_tls(&dep, "slave-1")).await.expect("handshake");
+    let closed = tokio::time::timeout(Duration::from_secs(4), conn.closed()).await;
+    assert!(closed.is_ok(), "an idle stream is not kept open");
+
+    // One connection cannot open more than a handful of streams.
+    let (conn, mut w, mut r) = open(&dep, client_tls(&dep, "slave-1")).await.expect("handshake");
+    assert!(matches!(hello(&mut w, &mut r, "slave-1").await, Ok(MasterMsg::Hello { .. })));
+    let mut opened = 0;
+    let mut streams = Vec::new();
+    for _ in 0..1_000 {
+        match tokio::time::timeout(Duration::from_millis(100), conn.open_bi()).await {
+            Ok(Ok((mut s, r))) => {
+                let _ = s.write_all(b"x").await;
+                streams.push((s, r));
+                opened += 1;
+            }
+            _ => break,
+        }
+    }
+    assert!(opened <= inflight_net::endpoint::BIDI_STREAMS_MAX as usize, "{opened} extra streams opened");
+
+    // A flood: hundreds of handshakes without a certificate and authenticated idle connections.
+    let anon = tls::client_config_anonymous(tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"), TERMINAL_ALPN)
+        .expect("tls");
+    let mut flood = Vec::new();
+    for i in 0..300 {
+        let cfg = if i % 3 == 0 { client_tls(&dep, "slave-1") } else { anon.clone() };
+        let dep_addr = master_addr(&dep);
+        flood.push(tokio::spawn(async move {
+            let ep = endpoint::client("127.0.0.1:0".parse().expect("addr"), cfg, Default::default()).expect("endpoint");
+            let c = endpoint::connect(&ep, dep_addr, MASTER_NAME, Duration::from_secs(5)).await;
+            if let Ok(c) = &c {
+                let _ = c.open_bi().await;
+            }
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            drop(c);
+            drop(ep);
+        }));
+    }
+    // Meanwhile the honest terminal is served.
+    let id = tokio::task::block_in_place(|| honest_capture(&dep, 3));
+    for f in flood {
+        let _ = f.await;
+    }
+    dep.wait_for("the honest payment is at the master", Duration::from_secs(20), || {
+        dep.master_status(Some(&id))["state"] != "unknown"
+    });
+    let after = master_pid_rss_mib(&master);
+    eprintln!("master peak memory: {before:.1} MiB before the flood, {after:.1} MiB after");
+    assert!(after - before < 96.0, "memory grew by {:.1} MiB", after - before);
+    drop(streams);
+}

@@ -58,6 +58,24 @@ impl DevCa {
         Ok(Self { cert, key })
     }
 
+    /// Re-creates a CA from its name and private key (PEM), to issue more certificates later.
+    /// Certificates it issues chain to the original CA certificate: same subject, same key.
+    pub fn from_key(name: &str, key_pem: &str) -> Result<Self, NetError> {
+        let key = KeyPair::from_pem(key_pem).map_err(pki)?;
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(pki)?;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        set_validity(&mut p, Validity::default());
+        let cert = p.self_signed(&key).map_err(pki)?;
+        Ok(Self { cert, key })
+    }
+
+    /// The CA's private key, PEM (development only: a real CA key never leaves its HSM).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> String {
         self.cert.pem()
@@ -90,6 +108,17 @@ impl DevCa {
         let cert = p.signed_by(&key, &self.cert, &self.key).map_err(pki)?;
         Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
+}
+
+/// A self-signed certificate for `name` (no CA at all), usable as a TLS client.
+pub fn self_signed(name: &str) -> Result<PemPair, NetError> {
+    let mut p = CertificateParams::new(vec![name.to_owned()]).map_err(pki)?;
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    set_validity(&mut p, Validity::default());
+    let key = KeyPair::generate().map_err(pki)?;
+    let cert = p.self_signed(&key).map_err(pki)?;
+    Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
 fn set_validity(p: &mut CertificateParams, v: Validity) {

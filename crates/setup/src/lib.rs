@@ -16,6 +16,8 @@ use serde::Serialize;
 pub const MASTER_SERVER_NAME: &str = "master.aircraft.inflight";
 /// Name on the issuer's certificate; the master verifies it.
 pub const ISSUER_SERVER_NAME: &str = "issuer.inflight";
+/// Common name of the development airline CA (`DevCa::from_key` needs it).
+pub const AIRLINE_CA_NAME: &str = "inflight development airline CA";
 /// The demo flight.
 pub const FLIGHT_ID: &str = "IF100";
 
@@ -46,8 +48,10 @@ pub fn write_local(plan: &LocalPlan) -> anyhow::Result<()> {
     for d in ["config", "pki", "keys", "data", "run", "issuer"] {
         std::fs::create_dir_all(out.join(d))?;
     }
-    let ca = DevCa::new("inflight development airline CA")?;
+    let ca = DevCa::new(AIRLINE_CA_NAME)?;
     write(out, "pki/airline-ca.pem", &ca.cert_pem(), false)?;
+    // Kept so that more terminals can be enrolled later (and tests can make bad certificates).
+    write(out, "pki/airline-ca.key", &ca.key_pem(), true)?;
     // The master is a server to terminals and a client of the issuer, under two names.
     let aircraft_name = inflight_net::identity::aircraft_cert_name(&plan.aircraft);
     let master = ca.issue_names(&[MASTER_SERVER_NAME, &aircraft_name], true, true, Validity::default())?;
