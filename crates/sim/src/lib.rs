@@ -55,6 +55,16 @@ pub struct SimOptions {
     pub duplicate: f64,
     /// Times the ground link drops out during the upload.
     pub flaps: u32,
+    /// If set, the flaps are regular: up and down for this long each (500 ms: 1 Hz flapping).
+    /// Otherwise they are random, some longer than the idle timeout.
+    pub flap_half_period: Option<Duration>,
+    /// The ambiguous case: at landing the issuer receives and decides the batch, but its answers
+    /// are lost until the connection has died; the batch must be sent again and answered from
+    /// the issuer's stored results.
+    pub ambiguous: bool,
+    /// During sales, every terminal's traffic starts coming from a new source port (NAT
+    /// rebinding); QUIC connections must migrate.
+    pub rebind_cabin: bool,
     /// Cabin network (terminals ↔ master): loss probability during sales.
     pub cabin_loss: f64,
     /// Cut terminal 1 off the cabin network for longer than the idle timeout during sales.
@@ -78,6 +88,9 @@ impl Default for SimOptions {
             jitter: Duration::ZERO,
             duplicate: 0.0,
             flaps: 0,
+            flap_half_period: None,
+            ambiguous: false,
+            rebind_cabin: false,
             cabin_loss: 0.0,
             cut_terminal: false,
             keep_dir: None,
@@ -244,12 +257,25 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
             out
         }));
     }
+    let rebind = opts.rebind_cabin.then(|| {
+        let (cabin, lonely) = (cabin.clone(), lonely.clone());
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                cabin.rebind();
+                lonely.rebind();
+            }
+        })
+    });
     let ticker = progress.ticker("sales", done.clone(), total_captures);
     let mut captures = Vec::new();
     for s in sellers {
         captures.extend(s.await?);
     }
     ticker.abort();
+    if let Some(r) = rebind {
+        let _ = r.await;
+    }
     if let Some(c) = cut {
         let _ = c.await;
     }
@@ -275,7 +301,17 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
         loss: opts.loss,
         duplicate: opts.duplicate,
     });
-    let flaps = spawn_flaps(&ground, opts.flaps, Rng::new(opts.seed).fork(0xf1a9));
+    let flaps = spawn_flaps(&ground, opts.flaps, opts.flap_half_period, Rng::new(opts.seed).fork(0xf1a9));
+    if opts.ambiguous {
+        let ground = ground.clone();
+        ground.set_down_blackhole(true);
+        tokio::spawn(async move {
+            // Longer than the ground link's idle timeout (5 s): the upload connection dies after
+            // the issuer has decided the batch.
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            ground.set_down_blackhole(false);
+        });
+    }
     let t_land = Instant::now();
     admin(&master_cfg, json!({"op": "link", "mode": "auto"})).await?;
     progress.say(&format!(
@@ -329,7 +365,8 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
     report.payments_per_slave = opts.payments_per_slave;
     report.impairments = json!({
         "ground_loss": opts.loss, "ground_delay_ms": opts.delay.as_millis() as u64, "ground_jitter_ms": opts.jitter.as_millis() as u64,
-        "ground_duplicate": opts.duplicate, "flaps": opts.flaps, "cabin_loss": opts.cabin_loss, "cut_terminal": opts.cut_terminal,
+        "ground_duplicate": opts.duplicate, "flaps": opts.flaps, "flap_half_period_ms": opts.flap_half_period.map(|d| d.as_millis() as u64),
+        "ambiguous": opts.ambiguous, "cabin_loss": opts.cabin_loss, "cut_terminal": opts.cut_terminal, "rebind_cabin": opts.rebind_cabin,
     });
     report.timings_ms = BTreeMap::from([
         ("setup".to_owned(), setup_ms),
@@ -347,6 +384,7 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
         "dropped_datagrams": ground.stats.dropped.load(Ordering::Relaxed),
     });
     report.peak_rss_mib = peak_rss_mib();
+    report.cabin_paths = cabin.stats.paths.load(Ordering::Relaxed) + lonely.stats.paths.load(Ordering::Relaxed);
     if let Err(e) = landed {
         report.violations.push(format!("landing did not complete: {e:#}"));
     }
@@ -356,13 +394,22 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
 
 /// Drops the ground link out `n` times: up a little, then down for a while (some outages are
 /// longer than the idle timeout, so connections die and the batch is sent again).
-fn spawn_flaps(ground: &LinkEmulator, n: u32, mut rng: Rng) -> tokio::task::JoinHandle<()> {
+fn spawn_flaps(
+    ground: &LinkEmulator,
+    n: u32,
+    half_period: Option<Duration>,
+    mut rng: Rng,
+) -> tokio::task::JoinHandle<()> {
     let ground = ground.clone();
     tokio::spawn(async move {
         for _ in 0..n {
-            tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
+            let (up, down) = match half_period {
+                Some(p) => (p, p),
+                None => (Duration::from_millis(300 + rng.below(700)), Duration::from_millis(1_000 + rng.below(5_500))),
+            };
+            tokio::time::sleep(up).await;
             ground.set_blackhole(true);
-            tokio::time::sleep(Duration::from_millis(1_000 + rng.below(5_500))).await;
+            tokio::time::sleep(down).await;
             ground.set_blackhole(false);
         }
     })

@@ -53,6 +53,8 @@ pub struct LinkStats {
     pub down_bytes: AtomicU64,
     /// Datagrams dropped (loss, black-hole, full delay line).
     pub dropped: AtomicU64,
+    /// Client → server paths created (one per client, one more per client after each rebind).
+    pub paths: AtomicU64,
 }
 
 /// A running relay.
@@ -61,6 +63,10 @@ pub struct LinkEmulator {
     /// Where clients send.
     pub addr: SocketAddr,
     blackhole: Arc<AtomicBool>,
+    /// Black-holes only server → client datagrams (requests arrive, answers are lost).
+    down_blackhole: Arc<AtomicBool>,
+    /// Bumped to give every client a new source port towards the server (NAT rebinding).
+    generation: Arc<AtomicU64>,
     impairments: Arc<Mutex<Impairments>>,
     /// What crossed it.
     pub stats: Arc<LinkStats>,
@@ -105,6 +111,8 @@ impl LinkEmulator {
         let link = Self {
             addr,
             blackhole: Arc::new(AtomicBool::new(false)),
+            down_blackhole: Arc::new(AtomicBool::new(false)),
+            generation: Arc::new(AtomicU64::new(0)),
             impairments: Arc::new(Mutex::new(impairments)),
             stats: Arc::new(LinkStats::default()),
         };
@@ -117,6 +125,17 @@ impl LinkEmulator {
     /// Black-holes everything (both directions) while `on`.
     pub fn set_blackhole(&self, on: bool) {
         self.blackhole.store(on, Ordering::Relaxed);
+    }
+
+    /// Drops only what the server sends back while `on`: the server acts, its answers are lost.
+    pub fn set_down_blackhole(&self, on: bool) {
+        self.down_blackhole.store(on, Ordering::Relaxed);
+    }
+
+    /// Every client's traffic reaches the server from a new source port from now on, as when a
+    /// NAT rebinds; QUIC must migrate its connections.
+    pub fn rebind(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the link is black-holed.
@@ -164,7 +183,7 @@ impl LinkEmulator {
         mut rng: Rng,
         cancel: CancellationToken,
     ) {
-        let clients: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
+        let clients: Arc<Mutex<HashMap<SocketAddr, (u64, Arc<UdpSocket>)>>> = Arc::default();
         let mut buf = vec![0u8; 65_536];
         let mut seq = 0u64;
         loop {
@@ -173,17 +192,19 @@ impl LinkEmulator {
                 r = front.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
             };
             self.stats.up_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            let generation = self.generation.load(Ordering::Relaxed);
             let back = {
                 let mut map = clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 match map.get(&from) {
-                    Some(s) => s.clone(),
+                    Some((g, s)) if *g == generation => s.clone(),
                     None if map.len() >= CLIENTS_MAX => continue,
-                    None => {
+                    _ => {
                         let Ok(std_sock) = std::net::UdpSocket::bind("127.0.0.1:0") else { continue };
                         let _ = std_sock.set_nonblocking(true);
                         let Ok(sock) = UdpSocket::from_std(std_sock) else { continue };
                         let sock = Arc::new(sock);
-                        map.insert(from, sock.clone());
+                        map.insert(from, (generation, sock.clone()));
+                        self.stats.paths.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(self.clone().back_loop(
                             sock.clone(),
                             front.clone(),
@@ -229,6 +250,10 @@ impl LinkEmulator {
                 r = back.recv(&mut buf) => match r { Ok(n) => n, Err(_) => continue },
             };
             self.stats.down_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            if self.down_blackhole.load(Ordering::Relaxed) {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             for at in self.schedule(&mut rng, Instant::now()) {
                 seq += 1;
                 if line.try_send(Delayed { at, seq, to: client, via: front.clone(), bytes: buf[..n].to_vec() }).is_err()

@@ -36,6 +36,15 @@ struct Cli {
     /// Times the ground link drops out during the upload.
     #[arg(long, default_value_t = 0)]
     flaps: u32,
+    /// Make the flaps regular: up and down this many ms each (500: 1 Hz flapping).
+    #[arg(long)]
+    flap_half_period_ms: Option<u64>,
+    /// The ambiguous case: the issuer decides the batch but its answers are lost.
+    #[arg(long)]
+    ambiguous: bool,
+    /// Terminals change source port mid-connection during sales (NAT rebinding).
+    #[arg(long)]
+    rebind_cabin: bool,
     /// Cabin network (terminals ↔ master) during sales: packet loss, percent.
     #[arg(long, default_value_t = 0.0)]
     cabin_loss: f64,
@@ -66,6 +75,9 @@ fn main() -> ExitCode {
         jitter: Duration::from_millis(cli.jitter_ms),
         duplicate: percent(cli.duplicate),
         flaps: cli.flaps,
+        flap_half_period: cli.flap_half_period_ms.map(Duration::from_millis),
+        ambiguous: cli.ambiguous,
+        rebind_cabin: cli.rebind_cabin,
         cabin_loss: percent(cli.cabin_loss),
         cut_terminal: cli.cut_terminal,
         keep_dir: cli.keep_dir,

@@ -68,6 +68,9 @@ pub struct Report {
     pub throughput: Value,
     /// Traffic on the ground link from landing to the end.
     pub ground_link: Value,
+    /// Network paths terminals used to reach the master (more than the terminals: some changed
+    /// source port mid-connection).
+    pub cabin_paths: u64,
     /// Peak memory of the whole simulation process.
     pub peak_rss_mib: Option<f64>,
     /// Every invariant that broke, in words. Empty: the flight is sound.
