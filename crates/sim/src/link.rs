@@ -72,6 +72,9 @@ pub struct LinkEmulator {
     pub stats: Arc<LinkStats>,
 }
 
+/// Each client's upstream socket, with the rebind generation it was made in.
+type Paths = HashMap<SocketAddr, (u64, Arc<UdpSocket>)>;
+
 struct Delayed {
     at: Instant,
     seq: u64,
@@ -183,7 +186,7 @@ impl LinkEmulator {
         mut rng: Rng,
         cancel: CancellationToken,
     ) {
-        let clients: Arc<Mutex<HashMap<SocketAddr, (u64, Arc<UdpSocket>)>>> = Arc::default();
+        let clients: Mutex<Paths> = Mutex::default();
         let mut buf = vec![0u8; 65_536];
         let mut seq = 0u64;
         loop {
