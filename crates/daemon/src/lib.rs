@@ -96,5 +96,12 @@ pub fn crash_point(name: &str) {
 /// Wall-clock time in milliseconds since the Unix epoch: the only clock read that decides
 /// anything (card expiry), done here at the edge and passed into the pure code.
 pub fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let skew = *SKEW.get_or_init(|| std::env::var(CLOCK_SKEW_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0));
+    let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    (real + skew).max(0) as u64
 }
+
+/// Environment variable (tests only) that shifts this process's wall clock by a signed number
+/// of milliseconds, to play a terminal whose clock is off. Read once; unset, it costs nothing.
+pub const CLOCK_SKEW_ENV: &str = "INFLIGHT_CLOCK_SKEW_MS";

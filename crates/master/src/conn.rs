@@ -90,9 +90,13 @@ async fn handshake(cfg: &MasterConfig, conn: &Connection) -> Result<(TerminalId,
     if let Err(e) = identity::check_terminal(&leaf, &terminal) {
         return Err(refuse(&mut w, ErrorCode::WrongTerminal, format!("claimed terminal {terminal}: {e}")).await);
     }
-    w.send(&MasterMsg::Hello { version: TERMINAL_PROTOCOL_VERSION, aircraft: cfg.aircraft_id.clone() })
-        .await
-        .map_err(|e| (ErrorCode::Protocol, e))?;
+    w.send(&MasterMsg::Hello {
+        version: TERMINAL_PROTOCOL_VERSION,
+        aircraft: cfg.aircraft_id.clone(),
+        unix_ms: inflight_daemon::unix_ms_now(),
+    })
+    .await
+    .map_err(|e| (ErrorCode::Protocol, e))?;
     Ok((terminal, w, r))
 }
 

@@ -60,8 +60,12 @@ async fn session(
         Err(_) => return Err(NetError::Connection("no Hello from master in time".into())),
         Ok(Err(e)) => return Err(e),
         Ok(Ok(None)) => return Err(NetError::Connection("master closed the stream before Hello".into())),
-        Ok(Ok(Some(MasterMsg::Hello { version, aircraft }))) if version == TERMINAL_PROTOCOL_VERSION => {
-            tracing::info!(%aircraft, addr = %cfg.master_addr, "connected to master");
+        Ok(Ok(Some(MasterMsg::Hello { version, aircraft, unix_ms }))) if version == TERMINAL_PROTOCOL_VERSION => {
+            let offset_ms = unix_ms as i64 - inflight_daemon::unix_ms_now() as i64;
+            tracing::info!(%aircraft, addr = %cfg.master_addr, clock_offset_ms = offset_ms, "connected to master");
+            if events.send(Event::ClockOffset(offset_ms)).await.is_err() {
+                return Ok(());
+            }
         }
         Ok(Ok(Some(MasterMsg::Error { code, message }))) => {
             return Err(NetError::Connection(format!("master refused: {code:?}: {message}")))

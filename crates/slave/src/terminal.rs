@@ -22,6 +22,9 @@ use crate::config::SlaveConfig;
 /// Capacity of the actor's event channel: captures, verdicts and link changes queue here.
 /// Senders wait when it is full, which back-pressures the sale apps and the link reader.
 pub const EVENTS_MAX: usize = 4096;
+/// A clock further than this from the master's is logged as a warning (it is corrected either way).
+const CLOCK_OFFSET_WARN_MS: i64 = 60_000;
+
 /// Room in the link's queue for result acks, beyond the forward window. An ack that finds no
 /// room is dropped; the master pushes the result again on the next connection.
 pub const RESULT_ACKS_MAX: usize = 1024;
@@ -45,6 +48,8 @@ pub(crate) enum Event {
     Result { id: PaymentId, outcome: AuthOutcome },
     /// A result is durable: acknowledge it to the master.
     ResultDurable { id: PaymentId },
+    /// The master's clock minus ours, learnt at `Hello`.
+    ClockOffset(i64),
     /// A status query.
     Status { payment: Option<PaymentId>, reply: oneshot::Sender<Value> },
 }
@@ -73,6 +78,8 @@ pub(crate) struct Terminal {
     epoch: Instant,
     /// The issuer's list, signature verified; `None` until one arrives (every card refused).
     bins: Option<BinList>,
+    /// The master's clock minus ours; `None` until a master said `Hello` since start.
+    clock_offset_ms: Option<i64>,
 }
 
 impl Terminal {
@@ -114,6 +121,7 @@ impl Terminal {
             events,
             epoch: Instant::now(),
             bins,
+            clock_offset_ms: None,
         })
     }
 
@@ -159,6 +167,15 @@ impl Terminal {
                 self.outbox.on_disconnected();
             }
             Event::Verdict { id, verdict } => self.verdict(id, verdict),
+            Event::ClockOffset(offset) => {
+                if offset.abs() > CLOCK_OFFSET_WARN_MS {
+                    tracing::warn!(
+                        offset_ms = offset,
+                        "this terminal's clock is off; using the master's time for captures"
+                    );
+                }
+                self.clock_offset_ms = Some(offset);
+            }
             Event::BinList(signed) => self.bin_list(signed),
             Event::Result { id, outcome } => match self.store.store_result(id, &outcome) {
                 Ok(ticket) => {
@@ -192,7 +209,7 @@ impl Terminal {
     }
 
     fn capture(&mut self, req: CaptureRequest, reply: oneshot::Sender<CaptureAnswer>) {
-        let now = inflight_daemon::unix_ms_now();
+        let now = self.sane_now();
         let valid = match capture::validate(&req, now, self.bins.as_ref(), &self.cfg.caps, &self.held) {
             Ok(v) => v,
             Err(r) => {
@@ -277,6 +294,13 @@ impl Terminal {
                 let _ = reply.send(CaptureAnswer::rejected(Some(id.to_string()), Refusal::StorageError.as_str()));
             }
         }
+    }
+
+    /// The time captures are judged and stamped with: the master's, when known (see
+    /// `MasterMsg::Hello`), else this terminal's own clock.
+    fn sane_now(&self) -> u64 {
+        let local = inflight_daemon::unix_ms_now() as i64;
+        (local + self.clock_offset_ms.unwrap_or(0)).max(0) as u64
     }
 
     fn bin_list(&mut self, signed: SignedBinList) {
@@ -379,7 +403,8 @@ impl Terminal {
                     "terminal_id": self.cfg.terminal_id.as_str(),
                     "master_connected": self.link.is_some(),
                     "bin_list_version": self.bins.as_ref().map(|b| b.version),
-                    "bin_list_valid": self.bins.as_ref().is_some_and(|b| b.is_valid_at(inflight_daemon::unix_ms_now())),
+                    "bin_list_valid": self.bins.as_ref().is_some_and(|b| b.is_valid_at(self.sane_now())),
+                    "clock_offset_ms": self.clock_offset_ms,
                     "payments": {
                         "captured": counts.captured,
                         "forwarded": counts.forwarded,

@@ -54,6 +54,10 @@ pub enum MasterMsg {
         version: u16,
         /// The aircraft this master runs on.
         aircraft: String,
+        /// The master's clock, milliseconds since the Unix epoch. The aircraft server's clock is
+        /// the cabin's reference: a terminal whose own clock is off judges expiry and BIN-list
+        /// validity, and stamps captures, with the master's time instead.
+        unix_ms: u64,
     },
     /// The master's durable verdict on one payment. Sent only after the verdict is on disk;
     /// sent again, identically, for a re-sent payment.

@@ -129,7 +129,7 @@ proptest! {
         for m in [
             MasterMsg::Ack { id: PaymentId::from_bytes(id), verdict },
             MasterMsg::Error { code: ErrorCode::Malformed, message: msg.clone() },
-            MasterMsg::Hello { version: 1, aircraft: msg.clone() },
+            MasterMsg::Hello { version: 1, aircraft: msg.clone(), unix_ms: id[0].into() },
         ] {
             prop_assert_eq!(decode::<MasterMsg>(&encode(&m)), Ok(m));
         }
