@@ -250,6 +250,36 @@ impl Aggregator {
         self.counts
     }
 
+    /// Recomputes every counter and side index from the index and compares: the self-check
+    /// used by the fuzzer and the property tests. Returns what disagrees.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut fresh = Aggregator { bins: self.bins.clone(), ..Aggregator::default() };
+        for (id, e) in &self.index {
+            fresh.account(*id, e);
+        }
+        if fresh.counts != self.counts {
+            return Err(format!("counts {:?} but the index says {:?}", self.counts, fresh.counts));
+        }
+        if fresh.pending != self.pending {
+            return Err("pending set out of step with the index".into());
+        }
+        let nonzero = |m: &HashMap<(CardKey, Currency), u64>| {
+            m.iter().filter(|(_, v)| **v > 0).map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
+        };
+        let (mut a, mut b) = (nonzero(&fresh.card_totals), nonzero(&self.card_totals));
+        a.sort();
+        b.sort();
+        if a != b {
+            return Err("per-card totals out of step with the index".into());
+        }
+        let flat =
+            |m: &HashMap<TerminalId, BTreeSet<PaymentId>>| m.values().flatten().copied().collect::<BTreeSet<_>>();
+        if flat(&fresh.undelivered) != flat(&self.undelivered) {
+            return Err("undelivered results out of step with the index".into());
+        }
+        Ok(())
+    }
+
     /// Adds an entry's contribution to the counters and side indexes.
     fn account(&mut self, id: PaymentId, e: &IndexEntry) {
         let c = &mut self.counts;

@@ -14,5 +14,6 @@
 pub mod aggregator;
 pub mod authorize;
 pub mod capture;
+pub mod fuzz;
 pub mod link;
 pub mod outbox;

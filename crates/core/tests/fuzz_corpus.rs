@@ -1,0 +1,34 @@
+//! Replays the committed fuzzing corpus (`fuzz/corpus/<target>/`) through the same entry points
+//! the fuzzers run, so every input that ever reached new code keeps being checked by
+//! `cargo test`. Fuzz for longer with `fuzz/README.md`.
+
+use std::path::Path;
+
+fn replay(target: &str, run: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("corpus entry").path();
+        let data = std::fs::read(&path).expect("corpus file");
+        // A panic here names the input that broke a property.
+        let result = std::panic::catch_unwind(|| run(&data));
+        assert!(result.is_ok(), "{target}: {} breaks a property", path.display());
+        n += 1;
+    }
+    assert!(n >= 10, "{target}: only {n} corpus inputs in {}", dir.display());
+}
+
+#[test]
+fn decoders_corpus() {
+    replay("decoders", inflight_core::fuzz::decoders);
+}
+
+#[test]
+fn aggregator_session_corpus() {
+    replay("aggregator_session", inflight_core::fuzz::aggregator_session);
+}
+
+#[test]
+fn outbox_session_corpus() {
+    replay("outbox_session", inflight_core::fuzz::outbox_session);
+}

@@ -1,0 +1,4 @@
+#![no_main]
+//! See `inflight_core::fuzz::outbox_session`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| inflight_core::fuzz::outbox_session(data));
