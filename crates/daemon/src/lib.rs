@@ -21,6 +21,40 @@ pub const EXIT_IO: i32 = 74;
 /// Exit code for an unexpected internal failure (sysexits `EX_SOFTWARE`).
 pub const EXIT_SOFTWARE: i32 = 70;
 
+/// The process exit status for one of the codes above.
+pub fn exit(code: i32) -> std::process::ExitCode {
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Parses the command line; on error prints clap's message and gives exit 64 (0 for `--help`
+/// and `--version`).
+pub fn parse_cli<C: clap::Parser>() -> Result<C, std::process::ExitCode> {
+    C::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            exit(EXIT_CONFIG)
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    })
+}
+
+/// A loaded config, or every problem printed and exit 64.
+pub fn config_or_exit<T>(loaded: Result<T, ConfigErrors>) -> Result<T, std::process::ExitCode> {
+    loaded.map_err(|e| {
+        eprint!("{e}");
+        exit(EXIT_CONFIG)
+    })
+}
+
+/// The multi-threaded runtime every binary runs on.
+pub fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("cannot start the async runtime: {e}");
+        exit(EXIT_SOFTWARE)
+    })
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use inflight_daemon::{EXIT_CONFIG, EXIT_IO, EXIT_SOFTWARE, EXIT_UNAVAILABLE};
+use inflight_daemon::{EXIT_CONFIG, EXIT_IO, EXIT_UNAVAILABLE};
 use inflight_issuer::{IssuerConfig, IssuerError};
 
 /// The card issuer's ground server: publishes the signed BIN list, authorizes batches once.
@@ -32,27 +32,18 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match inflight_daemon::parse_cli() {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_CONFIG as u8) } else { ExitCode::SUCCESS };
-        }
+        Err(code) => return code,
     };
     let (Cmd::Run { config } | Cmd::Ledger { config }) = &cli.cmd;
-    let cfg = match IssuerConfig::load(config) {
+    let cfg = match inflight_daemon::config_or_exit(IssuerConfig::load(config)) {
         Ok(c) => c,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
+        Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match inflight_daemon::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_SOFTWARE as u8);
-        }
+        Err(code) => return code,
     };
     match cli.cmd {
         Cmd::Run { .. } => {
@@ -64,11 +55,11 @@ fn main() -> ExitCode {
                     Err(e) => {
                         tracing::error!(error = %e, "inflight-issuer failed");
                         eprintln!("inflight-issuer: {e}");
-                        ExitCode::from(match e {
+                        inflight_daemon::exit(match e {
                             IssuerError::Store(_) => EXIT_IO,
                             IssuerError::Data(_) => EXIT_CONFIG,
                             IssuerError::Net(_) | IssuerError::Socket { .. } => EXIT_UNAVAILABLE,
-                        } as u8)
+                        })
                     }
                 }
             })
@@ -82,7 +73,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("inflight-issuer: {e}");
-                ExitCode::from(EXIT_UNAVAILABLE as u8)
+                inflight_daemon::exit(EXIT_UNAVAILABLE)
             }
         },
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use inflight_daemon::{EXIT_CONFIG, EXIT_IO, EXIT_SOFTWARE, EXIT_UNAVAILABLE};
+use inflight_daemon::{EXIT_CONFIG, EXIT_IO, EXIT_UNAVAILABLE};
 use inflight_master::{MasterConfig, MasterError};
 
 /// The aircraft server daemon: collects every terminal's payments, durably, exactly once.
@@ -52,28 +52,19 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match inflight_daemon::parse_cli() {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_CONFIG as u8) } else { ExitCode::SUCCESS };
-        }
+        Err(code) => return code,
     };
     let (Cmd::Run { config } | Cmd::Status { config, .. } | Cmd::Link { config, .. } | Cmd::Flight { config, .. }) =
         &cli.cmd;
-    let cfg = match MasterConfig::load(config) {
+    let cfg = match inflight_daemon::config_or_exit(MasterConfig::load(config)) {
         Ok(c) => c,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
+        Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match inflight_daemon::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_SOFTWARE as u8);
-        }
+        Err(code) => return code,
     };
     match cli.cmd {
         Cmd::Run { .. } => {
@@ -85,10 +76,10 @@ fn main() -> ExitCode {
                     Err(e) => {
                         tracing::error!(error = %e, "inflight-master failed");
                         eprintln!("inflight-master: {e}");
-                        ExitCode::from(match e {
+                        inflight_daemon::exit(match e {
                             MasterError::Store(_) => EXIT_IO,
                             MasterError::Net(_) | MasterError::Socket { .. } => EXIT_UNAVAILABLE,
-                        } as u8)
+                        })
                     }
                 }
             })
@@ -102,7 +93,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("inflight-master: {e}");
-                ExitCode::from(EXIT_UNAVAILABLE as u8)
+                inflight_daemon::exit(EXIT_UNAVAILABLE)
             }
         },
     }
@@ -117,11 +108,11 @@ fn admin(rt: &tokio::runtime::Runtime, cfg: &MasterConfig, req: serde_json::Valu
         }
         Ok(v) => {
             eprintln!("inflight-master: {v}");
-            ExitCode::from(EXIT_CONFIG as u8)
+            inflight_daemon::exit(EXIT_CONFIG)
         }
         Err(e) => {
             eprintln!("inflight-master: cannot reach the daemon at {}: {e}", cfg.admin_socket.display());
-            ExitCode::from(EXIT_UNAVAILABLE as u8)
+            inflight_daemon::exit(EXIT_UNAVAILABLE)
         }
     }
 }

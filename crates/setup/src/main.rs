@@ -38,7 +38,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(inflight_daemon::EXIT_CONFIG as u8) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                inflight_daemon::exit(inflight_daemon::EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match cli.cmd {
@@ -51,7 +55,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("inflight-setup: {e:#}");
-                    ExitCode::from(inflight_daemon::EXIT_IO as u8)
+                    inflight_daemon::exit(inflight_daemon::EXIT_IO)
                 }
             }
         }

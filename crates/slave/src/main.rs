@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use inflight_daemon::{EXIT_CONFIG, EXIT_IO, EXIT_SOFTWARE, EXIT_UNAVAILABLE};
+use inflight_daemon::{EXIT_IO, EXIT_UNAVAILABLE};
 use inflight_slave::api::CaptureBody;
 use inflight_slave::{SlaveConfig, SlaveError};
 
@@ -58,26 +58,17 @@ enum Cmd {
 }
 
 fn load(path: &std::path::Path) -> Result<SlaveConfig, ExitCode> {
-    SlaveConfig::load(path).map_err(|e| {
-        eprint!("{e}");
-        ExitCode::from(EXIT_CONFIG as u8)
-    })
+    inflight_daemon::config_or_exit(SlaveConfig::load(path))
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match inflight_daemon::parse_cli() {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_CONFIG as u8) } else { ExitCode::SUCCESS };
-        }
+        Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match inflight_daemon::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_SOFTWARE as u8);
-        }
+        Err(code) => return code,
     };
     match cli.cmd {
         Cmd::Run { config } => {
@@ -93,10 +84,10 @@ fn main() -> ExitCode {
                     Err(e) => {
                         tracing::error!(error = %e, "inflight-slave failed");
                         eprintln!("inflight-slave: {e}");
-                        ExitCode::from(match e {
+                        inflight_daemon::exit(match e {
                             SlaveError::Store(_) => EXIT_IO,
                             SlaveError::Net(_) | SlaveError::Socket { .. } => EXIT_UNAVAILABLE,
-                        } as u8)
+                        })
                     }
                 }
             })
@@ -114,7 +105,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("inflight-slave: cannot ask the daemon at {}: {e}", cfg.capture_socket.display());
-                    ExitCode::from(EXIT_UNAVAILABLE as u8)
+                    inflight_daemon::exit(EXIT_UNAVAILABLE)
                 }
             }
         }
@@ -130,7 +121,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("inflight-slave: {e}");
-                    ExitCode::from(EXIT_UNAVAILABLE as u8)
+                    inflight_daemon::exit(EXIT_UNAVAILABLE)
                 }
             }
         }
