@@ -37,8 +37,7 @@ pub fn aggregator_session(data: &[u8]) {
     let mut agg = Aggregator::new();
     let terminals = [TerminalId::parse("t1").expect("literal id"), TerminalId::parse("t2").expect("literal id")];
     let mut stored = std::collections::BTreeSet::new();
-    let mut chunks = data.split(|b| *b == 0xff);
-    while let Some(chunk) = chunks.next() {
+    for chunk in data.split(|b| *b == 0xff) {
         let Some((&op, rest)) = chunk.split_first() else { continue };
         let conn = &terminals[usize::from(op & 1)];
         match op >> 5 {
@@ -50,7 +49,7 @@ pub fn aggregator_session(data: &[u8]) {
                     let d = agg.handle_submit(conn, &payment, answered, digest, card);
                     if &payment.terminal != conn {
                         assert_eq!(d, Decision::WrongTerminal);
-                        assert!(agg.entry(&payment.id).is_none_or(|e| &e.terminal == &payment.terminal));
+                        assert!(agg.entry(&payment.id).is_none_or(|e| e.terminal == payment.terminal));
                     }
                     if matches!(d, Decision::Store { .. } | Decision::CarryRefused(_)) {
                         stored.insert(payment.id);
