@@ -25,6 +25,11 @@ pub const ACK_QUEUE_MAX: usize = 65_536;
 /// (`inflight_core::outbox::WINDOW_MAX`) of payments, results, and the BIN list.
 pub const CONN_OUTGOING_MAX: usize = 4 * inflight_core::outbox::WINDOW_MAX;
 
+/// How often unconfirmed results are pushed again to connected terminals.
+pub const RESULT_RESEND_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most results pushed again per terminal per interval (bounded by the connection's queue too).
+pub const RESULTS_PER_RESEND_MAX: usize = 1024;
+
 /// What a connection writer sends.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -120,12 +125,36 @@ pub(crate) fn restore(
 impl Aircraft {
     /// Runs until its input closes or `cancel`.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Event>, cancel: CancellationToken) {
+        let mut resend = tokio::time::interval(RESULT_RESEND_INTERVAL);
+        resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let ev = tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = resend.tick() => {
+                    self.resend_results();
+                    continue;
+                }
                 ev = rx.recv() => match ev { Some(e) => e, None => break },
             };
             self.handle(ev).await;
+        }
+    }
+
+    /// Pushes again, to every connected terminal, results it has not confirmed. A result (or
+    /// its ack) can be lost to a full queue or a dying connection; re-sending is harmless, the
+    /// terminal stores a result once and acks it again.
+    fn resend_results(&mut self) {
+        for (terminal, link) in &self.links {
+            for id in self.agg.undelivered(terminal).into_iter().take(RESULTS_PER_RESEND_MAX) {
+                match self.store.outcome(id) {
+                    Ok(Some(outcome)) => {
+                        if link.tx.try_send(Outgoing::Msg(MasterMsg::Result { id, outcome })).is_err() {
+                            break;
+                        }
+                    }
+                    _ => continue,
+                }
+            }
         }
     }
 
