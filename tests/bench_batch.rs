@@ -56,8 +56,16 @@ fn main() {
     assert_eq!((ledger.len(), distinct.len()), (n, n), "every payment decided exactly once");
     let log = dep.log("master");
     let upload = log.lines().find(|l| l.contains("batch decided; results stored")).unwrap_or("");
-    for (who, l) in dep.log("master").lines().map(|l| ("master", l.to_owned())).chain(dep.log("issuer").lines().map(|l| ("issuer", l.to_owned()))) {
-        if ["link up", "batch sealed", "batch begins", "decided and durable", "results stored"].iter().any(|k| l.contains(k)) {
+    for (who, l) in dep
+        .log("master")
+        .lines()
+        .map(|l| ("master", l.to_owned()))
+        .chain(dep.log("issuer").lines().map(|l| ("issuer", l.to_owned())))
+    {
+        if ["link up", "batch sealed", "batch begins", "decided and durable", "results stored"]
+            .iter()
+            .any(|k| l.contains(k))
+        {
             println!("  {who}: {}", &l[..l.len().min(150)]);
         }
     }

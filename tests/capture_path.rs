@@ -202,3 +202,29 @@ fn capture_refusals_carry_machine_readable_reasons() {
     let a = app.capture(&good, 100, "1A").expect("answer");
     assert!(accepted_id(&a).is_some(), "the daemon keeps serving after bad input: {a}");
 }
+
+#[test]
+fn a_capture_retried_with_its_request_id_is_one_payment_even_across_a_crash() {
+    let dep = Deployment::new(1);
+    let (_issuer, _master, mut slaves) = dep.start_flight();
+    let card = dep.cards()[1].clone();
+    let req = |rid: &str| json!({"op": "capture", "pan": card.pan, "expiry": card.expiry, "amount_minor": 1234, "currency": "EUR", "seat": "9C", "request_id": rid});
+    let mut app = SaleApp::connect(&dep.slave_socket(1)).expect("socket");
+    let first = app.request(&req("sale-0001")).expect("answer");
+    let again = app.request(&req("sale-0001")).expect("answer");
+    assert_eq!(first["payment_id"], again["payment_id"], "{first} / {again}");
+    assert_eq!((again["outcome"].as_str(), again["replayed"].as_bool()), (Some("accepted"), Some(true)));
+    assert_eq!(app.request(&req("")).expect("answer")["reason"], "bad_request_id");
+
+    // The terminal dies after storing a capture and before answering it; the sale app retries
+    // with the same request id once the terminal is back, and gets the stored payment.
+    slaves.remove(0).kill9();
+    let mut slave = dep.start_slave_env(1, &[("INFLIGHT_CRASH_AT", "slave.after_flush_before_answer")]);
+    let lost = SaleApp::connect(&dep.slave_socket(1)).expect("socket").request(&req("sale-0002"));
+    assert!(lost.is_err(), "no answer from a terminal that died: {lost:?}");
+    slave.wait_exit(Duration::from_secs(10));
+    let _slave = dep.start_slave(1);
+    let retried = SaleApp::connect(&dep.slave_socket(1)).expect("socket").request(&req("sale-0002")).expect("answer");
+    assert_eq!((retried["outcome"].as_str(), retried["replayed"].as_bool()), (Some("accepted"), Some(true)), "{retried}");
+    dep.wait_for("both sales at the master, once each", Duration::from_secs(20), || dep.master_total() == 2);
+}

@@ -242,6 +242,7 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
                     currency: "EUR".into(),
                     seat: seat.clone(),
                     items: vec![],
+                    request_id: None,
                 };
                 let t = Instant::now();
                 let answer = inflight_slave::capture_via_socket(&socket, body).await;

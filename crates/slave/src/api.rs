@@ -33,6 +33,11 @@ pub struct CaptureBody {
     /// Articles sold.
     #[serde(default)]
     pub items: Vec<Item>,
+    /// The sale app's own id for this sale (1-64 printable characters). A capture retried with
+    /// the same id (after a timeout, a crash, a lost answer) gets the first capture's answer and
+    /// never makes a second payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl std::fmt::Debug for CaptureBody {
@@ -66,16 +71,19 @@ pub struct CaptureAnswer {
     /// Machine-readable reason when rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// True when this answers a retry of an earlier capture with the same request id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 impl CaptureAnswer {
     /// Accepted: stored durably on this terminal, and either acked by the master or queued.
     pub fn accepted(id: String) -> Self {
-        Self { payment_id: Some(id), outcome: "accepted".into(), reason: None }
+        Self { payment_id: Some(id), outcome: "accepted".into(), reason: None, replayed: false }
     }
 
     /// Rejected with a reason; `id` when one was minted (the master refused it).
     pub fn rejected(id: Option<String>, reason: &str) -> Self {
-        Self { payment_id: id, outcome: "rejected".into(), reason: Some(reason.into()) }
+        Self { payment_id: id, outcome: "rejected".into(), reason: Some(reason.into()), replayed: false }
     }
 }

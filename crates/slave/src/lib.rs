@@ -150,6 +150,7 @@ async fn serve_local(stream: tokio::net::UnixStream, events: mpsc::Sender<Event>
 }
 
 async fn capture_answer(body: CaptureBody, events: &mpsc::Sender<Event>) -> Value {
+    let request_id = body.request_id;
     let req = CaptureRequest {
         pan: body.pan,
         expiry: body.expiry,
@@ -163,7 +164,7 @@ async fn capture_answer(body: CaptureBody, events: &mpsc::Sender<Event>) -> Valu
             .collect(),
     };
     let (reply, rx) = oneshot::channel();
-    if events.send(Event::Capture { req, reply }).await.is_err() {
+    if events.send(Event::Capture { req, request_id, reply }).await.is_err() {
         return json!({ "error": "shutting_down" });
     }
     match rx.await {

@@ -45,6 +45,9 @@ enum Cmd {
         /// Seat or crew position.
         #[arg(long, default_value = "crew")]
         seat: String,
+        /// The sale's own id: a retry with the same id never makes a second payment.
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Print the terminal's status, or one payment's, as JSON.
     Status {
@@ -92,12 +95,12 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Cmd::Capture { config, pan, expiry, amount, currency, seat } => {
+        Cmd::Capture { config, pan, expiry, amount, currency, seat, request_id } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let body = CaptureBody { pan, expiry, amount_minor: amount, currency, seat, items: vec![] };
+            let body = CaptureBody { pan, expiry, amount_minor: amount, currency, seat, items: vec![], request_id };
             match rt.block_on(inflight_slave::capture_via_socket(&cfg.capture_socket, body)) {
                 Ok(answer) => {
                     println!("{}", serde_json::to_string(&answer).unwrap_or_default());

@@ -32,8 +32,8 @@ pub const RESULT_ACKS_MAX: usize = 1024;
 /// Everything the actor reacts to.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// A sale app asks to take a payment.
-    Capture { req: CaptureRequest, reply: oneshot::Sender<CaptureAnswer> },
+    /// A sale app asks to take a payment (`request_id`: its own id for the sale, if any).
+    Capture { req: CaptureRequest, request_id: Option<String>, reply: oneshot::Sender<CaptureAnswer> },
     /// A captured payment's write is durable (or failed).
     Durable { id: PaymentId, amount: Money, result: Result<(), StoreError>, reply: oneshot::Sender<CaptureAnswer> },
     /// A connection to the master is up; frames for it go into `tx`.
@@ -70,6 +70,8 @@ pub(crate) struct Terminal {
     amounts: HashMap<PaymentId, Money>,
     /// Captures whose sale app is waiting for the master's verdict.
     waiting: HashMap<PaymentId, Waiter>,
+    /// Captures not yet answered, with retries (same request id) waiting for the same answer.
+    unanswered: HashMap<PaymentId, Vec<oneshot::Sender<CaptureAnswer>>>,
     /// Frames to the master, while connected.
     link: Option<mpsc::Sender<TerminalMsg>>,
     /// For tasks that report back (durability waits).
@@ -117,6 +119,7 @@ impl Terminal {
             held,
             amounts,
             waiting: HashMap::new(),
+            unanswered: HashMap::new(),
             link: None,
             events,
             epoch: Instant::now(),
@@ -143,8 +146,9 @@ impl Terminal {
             }
         }
         // Sale apps still waiting get their answer: their payments are durable and queued.
-        for (id, w) in self.waiting.drain() {
-            let _ = w.reply.send(CaptureAnswer::accepted(id.to_string()));
+        let waiting: Vec<(PaymentId, Waiter)> = self.waiting.drain().collect();
+        for (id, w) in waiting {
+            self.answer(id, w.reply, CaptureAnswer::accepted(id.to_string()));
         }
     }
 
@@ -156,7 +160,7 @@ impl Terminal {
 
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Capture { req, reply } => self.capture(req, reply),
+            Event::Capture { req, request_id, reply } => self.capture(req, request_id, reply),
             Event::Durable { id, amount, result, reply } => self.durable(id, amount, result, reply),
             Event::Connected { tx } => {
                 self.link = Some(tx);
@@ -208,7 +212,52 @@ impl Terminal {
         }
     }
 
-    fn capture(&mut self, req: CaptureRequest, reply: oneshot::Sender<CaptureAnswer>) {
+    /// Sends a capture's answer, and the same answer to every retry of it.
+    fn answer(&mut self, id: PaymentId, reply: oneshot::Sender<CaptureAnswer>, answer: CaptureAnswer) {
+        let retries = self.unanswered.remove(&id).unwrap_or_default();
+        send_all(reply, retries, answer);
+    }
+
+    /// A retry of a capture already taken under `request_id`: the first capture's answer.
+    fn replay(&mut self, id: PaymentId, reply: oneshot::Sender<CaptureAnswer>) {
+        if let Some(retries) = self.unanswered.get_mut(&id) {
+            retries.push(reply);
+            return;
+        }
+        let mut answer = match self.store.view(id) {
+            Ok(Some(v)) => match v.state {
+                SlaveState::Refused(r) => CaptureAnswer::rejected(Some(id.to_string()), r.as_str()),
+                SlaveState::Captured { .. } | SlaveState::Forwarded => CaptureAnswer::accepted(id.to_string()),
+            },
+            _ => CaptureAnswer::rejected(None, Refusal::StorageError.as_str()),
+        };
+        answer.replayed = true;
+        // Whatever was written is durable before anyone hears `accepted`.
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let answer = match store.durable(store.latest()).await {
+                Ok(()) => answer,
+                Err(_) => CaptureAnswer::rejected(Some(id.to_string()), Refusal::StorageError.as_str()),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    fn capture(&mut self, req: CaptureRequest, request_id: Option<String>, reply: oneshot::Sender<CaptureAnswer>) {
+        if let Some(rid) = &request_id {
+            if rid.is_empty() || rid.len() > REQUEST_ID_BYTES_MAX || !rid.bytes().all(|b| b.is_ascii_graphic()) {
+                let _ = reply.send(CaptureAnswer::rejected(None, "bad_request_id"));
+                return;
+            }
+            match self.store.request(rid) {
+                Ok(Some(id)) => return self.replay(id, reply),
+                Ok(None) => {}
+                Err(_) => {
+                    let _ = reply.send(CaptureAnswer::rejected(None, Refusal::StorageError.as_str()));
+                    return;
+                }
+            }
+        }
         let now = self.sane_now();
         let valid = match capture::validate(&req, now, self.bins.as_ref(), &self.cfg.caps, &self.held) {
             Ok(v) => v,
@@ -233,7 +282,7 @@ impl Terminal {
             captured_unix_ms: now,
             items: valid.items,
         };
-        let ticket = match self.store.put_captured(&payment) {
+        let ticket = match self.store.put_captured(&payment, request_id.as_deref()) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "capture refused: cannot store");
@@ -244,6 +293,7 @@ impl Terminal {
         inflight_daemon::crash_point("slave.after_write_before_flush");
         // Count it against the caps now, so concurrent captures cannot overshoot them.
         self.held.add(payment.amount);
+        self.unanswered.insert(payment.id, Vec::new());
         let (id, amount, store, events) = (payment.id, payment.amount, self.store.clone(), self.events.clone());
         tokio::spawn(async move {
             let result = store.durable(ticket).await;
@@ -261,7 +311,7 @@ impl Terminal {
         if let Err(e) = result {
             tracing::error!(error = %e, payment = %id, "capture refused: store did not make it durable");
             self.held.remove(amount);
-            let _ = reply.send(CaptureAnswer::rejected(None, Refusal::StorageError.as_str()));
+            self.answer(id, reply, CaptureAnswer::rejected(None, Refusal::StorageError.as_str()));
             return;
         }
         inflight_daemon::crash_point("slave.after_flush_before_answer");
@@ -280,6 +330,7 @@ impl Terminal {
     fn answer_accepted_unverdicted(&mut self, id: PaymentId, reply: oneshot::Sender<CaptureAnswer>) {
         self.outbox.mark_answered(id);
         let store = self.store.clone();
+        let retries = self.unanswered.remove(&id).unwrap_or_default();
         match store.set_state(id, SlaveState::Captured { answered: true }) {
             Ok(ticket) => {
                 tokio::spawn(async move {
@@ -287,11 +338,11 @@ impl Terminal {
                         Ok(()) => CaptureAnswer::accepted(id.to_string()),
                         Err(_) => CaptureAnswer::rejected(Some(id.to_string()), Refusal::StorageError.as_str()),
                     };
-                    let _ = reply.send(answer);
+                    send_all(reply, retries, answer);
                 });
             }
             Err(_) => {
-                let _ = reply.send(CaptureAnswer::rejected(Some(id.to_string()), Refusal::StorageError.as_str()));
+                send_all(reply, retries, CaptureAnswer::rejected(Some(id.to_string()), Refusal::StorageError.as_str()))
             }
         }
     }
@@ -349,7 +400,7 @@ impl Terminal {
                 Settled::Refused(r) => CaptureAnswer::rejected(Some(id.to_string()), r.as_str()),
                 _ => CaptureAnswer::accepted(id.to_string()),
             };
-            let _ = w.reply.send(answer);
+            self.answer(id, w.reply, answer);
         }
     }
 
@@ -416,6 +467,22 @@ impl Terminal {
             }
         }
     }
+}
+
+/// Longest request id a sale app may give, in bytes.
+pub const REQUEST_ID_BYTES_MAX: usize = 64;
+
+fn send_all(
+    reply: oneshot::Sender<CaptureAnswer>,
+    retries: Vec<oneshot::Sender<CaptureAnswer>>,
+    answer: CaptureAnswer,
+) {
+    for r in retries {
+        let mut a = answer.clone();
+        a.replayed = true;
+        let _ = r.send(a);
+    }
+    let _ = reply.send(answer);
 }
 
 /// One payment's status as JSON (masked card only).

@@ -1,11 +1,13 @@
 //! The terminal's store: its outbox of captured payments and their states.
 //!
-//! Key layout: tree `payments`, key = payment id (16 bytes, capture-time order) → record.
+//! Key layout: tree `payments`, key = payment id (16 bytes, capture-time order) → record;
+//! tree `requests`, key = the sale app's request id → payment id; tree `meta`: the BIN list.
 
 use std::path::Path;
 
 use bincode::{Decode, Encode};
 use inflight_wire::{AuthOutcome, Payment, PaymentId, RefusalReason, SignedBinList};
+use sled::Transactional;
 
 use crate::records::{decode_record, encode_record, PaymentRecord};
 use crate::{open_sled, CardVault, Committer, MaskedView, StoreError, Ticket};
@@ -63,6 +65,8 @@ pub struct SlaveCounts {
 #[derive(Debug)]
 pub struct SlaveStore {
     payments: sled::Tree,
+    /// Sale-app request id → payment id: a retried capture finds its first answer.
+    requests: sled::Tree,
     meta: sled::Tree,
     vault: CardVault,
     committer: Committer,
@@ -74,8 +78,9 @@ impl SlaveStore {
         let db = open_sled(dir, cache_bytes)?;
         let payments = db.open_tree("payments")?;
         let meta = db.open_tree("meta")?;
+        let requests = db.open_tree("requests")?;
         let committer = Committer::start(db, dir)?;
-        Ok(Self { payments, meta, vault, committer })
+        Ok(Self { payments, requests, meta, vault, committer })
     }
 
     /// The vault (for minting ids from its random source).
@@ -84,15 +89,47 @@ impl SlaveStore {
     }
 
     /// Stores a newly captured payment. Durable once the ticket is waited on.
-    pub fn put_captured(&self, p: &Payment) -> Result<Ticket, StoreError> {
+    pub fn put_captured(&self, p: &Payment, request_id: Option<&str>) -> Result<Ticket, StoreError> {
         self.committer.check_writable()?;
         let rec = SlaveRecord {
             payment: PaymentRecord::seal(&self.vault, p)?,
             state: SlaveState::Captured { answered: false },
             outcome: None,
         };
-        self.payments.insert(p.id.to_bytes(), encode_record(&rec))?;
+        let value = encode_record(&rec);
+        match request_id {
+            None => {
+                self.payments.insert(p.id.to_bytes(), value)?;
+            }
+            // The payment and its request id are written together, or not at all.
+            Some(rid) => (&self.payments, &self.requests)
+                .transaction(|(payments, requests)| {
+                    payments.insert(p.id.to_bytes().to_vec(), value.clone())?;
+                    requests.insert(rid.as_bytes(), p.id.to_bytes().to_vec())?;
+                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| StoreError::Io(format!("{e:?}")))?,
+        }
         self.committer.note_write()
+    }
+
+    /// The payment a sale app's request id was captured as, if any.
+    pub fn request(&self, request_id: &str) -> Result<Option<PaymentId>, StoreError> {
+        match self.requests.get(request_id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => {
+                let b: [u8; 16] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt { key: request_id.to_owned(), detail: "payment id".into() })?;
+                Ok(Some(PaymentId::from_bytes(b)))
+            }
+        }
+    }
+
+    /// The ticket of the latest write: waiting on it covers everything written so far.
+    pub fn latest(&self) -> Ticket {
+        self.committer.latest()
     }
 
     /// Moves a payment to `state`. Moving to `Refused` erases its card data. Moving backwards

@@ -52,7 +52,7 @@ fn card_numbers_are_never_on_disk_in_clear() {
     {
         let s = SlaveStore::open(dir.path(), vault(), CACHE).expect("open");
         for n in 0..50 {
-            let t = s.put_captured(&payment(n)).expect("put");
+            let t = s.put_captured(&payment(n), None).expect("put");
             s.durable_blocking(t).expect("durable");
         }
         assert_eq!(
@@ -71,7 +71,7 @@ fn refusal_erases_card_data_and_states_only_move_forward() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = SlaveStore::open(dir.path(), vault(), CACHE).expect("open");
     let p = payment(1);
-    s.put_captured(&p).expect("put");
+    s.put_captured(&p, None).expect("put");
     s.set_state(p.id, SlaveState::Refused(RefusalReason::OverCardFlightLimit)).expect("set");
     assert_eq!(s.payment(p.id).expect("read"), None, "card data erased");
     let v = s.view(p.id).expect("read").expect("masked record kept");
@@ -142,7 +142,7 @@ proptest! {
                 Op::Put(n) => {
                     let p = payment(u32::from(n));
                     if let std::collections::btree_map::Entry::Vacant(e) = model.entry(p.id) {
-                        let t = store.put_captured(&p).expect("put");
+                        let t = store.put_captured(&p, None).expect("put");
                         store.durable_blocking(t).expect("durable");
                         e.insert(SlaveState::Captured { answered: false });
                     }
