@@ -62,11 +62,11 @@ fn main() {
         .map(|l| ("master", l.to_owned()))
         .chain(dep.log("issuer").lines().map(|l| ("issuer", l.to_owned())))
     {
-        if ["link up", "batch sealed", "batch begins", "decided and durable", "results stored"]
+        if ["link up", "crew", "batch sealed", "batch begins", "decided and durable", "results stored", "upload"]
             .iter()
             .any(|k| l.contains(k))
         {
-            println!("  {who}: {}", &l[..l.len().min(150)]);
+            println!("  {who}: {}", &l[11..l.len().min(260)]);
         }
     }
     println!("link up -> every result stored at the master: {decided:.2?}");

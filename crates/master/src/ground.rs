@@ -243,6 +243,7 @@ async fn seal(
     ids: &[PaymentId],
     events: &mpsc::Sender<Event>,
 ) -> Result<BatchHeader, NetError> {
+    let started = tokio::time::Instant::now();
     let mut digest = BatchDigest::default();
     let mut totals: BTreeMap<Currency, u64> = BTreeMap::new();
     for id in ids {
@@ -261,13 +262,21 @@ async fn seal(
         totals: totals.into_iter().collect(),
         digest: digest.finish(),
     };
+    let digested = started.elapsed();
     let (tx, rx) = oneshot::channel();
     events
         .send(Event::Seal { header: header.clone(), ids: ids.to_vec(), reply: tx })
         .await
         .map_err(|_| shutting_down())?;
     rx.await.map_err(|_| shutting_down())?.map_err(store_err)?;
-    tracing::info!(batch = %header.id, count = header.count, totals = ?header.totals, "batch sealed");
+    tracing::info!(
+        batch = %header.id,
+        count = header.count,
+        totals = ?header.totals,
+        digest_ms = digested.as_millis() as u64,
+        seal_ms = (started.elapsed() - digested).as_millis() as u64,
+        "batch sealed"
+    );
     Ok(header)
 }
 
