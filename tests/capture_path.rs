@@ -225,6 +225,10 @@ fn a_capture_retried_with_its_request_id_is_one_payment_even_across_a_crash() {
     slave.wait_exit(Duration::from_secs(10));
     let _slave = dep.start_slave(1);
     let retried = SaleApp::connect(&dep.slave_socket(1)).expect("socket").request(&req("sale-0002")).expect("answer");
-    assert_eq!((retried["outcome"].as_str(), retried["replayed"].as_bool()), (Some("accepted"), Some(true)), "{retried}");
+    assert_eq!(
+        (retried["outcome"].as_str(), retried["replayed"].as_bool()),
+        (Some("accepted"), Some(true)),
+        "{retried}"
+    );
     dep.wait_for("both sales at the master, once each", Duration::from_secs(20), || dep.master_total() == 2);
 }

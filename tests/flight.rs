@@ -334,3 +334,20 @@ fn status_answers_for_unknown_payments_and_bad_admin_requests() {
     assert_eq!(admin.request(&json!({"op": "flight", "flight": "has space"})).expect("answer")["error"], "bad_request");
     assert_eq!(admin.request(&json!({"op": "flight", "flight": "IF200"})).expect("answer")["flight"], "IF200");
 }
+
+#[test]
+fn payments_waiting_past_the_age_limit_are_flagged_not_dropped() {
+    let dep = Deployment::new(2);
+    let (_issuer, mut master, _slaves) = dep.start_flight();
+    let ids = captures_with_link_down(&dep, 5);
+    assert_eq!(dep.master_status(None)["payments"]["aged"], 0);
+    // A day later (the master's clock moved 25 h on), nothing has reached the ground yet.
+    master.terminate();
+    let _master = dep.start_master_env(&[("INFLIGHT_CLOCK_SKEW_MS", "90000000")]);
+    let p = dep.master_status(None)["payments"].clone();
+    assert_eq!((p["aged"].as_u64(), p["total"].as_u64()), (Some(ids.len() as u64), Some(ids.len() as u64)), "{p}");
+    dep.master_link("auto");
+    wait_all_delivered(&dep, ids.len(), Duration::from_secs(60));
+    assert_eq!(dep.master_status(None)["payments"]["aged"], 0, "decided payments are no longer waiting");
+    assert_ledger_exactly(&dep, &ids);
+}

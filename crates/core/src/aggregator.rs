@@ -50,6 +50,8 @@ pub struct IndexEntry {
     pub card: CardKey,
     /// The amount.
     pub amount: Money,
+    /// When it was captured (terminal's time, corrected to the master's): for the age flag.
+    pub captured_unix_ms: u64,
 }
 
 /// What to do with a submitted payment.
@@ -186,6 +188,7 @@ impl Aggregator {
             terminal: payment.terminal.clone(),
             card,
             amount: payment.amount,
+            captured_unix_ms: payment.captured_unix_ms,
         };
         self.account(payment.id, &entry);
         self.index.insert(payment.id, entry);
@@ -243,6 +246,21 @@ impl Aggregator {
     /// The verdict on record for `id`.
     pub fn verdict(&self, id: &PaymentId) -> Option<Verdict> {
         self.index.get(id).map(|e| e.verdict)
+    }
+
+    /// Payments still waiting for the issuer (pending or in an unanswered batch) that were
+    /// captured more than `max_age_ms` before `now_unix_ms`. They are never dropped for age;
+    /// the crew sees how many there are.
+    pub fn aged(&self, now_unix_ms: u64, max_age_ms: u64) -> u64 {
+        let cutoff = now_unix_ms.saturating_sub(max_age_ms);
+        self.index
+            .values()
+            .filter(|e| {
+                e.verdict == Verdict::Stored
+                    && matches!(e.phase, Phase::Pending | Phase::InBatch)
+                    && e.captured_unix_ms < cutoff
+            })
+            .count() as u64
     }
 
     /// Running totals.
@@ -481,5 +499,8 @@ mod tests {
         a.advance(batch[0], Phase::Delivered);
         assert!(a.undelivered(&t("t1")).is_empty());
         assert_eq!(a.counts(), Counts { total: 3, pending: 1, in_batch: 1, decided: 0, delivered: 1, refused: 0 });
+        // Payments 1-3 were captured at t = 0: pending and in-batch ones age, delivered do not.
+        assert_eq!(a.aged(100, 50), 2);
+        assert_eq!(a.aged(100, 200), 0);
     }
 }

@@ -59,9 +59,22 @@ pub enum Event {
     /// The issuer's results for a batch: store them durably, then deliver.
     Results { batch: BatchHeader, results: Vec<AuthResult>, reply: oneshot::Sender<Result<(), StoreError>> },
     /// Counts and the BIN list version, for status.
-    Status { reply: oneshot::Sender<(Counts, Option<u64>, usize)> },
+    Status { reply: oneshot::Sender<Snapshot> },
     /// The crew sets the flight stamped on new payments.
     SetFlight { flight: String, reply: oneshot::Sender<Result<(), StoreError>> },
+}
+
+/// The state the status report shows.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    /// Payment counts by phase.
+    pub counts: Counts,
+    /// Version of the BIN list in force.
+    pub bin_list_version: Option<u64>,
+    /// Terminals connected.
+    pub terminals: usize,
+    /// Payments waiting for the issuer longer than the configured age.
+    pub aged: u64,
 }
 
 /// What the next batch is.
@@ -96,6 +109,8 @@ pub(crate) struct Aircraft {
     links: HashMap<TerminalId, Link>,
     /// Flight stamped on new payments.
     flight: String,
+    /// Waiting longer than this is flagged in the status.
+    age_flag: std::time::Duration,
     acks: mpsc::Sender<PendingAck>,
 }
 
@@ -104,6 +119,7 @@ pub(crate) fn restore(
     store: Arc<MasterStore>,
     flight: String,
     issuer_key: &[u8; 32],
+    age_flag: std::time::Duration,
 ) -> Result<(Aircraft, mpsc::Receiver<PendingAck>), StoreError> {
     let mut agg = Aggregator::new();
     for (id, entry) in store.index()? {
@@ -119,7 +135,7 @@ pub(crate) fn restore(
     let flight = store.setting("flight")?.unwrap_or(flight);
     let (acks, rx) = mpsc::channel(ACK_QUEUE_MAX);
     let signed = agg.bin_list().and(signed);
-    Ok((Aircraft { agg, store, signed, links: HashMap::new(), flight, acks }, rx))
+    Ok((Aircraft { agg, store, signed, links: HashMap::new(), flight, acks, age_flag }, rx))
 }
 
 impl Aircraft {
@@ -268,7 +284,12 @@ impl Aircraft {
                 let _ = reply.send(stored);
             }
             Event::Status { reply } => {
-                let _ = reply.send((self.agg.counts(), self.agg.bin_list().map(|b| b.version), self.links.len()));
+                let _ = reply.send(Snapshot {
+                    counts: self.agg.counts(),
+                    bin_list_version: self.agg.bin_list().map(|b| b.version),
+                    terminals: self.links.len(),
+                    aged: self.agg.aged(inflight_daemon::unix_ms_now(), self.age_flag.as_millis() as u64),
+                });
             }
             Event::SetFlight { flight, reply } => {
                 let r = match self.store.set_setting("flight", &flight) {

@@ -34,6 +34,9 @@ pub struct MasterConfig {
     pub timers: LinkTimers,
     /// sled page cache size.
     pub cache_bytes: u64,
+    /// Payments still waiting for the issuer after this long are flagged to the crew (never
+    /// dropped).
+    pub payment_age_flag: Duration,
     /// The flight stamped on new payments (the crew may change it).
     pub flight_id: String,
     /// How to reach the issuer.
@@ -94,6 +97,7 @@ impl MasterConfig {
         };
         let cache_bytes = r.u64_or("store.cache_bytes", 32 << 20, 1 << 20, 4 << 30);
         let flight_id = r.parse("flight_id", parse_flight_id);
+        let payment_age_flag = Duration::from_secs(3600 * r.u64_or("report.payment_age_flag_hours", 24, 1, 24 * 365));
         let issuer_addr = r.socket_addr("ground.issuer_addr");
         let issuer_server_name = r.string("ground.issuer_server_name");
         let issuer_ca_file = r.path("ground.issuer_ca_file");
@@ -140,6 +144,7 @@ impl MasterConfig {
             cache_bytes,
             log_format: log_format.expect(missing),
             flight_id: flight_id.expect(missing),
+            payment_age_flag,
             ground: GroundConfig {
                 issuer_addr: issuer_addr.expect(missing),
                 issuer_server_name: issuer_server_name.expect(missing),

@@ -216,7 +216,7 @@ async fn fetch_bin_list(
 ) -> Result<(), NetError> {
     let (tx, rx) = oneshot::channel();
     events.send(Event::Status { reply: tx }).await.map_err(|_| shutting_down())?;
-    let have_version = rx.await.map_err(|_| shutting_down())?.1;
+    let have_version = rx.await.map_err(|_| shutting_down())?.bin_list_version;
     w.send(&AircraftMsg::FetchBinList { have_version }).await?;
     match r.recv::<IssuerMsg>().await? {
         Some(IssuerMsg::BinList(None)) => Ok(()),

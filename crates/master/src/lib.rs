@@ -60,7 +60,8 @@ pub fn open_store(cfg: &MasterConfig) -> Result<MasterStore, StoreError> {
 pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), MasterError> {
     let cfg = Arc::new(cfg);
     let store = Arc::new(open_store(&cfg)?);
-    let (actor, acks) = aircraft::restore(store.clone(), cfg.flight_id.clone(), &cfg.ground.issuer_public_key)?;
+    let (actor, acks) =
+        aircraft::restore(store.clone(), cfg.flight_id.clone(), &cfg.ground.issuer_public_key, cfg.payment_age_flag)?;
     let mode = store.setting("link_override")?.and_then(|m| LinkOverride::parse(&m).ok()).unwrap_or_default();
     let link = LinkState::new(&cfg, mode);
     let server_tls = tls::server_config(
@@ -191,8 +192,14 @@ async fn admin_answer(ctx: &Admin, req: &Value) -> Value {
                 return json!({ "error": "shutting_down" });
             }
             match rx.await {
-                Ok((c, version, links)) => {
-                    let mut v = status_json(&c, version, links.max(ctx.connected.load(Ordering::Relaxed)), true);
+                Ok(snap) => {
+                    let mut v = status_json(
+                        &snap.counts,
+                        snap.bin_list_version,
+                        snap.terminals.max(ctx.connected.load(Ordering::Relaxed)),
+                        true,
+                    );
+                    v["payments"]["aged"] = json!(snap.aged);
                     v["link"] = json!(if ctx.link.is_up() { "up" } else { "down" });
                     v["link_override"] = json!(ctx.link.mode().as_str());
                     v
@@ -331,6 +338,8 @@ pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value
                         .and_then(|s| inflight_store::verify_bin_list(&cfg.ground.issuer_public_key, &s).ok())
                         .map(|l| l.version);
                     let mut v = status_json(&agg.counts(), version, 0, false);
+                    v["payments"]["aged"] =
+                        json!(agg.aged(inflight_daemon::unix_ms_now(), cfg.payment_age_flag.as_millis() as u64));
                     v["link_override"] = json!(store
                         .setting("link_override")
                         .map_err(|e| e.to_string())?

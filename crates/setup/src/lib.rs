@@ -229,6 +229,11 @@ idle_timeout_ms = 10000
 # sled page cache.
 cache_bytes = 33554432
 
+[report]
+# Payments still waiting for the issuer after this many hours are counted in status as
+# "aged" for the crew. They are never dropped.
+payment_age_flag_hours = 24
+
 [ground]
 # The issuer (QUIC, ALPN inflight-ground/1). The master presents pki/master.pem, which also
 # carries the name <aircraft_id>.aircraft.inflight.

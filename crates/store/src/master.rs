@@ -206,6 +206,7 @@ impl MasterStore {
                     terminal: rec.payment.terminal,
                     card: rec.card_hash,
                     amount: rec.payment.amount,
+                    captured_unix_ms: rec.payment.captured_unix_ms,
                 },
             ));
         }
