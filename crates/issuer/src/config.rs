@@ -76,6 +76,7 @@ impl IssuerConfig {
             keep_alive: r.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000)),
             idle: r.millis_or("timers.idle_timeout_ms", ms(10_000), ms(500), ms(600_000)),
             connect: hello_timeout,
+            window_bytes: None,
         };
         let cache_bytes = r.u64_or("store.cache_bytes", 32 << 20, 1 << 20, 4 << 30);
         if timers.keep_alive >= timers.idle {

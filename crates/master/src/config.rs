@@ -94,6 +94,7 @@ impl MasterConfig {
             keep_alive: r.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000)),
             idle: r.millis_or("timers.idle_timeout_ms", ms(10_000), ms(500), ms(600_000)),
             connect: hello_timeout,
+            window_bytes: Some(inflight_net::endpoint::TERMINAL_WINDOW_BYTES),
         };
         let cache_bytes = r.u64_or("store.cache_bytes", 32 << 20, 1 << 20, 4 << 30);
         let flight_id = r.parse("flight_id", parse_flight_id);
@@ -123,6 +124,7 @@ impl MasterConfig {
             keep_alive: r.millis_or("ground.keep_alive_ms", ms(1_000), ms(100), ms(60_000)),
             idle: r.millis_or("ground.idle_timeout_ms", ms(5_000), ms(500), ms(600_000)),
             connect: r.millis_or("ground.connect_timeout_ms", ms(3_000), ms(100), ms(60_000)),
+            window_bytes: None,
         };
         if timers.keep_alive >= timers.idle {
             r.error("timers.keep_alive_ms", "must be shorter than timers.idle_timeout_ms");

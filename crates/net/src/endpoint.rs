@@ -29,11 +29,25 @@ pub struct LinkTimers {
     pub idle: Duration,
     /// Give up a connection attempt after this long.
     pub connect: Duration,
+    /// Flow-control window per connection, bytes (`None`: quinn's defaults, sized for bulk
+    /// transfers). The terminal link carries small frames with a bounded number in flight, so
+    /// a small window bounds what a thousand connections can make the master buffer.
+    pub window_bytes: Option<u32>,
 }
+
+/// Flow-control window of the terminal link. Frames are small and a terminal has at most its
+/// forward window of payments in flight, so 256 KiB keeps the link busy while bounding what a
+/// cabin of connections can make the master buffer.
+pub const TERMINAL_WINDOW_BYTES: u32 = 256 << 10;
 
 impl Default for LinkTimers {
     fn default() -> Self {
-        Self { keep_alive: Duration::from_secs(2), idle: Duration::from_secs(10), connect: Duration::from_secs(3) }
+        Self {
+            keep_alive: Duration::from_secs(2),
+            idle: Duration::from_secs(10),
+            connect: Duration::from_secs(3),
+            window_bytes: None,
+        }
     }
 }
 
@@ -43,6 +57,13 @@ fn transport(t: LinkTimers) -> Result<Arc<TransportConfig>, NetError> {
     tc.max_idle_timeout(Some(IdleTimeout::try_from(t.idle).map_err(|e| NetError::Tls(format!("idle timeout: {e}")))?));
     tc.max_concurrent_bidi_streams(VarInt::from_u32(BIDI_STREAMS_MAX));
     tc.max_concurrent_uni_streams(VarInt::from_u32(0));
+    if let Some(w) = t.window_bytes {
+        tc.receive_window(VarInt::from_u32(w));
+        tc.stream_receive_window(VarInt::from_u32(w));
+        tc.send_window(u64::from(w));
+        // The terminal link sends no unreliable datagrams: no buffer for them.
+        tc.datagram_receive_buffer_size(None);
+    }
     Ok(Arc::new(tc))
 }
 

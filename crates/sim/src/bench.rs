@@ -44,39 +44,54 @@ pub struct IngestReport {
     pub peak_rss_mib: Option<f64>,
 }
 
-/// Runs the benchmark.
-pub async fn ingest(terminals: u32, per_terminal: u32, window: usize) -> anyhow::Result<IngestReport> {
-    let dir = tempfile::Builder::new().prefix("inflight-bench").tempdir_in("/tmp")?;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
-    let plan = inflight_setup::LocalPlan {
-        out: dir.path().to_owned(),
-        terminals,
-        aircraft: "d-bench".into(),
-        base_port: port,
+/// Runs the benchmark against a master in this process, or, with `external`, against the master
+/// of a deployment made by `inflight-setup local` and already running as its own process (so its
+/// memory can be read apart from the load generator's).
+pub async fn ingest(
+    terminals: u32,
+    per_terminal: u32,
+    window: usize,
+    external: Option<&std::path::Path>,
+) -> anyhow::Result<IngestReport> {
+    let tmp = tempfile::Builder::new().prefix("inflight-bench").tempdir_in("/tmp")?;
+    let root = match external {
+        Some(d) => d.to_owned(),
+        None => {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+            let plan = inflight_setup::LocalPlan {
+                out: tmp.path().to_owned(),
+                terminals,
+                aircraft: "d-bench".into(),
+                base_port: port,
+            };
+            inflight_setup::write_local(&plan)?;
+            tmp.path().to_owned()
+        }
     };
-    inflight_setup::write_local(&plan)?;
-    let mut mcfg = MasterConfig::load(&dir.path().join("config/master.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = root.as_path();
+    let mut mcfg = MasterConfig::load(&dir.join("config/master.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
     // No issuer in this benchmark: the ground link stays down.
     mcfg.ground.probe_interval = Duration::from_secs(3600);
     let cancel = CancellationToken::new();
     let addr = mcfg.listen;
     let admin = mcfg.admin_socket.clone();
-    let master = tokio::spawn(inflight_master::run(mcfg, cancel.clone()));
+    let master = match external {
+        Some(_) => None,
+        None => Some(tokio::spawn(inflight_master::run(mcfg, cancel.clone()))),
+    };
     let start = Instant::now();
     while tokio::net::UnixStream::connect(&admin).await.is_err() {
         anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "master did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let ca = tls::roots(&dir.path().join("pki/airline-ca.pem"))?;
+    let ca = tls::roots(&dir.join("pki/airline-ca.pem"))?;
     let t_connect = Instant::now();
     let mut sessions = Vec::new();
     for k in 1..=terminals {
         let id = format!("slave-{k}");
-        let ident = tls::Identity::from_pem_files(
-            &dir.path().join(format!("pki/{id}.pem")),
-            &dir.path().join(format!("pki/{id}.key")),
-        )?;
+        let ident =
+            tls::Identity::from_pem_files(&dir.join(format!("pki/{id}.pem")), &dir.join(format!("pki/{id}.key")))?;
         let ep = endpoint::client(
             "127.0.0.1:0".parse()?,
             tls::client_config(ident, ca.clone(), TERMINAL_ALPN)?,
@@ -137,7 +152,9 @@ pub async fn ingest(terminals: u32, per_terminal: u32, window: usize) -> anyhow:
     }
     let elapsed = t0.elapsed();
     cancel.cancel();
-    let _ = master.await;
+    if let Some(m) = master {
+        let _ = m.await;
+    }
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))

@@ -61,6 +61,10 @@ struct Cli {
     /// --payments-per-slave payments each, this many in flight per terminal.
     #[arg(long)]
     bench_ingest_window: Option<usize>,
+    /// With --bench-ingest-window: load the master of this deployment (made by
+    /// `inflight-setup local`, master already running) instead of one in this process.
+    #[arg(long)]
+    bench_deployment: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -92,7 +96,12 @@ fn main() -> ExitCode {
         }
     };
     if let Some(window) = cli.bench_ingest_window {
-        return match rt.block_on(inflight_sim::bench::ingest(cli.slaves, cli.payments_per_slave, window.max(1))) {
+        return match rt.block_on(inflight_sim::bench::ingest(
+            cli.slaves,
+            cli.payments_per_slave,
+            window.max(1),
+            cli.bench_deployment.as_deref(),
+        )) {
             Ok(r) => {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
                 ExitCode::SUCCESS

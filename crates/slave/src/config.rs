@@ -92,6 +92,7 @@ impl SlaveConfig {
             keep_alive: r.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000)),
             idle: r.millis_or("timers.idle_timeout_ms", ms(10_000), ms(500), ms(600_000)),
             connect: r.millis_or("timers.connect_timeout_ms", ms(3_000), ms(100), ms(60_000)),
+            window_bytes: Some(inflight_net::endpoint::TERMINAL_WINDOW_BYTES),
         };
         let reconnect_min = r.millis_or("timers.reconnect_min_ms", ms(100), ms(10), ms(60_000));
         let reconnect_max = r.millis_or("timers.reconnect_max_ms", ms(5_000), ms(10), ms(600_000));
