@@ -29,6 +29,25 @@ pub fn free_udp_port() -> u16 {
     s.local_addr().expect("addr").port()
 }
 
+/// A port P with P and P+1 both free (master and issuer), chosen below Linux's ephemeral range
+/// (32768-60999) so that the client endpoints of concurrently running tests, which bind
+/// ephemeral ports, cannot take them between this check and the daemons' start.
+pub fn free_udp_port_pair() -> u16 {
+    let mut seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
+    for _ in 0..200 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let p = 20_000 + (seed >> 33) as u16 % 12_000;
+        let a = std::net::UdpSocket::bind(("127.0.0.1", p));
+        let b = std::net::UdpSocket::bind(("127.0.0.1", p + 1));
+        if a.is_ok() && b.is_ok() {
+            return p;
+        }
+    }
+    panic!("no free pair of UDP ports found");
+}
+
 /// One test card from `test-cards.json`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Card {
@@ -61,7 +80,7 @@ impl Deployment {
     /// Runs `inflight-setup local --out <tmp> --terminals N --base-port <free>`.
     pub fn new(terminals: u32) -> Self {
         let dir = tempfile::Builder::new().prefix("inflight-e2e").tempdir_in("/tmp").expect("tempdir");
-        let port = free_udp_port();
+        let port = free_udp_port_pair();
         let out = Command::new(bin("inflight-setup"))
             .args(["local", "--out"])
             .arg(dir.path())
@@ -95,7 +114,7 @@ impl Deployment {
 
     /// Starts the master with extra environment (e.g. an armed crash point).
     pub fn start_master_env(&self, env: &[(&str, &str)]) -> Daemon {
-        let d = Daemon::spawn_env("inflight-master", &self.config("master"), &self.path("master.log"), env);
+        let mut d = Daemon::spawn_env("inflight-master", &self.config("master"), &self.path("master.log"), env);
         d.wait_socket(&self.path("run/master.sock"));
         d
     }
@@ -107,7 +126,7 @@ impl Deployment {
 
     /// Starts the issuer with extra environment.
     pub fn start_issuer_env(&self, env: &[(&str, &str)]) -> Daemon {
-        let d = Daemon::spawn_env("inflight-issuer", &self.config("issuer"), &self.path("issuer.log"), env);
+        let mut d = Daemon::spawn_env("inflight-issuer", &self.config("issuer"), &self.path("issuer.log"), env);
         d.wait_socket(&self.path("run/issuer.sock"));
         d
     }
@@ -181,7 +200,7 @@ impl Deployment {
 
     /// Starts terminal `k` and waits until its capture socket answers.
     pub fn start_slave(&self, k: u32) -> Daemon {
-        let d =
+        let mut d =
             Daemon::spawn("inflight-slave", &self.config(&format!("slave-{k}")), &self.path(&format!("slave-{k}.log")));
         d.wait_socket(&self.slave_socket(k));
         d
@@ -189,7 +208,7 @@ impl Deployment {
 
     /// Starts terminal `k` with extra environment and waits until its capture socket answers.
     pub fn start_slave_env(&self, k: u32, env: &[(&str, &str)]) -> Daemon {
-        let d = Daemon::spawn_env(
+        let mut d = Daemon::spawn_env(
             "inflight-slave",
             &self.config(&format!("slave-{k}")),
             &self.path(&format!("slave-{k}.log")),
@@ -294,6 +313,8 @@ fn run_json(mut cmd: Command) -> Value {
 pub struct Daemon {
     /// The process.
     pub child: Child,
+    /// Where its log goes.
+    pub log: PathBuf,
 }
 
 impl Daemon {
@@ -315,12 +336,21 @@ impl Daemon {
             .stderr(logf)
             .spawn()
             .expect("spawn daemon");
-        Self { child }
+        Self { child, log: log.to_owned() }
     }
 
-    fn wait_socket(&self, sock: &Path) {
+    fn wait_socket(&mut self, sock: &Path) {
         let start = Instant::now();
         loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                panic!(
+                    "daemon exited with {status} before answering on {}; its log ends:\n{}",
+                    sock.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             if let Ok(mut s) = UnixStream::connect(sock) {
                 if writeln!(s, "{}", json!({"op": "status"})).is_ok() {
                     let mut line = String::new();

@@ -459,8 +459,21 @@ where
     }
 }
 
+/// A free UDP port below Linux's ephemeral range (32768-60999), so that client endpoints
+/// binding ephemeral ports (this run's or a concurrent test's) cannot take it before the daemon
+/// binds it.
 fn free_udp_port() -> std::io::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    let mut rng = Rng::new(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()),
+    );
+    for _ in 0..200 {
+        let p = 20_000 + rng.below(12_000) as u16;
+        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return Ok(p);
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free UDP port found"))
 }
 
 fn tempfile_dir() -> std::io::Result<tempfile::TempDir> {
