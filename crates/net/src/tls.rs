@@ -86,32 +86,33 @@ pub fn client_config(
     server_ca: Arc<RootCertStore>,
     alpn: &[u8],
 ) -> Result<rustls::ClientConfig, NetError> {
-    let p = provider();
-    let verifier = WebPkiServerVerifier::builder_with_provider(server_ca, p.clone())
-        .build()
-        .map_err(|e| NetError::Tls(e.to_string()))?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(p)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| NetError::Tls(e.to_string()))?
-        .with_webpki_verifier(verifier)
-        .with_client_auth_cert(id.chain, id.key)
-        .map_err(|e| NetError::Tls(e.to_string()))?;
-    cfg.alpn_protocols = vec![alpn.to_vec()];
-    cfg.enable_early_data = false;
-    Ok(cfg)
+    let cfg =
+        client_builder(server_ca)?.with_client_auth_cert(id.chain, id.key).map_err(|e| NetError::Tls(e.to_string()))?;
+    Ok(finish_client(cfg, alpn))
 }
 
 /// A client config without a client certificate: only for tests of refusal at the handshake.
 pub fn client_config_anonymous(server_ca: Arc<RootCertStore>, alpn: &[u8]) -> Result<rustls::ClientConfig, NetError> {
+    Ok(finish_client(client_builder(server_ca)?.with_no_client_auth(), alpn))
+}
+
+/// The part every client config shares: ring, TLS 1.3, the server verified against `server_ca`.
+fn client_builder(
+    server_ca: Arc<RootCertStore>,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, NetError> {
     let p = provider();
     let verifier = WebPkiServerVerifier::builder_with_provider(server_ca, p.clone())
         .build()
         .map_err(|e| NetError::Tls(e.to_string()))?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(p)
+    Ok(rustls::ClientConfig::builder_with_provider(p)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NetError::Tls(e.to_string()))?
-        .with_webpki_verifier(verifier)
-        .with_no_client_auth();
+        .with_webpki_verifier(verifier))
+}
+
+fn finish_client(mut cfg: rustls::ClientConfig, alpn: &[u8]) -> rustls::ClientConfig {
     cfg.alpn_protocols = vec![alpn.to_vec()];
-    Ok(cfg)
+    // 0-RTT data can be replayed by an attacker; nothing is sent before the handshake completes.
+    cfg.enable_early_data = false;
+    cfg
 }
