@@ -71,6 +71,34 @@ pub async fn write_line<T: Serialize>(w: &mut tokio::net::unix::OwnedWriteHalf, 
     w.write_all(&line).await
 }
 
+/// Serves a JSON-lines API on `listener` until `cancel`: every line is parsed as JSON (a line
+/// that is not JSON is passed as `null`, for the handler to refuse) and answered by `handle`.
+pub async fn serve<H, F>(listener: UnixListener, cancel: tokio_util::sync::CancellationToken, handle: H)
+where
+    H: Fn(serde_json::Value) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = serde_json::Value> + Send,
+{
+    loop {
+        let conn = tokio::select! {
+            _ = cancel.cancelled() => return,
+            c = listener.accept() => c,
+        };
+        let Ok((stream, _)) = conn else { continue };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            let mut line = String::new();
+            while let Ok(Some(())) = read_line(&mut r, &mut line).await {
+                let req = serde_json::from_str(&line).unwrap_or(serde_json::Value::Null);
+                if write_line(&mut w, &handle(req).await).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
 /// Client side: sends one request and reads one answer.
 pub async fn request<Q: Serialize, A: DeserializeOwned>(path: &Path, req: &Q) -> std::io::Result<A> {
     let s = UnixStream::connect(path).await?;

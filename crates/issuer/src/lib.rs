@@ -16,7 +16,6 @@ use inflight_net::{endpoint, tls, NetError};
 use inflight_store::{BinListSigner, CardVault, IssuerStore, LedgerLine, StoreError};
 use inflight_wire::{AuthOutcome, BinList, GROUND_ALPN};
 use serde_json::{json, Value};
-use tokio::io::BufReader;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -92,18 +91,11 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
     let tasks = TaskTracker::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(AIRCRAFT_MAX));
     {
-        let (store, cancel) = (store.clone(), cancel.clone());
-        tasks.spawn(async move {
-            loop {
-                let conn = tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    c = admin.accept() => c,
-                };
-                if let Ok((stream, _)) = conn {
-                    tokio::spawn(serve_admin(stream, store.clone()));
-                }
-            }
-        });
+        let store = store.clone();
+        tasks.spawn(inflight_daemon::local::serve(admin, cancel.clone(), move |req| {
+            let store = store.clone();
+            async move { admin_answer(&store, &req) }
+        }));
     }
     loop {
         let incoming = tokio::select! {
@@ -134,22 +126,13 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
     Ok(())
 }
 
-async fn serve_admin(stream: tokio::net::UnixStream, store: Arc<IssuerStore>) {
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    let mut line = String::new();
-    while let Ok(Some(())) = inflight_daemon::local::read_line(&mut r, &mut line).await {
-        let req: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        let answer = match req.get("op").and_then(Value::as_str) {
-            Some("ledger") => match store.ledger() {
-                Ok(lines) => json!({ "ledger": lines.iter().map(ledger_json).collect::<Vec<_>>() }),
-                Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
-            },
-            _ => json!({ "error": "bad_request", "detail": "expected {\"op\":\"ledger\"}" }),
-        };
-        if inflight_daemon::local::write_line(&mut w, &answer).await.is_err() {
-            return;
-        }
+fn admin_answer(store: &IssuerStore, req: &Value) -> Value {
+    match req.get("op").and_then(Value::as_str) {
+        Some("ledger") => match store.ledger() {
+            Ok(lines) => json!({ "ledger": lines.iter().map(ledger_json).collect::<Vec<_>>() }),
+            Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
+        },
+        _ => json!({ "error": "bad_request", "detail": "expected {\"op\":\"ledger\"}" }),
     }
 }
 

@@ -22,7 +22,6 @@ use inflight_net::{endpoint, tls, NetError};
 use inflight_store::{CardVault, MasterStore, StoreError};
 use inflight_wire::{AuthOutcome, PaymentId, Verdict, GROUND_ALPN, TERMINAL_ALPN};
 use serde_json::{json, Value};
-use tokio::io::BufReader;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -109,18 +108,10 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     {
         let admin_ctx =
             Admin { events: events_tx.clone(), connected: connected.clone(), store: store.clone(), link: link.clone() };
-        let cancel = cancel.clone();
-        tasks.spawn(async move {
-            loop {
-                let conn = tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    c = admin.accept() => c,
-                };
-                if let Ok((stream, _)) = conn {
-                    tokio::spawn(serve_admin(stream, admin_ctx.clone()));
-                }
-            }
-        });
+        tasks.spawn(inflight_daemon::local::serve(admin, cancel.clone(), move |req| {
+            let ctx = admin_ctx.clone();
+            async move { admin_answer(&ctx, &req).await }
+        }));
     }
     loop {
         let incoming = tokio::select! {
@@ -167,19 +158,6 @@ struct Admin {
     connected: Arc<AtomicUsize>,
     store: Arc<MasterStore>,
     link: LinkState,
-}
-
-async fn serve_admin(stream: tokio::net::UnixStream, ctx: Admin) {
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    let mut line = String::new();
-    while let Ok(Some(())) = inflight_daemon::local::read_line(&mut r, &mut line).await {
-        let req = serde_json::from_str::<Value>(&line).unwrap_or(Value::Null);
-        let answer = admin_answer(&ctx, &req).await;
-        if inflight_daemon::local::write_line(&mut w, &answer).await.is_err() {
-            return;
-        }
-    }
 }
 
 async fn admin_answer(ctx: &Admin, req: &Value) -> Value {
