@@ -5,6 +5,7 @@
 //! (`target/<profile>/`). `cargo nextest run --workspace` (and `cargo test --workspace`) builds
 //! them first, because each daemon crate has integration tests of its binary.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -173,6 +174,80 @@ impl Deployment {
             .collect()
     }
 
+    /// `inflight-issuer accounts`: one JSON object per account.
+    pub fn accounts(&self) -> Vec<Value> {
+        let out = Command::new(bin("inflight-issuer"))
+            .args(["accounts", "--config"])
+            .arg(self.config("issuer"))
+            .output()
+            .expect("run accounts");
+        assert!(out.status.success(), "accounts: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("account line is JSON"))
+            .collect()
+    }
+
+    /// The exactly-once checker, in money. Every payment in `accepted` is decided once, with
+    /// the amount its terminal captured, and its terminal holds the issuer's decision; nothing
+    /// else is decided; and every account's available amount is its opening amount minus the
+    /// approved amounts charged to its card — so a payment charged twice (the ledger, keyed by
+    /// payment id, would still show one line) or an approval without a ledger line is caught.
+    /// Terminals are asked through their sockets when running, else read from their stores.
+    /// Returns the ledger.
+    pub fn assert_exactly_once_in_money(&self, accepted: &BTreeSet<String>) -> Vec<Value> {
+        let ledger = self.ledger();
+        let mut by_id = BTreeMap::<String, &Value>::new();
+        for l in &ledger {
+            let id = l["payment_id"].as_str().expect("payment_id").to_owned();
+            assert!(by_id.insert(id.clone(), l).is_none(), "ledger lists {id} twice");
+        }
+        let decided: BTreeSet<String> = by_id.keys().cloned().collect();
+        let lost: Vec<_> = accepted.difference(&decided).collect();
+        let extra: Vec<_> = decided.difference(accepted).collect();
+        assert!(lost.is_empty(), "accepted but never decided: {lost:?}");
+        assert!(extra.is_empty(), "decided without an accepted capture: {extra:?}");
+
+        let mut terminals = TerminalViews::new(self);
+        for id in accepted {
+            let l = by_id[id];
+            let v = terminals.find(id).unwrap_or_else(|| panic!("accepted payment {id} is on no terminal"));
+            for field in ["amount_minor", "currency", "card"] {
+                assert_eq!(v[field], l[field], "{id}: terminal and ledger differ in {field}");
+            }
+            for field in ["outcome", "auth_code"] {
+                assert_eq!(v[field], l[field], "{id}: the terminal's result differs from the ledger in {field}");
+            }
+            assert_eq!(v["decline_reason"], l["reason"], "{id}: the terminal's decline reason differs from the ledger");
+        }
+
+        let mut approved = BTreeMap::<(String, String), u64>::new();
+        for l in ledger.iter().filter(|l| l["outcome"] == "approved") {
+            let key =
+                (l["card"].as_str().expect("card").to_owned(), l["currency"].as_str().expect("currency").to_owned());
+            *approved.entry(key).or_default() += l["amount_minor"].as_u64().expect("amount_minor");
+        }
+        let mut seen = BTreeSet::new();
+        for a in self.accounts() {
+            let key =
+                (a["card"].as_str().expect("card").to_owned(), a["currency"].as_str().expect("currency").to_owned());
+            assert!(
+                seen.insert(key.clone()),
+                "two accounts share the masked card {key:?}: the check would be ambiguous"
+            );
+            let opening = a["opening_minor"].as_u64().expect("opening_minor");
+            let available = a["available_minor"].as_u64().expect("available_minor");
+            let charged = approved.remove(&key).unwrap_or(0);
+            assert_eq!(
+                Some(available),
+                opening.checked_sub(charged),
+                "account {key:?}: opening {opening} − approved {charged} ≠ available {available}"
+            );
+        }
+        assert!(approved.is_empty(), "approved payments charged to no account: {approved:?}");
+        ledger
+    }
+
     /// Replaces `key = ...` in a config file (first occurrence), keeping the rest.
     pub fn set_config(&self, name: &str, key: &str, value: &str) {
         let path = self.config(name);
@@ -306,6 +381,74 @@ fn run_json(mut cmd: Command) -> Value {
     let out = cmd.output().expect("run status");
     assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("status prints JSON")
+}
+
+/// Each terminal's view of its payments: its socket while it runs, its store when stopped.
+struct TerminalViews<'a> {
+    dep: &'a Deployment,
+    sockets: BTreeMap<u32, SaleApp>,
+    stores: BTreeMap<u32, inflight_store::SlaveStore>,
+}
+
+impl<'a> TerminalViews<'a> {
+    fn new(dep: &'a Deployment) -> Self {
+        Self { dep, sockets: BTreeMap::new(), stores: BTreeMap::new() }
+    }
+
+    /// The payment as its terminal shows it (`inflight-slave status --payment` fields).
+    fn find(&mut self, id: &str) -> Option<Value> {
+        (1..=self.dep.terminals).find_map(|k| self.on(k, id))
+    }
+
+    fn on(&mut self, k: u32, id: &str) -> Option<Value> {
+        if !self.stores.contains_key(&k) && !self.sockets.contains_key(&k) {
+            match SaleApp::connect(&self.dep.slave_socket(k)) {
+                Ok(app) => {
+                    self.sockets.insert(k, app);
+                }
+                Err(_) => {
+                    let key =
+                        inflight_store::CardVault::from_key_file(&self.dep.path(&format!("keys/slave-{k}.card.key")))
+                            .expect("slave key");
+                    let s = inflight_store::SlaveStore::open(&self.dep.path(&format!("data/slave-{k}")), key, 2 << 20)
+                        .expect("slave store");
+                    self.stores.insert(k, s);
+                }
+            }
+        }
+        if let Some(app) = self.sockets.get_mut(&k) {
+            let v = app.request(&json!({"op": "status", "payment_id": id})).expect("terminal status");
+            return v.get("state").is_some().then_some(v);
+        }
+        let s = &self.stores[&k];
+        let pid = inflight_wire::PaymentId::parse(id).expect("payment id");
+        let v = s.view(pid).expect("slave store read")?;
+        let mut out = json!({
+            "amount_minor": v.payment.amount.amount_minor(),
+            "currency": v.payment.amount.currency().as_str(),
+            "card": v.payment.card.to_string(),
+        });
+        match v.outcome {
+            Some(inflight_wire::AuthOutcome::Approved { auth_code }) => {
+                out["outcome"] = json!("approved");
+                out["auth_code"] = json!(auth_code);
+            }
+            Some(inflight_wire::AuthOutcome::Declined(r)) => {
+                out["outcome"] = json!("declined");
+                out["decline_reason"] = json!(r.as_str());
+            }
+            None => {}
+        }
+        Some(out)
+    }
+}
+
+impl Drop for TerminalViews<'_> {
+    fn drop(&mut self) {
+        for s in self.stores.values() {
+            s.close();
+        }
+    }
 }
 
 /// A daemon process; killed (SIGKILL) when dropped.

@@ -120,11 +120,17 @@ pub const CRASH_ENV: &str = "INFLIGHT_CRASH_AT";
 /// destructors, no flush). Inert unless `INFLIGHT_CRASH_AT` names this point; the variable is
 /// read once, so an unarmed point costs one comparison of a cached `None`.
 pub fn crash_point(name: &str) {
-    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if ARMED.get_or_init(|| std::env::var(CRASH_ENV).ok()).as_deref() == Some(name) {
+    if crash_armed(name) {
         eprintln!("crash point {name} reached: aborting");
         std::process::abort();
     }
+}
+
+/// Whether `INFLIGHT_CRASH_AT` names this point: lets a driver put its state where the crash
+/// point is meant to find it (e.g. make a first chunk durable) before dying there.
+pub fn crash_armed(name: &str) -> bool {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ARMED.get_or_init(|| std::env::var(CRASH_ENV).ok()).as_deref() == Some(name)
 }
 
 /// Wall-clock time in milliseconds since the Unix epoch: the only clock read that decides

@@ -13,7 +13,7 @@ mod server;
 use std::sync::Arc;
 
 use inflight_net::{endpoint, tls, NetError};
-use inflight_store::{BinListSigner, CardVault, IssuerStore, LedgerLine, StoreError};
+use inflight_store::{AccountLine, BinListSigner, CardVault, IssuerStore, LedgerLine, StoreError};
 use inflight_wire::{AuthOutcome, BinList, GROUND_ALPN};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -132,7 +132,11 @@ fn admin_answer(store: &IssuerStore, req: &Value) -> Value {
             Ok(lines) => json!({ "ledger": lines.iter().map(ledger_json).collect::<Vec<_>>() }),
             Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
         },
-        _ => json!({ "error": "bad_request", "detail": "expected {\"op\":\"ledger\"}" }),
+        Some("accounts") => match store.accounts() {
+            Ok(lines) => json!({ "accounts": lines.iter().map(account_json).collect::<Vec<_>>() }),
+            Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
+        },
+        _ => json!({ "error": "bad_request", "detail": "expected {\"op\":\"ledger\"} or {\"op\":\"accounts\"}" }),
     }
 }
 
@@ -158,15 +162,40 @@ pub fn ledger_json(l: &LedgerLine) -> Value {
     v
 }
 
+/// One account as JSON (DESIGN.md §8 field names).
+pub fn account_json(a: &AccountLine) -> Value {
+    json!({
+        "card": a.card.to_string(),
+        "currency": a.currency.as_str(),
+        "opening_minor": a.opening_minor,
+        "available_minor": a.available_minor,
+    })
+}
+
 /// The ledger: from the running daemon, or read from the store when it is stopped.
 pub async fn ledger(cfg: &IssuerConfig) -> Result<Vec<Value>, String> {
-    match inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, &json!({ "op": "ledger" })).await {
-        Ok(v) => v.get("ledger").and_then(Value::as_array).cloned().ok_or_else(|| format!("unexpected answer: {v}")),
+    lines(cfg, "ledger", |store| Ok(store.ledger()?.iter().map(ledger_json).collect())).await
+}
+
+/// The accounts: from the running daemon, or read from the store when it is stopped.
+pub async fn accounts(cfg: &IssuerConfig) -> Result<Vec<Value>, String> {
+    lines(cfg, "accounts", |store| Ok(store.accounts()?.iter().map(account_json).collect())).await
+}
+
+/// Asks the running daemon for `op` (its answer holds an array under the same name), or, when
+/// no daemon answers, opens the store and reads it with `read`.
+async fn lines(
+    cfg: &IssuerConfig,
+    op: &str,
+    read: impl FnOnce(&IssuerStore) -> Result<Vec<Value>, StoreError>,
+) -> Result<Vec<Value>, String> {
+    match inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, &json!({ "op": op })).await {
+        Ok(v) => v.get(op).and_then(Value::as_array).cloned().ok_or_else(|| format!("unexpected answer: {v}")),
         Err(_) => {
             let store = open_store(cfg).map_err(|e| e.to_string())?;
-            let lines = store.ledger().map_err(|e| e.to_string())?;
+            let lines = read(&store).map_err(|e| e.to_string());
             store.close();
-            Ok(lines.iter().map(ledger_json).collect())
+            lines
         }
     }
 }

@@ -29,6 +29,14 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print every account as JSON lines: masked card, currency, opening and available amounts
+    /// (works while the daemon is stopped). Money is checked with it: available = opening −
+    /// approved.
+    Accounts {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -36,7 +44,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let (Cmd::Run { config } | Cmd::Ledger { config }) = &cli.cmd;
+    let (Cmd::Run { config } | Cmd::Ledger { config } | Cmd::Accounts { config }) = &cli.cmd;
     let cfg = match inflight_daemon::config_or_exit(IssuerConfig::load(config)) {
         Ok(c) => c,
         Err(code) => return code,
@@ -64,17 +72,22 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Cmd::Ledger { .. } => match rt.block_on(inflight_issuer::ledger(&cfg)) {
-            Ok(lines) => {
-                for l in lines {
-                    println!("{l}");
-                }
-                ExitCode::SUCCESS
+        Cmd::Ledger { .. } => print_lines(rt.block_on(inflight_issuer::ledger(&cfg))),
+        Cmd::Accounts { .. } => print_lines(rt.block_on(inflight_issuer::accounts(&cfg))),
+    }
+}
+
+fn print_lines(lines: Result<Vec<serde_json::Value>, String>) -> ExitCode {
+    match lines {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
             }
-            Err(e) => {
-                eprintln!("inflight-issuer: {e}");
-                inflight_daemon::exit(EXIT_UNAVAILABLE)
-            }
-        },
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("inflight-issuer: {e}");
+            inflight_daemon::exit(EXIT_UNAVAILABLE)
+        }
     }
 }

@@ -153,19 +153,32 @@ async fn batch(
     if items.len() != header.count as usize || digest.finish() != header.digest {
         return refuse(w, &header, "items do not match the header's count and digest").await;
     }
+    // The header's digest covers no card data (see `BatchDigest`): each payment id already
+    // decided is compared with what was decided, under this issuer's own key.
+    if let Some(payment) = store.first_conflict(&items).map_err(|e| NetError::Connection(e.to_string()))? {
+        tracing::error!(%aircraft, batch = %id, %payment, "payment id already decided with other content");
+        let reason = format!("payment {payment} was already decided with other content");
+        return refuse(w, &header, &reason).await;
+    }
     if start != BatchStart::Done {
+        let chunks = items.len().div_ceil(BATCH_CHUNK_MAX);
         for (k, chunk) in items.chunks(BATCH_CHUNK_MAX).enumerate() {
-            store
+            let t = store
                 .decide_chunk(id, (k * BATCH_CHUNK_MAX) as u32, chunk, &shared.programme)
                 .map_err(|e| NetError::Connection(e.to_string()))?;
-            if k == 0 {
+            if k + 1 < chunks && inflight_daemon::crash_armed("issuer.mid_decide") {
+                // The crash must leave the batch half decided *on disk*, the case the "already
+                // decided" guard exists for; without this the flusher may not have run yet.
+                store.durable(t).await.map_err(|e| NetError::Connection(e.to_string()))?;
                 inflight_daemon::crash_point("issuer.mid_decide");
             }
         }
-        let t = store.finish_batch(&header).map_err(|e| NetError::Connection(e.to_string()))?;
-        store.durable(t).await.map_err(|e| NetError::Connection(e.to_string()))?;
-        tracing::info!(%aircraft, batch = %id, count = header.count, "batch decided and durable");
+        store.finish_batch(&header).map_err(|e| NetError::Connection(e.to_string()))?;
     }
+    // Every answer waits for durability, also a known batch's: another connection may have
+    // written its decisions and not yet seen them fsynced.
+    store.durable(store.latest()).await.map_err(|e| NetError::Connection(e.to_string()))?;
+    tracing::info!(%aircraft, batch = %id, count = header.count, ?start, "batch decided and durable");
     inflight_daemon::crash_point("issuer.after_results_stored");
     let results = store.results(id).map_err(|e| NetError::Connection(e.to_string()))?;
     for (k, chunk) in results.chunks(BATCH_CHUNK_MAX).enumerate() {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use inflight_core::aggregator::{Aggregator, Counts, Decision, Phase};
-use inflight_store::{content_digest, MasterStore, StoreError, Ticket};
+use inflight_store::{MasterStore, StoreError, Ticket};
 use inflight_wire::{
     AuthResult, BatchHeader, BinList, ErrorCode, MasterMsg, Payment, PaymentId, SignedBinList, TerminalId, Verdict,
     BATCH_PAYMENTS_MAX,
@@ -306,7 +306,7 @@ impl Aircraft {
     }
 
     async fn submit(&mut self, terminal: TerminalId, payment: Payment, answered: bool, reply: mpsc::Sender<Outgoing>) {
-        let digest = content_digest(&payment);
+        let digest = self.store.content_digest(&payment);
         let card = self.store.card_hash(&payment);
         let decision = self.agg.handle_submit(&terminal, &payment, answered, digest, card);
         let written = match decision {

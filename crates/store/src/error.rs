@@ -36,6 +36,13 @@ pub enum StoreError {
         /// What failed.
         detail: String,
     },
+    /// A payment id already decided arrived again with other content (another card, amount or
+    /// capture time): an id re-used, by a bug or an attack. Nothing is decided or merged.
+    #[error("payment {payment} was already decided with other content; refusing to merge")]
+    ContentConflict {
+        /// The payment id.
+        payment: String,
+    },
     /// The store is shutting down.
     #[error("store is closed")]
     Closed,

@@ -1,8 +1,10 @@
 //! The issuer's store: accounts (keyed by card hash), batches, and every decision (the ledger).
 //!
 //! Key layout:
-//! - `accounts`: card hash (32 bytes) → account (kind, expiry, available, currency, open).
-//! - `decisions`: payment id (16 bytes) → the decision, with its batch and masked card.
+//! - `accounts`: card hash (32 bytes) → account (masked card, kind, expiry, opening and available
+//!   amounts, currency, open).
+//! - `decisions`: payment id (16 bytes) → the decision, with its batch, masked card and the keyed
+//!   digest of the item it decided (an id re-used with other content is refused by it).
 //! - `batches`: batch id (16 bytes) → header and whether every decision is stored.
 //! - `batch_items`: batch id ++ position (u32 BE) → payment id.
 //! - `meta`: `accounts_imported`.
@@ -28,6 +30,11 @@ use crate::{open_sled, CardVault, Committer, StoreError, Ticket};
 
 #[derive(Debug, Clone, Encode, Decode)]
 struct AccountRecord {
+    /// BIN + last 4: how `accounts` names the account without the card number.
+    card: MaskedPan,
+    /// What was available when the account was imported: the checkers' reference for
+    /// `available = opening − approved`.
+    opening_minor: u64,
     kind: CardKind,
     expiry: Expiry,
     available_minor: u64,
@@ -47,9 +54,11 @@ impl From<&AccountRecord> for Account {
     }
 }
 
-impl From<&Account> for AccountRecord {
-    fn from(a: &Account) -> Self {
+impl AccountRecord {
+    fn imported(pan: &Pan, a: &Account) -> Self {
         AccountRecord {
+            card: pan.masked(),
+            opening_minor: a.available_minor,
             kind: a.kind,
             expiry: a.expiry,
             available_minor: a.available_minor,
@@ -57,6 +66,24 @@ impl From<&Account> for AccountRecord {
             open: a.open,
         }
     }
+
+    /// This record after an authorization changed the account.
+    fn after(&self, a: &Account) -> Self {
+        AccountRecord { available_minor: a.available_minor, open: a.open, ..self.clone() }
+    }
+}
+
+/// One account as `inflight-issuer accounts` shows it: no card number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountLine {
+    /// BIN + last 4.
+    pub card: MaskedPan,
+    /// Account currency.
+    pub currency: Currency,
+    /// Available when imported, minor units.
+    pub opening_minor: u64,
+    /// Available now, minor units.
+    pub available_minor: u64,
 }
 
 #[derive(Debug, Clone, Encode, Decode)]
@@ -65,6 +92,9 @@ struct DecisionRecord {
     card: MaskedPan,
     amount: Money,
     outcome: AuthOutcome,
+    /// Keyed digest (HMAC under this issuer's card key) of the item decided: a later item with
+    /// this payment id must carry the same content, or it is refused, never given this decision.
+    content: [u8; 32],
 }
 
 #[derive(Debug, Clone, Encode, Decode)]
@@ -142,7 +172,10 @@ impl IssuerStore {
         self.committer.check_writable()?;
         let mut b = sled::Batch::default();
         for (pan, acct) in accounts {
-            b.insert(self.vault.card_hash(pan.expose_digits()).to_vec(), encode_record(&AccountRecord::from(acct)));
+            b.insert(
+                self.vault.card_hash(pan.expose_digits()).to_vec(),
+                encode_record(&AccountRecord::imported(pan, acct)),
+            );
         }
         self.accounts.apply_batch(b)?;
         self.meta.insert(ACCOUNTS_IMPORTED, b"1".as_slice())?;
@@ -165,8 +198,25 @@ impl IssuerStore {
         Ok((BatchStart::New, self.committer.note_write()?))
     }
 
+    /// The first item whose payment id is already decided with other content, if any. Checked
+    /// over a whole batch before anything of it is decided, so a conflicting batch is refused
+    /// with nothing decided under its id.
+    pub fn first_conflict(&self, items: &[BatchItem]) -> Result<Option<PaymentId>, StoreError> {
+        for item in items {
+            let key = item.id.to_bytes();
+            if let Some(bytes) = self.decisions.get(key)? {
+                let rec: DecisionRecord = decode_record(&key, &bytes)?;
+                if rec.content != crate::records::item_digest(&self.vault, item) {
+                    return Ok(Some(item.id));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Decides a chunk of items (positions `first_seq..`) in one transaction with the account
-    /// changes. Items already decided keep their decision.
+    /// changes. Items already decided keep their decision; an item whose id was decided with
+    /// other content fails the whole chunk with [`StoreError::ContentConflict`].
     pub fn decide_chunk(
         &self,
         batch: BatchId,
@@ -176,13 +226,22 @@ impl IssuerStore {
     ) -> Result<Ticket, StoreError> {
         self.committer.check_writable()?;
         let hashes: Vec<[u8; 32]> = items.iter().map(|i| self.vault.card_hash(i.pan.expose_digits())).collect();
+        let contents: Vec<[u8; 32]> = items.iter().map(|i| crate::records::item_digest(&self.vault, i)).collect();
         let result = (&self.accounts, &self.decisions, &self.batch_items).transaction(|(accts, decs, positions)| {
-            for (i, (item, hash)) in items.iter().zip(&hashes).enumerate() {
+            for (i, ((item, hash), content)) in items.iter().zip(&hashes).zip(&contents).enumerate() {
                 positions.insert(
                     crate::records::batch_item_key(batch, first_seq + i as u32).to_vec(),
                     item.id.to_bytes().to_vec(),
                 )?;
-                if decs.get(item.id.to_bytes())?.is_some() {
+                let key = item.id.to_bytes();
+                if let Some(bytes) = decs.get(key)? {
+                    let known: DecisionRecord =
+                        decode_record(&key, &bytes).map_err(ConflictableTransactionError::Abort)?;
+                    if &known.content != content {
+                        return Err(ConflictableTransactionError::Abort(StoreError::ContentConflict {
+                            payment: item.id.to_string(),
+                        }));
+                    }
                     continue;
                 }
                 let acct = match accts.get(hash)? {
@@ -192,10 +251,11 @@ impl IssuerStore {
                     }
                 };
                 let (outcome, after) = authorize(item, acct.as_ref().map(Account::from).as_ref(), programme);
-                if let (AuthOutcome::Approved { .. }, Some(after)) = (&outcome, after) {
-                    accts.insert(hash.to_vec(), encode_record(&AccountRecord::from(&after)))?;
+                if let (AuthOutcome::Approved { .. }, Some(after), Some(before)) = (&outcome, after, &acct) {
+                    accts.insert(hash.to_vec(), encode_record(&before.after(&after)))?;
                 }
-                let rec = DecisionRecord { batch, card: item.pan.masked(), amount: item.amount, outcome };
+                let rec =
+                    DecisionRecord { batch, card: item.pan.masked(), amount: item.amount, outcome, content: *content };
                 decs.insert(item.id.to_bytes().to_vec(), encode_record(&rec))?;
             }
             Ok(())
@@ -256,6 +316,22 @@ impl IssuerStore {
                 card: rec.card,
                 amount: rec.amount,
                 outcome: rec.outcome,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every account, in card-hash order (an order that says nothing about the card numbers).
+    pub fn accounts(&self) -> Result<Vec<AccountLine>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.accounts.iter() {
+            let (k, v) = kv?;
+            let rec: AccountRecord = decode_record(&k, &v)?;
+            out.push(AccountLine {
+                card: rec.card,
+                currency: rec.currency,
+                opening_minor: rec.opening_minor,
+                available_minor: rec.available_minor,
             });
         }
         Ok(out)

@@ -26,7 +26,8 @@ use crate::{open_sled, CardVault, Committer, MaskedView, StoreError, Ticket};
 #[derive(Debug, Clone, Encode, Decode)]
 struct MasterRecord {
     payment: PaymentRecord,
-    /// SHA-256 of the payment as first received: tells a re-send from an id re-used.
+    /// Keyed digest (HMAC under the card key file) of the payment as first received: tells a
+    /// re-send from an id re-used, and confirms no guess about the card to anyone without the key.
     digest: [u8; 32],
     /// Keyed hash of the card, for aircraft-wide per-card checks.
     card_hash: [u8; 32],
@@ -106,6 +107,11 @@ impl MasterStore {
     /// The keyed hash of a card number.
     pub fn card_hash(&self, p: &Payment) -> [u8; 32] {
         self.vault.card_hash(p.pan.expose_digits())
+    }
+
+    /// The keyed digest of a payment's content: tells a re-send from an id re-used.
+    pub fn content_digest(&self, p: &Payment) -> [u8; 32] {
+        crate::records::content_digest(&self.vault, p)
     }
 
     /// Fills `buf` with secure random bytes (for batch ids).

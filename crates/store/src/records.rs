@@ -99,13 +99,17 @@ pub struct MaskedView {
     pub card_data_erased: bool,
 }
 
-/// SHA-256 of a payment's encoding: equal for an honest re-send, different for another payment
-/// that re-uses the id.
-pub fn content_digest(p: &Payment) -> [u8; 32] {
-    let d = digest::digest(&digest::SHA256, &encode(p));
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+/// Keyed digest (HMAC-SHA256 under the vault's content key) of a payment's encoding: equal for
+/// an honest re-send, different for another payment that re-uses the id. Never a plain hash: the
+/// encoding holds the card number, which a plain hash would give away (see [`CardVault`]).
+pub fn content_digest(vault: &CardVault, p: &Payment) -> [u8; 32] {
+    vault.content_digest(&encode(p))
+}
+
+/// Keyed digest of one batch item (card number included), under the vault's content key: what
+/// the issuer keeps per payment id to tell an honest re-send from an id re-used.
+pub fn item_digest(vault: &CardVault, item: &BatchItem) -> [u8; 32] {
+    vault.content_digest(&encode(item))
 }
 
 pub(crate) fn encode_record<T: Encode>(r: &T) -> Vec<u8> {
@@ -137,7 +141,11 @@ pub(crate) fn batch_ids(items: &sled::Tree, batch: BatchId) -> Result<Vec<Paymen
     Ok(out)
 }
 
-/// SHA-256 over a batch's encoded items, in order: the content a batch id stands for.
+/// SHA-256 over the card-free part of a batch's items, in order: payment id, amount, currency
+/// and capture time. It is on the wire in the batch header and stored on both sides, so it
+/// must not cover the card number or expiry: a plain hash over a batch of one or a few payments
+/// would be brute-forced from BIN + last 4. The card data of each item is compared per payment
+/// id instead, by each side under its own key ([`item_digest`]).
 #[derive(Clone)]
 pub struct BatchDigest(digest::Context);
 
@@ -149,14 +157,20 @@ impl std::fmt::Debug for BatchDigest {
 
 impl Default for BatchDigest {
     fn default() -> Self {
-        Self(digest::Context::new(&digest::SHA256))
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        // Domain separation from any other SHA-256 use.
+        ctx.update(b"inflight/v1/batch-settlement-fields");
+        Self(ctx)
     }
 }
 
 impl BatchDigest {
-    /// Adds the next item.
+    /// Adds the next item: only its card-free fields.
     pub fn update(&mut self, item: &BatchItem) {
-        self.0.update(&encode(item));
+        self.0.update(&item.id.to_bytes());
+        self.0.update(&item.amount.amount_minor().to_be_bytes());
+        self.0.update(item.amount.currency().as_str().as_bytes());
+        self.0.update(&item.captured_unix_ms.to_be_bytes());
     }
 
     /// The digest.
@@ -164,5 +178,62 @@ impl BatchDigest {
         let mut out = [0u8; 32];
         out.copy_from_slice(self.0.finish().as_ref());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inflight_wire::{Currency, Expiry, Money, Pan, PaymentId, TerminalId};
+
+    fn payment(pan: &str) -> Payment {
+        Payment {
+            id: PaymentId::from_bytes([1; 16]),
+            terminal: TerminalId::parse("t-1").expect("terminal id"),
+            pan: Pan::parse(pan).expect("pan"),
+            expiry: Expiry::new(2030, 12).expect("expiry"),
+            amount: Money::new(1_250, Currency::parse("EUR").expect("currency")).expect("money"),
+            seat: "12A".into(),
+            captured_unix_ms: 1_700_000_000_000,
+            items: vec![],
+        }
+    }
+
+    #[test]
+    fn content_digest_is_keyed_and_tells_content_apart() {
+        let (a, b) = (CardVault::from_key(&[1; 32]), CardVault::from_key(&[2; 32]));
+        let p = payment("4111111111111111");
+        let q = payment("4000056655665556");
+        assert_eq!(content_digest(&a, &p), content_digest(&a, &p));
+        assert_ne!(content_digest(&a, &p), content_digest(&a, &q), "another card, another digest");
+        assert_ne!(content_digest(&a, &p), content_digest(&b, &p), "another key, another digest");
+        let plain = digest::digest(&digest::SHA256, &encode(&p));
+        assert_ne!(content_digest(&a, &p).as_slice(), plain.as_ref(), "not the unkeyed hash");
+    }
+
+    #[test]
+    fn batch_digest_ignores_card_data_and_sees_everything_else() {
+        let item = |pan: &str, amount: u64| {
+            let p = payment(pan);
+            BatchItem {
+                id: p.id,
+                pan: p.pan,
+                expiry: p.expiry,
+                amount: Money::new(amount, p.amount.currency()).expect("money"),
+                captured_unix_ms: p.captured_unix_ms,
+            }
+        };
+        let of = |items: &[BatchItem]| {
+            let mut d = BatchDigest::default();
+            items.iter().for_each(|i| d.update(i));
+            d.finish()
+        };
+        let a = item("4111111111111111", 100);
+        // Only the card differs: the digest is the same, so it cannot confirm a guessed card.
+        assert_eq!(of(&[a.clone()]), of(&[item("4000056655665556", 100)]));
+        assert_ne!(of(&[a.clone()]), of(&[item("4111111111111111", 101)]));
+        let mut later = a.clone();
+        later.captured_unix_ms += 1;
+        assert_ne!(of(&[a.clone()]), of(&[later]));
     }
 }

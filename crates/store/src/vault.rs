@@ -12,13 +12,18 @@ use crate::StoreError;
 /// A key file holds 32 random bytes as 64 hex digits (and an optional trailing newline).
 pub const KEY_FILE_HEX_LEN: usize = 64;
 
-/// Seals and opens card data; computes the keyed card hash.
+/// Seals and opens card data; computes the keyed card hash and keyed content digests.
 ///
-/// Two subkeys are derived from the key file with HMAC-SHA256 under fixed labels, so the
-/// encryption key and the look-up key are independent.
+/// Three subkeys are derived from the key file with HMAC-SHA256 under fixed labels, so the
+/// encryption key, the look-up key and the content key are independent.
+///
+/// Why every digest here is keyed: a card number has few unknown digits once BIN and last 4 are
+/// known (about 10^5 after Luhn), times ~120 expiries. A plain SHA-256 over anything holding a
+/// PAN is therefore brute-forced in seconds; an HMAC under a key the attacker lacks is not.
 pub struct CardVault {
     aead: LessSafeKey,
     card_key: hmac::Key,
+    content_key: hmac::Key,
     rng: SystemRandom,
 }
 
@@ -52,11 +57,13 @@ impl CardVault {
         let derive = |label: &[u8]| hmac::sign(&root, label);
         let aead_key = derive(b"inflight/v1/card-aead");
         let card_key = derive(b"inflight/v1/card-hash");
+        let content_key = derive(b"inflight/v1/content-digest");
         let unbound = UnboundKey::new(&CHACHA20_POLY1305, aead_key.as_ref())
             .expect("HMAC-SHA256 output is 32 bytes, the ChaCha20-Poly1305 key length");
         Self {
             aead: LessSafeKey::new(unbound),
             card_key: hmac::Key::new(hmac::HMAC_SHA256, card_key.as_ref()),
+            content_key: hmac::Key::new(hmac::HMAC_SHA256, content_key.as_ref()),
             rng: SystemRandom::new(),
         }
     }
@@ -90,6 +97,16 @@ impl CardVault {
     /// the hash reveals nothing (a plain hash of a 16-digit number is brute-forced in minutes).
     pub fn card_hash(&self, pan_digits: &str) -> [u8; 32] {
         let tag = hmac::sign(&self.card_key, pan_digits.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// The keyed digest of a record's encoding (which may hold card data): equal for an honest
+    /// re-send, different for another payment re-using the id, and useless to anyone without the
+    /// key file for confirming a guessed card number.
+    pub fn content_digest(&self, encoded: &[u8]) -> [u8; 32] {
+        let tag = hmac::sign(&self.content_key, encoded);
         let mut out = [0u8; 32];
         out.copy_from_slice(tag.as_ref());
         out

@@ -156,3 +156,27 @@ fn tokio_free_wait(s: &MasterStore, t: inflight_store::Ticket) {
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     rt.block_on(s.durable(t)).expect("durable");
 }
+
+#[test]
+fn a_payment_id_reused_with_other_content_is_refused_never_given_the_first_decision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = issuer(dir.path());
+    let first = item(1, 600);
+    s.begin_batch(&header(1, 1, 7)).expect("begin");
+    s.decide_chunk(BatchId([1; 16]), 0, std::slice::from_ref(&first), &programme()).expect("decide");
+    // The same id, another amount (or card, or time), in another batch: a bug or an attack.
+    let mut other = item(1, 500);
+    assert_eq!(s.first_conflict(std::slice::from_ref(&first)).expect("check"), None, "an honest re-send");
+    assert_eq!(s.first_conflict(std::slice::from_ref(&other)).expect("check"), Some(other.id));
+    s.begin_batch(&header(2, 1, 9)).expect("begin");
+    let err = s.decide_chunk(BatchId([2; 16]), 0, std::slice::from_ref(&other), &programme());
+    assert!(matches!(err, Err(inflight_store::StoreError::ContentConflict { .. })), "{err:?}");
+    other.amount = first.amount;
+    other.captured_unix_ms += 1;
+    assert_eq!(s.first_conflict(std::slice::from_ref(&other)).expect("check"), Some(other.id), "capture time");
+    // Money moved once, for the first payment only.
+    let accounts = s.accounts().expect("accounts");
+    assert_eq!(accounts.len(), 1);
+    assert_eq!((accounts[0].opening_minor, accounts[0].available_minor), (1_000, 400));
+    assert_eq!(accounts[0].card.to_string(), inflight_wire::Pan::parse(PAN).expect("valid").masked().to_string());
+}
