@@ -49,6 +49,9 @@ pub fn free_udp_port_pair() -> u16 {
     panic!("no free pair of UDP ports found");
 }
 
+/// Terminals' claim period in tests, milliseconds (see `claim_grace_ms` in the slave config).
+pub const CLAIM_GRACE_MS: u64 = 3_000;
+
 /// One test card from `test-cards.json`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Card {
@@ -89,7 +92,13 @@ impl Deployment {
             .output()
             .expect("run inflight-setup");
         assert!(out.status.success(), "inflight-setup failed: {}", String::from_utf8_lossy(&out.stderr));
-        Self { dir, terminals }
+        let dep = Self { dir, terminals };
+        // A short claim period, so tests that kill terminals see unanswered payments voided
+        // within the test (a deployment's default is a minute).
+        for k in 1..=terminals {
+            dep.set_config(&format!("slave-{k}"), "claim_grace_ms", &CLAIM_GRACE_MS.to_string());
+        }
+        dep
     }
 
     /// `config/<name>.toml`.

@@ -50,6 +50,10 @@ pub struct IndexEntry {
     pub card: CardKey,
     /// The amount.
     pub amount: Money,
+    /// The terminal has confirmed that its sale app was told `accepted` (a submit marked
+    /// answered). Only such payments are sealed into a batch: one whose sale app was never told
+    /// is never charged, and is voided by its terminal instead.
+    pub answered: bool,
     /// When it was captured (terminal's time, corrected to the master's): for the age flag.
     pub captured_unix_ms: u64,
 }
@@ -57,8 +61,9 @@ pub struct IndexEntry {
 /// What to do with a submitted payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// New: store it durably, then ack `Stored`. `flag`: a check failed but the terminal had
-    /// already answered `accepted`, so it is carried anyway and shown to the crew.
+    /// New: store it durably, then ack `Stored` (answered) or `Held` (not yet: it is not carried
+    /// until the terminal confirms). `flag`: a check failed but the terminal had already
+    /// answered `accepted`, so it is carried anyway and shown to the crew.
     Store {
         /// The failed check, if any.
         flag: Option<RefusalReason>,
@@ -68,6 +73,9 @@ pub enum Decision {
     /// Previously refused, now re-sent marked answered: store it (the refusal becomes a flag for
     /// the crew), then ack `Stored`.
     CarryRefused(RefusalReason),
+    /// Stored earlier unanswered, now re-sent marked answered: record that durably (the payment
+    /// may now be sealed), then ack `Stored`.
+    Confirm,
     /// Known: ack this verdict again once the original write is durable.
     Repeat(Verdict),
     /// The connection's terminal is not the payment's terminal: close the connection.
@@ -76,11 +84,32 @@ pub enum Decision {
     Full,
 }
 
+/// What to do with a terminal's `Void` of a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoidDecision {
+    /// Stored and never confirmed answered: record the void durably (it is never sealed), then
+    /// acknowledge it.
+    Void,
+    /// Nothing to change (unknown id, already voided, or refused): acknowledge once everything
+    /// written so far is durable.
+    Repeat,
+    /// The terminal had confirmed the sale app was told `accepted`: the master carries it and
+    /// says so.
+    Carried,
+    /// The payment belongs to another terminal: close the connection.
+    WrongTerminal,
+}
+
 /// Counts for the status report (DESIGN.md §8 names).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Payments the master will carry to the issuer (every phase).
+    /// Payments the master will carry to the issuer (every phase; confirmed answered).
     pub total: u64,
+    /// Stored, but the terminal has not yet confirmed its sale app was told `accepted`: not
+    /// sealed until it does, voided if it never does.
+    pub unconfirmed: u64,
+    /// Voided by their terminal (the sale app was never told `accepted`): never carried.
+    pub voided: u64,
     /// Waiting for a batch.
     pub pending: u64,
     /// In a batch not yet answered.
@@ -91,6 +120,11 @@ pub struct Counts {
     pub delivered: u64,
     /// Refused at capture by an aircraft-wide check.
     pub refused: u64,
+}
+
+/// Whether a verdict is the void of a payment (not a refusal at capture).
+fn is_void(v: Verdict) -> bool {
+    v == Verdict::Refused(RefusalReason::Voided)
 }
 
 /// The master's index of payments and its rules.
@@ -155,15 +189,27 @@ impl Aggregator {
                 return Decision::Repeat(Verdict::Refused(RefusalReason::IdConflict));
             }
             return match e.verdict {
+                // A voided payment is never carried, whatever a later submit says.
+                v if is_void(v) => Decision::Repeat(v),
                 Verdict::Refused(reason) if answered => {
                     let mut e = e.clone();
                     self.unaccount(payment.id, &e);
                     e.verdict = Verdict::Stored;
                     e.phase = Phase::Pending;
+                    e.answered = true;
                     self.account(payment.id, &e);
                     self.index.insert(payment.id, e);
                     Decision::CarryRefused(reason)
                 }
+                Verdict::Stored if answered && !e.answered => {
+                    let mut e = e.clone();
+                    self.unaccount(payment.id, &e);
+                    e.answered = true;
+                    self.account(payment.id, &e);
+                    self.index.insert(payment.id, e);
+                    Decision::Confirm
+                }
+                Verdict::Stored if !e.answered => Decision::Repeat(Verdict::Held),
                 v => Decision::Repeat(v),
             };
         }
@@ -189,10 +235,48 @@ impl Aggregator {
             card,
             amount: payment.amount,
             captured_unix_ms: payment.captured_unix_ms,
+            answered,
         };
         self.account(payment.id, &entry);
         self.index.insert(payment.id, entry);
         decision
+    }
+
+    /// Decides on a terminal's `Void` of `id`. Applied to the index at once, like
+    /// [`Aggregator::handle_submit`]: the driver makes it durable before acking, or reverts it.
+    pub fn handle_void(&mut self, conn_terminal: &TerminalId, id: PaymentId) -> VoidDecision {
+        let Some(e) = self.index.get(&id) else {
+            // Never stored here: nothing can carry it. (A late copy of its submit would be
+            // stored unconfirmed, and never sealed.)
+            return VoidDecision::Repeat;
+        };
+        if &e.terminal != conn_terminal {
+            return VoidDecision::WrongTerminal;
+        }
+        match e.verdict {
+            Verdict::Refused(_) => VoidDecision::Repeat,
+            Verdict::Stored | Verdict::Held if e.answered => VoidDecision::Carried,
+            Verdict::Stored | Verdict::Held => {
+                let mut e = e.clone();
+                self.unaccount(id, &e);
+                e.verdict = Verdict::Refused(RefusalReason::Voided);
+                self.account(id, &e);
+                self.index.insert(id, e);
+                VoidDecision::Void
+            }
+        }
+    }
+
+    /// Undoes a void whose write failed.
+    pub fn revert_void(&mut self, id: &PaymentId) {
+        if let Some(mut e) = self.index.remove(id) {
+            self.unaccount(*id, &e);
+            if is_void(e.verdict) {
+                e.verdict = Verdict::Stored;
+            }
+            self.account(*id, &e);
+            self.index.insert(*id, e);
+        }
     }
 
     /// Undoes a decision whose write failed, so that a re-send is decided afresh instead of
@@ -208,6 +292,15 @@ impl Aggregator {
                 if let Some(mut e) = self.index.remove(id) {
                     self.unaccount(*id, &e);
                     e.verdict = Verdict::Refused(reason);
+                    e.answered = false;
+                    self.account(*id, &e);
+                    self.index.insert(*id, e);
+                }
+            }
+            Decision::Confirm => {
+                if let Some(mut e) = self.index.remove(id) {
+                    self.unaccount(*id, &e);
+                    e.answered = false;
                     self.account(*id, &e);
                     self.index.insert(*id, e);
                 }
@@ -302,8 +395,14 @@ impl Aggregator {
     fn account(&mut self, id: PaymentId, e: &IndexEntry) {
         let c = &mut self.counts;
         match e.verdict {
+            v if is_void(v) => c.voided += 1,
             Verdict::Refused(_) => c.refused += 1,
-            Verdict::Stored => {
+            // The index records stored payments as `Stored`; `Held` is only ever an ack.
+            Verdict::Stored | Verdict::Held if !e.answered && e.phase == Phase::Pending => {
+                c.unconfirmed += 1;
+                *self.card_totals.entry((e.card, e.amount.currency())).or_default() += e.amount.amount_minor();
+            }
+            Verdict::Stored | Verdict::Held => {
                 c.total += 1;
                 *self.card_totals.entry((e.card, e.amount.currency())).or_default() += e.amount.amount_minor();
                 match e.phase {
@@ -326,8 +425,15 @@ impl Aggregator {
     fn unaccount(&mut self, id: PaymentId, e: &IndexEntry) {
         let c = &mut self.counts;
         match e.verdict {
+            v if is_void(v) => c.voided -= 1,
             Verdict::Refused(_) => c.refused -= 1,
-            Verdict::Stored => {
+            Verdict::Stored | Verdict::Held if !e.answered && e.phase == Phase::Pending => {
+                c.unconfirmed -= 1;
+                if let Some(t) = self.card_totals.get_mut(&(e.card, e.amount.currency())) {
+                    *t -= e.amount.amount_minor();
+                }
+            }
+            Verdict::Stored | Verdict::Held => {
                 c.total -= 1;
                 if let Some(t) = self.card_totals.get_mut(&(e.card, e.amount.currency())) {
                     *t -= e.amount.amount_minor();
@@ -401,9 +507,39 @@ mod tests {
         let mut a = Aggregator::new();
         let p = payment(1, "t1", 100);
         assert_eq!(a.handle_submit(&t("t1"), &p, false, [1; 32], [0; 32]), Decision::Store { flag: None });
-        assert_eq!(a.handle_submit(&t("t1"), &p, false, [1; 32], [0; 32]), Decision::Repeat(Verdict::Stored));
+        assert_eq!(a.handle_submit(&t("t1"), &p, false, [1; 32], [0; 32]), Decision::Repeat(Verdict::Held));
+        assert_eq!(a.counts(), Counts { unconfirmed: 1, ..Counts::default() });
+        assert!(a.next_batch(10).is_empty(), "never sealed before the terminal confirms its answer");
+        assert_eq!(a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]), Decision::Confirm);
         assert_eq!(a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]), Decision::Repeat(Verdict::Stored));
         assert_eq!(a.counts(), Counts { total: 1, pending: 1, ..Counts::default() });
+        assert_eq!(a.next_batch(10), vec![p.id]);
+    }
+
+    #[test]
+    fn a_void_keeps_an_unanswered_payment_out_of_every_batch_and_releases_its_limit() {
+        let mut a = with_limit(1_000);
+        let p = payment(1, "t1", 800);
+        assert_eq!(a.handle_submit(&t("t1"), &p, false, [1; 32], [0; 32]), Decision::Store { flag: None });
+        assert_eq!(a.handle_void(&t("t2"), p.id), VoidDecision::WrongTerminal);
+        assert_eq!(a.handle_void(&t("t1"), p.id), VoidDecision::Void);
+        assert_eq!(a.counts(), Counts { voided: 1, ..Counts::default() });
+        assert_eq!(a.handle_void(&t("t1"), p.id), VoidDecision::Repeat, "idempotent");
+        // A late submit, even one claiming an answer, never brings it back.
+        assert_eq!(
+            a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]),
+            Decision::Repeat(Verdict::Refused(RefusalReason::Voided))
+        );
+        assert!(a.next_batch(10).is_empty());
+        let q = payment(2, "t1", 800);
+        assert_eq!(
+            a.handle_submit(&t("t1"), &q, true, [2; 32], [0; 32]),
+            Decision::Store { flag: None },
+            "limit freed"
+        );
+        assert_eq!(a.handle_void(&t("t1"), q.id), VoidDecision::Carried, "an answered payment is carried");
+        assert_eq!(a.handle_void(&t("t1"), payment(3, "t1", 1).id), VoidDecision::Repeat, "unknown id");
+        a.check_invariants().expect("books");
     }
 
     #[test]
@@ -485,7 +621,7 @@ mod tests {
     fn phases_move_forward_and_route_results() {
         let mut a = Aggregator::new();
         for n in 1..=3 {
-            a.handle_submit(&t("t1"), &payment(n, "t1", 100), false, [n; 32], [0; 32]);
+            a.handle_submit(&t("t1"), &payment(n, "t1", 100), true, [n; 32], [0; 32]);
         }
         let batch = a.next_batch(2);
         assert_eq!(batch, vec![payment(1, "t1", 1).id, payment(2, "t1", 1).id], "capture order");
@@ -498,7 +634,10 @@ mod tests {
         assert_eq!(a.undelivered(&t("t1")), vec![batch[0]], "phases never move back");
         a.advance(batch[0], Phase::Delivered);
         assert!(a.undelivered(&t("t1")).is_empty());
-        assert_eq!(a.counts(), Counts { total: 3, pending: 1, in_batch: 1, decided: 0, delivered: 1, refused: 0 });
+        assert_eq!(
+            a.counts(),
+            Counts { total: 3, pending: 1, in_batch: 1, decided: 0, delivered: 1, refused: 0, ..Counts::default() }
+        );
         // Payments 1-3 were captured at t = 0: pending and in-batch ones age, delivered do not.
         assert_eq!(a.aged(100, 50), 2);
         assert_eq!(a.aged(100, 200), 0);

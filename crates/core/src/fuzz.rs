@@ -118,11 +118,18 @@ pub fn outbox_session(data: &[u8]) {
             }
             11..=13 => {
                 let v = if b & 1 == 0 {
-                    Verdict::Stored
+                    if b & 2 == 0 {
+                        Verdict::Stored
+                    } else {
+                        Verdict::Held
+                    }
                 } else {
                     Verdict::Refused(inflight_wire::RefusalReason::OverCardFlightLimit)
                 };
                 o.on_verdict(id, v);
+            }
+            14 => {
+                o.void(id);
             }
             _ => {
                 now += u64::from(b);

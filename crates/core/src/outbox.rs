@@ -1,10 +1,17 @@
-//! The terminal's outbox: which durably stored payments still have to reach the master.
+//! The terminal's outbox: which durably stored payments still have to reach the master, and
+//! in what form.
 //!
-//! Forwarding is pipelined: up to `window` payments are in flight at once, each confirmed by an
-//! ack carrying its id. A payment leaves the outbox only on the master's verdict; a lost
-//! connection puts everything in flight back in the queue, and a payment not acked within
-//! `ack_timeout_ms` is sent again. Re-sending is always safe: the master answers a known id
-//! with the verdict it already gave.
+//! Forwarding is pipelined: up to `window` messages are in flight at once, each confirmed by an
+//! ack carrying its id. A lost connection puts everything in flight back in the queue, and a
+//! message not acked within `ack_timeout_ms` is sent again. Re-sending is always safe: the
+//! master answers a known id with the verdict it already gave.
+//!
+//! A payment leaves the outbox only once the master holds it *and knows the sale app was told
+//! `accepted`* (a `Stored` ack of a submit marked `answered`), or once it is refused or voided.
+//! A payment the master stored before its sale app was answered is **parked**: the master will
+//! not seal it until it is sent again marked `answered` (after [`Outbox::mark_answered`]), and
+//! it is voided instead ([`Outbox::void`]) if no answer was ever given. So the master never
+//! carries a payment whose sale app was not told `accepted`.
 //!
 //! Time is monotonic milliseconds passed in by the driver.
 
@@ -12,54 +19,93 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use inflight_wire::{PaymentId, RefusalReason, Verdict};
 
-/// Most payments in flight to the master at once, unless configured lower.
+/// Most messages in flight to the master at once, unless configured lower.
 pub const WINDOW_MAX: usize = 1024;
 
-/// The forwarding state of every payment the master has not yet answered.
+/// The forwarding state of every payment not yet settled with the master.
 #[derive(Debug)]
 pub struct Outbox {
-    /// Every unanswered payment, with whether the sale app has already been told `accepted`.
-    answered: BTreeMap<PaymentId, bool>,
+    /// Every unsettled payment and what the master must learn of it.
+    entries: BTreeMap<PaymentId, Entry>,
+    /// Stored by the master, sale app not answered: nothing to send until answered or voided.
+    parked: BTreeSet<PaymentId>,
     /// Waiting to be sent, in id (capture-time) order.
     queued: BTreeSet<PaymentId>,
     /// Sent on the current connection, with the time after which it is sent again.
     in_flight: BTreeMap<PaymentId, u64>,
     /// Whether a connection to the master is up; nothing is sent without one.
     connected: bool,
-    /// Most payments in flight at once.
+    /// Most messages in flight at once.
     window: usize,
     /// How long to wait for an ack before sending again.
     ack_timeout_ms: u64,
 }
 
-/// One payment to send now.
+/// What the outbox holds for one payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transmit {
-    /// The payment to send.
-    pub id: PaymentId,
-    /// Whether the sale app has already been answered `accepted` (the master must carry it).
-    pub answered: bool,
+struct Entry {
+    /// The sale app has been told `accepted` (durably recorded by the driver first).
+    answered: bool,
+    /// Voided: only a `Void` is sent from now on.
+    voided: bool,
 }
 
-/// What a verdict from the master means for the terminal.
+/// One message to send now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transmit {
+    /// Send the payment. `answered`: the sale app has been told `accepted` (the master must carry
+    /// it, and may seal it).
+    Submit {
+        /// The payment.
+        id: PaymentId,
+        /// Whether the sale app has been told `accepted`.
+        answered: bool,
+    },
+    /// Tell the master the payment is voided (never to be carried).
+    Void {
+        /// The payment.
+        id: PaymentId,
+    },
+}
+
+impl Transmit {
+    /// The payment the message is about.
+    pub fn id(&self) -> PaymentId {
+        match *self {
+            Transmit::Submit { id, .. } | Transmit::Void { id } => id,
+        }
+    }
+}
+
+/// What an ack from the master means for the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
-    /// No such payment waiting (a duplicate ack): nothing to do.
+    /// Nothing waiting for this ack (a duplicate, or a stale ack of a voided payment's submit).
     Unknown,
-    /// The master holds it: mark it forwarded.
+    /// The master holds it and knows the sale app was told `accepted`: mark it forwarded.
     Forwarded,
+    /// The master stored it, but the sale app has not been answered: parked until
+    /// [`Outbox::mark_answered`] or [`Outbox::void`].
+    AwaitingAnswer,
     /// The master refused it and the sale app had not been answered: mark it refused.
     Refused(RefusalReason),
     /// The master refused it but the sale app was already told `accepted`: it was queued again
     /// with `answered = true`, which the master must carry.
     Resubmit,
+    /// The master confirmed the void. `carried`: it refused the void because it had been told
+    /// the sale app was answered (an honest terminal never voids such a payment).
+    Voided {
+        /// The master carries it anyway.
+        carried: bool,
+    },
 }
 
 impl Outbox {
     /// An empty outbox. `window` is clamped to 1..=[`WINDOW_MAX`].
     pub fn new(window: usize, ack_timeout_ms: u64) -> Self {
         Self {
-            answered: BTreeMap::new(),
+            entries: BTreeMap::new(),
+            parked: BTreeSet::new(),
             queued: BTreeSet::new(),
             in_flight: BTreeMap::new(),
             connected: false,
@@ -70,16 +116,55 @@ impl Outbox {
 
     /// A payment is durably stored and must reach the master.
     pub fn insert(&mut self, id: PaymentId, answered: bool) {
-        if self.answered.insert(id, answered).is_none() {
+        if !self.entries.contains_key(&id) {
+            self.entries.insert(id, Entry { answered, voided: false });
             self.queued.insert(id);
         }
     }
 
-    /// The sale app has been told `accepted` for `id` (its verdict wait ran out).
-    pub fn mark_answered(&mut self, id: PaymentId) {
-        if let Some(a) = self.answered.get_mut(&id) {
-            *a = true;
+    /// A voided payment whose void the master has not confirmed (after a restart).
+    pub fn insert_voided(&mut self, id: PaymentId) {
+        if !self.entries.contains_key(&id) {
+            self.entries.insert(id, Entry { answered: false, voided: true });
+            self.queued.insert(id);
         }
+    }
+
+    /// The sale app has been told `accepted` for `id` (the driver recorded that durably first).
+    /// A parked payment is sent again, marked answered, so the master may carry it.
+    pub fn mark_answered(&mut self, id: PaymentId) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            if e.voided {
+                return;
+            }
+            e.answered = true;
+            if self.parked.remove(&id) {
+                self.queued.insert(id);
+            }
+        }
+    }
+
+    /// Voids a payment whose sale app was never answered. Returns false (and changes nothing)
+    /// for an answered payment: that one must be carried.
+    pub fn void(&mut self, id: PaymentId) -> bool {
+        match self.entries.get_mut(&id) {
+            Some(e) if !e.answered => {
+                e.voided = true;
+                self.parked.remove(&id);
+                // A submit still in flight is answered with a stale ack, which is ignored; the
+                // void goes out next (the master reads one stream in order).
+                self.in_flight.remove(&id);
+                self.queued.insert(id);
+                true
+            }
+            Some(e) => e.voided,
+            None => false,
+        }
+    }
+
+    /// Whether `id` is waiting for its sale app's answer (stored by the master, parked).
+    pub fn is_parked(&self, id: &PaymentId) -> bool {
+        self.parked.contains(id)
     }
 
     /// A connection to the master is established (after both `Hello`s).
@@ -94,38 +179,70 @@ impl Outbox {
         self.queued.extend(back.into_keys());
     }
 
-    /// The next payment to send at `now_ms`, if the connection is up and the window has room.
+    /// The next message to send at `now_ms`, if the connection is up and the window has room.
     pub fn poll_transmit(&mut self, now_ms: u64) -> Option<Transmit> {
         if !self.connected || self.in_flight.len() >= self.window {
             return None;
         }
         let id = self.queued.pop_first()?;
         self.in_flight.insert(id, now_ms.saturating_add(self.ack_timeout_ms));
-        Some(Transmit { id, answered: self.answered.get(&id).copied().unwrap_or(false) })
+        let e = self.entries.get(&id).copied().unwrap_or(Entry { answered: false, voided: false });
+        Some(if e.voided { Transmit::Void { id } } else { Transmit::Submit { id, answered: e.answered } })
     }
 
-    /// The master's verdict on `id`.
+    /// The master's verdict on a submitted `id`.
     pub fn on_verdict(&mut self, id: PaymentId, verdict: Verdict) -> Settled {
-        let Some(&answered) = self.answered.get(&id) else {
+        let Some(&e) = self.entries.get(&id) else {
             return Settled::Unknown;
         };
+        if e.voided {
+            // A stale ack of a submit sent before the void: the void's own ack settles it.
+            return Settled::Unknown;
+        }
         self.in_flight.remove(&id);
         match verdict {
             Verdict::Stored => {
-                self.answered.remove(&id);
-                self.queued.remove(&id);
+                self.forget(id);
                 Settled::Forwarded
             }
-            Verdict::Refused(_) if answered => {
+            // Held for a submit sent before the sale app was answered: it must go again, marked
+            // answered (unless that one is already on its way).
+            Verdict::Held if e.answered => {
+                self.queued.insert(id);
+                Settled::Resubmit
+            }
+            Verdict::Held => {
+                self.queued.remove(&id);
+                self.parked.insert(id);
+                Settled::AwaitingAnswer
+            }
+            Verdict::Refused(_) if e.answered => {
                 self.queued.insert(id);
                 Settled::Resubmit
             }
             Verdict::Refused(reason) => {
-                self.answered.remove(&id);
-                self.queued.remove(&id);
+                self.forget(id);
                 Settled::Refused(reason)
             }
         }
+    }
+
+    /// The master's answer to a `Void` of `id`.
+    pub fn on_void_ack(&mut self, id: PaymentId, carried: bool) -> Settled {
+        match self.entries.get(&id) {
+            Some(e) if e.voided => {
+                self.forget(id);
+                Settled::Voided { carried }
+            }
+            _ => Settled::Unknown,
+        }
+    }
+
+    fn forget(&mut self, id: PaymentId) {
+        self.entries.remove(&id);
+        self.queued.remove(&id);
+        self.in_flight.remove(&id);
+        self.parked.remove(&id);
     }
 
     /// When [`Outbox::handle_timeout`] next has work: the earliest ack deadline.
@@ -133,7 +250,7 @@ impl Outbox {
         self.in_flight.values().min().copied()
     }
 
-    /// Queues again every payment whose ack is overdue at `now_ms`.
+    /// Queues again every message whose ack is overdue at `now_ms`.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         let overdue: Vec<PaymentId> = self.in_flight.iter().filter(|(_, &d)| d <= now_ms).map(|(id, _)| *id).collect();
         for id in overdue {
@@ -142,19 +259,24 @@ impl Outbox {
         }
     }
 
-    /// Payments the master has not answered yet.
+    /// Payments not yet settled with the master (parked ones included).
     pub fn len(&self) -> usize {
-        self.answered.len()
+        self.entries.len()
     }
 
-    /// True when every payment has been answered by the master.
+    /// True when every payment is settled with the master.
     pub fn is_empty(&self) -> bool {
-        self.answered.is_empty()
+        self.entries.is_empty()
     }
 
-    /// Payments currently in flight.
+    /// Messages currently in flight.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Payments parked, waiting for their sale app's answer.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
     }
 }
 
@@ -174,19 +296,19 @@ mod tests {
     fn pipelines_up_to_the_window_and_requeues_on_disconnect() {
         let mut o = Outbox::new(2, 1_000);
         for n in 0..3 {
-            o.insert(id(n), false);
+            o.insert(id(n), true);
         }
         assert_eq!(o.poll_transmit(0), None, "nothing is sent while disconnected");
         o.on_connected();
-        assert_eq!(o.poll_transmit(0).map(|t| t.id), Some(id(0)));
-        assert_eq!(o.poll_transmit(0).map(|t| t.id), Some(id(1)));
+        assert_eq!(o.poll_transmit(0).map(|t| t.id()), Some(id(0)));
+        assert_eq!(o.poll_transmit(0).map(|t| t.id()), Some(id(1)));
         assert_eq!(o.poll_transmit(0), None, "window full");
         assert_eq!(o.on_verdict(id(0), Verdict::Stored), Settled::Forwarded);
         assert_eq!(o.on_verdict(id(0), Verdict::Stored), Settled::Unknown, "duplicate ack");
-        assert_eq!(o.poll_transmit(0).map(|t| t.id), Some(id(2)));
+        assert_eq!(o.poll_transmit(0).map(|t| t.id()), Some(id(2)));
         o.on_disconnected();
         o.on_connected();
-        assert_eq!(o.poll_transmit(5).map(|t| t.id), Some(id(1)), "in-flight payments are re-sent in order");
+        assert_eq!(o.poll_transmit(5).map(|t| t.id()), Some(id(1)), "in-flight payments are re-sent in order");
         assert_eq!(o.poll_timeout(), Some(1_005));
     }
 
@@ -195,12 +317,49 @@ mod tests {
         let mut o = Outbox::new(8, 1_000);
         o.insert(id(1), false);
         o.on_connected();
-        assert_eq!(o.poll_transmit(0), Some(Transmit { id: id(1), answered: false }));
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(1), answered: false }));
         o.mark_answered(id(1));
         assert_eq!(o.on_verdict(id(1), Verdict::Refused(RefusalReason::OverCardFlightLimit)), Settled::Resubmit);
-        assert_eq!(o.poll_transmit(0), Some(Transmit { id: id(1), answered: true }));
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(1), answered: true }));
         assert_eq!(o.on_verdict(id(1), Verdict::Stored), Settled::Forwarded);
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn a_payment_stored_before_its_answer_is_parked_then_confirmed_or_voided() {
+        let mut o = Outbox::new(8, 1_000);
+        o.insert(id(1), false);
+        o.insert(id(2), false);
+        o.on_connected();
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(1), answered: false }));
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(2), answered: false }));
+        assert_eq!(o.on_verdict(id(1), Verdict::Held), Settled::AwaitingAnswer, "not carried yet");
+        assert_eq!(o.on_verdict(id(2), Verdict::Held), Settled::AwaitingAnswer);
+        assert_eq!(o.poll_transmit(0), None, "parked payments are not sent");
+        assert_eq!(o.len(), 2);
+        // The sale app of 1 is told `accepted`: 1 goes again, marked answered, and settles.
+        o.mark_answered(id(1));
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(1), answered: true }));
+        assert_eq!(o.on_verdict(id(1), Verdict::Stored), Settled::Forwarded);
+        // Nobody was told about 2: it is voided, and only the master's void ack settles it.
+        assert!(o.void(id(2)));
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Void { id: id(2) }));
+        assert_eq!(o.on_verdict(id(2), Verdict::Held), Settled::Unknown, "a stale submit ack is ignored");
+        o.mark_answered(id(2));
+        assert_eq!(o.on_void_ack(id(2), false), Settled::Voided { carried: false }, "a voided payment stays voided");
+        assert!(o.is_empty());
+        // An answered payment is never voided.
+        o.insert(id(3), true);
+        assert!(!o.void(id(3)));
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(3), answered: true }));
+        // Answered while its first (unanswered) submit was on the way: that submit's `Held`
+        // does not settle it; it goes again, marked answered.
+        o.insert(id(4), false);
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(4), answered: false }));
+        o.mark_answered(id(4));
+        assert_eq!(o.on_verdict(id(4), Verdict::Held), Settled::Resubmit);
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(4), answered: true }));
+        assert_eq!(o.on_verdict(id(4), Verdict::Stored), Settled::Forwarded);
     }
 
     #[derive(Debug, Clone)]
@@ -209,6 +368,7 @@ mod tests {
             answered: bool,
         },
         MarkAnswered(prop::sample::Index),
+        Void(prop::sample::Index),
         Connect,
         Disconnect,
         Send,
@@ -225,6 +385,7 @@ mod tests {
         prop_oneof![
             any::<bool>().prop_map(|answered| Op::Insert { answered }),
             any::<prop::sample::Index>().prop_map(Op::MarkAnswered),
+            any::<prop::sample::Index>().prop_map(Op::Void),
             Just(Op::Connect),
             Just(Op::Disconnect),
             Just(Op::Send),
@@ -236,29 +397,49 @@ mod tests {
     }
 
     /// A reference master: the first verdict for an id sticks, except that a refusal is turned
-    /// into storage when the payment arrives marked answered (DESIGN.md §3).
+    /// into storage when the payment arrives marked answered (DESIGN.md §3); it carries (may
+    /// seal) only what arrived marked answered, and a void of anything else is granted.
     #[derive(Default)]
     struct ModelMaster {
         verdicts: BTreeMap<PaymentId, Verdict>,
+        carried: BTreeSet<PaymentId>,
+        voided: BTreeSet<PaymentId>,
     }
 
     impl ModelMaster {
-        fn submit(&mut self, t: Transmit, refuse: bool) -> Verdict {
-            let v = self.verdicts.entry(t.id).or_insert(if refuse {
-                Verdict::Refused(RefusalReason::OverCardFlightLimit)
-            } else {
-                Verdict::Stored
-            });
-            if t.answered {
-                *v = Verdict::Stored;
+        /// Returns the settlement the outbox reaches for this message.
+        fn answer(&mut self, o: &mut Outbox, t: Transmit, refuse: bool) -> Settled {
+            match t {
+                Transmit::Submit { id, answered } => {
+                    if self.voided.contains(&id) {
+                        return o.on_verdict(id, Verdict::Refused(RefusalReason::Voided));
+                    }
+                    let v = self.verdicts.entry(id).or_insert(if refuse {
+                        Verdict::Refused(RefusalReason::OverCardFlightLimit)
+                    } else {
+                        Verdict::Held
+                    });
+                    if answered {
+                        *v = Verdict::Stored;
+                        self.carried.insert(id);
+                    }
+                    o.on_verdict(id, *v)
+                }
+                Transmit::Void { id } => {
+                    let carried = self.carried.contains(&id);
+                    if !carried {
+                        self.voided.insert(id);
+                    }
+                    o.on_void_ack(id, carried)
+                }
             }
-            *v
         }
     }
 
     proptest! {
-        /// Whatever the connection does, every payment is eventually settled exactly once, and a
-        /// payment whose sale was answered `accepted` is never settled as refused.
+        /// Whatever the connection does, every payment is eventually settled exactly once; a
+        /// payment whose sale was answered `accepted` is carried; and one never answered is
+        /// never carried (it is refused or voided).
         #[test]
         fn every_payment_settles_once_and_answered_ones_are_carried(ops in prop::collection::vec(op(), 1..200)) {
             let mut o = Outbox::new(4, 1_000);
@@ -269,10 +450,11 @@ mod tests {
             let mut sent: Vec<Transmit> = Vec::new();
             let mut settled: BTreeMap<PaymentId, Settled> = BTreeMap::new();
             let settle = |id: PaymentId, s: Settled, settled: &mut BTreeMap<PaymentId, Settled>| {
-                if matches!(s, Settled::Forwarded | Settled::Refused(_)) {
+                if matches!(s, Settled::Forwarded | Settled::Refused(_) | Settled::Voided { .. }) {
                     assert!(settled.insert(id, s).is_none(), "{id:?} settled twice");
                 }
             };
+            let mut voided_ids = BTreeSet::new();
             for op in ops {
                 match op {
                     Op::Insert { answered } if minted < 250 => {
@@ -284,33 +466,51 @@ mod tests {
                     Op::Insert { .. } => {}
                     Op::MarkAnswered(ix) if minted > 0 => {
                         let i = id(ix.index(minted as usize) as u8);
-                        if !settled.contains_key(&i) { o.mark_answered(i); answered_ids.insert(i); }
+                        // The driver answers only payments still waiting, never a voided one.
+                        if !settled.contains_key(&i) && !voided_ids.contains(&i) {
+                            o.mark_answered(i);
+                            answered_ids.insert(i);
+                        }
                     }
                     Op::MarkAnswered(_) => {}
+                    Op::Void(ix) if minted > 0 => {
+                        let i = id(ix.index(minted as usize) as u8);
+                        if !settled.contains_key(&i) && !answered_ids.contains(&i) && o.void(i) {
+                            voided_ids.insert(i);
+                        }
+                    }
+                    Op::Void(_) => {}
                     Op::Connect => o.on_connected(),
                     Op::Disconnect => { o.on_disconnected(); sent.clear(); }
                     Op::Send => { if let Some(t) = o.poll_transmit(now) { sent.push(t); } }
                     Op::Answer { which, refuse, duplicate } if !sent.is_empty() => {
                         let k = which.index(sent.len());
                         let t = if duplicate { sent[k] } else { sent.remove(k) };
-                        let v = master.submit(t, refuse);
-                        let s = o.on_verdict(t.id, v);
-                        settle(t.id, s, &mut settled);
+                        let s = master.answer(&mut o, t, refuse);
+                        settle(t.id(), s, &mut settled);
                     }
                     Op::Answer { .. } => {}
                     Op::Tick(dt) => { now += dt; o.handle_timeout(now); }
                 }
             }
-            // Then a perfect, connected master drains everything.
+            // Then a perfect, connected master drains everything; unanswered payments it parks
+            // are voided, as the terminal does once their claim period ends.
             o.on_connected();
             let mut rounds = 0;
             while !o.is_empty() {
                 rounds += 1;
                 prop_assert!(rounds < 10_000, "outbox never drained");
+                for n in 0..minted {
+                    if o.is_parked(&id(n)) && o.void(id(n)) {
+                        voided_ids.insert(id(n));
+                    }
+                }
                 while let Some(t) = o.poll_transmit(now) {
-                    let v = master.submit(t, false);
-                    let s = o.on_verdict(t.id, v);
-                    settle(t.id, s, &mut settled);
+                    let s = master.answer(&mut o, t, false);
+                    if s == Settled::AwaitingAnswer && o.void(t.id()) {
+                        voided_ids.insert(t.id());
+                    }
+                    settle(t.id(), s, &mut settled);
                 }
                 now += 1_000;
                 o.handle_timeout(now);
@@ -318,6 +518,12 @@ mod tests {
             prop_assert_eq!(settled.len(), minted as usize);
             for i in &answered_ids {
                 prop_assert_eq!(settled.get(i), Some(&Settled::Forwarded), "answered payment {:?} not carried", i);
+            }
+            for i in master.carried.iter() {
+                prop_assert!(answered_ids.contains(i), "payment {:?} carried but never answered", i);
+            }
+            for i in &voided_ids {
+                prop_assert_eq!(settled.get(i), Some(&Settled::Voided { carried: false }));
             }
         }
     }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use inflight_core::aggregator::{Aggregator, Counts, Decision, Phase};
+use inflight_core::aggregator::{Aggregator, Counts, Decision, Phase, VoidDecision};
 use inflight_store::{MasterStore, StoreError, Ticket};
 use inflight_wire::{
     AuthResult, BatchHeader, BinList, ErrorCode, MasterMsg, Payment, PaymentId, SignedBinList, TerminalId, Verdict,
@@ -44,6 +44,8 @@ pub enum Outgoing {
 pub enum Event {
     /// A payment from the terminal whose certificate is `terminal`.
     Submit { terminal: TerminalId, payment: Box<Payment>, answered: bool, reply: mpsc::Sender<Outgoing> },
+    /// A terminal voided `id` (its sale app was never told `accepted`).
+    Void { terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing> },
     /// A terminal stored the result of `id`.
     ResultAck { terminal: TerminalId, id: PaymentId },
     /// A terminal connected (`serial` tells its connections apart).
@@ -179,6 +181,7 @@ impl Aircraft {
             Event::Submit { terminal, payment, answered, reply } => {
                 self.submit(terminal, *payment, answered, reply).await
             }
+            Event::Void { terminal, id, reply } => self.void(terminal, id, reply).await,
             Event::ResultAck { terminal, id } => {
                 if self.agg.entry(&id).is_some_and(|e| e.terminal == terminal && e.phase == Phase::Decided) {
                     inflight_daemon::crash_point("master.after_result_delivered_before_purge");
@@ -314,18 +317,20 @@ impl Aircraft {
                 if let Some(f) = flag {
                     tracing::warn!(payment = %payment.id, flag = f.as_str(), "carrying a payment the terminal already accepted despite a failed check");
                 }
-                self.store.put(&payment, digest, Verdict::Stored, flag, &self.flight).map(|t| (t, Verdict::Stored))
+                let ack = if answered { Verdict::Stored } else { Verdict::Held };
+                self.store.put(&payment, digest, Verdict::Stored, flag, &self.flight, answered).map(|t| (t, ack))
             }
             Decision::Refuse(r) => {
                 tracing::info!(payment = %payment.id, %terminal, reason = r.as_str(), "payment refused by an aircraft-wide check");
                 self.store
-                    .put(&payment, digest, Verdict::Refused(r), None, &self.flight)
+                    .put(&payment, digest, Verdict::Refused(r), None, &self.flight, false)
                     .map(|t| (t, Verdict::Refused(r)))
             }
             Decision::CarryRefused(r) => {
                 tracing::warn!(payment = %payment.id, flag = r.as_str(), "carrying a refused payment its terminal had already accepted");
                 self.store.carry_refused(&payment, r).map(|t| (t, Verdict::Stored))
             }
+            Decision::Confirm => self.store.confirm_answered(payment.id).map(|t| (t, Verdict::Stored)),
             // The original write may still be in the current group: ack only once everything
             // written so far is durable.
             Decision::Repeat(v) => Ok((self.store.latest(), v)),
@@ -353,6 +358,39 @@ impl Aircraft {
                 // No ack: the terminal keeps the payment and sends it again.
                 tracing::error!(error = %e, payment = %payment.id, "cannot store payment");
                 self.agg.revert(&payment.id, decision);
+            }
+        }
+    }
+}
+
+impl Aircraft {
+    /// A terminal voids a payment its sale app was never told `accepted` about.
+    async fn void(&mut self, terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing>) {
+        let (written, carried) = match self.agg.handle_void(&terminal, id) {
+            VoidDecision::Void => {
+                tracing::info!(payment = %id, %terminal, "payment voided by its terminal (sale app never answered)");
+                (self.store.void(id), false)
+            }
+            VoidDecision::Repeat => (Ok(self.store.latest()), false),
+            VoidDecision::Carried => {
+                tracing::error!(payment = %id, %terminal, "terminal voided a payment it had confirmed answered; carrying it");
+                (Ok(self.store.latest()), true)
+            }
+            VoidDecision::WrongTerminal => {
+                tracing::warn!(%terminal, payment = %id, "terminal voided another terminal's payment");
+                let _ = reply
+                    .try_send(Outgoing::Close(ErrorCode::WrongTerminal, "void of another terminal's payment".into()));
+                return;
+            }
+        };
+        match written {
+            Ok(ticket) => {
+                let msg = Outgoing::Msg(MasterMsg::VoidAck { id, carried });
+                let _ = self.acks.send(PendingAck { ticket, msg, reply }).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, payment = %id, "cannot record the void; the terminal will send it again");
+                self.agg.revert_void(&id);
             }
         }
     }

@@ -231,7 +231,8 @@ fn payment_json(store: &MasterStore, id: &str) -> Value {
             let (state, reason) = match v.verdict {
                 Verdict::Stored if v.delivered => ("delivered", None),
                 Verdict::Stored if v.outcome.is_some() => ("decided", None),
-                Verdict::Stored => ("stored", None),
+                Verdict::Stored | Verdict::Held => ("stored", None),
+                Verdict::Refused(inflight_wire::RefusalReason::Voided) => ("voided", None),
                 Verdict::Refused(r) => ("refused", Some(r.as_str())),
             };
             let mut out = json!({
@@ -288,6 +289,8 @@ fn status_json(
             "decided": c.decided,
             "delivered": c.delivered,
             "refused": c.refused,
+            "unconfirmed": c.unconfirmed,
+            "voided": c.voided,
         },
     })
 }

@@ -301,6 +301,9 @@ txn_amount_minor_max = 500000
 # How long a capture waits for the master's verdict before answering "accepted" anyway
 # (the payment is durable here and is forwarded when the master is back).
 verdict_wait_ms = 500
+# After a restart, how long a payment whose sale app was never answered may still be claimed
+# by a retry with the same request_id; then it is voided and never charged.
+claim_grace_ms = 60000
 # Payments in flight to the master at once (pipelined, acked by id).
 forward_window = 256
 # Re-send a payment not acked in this time.

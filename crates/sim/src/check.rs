@@ -23,6 +23,8 @@ pub fn check(
 ) -> anyhow::Result<Report> {
     let mut r = Report { captures: captures.len() as u64, ..Report::default() };
     let mut accepted: BTreeMap<PaymentId, u32> = BTreeMap::new();
+    // What each accepted payment was captured for: the ledger must show the same amount.
+    let mut captured_minor: BTreeMap<PaymentId, u64> = BTreeMap::new();
     let mut refused_ids = BTreeSet::new();
     for c in captures {
         match &c.answer {
@@ -30,6 +32,9 @@ pub fn check(
                 let id = a.payment_id.as_deref().and_then(|s| PaymentId::parse(s).ok());
                 match id {
                     Some(id) => {
+                        if let Some(card) = flight.cards.get(c.card) {
+                            captured_minor.insert(id, card.amount_minor);
+                        }
                         if accepted.insert(id, c.terminal).is_some() {
                             r.violations.push(format!("payment id {id} answered accepted twice"));
                         }
@@ -60,6 +65,7 @@ pub fn check(
     // The issuer's ledger: every accepted payment exactly once, nothing else.
     let store = IssuerStore::open(&issuer.data_dir, CardVault::from_key_file(&issuer.card_key_file)?, 8 << 20)?;
     let ledger = store.ledger()?;
+    let accounts = store.accounts()?;
     store.close();
     drop(store);
     let mut decided: BTreeMap<PaymentId, AuthOutcome> = BTreeMap::new();
@@ -75,6 +81,38 @@ pub fn check(
         }
     }
     r.batches = batches.len() as u64;
+    // Exactly once, in money: a payment charged twice leaves one ledger line (the ledger is keyed
+    // by payment id) but takes its amount twice from the account.
+    let mut approved: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for l in &ledger {
+        if matches!(l.outcome, AuthOutcome::Approved { .. }) {
+            *approved.entry((l.card.to_string(), l.amount.currency().as_str().to_owned())).or_default() +=
+                l.amount.amount_minor();
+        }
+        if captured_minor.get(&l.payment_id).is_some_and(|m| *m != l.amount.amount_minor()) {
+            r.money_mismatches += 1;
+            r.violations.push(format!("payment {} decided for another amount than captured", l.payment_id));
+        }
+    }
+    // Accounts whose masked cards coincide are checked together (the sum holds just the same).
+    let mut books: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for a in &accounts {
+        let b = books.entry((a.card.to_string(), a.currency.as_str().to_owned())).or_default();
+        b.0 += a.opening_minor;
+        b.1 += a.available_minor;
+    }
+    for (key, (opening, available)) in books {
+        let charged = approved.remove(&key).unwrap_or(0);
+        if opening.checked_sub(charged) != Some(available) {
+            r.money_mismatches += 1;
+            r.violations
+                .push(format!("account {}: opening {opening} − approved {charged} ≠ available {available}", key.0));
+        }
+    }
+    if !approved.is_empty() {
+        r.money_mismatches += approved.len() as u64;
+        r.violations.push(format!("approved payments charged to no account: {approved:?}"));
+    }
     r.lost = accepted.keys().filter(|id| !decided.contains_key(id)).count() as u64;
     r.phantom = decided.keys().filter(|id| !accepted.contains_key(id)).count() as u64;
     let refused_decided = refused_ids.iter().filter(|id| decided.contains_key(id)).count();

@@ -50,6 +50,9 @@ pub struct Report {
     pub duplicated: u64,
     /// Decisions with no accepted capture behind them.
     pub phantom: u64,
+    /// Accounts whose available amount is not opening − approved, and payments decided for
+    /// another amount than captured: exactly once, checked in money.
+    pub money_mismatches: u64,
     /// Accepted payments whose result is not on their terminal.
     pub undelivered: u64,
     /// Results on a terminal that differ from the issuer's ledger.
@@ -101,6 +104,7 @@ impl Report {
         }
         row("batches", self.batches.to_string());
         row("lost / duplicated / phantom", format!("{} / {} / {}", self.lost, self.duplicated, self.phantom));
+        row("money mismatches", self.money_mismatches.to_string());
         row("undelivered / mismatched results", format!("{} / {}", self.undelivered, self.mismatched));
         row("card data retained / PAN leaks", format!("{} / {}", self.card_data_retained, self.pan_leaks));
         for (k, v) in &self.timings_ms {

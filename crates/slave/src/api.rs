@@ -75,15 +75,3 @@ pub struct CaptureAnswer {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
 }
-
-impl CaptureAnswer {
-    /// Accepted: stored durably on this terminal, and either acked by the master or queued.
-    pub fn accepted(id: String) -> Self {
-        Self { payment_id: Some(id), outcome: "accepted".into(), reason: None, replayed: false }
-    }
-
-    /// Rejected with a reason; `id` when one was minted (the master refused it).
-    pub fn rejected(id: Option<String>, reason: &str) -> Self {
-        Self { payment_id: id, outcome: "rejected".into(), reason: Some(reason.into()), replayed: false }
-    }
-}

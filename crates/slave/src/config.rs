@@ -36,6 +36,9 @@ pub struct SlaveConfig {
     pub caps: TerminalCaps,
     /// How long a capture waits for the master's verdict before answering `accepted` anyway.
     pub verdict_wait: Duration,
+    /// How long, after a restart, a payment whose sale app was never answered may still be
+    /// claimed by a retry with its `request_id`; then it is voided (never charged).
+    pub claim_grace: Duration,
     /// Most payments in flight to the master at once.
     pub forward_window: usize,
     /// Re-send a payment not acked within this time.
@@ -85,6 +88,7 @@ impl SlaveConfig {
             txn_amount_minor_max: r.u64_or("limits.txn_amount_minor_max", 500_000, 1, AMOUNT_MINOR_MAX),
         };
         let verdict_wait = r.millis_or("limits.verdict_wait_ms", ms(500), ms(0), ms(30_000));
+        let claim_grace = r.millis_or("limits.claim_grace_ms", ms(60_000), ms(100), ms(86_400_000));
         let forward_window =
             r.u64_or("limits.forward_window", 256, 1, inflight_core::outbox::WINDOW_MAX as u64) as usize;
         let ack_timeout = r.millis_or("limits.ack_timeout_ms", ms(5_000), ms(100), ms(600_000));
@@ -119,6 +123,7 @@ impl SlaveConfig {
             key_file: key_file.expect(missing),
             caps,
             verdict_wait,
+            claim_grace,
             forward_window,
             ack_timeout,
             timers,

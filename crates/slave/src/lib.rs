@@ -7,6 +7,7 @@
 //!
 //! The binary (`main.rs`) only parses the command line and calls into here.
 
+mod answer;
 pub mod api;
 pub mod config;
 mod link;
@@ -168,7 +169,7 @@ async fn capture_answer(body: CaptureBody, events: &mpsc::Sender<Event>) -> Valu
         return json!({ "error": "shutting_down" });
     }
     match rx.await {
-        Ok(a) => serde_json::to_value(a).unwrap_or(Value::Null),
+        Ok(a) => serde_json::to_value(a.into_inner()).unwrap_or(Value::Null),
         Err(_) => json!({ "error": "shutting_down" }),
     }
 }
@@ -213,7 +214,12 @@ pub async fn status(cfg: &SlaveConfig, payment: Option<String>) -> Result<Value,
                         "terminal_id": cfg.terminal_id.as_str(),
                         "daemon_running": false,
                         "master_connected": false,
-                        "payments": { "captured": c.captured, "forwarded": c.forwarded, "refused": c.refused },
+                        "payments": {
+                            "captured": c.captured,
+                            "forwarded": c.forwarded,
+                            "refused": c.refused,
+                            "voided": c.voided,
+                        },
                     })
                 }
             };

@@ -101,6 +101,11 @@ async fn session(
                             return Ok(());
                         }
                     }
+                    Some(MasterMsg::VoidAck { id, carried }) => {
+                        if events.send(Event::VoidAck { id, carried }).await.is_err() {
+                            return Ok(());
+                        }
+                    }
                     Some(MasterMsg::BinList(signed)) => {
                         if events.send(Event::BinList(signed)).await.is_err() {
                             return Ok(());

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use inflight_core::capture::{self, CaptureRequest, Holdings, Refusal};
-use inflight_core::outbox::{Outbox, Settled};
+use inflight_core::outbox::{Outbox, Settled, Transmit};
 use inflight_store::{SlaveState, SlaveStore, StoreError};
 use inflight_wire::{
     AuthOutcome, BinList, Money, Payment, PaymentId, RefusalReason, SignedBinList, TerminalMsg, Verdict,
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::CaptureAnswer;
+use crate::answer::{self, Answer, NotAnswerable, Reply};
 use crate::config::SlaveConfig;
 
 /// Capacity of the actor's event channel: captures, verdicts and link changes queue here.
@@ -33,15 +33,22 @@ pub const RESULT_ACKS_MAX: usize = 1024;
 #[derive(Debug)]
 pub(crate) enum Event {
     /// A sale app asks to take a payment (`request_id`: its own id for the sale, if any).
-    Capture { req: CaptureRequest, request_id: Option<String>, reply: oneshot::Sender<CaptureAnswer> },
+    Capture { req: CaptureRequest, request_id: Option<String>, reply: oneshot::Sender<Reply> },
     /// A captured payment's write is durable (or failed).
-    Durable { id: PaymentId, amount: Money, result: Result<(), StoreError>, reply: oneshot::Sender<CaptureAnswer> },
+    Durable { id: PaymentId, amount: Money, result: Result<(), StoreError>, reply: oneshot::Sender<Reply> },
+    /// The answered mark of `id` is durable and its sale app has been told `accepted`: the
+    /// master may now carry it.
+    Told { id: PaymentId },
+    /// The void mark of `id` is durable: the master may be told.
+    VoidDurable { id: PaymentId },
     /// A connection to the master is up; frames for it go into `tx`.
     Connected { tx: mpsc::Sender<TerminalMsg> },
     /// The connection is gone.
     Disconnected,
     /// The master's verdict on a payment.
     Verdict { id: PaymentId, verdict: Verdict },
+    /// The master's answer to a void.
+    VoidAck { id: PaymentId, carried: bool },
     /// A signed BIN list pushed by the master (not yet verified).
     BinList(SignedBinList),
     /// The issuer's decision on one of this terminal's payments.
@@ -56,7 +63,7 @@ pub(crate) enum Event {
 
 struct Waiter {
     deadline: Instant,
-    reply: oneshot::Sender<CaptureAnswer>,
+    reply: oneshot::Sender<Reply>,
 }
 
 pub(crate) struct Terminal {
@@ -71,7 +78,11 @@ pub(crate) struct Terminal {
     /// Captures whose sale app is waiting for the master's verdict.
     waiting: HashMap<PaymentId, Waiter>,
     /// Captures not yet answered, with retries (same request id) waiting for the same answer.
-    unanswered: HashMap<PaymentId, Vec<oneshot::Sender<CaptureAnswer>>>,
+    unanswered: HashMap<PaymentId, Vec<oneshot::Sender<Reply>>>,
+    /// Payments whose sale app was never answered and that nobody waits for (found at restart,
+    /// or left by a failed write), with the time after which they are voided unless a retry
+    /// with their request id claims them first.
+    orphans: HashMap<PaymentId, Instant>,
     /// Frames to the master, while connected.
     link: Option<mpsc::Sender<TerminalMsg>>,
     /// For tasks that report back (durability waits).
@@ -85,7 +96,7 @@ pub(crate) struct Terminal {
 }
 
 impl Terminal {
-    /// Rebuilds the actor's state from the store: every payment the master has not acked.
+    /// Rebuilds the actor's state from the store: every payment not settled with the master.
     pub(crate) fn restore(
         cfg: Arc<SlaveConfig>,
         store: Arc<SlaveStore>,
@@ -94,13 +105,29 @@ impl Terminal {
         let mut outbox = Outbox::new(cfg.forward_window, cfg.ack_timeout.as_millis() as u64);
         let mut held = Holdings::default();
         let mut amounts = HashMap::new();
-        for (view, answered) in store.unacked()? {
-            outbox.insert(view.id, answered);
-            held.add(view.amount);
-            amounts.insert(view.id, view.amount);
+        let mut orphans = HashMap::new();
+        let claim_until = Instant::now() + cfg.claim_grace;
+        for (view, state) in store.unacked()? {
+            match state {
+                SlaveState::Captured { answered } => {
+                    outbox.insert(view.id, answered);
+                    held.add(view.amount);
+                    amounts.insert(view.id, view.amount);
+                    if !answered {
+                        orphans.insert(view.id, claim_until);
+                    }
+                }
+                SlaveState::Voided { master_acked: false } => outbox.insert_voided(view.id),
+                _ => {}
+            }
         }
         if !outbox.is_empty() {
-            tracing::info!(unacked = outbox.len(), "resuming: payments the master has not acked will be re-sent");
+            tracing::info!(
+                unacked = outbox.len(),
+                never_answered = orphans.len(),
+                claim_grace_ms = cfg.claim_grace.as_millis() as u64,
+                "resuming: unsettled payments will be re-sent; those never answered are voided unless claimed"
+            );
         }
         let bins = match store.bin_list()? {
             None => None,
@@ -120,6 +147,7 @@ impl Terminal {
             amounts,
             waiting: HashMap::new(),
             unanswered: HashMap::new(),
+            orphans,
             link: None,
             events,
             epoch: Instant::now(),
@@ -145,23 +173,39 @@ impl Terminal {
                 _ = sleep_until(deadline) => self.handle_timeouts(),
             }
         }
-        // Sale apps still waiting get their answer: their payments are durable and queued.
+        // Sale apps still waiting for a verdict: their payments are durable and queued, so
+        // they are answered `accepted` — through the same durable mark as every other answer.
         let waiting: Vec<(PaymentId, Waiter)> = self.waiting.drain().collect();
+        let store = self.store.clone();
         for (id, w) in waiting {
-            self.answer(id, w.reply, CaptureAnswer::accepted(id.to_string()));
+            let retries = self.unanswered.remove(&id).unwrap_or_default();
+            let answer = match answer::mark(&store, id) {
+                Ok(marked) => match tokio::task::block_in_place(|| marked.durable_blocking(&store)) {
+                    Ok(told) => Answer::Accepted(told),
+                    Err(_) => Answer::rejected(Some(id), Refusal::StorageError.as_str()),
+                },
+                Err(NotAnswerable::Settled(reason)) => Answer::rejected(Some(id), reason),
+                Err(NotAnswerable::Store(_)) => Answer::rejected(Some(id), Refusal::StorageError.as_str()),
+            };
+            send_all(w.reply, retries, &answer);
         }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let outbox = self.outbox.poll_timeout().map(|ms| self.epoch + std::time::Duration::from_millis(ms));
         let waiter = self.waiting.values().map(|w| w.deadline).min();
-        [outbox, waiter].into_iter().flatten().min()
+        let orphan = self.orphans.values().min().copied();
+        [outbox, waiter, orphan].into_iter().flatten().min()
     }
 
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Capture { req, request_id, reply } => self.capture(req, request_id, reply),
             Event::Durable { id, amount, result, reply } => self.durable(id, amount, result, reply),
+            Event::Told { id } => self.outbox.mark_answered(id),
+            Event::VoidDurable { id } => {
+                self.outbox.void(id);
+            }
             Event::Connected { tx } => {
                 self.link = Some(tx);
                 self.outbox.on_connected();
@@ -171,6 +215,16 @@ impl Terminal {
                 self.outbox.on_disconnected();
             }
             Event::Verdict { id, verdict } => self.verdict(id, verdict),
+            Event::VoidAck { id, carried } => {
+                if let Settled::Voided { carried } = self.outbox.on_void_ack(id, carried) {
+                    if carried {
+                        tracing::error!(payment = %id, "the master carries a payment this terminal voided");
+                    }
+                    if let Err(e) = self.store.set_state(id, SlaveState::Voided { master_acked: true }) {
+                        tracing::error!(error = %e, payment = %id, "cannot record the master's void ack");
+                    }
+                }
+            }
             Event::ClockOffset(offset) => {
                 if offset.abs() > CLOCK_OFFSET_WARN_MS {
                     tracing::warn!(
@@ -196,11 +250,10 @@ impl Terminal {
             },
             Event::ResultDurable { id } => {
                 inflight_daemon::crash_point("slave.after_result_stored_before_ack");
-                // The master had the payment; if its ack was lost, the outbox can let it go now.
+                // The master had the payment, marked answered; if its ack was lost, the outbox
+                // can let it go now.
                 if self.outbox.on_verdict(id, Verdict::Stored) == Settled::Forwarded {
-                    if let Some(amount) = self.amounts.remove(&id) {
-                        self.held.remove(amount);
-                    }
+                    self.release(id);
                 }
                 if let Some(link) = &self.link {
                     let _ = link.try_send(TerminalMsg::ResultAck { id });
@@ -212,48 +265,80 @@ impl Terminal {
         }
     }
 
-    /// Sends a capture's answer, and the same answer to every retry of it.
-    fn answer(&mut self, id: PaymentId, reply: oneshot::Sender<CaptureAnswer>, answer: CaptureAnswer) {
-        let retries = self.unanswered.remove(&id).unwrap_or_default();
-        send_all(reply, retries, answer);
+    /// Releases a settled payment's amount from the terminal's caps.
+    fn release(&mut self, id: PaymentId) {
+        if let Some(amount) = self.amounts.remove(&id) {
+            self.held.remove(amount);
+        }
     }
 
-    /// A retry of a capture already taken under `request_id`: the first capture's answer.
-    fn replay(&mut self, id: PaymentId, reply: oneshot::Sender<CaptureAnswer>) {
+    /// Answers a capture, and every retry of it, with a rejection.
+    fn reject(&mut self, id: PaymentId, reply: oneshot::Sender<Reply>, reason: &'static str) {
+        let retries = self.unanswered.remove(&id).unwrap_or_default();
+        send_all(reply, retries, &Answer::rejected(Some(id), reason));
+    }
+
+    /// The one path to an `accepted` answer: record durably that the sale app is told, then
+    /// tell it (and every retry waiting for the same answer), then let the master carry it.
+    fn tell_accepted(&mut self, id: PaymentId, reply: oneshot::Sender<Reply>) {
+        self.tell(id, reply, false);
+    }
+
+    /// [`Terminal::tell_accepted`]; `replayed` marks the first reply as answering a retry.
+    fn tell(&mut self, id: PaymentId, reply: oneshot::Sender<Reply>, replayed: bool) {
+        let retries = self.unanswered.remove(&id).unwrap_or_default();
+        self.orphans.remove(&id);
+        let marked = match answer::mark(&self.store, id) {
+            Ok(m) => m,
+            Err(NotAnswerable::Settled(reason)) => {
+                return send_all_as(reply, retries, &Answer::rejected(Some(id), reason), replayed)
+            }
+            Err(NotAnswerable::Store(e)) => {
+                tracing::error!(error = %e, payment = %id, "cannot record the answer; answering storage_error");
+                return send_all_as(
+                    reply,
+                    retries,
+                    &Answer::rejected(Some(id), Refusal::StorageError.as_str()),
+                    replayed,
+                );
+            }
+        };
+        let (store, events) = (self.store.clone(), self.events.clone());
+        tokio::spawn(async move {
+            match marked.durable(&store).await {
+                Ok(told) => {
+                    send_all_as(reply, retries, &Answer::Accepted(told), replayed);
+                    let _ = events.send(Event::Told { id }).await;
+                }
+                Err(_) => {
+                    send_all_as(reply, retries, &Answer::rejected(Some(id), Refusal::StorageError.as_str()), replayed)
+                }
+            }
+        });
+    }
+
+    /// A retry of a capture already taken under `request_id`: the first capture's answer, or,
+    /// for a payment never answered and not yet voided, a claim of it (`accepted`).
+    fn replay(&mut self, id: PaymentId, reply: oneshot::Sender<Reply>) {
         if let Some(retries) = self.unanswered.get_mut(&id) {
             retries.push(reply);
             return;
         }
-        let mut answer = match self.store.view(id) {
-            Ok(Some(v)) => match v.state {
-                SlaveState::Refused(r) => CaptureAnswer::rejected(Some(id.to_string()), r.as_str()),
-                SlaveState::Captured { .. } | SlaveState::Forwarded => CaptureAnswer::accepted(id.to_string()),
-            },
-            _ => CaptureAnswer::rejected(None, Refusal::StorageError.as_str()),
-        };
-        answer.replayed = true;
-        // Whatever was written is durable before anyone hears `accepted`.
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            let answer = match store.durable(store.latest()).await {
-                Ok(()) => answer,
-                Err(_) => CaptureAnswer::rejected(Some(id.to_string()), Refusal::StorageError.as_str()),
-            };
-            let _ = reply.send(answer);
-        });
+        tracing::info!(payment = %id, "capture retried with its request id");
+        self.tell(id, reply, true);
     }
 
-    fn capture(&mut self, req: CaptureRequest, request_id: Option<String>, reply: oneshot::Sender<CaptureAnswer>) {
+    fn capture(&mut self, req: CaptureRequest, request_id: Option<String>, reply: oneshot::Sender<Reply>) {
         if let Some(rid) = &request_id {
             if rid.is_empty() || rid.len() > REQUEST_ID_BYTES_MAX || !rid.bytes().all(|b| b.is_ascii_graphic()) {
-                let _ = reply.send(CaptureAnswer::rejected(None, "bad_request_id"));
+                let _ = reply.send(Answer::rejected(None, "bad_request_id").reply(false));
                 return;
             }
             match self.store.request(rid) {
                 Ok(Some(id)) => return self.replay(id, reply),
                 Ok(None) => {}
                 Err(_) => {
-                    let _ = reply.send(CaptureAnswer::rejected(None, Refusal::StorageError.as_str()));
+                    let _ = reply.send(Answer::rejected(None, Refusal::StorageError.as_str()).reply(false));
                     return;
                 }
             }
@@ -263,13 +348,13 @@ impl Terminal {
             Ok(v) => v,
             Err(r) => {
                 tracing::info!(reason = r.as_str(), "capture refused at the terminal");
-                let _ = reply.send(CaptureAnswer::rejected(None, r.as_str()));
+                let _ = reply.send(Answer::rejected(None, r.as_str()).reply(false));
                 return;
             }
         };
         let mut random = [0u8; 10];
         if self.store.vault().random(&mut random).is_err() {
-            let _ = reply.send(CaptureAnswer::rejected(None, Refusal::StorageError.as_str()));
+            let _ = reply.send(Answer::rejected(None, Refusal::StorageError.as_str()).reply(false));
             return;
         }
         let payment = Payment {
@@ -286,7 +371,7 @@ impl Terminal {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "capture refused: cannot store");
-                let _ = reply.send(CaptureAnswer::rejected(None, Refusal::StorageError.as_str()));
+                let _ = reply.send(Answer::rejected(None, Refusal::StorageError.as_str()).reply(false));
                 return;
             }
         };
@@ -301,17 +386,14 @@ impl Terminal {
         });
     }
 
-    fn durable(
-        &mut self,
-        id: PaymentId,
-        amount: Money,
-        result: Result<(), StoreError>,
-        reply: oneshot::Sender<CaptureAnswer>,
-    ) {
+    fn durable(&mut self, id: PaymentId, amount: Money, result: Result<(), StoreError>, reply: oneshot::Sender<Reply>) {
         if let Err(e) = result {
+            // The record may still reach the disk: after a restart it is a payment never
+            // answered, voided unless a retry with its request id claims it.
             tracing::error!(error = %e, payment = %id, "capture refused: store did not make it durable");
             self.held.remove(amount);
-            self.answer(id, reply, CaptureAnswer::rejected(None, Refusal::StorageError.as_str()));
+            let retries = self.unanswered.remove(&id).unwrap_or_default();
+            send_all(reply, retries, &Answer::rejected(None, Refusal::StorageError.as_str()));
             return;
         }
         inflight_daemon::crash_point("slave.after_flush_before_answer");
@@ -319,31 +401,32 @@ impl Terminal {
         self.outbox.insert(id, false);
         self.amounts.insert(id, amount);
         if self.cfg.verdict_wait.is_zero() {
-            self.answer_accepted_unverdicted(id, reply);
+            self.tell_accepted(id, reply);
         } else {
             self.waiting.insert(id, Waiter { deadline: Instant::now() + self.cfg.verdict_wait, reply });
         }
     }
 
-    /// The verdict wait ran out: record durably that the sale app is told `accepted` (so the
-    /// master must carry it, even after a restart), then tell it.
-    fn answer_accepted_unverdicted(&mut self, id: PaymentId, reply: oneshot::Sender<CaptureAnswer>) {
-        self.outbox.mark_answered(id);
-        let store = self.store.clone();
-        let retries = self.unanswered.remove(&id).unwrap_or_default();
-        match store.set_state(id, SlaveState::Captured { answered: true }) {
+    /// Voids a payment whose sale app was never answered and that no retry claimed: it is
+    /// marked voided durably (card data erased) before the master is told, so a void the master
+    /// heard of is never undone by a restart.
+    fn void_orphan(&mut self, id: PaymentId) {
+        self.orphans.remove(&id);
+        if self.unanswered.contains_key(&id) || self.waiting.contains_key(&id) {
+            return;
+        }
+        match self.store.set_state(id, SlaveState::Voided { master_acked: false }) {
             Ok(ticket) => {
+                tracing::warn!(payment = %id, "voided: its sale app was never told accepted and no retry claimed it");
+                self.release(id);
+                let (store, events) = (self.store.clone(), self.events.clone());
                 tokio::spawn(async move {
-                    let answer = match store.durable(ticket).await {
-                        Ok(()) => CaptureAnswer::accepted(id.to_string()),
-                        Err(_) => CaptureAnswer::rejected(Some(id.to_string()), Refusal::StorageError.as_str()),
-                    };
-                    send_all(reply, retries, answer);
+                    if store.durable(ticket).await.is_ok() {
+                        let _ = events.send(Event::VoidDurable { id }).await;
+                    }
                 });
             }
-            Err(_) => {
-                send_all(reply, retries, CaptureAnswer::rejected(Some(id.to_string()), Refusal::StorageError.as_str()))
-            }
+            Err(e) => tracing::error!(error = %e, payment = %id, "cannot void a payment never answered"),
         }
     }
 
@@ -382,7 +465,14 @@ impl Terminal {
     fn verdict(&mut self, id: PaymentId, verdict: Verdict) {
         let settled = self.outbox.on_verdict(id, verdict);
         let new_state = match settled {
-            Settled::Unknown | Settled::Resubmit => return,
+            Settled::Unknown | Settled::Resubmit | Settled::Voided { .. } => return,
+            // The master holds it; it carries it only once told the sale app was answered.
+            Settled::AwaitingAnswer => {
+                if let Some(w) = self.waiting.remove(&id) {
+                    self.tell_accepted(id, w.reply);
+                }
+                return;
+            }
             Settled::Forwarded => SlaveState::Forwarded,
             Settled::Refused(r) => SlaveState::Refused(r),
         };
@@ -392,15 +482,10 @@ impl Terminal {
         if let Err(e) = self.store.set_state(id, new_state) {
             tracing::error!(error = %e, payment = %id, "cannot record the master's verdict; it will be asked again");
         }
-        if let Some(amount) = self.amounts.remove(&id) {
-            self.held.remove(amount);
-        }
-        if let Some(w) = self.waiting.remove(&id) {
-            let answer = match settled {
-                Settled::Refused(r) => CaptureAnswer::rejected(Some(id.to_string()), r.as_str()),
-                _ => CaptureAnswer::accepted(id.to_string()),
-            };
-            self.answer(id, w.reply, answer);
+        self.release(id);
+        self.orphans.remove(&id);
+        if let (Some(w), Settled::Refused(r)) = (self.waiting.remove(&id), settled) {
+            self.reject(id, w.reply, r.as_str());
         }
     }
 
@@ -410,8 +495,13 @@ impl Terminal {
         let due: Vec<PaymentId> = self.waiting.iter().filter(|(_, w)| w.deadline <= now).map(|(id, _)| *id).collect();
         for id in due {
             if let Some(w) = self.waiting.remove(&id) {
-                self.answer_accepted_unverdicted(id, w.reply);
+                // The verdict wait ran out: the payment is durable here and will be forwarded.
+                self.tell_accepted(id, w.reply);
             }
+        }
+        let orphans: Vec<PaymentId> = self.orphans.iter().filter(|(_, d)| **d <= now).map(|(id, _)| *id).collect();
+        for id in orphans {
+            self.void_orphan(id);
         }
     }
 
@@ -421,19 +511,22 @@ impl Terminal {
             return;
         };
         while let Some(t) = self.outbox.poll_transmit(self.now_ms()) {
-            let payment = match self.store.payment(t.id) {
-                Ok(Some(p)) => p,
-                Ok(None) => {
-                    tracing::error!(payment = %t.id, "payment in the outbox has no card data; not sent");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, payment = %t.id, "cannot read payment to forward");
-                    continue;
-                }
+            let msg = match t {
+                Transmit::Void { id } => TerminalMsg::Void { id },
+                Transmit::Submit { id, answered } => match self.store.payment(id) {
+                    Ok(Some(payment)) => TerminalMsg::Submit { payment, answered },
+                    Ok(None) => {
+                        tracing::error!(payment = %id, "payment in the outbox has no card data; not sent");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, payment = %id, "cannot read payment to forward");
+                        continue;
+                    }
+                },
             };
             // The channel holds as many frames as the outbox window, so it cannot be full.
-            if link.try_send(TerminalMsg::Submit { payment, answered: t.answered }).is_err() {
+            if link.try_send(msg).is_err() {
                 self.link = None;
                 self.outbox.on_disconnected();
                 return;
@@ -460,9 +553,15 @@ impl Terminal {
                         "captured": counts.captured,
                         "forwarded": counts.forwarded,
                         "refused": counts.refused,
+                        "voided": counts.voided,
                         "decided": counts.decided,
                     },
-                    "outbox": { "unacked": self.outbox.len(), "in_flight": self.outbox.in_flight() },
+                    "outbox": {
+                        "unacked": self.outbox.len(),
+                        "in_flight": self.outbox.in_flight(),
+                        "awaiting_answer": self.outbox.parked(),
+                        "never_answered": self.orphans.len(),
+                    },
                 })
             }
         }
@@ -472,17 +571,16 @@ impl Terminal {
 /// Longest request id a sale app may give, in bytes.
 pub const REQUEST_ID_BYTES_MAX: usize = 64;
 
-fn send_all(
-    reply: oneshot::Sender<CaptureAnswer>,
-    retries: Vec<oneshot::Sender<CaptureAnswer>>,
-    answer: CaptureAnswer,
-) {
+fn send_all(reply: oneshot::Sender<Reply>, retries: Vec<oneshot::Sender<Reply>>, answer: &Answer) {
+    send_all_as(reply, retries, answer, false);
+}
+
+/// Sends `answer` to a capture (`replayed`: itself a retry) and to every retry of it.
+fn send_all_as(reply: oneshot::Sender<Reply>, retries: Vec<oneshot::Sender<Reply>>, answer: &Answer, replayed: bool) {
     for r in retries {
-        let mut a = answer.clone();
-        a.replayed = true;
-        let _ = r.send(a);
+        let _ = r.send(answer.reply(true));
     }
-    let _ = reply.send(answer);
+    let _ = reply.send(answer.reply(replayed));
 }
 
 /// One payment's status as JSON (masked card only).
@@ -491,6 +589,7 @@ pub(crate) fn view_json(v: &inflight_store::SlaveView) -> Value {
         SlaveState::Captured { answered } => ("captured", None, Some(answered)),
         SlaveState::Forwarded => ("forwarded", None, None),
         SlaveState::Refused(r) => ("refused", Some(r), None),
+        SlaveState::Voided { .. } => ("voided", Some(RefusalReason::Voided), None),
     };
     let p = &v.payment;
     let mut out = json!({

@@ -41,6 +41,8 @@ struct MasterRecord {
     outcome: Option<AuthOutcome>,
     /// The terminal has stored the outcome; card data is erased.
     delivered: bool,
+    /// The terminal confirmed its sale app was told `accepted`: only then may it be sealed.
+    answered: bool,
 }
 
 #[derive(Debug, Clone, Encode, Decode)]
@@ -128,6 +130,7 @@ impl MasterStore {
         verdict: Verdict,
         flag: Option<RefusalReason>,
         flight: &str,
+        answered: bool,
     ) -> Result<Ticket, StoreError> {
         self.committer.check_writable()?;
         let mut payment = PaymentRecord::seal(&self.vault, p)?;
@@ -144,6 +147,7 @@ impl MasterStore {
             flight: flight.to_owned(),
             outcome: None,
             delivered: false,
+            answered,
         };
         let inserted = self.payments.compare_and_swap(p.id.to_bytes(), None::<&[u8]>, Some(encode_record(&rec)))?;
         match inserted {
@@ -163,6 +167,26 @@ impl MasterStore {
             rec.payment = PaymentRecord::seal(&self.vault, p)?;
             rec.verdict = Verdict::Stored;
             rec.flags.push(reason);
+            rec.answered = true;
+            Ok(true)
+        })
+    }
+
+    /// Records that the terminal confirmed its sale app was told `accepted`: the payment may now
+    /// be sealed into a batch.
+    pub fn confirm_answered(&self, id: PaymentId) -> Result<Ticket, StoreError> {
+        self.update(id, |rec| Ok(!std::mem::replace(&mut rec.answered, true)))
+    }
+
+    /// Records a terminal's void of a payment never confirmed answered, and erases its card
+    /// data: it is never carried.
+    pub fn void(&self, id: PaymentId) -> Result<Ticket, StoreError> {
+        self.update(id, |rec| {
+            if rec.answered || rec.verdict != Verdict::Stored {
+                return Ok(false);
+            }
+            rec.verdict = Verdict::Refused(RefusalReason::Voided);
+            rec.payment.card = None;
             Ok(true)
         })
     }
@@ -215,6 +239,7 @@ impl MasterStore {
                     card: rec.card_hash,
                     amount: rec.payment.amount,
                     captured_unix_ms: rec.payment.captured_unix_ms,
+                    answered: rec.answered,
                 },
             ));
         }
@@ -393,7 +418,7 @@ impl MasterStore {
         for kv in self.payments.iter() {
             let (k, v) = kv?;
             match decode_record::<MasterRecord>(&k, &v)?.verdict {
-                Verdict::Stored => c.stored += 1,
+                Verdict::Stored | Verdict::Held => c.stored += 1,
                 Verdict::Refused(_) => c.refused += 1,
             }
         }

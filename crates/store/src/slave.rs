@@ -25,6 +25,12 @@ pub enum SlaveState {
     Forwarded,
     /// The master refused it before the sale app was answered; card data erased.
     Refused(RefusalReason),
+    /// Voided: the sale app was never told `accepted` and no retry of its request claimed it in
+    /// time. Card data erased; never carried. `master_acked`: the master confirmed the void.
+    Voided {
+        /// Whether the master has confirmed the void.
+        master_acked: bool,
+    },
 }
 
 #[derive(Debug, Clone, Encode, Decode)]
@@ -57,6 +63,8 @@ pub struct SlaveCounts {
     pub forwarded: u64,
     /// Refused by the master.
     pub refused: u64,
+    /// Voided: the sale app was never told `accepted`.
+    pub voided: u64,
     /// With the issuer's decision.
     pub decided: u64,
 }
@@ -141,11 +149,11 @@ impl SlaveStore {
             return Ok(Ticket::NONE);
         };
         let mut rec: SlaveRecord = decode_record(&key, &bytes)?;
-        if rank(state) <= rank(rec.state) {
+        if !moves_forward(rec.state, state) {
             return Ok(Ticket::NONE);
         }
         rec.state = state;
-        if matches!(state, SlaveState::Refused(_)) {
+        if matches!(state, SlaveState::Refused(_) | SlaveState::Voided { .. }) {
             rec.payment.card = None;
         }
         self.payments.insert(key, encode_record(&rec))?;
@@ -164,7 +172,7 @@ impl SlaveStore {
         }
         rec.outcome = Some(outcome.clone());
         rec.payment.card = None;
-        if matches!(rec.state, SlaveState::Captured { .. }) {
+        if matches!(rec.state, SlaveState::Captured { answered: true }) {
             rec.state = SlaveState::Forwarded;
         }
         self.payments.insert(key, encode_record(&rec))?;
@@ -236,14 +244,15 @@ impl SlaveStore {
         }
     }
 
-    /// Every payment the master has not acked, in capture order, with whether it was answered.
-    pub fn unacked(&self) -> Result<Vec<(MaskedView, bool)>, StoreError> {
+    /// Every payment not yet settled with the master, in capture order, with its state:
+    /// captured (answered or not) or voided without the master's confirmation.
+    pub fn unacked(&self) -> Result<Vec<(MaskedView, SlaveState)>, StoreError> {
         let mut out = Vec::new();
         for kv in self.payments.iter() {
             let (k, v) = kv?;
             let rec: SlaveRecord = decode_record(&k, &v)?;
-            if let SlaveState::Captured { answered } = rec.state {
-                out.push((rec.payment.view(), answered));
+            if matches!(rec.state, SlaveState::Captured { .. } | SlaveState::Voided { master_acked: false }) {
+                out.push((rec.payment.view(), rec.state));
             }
         }
         Ok(out)
@@ -259,6 +268,7 @@ impl SlaveStore {
                 SlaveState::Captured { .. } => c.captured += 1,
                 SlaveState::Forwarded => c.forwarded += 1,
                 SlaveState::Refused(_) => c.refused += 1,
+                SlaveState::Voided { .. } => c.voided += 1,
             }
             c.decided += u64::from(rec.outcome.is_some());
         }
@@ -281,10 +291,16 @@ impl SlaveStore {
     }
 }
 
-fn rank(s: SlaveState) -> u8 {
-    match s {
-        SlaveState::Captured { answered: false } => 0,
-        SlaveState::Captured { answered: true } => 1,
-        SlaveState::Forwarded | SlaveState::Refused(_) => 2,
+/// Whether `from → to` is a move forward. Captured unanswered may become anything else;
+/// answered may only be forwarded (or refused, then re-sent answered); a void is only for a
+/// payment never answered, and only its master confirmation may follow it.
+fn moves_forward(from: SlaveState, to: SlaveState) -> bool {
+    use SlaveState::{Captured, Forwarded, Refused, Voided};
+    match (from, to) {
+        (Captured { answered: false }, Captured { answered: false }) => false,
+        (Captured { answered: false }, _) => true,
+        (Captured { answered: true }, Forwarded | Refused(_)) => true,
+        (Voided { master_acked: false }, Voided { master_acked: true }) => true,
+        _ => false,
     }
 }

@@ -94,7 +94,7 @@ async fn group_commit_answers_many_concurrent_writers() {
         tasks.push(tokio::spawn(async move {
             for k in 0..20 {
                 let p = payment(w * 1000 + k);
-                let t = s.put(&p, [0; 32], Verdict::Stored, None, "FL1").expect("put");
+                let t = s.put(&p, [0; 32], Verdict::Stored, None, "FL1", true).expect("put");
                 s.durable(t).await.expect("durable");
             }
         }));
@@ -104,7 +104,7 @@ async fn group_commit_answers_many_concurrent_writers() {
     }
     assert_eq!(s.counts().expect("counts").stored, 64 * 20);
     // Put is insert-if-absent: a second put of the same id changes nothing.
-    s.put(&payment(0), [9; 32], Verdict::Refused(RefusalReason::IdConflict), None, "FL1").expect("put");
+    s.put(&payment(0), [9; 32], Verdict::Refused(RefusalReason::IdConflict), None, "FL1", false).expect("put");
     let view = s.view(payment(0).id).expect("read").expect("present");
     assert_eq!(view.verdict, Verdict::Stored);
 }
@@ -191,7 +191,7 @@ fn crash_child() {
             tokio::spawn(async move {
                 for k in 0.. {
                     let n = w * 1_000_000 + k;
-                    let t = store.put(&payment(n), [0; 32], Verdict::Stored, None, "FL1").expect("put");
+                    let t = store.put(&payment(n), [0; 32], Verdict::Stored, None, "FL1", true).expect("put");
                     store.durable(t).await.expect("durable");
                     if tx.send(n).is_err() {
                         return;

@@ -124,7 +124,7 @@ fn a_sealed_batch_survives_restart_and_delivery_erases_card_data() {
     {
         let s = MasterStore::open(dir.path(), vault(), CACHE).expect("open");
         for p in &payments {
-            s.put(p, [0; 32], Verdict::Stored, None, "FL1").expect("put");
+            s.put(p, [0; 32], Verdict::Stored, None, "FL1", true).expect("put");
         }
         let t = s.seal_batch(&header(5, 2, 1), &ids[..2], || ()).expect("seal");
         tokio_free_wait(&s, t);

@@ -33,13 +33,24 @@ pub enum TerminalMsg {
     Submit {
         /// The payment.
         payment: Payment,
-        /// True when the terminal has already answered the sale app `accepted` (its verdict wait
-        /// ran out): the master must then carry the payment to the issuer whatever its own checks
-        /// say, recording them as flags. False: the master may refuse it.
+        /// True when the terminal has durably recorded that its sale app is told `accepted`:
+        /// the master must then carry the payment to the issuer whatever its own checks say,
+        /// recording them as flags. False: the master may refuse it, and must not seal it into a
+        /// batch until the same payment comes again with `answered: true` (a sale app that was
+        /// never told `accepted` is never charged). Re-sending a stored payment with `true` is
+        /// how the terminal confirms it.
         answered: bool,
     },
     /// The terminal has durably stored the issuer's result for `id`.
     ResultAck {
+        /// The payment.
+        id: PaymentId,
+    },
+    /// The terminal voided `id`: its sale app was never told `accepted` and no retry claimed it
+    /// in time. The master must never carry it; it answers `Ack` with `Refused(Voided)` once
+    /// that is durable (or `Stored` if the terminal had confirmed it answered, which an honest
+    /// terminal never voids).
+    Void {
         /// The payment.
         id: PaymentId,
     },
@@ -83,15 +94,27 @@ pub enum MasterMsg {
         /// Approved or declined.
         outcome: AuthOutcome,
     },
+    /// The master's durable answer to a `Void`.
+    VoidAck {
+        /// The payment.
+        id: PaymentId,
+        /// False: voided (or never held), it will never be carried. True: the terminal had
+        /// confirmed its sale app was told `accepted`, so the master carries it regardless.
+        carried: bool,
+    },
 }
 
 /// What the master did with a submitted payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub enum Verdict {
-    /// Stored durably; it will be carried to the issuer.
+    /// Stored durably, and the terminal has confirmed its sale app was told `accepted`: it will
+    /// be carried to the issuer.
     Stored,
     /// Refused by an aircraft-wide check; it will not be carried (the terminal had not answered).
     Refused(RefusalReason),
+    /// Stored durably, but not carried until the terminal sends it again marked `answered`
+    /// (its sale app told `accepted`); voided if it never does.
+    Held,
 }
 
 /// Why the master refused a payment. Stable machine-readable names via [`RefusalReason::as_str`].
@@ -102,6 +125,8 @@ pub enum RefusalReason {
     /// A payment with this id but different content is already stored: a terminal bug, refused
     /// loudly rather than guessed at.
     IdConflict,
+    /// The terminal voided it: its sale app was never told `accepted`. Never carried.
+    Voided,
 }
 
 impl RefusalReason {
@@ -110,6 +135,7 @@ impl RefusalReason {
         match self {
             RefusalReason::OverCardFlightLimit => "over_card_flight_limit",
             RefusalReason::IdConflict => "id_conflict",
+            RefusalReason::Voided => "voided",
         }
     }
 }
