@@ -48,6 +48,12 @@ struct State {
 impl Committer {
     /// Starts the flusher thread for `db`, whose data file lives in `dir`.
     pub(crate) fn start(db: sled::Db, dir: &Path) -> Result<Self, StoreError> {
+        let fail_after = std::env::var(FSYNC_FAIL_AFTER_ENV).ok().and_then(|v| v.parse().ok());
+        Self::start_with(db, dir, fail_after)
+    }
+
+    /// [`Committer::start`], with every fsync after the first `fail_after` failing (tests).
+    fn start_with(db: sled::Db, dir: &Path, fail_after: Option<u64>) -> Result<Self, StoreError> {
         // sled keeps all its pages in one file named `db`; fsync of that file is what makes a
         // flush survive a power cut. Opened read-only: fsync works on any open descriptor.
         let data_file = File::open(dir.join("db"))
@@ -56,7 +62,10 @@ impl Committer {
         let s = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("store-flusher".into())
-            .spawn(move || flusher(&s, &db, &data_file))
+            .spawn(move || {
+                let _stopped = StopGuard(&s);
+                flusher(&s, &db, &data_file, fail_after);
+            })
             .map_err(|e| StoreError::Io(format!("cannot start flusher thread: {e}")))?;
         Ok(Self { shared, thread: Mutex::new(Some(handle)) })
     }
@@ -111,6 +120,9 @@ impl Committer {
     pub fn wait_blocking(&self, ticket: Ticket) -> Result<(), StoreError> {
         let rx = {
             let mut st = lock(&self.shared.state);
+            if let Some(p) = &st.poisoned {
+                return Err(StoreError::Poisoned(p.clone()));
+            }
             if st.durable >= ticket.0 {
                 return Ok(());
             }
@@ -138,6 +150,23 @@ impl Drop for Committer {
     }
 }
 
+/// Runs when the flusher thread ends, however it ends (a panic included): writers still
+/// waiting would otherwise wait forever, and later writes would be taken that nothing flushes.
+struct StopGuard<'a>(&'a Shared);
+
+impl Drop for StopGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.state);
+        if st.waiters.is_empty() && (st.closing || st.poisoned.is_some()) {
+            return;
+        }
+        let why = st.poisoned.get_or_insert_with(|| "the store's flusher thread stopped".to_owned()).clone();
+        for (_, tx) in std::mem::take(&mut st.waiters) {
+            let _ = tx.send(Err(StoreError::Poisoned(why.clone())));
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding this lock leaves plain counters behind; they stay consistent.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -147,8 +176,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// or failing disk would. Read once; unset, it costs nothing.
 pub const FSYNC_FAIL_AFTER_ENV: &str = "INFLIGHT_STORE_FSYNC_FAIL_AFTER";
 
-fn flusher(shared: &Shared, db: &sled::Db, data_file: &File) {
-    let fail_after: Option<u64> = std::env::var(FSYNC_FAIL_AFTER_ENV).ok().and_then(|v| v.parse().ok());
+fn flusher(shared: &Shared, db: &sled::Db, data_file: &File, fail_after: Option<u64>) {
     let mut fsyncs = 0u64;
     loop {
         let target = {
@@ -193,5 +221,30 @@ fn flusher(shared: &Shared, db: &sled::Db, data_file: &File) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8, item 15: after a failed flush, waiting again on a ticket it did not cover hung
+    /// forever (the flusher had stopped, and `wait_blocking` did not look at the poisoned state).
+    #[test]
+    fn waiting_on_a_poisoned_committer_fails_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::open_sled(dir.path(), 1 << 20).expect("open");
+        let c = Arc::new(Committer::start_with(db.clone(), dir.path(), Some(0)).expect("start"));
+        db.insert(b"k", b"v".as_slice()).expect("insert");
+        let t = c.note_write().expect("ticket");
+        assert!(matches!(c.wait_blocking(t), Err(StoreError::Poisoned(_))), "the first flush fails");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = Arc::clone(&c);
+        thread::spawn(move || {
+            let _ = tx.send(waiter.wait_blocking(t));
+        });
+        let again = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("wait_blocking hung on a poisoned store");
+        assert!(matches!(again, Err(StoreError::Poisoned(_))));
+        assert!(matches!(c.note_write(), Err(StoreError::Poisoned(_))));
     }
 }
