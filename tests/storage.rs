@@ -2,7 +2,7 @@
 //! process, a store whose data file is corrupted. Each gets a clear refusal; nothing stored
 //! earlier is lost; nothing is deleted.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use inflight_e2e::{accepted_id, bin, Deployment, SaleApp};
@@ -70,9 +70,82 @@ fn a_corrupted_store_is_refused_and_nothing_is_deleted() {
         Command::new(bin("inflight-master")).args(["run", "--config"]).arg(dep.config("master")).output().expect("run");
     assert_eq!(out.status.code(), Some(74), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("missing or unreadable") && err.contains("Nothing was deleted"), "{err}");
+    assert!(err.contains("is damaged") && err.contains("Nothing was deleted"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     for f in ["INFLIGHT_STORE", "db", "conf"] {
         assert!(dep.path(&format!("data/master/{f}")).exists(), "{f} still there");
     }
+}
+
+/// The reviewer's reproduction (issue 8, item 8): 512 bytes flipped in the middle of the master's
+/// `db` file after a clean stop. sled would recover a prefix of its log and the master started
+/// with 15 of the 42 payments it had acked; it must refuse instead, with exit 74, and change no
+/// file. The same after `kill -9` (no clean stop), which a copy of the store is checked for.
+#[test]
+fn a_store_holding_fewer_payments_than_acked_is_refused_with_exit_74() {
+    for clean_stop in [true, false] {
+        let dep = Deployment::new(1);
+        let (_issuer, mut master, _slaves) = dep.start_flight();
+        let card = dep.cards()[1].clone();
+        let mut app = SaleApp::connect(&dep.slave_socket(1)).expect("socket");
+        for i in 0..42 {
+            let a = app.capture(&card, 100 + i, "2D").expect("answer");
+            assert!(accepted_id(&a).is_some(), "{a}");
+        }
+        dep.wait_for("42 payments at the master", Duration::from_secs(30), || dep.master_total() == 42);
+        if clean_stop {
+            assert!(master.terminate().success());
+        } else {
+            master.kill9();
+        }
+        let db = dep.path("data/master/db");
+        let mut bytes = std::fs::read(&db).expect("db file");
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 512] {
+            *b ^= 0xFF;
+        }
+        std::fs::write(&db, &bytes).expect("damage");
+        let before = files(&dep.path("data/master"));
+        // Spawned, not `output()`: a master that starts on the damaged store must fail the test,
+        // not hang it.
+        let mut child = Command::new(bin("inflight-master"))
+            .args(["run", "--config"])
+            .arg(dep.config("master"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run");
+        let start = std::time::Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("clean stop {clean_stop}: the master started on a damaged store");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().expect("output");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(74), "clean stop {clean_stop}: {err}");
+        assert!(err.contains("is damaged") && err.contains("restore the folder from a backup"), "{err}");
+        assert!(
+            files(&dep.path("data/master")) == before,
+            "clean stop {clean_stop}: a refused store's files were changed"
+        );
+    }
+}
+
+/// Every file under `dir` with its bytes, in path order.
+fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("readable folder") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).expect("readable file")));
+        }
+    }
+    out.sort();
+    out
 }

@@ -1,12 +1,13 @@
 //! Group commit: many writers, one flush + fsync, then every covered writer is answered.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use tokio::sync::oneshot;
 
+use crate::durable::{self, Mark};
 use crate::StoreError;
 
 /// A write's place in the commit order: durable once a flush that started after it completes.
@@ -22,7 +23,18 @@ impl Ticket {
 #[derive(Debug)]
 pub struct Committer {
     shared: Arc<Shared>,
-    thread: Mutex<Option<thread::JoinHandle<()>>>,
+    thread: Mutex<Option<thread::JoinHandle<Option<Durable>>>>,
+    /// The store's folder: where the clean stop's fingerprint is taken.
+    dir: PathBuf,
+    /// What the flusher handed back when it stopped normally (not poisoned): the mark to close.
+    stopped: Mutex<Option<Durable>>,
+}
+
+/// The durable mark and the sequence number of the latest group commit it records.
+#[derive(Debug)]
+struct Durable {
+    mark: Mark,
+    seq: u64,
 }
 
 #[derive(Debug)]
@@ -48,17 +60,32 @@ struct State {
 impl Committer {
     /// Starts the flusher thread for `db`, whose data file lives in `dir`.
     pub(crate) fn start(db: sled::Db, dir: &Path) -> Result<Self, StoreError> {
+        let fail_after = std::env::var(FSYNC_FAIL_AFTER_ENV).ok().and_then(|v| v.parse().ok());
+        Self::start_with(db, dir, fail_after)
+    }
+
+    /// [`Committer::start`], with every fsync after the first `fail_after` failing (tests).
+    fn start_with(db: sled::Db, dir: &Path, fail_after: Option<u64>) -> Result<Self, StoreError> {
+        let open_err = |detail: String| StoreError::Open { dir: dir.to_owned(), detail };
         // sled keeps all its pages in one file named `db`; fsync of that file is what makes a
         // flush survive a power cut. Opened read-only: fsync works on any open descriptor.
-        let data_file = File::open(dir.join("db"))
-            .map_err(|e| StoreError::Open { dir: dir.to_owned(), detail: format!("data file: {e}") })?;
+        let data_file = File::open(dir.join("db")).map_err(|e| open_err(format!("data file: {e}")))?;
+        let mark = Mark::open(dir).map_err(open_err)?;
+        // Numbering goes on from whichever is further: sled (writes after the last mark, before a
+        // crash) or the mark (a store whose sled key was never written).
+        let seq = durable::sled_seq(&db).map_err(open_err)?.max(mark.last().seq);
         let shared = Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new() });
         let s = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("store-flusher".into())
-            .spawn(move || flusher(&s, &db, &data_file))
+            .spawn(move || {
+                let stopped = StopGuard(&s);
+                let result = flusher(&s, &db, &data_file, Durable { mark, seq }, fail_after);
+                drop(stopped);
+                result
+            })
             .map_err(|e| StoreError::Io(format!("cannot start flusher thread: {e}")))?;
-        Ok(Self { shared, thread: Mutex::new(Some(handle)) })
+        Ok(Self { shared, thread: Mutex::new(Some(handle)), dir: dir.to_owned(), stopped: Mutex::new(None) })
     }
 
     /// Records that a write was applied to sled and returns its ticket. Call after the write.
@@ -111,6 +138,9 @@ impl Committer {
     pub fn wait_blocking(&self, ticket: Ticket) -> Result<(), StoreError> {
         let rx = {
             let mut st = lock(&self.shared.state);
+            if let Some(p) = &st.poisoned {
+                return Err(StoreError::Poisoned(p.clone()));
+            }
             if st.durable >= ticket.0 {
                 return Ok(());
             }
@@ -127,7 +157,33 @@ impl Committer {
         lock(&self.shared.state).closing = true;
         self.shared.wake.notify_one();
         if let Some(h) = lock(&self.thread).take() {
-            let _ = h.join();
+            // A panicked flusher leaves no mark to close: the next start checks a copy.
+            *lock(&self.stopped) = h.join().ok().flatten();
+        }
+    }
+
+    /// At a clean stop, once sled has closed its files, records their fingerprint in the mark:
+    /// the next start refuses the store if they changed meanwhile. Without it (a crash, or sled
+    /// still open elsewhere) the next start checks a copy instead, which is slower but as safe.
+    fn record_clean_stop(&self) {
+        let Some(mut d) = lock(&self.stopped).take() else { return };
+        // sled holds an exclusive lock on its data file until its last handle is gone; only then
+        // are its files final. The store's trees are dropped before the committer (its last
+        // field), so this is at once, unless a handle lives on elsewhere.
+        let Ok(data_file) = File::open(self.dir.join("db")) else { return };
+        let mut attempts = 0;
+        while fs2::FileExt::try_lock_exclusive(&data_file).is_err() {
+            attempts += 1;
+            if attempts > CLEAN_STOP_LOCK_RETRIES {
+                tracing::warn!(dir = %self.dir.display(), "sled still open at stop: no clean-stop fingerprint");
+                return;
+            }
+            thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let result =
+            durable::fingerprint(&self.dir).and_then(|fp| d.mark.write(d.seq, Some(fp)).map_err(std::io::Error::other));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, dir = %self.dir.display(), "cannot record the clean stop");
         }
     }
 }
@@ -135,6 +191,27 @@ impl Committer {
 impl Drop for Committer {
     fn drop(&mut self) {
         self.close();
+        self.record_clean_stop();
+    }
+}
+
+/// How many times (10 ms apart) a clean stop waits for sled to release its files.
+const CLEAN_STOP_LOCK_RETRIES: u32 = 100;
+
+/// Runs when the flusher thread ends, however it ends (a panic included): writers still
+/// waiting would otherwise wait forever, and later writes would be taken that nothing flushes.
+struct StopGuard<'a>(&'a Shared);
+
+impl Drop for StopGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.state);
+        if st.waiters.is_empty() && (st.closing || st.poisoned.is_some()) {
+            return;
+        }
+        let why = st.poisoned.get_or_insert_with(|| "the store's flusher thread stopped".to_owned()).clone();
+        for (_, tx) in std::mem::take(&mut st.waiters) {
+            let _ = tx.send(Err(StoreError::Poisoned(why.clone())));
+        }
     }
 }
 
@@ -147,8 +224,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// or failing disk would. Read once; unset, it costs nothing.
 pub const FSYNC_FAIL_AFTER_ENV: &str = "INFLIGHT_STORE_FSYNC_FAIL_AFTER";
 
-fn flusher(shared: &Shared, db: &sled::Db, data_file: &File) {
-    let fail_after: Option<u64> = std::env::var(FSYNC_FAIL_AFTER_ENV).ok().and_then(|v| v.parse().ok());
+fn flusher(
+    shared: &Shared,
+    db: &sled::Db,
+    data_file: &File,
+    mut d: Durable,
+    fail_after: Option<u64>,
+) -> Option<Durable> {
     let mut fsyncs = 0u64;
     loop {
         let target = {
@@ -157,23 +239,31 @@ fn flusher(shared: &Shared, db: &sled::Db, data_file: &File) {
                 st = shared.wake.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             if st.closing && st.waiters.is_empty() && st.durable >= st.written {
-                return;
+                return Some(d);
             }
             st.written
         };
         // Everything written before this point is covered by this flush: writers note their
-        // write after applying it, so `target` never names a write sled has not seen.
+        // write after applying it, so `target` never names a write sled has not seen. The group's
+        // sequence number is written after all of them, so it lies later in sled's log: a sled
+        // that recovers it recovered them (see the `durable` module).
         fsyncs += 1;
         let injected = fail_after.is_some_and(|n| fsyncs > n);
-        let result = db.flush().map_err(|e| e.to_string()).and_then(|_| {
-            if injected {
-                return Err("injected fsync failure (No space left on device)".to_owned());
-            }
-            data_file.sync_data().map_err(|e| e.to_string())
-        });
+        let seq = d.seq + 1;
+        let result = db
+            .insert(durable::SEQ_KEY, &seq.to_be_bytes())
+            .and_then(|_| db.flush())
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                if injected {
+                    return Err("injected fsync failure (No space left on device)".to_owned());
+                }
+                data_file.sync_data().map_err(|e| e.to_string())
+            });
         let mut st = lock(&shared.state);
         match result {
             Ok(()) => {
+                d.seq = seq;
                 st.durable = st.durable.max(target);
                 let durable = st.durable;
                 let (done, rest): (Vec<_>, Vec<_>) =
@@ -183,15 +273,53 @@ fn flusher(shared: &Shared, db: &sled::Db, data_file: &File) {
                 for (_, tx) in done {
                     let _ = tx.send(Ok(()));
                 }
+                // Written once the group is answered, off the ack path: it costs a writer no
+                // latency, and the mark lags by at most one group (see RELIABILITY.md).
+                if let Err(e) = d.mark.write(seq, None) {
+                    poison(shared, e);
+                    return None;
+                }
             }
             Err(e) => {
-                tracing::error!(error = %e, "store flush failed; refusing further writes");
-                st.poisoned = Some(e.clone());
-                for (_, tx) in std::mem::take(&mut st.waiters) {
-                    let _ = tx.send(Err(StoreError::Poisoned(e.clone())));
-                }
-                return;
+                drop(st);
+                poison(shared, e);
+                return None;
             }
         }
+    }
+}
+
+/// Makes the store refuse further writes and fails every writer still waiting.
+fn poison(shared: &Shared, e: String) {
+    tracing::error!(error = %e, "store flush failed; refusing further writes");
+    let mut st = lock(&shared.state);
+    st.poisoned = Some(e.clone());
+    for (_, tx) in std::mem::take(&mut st.waiters) {
+        let _ = tx.send(Err(StoreError::Poisoned(e.clone())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8, item 15: after a failed flush, waiting again on a ticket it did not cover hung
+    /// forever (the flusher had stopped, and `wait_blocking` did not look at the poisoned state).
+    #[test]
+    fn waiting_on_a_poisoned_committer_fails_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::open_sled(dir.path(), 1 << 20).expect("open");
+        let c = Arc::new(Committer::start_with(db.clone(), dir.path(), Some(0)).expect("start"));
+        db.insert(b"k", b"v".as_slice()).expect("insert");
+        let t = c.note_write().expect("ticket");
+        assert!(matches!(c.wait_blocking(t), Err(StoreError::Poisoned(_))), "the first flush fails");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = Arc::clone(&c);
+        thread::spawn(move || {
+            let _ = tx.send(waiter.wait_blocking(t));
+        });
+        let again = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("wait_blocking hung on a poisoned store");
+        assert!(matches!(again, Err(StoreError::Poisoned(_))));
+        assert!(matches!(c.note_write(), Err(StoreError::Poisoned(_))));
     }
 }

@@ -12,6 +12,20 @@ pub enum StoreError {
         /// What sled or the OS said.
         detail: String,
     },
+    /// The store holds less than it acknowledged, or its files changed while it was stopped:
+    /// damaged on disk. It is refused before sled rewrites anything; nothing is deleted. Daemons
+    /// exit 74 (`EX_IOERR`).
+    #[error(
+        "store at {dir} is damaged and was not started: {detail}. Nothing was deleted and nothing was \
+         changed: restore the folder from a backup, or move it aside (keep it for analysis) to start \
+         afresh"
+    )]
+    Damaged {
+        /// The store's directory.
+        dir: PathBuf,
+        /// What the check found.
+        detail: String,
+    },
     /// A read or write failed (disk full, I/O error).
     #[error("storage I/O error: {0}")]
     Io(String),

@@ -14,6 +14,7 @@
 //! What this crate is not: it makes no decisions (that is `inflight-core`) and knows no network.
 
 mod commit;
+mod durable;
 mod error;
 mod issuer;
 mod master;
@@ -39,23 +40,40 @@ const MARKER_FILE: &str = "INFLIGHT_STORE";
 /// Key, in sled's default tree, that exists in every initialised store.
 const CREATED_KEY: &[u8] = b"__inflight_created";
 
-/// Opens sled at `dir` with the settings every daemon uses.
+/// Opens sled at `dir` with the settings every daemon uses, refusing a damaged store.
 ///
-/// sled treats unreadable data as absent and would start empty. A marker file outside sled, and
-/// a key inside it, let a corrupted or lost store be told from a new one: if the marker says the
-/// store was initialised but the key is gone, opening fails with a clear error and nothing is
-/// changed, instead of silently starting an empty store.
+/// sled 0.34 treats unreadable data as absent: a bad record ends its log, and on open it drops
+/// what follows, zeroes the rest of that segment and writes a new snapshot. So every check runs
+/// *before* sled is handed the files, while holding sled's own lock on its data file, and a store
+/// that fails one is refused with [`StoreError::Damaged`] with nothing changed or deleted:
+///
+/// - a marker file outside sled (`INFLIGHT_STORE`), and a key inside it, tell a lost store from a
+///   new one instead of silently starting an empty store;
+/// - the durable mark (`INFLIGHT_DURABLE`, see the `durable` module) tells whether the store
+///   holds every write it acknowledged: after a clean stop, sled's files must match the
+///   fingerprint taken when they were closed (cost: one read of the files at start); after an
+///   unclean stop, a copy of them (in `DIR/inflight-verify.tmp/`, deleted afterwards) must
+///   recover at least the last acknowledged group commit and read back without error (cost: a
+///   copy and a full read, only after a crash). A store with more than the mark (writes after the
+///   last mark, before a crash) is normal and opens.
+///
+/// A store initialised before the mark existed has none: it opens as before, and gets one.
 fn open_sled(dir: &std::path::Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     let err = |detail: String| StoreError::Open { dir: dir.to_owned(), detail };
+    let damaged = |detail: String| StoreError::Damaged { dir: dir.to_owned(), detail };
     std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
     let marker = dir.join(MARKER_FILE);
     let initialised = marker.exists();
-    let config = sled::Config::new()
-        .path(dir)
-        .cache_capacity(cache_bytes)
-        // Our own flusher thread is the only one that flushes (see `Committer`).
-        .flush_every_ms(None)
-        .mode(sled::Mode::LowSpace);
+    let mark = {
+        // Held while checking, so that no other process changes the files under the check.
+        let _lock = lock_data_file(dir)?;
+        check_before_open(dir, initialised, cache_bytes)?
+    };
+    if let Some(r) = mark.filter(|r| r.clean.is_some()) {
+        // sled is about to change its files: the clean fingerprint will no longer describe them.
+        durable::Mark::open(dir).and_then(|mut m| m.write(r.seq, None)).map_err(err)?;
+    }
+    let config = sled_config(dir, cache_bytes);
     // Another process may hold the store for a moment (a `status` command reading a stopped
     // daemon's store while it restarts): wait a little before calling it an error.
     let mut attempts = 0;
@@ -70,14 +88,19 @@ fn open_sled(dir: &std::path::Path, cache_bytes: u64) -> Result<sled::Db, StoreE
             Err(e) => return Err(err(e.to_string())),
         }
     };
+    let held = durable::sled_seq(&db).map_err(damaged)?;
+    if let Some(r) = mark.filter(|r| held < r.seq) {
+        return Err(damaged(format!(
+            "it holds group commits up to {held} but acknowledged up to {}: sled lost the end of its log",
+            r.seq
+        )));
+    }
     let present = db.get(CREATED_KEY).map_err(|e| err(e.to_string()))?.is_some();
     match (initialised, present) {
         (true, true) => {}
         (true, false) => {
-            return Err(err(format!(
-                "the store was initialised ({MARKER_FILE} exists) but its data is missing or unreadable; \
-                 refusing to start with an empty store. Nothing was deleted: restore the folder from a \
-                 backup or move it aside to start afresh"
+            return Err(damaged(format!(
+                "the store was initialised ({MARKER_FILE} exists) but its data is missing or unreadable"
             )))
         }
         (false, _) => {
@@ -89,4 +112,107 @@ fn open_sled(dir: &std::path::Path, cache_bytes: u64) -> Result<sled::Db, StoreE
         }
     }
     Ok(db)
+}
+
+fn sled_config(dir: &std::path::Path, cache_bytes: u64) -> sled::Config {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_bytes)
+        // Our own flusher thread is the only one that flushes (see `Committer`).
+        .flush_every_ms(None)
+        .mode(sled::Mode::LowSpace)
+}
+
+/// Takes sled's lock on its data file (if there is one yet), waiting a little if it is held.
+fn lock_data_file(dir: &std::path::Path) -> Result<Option<std::fs::File>, StoreError> {
+    let err = |detail: String| StoreError::Open { dir: dir.to_owned(), detail };
+    let file = match std::fs::File::open(dir.join("db")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(format!("data file: {e}"))),
+    };
+    let mut attempts = 0;
+    loop {
+        match fs2::FileExt::try_lock_exclusive(&file) {
+            Ok(()) => return Ok(Some(file)),
+            Err(_) if attempts < LOCK_RETRIES => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(err(format!("could not acquire lock on the data file (another process holds it): {e}")))
+            }
+        }
+    }
+}
+
+/// The checks made before sled sees the files (see [`open_sled`]); returns the mark, if any.
+fn check_before_open(
+    dir: &std::path::Path,
+    initialised: bool,
+    cache_bytes: u64,
+) -> Result<Option<durable::Record>, StoreError> {
+    let damaged = |detail: String| StoreError::Damaged { dir: dir.to_owned(), detail };
+    let Some(mark) = durable::read(dir).map_err(damaged)? else {
+        if initialised {
+            tracing::warn!(dir = %dir.display(), "store has no {} yet (older version): not checked this time", durable::MARK_FILE);
+        }
+        return Ok(None);
+    };
+    if !initialised {
+        return Err(damaged(format!("{} exists but {MARKER_FILE} is missing", durable::MARK_FILE)));
+    }
+    match mark.clean {
+        Some(recorded) => {
+            let now = durable::fingerprint(dir).map_err(|e| damaged(format!("cannot read sled's files: {e}")))?;
+            if now != recorded {
+                return Err(damaged(format!(
+                    "sled's files changed while the store was stopped ({} bytes, CRC-32 {:08x}; at the clean \
+                     stop {} bytes, CRC-32 {:08x})",
+                    now.len, now.crc, recorded.len, recorded.crc
+                )));
+            }
+        }
+        None => verify_copy(dir, mark.seq, cache_bytes)?,
+    }
+    Ok(Some(mark))
+}
+
+/// After an unclean stop: recovers a copy of sled's files (sled rewrites what it opens) and
+/// checks that it holds group commit `seq` and that every record reads back.
+fn verify_copy(dir: &std::path::Path, seq: u64, cache_bytes: u64) -> Result<(), StoreError> {
+    let err = |detail: String| StoreError::Open { dir: dir.to_owned(), detail };
+    let copy = dir.join(durable::VERIFY_DIR);
+    if copy.exists() {
+        // Left by a check that was interrupted; it is only ever a copy.
+        std::fs::remove_dir_all(&copy).map_err(|e| err(format!("cannot remove {}: {e}", copy.display())))?;
+    }
+    durable::copy_sled_files(dir, &copy).map_err(|e| err(format!("cannot copy the store to check it: {e}")))?;
+    let verify = || -> Result<(), String> {
+        let db = sled_config(&copy, cache_bytes).open().map_err(|e| format!("sled cannot recover it: {e}"))?;
+        let held = durable::sled_seq(&db)?;
+        if held < seq {
+            return Err(format!(
+                "it holds group commits up to {held} but acknowledged up to {seq}: sled lost the end of its log"
+            ));
+        }
+        for name in db.tree_names() {
+            let tree = db.open_tree(&name).map_err(|e| format!("cannot open a tree: {e}"))?;
+            for kv in tree.iter() {
+                kv.map_err(|e| format!("a record does not read back: {e}"))?;
+            }
+        }
+        Ok(())
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(verify));
+    if let Err(e) = std::fs::remove_dir_all(&copy) {
+        tracing::warn!(error = %e, dir = %copy.display(), "cannot remove the checked copy");
+    }
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(detail)) => Err(StoreError::Damaged { dir: dir.to_owned(), detail }),
+        Err(_) => {
+            Err(StoreError::Damaged { dir: dir.to_owned(), detail: "sled panicked recovering a copy of it".into() })
+        }
+    }
 }
