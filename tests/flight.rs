@@ -4,7 +4,7 @@
 //! ledger exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use inflight_e2e::{accepted_id, Card, Deployment, SaleApp, UdpRelay};
 use inflight_store::{BinListSigner, CardVault, MasterStore, SlaveStore};
@@ -338,4 +338,33 @@ fn payments_waiting_past_the_age_limit_are_flagged_not_dropped() {
     wait_all_delivered(&dep, ids.len(), Duration::from_secs(60));
     assert_eq!(dep.master_status(None)["payments"]["aged"], 0, "decided payments are no longer waiting");
     assert_ledger_exactly(&dep, &ids);
+}
+
+/// The issuer renews its list (same version, a fresh window, signed again) and the master
+/// fetches it while the link is up: the fleet keeps selling past the first list's expiry. Before,
+/// a list re-signed with a later window was never taken (only a higher version was), so every
+/// capture became `no_valid_bin_list` once the first window (48 h) had passed.
+#[test]
+fn a_renewed_bin_list_keeps_the_fleet_selling_past_the_first_lists_expiry() {
+    const VALIDITY_S: u64 = 4;
+    let dep = Deployment::new(1);
+    dep.prepend_config("issuer", &format!("bin_list_validity_seconds = {VALIDITY_S}"));
+    dep.set_config("master", "bin_list_refresh_ms", "300");
+    let _flight = dep.start_flight();
+    let card = dep.cards()[0].clone();
+    let mut app = SaleApp::connect(&dep.slave_socket(1)).expect("socket");
+    let start = Instant::now();
+    let mut answers = Vec::new();
+    while start.elapsed() < Duration::from_secs(3 * VALIDITY_S) {
+        answers.push(capture(&mut app, &card, 100));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let refused: Vec<&Value> = answers.iter().filter(|a| a["outcome"] != "accepted").collect();
+    assert!(
+        refused.is_empty(),
+        "captures refused after {} s of lists valid {VALIDITY_S} s: {refused:?}",
+        3 * VALIDITY_S
+    );
+    assert_eq!(dep.slave_status(1, None)["bin_list_valid"], true);
+    assert!(dep.log("issuer").contains("BIN list renewed"), "the issuer renewed its list");
 }

@@ -277,6 +277,13 @@ impl Deployment {
         std::fs::write(&path, lines.join("\n") + "\n").expect("write config");
     }
 
+    /// Adds a top-level `line` (`key = value`) to a config file, before its first table.
+    pub fn prepend_config(&self, name: &str, line: &str) {
+        let path = self.config(name);
+        let text = std::fs::read_to_string(&path).expect("config");
+        std::fs::write(&path, format!("{line}\n{text}")).expect("write config");
+    }
+
     /// The whole text of a daemon's log (`master`, `issuer`, `slave-<k>`).
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()

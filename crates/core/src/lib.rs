@@ -9,10 +9,12 @@
 //! - [`aggregator`]: the master's verdict on each submitted payment, exactly once per id, the
 //!   per-card-per-flight limit, and each payment's progress to the issuer and back.
 //! - [`link`]: is the ground link up? (probes with hysteresis, crew override)
+//! - [`binlist`]: which signed BIN list to hold (renewals, expired lists never win).
 //! - [`authorize`]: the issuer's decision on one payment.
 
 pub mod aggregator;
 pub mod authorize;
+pub mod binlist;
 pub mod capture;
 pub mod fuzz;
 pub mod link;

@@ -68,6 +68,8 @@ impl IssuerConfig {
         let programme_file = r.path("programme_file");
         let accounts_file = r.path("accounts_file");
         let validity_h = r.u64_or("bin_list_validity_hours", 48, 1, 24 * 365);
+        // Finer-grained, for tests and drills; 0 (the default) means: use the hours.
+        let validity_s = r.u64_or("bin_list_validity_seconds", 0, 0, 24 * 365 * 3600);
         let ca_file = r.path("tls.ca_file");
         let cert_file = r.path("tls.cert_file");
         let key_file = r.path("tls.key_file");
@@ -93,7 +95,7 @@ impl IssuerConfig {
             signing_key_file: signing_key_file.expect(missing),
             programme_file: programme_file.expect(missing),
             accounts_file: accounts_file.expect(missing),
-            bin_list_validity: Duration::from_secs(validity_h * 3600),
+            bin_list_validity: Duration::from_secs(if validity_s > 0 { validity_s } else { validity_h * 3600 }),
             ca_file: ca_file.expect(missing),
             cert_file: cert_file.expect(missing),
             key_file: key_file.expect(missing),

@@ -63,16 +63,12 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         store.durable(t).await?;
         tracing::info!(accounts = accounts.len(), "accounts imported");
     }
-    let now = inflight_daemon::unix_ms_now();
-    // A small allowance for clocks that run behind the issuer's.
-    let programme = BinList {
-        version,
-        issuer: cfg.issuer_name.clone(),
-        valid_from_unix_ms: now.saturating_sub(3_600_000),
-        valid_until_unix_ms: now + cfg.bin_list_validity.as_millis() as u64,
-        rules,
-    };
-    let signed = signer.sign(&programme);
+    let programme = windowed(
+        BinList { version, issuer: cfg.issuer_name.clone(), valid_from_unix_ms: 0, valid_until_unix_ms: 0, rules },
+        cfg.bin_list_validity,
+        inflight_daemon::unix_ms_now(),
+    );
+    let signed = std::sync::Mutex::new(signer.sign(&programme));
     let id = tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?;
     let server_tls = tls::server_config(id, tls::roots(&cfg.ca_file)?, GROUND_ALPN)?;
     let ep = endpoint::server(cfg.listen, server_tls, cfg.timers)?;
@@ -87,8 +83,30 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         bins = programme.rules.len(),
         "inflight-issuer running"
     );
+    let validity = cfg.bin_list_validity;
     let shared = Arc::new(Shared { cfg, store: store.clone(), programme, signed });
     let tasks = TaskTracker::new();
+    // Renewal: the same version signed again with a fresh window, every quarter of the validity,
+    // so a fleet that sees the ground never holds an expired list.
+    {
+        let (shared, cancel) = (shared.clone(), cancel.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(validity / 4) => {}
+                }
+                let list = windowed(shared.programme.clone(), validity, inflight_daemon::unix_ms_now());
+                let renewed = signer.sign(&list);
+                *shared.signed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = renewed;
+                tracing::info!(
+                    version = list.version,
+                    valid_until_unix_ms = list.valid_until_unix_ms,
+                    "BIN list renewed"
+                );
+            }
+        });
+    }
     let slots = Arc::new(tokio::sync::Semaphore::new(AIRCRAFT_MAX));
     {
         let store = store.clone();
@@ -124,6 +142,16 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
     let _ = std::fs::remove_file(&shared.cfg.admin_socket);
     tracing::info!("inflight-issuer stopped");
     Ok(())
+}
+
+/// `list` with a validity window starting now (less an allowance for clocks that run behind the
+/// issuer's) and lasting `validity`.
+fn windowed(list: BinList, validity: std::time::Duration, now_unix_ms: u64) -> BinList {
+    BinList {
+        valid_from_unix_ms: now_unix_ms.saturating_sub(3_600_000),
+        valid_until_unix_ms: now_unix_ms + validity.as_millis() as u64,
+        ..list
+    }
 }
 
 fn admin_answer(store: &IssuerStore, req: &Value) -> Value {

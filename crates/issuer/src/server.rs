@@ -22,8 +22,9 @@ pub struct Shared {
     pub store: Arc<IssuerStore>,
     /// The programme (the list's rules decide authorizations too).
     pub programme: BinList,
-    /// The list as published.
-    pub signed: SignedBinList,
+    /// The list as published: the programme with its current validity window, signed; renewed
+    /// (same version, fresh window) by a task in `run`.
+    pub signed: std::sync::Mutex<SignedBinList>,
 }
 
 /// Serves one aircraft until it leaves or breaks the protocol.
@@ -84,8 +85,12 @@ async fn session(shared: &Shared, aircraft: &str, w: &mut FrameWriter, r: &mut F
             None => return Ok(()),
             Some(AircraftMsg::Ping { nonce }) => w.send(&IssuerMsg::Pong { nonce }).await?,
             Some(AircraftMsg::FetchBinList { have_version }) => {
-                let newer = have_version.is_none_or(|v| v < shared.programme.version);
-                w.send(&IssuerMsg::BinList(newer.then(|| shared.signed.clone()))).await?;
+                // The same version is sent too: it may be a renewal (a later window), which the
+                // master prefers to what it holds (`inflight_core::binlist::prefer`).
+                let newer = have_version.is_none_or(|v| v <= shared.programme.version);
+                let signed =
+                    newer.then(|| shared.signed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone());
+                w.send(&IssuerMsg::BinList(signed)).await?;
             }
             Some(AircraftMsg::BatchBegin(header)) => batch(shared, aircraft, header, w, r).await?,
             Some(other) => {

@@ -209,7 +209,7 @@ impl Aircraft {
                 }
             }
             Event::BinList { signed, list } => {
-                if self.agg.bin_list().is_some_and(|cur| cur.version >= list.version) {
+                if !inflight_core::binlist::prefer(self.agg.bin_list(), &list, inflight_daemon::unix_ms_now()) {
                     return;
                 }
                 match self.store.set_bin_list(&signed) {

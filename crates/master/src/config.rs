@@ -64,6 +64,8 @@ pub struct GroundConfig {
     pub probe_down_after: u32,
     /// Wait before retrying a failed upload.
     pub upload_retry: Duration,
+    /// While the link is up, ask the issuer for a newer or renewed BIN list this often.
+    pub bin_list_refresh: Duration,
     /// QUIC timers of the ground link.
     pub timers: LinkTimers,
 }
@@ -120,6 +122,7 @@ impl MasterConfig {
         let probe_up_after = r.u64_or("ground.probe_up_after", 2, 1, 100) as u32;
         let probe_down_after = r.u64_or("ground.probe_down_after", 3, 1, 100) as u32;
         let upload_retry = r.millis_or("ground.upload_retry_ms", ms(1_000), ms(10), ms(600_000));
+        let bin_list_refresh = r.millis_or("ground.bin_list_refresh_ms", ms(60_000), ms(100), ms(86_400_000));
         let ground_timers = LinkTimers {
             keep_alive: r.millis_or("ground.keep_alive_ms", ms(1_000), ms(100), ms(60_000)),
             idle: r.millis_or("ground.idle_timeout_ms", ms(5_000), ms(500), ms(600_000)),
@@ -156,6 +159,7 @@ impl MasterConfig {
                 probe_up_after,
                 probe_down_after,
                 upload_retry,
+                bin_list_refresh,
                 timers: ground_timers,
             },
         })

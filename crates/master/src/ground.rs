@@ -23,7 +23,6 @@ use crate::config::MasterConfig;
 /// How often an idle upload session looks for new payments to send.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// How often an idle upload session asks the issuer for a newer BIN list.
-const BIN_LIST_REFRESH: Duration = Duration::from_secs(60);
 
 /// The link state shared by the watcher, the uploader and the admin API.
 #[derive(Debug, Clone)]
@@ -179,7 +178,7 @@ async fn session(
     let result = async {
         let mut last_fetch = None::<tokio::time::Instant>;
         loop {
-            if last_fetch.is_none_or(|t| t.elapsed() >= BIN_LIST_REFRESH) {
+            if last_fetch.is_none_or(|t| t.elapsed() >= cfg.ground.bin_list_refresh) {
                 fetch_bin_list(cfg, &mut w, &mut r, events).await?;
                 last_fetch = Some(tokio::time::Instant::now());
             }

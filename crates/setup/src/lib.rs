@@ -165,7 +165,8 @@ signing_key_file = "{root}/keys/issuer-signing.key"
 # The in-flight programme (BINs and rules) and the accounts imported on first start.
 programme_file = "{root}/issuer/programme.toml"
 accounts_file = "{root}/issuer/accounts.json"
-# A published list is valid for this long.
+# A published list is valid for this long; the running issuer renews it (same version, new
+# window, signed again) every quarter of that, so aircraft that see the ground keep a valid list.
 bin_list_validity_hours = 48
 
 [tls]
@@ -249,6 +250,9 @@ probe_up_after = 2
 probe_down_after = 3
 # After a failed upload, wait this long and send the same batch again.
 upload_retry_ms = 1000
+# While the link is up, ask the issuer for a newer or renewed BIN list this often (also at every
+# link-up).
+bin_list_refresh_ms = 60000
 keep_alive_ms = 1000
 idle_timeout_ms = 5000
 connect_timeout_ms = 3000

@@ -445,7 +445,7 @@ impl Terminal {
                 return;
             }
         };
-        if self.bins.as_ref().is_some_and(|cur| cur.version >= list.version) {
+        if !inflight_core::binlist::prefer(self.bins.as_ref(), &list, self.sane_now()) {
             return;
         }
         match self.store.set_bin_list(&signed) {

@@ -91,7 +91,7 @@ impl Open {
             Open::Master(s) => {
                 let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
                 for n in 0..RECORDS {
-                    let t = s.put(&payment(n), [0; 32], Verdict::Stored, None, "FL1").expect("put");
+                    let t = s.put(&payment(n), [0; 32], Verdict::Stored, None, "FL1", true).expect("put");
                     rt.block_on(s.durable(t)).expect("durable");
                 }
             }
