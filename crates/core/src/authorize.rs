@@ -1,7 +1,12 @@
 //! The issuer's authorization rule for one payment (DESIGN.md §3 "Authorization"):
-//! card known, account open, card not expired, BIN enrolled, currency accepted, within the
-//! programme's transaction limit, within the available credit or balance. Deterministic: the
-//! same account, programme and item always give the same outcome and auth code.
+//! card known, account open, captured at a time the aircraft could have seen, card not expired
+//! and its expiry the one on file, BIN enrolled, currency accepted, within the programme's
+//! transaction limit, within the available credit or balance. Deterministic: the same account,
+//! programme, item and bounds always give the same outcome and auth code.
+//!
+//! The capture time comes from the terminal (corrected to the aircraft's clock), so it is
+//! bounded here: a payment "captured" at time 0 would otherwise approve any expired card, and one
+//! dated after the batch arrived cannot be real.
 
 use inflight_wire::{AuthOutcome, BatchItem, BinList, CardKind, Currency, DeclineReason, Expiry, PaymentId};
 
@@ -20,17 +25,61 @@ pub struct Account {
     pub open: bool,
 }
 
-/// Decides one item against its account (`None`: unknown card) and the issuer's programme.
-/// Returns the outcome and the account as it stands after (reduced when approved).
-pub fn authorize(item: &BatchItem, account: Option<&Account>, programme: &BinList) -> (AuthOutcome, Option<Account>) {
+/// The capture times the issuer accepts for a batch: from `not_before_unix_ms` (its receipt
+/// less the longest a payment may wait on an aircraft) to `not_after_unix_ms` (its receipt plus
+/// an allowance for clocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureBounds {
+    /// Earliest plausible capture time.
+    pub not_before_unix_ms: u64,
+    /// Latest plausible capture time.
+    pub not_after_unix_ms: u64,
+}
+
+impl CaptureBounds {
+    /// How far after the issuer's clock a capture may be stamped (aircraft clocks drift).
+    pub const CLOCK_ALLOWANCE_MS: u64 = 10 * 60 * 1000;
+
+    /// The bounds for a batch received at `received_unix_ms`, for payments at most `age_max_ms`
+    /// old.
+    pub fn at_receipt(received_unix_ms: u64, age_max_ms: u64) -> Self {
+        Self {
+            not_before_unix_ms: received_unix_ms.saturating_sub(age_max_ms),
+            not_after_unix_ms: received_unix_ms.saturating_add(Self::CLOCK_ALLOWANCE_MS),
+        }
+    }
+
+    /// No bounds (tests of the other rules).
+    pub const ANY: CaptureBounds = CaptureBounds { not_before_unix_ms: 0, not_after_unix_ms: u64::MAX };
+
+    fn contains(&self, t: u64) -> bool {
+        (self.not_before_unix_ms..=self.not_after_unix_ms).contains(&t)
+    }
+}
+
+/// Decides one item against its account (`None`: unknown card), the issuer's programme and the
+/// plausible capture times. Returns the outcome and the account as it stands after (reduced when
+/// approved).
+pub fn authorize(
+    item: &BatchItem,
+    account: Option<&Account>,
+    programme: &BinList,
+    bounds: CaptureBounds,
+) -> (AuthOutcome, Option<Account>) {
     let declined = |r| (AuthOutcome::Declined(r), account.cloned());
     let Some(acct) = account else { return declined(DeclineReason::UnknownCard) };
     if !acct.open {
         return declined(DeclineReason::AccountBlocked);
     }
+    if !bounds.contains(item.captured_unix_ms) {
+        return declined(DeclineReason::CaptureTimeOutOfBounds);
+    }
     // Expiry is judged at capture time: the sale happened then, not when the aircraft landed.
     if item.expiry.is_expired_at(item.captured_unix_ms) || acct.expiry.is_expired_at(item.captured_unix_ms) {
         return declined(DeclineReason::Expired);
+    }
+    if item.expiry != acct.expiry {
+        return declined(DeclineReason::ExpiryMismatch);
     }
     let Some(rule) = programme.rule_for(&item.pan) else { return declined(DeclineReason::BinNotEnrolled) };
     let currency = item.amount.currency();
@@ -62,6 +111,9 @@ mod tests {
     use super::*;
 
     const CAPTURED: u64 = 1_795_564_800_000; // 2026-11-25
+    /// The batch arrives a day later; payments may be up to 30 days old.
+    const RECEIVED: u64 = CAPTURED + 86_400_000;
+    const AGE_MAX: u64 = 30 * 86_400_000;
 
     fn eur() -> Currency {
         Currency::parse("EUR").expect("known")
@@ -121,9 +173,38 @@ mod tests {
             (item(visa, 10_001, "EUR"), Some(account(80_000, true)), Err(DeclineReason::OverTxnLimit)),
             (item(visa, 8_001, "EUR"), Some(account(8_000, true)), Err(DeclineReason::InsufficientFunds)),
             (item(visa, 8_000, "EUR"), Some(account(8_000, true)), Ok(0)),
+            (
+                BatchItem { expiry: Expiry::parse("11/29").expect("valid"), ..item(visa, 5_000, "EUR") },
+                Some(account(8_000, true)),
+                Err(DeclineReason::ExpiryMismatch),
+            ),
+            // A capture stamped 0 would otherwise make any expired card look valid.
+            (
+                BatchItem {
+                    captured_unix_ms: 0,
+                    expiry: Expiry::parse("10/26").expect("valid"),
+                    ..item(visa, 5_000, "EUR")
+                },
+                Some(account(8_000, true)),
+                Err(DeclineReason::CaptureTimeOutOfBounds),
+            ),
+            (
+                BatchItem {
+                    captured_unix_ms: RECEIVED + CaptureBounds::CLOCK_ALLOWANCE_MS + 1,
+                    ..item(visa, 5_000, "EUR")
+                },
+                Some(account(8_000, true)),
+                Err(DeclineReason::CaptureTimeOutOfBounds),
+            ),
+            (
+                BatchItem { captured_unix_ms: RECEIVED - AGE_MAX - 1, ..item(visa, 5_000, "EUR") },
+                Some(account(8_000, true)),
+                Err(DeclineReason::CaptureTimeOutOfBounds),
+            ),
         ];
+        let bounds = CaptureBounds::at_receipt(RECEIVED, AGE_MAX);
         for (it, acct, want) in cases {
-            let (outcome, after) = authorize(&it, acct.as_ref(), &p);
+            let (outcome, after) = authorize(&it, acct.as_ref(), &p, bounds);
             match (want, outcome) {
                 (Ok(left), AuthOutcome::Approved { auth_code: code }) => {
                     assert_eq!(after.map(|a| a.available_minor), Some(left));

@@ -31,6 +31,8 @@ pub struct IssuerConfig {
     pub accounts_file: PathBuf,
     /// How long a published list stays valid.
     pub bin_list_validity: Duration,
+    /// Oldest capture accepted in a batch (older ones are declined `capture_time_out_of_bounds`).
+    pub capture_age_max: Duration,
     /// CA whose aircraft certificates are accepted.
     pub ca_file: PathBuf,
     /// The issuer's certificate chain (PEM).
@@ -70,6 +72,7 @@ impl IssuerConfig {
         let validity_h = r.u64_or("bin_list_validity_hours", 48, 1, 24 * 365);
         // Finer-grained, for tests and drills; 0 (the default) means: use the hours.
         let validity_s = r.u64_or("bin_list_validity_seconds", 0, 0, 24 * 365 * 3600);
+        let capture_age_max_days = r.u64_or("capture_age_max_days", 30, 1, 400);
         let ca_file = r.path("tls.ca_file");
         let cert_file = r.path("tls.cert_file");
         let key_file = r.path("tls.key_file");
@@ -96,6 +99,7 @@ impl IssuerConfig {
             programme_file: programme_file.expect(missing),
             accounts_file: accounts_file.expect(missing),
             bin_list_validity: Duration::from_secs(if validity_s > 0 { validity_s } else { validity_h * 3600 }),
+            capture_age_max: Duration::from_secs(capture_age_max_days * 86_400),
             ca_file: ca_file.expect(missing),
             cert_file: cert_file.expect(missing),
             key_file: key_file.expect(missing),

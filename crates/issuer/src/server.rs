@@ -167,9 +167,13 @@ async fn batch(
     }
     if start != BatchStart::Done {
         let chunks = items.len().div_ceil(BATCH_CHUNK_MAX);
+        let bounds = inflight_core::authorize::CaptureBounds::at_receipt(
+            inflight_daemon::unix_ms_now(),
+            shared.cfg.capture_age_max.as_millis() as u64,
+        );
         for (k, chunk) in items.chunks(BATCH_CHUNK_MAX).enumerate() {
             let t = store
-                .decide_chunk(id, (k * BATCH_CHUNK_MAX) as u32, chunk, &shared.programme)
+                .decide_chunk(id, (k * BATCH_CHUNK_MAX) as u32, chunk, &shared.programme, bounds)
                 .map_err(|e| NetError::Connection(e.to_string()))?;
             if k + 1 < chunks && inflight_daemon::crash_armed("issuer.mid_decide") {
                 // The crash must leave the batch half decided *on disk*, the case the "already

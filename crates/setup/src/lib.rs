@@ -168,6 +168,9 @@ accounts_file = "{root}/issuer/accounts.json"
 # A published list is valid for this long; the running issuer renews it (same version, new
 # window, signed again) every quarter of that, so aircraft that see the ground keep a valid list.
 bin_list_validity_hours = 48
+# Oldest capture accepted in a batch; older ones are declined capture_time_out_of_bounds (so
+# are captures stamped after the batch arrived, beyond a 10-minute clock allowance).
+capture_age_max_days = 30
 
 [tls]
 # Aircraft must present a certificate from this CA, named <aircraft>.aircraft.inflight.

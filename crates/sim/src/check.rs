@@ -8,7 +8,7 @@ use std::time::Duration;
 use inflight_issuer::IssuerConfig;
 use inflight_slave::SlaveConfig;
 use inflight_store::{CardVault, IssuerStore, SlaveStore};
-use inflight_wire::{AuthOutcome, PaymentId};
+use inflight_wire::{AuthOutcome, Expiry, Pan, Payment, PaymentId};
 
 use crate::report::{Capture, Report};
 use crate::scenario::Flight;
@@ -127,11 +127,39 @@ pub fn check(
         }
     }
 
-    // Every result on its terminal, equal to the ledger, card data erased.
+    // Every result on its terminal, equal to the ledger, card data erased. Each accepted
+    // payment is also rebuilt (card from the scenario, the rest from its terminal), so the
+    // scan below can look for the unkeyed digests an earlier version kept of it.
+    let mut scanner = crate::leaks::CardScanner::new();
+    for c in &flight.cards {
+        scanner.add_pan(&c.pan);
+    }
+    let card_of: BTreeMap<PaymentId, usize> = captures
+        .iter()
+        .filter_map(|c| {
+            let a = c.answer.as_ref().ok()?;
+            Some((PaymentId::parse(a.payment_id.as_deref()?).ok()?, c.card))
+        })
+        .collect();
     for (k, cfg) in slaves.iter().enumerate() {
         let s = SlaveStore::open(&cfg.data_dir, CardVault::from_key_file(&cfg.card_key_file)?, 2 << 20)?;
         for (id, _) in accepted.iter().filter(|(_, t)| **t == k as u32 + 1) {
-            match s.view(*id)?.and_then(|v| v.outcome) {
+            let view = s.view(*id)?;
+            if let (Some(v), Some(card)) = (&view, card_of.get(id).and_then(|i| flight.cards.get(*i))) {
+                if let (Ok(pan), Ok(expiry)) = (Pan::parse(&card.pan), Expiry::parse(&card.expiry)) {
+                    scanner.add_payment(&Payment {
+                        id: *id,
+                        terminal: cfg.terminal_id.clone(),
+                        pan,
+                        expiry,
+                        amount: v.payment.amount,
+                        seat: v.payment.seat.clone(),
+                        captured_unix_ms: v.payment.captured_unix_ms,
+                        items: vec![],
+                    });
+                }
+            }
+            match view.and_then(|v| v.outcome) {
                 None => r.undelivered += 1,
                 Some(o) if Some(&o) != decided.get(id) => r.mismatched += 1,
                 Some(_) => {}
@@ -154,71 +182,11 @@ pub fn check(
         }
     }
 
-    // No full card number in any file under the run directory (stores, logs, configs).
-    let pans: BTreeSet<&[u8]> = flight.cards.iter().map(|c| c.pan.as_bytes()).collect();
-    let mut files = Vec::new();
-    collect(dir, &mut files);
-    for f in files {
-        let Ok(bytes) = std::fs::read(&f) else { continue };
-        if contains_any_pan(&bytes, &pans) {
-            r.pan_leaks += 1;
-            r.violations.push(format!("a full card number is in {}", f.display()));
-        }
+    // No card data in any form, and no unkeyed digest of any payment, in any file under the run
+    // directory (stores, logs, configs).
+    for (f, what) in scanner.scan_dir(dir) {
+        r.pan_leaks += 1;
+        r.violations.push(format!("{what} found in {}", f.display()));
     }
     Ok(r)
-}
-
-/// Whether `bytes` holds any of `pans` (all ASCII digits): only runs of digits long enough to
-/// hold a card number are examined, so a scan of many megabytes stays fast.
-fn contains_any_pan(bytes: &[u8], pans: &BTreeSet<&[u8]>) -> bool {
-    let lengths: BTreeSet<usize> = pans.iter().map(|p| p.len()).collect();
-    let Some(&shortest) = lengths.first() else { return false };
-    let mut i = 0;
-    while i < bytes.len() {
-        if !bytes[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        let run = &bytes[start..i];
-        if run.len() >= shortest {
-            for from in 0..run.len() {
-                for &len in &lengths {
-                    if from + len <= run.len() && pans.contains(&run[from..from + len]) {
-                        return true;
-                    }
-                }
-            }
-        }
-    }
-    false
-}
-
-fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            collect(&p, out);
-        } else if p.is_file() {
-            out.push(p);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_card_numbers_inside_digit_runs_only_when_whole() {
-        let pans: BTreeSet<&[u8]> = [b"4000110000010017".as_slice()].into_iter().collect();
-        assert!(contains_any_pan(b"xx4000110000010017yy", &pans));
-        assert!(contains_any_pan(b"99994000110000010017", &pans), "inside a longer run of digits");
-        assert!(!contains_any_pan(b"400011******0017", &pans), "masked");
-        assert!(!contains_any_pan(b"40001100000100", &pans));
-    }
 }

@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod leaks;
 pub mod link;
 pub mod report;
 pub mod rng;

@@ -16,7 +16,7 @@
 use std::path::Path;
 
 use bincode::{Decode, Encode};
-use inflight_core::authorize::{authorize, Account};
+use inflight_core::authorize::{authorize, Account, CaptureBounds};
 use inflight_wire::{
     AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, CardKind, Currency, Expiry, MaskedPan, Money,
     Pan, PaymentId,
@@ -223,6 +223,7 @@ impl IssuerStore {
         first_seq: u32,
         items: &[BatchItem],
         programme: &BinList,
+        bounds: CaptureBounds,
     ) -> Result<Ticket, StoreError> {
         self.committer.check_writable()?;
         let hashes: Vec<[u8; 32]> = items.iter().map(|i| self.vault.card_hash(i.pan.expose_digits())).collect();
@@ -250,7 +251,7 @@ impl IssuerStore {
                         Some(decode_record::<AccountRecord>(hash, &b).map_err(ConflictableTransactionError::Abort)?)
                     }
                 };
-                let (outcome, after) = authorize(item, acct.as_ref().map(Account::from).as_ref(), programme);
+                let (outcome, after) = authorize(item, acct.as_ref().map(Account::from).as_ref(), programme, bounds);
                 if let (AuthOutcome::Approved { .. }, Some(after), Some(before)) = (&outcome, after, &acct) {
                     accts.insert(hash.to_vec(), encode_record(&before.after(&after)))?;
                 }

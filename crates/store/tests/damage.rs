@@ -129,7 +129,9 @@ impl Open {
                         amount: p.amount,
                         captured_unix_ms: p.captured_unix_ms,
                     };
-                    let t = s.decide_chunk(header.id, n, &[item], &programme()).expect("decide");
+                    let t = s
+                        .decide_chunk(header.id, n, &[item], &programme(), inflight_core::authorize::CaptureBounds::ANY)
+                        .expect("decide");
                     s.durable_blocking(t).expect("durable");
                 }
             }

@@ -1,7 +1,7 @@
 //! The issuer's store decides a payment once, whatever batch carries it and however often; the
 //! master's batch survives a restart intact.
 
-use inflight_core::authorize::Account;
+use inflight_core::authorize::{Account, CaptureBounds};
 use inflight_store::{BatchStart, CardVault, IssuerStore, MasterStore};
 use inflight_wire::{
     AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, BinPrefix, BinRule, CardKind, Currency,
@@ -75,10 +75,10 @@ fn a_payment_is_decided_once_across_resends_batches_and_restarts() {
     {
         let s = issuer(dir.path());
         assert_eq!(s.begin_batch(&header(1, 2, 7)).expect("begin").0, BatchStart::New);
-        s.decide_chunk(BatchId([1; 16]), 0, &items, &programme()).expect("decide");
+        s.decide_chunk(BatchId([1; 16]), 0, &items, &programme(), CaptureBounds::ANY).expect("decide");
         // The connection broke; the same batch comes again and is decided again.
         assert_eq!(s.begin_batch(&header(1, 2, 7)).expect("begin").0, BatchStart::Resume);
-        let t = s.decide_chunk(BatchId([1; 16]), 0, &items, &programme()).expect("decide again");
+        let t = s.decide_chunk(BatchId([1; 16]), 0, &items, &programme(), CaptureBounds::ANY).expect("decide again");
         s.durable_blocking(t).expect("durable");
         s.close();
     }
@@ -97,7 +97,7 @@ fn a_payment_is_decided_once_across_resends_batches_and_restarts() {
 
     // The same payment in another batch keeps its first decision.
     assert_eq!(s.begin_batch(&header(2, 1, 9)).expect("begin").0, BatchStart::New);
-    s.decide_chunk(BatchId([2; 16]), 0, &items[..1], &programme()).expect("decide");
+    s.decide_chunk(BatchId([2; 16]), 0, &items[..1], &programme(), CaptureBounds::ANY).expect("decide");
     assert_eq!(s.results(BatchId([2; 16])).expect("results"), results[..1].to_vec());
     let ledger = s.ledger().expect("ledger");
     assert_eq!(ledger.len(), 2, "two payments, two decisions");
@@ -163,13 +163,14 @@ fn a_payment_id_reused_with_other_content_is_refused_never_given_the_first_decis
     let s = issuer(dir.path());
     let first = item(1, 600);
     s.begin_batch(&header(1, 1, 7)).expect("begin");
-    s.decide_chunk(BatchId([1; 16]), 0, std::slice::from_ref(&first), &programme()).expect("decide");
+    s.decide_chunk(BatchId([1; 16]), 0, std::slice::from_ref(&first), &programme(), CaptureBounds::ANY)
+        .expect("decide");
     // The same id, another amount (or card, or time), in another batch: a bug or an attack.
     let mut other = item(1, 500);
     assert_eq!(s.first_conflict(std::slice::from_ref(&first)).expect("check"), None, "an honest re-send");
     assert_eq!(s.first_conflict(std::slice::from_ref(&other)).expect("check"), Some(other.id));
     s.begin_batch(&header(2, 1, 9)).expect("begin");
-    let err = s.decide_chunk(BatchId([2; 16]), 0, std::slice::from_ref(&other), &programme());
+    let err = s.decide_chunk(BatchId([2; 16]), 0, std::slice::from_ref(&other), &programme(), CaptureBounds::ANY);
     assert!(matches!(err, Err(inflight_store::StoreError::ContentConflict { .. })), "{err:?}");
     other.amount = first.amount;
     other.captured_unix_ms += 1;

@@ -93,6 +93,11 @@ pub enum DeclineReason {
     InsufficientFunds,
     /// Over the programme's per-transaction limit.
     OverTxnLimit,
+    /// Captured at a time the aircraft could not have seen: after the batch reached the issuer
+    /// (beyond a clock allowance), or longer ago than the issuer accepts.
+    CaptureTimeOutOfBounds,
+    /// The card's expiry is not the one on file.
+    ExpiryMismatch,
 }
 
 impl DeclineReason {
@@ -106,6 +111,8 @@ impl DeclineReason {
             DeclineReason::CurrencyNotAccepted => "currency_not_accepted",
             DeclineReason::InsufficientFunds => "insufficient_funds",
             DeclineReason::OverTxnLimit => "over_txn_limit",
+            DeclineReason::CaptureTimeOutOfBounds => "capture_time_out_of_bounds",
+            DeclineReason::ExpiryMismatch => "expiry_mismatch",
         }
     }
 }

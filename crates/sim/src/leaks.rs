@@ -1,0 +1,209 @@
+//! A scanner for card data left anywhere in files: what the checkers (the simulator's and the
+//! end-to-end tests') run over every store file, log and report of a flight.
+//!
+//! It looks for each test card number in every form a careless program could write it in:
+//! ASCII digits (which also covers our bincode encoding of a `Pan` and of every record and frame
+//! holding one: a length byte, then the digits), packed BCD in both nibble alignments, UTF-16LE;
+//! and for every test payment the **unkeyed** digests an earlier version stored (SHA-256 over
+//! the encoded payment; SHA-256 over an encoded batch item, which is also the old batch digest
+//! of a one-payment batch). A digest of card data that someone holding the files could
+//! recompute from a guess (BIN + last 4 leave about 10^5 candidates) confirms the card number as
+//! surely as the number itself.
+
+use std::path::{Path, PathBuf};
+
+use inflight_wire::{encode, BatchItem, Payment};
+use ring::digest;
+
+/// Everything to look for, with a name for each that never shows the card number.
+#[derive(Debug)]
+pub struct CardScanner {
+    /// Byte strings of any length (card numbers in their encodings), with what they are.
+    needles: Vec<(Vec<u8>, String)>,
+    /// 32-byte digests, with what they are; looked up at every offset.
+    digests: std::collections::HashMap<[u8; 32], String>,
+    /// Whether some digest starts with these two bytes (indexed by them as a big-endian u16):
+    /// skips most offsets at the cost of one array read, so a scan of many megabytes stays fast.
+    digest_prefixes: Vec<bool>,
+}
+
+impl Default for CardScanner {
+    fn default() -> Self {
+        Self { needles: Vec::new(), digests: std::collections::HashMap::new(), digest_prefixes: vec![false; 1 << 16] }
+    }
+}
+
+impl CardScanner {
+    /// An empty scanner.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Looks for a card number in ASCII, packed BCD (both alignments) and UTF-16LE.
+    pub fn add_pan(&mut self, pan: &str) {
+        let name = masked(pan);
+        self.needles.push((pan.as_bytes().to_vec(), format!("card {name} in ASCII")));
+        let digits: Vec<u8> = pan.bytes().map(|b| b - b'0').collect();
+        for (pad_front, what) in [(false, "packed BCD"), (true, "packed BCD, shifted a nibble")] {
+            let mut nibbles = digits.clone();
+            if pad_front {
+                nibbles.insert(0, 0);
+            }
+            if nibbles.len() % 2 == 1 {
+                nibbles.push(0xf);
+            }
+            // The padding nibbles are not part of the number: match the whole bytes only.
+            let bytes: Vec<u8> = nibbles.chunks(2).map(|p| (p[0] << 4) | p[1]).collect();
+            let (start, end) = (usize::from(pad_front), bytes.len() - usize::from(nibbles.last() == Some(&0xf)));
+            self.needles.push((bytes[start..end].to_vec(), format!("card {name} in {what}")));
+        }
+        let utf16: Vec<u8> = pan.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        self.needles.push((utf16, format!("card {name} in UTF-16LE")));
+    }
+
+    /// Looks for the unkeyed digests an earlier version kept of this payment.
+    pub fn add_payment(&mut self, p: &Payment) {
+        let name = format!("payment {} (card {})", p.id, p.pan.masked());
+        self.add_digest(sha256(&encode(p)), format!("unkeyed SHA-256 of {name}"));
+        let item = BatchItem {
+            id: p.id,
+            pan: p.pan.clone(),
+            expiry: p.expiry,
+            amount: p.amount,
+            captured_unix_ms: p.captured_unix_ms,
+        };
+        self.add_digest(sha256(&encode(&item)), format!("unkeyed SHA-256 of the batch item of {name}"));
+    }
+
+    fn add_digest(&mut self, d: [u8; 32], what: String) {
+        self.digest_prefixes[usize::from(u16::from_be_bytes([d[0], d[1]]))] = true;
+        self.digests.insert(d, what);
+    }
+
+    /// What of the card data is in `bytes`, if anything (the first finding).
+    pub fn find(&self, bytes: &[u8]) -> Option<&str> {
+        for (needle, what) in &self.needles {
+            if needle.len() >= 4 && memmem(bytes, needle) {
+                return Some(what);
+            }
+        }
+        if bytes.len() >= 32 {
+            for i in 0..=bytes.len() - 32 {
+                if !self.digest_prefixes[usize::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]))] {
+                    continue;
+                }
+                let window: [u8; 32] = bytes[i..i + 32].try_into().expect("a 32-byte window of a longer slice");
+                if let Some(what) = self.digests.get(&window) {
+                    return Some(what);
+                }
+            }
+        }
+        None
+    }
+
+    /// Every file under `dir` (recursively) holding card data, with what was found.
+    pub fn scan_dir(&self, dir: &Path) -> Vec<(PathBuf, String)> {
+        let mut files = Vec::new();
+        collect(dir, &mut files);
+        files
+            .into_iter()
+            .filter_map(|f| {
+                let bytes = std::fs::read(&f).ok()?;
+                self.find(&bytes).map(|what| (f, what.to_owned()))
+            })
+            .collect()
+    }
+
+    /// How many forms are looked for (for reports).
+    pub fn len(&self) -> usize {
+        self.needles.len() + self.digests.len()
+    }
+
+    /// True when nothing is looked for.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, b);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+fn masked(pan: &str) -> String {
+    let keep = pan.len().saturating_sub(10);
+    format!("{}{}{}", &pan[..6.min(pan.len())], "*".repeat(keep), &pan[pan.len().saturating_sub(4)..])
+}
+
+/// Whether `hay` contains `needle`: a scan for the first byte, then a compare.
+fn memmem(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, _)) = needle.split_first() else { return true };
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        match hay[i..=hay.len() - needle.len()].iter().position(|&b| b == first) {
+            None => return false,
+            Some(k) => {
+                i += k;
+                if &hay[i..i + needle.len()] == needle {
+                    return true;
+                }
+                i += 1;
+            }
+        }
+    }
+    false
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use inflight_wire::{Currency, Expiry, Money, Pan, PaymentId, TerminalId};
+
+    use super::*;
+
+    const PAN: &str = "4000110000000017";
+
+    fn payment() -> Payment {
+        Payment {
+            id: PaymentId::from_bytes([3; 16]),
+            terminal: TerminalId::parse("slave-1").expect("valid"),
+            pan: Pan::parse(PAN).expect("valid"),
+            expiry: Expiry::parse("12/30").expect("valid"),
+            amount: Money::new(1_250, Currency::parse("EUR").expect("known")).expect("valid"),
+            seat: "12A".into(),
+            captured_unix_ms: 1_795_000_000_000,
+            items: vec![],
+        }
+    }
+
+    /// The scanner can fail: every form it claims to look for is found when present.
+    #[test]
+    fn finds_every_form_and_nothing_masked() {
+        let mut s = CardScanner::new();
+        s.add_pan(PAN);
+        s.add_payment(&payment());
+        let around = |b: &[u8]| [b"xx".as_slice(), b, b"yy".as_slice()].concat();
+        assert!(s.find(&around(PAN.as_bytes())).is_some_and(|w| w.contains("ASCII")));
+        assert!(s.find(&around(&[0x40, 0x00, 0x11, 0x00, 0x00, 0x00, 0x00, 0x17])).is_some_and(|w| w.contains("BCD")));
+        let utf16: Vec<u8> = PAN.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(s.find(&around(&utf16)).is_some_and(|w| w.contains("UTF-16")));
+        assert!(s.find(&around(&encode(&payment()))).is_some(), "the encoded payment holds the digits");
+        let old_digest = sha256(&encode(&payment()));
+        assert!(s.find(&around(&old_digest)).is_some_and(|w| w.contains("unkeyed SHA-256 of payment")));
+        assert_eq!(s.find(b"400011******0017 and 4000 1100 0000 0017"), None, "masked or spaced is not the number");
+        assert!(!s.find(&around(PAN.as_bytes())).unwrap_or_default().contains(PAN), "names never show the card");
+    }
+}
