@@ -14,7 +14,7 @@ use inflight_wire::{BinList, Currency, Money, Payment, PaymentId, RefusalReason,
 /// far below; past it the master refuses new payments rather than grow without bound.
 pub const PAYMENTS_MAX: usize = 2_000_000;
 
-/// A digest of a payment's content, computed by the driver (SHA-256 of its encoding), used to
+/// A digest of a payment's content, computed by the driver (an HMAC of its encoding under the card key file: never a plain hash of card data), used to
 /// tell an honest re-send from a different payment re-using an id.
 pub type ContentDigest = [u8; 32];
 

@@ -46,6 +46,10 @@ pub struct Outbox {
 struct Entry {
     /// The sale app has been told `accepted` (durably recorded by the driver first).
     answered: bool,
+    /// The driver has written the answered mark and waits for it to be durable: from now on the
+    /// payment must be carried, so a refusal parks it until [`Outbox::mark_answered`] instead of
+    /// settling it.
+    answering: bool,
     /// Voided: only a `Void` is sent from now on.
     voided: bool,
 }
@@ -117,7 +121,7 @@ impl Outbox {
     /// A payment is durably stored and must reach the master.
     pub fn insert(&mut self, id: PaymentId, answered: bool) {
         if !self.entries.contains_key(&id) {
-            self.entries.insert(id, Entry { answered, voided: false });
+            self.entries.insert(id, Entry { answered, answering: false, voided: false });
             self.queued.insert(id);
         }
     }
@@ -125,8 +129,18 @@ impl Outbox {
     /// A voided payment whose void the master has not confirmed (after a restart).
     pub fn insert_voided(&mut self, id: PaymentId) {
         if !self.entries.contains_key(&id) {
-            self.entries.insert(id, Entry { answered: false, voided: true });
+            self.entries.insert(id, Entry { answered: false, answering: false, voided: true });
             self.queued.insert(id);
+        }
+    }
+
+    /// The driver has written (not yet made durable) the mark that `id`'s sale app is told
+    /// `accepted`: it may no longer be voided or settled as refused.
+    pub fn begin_answer(&mut self, id: PaymentId) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            if !e.voided {
+                e.answering = true;
+            }
         }
     }
 
@@ -148,7 +162,7 @@ impl Outbox {
     /// for an answered payment: that one must be carried.
     pub fn void(&mut self, id: PaymentId) -> bool {
         match self.entries.get_mut(&id) {
-            Some(e) if !e.answered => {
+            Some(e) if !e.answered && !e.answering => {
                 e.voided = true;
                 self.parked.remove(&id);
                 // A submit still in flight is answered with a stale ack, which is ignored; the
@@ -186,7 +200,7 @@ impl Outbox {
         }
         let id = self.queued.pop_first()?;
         self.in_flight.insert(id, now_ms.saturating_add(self.ack_timeout_ms));
-        let e = self.entries.get(&id).copied().unwrap_or(Entry { answered: false, voided: false });
+        let e = self.entries.get(&id).copied().unwrap_or(Entry { answered: false, answering: false, voided: false });
         Some(if e.voided { Transmit::Void { id } } else { Transmit::Submit { id, answered: e.answered } })
     }
 
@@ -219,6 +233,13 @@ impl Outbox {
             Verdict::Refused(_) if e.answered => {
                 self.queued.insert(id);
                 Settled::Resubmit
+            }
+            // Being answered `accepted` right now: it must be carried; it goes again, marked
+            // answered, once the mark is durable.
+            Verdict::Refused(_) if e.answering => {
+                self.queued.remove(&id);
+                self.parked.insert(id);
+                Settled::AwaitingAnswer
             }
             Verdict::Refused(reason) => {
                 self.forget(id);
@@ -325,6 +346,25 @@ mod tests {
         assert!(o.is_empty());
     }
 
+    /// Found by review: the answered mark was written but not yet durable when the master's
+    /// refusal (of the unanswered submit) arrived; the payment was settled as refused, then the
+    /// sale app was told `accepted`, and it was never carried.
+    #[test]
+    fn a_refusal_arriving_while_the_answer_is_being_recorded_does_not_settle_it() {
+        let mut o = Outbox::new(8, 1_000);
+        o.insert(id(1), false);
+        o.on_connected();
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(1), answered: false }));
+        o.begin_answer(id(1));
+        assert!(!o.void(id(1)), "a payment being answered is never voided");
+        let refused = Verdict::Refused(RefusalReason::OverCardFlightLimit);
+        assert_eq!(o.on_verdict(id(1), refused), Settled::AwaitingAnswer, "parked, not refused");
+        assert_eq!(o.poll_transmit(0), None);
+        o.mark_answered(id(1));
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(1), answered: true }));
+        assert_eq!(o.on_verdict(id(1), Verdict::Stored), Settled::Forwarded, "carried");
+    }
+
     #[test]
     fn a_payment_stored_before_its_answer_is_parked_then_confirmed_or_voided() {
         let mut o = Outbox::new(8, 1_000);
@@ -367,6 +407,7 @@ mod tests {
         Insert {
             answered: bool,
         },
+        BeginAnswer(prop::sample::Index),
         MarkAnswered(prop::sample::Index),
         Void(prop::sample::Index),
         Connect,
@@ -384,6 +425,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             any::<bool>().prop_map(|answered| Op::Insert { answered }),
+            any::<prop::sample::Index>().prop_map(Op::BeginAnswer),
             any::<prop::sample::Index>().prop_map(Op::MarkAnswered),
             any::<prop::sample::Index>().prop_map(Op::Void),
             Just(Op::Connect),
@@ -455,6 +497,7 @@ mod tests {
                 }
             };
             let mut voided_ids = BTreeSet::new();
+            let mut answering: BTreeSet<PaymentId> = BTreeSet::new();
             for op in ops {
                 match op {
                     Op::Insert { answered } if minted < 250 => {
@@ -464,10 +507,19 @@ mod tests {
                         if answered { answered_ids.insert(i); }
                     }
                     Op::Insert { .. } => {}
+                    // The driver writes the mark (begin), and later, once durable, answers (mark);
+                    // it answers only payments still waiting, never a voided one.
+                    Op::BeginAnswer(ix) if minted > 0 => {
+                        let i = id(ix.index(minted as usize) as u8);
+                        if !settled.contains_key(&i) && !voided_ids.contains(&i) {
+                            o.begin_answer(i);
+                            answering.insert(i);
+                        }
+                    }
+                    Op::BeginAnswer(_) => {}
                     Op::MarkAnswered(ix) if minted > 0 => {
                         let i = id(ix.index(minted as usize) as u8);
-                        // The driver answers only payments still waiting, never a voided one.
-                        if !settled.contains_key(&i) && !voided_ids.contains(&i) {
+                        if answering.contains(&i) || (!settled.contains_key(&i) && !voided_ids.contains(&i)) {
                             o.mark_answered(i);
                             answered_ids.insert(i);
                         }
@@ -475,7 +527,7 @@ mod tests {
                     Op::MarkAnswered(_) => {}
                     Op::Void(ix) if minted > 0 => {
                         let i = id(ix.index(minted as usize) as u8);
-                        if !settled.contains_key(&i) && !answered_ids.contains(&i) && o.void(i) {
+                        if !settled.contains_key(&i) && !answered_ids.contains(&i) && !answering.contains(&i) && o.void(i) {
                             voided_ids.insert(i);
                         }
                     }
@@ -493,8 +545,13 @@ mod tests {
                     Op::Tick(dt) => { now += dt; o.handle_timeout(now); }
                 }
             }
-            // Then a perfect, connected master drains everything; unanswered payments it parks
-            // are voided, as the terminal does once their claim period ends.
+            // Then every mark being written becomes durable, and a perfect, connected master
+            // drains everything; unanswered payments it parks are voided, as the terminal does
+            // once their claim period ends.
+            for i in &answering {
+                o.mark_answered(*i);
+                answered_ids.insert(*i);
+            }
             o.on_connected();
             let mut rounds = 0;
             while !o.is_empty() {

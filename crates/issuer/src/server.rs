@@ -158,6 +158,11 @@ async fn batch(
     if items.len() != header.count as usize || digest.finish() != header.digest {
         return refuse(w, &header, "items do not match the header's count and digest").await;
     }
+    // A payment id twice in one batch would be decided in one chunk and refused in another.
+    let mut ids = std::collections::HashSet::with_capacity(items.len());
+    if !items.iter().all(|i| ids.insert(i.id)) {
+        return refuse(w, &header, "a payment id appears twice in the batch").await;
+    }
     // The header's digest covers no card data (see `BatchDigest`): each payment id already
     // decided is compared with what was decided, under this issuer's own key.
     if let Some(payment) = store.first_conflict(&items).map_err(|e| NetError::Connection(e.to_string()))? {

@@ -77,6 +77,14 @@ pub(crate) enum Answer {
         /// Machine-readable reason.
         reason: &'static str,
     },
+    /// Neither: the answered mark was written but could not be made durable (a failing disk),
+    /// so whether the payment will be carried is not known until the terminal restarts. Not
+    /// `rejected` (it may be charged); not `accepted` (nothing durable says so). The sale app
+    /// retries with its `request_id` to learn the outcome.
+    Unknown {
+        /// The payment.
+        id: PaymentId,
+    },
 }
 
 impl Answer {
@@ -90,19 +98,28 @@ impl Answer {
         let (payment_id, outcome, reason) = match self {
             Answer::Accepted(t) => (Some(t.id.to_string()), "accepted", None),
             Answer::Rejected { id, reason } => (id.map(|i| i.to_string()), "rejected", Some((*reason).to_owned())),
+            Answer::Unknown { id } => {
+                return Reply(serde_json::json!({
+                    "error": "outcome_unknown",
+                    "payment_id": id.to_string(),
+                    "detail": "the terminal's store failed while recording the answer; \
+                               retry with the same request_id once the terminal is back",
+                }))
+            }
         };
-        Reply(CaptureAnswer { payment_id, outcome: outcome.into(), reason, replayed })
+        let answer = CaptureAnswer { payment_id, outcome: outcome.into(), reason, replayed };
+        Reply(serde_json::to_value(answer).unwrap_or(serde_json::Value::Null))
     }
 }
 
-/// A capture answer on its way to the socket. Only [`Answer::reply`] makes one, so the actor
-/// cannot send `accepted` without a [`Told`].
+/// A capture answer on its way to the socket, as JSON. Only [`Answer::reply`] makes one, so the
+/// actor cannot send `accepted` without a [`Told`].
 #[derive(Debug)]
-pub(crate) struct Reply(CaptureAnswer);
+pub(crate) struct Reply(serde_json::Value);
 
 impl Reply {
-    /// The JSON-serialisable answer.
-    pub(crate) fn into_inner(self) -> CaptureAnswer {
+    /// The JSON answer.
+    pub(crate) fn into_inner(self) -> serde_json::Value {
         self.0
     }
 }

@@ -169,7 +169,7 @@ async fn capture_answer(body: CaptureBody, events: &mpsc::Sender<Event>) -> Valu
         return json!({ "error": "shutting_down" });
     }
     match rx.await {
-        Ok(a) => serde_json::to_value(a.into_inner()).unwrap_or(Value::Null),
+        Ok(a) => a.into_inner(),
         Err(_) => json!({ "error": "shutting_down" }),
     }
 }

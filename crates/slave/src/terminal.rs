@@ -182,7 +182,7 @@ impl Terminal {
             let answer = match answer::mark(&store, id) {
                 Ok(marked) => match tokio::task::block_in_place(|| marked.durable_blocking(&store)) {
                     Ok(told) => Answer::Accepted(told),
-                    Err(_) => Answer::rejected(Some(id), Refusal::StorageError.as_str()),
+                    Err(_) => Answer::Unknown { id },
                 },
                 Err(NotAnswerable::Settled(reason)) => Answer::rejected(Some(id), reason),
                 Err(NotAnswerable::Store(_)) => Answer::rejected(Some(id), Refusal::StorageError.as_str()),
@@ -287,6 +287,14 @@ impl Terminal {
     /// [`Terminal::tell_accepted`]; `replayed` marks the first reply as answering a retry.
     fn tell(&mut self, id: PaymentId, reply: oneshot::Sender<Reply>, replayed: bool) {
         let retries = self.unanswered.remove(&id).unwrap_or_default();
+        if reply.is_closed() && retries.iter().all(oneshot::Sender::is_closed) {
+            // Nobody is listening any more: recording that a sale app is told `accepted` would
+            // charge a sale nobody heard about. Leave it unanswered (claimable, else voided).
+            if !replayed {
+                self.orphans.insert(id, Instant::now() + self.cfg.claim_grace);
+            }
+            return;
+        }
         self.orphans.remove(&id);
         let marked = match answer::mark(&self.store, id) {
             Ok(m) => m,
@@ -303,6 +311,8 @@ impl Terminal {
                 );
             }
         };
+        // From here the payment must be carried: a refusal of its unanswered submit parks it.
+        self.outbox.begin_answer(id);
         let (store, events) = (self.store.clone(), self.events.clone());
         tokio::spawn(async move {
             match marked.durable(&store).await {
@@ -310,9 +320,9 @@ impl Terminal {
                     send_all_as(reply, retries, &Answer::Accepted(told), replayed);
                     let _ = events.send(Event::Told { id }).await;
                 }
-                Err(_) => {
-                    send_all_as(reply, retries, &Answer::rejected(Some(id), Refusal::StorageError.as_str()), replayed)
-                }
+                // The mark may have reached the disk anyway: the outcome is unknown, not
+                // `rejected`; the sale app learns it by retrying with its request id.
+                Err(_) => send_all_as(reply, retries, &Answer::Unknown { id }, replayed),
             }
         });
     }

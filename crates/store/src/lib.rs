@@ -37,8 +37,14 @@ const LOCK_RETRIES: u32 = 20;
 
 /// Name of the marker file written next to sled's files once a store is initialised.
 const MARKER_FILE: &str = "INFLIGHT_STORE";
-/// Key, in sled's default tree, that exists in every initialised store.
+/// Key, in sled's default tree, that exists in every initialised store; its value is the store
+/// format.
 const CREATED_KEY: &[u8] = b"__inflight_created";
+/// The record layout this version reads and writes. 2 (2026-11-27): keyed content digests,
+/// the terminal's answered confirmation on the master, voids, issuer accounts with opening
+/// amounts and per-payment keyed content. Format 1 stores hold unkeyed digests of card data
+/// and records this version cannot decode: refused, never half-read.
+const STORE_FORMAT: &[u8] = b"2";
 
 /// Opens sled at `dir` with the settings every daemon uses, refusing a damaged store.
 ///
@@ -95,16 +101,26 @@ fn open_sled(dir: &std::path::Path, cache_bytes: u64) -> Result<sled::Db, StoreE
             r.seq
         )));
     }
-    let present = db.get(CREATED_KEY).map_err(|e| err(e.to_string()))?.is_some();
+    let format = db.get(CREATED_KEY).map_err(|e| err(e.to_string()))?;
+    let present = format.is_some();
     match (initialised, present) {
-        (true, true) => {}
+        (true, true) if format.as_deref() == Some(STORE_FORMAT) => {}
+        (true, true) => {
+            let found = String::from_utf8_lossy(format.as_deref().unwrap_or_default()).into_owned();
+            return Err(err(format!(
+                "store format {found}, written by an older inflight; this version reads format {}. \
+                 Land the flight and let the version that wrote it deliver every payment, then move \
+                 the folder aside. Nothing was changed",
+                String::from_utf8_lossy(STORE_FORMAT)
+            )));
+        }
         (true, false) => {
             return Err(damaged(format!(
                 "the store was initialised ({MARKER_FILE} exists) but its data is missing or unreadable"
             )))
         }
         (false, _) => {
-            db.insert(CREATED_KEY, b"1".as_slice()).map_err(|e| err(e.to_string()))?;
+            db.insert(CREATED_KEY, STORE_FORMAT).map_err(|e| err(e.to_string()))?;
             db.flush().map_err(|e| err(e.to_string()))?;
             std::fs::File::open(dir.join("db")).and_then(|f| f.sync_all()).map_err(|e| err(e.to_string()))?;
             std::fs::write(&marker, b"inflight store\n").map_err(|e| err(e.to_string()))?;
@@ -214,5 +230,25 @@ fn verify_copy(dir: &std::path::Path, seq: u64, cache_bytes: u64) -> Result<(), 
         Err(_) => {
             Err(StoreError::Damaged { dir: dir.to_owned(), detail: "sled panicked recovering a copy of it".into() })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store written by an older version (format 1: unkeyed digests, other records) is
+    /// refused with what to do, not half-read.
+    #[test]
+    fn a_store_of_an_older_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = open_sled(dir.path(), 1 << 20).expect("new store");
+            db.insert(CREATED_KEY, b"1".as_slice()).expect("insert");
+            db.flush().expect("flush");
+        }
+        let e = open_sled(dir.path(), 1 << 20).expect_err("older format refused");
+        assert!(e.to_string().contains("store format 1"), "{e}");
+        assert!(open_sled(tempfile::tempdir().expect("tempdir").path(), 1 << 20).is_ok(), "a new store opens");
     }
 }

@@ -295,11 +295,12 @@ impl SlaveStore {
 /// answered may only be forwarded (or refused, then re-sent answered); a void is only for a
 /// payment never answered, and only its master confirmation may follow it.
 fn moves_forward(from: SlaveState, to: SlaveState) -> bool {
-    use SlaveState::{Captured, Forwarded, Refused, Voided};
+    use SlaveState::{Captured, Forwarded, Voided};
     match (from, to) {
         (Captured { answered: false }, Captured { answered: false }) => false,
         (Captured { answered: false }, _) => true,
-        (Captured { answered: true }, Forwarded | Refused(_)) => true,
+        // An answered payment must be carried: it is only ever forwarded, never refused.
+        (Captured { answered: true }, Forwarded) => true,
         (Voided { master_acked: false }, Voided { master_acked: true }) => true,
         _ => false,
     }

@@ -15,8 +15,9 @@ use crate::{Currency, Expiry, Money, Pan, PaymentId, SignedBinList};
 
 /// ALPN protocol name of the ground link.
 pub const GROUND_ALPN: &[u8] = b"inflight-ground/1";
-/// Version carried in `Hello`.
-pub const GROUND_PROTOCOL_VERSION: u16 = 1;
+/// Version carried in `Hello`. 2: the header's digest covers no card data; decline reasons
+/// `capture_time_out_of_bounds` and `expiry_mismatch`.
+pub const GROUND_PROTOCOL_VERSION: u16 = 2;
 /// Largest frame on the ground link: a chunk of items or results, or a BIN list.
 pub const GROUND_FRAME_BYTES_MAX: usize = 60 * 1024;
 /// Items or results per chunk frame: 512 × under 64 bytes stays under the frame limit.
@@ -57,7 +58,9 @@ pub struct BatchHeader {
     pub count: u32,
     /// Total per currency, minor units.
     pub totals: Vec<(Currency, u64)>,
-    /// SHA-256 over the encoded items in order: the same id must always carry this content.
+    /// SHA-256 over the card-free fields of the items in order (payment id, amount, currency,
+    /// capture time): the same id must always carry this content. Card data is compared per
+    /// payment id by each side under its own key, never hashed in the clear.
     pub digest: [u8; 32],
 }
 

@@ -14,7 +14,9 @@ use crate::{AuthOutcome, Payment, PaymentId, SignedBinList, TerminalId};
 /// ALPN protocol name of the terminal link.
 pub const TERMINAL_ALPN: &[u8] = b"inflight-terminal/1";
 /// Version carried in `Hello`; a peer speaking another version gets an error frame, then close.
-pub const TERMINAL_PROTOCOL_VERSION: u16 = 1;
+/// 2: `Verdict::Held`, `TerminalMsg::Void`, `MasterMsg::VoidAck` (a payment is carried only once
+/// its terminal confirms the sale app was told `accepted`).
+pub const TERMINAL_PROTOCOL_VERSION: u16 = 2;
 /// Largest frame on the terminal link. A payment with its maximum line items is under 2 KiB;
 /// 16 KiB leaves room for growth while bounding what one peer can make us buffer.
 pub const TERMINAL_FRAME_BYTES_MAX: usize = 16 * 1024;

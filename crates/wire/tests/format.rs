@@ -25,7 +25,7 @@ fn hex(b: &[u8]) -> String {
 fn golden_bytes() {
     let hello =
         TerminalMsg::Hello { version: TERMINAL_PROTOCOL_VERSION, terminal: TerminalId::parse("t1").expect("valid") };
-    assert_eq!(hex(&encode(&hello)), "0001027431");
+    assert_eq!(hex(&encode(&hello)), "0002027431");
 
     let submit = TerminalMsg::Submit { payment: sample_payment(), answered: false };
     assert_eq!(hex(&encode(&submit)), GOLDEN_SUBMIT);
@@ -35,6 +35,14 @@ fn golden_bytes() {
         verdict: Verdict::Refused(RefusalReason::OverCardFlightLimit),
     };
     assert_eq!(hex(&encode(&ack)), format!("01{}0100", "ab".repeat(16)));
+
+    // Protocol 2: held until the terminal confirms its answer; voids and their acks.
+    let held = MasterMsg::Ack { id: PaymentId::from_bytes([0xab; 16]), verdict: Verdict::Held };
+    assert_eq!(hex(&encode(&held)), format!("01{}02", "ab".repeat(16)));
+    let void = TerminalMsg::Void { id: PaymentId::from_bytes([0xcd; 16]) };
+    assert_eq!(hex(&encode(&void)), format!("03{}", "cd".repeat(16)));
+    let void_ack = MasterMsg::VoidAck { id: PaymentId::from_bytes([0xcd; 16]), carried: false };
+    assert_eq!(hex(&encode(&void_ack)), format!("05{}00", "cd".repeat(16)));
 }
 
 const GOLDEN_SUBMIT: &str = concat!(
