@@ -29,6 +29,9 @@ pub enum Phase {
     Pending,
     /// Sealed into a batch that has not been answered yet.
     InBatch,
+    /// Sealed into a batch the issuer refused: set aside for the crew and the issuer's
+    /// operations to resolve, never re-sent automatically, never dropped; later batches go on.
+    Quarantined,
     /// The issuer's result is stored; not yet confirmed by the terminal.
     Decided,
     /// The terminal has stored the result; card data is erased.
@@ -114,6 +117,8 @@ pub struct Counts {
     pub pending: u64,
     /// In a batch not yet answered.
     pub in_batch: u64,
+    /// In a batch the issuer refused (see [`Phase::Quarantined`]).
+    pub quarantined: u64,
     /// Decided by the issuer, result not yet at the terminal.
     pub decided: u64,
     /// Result delivered to the terminal.
@@ -350,7 +355,7 @@ impl Aggregator {
             .values()
             .filter(|e| {
                 e.verdict == Verdict::Stored
-                    && matches!(e.phase, Phase::Pending | Phase::InBatch)
+                    && matches!(e.phase, Phase::Pending | Phase::InBatch | Phase::Quarantined)
                     && e.captured_unix_ms < cutoff
             })
             .count() as u64
@@ -411,6 +416,7 @@ impl Aggregator {
                         self.pending.insert(id);
                     }
                     Phase::InBatch => c.in_batch += 1,
+                    Phase::Quarantined => c.quarantined += 1,
                     Phase::Decided => {
                         c.decided += 1;
                         self.undelivered.entry(e.terminal.clone()).or_default().insert(id);
@@ -444,6 +450,7 @@ impl Aggregator {
                         self.pending.remove(&id);
                     }
                     Phase::InBatch => c.in_batch -= 1,
+                    Phase::Quarantined => c.quarantined -= 1,
                     Phase::Decided => {
                         c.decided -= 1;
                         if let Some(s) = self.undelivered.get_mut(&e.terminal) {
@@ -634,11 +641,13 @@ mod tests {
         assert_eq!(a.undelivered(&t("t1")), vec![batch[0]], "phases never move back");
         a.advance(batch[0], Phase::Delivered);
         assert!(a.undelivered(&t("t1")).is_empty());
-        assert_eq!(
-            a.counts(),
-            Counts { total: 3, pending: 1, in_batch: 1, decided: 0, delivered: 1, refused: 0, ..Counts::default() }
-        );
-        // Payments 1-3 were captured at t = 0: pending and in-batch ones age, delivered do not.
+        a.advance(batch[1], Phase::Quarantined);
+        assert_eq!(a.counts().quarantined, 1, "a refused batch's payment is set aside, counted");
+        assert_eq!(a.next_batch(10), vec![payment(3, "t1", 1).id], "and not offered again");
+        a.advance(batch[1], Phase::InBatch);
+        assert_eq!(a.counts().quarantined, 1, "phases never move back");
+        assert_eq!(a.counts(), Counts { total: 3, pending: 1, quarantined: 1, delivered: 1, ..Counts::default() });
+        // Payments 1-3 were captured at t = 0: waiting ones age (quarantined too), delivered do not.
         assert_eq!(a.aged(100, 50), 2);
         assert_eq!(a.aged(100, 200), 0);
     }

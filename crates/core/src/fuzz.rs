@@ -3,11 +3,11 @@
 //! property breaks: that panic is what the fuzzer reports.
 
 use inflight_wire::{
-    decode, encode, AircraftMsg, BinList, Currency, Expiry, IssuerMsg, MasterMsg, Money, Pan, Payment, PaymentId,
-    TerminalId, TerminalMsg, Verdict,
+    decode, encode, AircraftMsg, BinList, BinPrefix, BinRule, CardKind, Currency, Expiry, IssuerMsg, MasterMsg, Money,
+    Pan, Payment, PaymentId, TerminalId, TerminalMsg, Verdict,
 };
 
-use crate::aggregator::{Aggregator, Decision, Phase};
+use crate::aggregator::{Aggregator, Decision, Phase, VoidDecision};
 use crate::outbox::Outbox;
 
 /// Every decoder on the same bytes: decoding never panics, and whatever decodes re-encodes to
@@ -30,11 +30,27 @@ pub fn decoders(data: &[u8]) {
     round_trip::<BinList>(data);
 }
 
-/// A sequence of frames from terminals against the master's aggregator: whatever arrives, the
-/// aggregator's books stay consistent, a stored payment is never un-stored by a re-send, and a
-/// payment under another terminal's id is never recorded.
-pub fn aggregator_session(data: &[u8]) {
+/// What an aggregator session reached: lets the corpus replay show that refusals, voids and
+/// batches are reachable at all (a checker that never reaches them proves nothing about them).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Payments refused by the per-card flight limit.
+    pub refused: u64,
+    /// Payments voided by their terminal.
+    pub voided: u64,
+    /// Payments sealed into a batch.
+    pub sealed: u64,
+}
+
+/// A sequence of frames from terminals against the master's aggregator, under a BIN list with
+/// per-card flight limits: whatever arrives, the aggregator's books stay consistent, a stored
+/// payment is never un-stored by a re-send, a payment under another terminal's id is never
+/// recorded, only payments whose terminal confirmed the answer are sealed, and only unconfirmed
+/// ones are voided.
+pub fn aggregator_session(data: &[u8]) -> SessionStats {
+    let mut stats = SessionStats::default();
     let mut agg = Aggregator::new();
+    agg.set_bin_list(Some(fuzz_bin_list()));
     let terminals = [TerminalId::parse("t1").expect("literal id"), TerminalId::parse("t2").expect("literal id")];
     let mut stored = std::collections::BTreeSet::new();
     for chunk in data.split(|b| *b == 0xff) {
@@ -60,9 +76,12 @@ pub fn aggregator_session(data: &[u8]) {
             4 | 5 => {
                 let p = synthetic(rest, &terminals[usize::from(op & 1)]);
                 let digest = *digest32(&encode(&p));
-                let d = agg.handle_submit(conn, &p, op & 2 != 0, digest, [op & 3; 32]);
+                let d = agg.handle_submit(conn, &p, op & 2 != 0, digest, [p.pan.expose_digits().as_bytes()[0]; 32]);
                 if matches!(d, Decision::Store { .. } | Decision::CarryRefused(_)) {
                     stored.insert(p.id);
+                }
+                if matches!(d, Decision::Refuse(_)) {
+                    stats.refused += 1;
                 }
                 if op & 4 != 0 {
                     agg.revert(&p.id, d);
@@ -71,9 +90,24 @@ pub fn aggregator_session(data: &[u8]) {
                     }
                 }
             }
+            // A terminal voids a payment (its sale app was never told `accepted`).
+            6 => {
+                let p = synthetic(rest, conn);
+                let before = agg.entry(&p.id).cloned();
+                if agg.handle_void(conn, p.id) == VoidDecision::Void {
+                    let e = before.expect("only a known payment is voided");
+                    assert!(!e.answered && e.phase == Phase::Pending, "voided a confirmed or sealed payment: {e:?}");
+                    stored.remove(&p.id);
+                    stats.voided += 1;
+                }
+            }
             // Batches and results.
             _ => {
                 let batch = agg.next_batch(usize::from(rest.first().copied().unwrap_or(1)));
+                for id in &batch {
+                    assert!(agg.entry(id).is_some_and(|e| e.answered), "sealed a payment never confirmed answered");
+                }
+                stats.sealed += batch.len() as u64;
                 for id in batch {
                     let to = match op & 3 {
                         0 => Phase::InBatch,
@@ -88,6 +122,26 @@ pub fn aggregator_session(data: &[u8]) {
     }
     for id in stored {
         assert_eq!(agg.verdict(&id), Some(Verdict::Stored), "a stored payment lost its verdict");
+    }
+    stats
+}
+
+/// The fuzzer's BIN list: small per-card flight limits on two of the synthetic cards' BINs (the
+/// third has no rule), so refusals are reachable.
+fn fuzz_bin_list() -> BinList {
+    let rule = |prefix: &str, limit: u64| BinRule {
+        prefix: BinPrefix::parse(prefix).expect("literal BIN"),
+        kind: CardKind::Credit,
+        txn_limit_minor: limit,
+        card_flight_limit_minor: limit,
+        currencies: vec![Currency::parse("EUR").expect("known")],
+    };
+    BinList {
+        version: 1,
+        issuer: "fuzz".into(),
+        valid_from_unix_ms: 0,
+        valid_until_unix_ms: u64::MAX,
+        rules: vec![rule("411111", 10_000), rule("555555", 30_000)],
     }
 }
 

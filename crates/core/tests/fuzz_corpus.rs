@@ -25,7 +25,25 @@ fn decoders_corpus() {
 
 #[test]
 fn aggregator_session_corpus() {
-    replay("aggregator_session", inflight_core::fuzz::aggregator_session);
+    replay("aggregator_session", |d| {
+        inflight_core::fuzz::aggregator_session(d);
+    });
+}
+
+/// The corpus reaches what the session checks: refusals by the per-card limit, voids and
+/// sealed batches (before the session installed a BIN list, refusals were unreachable).
+#[test]
+fn aggregator_session_corpus_reaches_refusals_voids_and_batches() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/aggregator_session");
+    let mut total = inflight_core::fuzz::SessionStats::default();
+    for entry in std::fs::read_dir(&dir).expect("corpus") {
+        let data = std::fs::read(entry.expect("entry").path()).expect("corpus file");
+        let s = inflight_core::fuzz::aggregator_session(&data);
+        total.refused += s.refused;
+        total.voided += s.voided;
+        total.sealed += s.sealed;
+    }
+    assert!(total.refused > 0 && total.voided > 0 && total.sealed > 0, "{total:?}");
 }
 
 #[test]

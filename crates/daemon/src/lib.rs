@@ -120,10 +120,23 @@ pub const CRASH_ENV: &str = "INFLIGHT_CRASH_AT";
 /// destructors, no flush). Inert unless `INFLIGHT_CRASH_AT` names this point; the variable is
 /// read once, so an unarmed point costs one comparison of a cached `None`.
 pub fn crash_point(name: &str) {
+    if let Some(observe) = POINT_OBSERVER.get() {
+        observe(name);
+    }
     if crash_armed(name) {
         eprintln!("crash point {name} reached: aborting");
         std::process::abort();
     }
+}
+
+/// A process-wide observer of named points, for the in-process simulator: it may act on the
+/// world at the exact moment a daemon passes a point (e.g. cut the ground link's downlink once
+/// the issuer has made its decisions durable, before it answers). Unset, a point costs one read.
+static POINT_OBSERVER: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>> = std::sync::OnceLock::new();
+
+/// Installs the point observer (once per process; later calls are ignored and return false).
+pub fn observe_points(f: impl Fn(&str) + Send + Sync + 'static) -> bool {
+    POINT_OBSERVER.set(Box::new(f)).is_ok()
 }
 
 /// Whether `INFLIGHT_CRASH_AT` names this point: lets a driver put its state where the crash

@@ -44,6 +44,8 @@ pub enum Outgoing {
 pub enum Event {
     /// A payment from the terminal whose certificate is `terminal`.
     Submit { terminal: TerminalId, payment: Box<Payment>, answered: bool, reply: mpsc::Sender<Outgoing> },
+    /// The issuer refused `batch`: set it aside (durably) so later payments can go.
+    Quarantine { batch: BatchHeader, reason: String, reply: oneshot::Sender<Result<(), StoreError>> },
     /// A terminal voided `id` (its sale app was never told `accepted`).
     Void { terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing> },
     /// A terminal stored the result of `id`.
@@ -182,6 +184,32 @@ impl Aircraft {
                 self.submit(terminal, *payment, answered, reply).await
             }
             Event::Void { terminal, id, reply } => self.void(terminal, id, reply).await,
+            Event::Quarantine { batch, reason, reply } => {
+                let result = async {
+                    let ids = self.store.batch_ids(batch.id)?;
+                    let t = self.store.quarantine_batch(batch.id, &reason)?;
+                    self.store.durable(t).await?;
+                    Ok::<_, StoreError>(ids)
+                }
+                .await;
+                let reply_result = match result {
+                    Ok(ids) => {
+                        tracing::error!(
+                            batch = %batch.id,
+                            payments = ids.len(),
+                            %reason,
+                            "BATCH QUARANTINED: the issuer refused it; its payments are kept for the crew and the \
+                             issuer's operations, later payments go in new batches"
+                        );
+                        for id in ids {
+                            self.agg.advance(id, Phase::Quarantined);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(reply_result);
+            }
             Event::ResultAck { terminal, id } => {
                 if self.agg.entry(&id).is_some_and(|e| e.terminal == terminal && e.phase == Phase::Decided) {
                     inflight_daemon::crash_point("master.after_result_delivered_before_purge");

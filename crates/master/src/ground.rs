@@ -328,9 +328,16 @@ async fn send_batch(
             {
                 break
             }
-            Some(IssuerMsg::BatchRefused { batch, reason }) => {
-                tracing::error!(%batch, %reason, "THE ISSUER REFUSED THE BATCH; it is kept and will be offered again");
-                return Err(NetError::Connection(format!("batch {batch} refused: {reason}")));
+            Some(IssuerMsg::BatchRefused { batch, reason }) if batch == header.id => {
+                // Offering it again would be refused again and block every later batch: set it
+                // aside, visible to the crew, and carry on with the rest.
+                let (tx, rx) = oneshot::channel();
+                events
+                    .send(Event::Quarantine { batch: header.clone(), reason: reason.clone(), reply: tx })
+                    .await
+                    .map_err(|_| shutting_down())?;
+                rx.await.map_err(|_| shutting_down())?.map_err(store_err)?;
+                return Err(NetError::Connection(format!("batch {batch} refused and quarantined: {reason}")));
             }
             other => {
                 return Err(NetError::Connection(format!("unexpected answer during batch {}: {other:?}", header.id)))

@@ -286,6 +286,7 @@ fn status_json(
             "total": c.total,
             "pending": c.pending,
             "in_batch": c.in_batch,
+            "quarantined": c.quarantined,
             "decided": c.decided,
             "delivered": c.delivered,
             "refused": c.refused,

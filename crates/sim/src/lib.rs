@@ -304,16 +304,16 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
         duplicate: opts.duplicate,
     });
     let flaps = spawn_flaps(&ground, opts.flaps, opts.flap_half_period, Rng::new(opts.seed).fork(0xf1a9));
-    if opts.ambiguous {
-        let ground = ground.clone();
-        ground.set_down_blackhole(true);
-        tokio::spawn(async move {
-            // Longer than the ground link's idle timeout (5 s): the upload connection dies after
-            // the issuer has decided the batch.
-            tokio::time::sleep(Duration::from_secs(7)).await;
-            ground.set_down_blackhole(false);
-        });
-    }
+    // The ambiguous case: the downlink is cut at the exact moment the issuer has made its
+    // decisions durable and is about to answer (its `issuer.after_results_stored` point), for
+    // longer than the ground link's idle timeout (5 s): the answer is lost, the connection dies,
+    // and the master must send the same batch again.
+    let cut = opts.ambiguous.then(|| {
+        let cut = Arc::new(AnswerCut { ground: ground.clone(), fired_at: std::sync::Mutex::new(None) });
+        *ANSWER_CUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cut.clone());
+        inflight_daemon::observe_points(answer_cut_observer);
+        cut
+    });
     let t_land = Instant::now();
     admin(&master_cfg, json!({"op": "link", "mode": "auto"})).await?;
     progress.say(&format!(
@@ -390,8 +390,51 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
     if let Err(e) = landed {
         report.violations.push(format!("landing did not complete: {e:#}"));
     }
+    if let Some(cut) = cut {
+        ANSWER_CUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        match *cut.fired_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Some(at) => {
+                report
+                    .timings_ms
+                    .insert("answer_cut_after_landing".into(), at.saturating_duration_since(t_land).as_millis() as u64);
+            }
+            None => report.violations.push(
+                "the ambiguous case never happened: the issuer never reached the point where its answer is cut".into(),
+            ),
+        }
+    }
     report.run_dir = opts.keep_dir.as_ref().map(|d| d.display().to_string());
     Ok(report)
+}
+
+/// The downlink cut of the ambiguous case, armed by a run and thrown by the issuer's point.
+#[derive(Debug)]
+struct AnswerCut {
+    ground: LinkEmulator,
+    /// When the issuer passed the point (the answer was cut then).
+    fired_at: std::sync::Mutex<Option<Instant>>,
+}
+
+/// The armed cut, if any (one ambiguous run per process at a time).
+static ANSWER_CUT: std::sync::Mutex<Option<Arc<AnswerCut>>> = std::sync::Mutex::new(None);
+
+/// The point observer (installed once per process): throws the armed cut, once.
+fn answer_cut_observer(point: &str) {
+    if point != "issuer.after_results_stored" {
+        return;
+    }
+    let Some(cut) = ANSWER_CUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else { return };
+    let mut fired = cut.fired_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if fired.is_some() {
+        return;
+    }
+    *fired = Some(Instant::now());
+    cut.ground.set_down_blackhole(true);
+    let ground = cut.ground.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        ground.set_down_blackhole(false);
+    });
 }
 
 /// Drops the ground link out `n` times: up a little, then down for a while (some outages are

@@ -317,6 +317,11 @@ mod tests {
         let c = crate::Committer::start(db.clone(), &image).expect("start");
         let t = c.note_write().expect("ticket");
         c.wait_blocking(t).expect("durable");
+        // The mark is written after the waiters are answered (off their latency): wait for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while read(&image).expect("read").expect("present").seq < 6 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(read(&image).expect("read").expect("present").seq, 6);
         drop(db);
         drop(c);

@@ -50,6 +50,8 @@ struct BatchRecord {
     header: BatchHeader,
     /// Every result of the batch is stored.
     done: bool,
+    /// The issuer refused the batch, with its reason: set aside, never re-sent automatically.
+    refused: Option<String>,
 }
 
 /// A payment as the crew's report shows it.
@@ -215,6 +217,10 @@ impl MasterStore {
             Some(h) => self.batch_ids(h.id)?.into_iter().collect(),
             None => HashSet::new(),
         };
+        let mut quarantined: HashSet<PaymentId> = HashSet::new();
+        for (h, _) in self.quarantined_batches()? {
+            quarantined.extend(self.batch_ids(h.id)?);
+        }
         let mut out = Vec::new();
         for kv in self.payments.iter() {
             let (k, v) = kv?;
@@ -224,6 +230,8 @@ impl MasterStore {
                 Phase::Delivered
             } else if in_open.contains(&id) {
                 Phase::InBatch
+            } else if quarantined.contains(&id) && rec.outcome.is_none() {
+                Phase::Quarantined
             } else if rec.outcome.is_some() {
                 Phase::Decided
             } else {
@@ -307,7 +315,8 @@ impl MasterStore {
         self.batch_items.apply_batch(items)?;
         between();
         // The header is the commit point: items without a header are ignored (a new batch never reuses an id).
-        self.batches.insert(header.id.0, encode_record(&BatchRecord { header: header.clone(), done: false }))?;
+        self.batches
+            .insert(header.id.0, encode_record(&BatchRecord { header: header.clone(), done: false, refused: None }))?;
         self.meta.insert(OPEN_BATCH, &header.id.0)?;
         self.committer.note_write()
     }
@@ -317,7 +326,7 @@ impl MasterStore {
         let Some(id) = self.meta.get(OPEN_BATCH)? else { return Ok(None) };
         let Some(bytes) = self.batches.get(&id)? else { return Ok(None) };
         let rec: BatchRecord = decode_record(&id, &bytes)?;
-        Ok((!rec.done).then_some(rec.header))
+        Ok((!rec.done && rec.refused.is_none()).then_some(rec.header))
     }
 
     /// The payment ids of a batch, in order.
@@ -355,6 +364,34 @@ impl MasterStore {
         self.batches.insert(batch.0, encode_record(&rec))?;
         self.meta.remove(OPEN_BATCH)?;
         self.committer.note_write()
+    }
+
+    /// The issuer refused the open batch: record why, and close it so that later payments go in
+    /// new batches. Its payments stay stored, with their card data, for the crew and the
+    /// issuer's operations to resolve.
+    pub fn quarantine_batch(&self, batch: BatchId, reason: &str) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        let Some(bytes) = self.batches.get(batch.0)? else { return Ok(Ticket::NONE) };
+        let mut rec: BatchRecord = decode_record(&batch.0, &bytes)?;
+        rec.refused = Some(reason.to_owned());
+        self.batches.insert(batch.0, encode_record(&rec))?;
+        if self.meta.get(OPEN_BATCH)?.as_deref() == Some(batch.0.as_slice()) {
+            self.meta.remove(OPEN_BATCH)?;
+        }
+        self.committer.note_write()
+    }
+
+    /// Every batch the issuer refused, with its reason.
+    pub fn quarantined_batches(&self) -> Result<Vec<(BatchHeader, String)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.batches.iter() {
+            let (k, v) = kv?;
+            let rec: BatchRecord = decode_record(&k, &v)?;
+            if let Some(reason) = rec.refused {
+                out.push((rec.header, reason));
+            }
+        }
+        Ok(out)
     }
 
     /// The terminal has the outcome: mark delivered and erase the card data, keeping the

@@ -174,6 +174,8 @@ proptest! {
 }
 
 const CHILD_ENV: &str = "INFLIGHT_STORE_CRASH_CHILD_DIR";
+/// The round of `acked_writes_survive_kill_9` a child runs in.
+const CHILD_ROUND_ENV: &str = "INFLIGHT_TEST_CRASH_ROUND";
 
 /// In the child process: write payments from many tasks forever, printing each id once durable.
 /// In the parent (a normal test run): does nothing; `acked_writes_survive_kill_9` drives it.
@@ -184,13 +186,16 @@ fn crash_child() {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async move {
+        // Each round writes ids of its own (an id already stored would be acked at once, proving
+        // nothing about this round's writes).
+        let round: u32 = std::env::var(CHILD_ROUND_ENV).ok().and_then(|r| r.parse().ok()).unwrap_or(0);
         let store = std::sync::Arc::new(MasterStore::open(Path::new(&dir), vault(), CACHE).expect("open"));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
         for w in 0..16u32 {
             let (store, tx) = (store.clone(), tx.clone());
             tokio::spawn(async move {
                 for k in 0.. {
-                    let n = w * 1_000_000 + k;
+                    let n = w * 1_000_000 + round * 100_000 + k;
                     let t = store.put(&payment(n), [0; 32], Verdict::Stored, None, "FL1", true).expect("put");
                     store.durable(t).await.expect("durable");
                     if tx.send(n).is_err() {
@@ -210,10 +215,12 @@ fn crash_child() {
 #[test]
 fn acked_writes_survive_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for round in 0..3 {
+    let mut all_acked = Vec::new();
+    for round in 0..3u32 {
         let mut child = Command::new(std::env::current_exe().expect("test binary"))
             .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir.path())
+            .env(CHILD_ROUND_ENV, round.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -223,8 +230,10 @@ fn acked_writes_survive_kill_9() {
         for line in BufReader::new(stdout).lines() {
             let line = line.expect("utf-8");
             if let Some(n) = line.strip_prefix("acked ") {
-                acked.push(n.parse::<u32>().expect("number"));
-                if acked.len() == 300 * (round + 1) {
+                let n = n.parse::<u32>().expect("number");
+                assert_eq!((n % 1_000_000) / 100_000, round, "round {round} acked {n}, an id of another round");
+                acked.push(n);
+                if acked.len() == 300 {
                     break;
                 }
             }
@@ -232,8 +241,9 @@ fn acked_writes_survive_kill_9() {
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
         assert!(acked.len() >= 300, "child acked {} writes", acked.len());
+        all_acked.extend(acked);
         let store = MasterStore::open(dir.path(), vault(), CACHE).expect("reopen after kill -9");
-        for n in &acked {
+        for n in &all_acked {
             assert!(
                 store.view(payment(*n).id).expect("read").is_some(),
                 "acked write {n} lost after kill -9 (round {round})"

@@ -181,3 +181,45 @@ fn a_payment_id_reused_with_other_content_is_refused_never_given_the_first_decis
     assert_eq!((accounts[0].opening_minor, accounts[0].available_minor), (1_000, 400));
     assert_eq!(accounts[0].card.to_string(), inflight_wire::Pan::parse(PAN).expect("valid").masked().to_string());
 }
+
+/// A batch the issuer refused is set aside across restarts: no longer the open batch (later
+/// payments can be sealed), its payments quarantined, kept with their card data.
+#[test]
+fn a_refused_batch_is_quarantined_and_no_longer_blocks_the_next() {
+    use inflight_core::aggregator::Phase;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = || CardVault::from_key(&[2; 32]);
+    let payments: Vec<Payment> = (1..=3)
+        .map(|n| Payment {
+            id: PaymentId::mint(1_790_000_000_000, [n; 10]),
+            terminal: TerminalId::parse("t1").expect("valid"),
+            pan: Pan::parse(PAN).expect("valid"),
+            expiry: Expiry::parse("12/30").expect("valid"),
+            amount: Money::new(100, eur()).expect("valid"),
+            seat: "1A".into(),
+            captured_unix_ms: 1_790_000_000_000,
+            items: vec![],
+        })
+        .collect();
+    let ids: Vec<PaymentId> = payments.iter().map(|p| p.id).collect();
+    {
+        let s = MasterStore::open(dir.path(), vault(), CACHE).expect("open");
+        for p in &payments {
+            s.put(p, [0; 32], Verdict::Stored, None, "FL1", true).expect("put");
+        }
+        let t = s.seal_batch(&header(5, 2, 1), &ids[..2], || ()).expect("seal");
+        tokio_free_wait(&s, t);
+        let t =
+            s.quarantine_batch(BatchId([5; 16]), "batch id already used with different content").expect("quarantine");
+        tokio_free_wait(&s, t);
+        s.close();
+    }
+    let s = MasterStore::open(dir.path(), vault(), CACHE).expect("reopen");
+    assert_eq!(s.open_batch().expect("meta"), None, "the refused batch no longer blocks the next");
+    let quarantined = s.quarantined_batches().expect("batches");
+    assert_eq!(quarantined.len(), 1);
+    assert!(quarantined[0].1.contains("different content"));
+    let phases: Vec<_> = s.index().expect("index").into_iter().map(|(_, e)| e.phase).collect();
+    assert_eq!(phases, [Phase::Quarantined, Phase::Quarantined, Phase::Pending]);
+    assert_eq!(s.with_card_data().expect("scan"), ids, "kept, card data included, for resolution");
+}
