@@ -120,16 +120,16 @@ impl Outbox {
 
     /// A payment is durably stored and must reach the master.
     pub fn insert(&mut self, id: PaymentId, answered: bool) {
-        if !self.entries.contains_key(&id) {
-            self.entries.insert(id, Entry { answered, answering: false, voided: false });
+        if let std::collections::btree_map::Entry::Vacant(v) = self.entries.entry(id) {
+            v.insert(Entry { answered, answering: false, voided: false });
             self.queued.insert(id);
         }
     }
 
     /// A voided payment whose void the master has not confirmed (after a restart).
     pub fn insert_voided(&mut self, id: PaymentId) {
-        if !self.entries.contains_key(&id) {
-            self.entries.insert(id, Entry { answered: false, answering: false, voided: true });
+        if let std::collections::btree_map::Entry::Vacant(v) = self.entries.entry(id) {
+            v.insert(Entry { answered: false, answering: false, voided: true });
             self.queued.insert(id);
         }
     }

@@ -132,7 +132,10 @@ pub fn crash_point(name: &str) {
 /// A process-wide observer of named points, for the in-process simulator: it may act on the
 /// world at the exact moment a daemon passes a point (e.g. cut the ground link's downlink once
 /// the issuer has made its decisions durable, before it answers). Unset, a point costs one read.
-static POINT_OBSERVER: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>> = std::sync::OnceLock::new();
+static POINT_OBSERVER: std::sync::OnceLock<PointObserver> = std::sync::OnceLock::new();
+
+/// What [`observe_points`] installs.
+type PointObserver = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Installs the point observer (once per process; later calls are ignored and return false).
 pub fn observe_points(f: impl Fn(&str) + Send + Sync + 'static) -> bool {

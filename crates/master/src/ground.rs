@@ -22,7 +22,6 @@ use crate::config::MasterConfig;
 
 /// How often an idle upload session looks for new payments to send.
 const IDLE_POLL: Duration = Duration::from_millis(250);
-/// How often an idle upload session asks the issuer for a newer BIN list.
 
 /// The link state shared by the watcher, the uploader and the admin API.
 #[derive(Debug, Clone)]

@@ -35,6 +35,9 @@ pub struct Committer {
 struct Durable {
     mark: Mark,
     seq: u64,
+    /// Power-loss emulation (tests only, `INFLIGHT_STORE_POWER_IMAGES`): the store's folder and
+    /// where to keep, at every fsync, an image of sled's files as that fsync made them durable.
+    power_images: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug)]
@@ -74,13 +77,14 @@ impl Committer {
         // Numbering goes on from whichever is further: sled (writes after the last mark, before a
         // crash) or the mark (a store whose sled key was never written).
         let seq = durable::sled_seq(&db).map_err(open_err)?.max(mark.last().seq);
+        let power_images = std::env::var_os(POWER_IMAGES_ENV).map(|d| (dir.to_owned(), PathBuf::from(d)));
         let shared = Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new() });
         let s = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("store-flusher".into())
             .spawn(move || {
                 let stopped = StopGuard(&s);
-                let result = flusher(&s, &db, &data_file, Durable { mark, seq }, fail_after);
+                let result = flusher(&s, &db, &data_file, Durable { mark, seq, power_images }, fail_after);
                 drop(stopped);
                 result
             })
@@ -258,7 +262,7 @@ fn flusher(
                 if injected {
                     return Err("injected fsync failure (No space left on device)".to_owned());
                 }
-                data_file.sync_data().map_err(|e| e.to_string())
+                fsync(data_file, d.power_images.as_ref(), seq).map_err(|e| e.to_string())
             });
         let mut st = lock(&shared.state);
         match result {
@@ -287,6 +291,32 @@ fn flusher(
             }
         }
     }
+}
+
+/// Test-only: when set to a folder, every fsync of sled's data file also records an image of
+/// sled's files as they stand once the fsync returns, in `<folder>/image-<seq>` with
+/// `<folder>/LATEST` naming the newest. A test that kills the process and restores the latest
+/// image emulates a power cut: every write not covered by an fsync is lost (`kill -9` alone
+/// keeps the page cache, so it cannot tell a missing fsync).
+pub const POWER_IMAGES_ENV: &str = "INFLIGHT_STORE_POWER_IMAGES";
+
+/// The fsync that makes a flush durable (`sync_data` of sled's data file), and, under the
+/// power-loss emulation, the image of what it made durable. One function, so that an fsync
+/// left out is an image left out.
+fn fsync(data_file: &File, power_images: Option<&(PathBuf, PathBuf)>, seq: u64) -> std::io::Result<()> {
+    data_file.sync_data()?;
+    if let Some((dir, images)) = power_images {
+        let image = images.join(format!("image-{seq}"));
+        durable::copy_sled_files(dir, &image)?;
+        let latest = images.join("LATEST");
+        let tmp = images.join("LATEST.tmp");
+        std::fs::write(&tmp, seq.to_string())?;
+        std::fs::rename(&tmp, &latest)?;
+        if seq > 1 {
+            let _ = std::fs::remove_dir_all(images.join(format!("image-{}", seq - 1)));
+        }
+    }
+    Ok(())
 }
 
 /// Makes the store refuse further writes and fails every writer still waiting.

@@ -230,10 +230,10 @@ mod tests {
         };
         let a = item("4111111111111111", 100);
         // Only the card differs: the digest is the same, so it cannot confirm a guessed card.
-        assert_eq!(of(&[a.clone()]), of(&[item("4000056655665556", 100)]));
-        assert_ne!(of(&[a.clone()]), of(&[item("4111111111111111", 101)]));
+        assert_eq!(of(std::slice::from_ref(&a)), of(&[item("4000056655665556", 100)]));
+        assert_ne!(of(std::slice::from_ref(&a)), of(&[item("4111111111111111", 101)]));
         let mut later = a.clone();
         later.captured_unix_ms += 1;
-        assert_ne!(of(&[a.clone()]), of(&[later]));
+        assert_ne!(of(std::slice::from_ref(&a)), of(&[later]));
     }
 }
