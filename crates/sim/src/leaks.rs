@@ -16,20 +16,26 @@ use inflight_wire::{encode, BatchItem, Payment};
 use ring::digest;
 
 /// Everything to look for, with a name for each that never shows the card number.
+///
+/// One pass over the bytes finds every form: needles are indexed by their first four bytes,
+/// behind a table of their first two, so a scan of many megabytes costs a table read per byte
+/// whatever the number of cards.
 #[derive(Debug)]
 pub struct CardScanner {
-    /// Byte strings of any length (card numbers in their encodings), with what they are.
+    /// Every byte string looked for (at least [`NEEDLE_MIN`] bytes), with what it is.
     needles: Vec<(Vec<u8>, String)>,
-    /// 32-byte digests, with what they are; looked up at every offset.
-    digests: std::collections::HashMap<[u8; 32], String>,
-    /// Whether some digest starts with these two bytes (indexed by them as a big-endian u16):
-    /// skips most offsets at the cost of one array read, so a scan of many megabytes stays fast.
-    digest_prefixes: Vec<bool>,
+    /// Needle indexes by their first four bytes.
+    by_prefix: std::collections::HashMap<[u8; 4], Vec<usize>>,
+    /// Whether some needle starts with these two bytes (indexed by them as a big-endian u16).
+    first_two: Vec<bool>,
 }
+
+/// Shortest needle: a card number in packed BCD is at least 6 bytes; digests are 32.
+const NEEDLE_MIN: usize = 4;
 
 impl Default for CardScanner {
     fn default() -> Self {
-        Self { needles: Vec::new(), digests: std::collections::HashMap::new(), digest_prefixes: vec![false; 1 << 16] }
+        Self { needles: Vec::new(), by_prefix: std::collections::HashMap::new(), first_two: vec![false; 1 << 16] }
     }
 }
 
@@ -39,10 +45,20 @@ impl CardScanner {
         Self::default()
     }
 
+    fn add(&mut self, needle: Vec<u8>, what: String) {
+        if needle.len() < NEEDLE_MIN {
+            return;
+        }
+        let prefix: [u8; 4] = needle[..4].try_into().expect("at least four bytes");
+        self.first_two[usize::from(u16::from_be_bytes([prefix[0], prefix[1]]))] = true;
+        self.by_prefix.entry(prefix).or_default().push(self.needles.len());
+        self.needles.push((needle, what));
+    }
+
     /// Looks for a card number in ASCII, packed BCD (both alignments) and UTF-16LE.
     pub fn add_pan(&mut self, pan: &str) {
         let name = masked(pan);
-        self.needles.push((pan.as_bytes().to_vec(), format!("card {name} in ASCII")));
+        self.add(pan.as_bytes().to_vec(), format!("card {name} in ASCII"));
         let digits: Vec<u8> = pan.bytes().map(|b| b - b'0').collect();
         for (pad_front, what) in [(false, "packed BCD"), (true, "packed BCD, shifted a nibble")] {
             let mut nibbles = digits.clone();
@@ -55,16 +71,16 @@ impl CardScanner {
             // The padding nibbles are not part of the number: match the whole bytes only.
             let bytes: Vec<u8> = nibbles.chunks(2).map(|p| (p[0] << 4) | p[1]).collect();
             let (start, end) = (usize::from(pad_front), bytes.len() - usize::from(nibbles.last() == Some(&0xf)));
-            self.needles.push((bytes[start..end].to_vec(), format!("card {name} in {what}")));
+            self.add(bytes[start..end].to_vec(), format!("card {name} in {what}"));
         }
         let utf16: Vec<u8> = pan.encode_utf16().flat_map(u16::to_le_bytes).collect();
-        self.needles.push((utf16, format!("card {name} in UTF-16LE")));
+        self.add(utf16, format!("card {name} in UTF-16LE"));
     }
 
     /// Looks for the unkeyed digests an earlier version kept of this payment.
     pub fn add_payment(&mut self, p: &Payment) {
         let name = format!("payment {} (card {})", p.id, p.pan.masked());
-        self.add_digest(sha256(&encode(p)), format!("unkeyed SHA-256 of {name}"));
+        self.add(sha256(&encode(p)).to_vec(), format!("unkeyed SHA-256 of {name}"));
         let item = BatchItem {
             id: p.id,
             pan: p.pan.clone(),
@@ -72,28 +88,23 @@ impl CardScanner {
             amount: p.amount,
             captured_unix_ms: p.captured_unix_ms,
         };
-        self.add_digest(sha256(&encode(&item)), format!("unkeyed SHA-256 of the batch item of {name}"));
-    }
-
-    fn add_digest(&mut self, d: [u8; 32], what: String) {
-        self.digest_prefixes[usize::from(u16::from_be_bytes([d[0], d[1]]))] = true;
-        self.digests.insert(d, what);
+        self.add(sha256(&encode(&item)).to_vec(), format!("unkeyed SHA-256 of the batch item of {name}"));
     }
 
     /// What of the card data is in `bytes`, if anything (the first finding).
     pub fn find(&self, bytes: &[u8]) -> Option<&str> {
-        for (needle, what) in &self.needles {
-            if needle.len() >= 4 && memmem(bytes, needle) {
-                return Some(what);
-            }
+        if bytes.len() < NEEDLE_MIN {
+            return None;
         }
-        if bytes.len() >= 32 {
-            for i in 0..=bytes.len() - 32 {
-                if !self.digest_prefixes[usize::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]))] {
-                    continue;
-                }
-                let window: [u8; 32] = bytes[i..i + 32].try_into().expect("a 32-byte window of a longer slice");
-                if let Some(what) = self.digests.get(&window) {
+        for i in 0..=bytes.len() - NEEDLE_MIN {
+            if !self.first_two[usize::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]))] {
+                continue;
+            }
+            let prefix: [u8; 4] = bytes[i..i + 4].try_into().expect("four bytes in range");
+            let Some(candidates) = self.by_prefix.get(&prefix) else { continue };
+            for &k in candidates {
+                let (needle, what) = &self.needles[k];
+                if bytes[i..].starts_with(needle) {
                     return Some(what);
                 }
             }
@@ -116,12 +127,12 @@ impl CardScanner {
 
     /// How many forms are looked for (for reports).
     pub fn len(&self) -> usize {
-        self.needles.len() + self.digests.len()
+        self.needles.len()
     }
 
     /// True when nothing is looked for.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.needles.is_empty()
     }
 }
 
@@ -135,25 +146,6 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 fn masked(pan: &str) -> String {
     let keep = pan.len().saturating_sub(10);
     format!("{}{}{}", &pan[..6.min(pan.len())], "*".repeat(keep), &pan[pan.len().saturating_sub(4)..])
-}
-
-/// Whether `hay` contains `needle`: a scan for the first byte, then a compare.
-fn memmem(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, _)) = needle.split_first() else { return true };
-    let mut i = 0;
-    while i + needle.len() <= hay.len() {
-        match hay[i..=hay.len() - needle.len()].iter().position(|&b| b == first) {
-            None => return false,
-            Some(k) => {
-                i += k;
-                if &hay[i..i + needle.len()] == needle {
-                    return true;
-                }
-                i += 1;
-            }
-        }
-    }
-    false
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
