@@ -651,4 +651,73 @@ mod tests {
         assert_eq!(a.aged(100, 50), 2);
         assert_eq!(a.aged(100, 200), 0);
     }
+
+    /// Mutation testing found these unchecked: the installed list is the one returned; a payment
+    /// exactly at the per-card limit is stored; restoring an entry twice counts it once in
+    /// every phase; a failed void is undone; the self-check catches books out of step.
+    #[test]
+    fn restore_limits_reverts_and_the_self_check() {
+        let mut a = with_limit(1_000);
+        assert_eq!(a.bin_list().map(|b| b.version), Some(1));
+        let p = payment(1, "t1", 400);
+        assert_eq!(a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]), Decision::Store { flag: None });
+        let q = payment(2, "t1", 600);
+        assert_eq!(a.handle_submit(&t("t1"), &q, true, [2; 32], [0; 32]), Decision::Store { flag: None }, "exactly at the limit");
+
+        let mut b = Aggregator::new();
+        let entry = |phase: Phase, verdict: Verdict, answered: bool| IndexEntry {
+            digest: [9; 32],
+            verdict,
+            phase,
+            terminal: t("t1"),
+            card: [1; 32],
+            amount: Money::new(100, eur()).expect("valid"),
+            captured_unix_ms: 0,
+            answered,
+        };
+        let entries = [
+            entry(Phase::Pending, Verdict::Stored, false),
+            entry(Phase::Pending, Verdict::Stored, true),
+            entry(Phase::InBatch, Verdict::Stored, true),
+            entry(Phase::Quarantined, Verdict::Stored, true),
+            entry(Phase::Decided, Verdict::Stored, true),
+            entry(Phase::Delivered, Verdict::Stored, true),
+            entry(Phase::Pending, Verdict::Refused(RefusalReason::Voided), false),
+            entry(Phase::Pending, Verdict::Refused(RefusalReason::OverCardFlightLimit), false),
+        ];
+        for _ in 0..2 {
+            for (n, e) in entries.iter().enumerate() {
+                b.restore(payment(n as u8, "t1", 100).id, e.clone());
+            }
+        }
+        let want = Counts {
+            total: 5,
+            unconfirmed: 1,
+            voided: 1,
+            pending: 1,
+            in_batch: 1,
+            quarantined: 1,
+            decided: 1,
+            delivered: 1,
+            refused: 1,
+        };
+        assert_eq!(b.counts(), want, "each restored entry counted once");
+        b.check_invariants().expect("books");
+
+        // A void whose write failed is undone: the payment is unconfirmed again.
+        let mut c = Aggregator::new();
+        let r = payment(3, "t1", 100);
+        c.handle_submit(&t("t1"), &r, false, [3; 32], [0; 32]);
+        assert_eq!(c.handle_void(&t("t1"), r.id), VoidDecision::Void);
+        c.revert_void(&r.id);
+        assert_eq!(c.counts(), Counts { unconfirmed: 1, ..Counts::default() });
+        c.check_invariants().expect("books");
+
+        // The self-check sees books out of step with the index.
+        c.counts.total += 1;
+        assert!(c.check_invariants().is_err(), "counts");
+        c.counts.total -= 1;
+        c.card_totals.insert(([7; 32], eur()), 5);
+        assert!(c.check_invariants().is_err(), "per-card totals");
+    }
 }

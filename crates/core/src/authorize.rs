@@ -130,7 +130,7 @@ mod tests {
                 kind: CardKind::Credit,
                 txn_limit_minor: 10_000,
                 card_flight_limit_minor: 20_000,
-                currencies: vec![eur()],
+                currencies: vec![eur(), Currency::parse("USD").expect("known")],
             }],
         }
     }
@@ -169,6 +169,7 @@ mod tests {
                 Err(DeclineReason::Expired),
             ),
             (item("5555555555554444", 5_000, "EUR"), Some(account(8_000, true)), Err(DeclineReason::BinNotEnrolled)),
+            // A currency the programme takes but the account is not in.
             (item(visa, 5_000, "USD"), Some(account(8_000, true)), Err(DeclineReason::CurrencyNotAccepted)),
             (item(visa, 10_001, "EUR"), Some(account(80_000, true)), Err(DeclineReason::OverTxnLimit)),
             (item(visa, 8_001, "EUR"), Some(account(8_000, true)), Err(DeclineReason::InsufficientFunds)),
@@ -201,6 +202,14 @@ mod tests {
                 Some(account(8_000, true)),
                 Err(DeclineReason::CaptureTimeOutOfBounds),
             ),
+            // Within the clock allowance (10 minutes) after receipt: plausible.
+            (
+                BatchItem { captured_unix_ms: RECEIVED + 9 * 60 * 1000, ..item(visa, 5_000, "EUR") },
+                Some(account(8_000, true)),
+                Ok(3_000),
+            ),
+            // Exactly the programme's transaction limit is allowed.
+            (item(visa, 10_000, "EUR"), Some(account(80_000, true)), Ok(70_000)),
         ];
         let bounds = CaptureBounds::at_receipt(RECEIVED, AGE_MAX);
         for (it, acct, want) in cases {
@@ -219,4 +228,14 @@ mod tests {
             }
         }
     }
+
+    /// The auth code is a stable function of the payment id: frozen, so a change is seen.
+    #[test]
+    fn auth_codes_are_frozen() {
+        assert_eq!(auth_code(PaymentId::from_bytes([0; 16])), auth_code(PaymentId::from_bytes([0; 16])));
+        let codes: Vec<String> = [[0u8; 16], [1; 16], [0xab; 16]].map(PaymentId::from_bytes).map(auth_code).to_vec();
+        assert_eq!(codes, FROZEN_AUTH_CODES.map(String::from).to_vec());
+    }
+
+    const FROZEN_AUTH_CODES: [&str; 3] = ["701221", "000245", "505461"];
 }

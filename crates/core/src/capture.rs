@@ -312,5 +312,33 @@ mod tests {
     fn debug_never_shows_the_card() {
         let shown = format!("{:?}", req("4111111111111111", "12/29", 1, "EUR"));
         assert!(!shown.contains("4111111111111111"), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("EUR"), "the rest is shown: {shown}");
+    }
+
+    /// The reasons are a stable interface (README, sale apps match on them).
+    #[test]
+    fn refusal_names_are_stable() {
+        let names = [
+            (Refusal::BadPan, "bad_pan"),
+            (Refusal::Luhn, "luhn"),
+            (Refusal::Expired, "expired"),
+            (Refusal::NoValidBinList, "no_valid_bin_list"),
+            (Refusal::BinNotEnrolled, "bin_not_enrolled"),
+            (Refusal::OverTxnLimit, "over_txn_limit"),
+            (Refusal::TerminalStoreFull, "terminal_store_full"),
+            (Refusal::StorageError, "storage_error"),
+        ];
+        for (r, name) in names {
+            assert_eq!((r.as_str(), r.to_string()), (name, name.to_owned()));
+        }
+    }
+
+    /// Exactly the terminal's amount cap may be held.
+    #[test]
+    fn the_amount_cap_is_inclusive() {
+        let eur = Currency::parse("EUR").expect("known");
+        let mut held = Holdings::default();
+        held.add(Money::new(6_000, eur).expect("valid"));
+        assert!(validate(&req("4111111111111111", "12/29", 4_000, "EUR"), NOW, Some(&bins()), &caps(), &held).is_ok());
     }
 }

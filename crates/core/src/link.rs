@@ -124,9 +124,14 @@ mod tests {
         assert_eq!(w.on_probe(false), None, "the override wins over probes");
         assert_eq!(w.set_override(LinkOverride::Auto), Some(false));
         assert_eq!(w.set_override(LinkOverride::Down), None);
+        assert_eq!(w.mode(), LinkOverride::Down, "the crew's override is kept");
         assert_eq!(
             LinkOverride::parse("sideways").map(|_| ()),
             Err("link override must be auto, up or down, not \"sideways\"".into())
         );
+        for mode in [LinkOverride::Auto, LinkOverride::Up, LinkOverride::Down] {
+            assert_eq!(LinkOverride::parse(mode.as_str()), Ok(mode), "names round-trip");
+        }
+        assert_eq!(LinkOverride::Up.as_str(), "up");
     }
 }

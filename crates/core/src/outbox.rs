@@ -324,6 +324,7 @@ mod tests {
         assert_eq!(o.poll_transmit(0).map(|t| t.id()), Some(id(0)));
         assert_eq!(o.poll_transmit(0).map(|t| t.id()), Some(id(1)));
         assert_eq!(o.poll_transmit(0), None, "window full");
+        assert_eq!(o.in_flight(), 2);
         assert_eq!(o.on_verdict(id(0), Verdict::Stored), Settled::Forwarded);
         assert_eq!(o.on_verdict(id(0), Verdict::Stored), Settled::Unknown, "duplicate ack");
         assert_eq!(o.poll_transmit(0).map(|t| t.id()), Some(id(2)));
@@ -363,6 +364,37 @@ mod tests {
         o.mark_answered(id(1));
         assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(1), answered: true }));
         assert_eq!(o.on_verdict(id(1), Verdict::Stored), Settled::Forwarded, "carried");
+    }
+
+    /// Mutation testing found these unchecked: a refusal of a payment nobody answered settles it
+    /// as refused (not parked); a void ack for a payment not being voided changes nothing; a
+    /// void restored after a restart is sent again; `is_parked` says what it says.
+    #[test]
+    fn refusals_void_acks_and_restored_voids_settle_exactly_what_they_name() {
+        let mut o = Outbox::new(8, 1_000);
+        o.insert(id(1), false);
+        o.on_connected();
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(1), answered: false }));
+        let refused = Verdict::Refused(RefusalReason::OverCardFlightLimit);
+        assert_eq!(o.on_verdict(id(1), refused), Settled::Refused(RefusalReason::OverCardFlightLimit));
+        assert!(o.is_empty());
+
+        o.insert(id(2), false);
+        assert_eq!(o.on_void_ack(id(2), false), Settled::Unknown, "not being voided");
+        assert_eq!(o.len(), 1);
+        assert!(!o.is_parked(&id(2)));
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(2), answered: false }));
+        assert_eq!(o.on_verdict(id(2), Verdict::Held), Settled::AwaitingAnswer);
+        assert!(o.is_parked(&id(2)));
+        assert_eq!((o.parked(), o.in_flight()), (1, 0));
+        o.insert(id(4), false);
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(4), answered: false }));
+        assert_eq!(o.on_verdict(id(4), Verdict::Held), Settled::AwaitingAnswer);
+        assert_eq!(o.parked(), 2);
+
+        o.insert_voided(id(3));
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Void { id: id(3) }), "a void not yet acked goes again");
+        assert_eq!(o.on_void_ack(id(3), false), Settled::Voided { carried: false });
     }
 
     #[test]
