@@ -662,7 +662,11 @@ mod tests {
         let p = payment(1, "t1", 400);
         assert_eq!(a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]), Decision::Store { flag: None });
         let q = payment(2, "t1", 600);
-        assert_eq!(a.handle_submit(&t("t1"), &q, true, [2; 32], [0; 32]), Decision::Store { flag: None }, "exactly at the limit");
+        assert_eq!(
+            a.handle_submit(&t("t1"), &q, true, [2; 32], [0; 32]),
+            Decision::Store { flag: None },
+            "exactly at the limit"
+        );
 
         let mut b = Aggregator::new();
         let entry = |phase: Phase, verdict: Verdict, answered: bool| IndexEntry {

@@ -115,6 +115,8 @@ enum Op {
     Forward(u8),
     Refuse(u8),
     Answer(u8),
+    Void(u8),
+    VoidAcked(u8),
     Reopen,
 }
 
@@ -124,6 +126,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..20).prop_map(Op::Forward),
         1 => (0u8..20).prop_map(Op::Refuse),
         1 => (0u8..20).prop_map(Op::Answer),
+        1 => (0u8..20).prop_map(Op::Void),
+        1 => (0u8..20).prop_map(Op::VoidAcked),
         1 => Just(Op::Reopen),
     ]
 }
@@ -136,7 +140,19 @@ proptest! {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = SlaveStore::open(dir.path(), vault(), CACHE).expect("open");
         let mut model: BTreeMap<PaymentId, SlaveState> = BTreeMap::new();
-        let rank = |s: SlaveState| match s { SlaveState::Captured { answered } => u8::from(answered), _ => 2 };
+        // The terminal's states, as the design states them: an unanswered payment may go
+        // anywhere; an answered one only to forwarded (it must be carried, never refused or
+        // voided); a void only to its master confirmation; the rest are final.
+        let allowed = |from: SlaveState, to: SlaveState| {
+            use SlaveState::{Captured, Forwarded, Voided};
+            match (from, to) {
+                (Captured { answered: false }, Captured { answered: false }) => false,
+                (Captured { answered: false }, _) => true,
+                (Captured { answered: true }, Forwarded) => true,
+                (Voided { master_acked: false }, Voided { master_acked: true }) => true,
+                _ => false,
+            }
+        };
         for op in ops {
             let (id, new) = match op {
                 Op::Put(n) => {
@@ -151,6 +167,8 @@ proptest! {
                 Op::Forward(n) => (payment(u32::from(n)).id, SlaveState::Forwarded),
                 Op::Refuse(n) => (payment(u32::from(n)).id, SlaveState::Refused(RefusalReason::OverCardFlightLimit)),
                 Op::Answer(n) => (payment(u32::from(n)).id, SlaveState::Captured { answered: true }),
+                Op::Void(n) => (payment(u32::from(n)).id, SlaveState::Voided { master_acked: false }),
+                Op::VoidAcked(n) => (payment(u32::from(n)).id, SlaveState::Voided { master_acked: true }),
                 Op::Reopen => {
                     store.close();
                     drop(store);
@@ -161,14 +179,18 @@ proptest! {
             let t = store.set_state(id, new).expect("set");
             store.durable_blocking(t).expect("durable");
             if let Some(s) = model.get_mut(&id) {
-                if rank(new) > rank(*s) { *s = new; }
+                if allowed(*s, new) { *s = new; }
             }
         }
         for (id, want) in &model {
             prop_assert_eq!(store.view(*id).expect("read").map(|v| v.state), Some(*want));
         }
         let unacked: Vec<PaymentId> = store.unacked().expect("scan").into_iter().map(|(v, _)| v.id).collect();
-        let want: Vec<PaymentId> = model.iter().filter(|(_, s)| matches!(s, SlaveState::Captured { .. })).map(|(id, _)| *id).collect();
+        let want: Vec<PaymentId> = model
+            .iter()
+            .filter(|(_, s)| matches!(s, SlaveState::Captured { .. } | SlaveState::Voided { master_acked: false }))
+            .map(|(id, _)| *id)
+            .collect();
         prop_assert_eq!(unacked, want);
     }
 }
