@@ -223,3 +223,20 @@ fn a_refused_batch_is_quarantined_and_no_longer_blocks_the_next() {
     assert_eq!(phases, [Phase::Quarantined, Phase::Quarantined, Phase::Pending]);
     assert_eq!(s.with_card_data().expect("scan"), ids, "kept, card data included, for resolution");
 }
+
+/// Accounts are imported once: afterwards the store's available amounts are the truth (a
+/// restart must not import them again and undo every charge).
+#[test]
+fn accounts_are_imported_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = issuer(dir.path());
+        assert!(s.accounts_imported().expect("meta"));
+        s.begin_batch(&header(1, 1, 7)).expect("begin");
+        let t = s.decide_chunk(BatchId([1; 16]), 0, &[item(1, 600)], &programme(), CaptureBounds::ANY).expect("decide");
+        s.durable_blocking(t).expect("durable");
+        s.close();
+    }
+    let s = issuer(dir.path());
+    assert_eq!(s.accounts().expect("accounts")[0].available_minor, 400, "the charge survives the restart");
+}
