@@ -366,7 +366,7 @@ fn the_terminal_store_reads_back_requests_lists_card_data_and_counts() {
     {
         let s = SlaveStore::open(dir.path(), vault(), CACHE).expect("open");
         assert_eq!(s.bin_list().expect("read"), None);
-        for n in 0..5 {
+        for n in 0..6 {
             let rid = format!("till-{n}");
             let t = s.put_captured(&payment(n), Some(rid.as_str())).expect("put");
             s.durable_blocking(t).expect("durable");
@@ -375,6 +375,10 @@ fn the_terminal_store_reads_back_requests_lists_card_data_and_counts() {
         s.set_state(payment(1).id, SlaveState::Forwarded).expect("forward");
         s.set_state(payment(2).id, SlaveState::Refused(RefusalReason::OverCardFlightLimit)).expect("refuse");
         s.set_state(payment(3).id, SlaveState::Voided { master_acked: false }).expect("void");
+        s.set_state(payment(5).id, SlaveState::Voided { master_acked: false }).expect("void");
+        s.set_state(payment(5).id, SlaveState::Voided { master_acked: true }).expect("void acked");
+        let approved = inflight_wire::AuthOutcome::Approved { auth_code: "123456".into() };
+        s.store_result(payment(1).id, &approved).expect("result");
         let t = s.set_bin_list(&list).expect("list");
         s.durable_blocking(t).expect("durable");
         s.close();
@@ -384,12 +388,15 @@ fn the_terminal_store_reads_back_requests_lists_card_data_and_counts() {
     assert_eq!(s.request("till-9").expect("read"), None);
     assert_eq!(s.bin_list().expect("read"), Some(list));
     let counts = s.counts().expect("counts");
-    assert_eq!((counts.captured, counts.forwarded, counts.refused, counts.voided, counts.decided), (2, 1, 1, 1, 0));
-    // Refused and voided payments lose their card data at once; the others keep it until their
-    // result is delivered.
+    assert_eq!((counts.captured, counts.forwarded, counts.refused, counts.voided, counts.decided), (2, 1, 1, 2, 1));
+    // Not settled with the master: captured ones, and the void it has not confirmed.
+    let unacked: Vec<PaymentId> = s.unacked().expect("scan").into_iter().map(|(v, _)| v.id).collect();
+    assert_eq!(unacked, vec![payment(0).id, payment(3).id, payment(4).id]);
+    // Refused and voided payments lose their card data at once, a delivered one with its
+    // result; the others keep it until then.
     let mut held = s.with_card_data().expect("scan");
     held.sort();
-    let mut want = vec![payment(0).id, payment(1).id, payment(4).id];
+    let mut want = vec![payment(0).id, payment(4).id];
     want.sort();
     assert_eq!(held, want);
     s.close();
