@@ -171,29 +171,25 @@ impl Deployment {
 
     /// `inflight-issuer ledger`: one JSON object per decided payment.
     pub fn ledger(&self) -> Vec<Value> {
-        let out = Command::new(bin("inflight-issuer"))
-            .args(["ledger", "--config"])
-            .arg(self.config("issuer"))
-            .output()
-            .expect("run ledger");
-        assert!(out.status.success(), "ledger: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("ledger line is JSON"))
-            .collect()
+        self.issuer_lines("ledger")
     }
 
     /// `inflight-issuer accounts`: one JSON object per account.
     pub fn accounts(&self) -> Vec<Value> {
+        self.issuer_lines("accounts")
+    }
+
+    /// `inflight-issuer <command> --config …`, which prints JSON lines.
+    fn issuer_lines(&self, command: &str) -> Vec<Value> {
         let out = Command::new(bin("inflight-issuer"))
-            .args(["accounts", "--config"])
+            .args([command, "--config"])
             .arg(self.config("issuer"))
             .output()
-            .expect("run accounts");
-        assert!(out.status.success(), "accounts: {}", String::from_utf8_lossy(&out.stderr));
+            .unwrap_or_else(|e| panic!("run {command}: {e}"));
+        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .map(|l| serde_json::from_str(l).expect("account line is JSON"))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{command} line is not JSON: {e}")))
             .collect()
     }
 

@@ -108,28 +108,11 @@ fn a_payment_is_decided_once_across_resends_batches_and_restarts() {
 fn a_sealed_batch_survives_restart_and_delivery_erases_card_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vault = || CardVault::from_key(&[2; 32]);
-    let payments: Vec<Payment> = (1..=3)
-        .map(|n| Payment {
-            id: PaymentId::mint(1_790_000_000_000, [n; 10]),
-            terminal: TerminalId::parse("t1").expect("valid"),
-            pan: Pan::parse(PAN).expect("valid"),
-            expiry: Expiry::parse("12/30").expect("valid"),
-            amount: Money::new(100, eur()).expect("valid"),
-            seat: "1A".into(),
-            captured_unix_ms: 1_790_000_000_000,
-            items: vec![],
-        })
-        .collect();
-    let ids: Vec<PaymentId> = payments.iter().map(|p| p.id).collect();
-    {
-        let s = MasterStore::open(dir.path(), vault(), CACHE).expect("open");
-        for p in &payments {
-            s.put(p, [0; 32], Verdict::Stored, None, "FL1", true).expect("put");
-        }
-        let t = s.seal_batch(&header(5, 2, 1), &ids[..2], || ()).expect("seal");
-        tokio_free_wait(&s, t);
+    let ids = {
+        let (s, ids) = master_with_a_sealed_batch(dir.path(), vault());
         s.close();
-    }
+        ids
+    };
     let s = MasterStore::open(dir.path(), vault(), CACHE).expect("reopen");
     assert_eq!(s.open_batch().expect("meta").map(|h| h.id), Some(BatchId([5; 16])));
     assert_eq!(s.batch_ids(BatchId([5; 16])).expect("ids"), ids[..2].to_vec());
@@ -150,6 +133,30 @@ fn a_sealed_batch_survives_restart_and_delivery_erases_card_data() {
         ids[1..].to_vec(),
         "only the delivered payment's card data is erased"
     );
+}
+
+/// A master store holding three payments, the first two sealed into batch 5 (durably).
+fn master_with_a_sealed_batch(dir: &std::path::Path, vault: CardVault) -> (MasterStore, Vec<PaymentId>) {
+    let payments: Vec<Payment> = (1..=3)
+        .map(|n| Payment {
+            id: PaymentId::mint(1_790_000_000_000, [n; 10]),
+            terminal: TerminalId::parse("t1").expect("valid"),
+            pan: Pan::parse(PAN).expect("valid"),
+            expiry: Expiry::parse("12/30").expect("valid"),
+            amount: Money::new(100, eur()).expect("valid"),
+            seat: "1A".into(),
+            captured_unix_ms: 1_790_000_000_000,
+            items: vec![],
+        })
+        .collect();
+    let ids: Vec<PaymentId> = payments.iter().map(|p| p.id).collect();
+    let s = MasterStore::open(dir, vault, CACHE).expect("open");
+    for p in &payments {
+        s.put(p, [0; 32], Verdict::Stored, None, "FL1", true).expect("put");
+    }
+    let t = s.seal_batch(&header(5, 2, 1), &ids[..2], || ()).expect("seal");
+    tokio_free_wait(&s, t);
+    (s, ids)
 }
 
 fn tokio_free_wait(s: &MasterStore, t: inflight_store::Ticket) {
@@ -189,31 +196,14 @@ fn a_refused_batch_is_quarantined_and_no_longer_blocks_the_next() {
     use inflight_core::aggregator::Phase;
     let dir = tempfile::tempdir().expect("tempdir");
     let vault = || CardVault::from_key(&[2; 32]);
-    let payments: Vec<Payment> = (1..=3)
-        .map(|n| Payment {
-            id: PaymentId::mint(1_790_000_000_000, [n; 10]),
-            terminal: TerminalId::parse("t1").expect("valid"),
-            pan: Pan::parse(PAN).expect("valid"),
-            expiry: Expiry::parse("12/30").expect("valid"),
-            amount: Money::new(100, eur()).expect("valid"),
-            seat: "1A".into(),
-            captured_unix_ms: 1_790_000_000_000,
-            items: vec![],
-        })
-        .collect();
-    let ids: Vec<PaymentId> = payments.iter().map(|p| p.id).collect();
-    {
-        let s = MasterStore::open(dir.path(), vault(), CACHE).expect("open");
-        for p in &payments {
-            s.put(p, [0; 32], Verdict::Stored, None, "FL1", true).expect("put");
-        }
-        let t = s.seal_batch(&header(5, 2, 1), &ids[..2], || ()).expect("seal");
-        tokio_free_wait(&s, t);
+    let ids = {
+        let (s, ids) = master_with_a_sealed_batch(dir.path(), vault());
         let t =
             s.quarantine_batch(BatchId([5; 16]), "batch id already used with different content").expect("quarantine");
         tokio_free_wait(&s, t);
         s.close();
-    }
+        ids
+    };
     let s = MasterStore::open(dir.path(), vault(), CACHE).expect("reopen");
     assert_eq!(s.open_batch().expect("meta"), None, "the refused batch no longer blocks the next");
     let quarantined = s.quarantined_batches().expect("batches");
