@@ -345,3 +345,88 @@ async fn floods_of_connections_and_idle_or_excess_streams_stay_bounded() {
     assert!(after - before < 96.0, "memory grew by {:.1} MiB", after - before);
     drop(streams);
 }
+
+/// Sends the first flight of a QUIC handshake (a client Initial carrying a TLS ClientHello) to
+/// `to`, `count` times, each a new connection, and never answers anything: the half-open
+/// handshakes a spoofing attacker can make for the price of one datagram each.
+fn send_half_open_initials(dep: &Deployment, count: usize) {
+    use quinn::crypto::rustls::QuicClientConfig;
+    let to = master_addr(dep);
+    let tls = tls::client_config_anonymous(tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"), TERMINAL_ALPN)
+        .expect("tls");
+    let client = quinn::ClientConfig::new(std::sync::Arc::new(QuicClientConfig::try_from(tls).expect("quic tls")));
+    let mut ep = quinn_proto::Endpoint::new(Default::default(), None, false, None);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let now = std::time::Instant::now();
+    let mut buf = Vec::new();
+    for _ in 0..count {
+        let (_, mut conn) = ep.connect(now, client.clone(), to, MASTER_NAME).expect("connect");
+        buf.clear();
+        let t = conn.poll_transmit(now, 1, &mut buf).expect("an Initial to send");
+        sock.send_to(&buf[..t.size], to).expect("send");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_half_open_handshakes_does_not_lock_terminals_out() {
+    let dep = Deployment::new(1);
+    dep.set_config("master", "terminals_max", "50");
+    let _master = dep.start_master();
+    // Ten times more never-finished handshakes than the master has terminal slots.
+    tokio::task::block_in_place(|| send_half_open_initials(&dep, 500));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = std::time::Instant::now();
+    let (_conn, mut w, mut r) = open(&dep, client_tls(&dep, "slave-1")).await.expect("an honest terminal connects");
+    let hi = hello(&mut w, &mut r, "slave-1").await;
+    let took = started.elapsed();
+    assert!(matches!(hi, Ok(MasterMsg::Hello { .. })), "honest terminal refused during a flood: {hi:?}");
+    eprintln!("honest terminal connected {took:?} after a flood of 500 half-open handshakes");
+    assert!(took < Duration::from_secs(2), "took {took:?} to connect during a flood");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stolen_certificate_holds_one_connection_and_bounded_memory() {
+    let dep = Deployment::new(2);
+    let (_issuer, master, mut slaves) = dep.start_flight();
+    // Terminal 2's key is stolen; the real terminal 2 is off (it would otherwise take its
+    // connection back each time it reconnects).
+    drop(slaves.pop());
+    let before = master_pid_rss_mib(&master);
+    const CONNECTIONS: usize = 320;
+    // The same terminal certificate, again and again: each connection says Hello, then tries
+    // to open extra streams and fills what it can with data the master never reads.
+    let tls = client_tls(&dep, "slave-2");
+    let mut conns = Vec::new();
+    let mut extra_streams = 0;
+    for _ in 0..CONNECTIONS {
+        let Ok((conn, mut w, mut r)) = open(&dep, tls.clone()).await else { continue };
+        if !matches!(hello(&mut w, &mut r, "slave-2").await, Ok(MasterMsg::Hello { .. })) {
+            continue;
+        }
+        if let Ok(Ok((mut s, _r))) = tokio::time::timeout(Duration::from_millis(50), conn.open_bi()).await {
+            extra_streams += 1;
+            let _ = tokio::time::timeout(Duration::from_millis(50), s.write_all(&[7u8; 256 << 10])).await;
+        }
+        // Fill the one stream too, past the frame limit it would take to notice.
+        let _ = tokio::time::timeout(Duration::from_millis(50), w.stream_mut().write_all(&[0u8; 64 << 10])).await;
+        conns.push((conn, w, r));
+    }
+    assert!(conns.len() > CONNECTIONS / 2, "most connections should complete: {}", conns.len());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alive = conns.iter().filter(|(c, _, _)| c.close_reason().is_none()).count();
+    let after = master_pid_rss_mib(&master);
+    eprintln!(
+        "{} connections under one certificate: {alive} alive at the end, {extra_streams} extra streams opened; \
+         master peak memory {before:.1} MiB before, {after:.1} MiB after",
+        conns.len()
+    );
+    assert_eq!(extra_streams, 0, "a connection may open only the one stream the protocol uses");
+    assert!(alive <= 1, "{alive} connections under one certificate are still open");
+    assert!(after - before < 24.0, "one certificate grew the master by {:.1} MiB", after - before);
+    // The honest terminals keep working.
+    let id = tokio::task::block_in_place(|| honest_capture(&dep, 4));
+    dep.wait_for("the honest payment is at the master", Duration::from_secs(20), || {
+        matches!(dep.master_status(Some(&id))["state"].as_str(), Some("stored" | "decided" | "delivered"))
+    });
+}

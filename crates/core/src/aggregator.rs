@@ -10,9 +10,42 @@ use std::collections::{BTreeSet, HashMap};
 
 use inflight_wire::{BinList, Currency, Money, Payment, PaymentId, RefusalReason, TerminalId, Verdict};
 
-/// Most payments the master holds in one flight. A wide-body cabin selling all flight long stays
-/// far below; past it the master refuses new payments rather than grow without bound.
+/// Most open payments (stored, not yet delivered back) the whole aircraft holds before a full
+/// aircraft refuses payments from terminals above their fair share. A wide-body cabin selling all
+/// flight long stays far below.
 pub const PAYMENTS_MAX: usize = 2_000_000;
+
+/// Most open payments one terminal may have at the master. A seatback sells a few dozen in a
+/// flight and a crew terminal a few thousand; past it, that terminal (a broken or stolen one)
+/// is refused, not the aircraft.
+pub const TERMINAL_OPEN_MAX: usize = 20_000;
+
+/// How much one terminal may hold at the master: what one broken or stolen terminal can take
+/// from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open payments (stored, not yet delivered back) of one terminal.
+    pub terminal_open_max: usize,
+    /// Open payments of the whole aircraft past which only terminals below their fair share
+    /// get new payments stored.
+    pub aircraft_open_max: usize,
+    /// What a terminal may still store when the aircraft is full: its fair share of it. The
+    /// aircraft therefore holds at most `aircraft_open_max` plus one fair share per terminal.
+    pub terminal_fair_share: usize,
+}
+
+impl Limits {
+    /// Limits for an aircraft of up to `terminals_max` terminals.
+    pub fn new(terminal_open_max: usize, aircraft_open_max: usize, terminals_max: usize) -> Self {
+        Self { terminal_open_max, aircraft_open_max, terminal_fair_share: aircraft_open_max / terminals_max.max(1) }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::new(TERMINAL_OPEN_MAX, PAYMENTS_MAX, 2_000)
+    }
+}
 
 /// A digest of a payment's content, computed by the driver (an HMAC of its encoding under the card key file: never a plain hash of card data), used to
 /// tell an honest re-send from a different payment re-using an id.
@@ -83,7 +116,12 @@ pub enum Decision {
     Repeat(Verdict),
     /// The connection's terminal is not the payment's terminal: close the connection.
     WrongTerminal,
-    /// The master is full: close the connection, the terminal keeps the payment and retries.
+    /// New and unanswered, but its terminal is over its share ([`Limits`]): ack this refusal
+    /// without storing anything (the sale app is told `refused`; nothing is carried).
+    Turn(RefusalReason),
+    /// New and already answered `accepted` (it must be carried), but its terminal is over its
+    /// share: close that terminal's connection; it keeps the payment and retries later, when
+    /// delivered results have made room.
     Full,
 }
 
@@ -145,14 +183,42 @@ pub struct Aggregator {
     card_totals: HashMap<(CardKey, Currency), u64>,
     /// The issuer's current list (its rules carry the per-card-per-flight limits).
     bins: Option<BinList>,
+    /// Open payments (stored, not delivered back) per terminal, for [`Limits`].
+    open: HashMap<TerminalId, usize>,
+    /// What one terminal may hold.
+    limits: Limits,
     /// Running totals, kept in step with `index`.
     counts: Counts,
 }
 
 impl Aggregator {
-    /// An empty aggregator.
+    /// An empty aggregator with the default [`Limits`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty aggregator with `limits`.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self { limits, ..Self::default() }
+    }
+
+    /// Open payments of `terminal`.
+    pub fn open_of(&self, terminal: &TerminalId) -> usize {
+        self.open.get(terminal).copied().unwrap_or(0)
+    }
+
+    /// Whether a new payment from `terminal` is past what it may hold, and why.
+    fn over_share(&self, terminal: &TerminalId) -> Option<RefusalReason> {
+        let mine = self.open_of(terminal);
+        let c = &self.counts;
+        let aircraft = c.unconfirmed + c.pending + c.in_batch + c.quarantined + c.decided;
+        if mine >= self.limits.terminal_open_max {
+            Some(RefusalReason::TerminalFull)
+        } else if aircraft as usize >= self.limits.aircraft_open_max && mine >= self.limits.terminal_fair_share {
+            Some(RefusalReason::AircraftFull)
+        } else {
+            None
+        }
     }
 
     /// The BIN list whose rules apply to new payments.
@@ -218,8 +284,8 @@ impl Aggregator {
                 v => Decision::Repeat(v),
             };
         }
-        if self.index.len() >= PAYMENTS_MAX {
-            return Decision::Full;
+        if let Some(reason) = self.over_share(&payment.terminal) {
+            return if answered { Decision::Full } else { Decision::Turn(reason) };
         }
         let limit = self.bins.as_ref().and_then(|b| b.rule_for(&payment.pan)).map(|r| r.card_flight_limit_minor);
         let spent = self.card_totals.get(&(card, payment.amount.currency())).copied().unwrap_or(0);
@@ -310,7 +376,7 @@ impl Aggregator {
                     self.index.insert(*id, e);
                 }
             }
-            Decision::Repeat(_) | Decision::WrongTerminal | Decision::Full => {}
+            Decision::Repeat(_) | Decision::WrongTerminal | Decision::Turn(_) | Decision::Full => {}
         }
     }
 
@@ -405,10 +471,14 @@ impl Aggregator {
             // The index records stored payments as `Stored`; `Held` is only ever an ack.
             Verdict::Stored | Verdict::Held if !e.answered && e.phase == Phase::Pending => {
                 c.unconfirmed += 1;
+                *self.open.entry(e.terminal.clone()).or_default() += 1;
                 *self.card_totals.entry((e.card, e.amount.currency())).or_default() += e.amount.amount_minor();
             }
             Verdict::Stored | Verdict::Held => {
                 c.total += 1;
+                if e.phase != Phase::Delivered {
+                    *self.open.entry(e.terminal.clone()).or_default() += 1;
+                }
                 *self.card_totals.entry((e.card, e.amount.currency())).or_default() += e.amount.amount_minor();
                 match e.phase {
                     Phase::Pending => {
@@ -427,6 +497,16 @@ impl Aggregator {
         }
     }
 
+    /// One open payment of `terminal` fewer.
+    fn close_one(open: &mut HashMap<TerminalId, usize>, terminal: &TerminalId) {
+        if let Some(n) = open.get_mut(terminal) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(terminal);
+            }
+        }
+    }
+
     /// Removes an entry's contribution (the inverse of `account`).
     fn unaccount(&mut self, id: PaymentId, e: &IndexEntry) {
         let c = &mut self.counts;
@@ -435,12 +515,16 @@ impl Aggregator {
             Verdict::Refused(_) => c.refused -= 1,
             Verdict::Stored | Verdict::Held if !e.answered && e.phase == Phase::Pending => {
                 c.unconfirmed -= 1;
+                Self::close_one(&mut self.open, &e.terminal);
                 if let Some(t) = self.card_totals.get_mut(&(e.card, e.amount.currency())) {
                     *t -= e.amount.amount_minor();
                 }
             }
             Verdict::Stored | Verdict::Held => {
                 c.total -= 1;
+                if e.phase != Phase::Delivered {
+                    Self::close_one(&mut self.open, &e.terminal);
+                }
                 if let Some(t) = self.card_totals.get_mut(&(e.card, e.amount.currency())) {
                     *t -= e.amount.amount_minor();
                 }
@@ -723,5 +807,79 @@ mod tests {
         c.counts.total -= 1;
         c.card_totals.insert(([7; 32], eur()), 5);
         assert!(c.check_invariants().is_err(), "per-card totals");
+    }
+
+    /// Submits payment `n` of `terminal` (ids unique per `n`).
+    fn submit(a: &mut Aggregator, n: u8, terminal: &str, answered: bool) -> Decision {
+        let p = payment(n, terminal, 1);
+        a.handle_submit(&t(terminal), &p, answered, [n; 32], [n; 32])
+    }
+
+    #[test]
+    fn a_terminal_over_its_quota_is_refused_without_touching_the_others() {
+        // 3 open payments per terminal; the aircraft is far from full.
+        let mut a = Aggregator::with_limits(Limits::new(3, 1_000, 10));
+        for n in 0..3 {
+            assert_eq!(submit(&mut a, n, "bad", true), Decision::Store { flag: None });
+        }
+        // Unanswered: refused at once, nothing stored, nothing counted.
+        assert_eq!(submit(&mut a, 3, "bad", false), Decision::Turn(RefusalReason::TerminalFull));
+        assert!(a.entry(&payment(3, "bad", 1).id).is_none(), "a turned-away payment is not in the index");
+        // Answered (the sale app was told accepted): never refused, but not stored either
+        // while over quota; the terminal keeps it.
+        assert_eq!(submit(&mut a, 4, "bad", true), Decision::Full);
+        assert!(a.entry(&payment(4, "bad", 1).id).is_none());
+        // Another terminal is served as before.
+        assert_eq!(submit(&mut a, 5, "good", false), Decision::Store { flag: None });
+        assert_eq!(a.open_of(&t("bad")), 3);
+        assert_eq!(a.open_of(&t("good")), 1);
+        // A re-send of a stored payment is still answered from the index.
+        assert_eq!(submit(&mut a, 0, "bad", true), Decision::Repeat(Verdict::Stored));
+    }
+
+    #[test]
+    fn delivered_and_voided_payments_free_a_terminal_s_quota() {
+        let mut a = Aggregator::with_limits(Limits::new(2, 1_000, 10));
+        assert_eq!(submit(&mut a, 0, "x", true), Decision::Store { flag: None });
+        assert_eq!(submit(&mut a, 1, "x", false), Decision::Store { flag: None });
+        assert_eq!(submit(&mut a, 2, "x", false), Decision::Turn(RefusalReason::TerminalFull));
+        let (p0, p1) = (payment(0, "x", 1).id, payment(1, "x", 1).id);
+        // Through the issuer and back: decided is still open, delivered is not.
+        a.advance(p0, Phase::InBatch);
+        a.advance(p0, Phase::Decided);
+        assert_eq!(submit(&mut a, 2, "x", false), Decision::Turn(RefusalReason::TerminalFull));
+        a.advance(p0, Phase::Delivered);
+        assert_eq!(a.open_of(&t("x")), 1);
+        assert_eq!(a.handle_void(&t("x"), p1), VoidDecision::Void);
+        assert_eq!(a.open_of(&t("x")), 0);
+        assert_eq!(submit(&mut a, 2, "x", false), Decision::Store { flag: None });
+    }
+
+    #[test]
+    fn a_full_aircraft_refuses_only_terminals_above_their_fair_share() {
+        // The aircraft is full at 4 open payments; 2 terminals, so a fair share is 2.
+        let mut a = Aggregator::with_limits(Limits::new(100, 4, 2));
+        for n in 0..4 {
+            assert_eq!(submit(&mut a, n, "greedy", true), Decision::Store { flag: None });
+        }
+        assert_eq!(submit(&mut a, 4, "greedy", false), Decision::Turn(RefusalReason::AircraftFull));
+        // The quiet terminal still gets its fair share...
+        assert_eq!(submit(&mut a, 5, "quiet", false), Decision::Store { flag: None });
+        assert_eq!(submit(&mut a, 6, "quiet", false), Decision::Store { flag: None });
+        // ...and no more while the aircraft is full.
+        assert_eq!(submit(&mut a, 7, "quiet", false), Decision::Turn(RefusalReason::AircraftFull));
+    }
+
+    #[test]
+    fn restored_entries_count_against_the_quota() {
+        let mut src = Aggregator::with_limits(Limits::new(2, 1_000, 10));
+        submit(&mut src, 0, "x", true);
+        submit(&mut src, 1, "x", true);
+        let mut a = Aggregator::with_limits(Limits::new(2, 1_000, 10));
+        for n in 0..2 {
+            let id = payment(n, "x", 1).id;
+            a.restore(id, src.entry(&id).cloned().expect("stored"));
+        }
+        assert_eq!(submit(&mut a, 2, "x", false), Decision::Turn(RefusalReason::TerminalFull));
     }
 }

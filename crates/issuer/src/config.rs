@@ -80,7 +80,8 @@ impl IssuerConfig {
         let timers = LinkTimers {
             keep_alive: r.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000)),
             idle: r.millis_or("timers.idle_timeout_ms", ms(10_000), ms(500), ms(600_000)),
-            connect: hello_timeout,
+            // On a server: the deadline of each incoming handshake.
+            connect: r.millis_or("timers.handshake_timeout_ms", ms(3_000), ms(100), ms(60_000)),
             window_bytes: None,
         };
         let cache_bytes = r.u64_or("store.cache_bytes", 32 << 20, 1 << 20, 4 << 30);

@@ -22,8 +22,18 @@ use tokio_util::task::TaskTracker;
 pub use crate::config::IssuerConfig;
 use crate::server::Shared;
 
-/// Most aircraft connected at once.
+/// Most aircraft connections at once (authenticated; handshakes are admitted apart, by
+/// `inflight_net::admission`).
 pub const AIRCRAFT_MAX: usize = 4096;
+
+/// QUIC close code: the issuer serves `AIRCRAFT_MAX` connections already; retry later.
+const CLOSE_BUSY: u32 = 2;
+/// QUIC close code: a newer connection with the same certificate replaced this one.
+const CLOSE_REPLACED: u32 = 3;
+
+/// Connections one aircraft certificate may hold at once: its master probes the ground on short
+/// connections while it uploads on another. A newer one past this closes the oldest.
+pub const CONNECTIONS_PER_AIRCRAFT_MAX: usize = 4;
 
 /// Why the daemon could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -115,22 +125,37 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
             async move { admin_answer(&store, &req) }
         }));
     }
+    let gate = inflight_net::admission::Gate::new();
+    let peers = inflight_net::admission::PeerConnections::new(CONNECTIONS_PER_AIRCRAFT_MAX);
     loop {
         let incoming = tokio::select! {
             _ = cancel.cancelled() => break,
             i = ep.accept() => match i { Some(i) => i, None => break },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            incoming.refuse();
-            continue;
-        };
-        let shared = shared.clone();
+        let Some((incoming, slot)) = gate.admit(incoming, "aircraft") else { continue };
+        let (shared, slots, peers) = (shared.clone(), slots.clone(), peers.clone());
         tasks.spawn(async move {
-            let _permit = permit;
-            match incoming.await {
-                Ok(conn) => server::serve(shared, conn).await,
-                Err(e) => tracing::warn!(error = %e, "aircraft handshake failed"),
-            }
+            let conn = match inflight_net::admission::handshake(incoming, slot, shared.cfg.timers.connect).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::info!(error = %e, "aircraft handshake failed");
+                    return;
+                }
+            };
+            // Only authenticated connections count against the limit.
+            let Ok(_permit) = slots.try_acquire_owned() else {
+                tracing::warn!(remote = %conn.remote_address(), max = AIRCRAFT_MAX, "aircraft limit reached; refusing connection");
+                conn.close(CLOSE_BUSY.into(), b"aircraft limit reached");
+                return;
+            };
+            let _registered = match peers.register(&conn, CLOSE_REPLACED.into()) {
+                Ok(r) => r,
+                Err(e) => {
+                    conn.close(1u32.into(), e.to_string().as_bytes());
+                    return;
+                }
+            };
+            server::serve(shared, conn).await
         });
     }
     tasks.close();

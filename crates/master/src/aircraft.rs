@@ -124,8 +124,9 @@ pub(crate) fn restore(
     flight: String,
     issuer_key: &[u8; 32],
     age_flag: std::time::Duration,
+    limits: inflight_core::aggregator::Limits,
 ) -> Result<(Aircraft, mpsc::Receiver<PendingAck>), StoreError> {
-    let mut agg = Aggregator::new();
+    let mut agg = Aggregator::with_limits(limits);
     for (id, entry) in store.index()? {
         agg.restore(id, entry);
     }
@@ -370,9 +371,28 @@ impl Aircraft {
                 ));
                 return;
             }
+            // Nothing stored: the refusal is acked like a repeat, once what was written before
+            // it is durable (it confirms nothing of its own).
+            Decision::Turn(r) => {
+                tracing::warn!(
+                    payment = %payment.id,
+                    %terminal,
+                    reason = r.as_str(),
+                    open = self.agg.open_of(&terminal),
+                    "terminal over its share of the aircraft; payment refused, not stored"
+                );
+                Ok((self.store.latest(), Verdict::Refused(r)))
+            }
             Decision::Full => {
-                tracing::error!("master payment store is full; refusing new payments");
-                let _ = reply.try_send(Outgoing::Close(ErrorCode::ShuttingDown, "master is full".into()));
+                tracing::error!(
+                    payment = %payment.id,
+                    %terminal,
+                    open = self.agg.open_of(&terminal),
+                    "terminal over its share of the aircraft sent a payment its sale app was told accepted; \
+                     closing its connection until delivered results make room (it keeps the payment)"
+                );
+                let _ =
+                    reply.try_send(Outgoing::Close(ErrorCode::Busy, "terminal over its share of the aircraft".into()));
                 return;
             }
         };

@@ -28,9 +28,14 @@ pub struct MasterConfig {
     pub key_file: PathBuf,
     /// Most terminals connected at once; more are refused at once and retry.
     pub terminals_max: usize,
+    /// Open payments (stored, not delivered back) one terminal may have here.
+    pub terminal_open_payments_max: usize,
+    /// Open payments of the aircraft past which only terminals below their fair share
+    /// (`aircraft_open_payments_max / terminals_max`) get new payments stored.
+    pub aircraft_open_payments_max: usize,
     /// A terminal must send `Hello` within this time of connecting.
     pub hello_timeout: Duration,
-    /// QUIC timers (the connect timer is unused on the server side).
+    /// QUIC timers; `connect` is the deadline of each terminal's handshake.
     pub timers: LinkTimers,
     /// sled page cache size.
     pub cache_bytes: u64,
@@ -91,11 +96,23 @@ impl MasterConfig {
         let cert_file = r.path("tls.cert_file");
         let key_file = r.path("tls.key_file");
         let terminals_max = r.u64_or("limits.terminals_max", 2_000, 1, 100_000) as usize;
+        let terminal_open_payments_max = r.u64_or(
+            "limits.terminal_open_payments_max",
+            inflight_core::aggregator::TERMINAL_OPEN_MAX as u64,
+            1,
+            10_000_000,
+        ) as usize;
+        let aircraft_open_payments_max = r.u64_or(
+            "limits.aircraft_open_payments_max",
+            inflight_core::aggregator::PAYMENTS_MAX as u64,
+            1,
+            100_000_000,
+        ) as usize;
         let hello_timeout = r.millis_or("timers.hello_timeout_ms", ms(5_000), ms(100), ms(60_000));
         let timers = LinkTimers {
             keep_alive: r.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000)),
             idle: r.millis_or("timers.idle_timeout_ms", ms(10_000), ms(500), ms(600_000)),
-            connect: hello_timeout,
+            connect: r.millis_or("timers.handshake_timeout_ms", ms(3_000), ms(100), ms(60_000)),
             window_bytes: Some(inflight_net::endpoint::TERMINAL_WINDOW_BYTES),
         };
         let cache_bytes = r.u64_or("store.cache_bytes", 32 << 20, 1 << 20, 4 << 30);
@@ -144,6 +161,8 @@ impl MasterConfig {
             cert_file: cert_file.expect(missing),
             key_file: key_file.expect(missing),
             terminals_max,
+            terminal_open_payments_max,
+            aircraft_open_payments_max,
             hello_timeout,
             timers,
             cache_bytes,
@@ -163,6 +182,17 @@ impl MasterConfig {
                 timers: ground_timers,
             },
         })
+    }
+}
+
+impl MasterConfig {
+    /// What one terminal may hold at the master.
+    pub fn limits(&self) -> inflight_core::aggregator::Limits {
+        inflight_core::aggregator::Limits::new(
+            self.terminal_open_payments_max,
+            self.aircraft_open_payments_max,
+            self.terminals_max,
+        )
     }
 }
 

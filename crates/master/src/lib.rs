@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use inflight_core::link::LinkOverride;
-use inflight_net::{endpoint, tls, NetError};
+use inflight_net::{admission, endpoint, tls, NetError};
 use inflight_store::{CardVault, MasterStore, StoreError};
-use inflight_wire::{AuthOutcome, PaymentId, Verdict, GROUND_ALPN, TERMINAL_ALPN};
+use inflight_wire::{AuthOutcome, ErrorCode, PaymentId, Verdict, GROUND_ALPN, TERMINAL_ALPN};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -59,8 +59,13 @@ pub fn open_store(cfg: &MasterConfig) -> Result<MasterStore, StoreError> {
 pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), MasterError> {
     let cfg = Arc::new(cfg);
     let store = Arc::new(open_store(&cfg)?);
-    let (actor, acks) =
-        aircraft::restore(store.clone(), cfg.flight_id.clone(), &cfg.ground.issuer_public_key, cfg.payment_age_flag)?;
+    let (actor, acks) = aircraft::restore(
+        store.clone(),
+        cfg.flight_id.clone(),
+        &cfg.ground.issuer_public_key,
+        cfg.payment_age_flag,
+        cfg.limits(),
+    )?;
     let mode = store.setting("link_override")?.and_then(|m| LinkOverride::parse(&m).ok()).unwrap_or_default();
     let link = LinkState::new(&cfg, mode);
     let server_tls = tls::server_config(
@@ -104,7 +109,11 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         cancel.clone(),
     ));
     let connected = Arc::new(AtomicUsize::new(0));
+    // Only authenticated connections take a terminal slot; handshakes are admitted by `gate`.
     let slots = Arc::new(Semaphore::new(cfg.terminals_max));
+    let gate = admission::Gate::new();
+    // One connection per terminal certificate: a newer one closes the older.
+    let peers = admission::PeerConnections::new(1);
     {
         let admin_ctx =
             Admin { events: events_tx.clone(), connected: connected.clone(), store: store.clone(), link: link.clone() };
@@ -118,18 +127,30 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
             _ = cancel.cancelled() => break,
             i = ep.accept() => match i { Some(i) => i, None => break },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(remote = %incoming.remote_address(), max = cfg.terminals_max, "terminal limit reached; refusing connection");
-            incoming.refuse();
-            continue;
-        };
+        let Some((incoming, slot)) = gate.admit(incoming, "terminal") else { continue };
         let (cfg, events_tx, connected, cancel) = (cfg.clone(), events_tx.clone(), connected.clone(), cancel.clone());
+        let (slots, peers) = (slots.clone(), peers.clone());
         tasks.spawn(async move {
-            let _permit = permit;
-            match incoming.await {
-                Ok(conn) => conn::serve(cfg, conn, events_tx, connected, cancel).await,
-                Err(e) => tracing::warn!(error = %e, "terminal handshake failed"),
-            }
+            let conn = match admission::handshake(incoming, slot, cfg.timers.connect).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::info!(error = %e, "terminal handshake failed");
+                    return;
+                }
+            };
+            let Ok(_permit) = slots.try_acquire_owned() else {
+                tracing::warn!(remote = %conn.remote_address(), max = cfg.terminals_max, "terminal limit reached; refusing connection");
+                conn.close(ErrorCode::Busy.as_u32().into(), b"terminal limit reached");
+                return;
+            };
+            let _registered = match peers.register(&conn, ErrorCode::Replaced.as_u32().into()) {
+                Ok(r) => r,
+                Err(e) => {
+                    conn.close(ErrorCode::WrongTerminal.as_u32().into(), e.to_string().as_bytes());
+                    return;
+                }
+            };
+            conn::serve(cfg, conn, events_tx, connected, cancel).await
         });
     }
     tracing::info!("shutting down: closing terminal connections and the ground link");

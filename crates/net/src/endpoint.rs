@@ -16,9 +16,17 @@ use crate::NetError;
 /// when hundreds of terminals connect at once (seen: 1-7 s to connect 500); 4 MiB does not.
 pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
-/// Most bidirectional streams a peer may open at once on one connection. The terminal link
-/// uses one; a little room lets a reconnecting peer overlap, while bounding what one peer costs.
-pub const BIDI_STREAMS_MAX: u32 = 4;
+/// Most bidirectional streams a peer may open at once on one connection. Both links (terminal
+/// and ground) use exactly one per connection; allowing more only let one peer make the server
+/// buffer more (a stolen key once took 380 KiB per connection this way).
+pub const BIDI_STREAMS_MAX: u32 = 1;
+
+/// Connection attempts quinn holds for the accept loop at once.
+pub const INCOMING_MAX: usize = 4 * crate::admission::HANDSHAKES_MAX;
+
+/// Bytes quinn buffers for one connection attempt before the accept loop answers it: a
+/// handshake's first flight, never 0-RTT data.
+pub const INCOMING_BUFFER_BYTES: u64 = 16 << 10;
 
 /// Timers of a link, set explicitly rather than inherited from library defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +35,8 @@ pub struct LinkTimers {
     pub keep_alive: Duration,
     /// A connection silent for this long is dead.
     pub idle: Duration,
-    /// Give up a connection attempt after this long.
+    /// Give up a connection attempt after this long; on a server, the deadline of each
+    /// incoming handshake.
     pub connect: Duration,
     /// Flow-control window per connection, bytes (`None`: quinn's defaults, sized for bulk
     /// transfers). The terminal link carries small frames with a bounded number in flight, so
@@ -84,6 +93,12 @@ pub fn server(addr: SocketAddr, tls: rustls::ServerConfig, timers: LinkTimers) -
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
     let mut cfg = ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(transport(timers)?);
+    // Connection attempts waiting for the accept loop (which answers each at once, see
+    // `admission`): quinn's default of 65,536 with 10 MiB each is sized for 0-RTT, which we
+    // refuse. Past the bound quinn refuses new attempts itself.
+    cfg.max_incoming(INCOMING_MAX);
+    cfg.incoming_buffer_size(INCOMING_BUFFER_BYTES);
+    cfg.incoming_buffer_size_total(INCOMING_MAX as u64 * INCOMING_BUFFER_BYTES);
     Endpoint::new(EndpointConfig::default(), Some(cfg), udp_socket(addr)?, Arc::new(TokioRuntime))
         .map_err(|e| NetError::Socket { addr, detail: e.to_string() })
 }

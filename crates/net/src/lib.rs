@@ -2,6 +2,8 @@
 //!
 //! - [`tls`]: rustls configurations with exactly one crypto provider (ring), TLS 1.3 only,
 //!   mutual authentication, no 0-RTT; certificates and keys read from PEM files.
+//! - [`admission`]: which connection attempts get a handshake (bounded, per address, QUIC Retry
+//!   under pressure, a deadline), and one live connection per peer certificate.
 //! - [`endpoint`]: quinn endpoints on sockets with large buffers, explicit keep-alive and idle
 //!   timeouts, and our own connect timeout.
 //! - [`identity`]: who is on the other end, taken from its verified certificate.
@@ -10,6 +12,7 @@
 //!
 //! What it is not: it makes no payment decisions and stores nothing.
 
+pub mod admission;
 pub mod endpoint;
 mod error;
 pub mod framed;

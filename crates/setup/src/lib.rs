@@ -179,6 +179,8 @@ cert_file = "{root}/pki/issuer.pem"
 key_file = "{root}/pki/issuer.key"
 
 [timers]
+# An aircraft's TLS handshake must finish this soon after its first packet.
+handshake_timeout_ms = 3000
 hello_timeout_ms = 5000
 keep_alive_ms = 1000
 idle_timeout_ms = 5000
@@ -219,10 +221,20 @@ cert_file = "{root}/pki/master.pem"
 key_file = "{root}/pki/master.key"
 
 [limits]
-# Most terminals connected at once; further connections are refused and retry.
+# Most terminals connected at once (authenticated connections: handshakes in progress are
+# bounded apart, and a flood of them cannot take these slots); further ones are refused and retry.
 terminals_max = 2000
+# Open payments (stored, not yet delivered back) one terminal may have here; past it that
+# terminal's new payments are refused (terminal_full), not the aircraft's.
+terminal_open_payments_max = 20000
+# Open payments of the whole aircraft; past it only terminals below their fair share
+# (this / terminals_max) get new payments stored, the others' are refused (aircraft_full).
+aircraft_open_payments_max = 2000000
 
 [timers]
+# A terminal's TLS handshake must finish this soon after its first packet (half-open
+# handshakes from a flood are dropped at this deadline).
+handshake_timeout_ms = 3000
 # A terminal must say Hello this soon after its handshake.
 hello_timeout_ms = 5000
 keep_alive_ms = 2000

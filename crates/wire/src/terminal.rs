@@ -15,8 +15,9 @@ use crate::{AuthOutcome, Payment, PaymentId, SignedBinList, TerminalId};
 pub const TERMINAL_ALPN: &[u8] = b"inflight-terminal/1";
 /// Version carried in `Hello`; a peer speaking another version gets an error frame, then close.
 /// 2: `Verdict::Held`, `TerminalMsg::Void`, `MasterMsg::VoidAck` (a payment is carried only once
-/// its terminal confirms the sale app was told `accepted`).
-pub const TERMINAL_PROTOCOL_VERSION: u16 = 2;
+/// its terminal confirms the sale app was told `accepted`). 3: refusals `terminal_full` and
+/// `aircraft_full`, close codes `Busy` and `Replaced`.
+pub const TERMINAL_PROTOCOL_VERSION: u16 = 3;
 /// Largest frame on the terminal link. A payment with its maximum line items is under 2 KiB;
 /// 16 KiB leaves room for growth while bounding what one peer can make us buffer.
 pub const TERMINAL_FRAME_BYTES_MAX: usize = 16 * 1024;
@@ -129,6 +130,12 @@ pub enum RefusalReason {
     IdConflict,
     /// The terminal voided it: its sale app was never told `accepted`. Never carried.
     Voided,
+    /// The terminal holds as many open payments at the master as one terminal may (a broken
+    /// or stolen terminal): this one is not stored.
+    TerminalFull,
+    /// The aircraft holds as many open payments as it may, and this terminal its fair share of
+    /// them: this one is not stored.
+    AircraftFull,
 }
 
 impl RefusalReason {
@@ -138,6 +145,8 @@ impl RefusalReason {
             RefusalReason::OverCardFlightLimit => "over_card_flight_limit",
             RefusalReason::IdConflict => "id_conflict",
             RefusalReason::Voided => "voided",
+            RefusalReason::TerminalFull => "terminal_full",
+            RefusalReason::AircraftFull => "aircraft_full",
         }
     }
 }
@@ -161,6 +170,10 @@ pub enum ErrorCode {
     Protocol = 4,
     /// The master is shutting down.
     ShuttingDown = 5,
+    /// The master serves as many terminals as it may (`terminals_max`): retry later.
+    Busy = 6,
+    /// A newer connection with the same certificate replaced this one.
+    Replaced = 7,
 }
 
 impl ErrorCode {

@@ -25,7 +25,7 @@ fn hex(b: &[u8]) -> String {
 fn golden_bytes() {
     let hello =
         TerminalMsg::Hello { version: TERMINAL_PROTOCOL_VERSION, terminal: TerminalId::parse("t1").expect("valid") };
-    assert_eq!(hex(&encode(&hello)), "0002027431");
+    assert_eq!(hex(&encode(&hello)), "0003027431");
 
     let submit = TerminalMsg::Submit { payment: sample_payment(), answered: false };
     assert_eq!(hex(&encode(&submit)), GOLDEN_SUBMIT);
@@ -43,6 +43,19 @@ fn golden_bytes() {
     assert_eq!(hex(&encode(&void)), format!("03{}", "cd".repeat(16)));
     let void_ack = MasterMsg::VoidAck { id: PaymentId::from_bytes([0xcd; 16]), carried: false };
     assert_eq!(hex(&encode(&void_ack)), format!("05{}00", "cd".repeat(16)));
+
+    // Protocol 3: refusals of a terminal over its share, close codes `Busy` and `Replaced`.
+    let full = MasterMsg::Ack {
+        id: PaymentId::from_bytes([0xab; 16]),
+        verdict: Verdict::Refused(RefusalReason::TerminalFull),
+    };
+    assert_eq!(hex(&encode(&full)), format!("01{}0103", "ab".repeat(16)));
+    let aircraft = MasterMsg::Ack {
+        id: PaymentId::from_bytes([0xab; 16]),
+        verdict: Verdict::Refused(RefusalReason::AircraftFull),
+    };
+    assert_eq!(hex(&encode(&aircraft)), format!("01{}0104", "ab".repeat(16)));
+    assert_eq!((ErrorCode::Busy.as_u32(), ErrorCode::Replaced.as_u32()), (6, 7));
 }
 
 const GOLDEN_SUBMIT: &str = concat!(
