@@ -94,7 +94,13 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         "inflight-issuer running"
     );
     let validity = cfg.bin_list_validity;
-    let shared = Arc::new(Shared { cfg, store: store.clone(), programme, signed });
+    let shared = Arc::new(Shared {
+        cfg,
+        store: store.clone(),
+        programme,
+        signed,
+        items_budget: tokio::sync::Semaphore::new(server::ITEMS_IN_MEMORY_MAX),
+    });
     let tasks = TaskTracker::new();
     // Renewal: the same version signed again with a fresh window, every quarter of the validity,
     // so a fleet that sees the ground never holds an expired list.

@@ -25,7 +25,17 @@ pub struct Shared {
     /// The list as published: the programme with its current validity window, signed; renewed
     /// (same version, fresh window) by a task in `run`.
     pub signed: std::sync::Mutex<SignedBinList>,
+    /// Batch items held in memory across every connection, at most [`ITEMS_IN_MEMORY_MAX`]: a
+    /// batch takes its header's count before its items are read, so a fleet uploading at once
+    /// queues instead of holding `AIRCRAFT_MAX` batches (QUIC flow control holds the rest back
+    /// at the sender).
+    pub items_budget: tokio::sync::Semaphore,
 }
+
+/// Batch items the issuer holds in memory at once, across all aircraft: one largest batch
+/// (about 200 bytes each in memory, so about 200 MB). A batch is held whole until it is checked
+/// against its header; streaming it to the store instead is part of issue 11.
+pub const ITEMS_IN_MEMORY_MAX: usize = BATCH_PAYMENTS_MAX as usize;
 
 /// Serves one aircraft until it leaves or breaks the protocol.
 pub async fn serve(shared: Arc<Shared>, conn: Connection) {
@@ -130,6 +140,13 @@ async fn batch(
     if start == BatchStart::Conflict {
         return refuse(w, &header, "batch id already used with different content").await;
     }
+    // The count is at most BATCH_PAYMENTS_MAX = ITEMS_IN_MEMORY_MAX (checked above), so this
+    // always succeeds once earlier batches are done; the semaphore is never closed.
+    let _held = shared
+        .items_budget
+        .acquire_many(header.count)
+        .await
+        .map_err(|_| NetError::Connection("issuer shutting down".into()))?;
     // Items are held until the whole batch is checked against its header: a batch that does not
     // match is refused with nothing decided under its id.
     let mut items: Vec<BatchItem> = Vec::with_capacity(header.count.min(65_536) as usize);
