@@ -16,7 +16,11 @@ use inflight_wire::{
     TERMINAL_FRAME_BYTES_MAX, TERMINAL_PROTOCOL_VERSION,
 };
 
-const MASTER_NAME: &str = "master.aircraft.inflight";
+/// The name on this deployment's aircraft server certificate.
+fn master_name(dep: &Deployment) -> String {
+    let cfg: toml::Table = std::fs::read_to_string(dep.config("slave-1")).expect("config").parse().expect("toml");
+    cfg["master"]["server_name"].as_str().expect("server_name").to_owned()
+}
 
 fn master_addr(dep: &Deployment) -> SocketAddr {
     let cfg: toml::Table = std::fs::read_to_string(dep.config("master")).expect("config").parse().expect("toml");
@@ -30,7 +34,7 @@ async fn open(
 ) -> Result<(quinn::Connection, FrameWriter, FrameReader), String> {
     let ep =
         endpoint::client("127.0.0.1:0".parse().expect("addr"), tls, Default::default()).map_err(|e| e.to_string())?;
-    let conn = endpoint::connect(&ep, master_addr(dep), MASTER_NAME, Duration::from_secs(3))
+    let conn = endpoint::connect(&ep, master_addr(dep), &master_name(dep), Duration::from_secs(3))
         .await
         .map_err(|e| e.to_string())?;
     let (s, r) = conn.open_bi().await.map_err(|e| e.to_string())?;
@@ -44,7 +48,7 @@ fn client_tls(dep: &Deployment, terminal: &str) -> rustls::ClientConfig {
         &dep.path(&format!("pki/{terminal}.key")),
     )
     .expect("identity");
-    tls::client_config(id, tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"), TERMINAL_ALPN).expect("tls")
+    tls::client_config(id, tls::roots(&dep.path("pki/aircraft-ca.pem")).expect("ca"), TERMINAL_ALPN).expect("tls")
 }
 
 async fn hello(w: &mut FrameWriter, r: &mut FrameReader, as_terminal: &str) -> Result<MasterMsg, String> {
@@ -111,14 +115,14 @@ async fn certificates_from_another_ca_or_none_are_refused_at_the_handshake() {
     )
     .expect("identity");
     let cfg =
-        tls::client_config(id, tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"), TERMINAL_ALPN).expect("tls");
+        tls::client_config(id, tls::roots(&dep.path("pki/aircraft-ca.pem")).expect("ca"), TERMINAL_ALPN).expect("tls");
     let wrong_ca = match open(&dep, cfg).await {
         Err(e) => Err(e),
         Ok((_c, mut w, mut r)) => hello(&mut w, &mut r, "slave-1").await.map(|_| ()),
     };
     assert!(wrong_ca.is_err(), "a certificate from another CA must be refused");
 
-    let anon = tls::client_config_anonymous(tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"), TERMINAL_ALPN)
+    let anon = tls::client_config_anonymous(tls::roots(&dep.path("pki/aircraft-ca.pem")).expect("ca"), TERMINAL_ALPN)
         .expect("tls");
     let no_cert = match open(&dep, anon).await {
         Err(e) => Err(e),
@@ -216,7 +220,7 @@ async fn try_identity(dep: &Deployment, pair: &inflight_net::pki::PemPair) -> Re
         &write_pem(tmp.path(), "k.pem", &pair.key_pem),
     )
     .map_err(|e| e.to_string())?;
-    let cfg = tls::client_config(id, tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"), TERMINAL_ALPN)
+    let cfg = tls::client_config(id, tls::roots(&dep.path("pki/aircraft-ca.pem")).expect("ca"), TERMINAL_ALPN)
         .map_err(|e| e.to_string())?;
     let (_c, mut w, mut r) = open(dep, cfg).await?;
     hello(&mut w, &mut r, "slave-1").await
@@ -226,8 +230,9 @@ async fn try_identity(dep: &Deployment, pair: &inflight_net::pki::PemPair) -> Re
 async fn self_signed_expired_not_yet_valid_and_wrong_usage_certificates_are_refused() {
     let dep = Deployment::new(1);
     let _master = dep.start_master();
-    let key = std::fs::read_to_string(dep.path("pki/airline-ca.key")).expect("CA key");
-    let ca = DevCa::from_key(inflight_setup::AIRLINE_CA_NAME, &key).expect("CA");
+    let role = inflight_setup::provision::Role::Terminal;
+    let key = std::fs::read_to_string(dep.path(&role.ca_key())).expect("CA key");
+    let ca = DevCa::from_key(role.ca_name(), &key).expect("CA");
     let name = "slave-1.terminal.inflight";
     // Control: a fresh, correct certificate from the same CA is accepted.
     let good = ca.issue(name, true, false, Validity::default()).expect("cert");
@@ -313,15 +318,16 @@ async fn floods_of_connections_and_idle_or_excess_streams_stay_bounded() {
     assert!(opened <= inflight_net::endpoint::BIDI_STREAMS_MAX as usize, "{opened} extra streams opened");
 
     // A flood: hundreds of handshakes without a certificate and authenticated idle connections.
-    let anon = tls::client_config_anonymous(tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"), TERMINAL_ALPN)
+    let anon = tls::client_config_anonymous(tls::roots(&dep.path("pki/aircraft-ca.pem")).expect("ca"), TERMINAL_ALPN)
         .expect("tls");
     let mut flood = Vec::new();
     for i in 0..300 {
         let cfg = if i % 3 == 0 { client_tls(&dep, "slave-1") } else { anon.clone() };
         let dep_addr = master_addr(&dep);
+        let name = master_name(&dep);
         flood.push(tokio::spawn(async move {
             let ep = endpoint::client("127.0.0.1:0".parse().expect("addr"), cfg, Default::default()).expect("endpoint");
-            let c = endpoint::connect(&ep, dep_addr, MASTER_NAME, Duration::from_secs(5)).await;
+            let c = endpoint::connect(&ep, dep_addr, &name, Duration::from_secs(5)).await;
             if let Ok(c) = &c {
                 let _ = c.open_bi().await;
             }
@@ -352,7 +358,7 @@ async fn floods_of_connections_and_idle_or_excess_streams_stay_bounded() {
 fn send_half_open_initials(dep: &Deployment, count: usize) {
     use quinn::crypto::rustls::QuicClientConfig;
     let to = master_addr(dep);
-    let tls = tls::client_config_anonymous(tls::roots(&dep.path("pki/airline-ca.pem")).expect("ca"), TERMINAL_ALPN)
+    let tls = tls::client_config_anonymous(tls::roots(&dep.path("pki/aircraft-ca.pem")).expect("ca"), TERMINAL_ALPN)
         .expect("tls");
     let client = quinn::ClientConfig::new(std::sync::Arc::new(QuicClientConfig::try_from(tls).expect("quic tls")));
     let mut ep = quinn_proto::Endpoint::new(Default::default(), None, false, None);
@@ -360,7 +366,7 @@ fn send_half_open_initials(dep: &Deployment, count: usize) {
     let now = std::time::Instant::now();
     let mut buf = Vec::new();
     for _ in 0..count {
-        let (_, mut conn) = ep.connect(now, client.clone(), to, MASTER_NAME).expect("connect");
+        let (_, mut conn) = ep.connect(now, client.clone(), to, &master_name(dep)).expect("connect");
         buf.clear();
         let t = conn.poll_transmit(now, 1, &mut buf).expect("an Initial to send");
         sock.send_to(&buf[..t.size], to).expect("send");
@@ -429,4 +435,78 @@ async fn one_stolen_certificate_holds_one_connection_and_bounded_memory() {
     dep.wait_for("the honest payment is at the master", Duration::from_secs(20), || {
         matches!(dep.master_status(Some(&id))["state"].as_str(), Some("stored" | "decided" | "delivered"))
     });
+}
+
+/// Runs `inflight-setup` with `args` against the deployment's folder; its stdout.
+fn setup(dep: &Deployment, args: &[&str]) -> String {
+    let out = std::process::Command::new(inflight_e2e::bin("inflight-setup"))
+        .args(args)
+        .args(["--dir", dep.path("").to_str().expect("utf-8 path")])
+        .output()
+        .expect("run inflight-setup");
+    assert!(out.status.success(), "inflight-setup {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn terminal_hello(dep: &Deployment, terminal: &str) -> Result<MasterMsg, String> {
+    let (_c, mut w, mut r) = open(dep, client_tls(dep, terminal)).await?;
+    hello(&mut w, &mut r, terminal).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_terminal_is_refused_at_its_next_handshake_without_a_restart() {
+    let dep = Deployment::new(2);
+    let _master = dep.start_master();
+    assert!(matches!(terminal_hello(&dep, "slave-1").await, Ok(MasterMsg::Hello { .. })), "before revocation");
+    let said = setup(&dep, &["revoke", "--name", "slave-1"]);
+    assert!(said.contains("revoked 1 certificate"), "{said}");
+    // The master polls its TLS files every second.
+    tokio::time::sleep(inflight_net::reload::TLS_RELOAD_POLL * 2 + Duration::from_millis(500)).await;
+    let after = terminal_hello(&dep, "slave-1").await;
+    assert!(after.is_err(), "a revoked terminal must be refused: {after:?}");
+    assert!(matches!(terminal_hello(&dep, "slave-2").await, Ok(MasterMsg::Hello { .. })), "others still served");
+    // Renewal is enrolling again: a new certificate (new serial) for the same terminal works.
+    setup(&dep, &["enroll", "--role", "terminal", "--id", "slave-1"]);
+    assert!(matches!(terminal_hello(&dep, "slave-1").await, Ok(MasterMsg::Hello { .. })), "re-enrolled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_domains_are_separate_at_the_handshake() {
+    let dep = Deployment::new(1);
+    let _issuer = dep.start_issuer();
+    // A terminal's certificate does not even complete a handshake with the issuer.
+    let cfg: toml::Table = std::fs::read_to_string(dep.config("master")).expect("config").parse().expect("toml");
+    let issuer_addr: SocketAddr = cfg["ground"]["issuer_addr"].as_str().expect("addr").parse().expect("addr");
+    let id = tls::Identity::from_pem_files(&dep.path("pki/slave-1.pem"), &dep.path("pki/slave-1.key")).expect("id");
+    let ground =
+        tls::client_config(id, tls::roots(&dep.path("pki/issuer-ca.pem")).expect("ca"), inflight_wire::GROUND_ALPN)
+            .expect("tls");
+    let ep = endpoint::client("127.0.0.1:0".parse().expect("addr"), ground, Default::default()).expect("endpoint");
+    let conn = endpoint::connect(&ep, issuer_addr, inflight_setup::ISSUER_SERVER_NAME, Duration::from_secs(3)).await;
+    // The server's verdict on our certificate reaches us right after the handshake: either the
+    // connect fails, or the connection is closed before a stream can be used.
+    let refused = match conn {
+        Err(_) => true,
+        Ok(c) => tokio::time::timeout(Duration::from_secs(3), c.closed()).await.is_ok(),
+    };
+    assert!(refused, "the issuer accepted a terminal certificate");
+
+    // Another aircraft's server, with a certificate from the same aircraft CA, cannot pass for
+    // this aircraft's master: terminals check their own aircraft's server name.
+    setup(&dep, &["enroll", "--role", "aircraft", "--id", "d-other", "--name", "other-master"]);
+    let other = tls::Identity::from_pem_files(&dep.path("pki/other-master.pem"), &dep.path("pki/other-master.key"))
+        .expect("identity");
+    let server = tls::server_config(other, tls::roots(&dep.path("pki/terminal-ca.pem")).expect("ca"), TERMINAL_ALPN)
+        .expect("tls");
+    let impostor = endpoint::server("127.0.0.1:0".parse().expect("addr"), server, Default::default()).expect("server");
+    let addr = impostor.local_addr().expect("bound");
+    tokio::spawn(async move {
+        while let Some(i) = impostor.accept().await {
+            let _ = i.await;
+        }
+    });
+    let ep = endpoint::client("127.0.0.1:0".parse().expect("addr"), client_tls(&dep, "slave-1"), Default::default())
+        .expect("endpoint");
+    let to_impostor = endpoint::connect(&ep, addr, &master_name(&dep), Duration::from_secs(3)).await;
+    assert!(to_impostor.is_err(), "a terminal accepted another aircraft's server");
 }

@@ -113,6 +113,12 @@ impl ConfigReader {
         self.parse(key, |s| if s.is_empty() { Err("must not be empty") } else { Ok(base.join(s)) })
     }
 
+    /// An optional path, resolved against the config file's folder.
+    pub fn optional_path(&mut self, key: &str) -> Option<PathBuf> {
+        self.raw(key)?;
+        self.path(key)
+    }
+
     /// A required socket address (`127.0.0.1:7400`).
     pub fn socket_addr(&mut self, key: &str) -> Option<SocketAddr> {
         self.parse(key, |s| s.parse::<SocketAddr>().map_err(|e| format!("{e} (want host:port, e.g. 127.0.0.1:7400)")))

@@ -35,6 +35,9 @@ pub struct IssuerConfig {
     pub capture_age_max: Duration,
     /// CA whose aircraft certificates are accepted.
     pub ca_file: PathBuf,
+    /// Revocation list of the aircraft CA (PEM), if any: a revoked aircraft is refused at its
+    /// next handshake. Re-read (with the certificate and key) whenever it changes on disk.
+    pub crl_file: Option<PathBuf>,
     /// The issuer's certificate chain (PEM).
     pub cert_file: PathBuf,
     /// Its key (PEM).
@@ -74,6 +77,7 @@ impl IssuerConfig {
         let validity_s = r.u64_or("bin_list_validity_seconds", 0, 0, 24 * 365 * 3600);
         let capture_age_max_days = r.u64_or("capture_age_max_days", 30, 1, 400);
         let ca_file = r.path("tls.ca_file");
+        let crl_file = r.optional_path("tls.crl_file");
         let cert_file = r.path("tls.cert_file");
         let key_file = r.path("tls.key_file");
         let hello_timeout = r.millis_or("timers.hello_timeout_ms", ms(5_000), ms(100), ms(60_000));
@@ -102,6 +106,7 @@ impl IssuerConfig {
             bin_list_validity: Duration::from_secs(if validity_s > 0 { validity_s } else { validity_h * 3600 }),
             capture_age_max: Duration::from_secs(capture_age_max_days * 86_400),
             ca_file: ca_file.expect(missing),
+            crl_file,
             cert_file: cert_file.expect(missing),
             key_file: key_file.expect(missing),
             hello_timeout,

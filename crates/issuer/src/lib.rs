@@ -79,9 +79,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         inflight_daemon::unix_ms_now(),
     );
     let signed = std::sync::Mutex::new(signer.sign(&programme));
-    let id = tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?;
-    let server_tls = tls::server_config(id, tls::roots(&cfg.ca_file)?, GROUND_ALPN)?;
-    let ep = endpoint::server(cfg.listen, server_tls, cfg.timers)?;
+    let ep = endpoint::server_with(cfg.listen, aircraft_server_config(&cfg)?)?;
     let admin = inflight_daemon::local::bind(&cfg.admin_socket)
         .await
         .map_err(|e| IssuerError::Socket { path: cfg.admin_socket.clone(), detail: e.to_string() })?;
@@ -131,6 +129,13 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
             async move { admin_answer(&store, &req) }
         }));
     }
+    {
+        let c = shared.cfg.clone();
+        let files = [Some(&c.ca_file), c.crl_file.as_ref(), Some(&c.cert_file), Some(&c.key_file)];
+        let files = files.into_iter().flatten().cloned().collect();
+        let build = move || aircraft_server_config(&c);
+        tasks.spawn(inflight_net::reload::watch_server(ep.clone(), files, build, "aircraft", cancel.clone()));
+    }
     let gate = inflight_net::admission::Gate::new();
     let peers = inflight_net::admission::PeerConnections::new(CONNECTIONS_PER_AIRCRAFT_MAX);
     loop {
@@ -173,6 +178,18 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
     let _ = std::fs::remove_file(&shared.cfg.admin_socket);
     tracing::info!("inflight-issuer stopped");
     Ok(())
+}
+
+/// The aircraft side's QUIC configuration, from the files (built again when they change).
+fn aircraft_server_config(cfg: &IssuerConfig) -> Result<inflight_net::ServerConfig, NetError> {
+    let crls = cfg.crl_file.as_deref().map(tls::crls).transpose()?.unwrap_or_default();
+    let tls = tls::server_config_with_crls(
+        tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?,
+        tls::roots(&cfg.ca_file)?,
+        crls,
+        GROUND_ALPN,
+    )?;
+    endpoint::server_config(tls, cfg.timers)
 }
 
 /// `list` with a validity window starting now (less an allowance for clocks that run behind the

@@ -22,6 +22,9 @@ pub struct MasterConfig {
     pub listen: SocketAddr,
     /// CA whose certificates terminals must present.
     pub ca_file: PathBuf,
+    /// Revocation list of the terminal CA (PEM), if any: a revoked terminal is refused at its
+    /// next handshake. Re-read (with the certificate and key) whenever it changes on disk.
+    pub crl_file: Option<PathBuf>,
     /// The master's certificate chain (PEM).
     pub cert_file: PathBuf,
     /// Its private key (PEM).
@@ -93,6 +96,7 @@ impl MasterConfig {
         let log_format = r.parse_or("log_format", LogFormat::Plain, LogFormat::parse);
         let listen = r.socket_addr("listen");
         let ca_file = r.path("tls.ca_file");
+        let crl_file = r.optional_path("tls.crl_file");
         let cert_file = r.path("tls.cert_file");
         let key_file = r.path("tls.key_file");
         let terminals_max = r.u64_or("limits.terminals_max", 2_000, 1, 100_000) as usize;
@@ -158,6 +162,7 @@ impl MasterConfig {
             admin_socket: admin_socket.expect(missing),
             listen: listen.expect(missing),
             ca_file: ca_file.expect(missing),
+            crl_file,
             cert_file: cert_file.expect(missing),
             key_file: key_file.expect(missing),
             terminals_max,

@@ -68,17 +68,12 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     )?;
     let mode = store.setting("link_override")?.and_then(|m| LinkOverride::parse(&m).ok()).unwrap_or_default();
     let link = LinkState::new(&cfg, mode);
-    let server_tls = tls::server_config(
-        tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?,
-        tls::roots(&cfg.ca_file)?,
-        TERMINAL_ALPN,
-    )?;
     let ground_tls = tls::client_config(
         tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?,
         tls::roots(&cfg.ground.issuer_ca_file)?,
         GROUND_ALPN,
     )?;
-    let ep = endpoint::server(cfg.listen, server_tls, cfg.timers)?;
+    let ep = endpoint::server_with(cfg.listen, terminal_server_config(&cfg)?)?;
     let bind = if cfg.ground.issuer_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     let ground_ep = endpoint::client(bind.parse().expect("literal socket address"), ground_tls, cfg.ground.timers)?;
     let admin = inflight_daemon::local::bind(&cfg.admin_socket)
@@ -108,6 +103,13 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         events_tx.clone(),
         cancel.clone(),
     ));
+    {
+        let c = cfg.clone();
+        let files = [Some(&cfg.ca_file), cfg.crl_file.as_ref(), Some(&cfg.cert_file), Some(&cfg.key_file)];
+        let files = files.into_iter().flatten().cloned().collect();
+        let build = move || terminal_server_config(&c);
+        tasks.spawn(inflight_net::reload::watch_server(ep.clone(), files, build, "terminals", cancel.clone()));
+    }
     let connected = Arc::new(AtomicUsize::new(0));
     // Only authenticated connections take a terminal slot; handshakes are admitted by `gate`.
     let slots = Arc::new(Semaphore::new(cfg.terminals_max));
@@ -170,6 +172,18 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let _ = std::fs::remove_file(&cfg.admin_socket);
     tracing::info!("inflight-master stopped");
     Ok(())
+}
+
+/// The terminal side's QUIC configuration, from the files (built again when they change).
+fn terminal_server_config(cfg: &MasterConfig) -> Result<inflight_net::ServerConfig, NetError> {
+    let crls = cfg.crl_file.as_deref().map(tls::crls).transpose()?.unwrap_or_default();
+    let tls = tls::server_config_with_crls(
+        tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?,
+        tls::roots(&cfg.ca_file)?,
+        crls,
+        TERMINAL_ALPN,
+    )?;
+    endpoint::server_config(tls, cfg.timers)
 }
 
 /// What the admin API reaches.

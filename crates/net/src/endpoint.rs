@@ -90,6 +90,18 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
 
 /// A server endpoint bound to `addr`.
 pub fn server(addr: SocketAddr, tls: rustls::ServerConfig, timers: LinkTimers) -> Result<Endpoint, NetError> {
+    server_with(addr, server_config(tls, timers)?)
+}
+
+/// A server endpoint bound to `addr` with a ready [`server_config`].
+pub fn server_with(addr: SocketAddr, cfg: ServerConfig) -> Result<Endpoint, NetError> {
+    Endpoint::new(EndpointConfig::default(), Some(cfg), udp_socket(addr)?, Arc::new(TokioRuntime))
+        .map_err(|e| NetError::Socket { addr, detail: e.to_string() })
+}
+
+/// The QUIC server configuration of [`server`]; give a new one to `Endpoint::set_server_config`
+/// to change certificates or revocation lists without a restart (new handshakes use it).
+pub fn server_config(tls: rustls::ServerConfig, timers: LinkTimers) -> Result<ServerConfig, NetError> {
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
     let mut cfg = ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(transport(timers)?);
@@ -99,8 +111,7 @@ pub fn server(addr: SocketAddr, tls: rustls::ServerConfig, timers: LinkTimers) -
     cfg.max_incoming(INCOMING_MAX);
     cfg.incoming_buffer_size(INCOMING_BUFFER_BYTES);
     cfg.incoming_buffer_size_total(INCOMING_MAX as u64 * INCOMING_BUFFER_BYTES);
-    Endpoint::new(EndpointConfig::default(), Some(cfg), udp_socket(addr)?, Arc::new(TokioRuntime))
-        .map_err(|e| NetError::Socket { addr, detail: e.to_string() })
+    Ok(cfg)
 }
 
 /// A client endpoint on an ephemeral port of `bind` (use `0.0.0.0:0` or `127.0.0.1:0`).

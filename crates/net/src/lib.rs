@@ -8,6 +8,7 @@
 //!   timeouts, and our own connect timeout.
 //! - [`identity`]: who is on the other end, taken from its verified certificate.
 //! - [`framed`]: length-delimited frames with a maximum size, carrying `inflight-wire` messages.
+//! - [`reload`]: certificates and revocation lists picked up from disk without a restart.
 //! - [`pki`]: a development CA and certificates, for `inflight-setup` and tests.
 //!
 //! What it is not: it makes no payment decisions and stores nothing.
@@ -18,7 +19,8 @@ mod error;
 pub mod framed;
 pub mod identity;
 pub mod pki;
+pub mod reload;
 pub mod tls;
 
 pub use error::NetError;
-pub use quinn::{Connection, Endpoint};
+pub use quinn::{Connection, Endpoint, ServerConfig};

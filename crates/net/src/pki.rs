@@ -1,7 +1,11 @@
-//! A development PKI: an airline CA and the certificates of an aircraft and its terminals.
-//! Production deployments use the airline's real CA; the file layout is the same.
+//! A small PKI: CAs, the certificates they issue (each with a random serial number), and the
+//! revocation lists they sign. `inflight-setup` uses it for a development deployment and for
+//! the provisioning commands an airline runs with its own CAs.
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
+};
 
 use crate::NetError;
 
@@ -12,6 +16,20 @@ pub struct PemPair {
     pub cert_pem: String,
     /// Its private key (PKCS#8).
     pub key_pem: String,
+    /// The certificate's serial number: what a revocation list names.
+    pub serial: Vec<u8>,
+}
+
+/// Bytes of a random serial number (RFC 5280 allows up to 20; 16 random bytes never collide).
+const SERIAL_BYTES: usize = 16;
+
+/// A fresh random serial number, positive as RFC 5280 requires.
+fn random_serial() -> Result<Vec<u8>, NetError> {
+    use ring::rand::SecureRandom;
+    let mut s = vec![0u8; SERIAL_BYTES];
+    ring::rand::SystemRandom::new().fill(&mut s).map_err(|_| NetError::Pki("system random source failed".into()))?;
+    s[0] = (s[0] & 0x7f) | 0x01;
+    Ok(s)
 }
 
 /// A CA able to issue certificates.
@@ -33,6 +51,46 @@ impl Default for Validity {
     fn default() -> Self {
         Self { not_before: (2024, 1, 1), not_after: (2049, 12, 31) }
     }
+}
+
+/// How long a terminal, aircraft or issuer certificate is valid by default: short, so that a
+/// lost key stops working on its own even where no revocation list reaches; renewed by
+/// enrolling again (README, "Certificates in production").
+pub const LEAF_VALIDITY_DAYS: u32 = 30;
+
+/// How long a CA certificate is valid by default.
+pub const CA_VALIDITY_DAYS: u32 = 3_650;
+
+impl Validity {
+    /// From a day before `now_unix_s` (clocks differ) to `days` after it.
+    pub fn days_from(now_unix_s: u64, days: u32) -> Self {
+        let today = (now_unix_s / 86_400) as i64;
+        Self { not_before: civil_from_days(today - 1), not_after: civil_from_days(today + i64::from(days)) }
+    }
+}
+
+/// The (year, month, day) of a day counted from 1970-01-01 (proleptic Gregorian calendar;
+/// H. Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+    (y, m, d)
+}
+
+/// One revoked certificate, as a revocation list names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// Its serial number.
+    pub serial: Vec<u8>,
+    /// When it was revoked, Unix seconds.
+    pub revoked_unix_s: u64,
 }
 
 impl std::fmt::Debug for DevCa {
@@ -104,9 +162,44 @@ impl DevCa {
             p.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
         }
         set_validity(&mut p, validity);
+        let serial = random_serial()?;
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
         let key = KeyPair::generate().map_err(pki)?;
         let cert = p.signed_by(&key, &self.cert, &self.key).map_err(pki)?;
-        Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem(), serial })
+    }
+
+    /// A revocation list naming `revoked`, numbered `number` (larger than any list before it),
+    /// issued at `now_unix_s`, PEM. Its `nextUpdate` is set `next_update_days` ahead; the
+    /// daemons do not enforce it (an aircraft in flight cannot fetch a newer one).
+    pub fn crl(
+        &self,
+        revoked: &[Revoked],
+        number: u64,
+        now_unix_s: u64,
+        next_update_days: u32,
+    ) -> Result<String, NetError> {
+        let day = |unix_s: u64| {
+            let (y, m, d) = civil_from_days((unix_s / 86_400) as i64);
+            rcgen::date_time_ymd(y, m, d)
+        };
+        let params = CertificateRevocationListParams {
+            this_update: day(now_unix_s),
+            next_update: day(now_unix_s + u64::from(next_update_days.max(1)) * 86_400),
+            crl_number: SerialNumber::from(number.to_be_bytes().to_vec()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|r| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&r.serial),
+                    revocation_time: day(r.revoked_unix_s),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.cert, &self.key).map_err(pki)?.pem().map_err(pki)
     }
 }
 
@@ -116,12 +209,35 @@ pub fn self_signed(name: &str) -> Result<PemPair, NetError> {
     p.distinguished_name.push(DnType::CommonName, name);
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     set_validity(&mut p, Validity::default());
+    let serial = random_serial()?;
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
     let key = KeyPair::generate().map_err(pki)?;
     let cert = p.self_signed(&key).map_err(pki)?;
-    Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem(), serial })
 }
 
 fn set_validity(p: &mut CertificateParams, v: Validity) {
     p.not_before = rcgen::date_time_ymd(v.not_before.0, v.not_before.1, v.not_before.2);
     p.not_after = rcgen::date_time_ymd(v.not_after.0, v.not_after.1, v.not_after.2);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_from_unix_days() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        // 2000-03-01 (a leap year's February behind it) and 2026-11-27.
+        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
+        assert_eq!(civil_from_days(20_784), (2026, 11, 27));
+    }
+
+    #[test]
+    fn short_lived_validity_starts_yesterday() {
+        let v = Validity::days_from(20_784 * 86_400 + 3_600, 30);
+        assert_eq!(v.not_before, (2026, 11, 26));
+        assert_eq!(v.not_after, (2026, 12, 27));
+    }
 }

@@ -6,18 +6,16 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use inflight_net::identity::terminal_cert_name;
-use inflight_net::pki::{DevCa, Validity};
 use inflight_store::BinListSigner;
 use inflight_wire::{Pan, TerminalId};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
-/// Name on the master's certificate; terminals verify it.
-pub const MASTER_SERVER_NAME: &str = "master.aircraft.inflight";
+pub mod provision;
+use provision::Role;
+
 /// Name on the issuer's certificate; the master verifies it.
 pub const ISSUER_SERVER_NAME: &str = "issuer.inflight";
-/// Common name of the development airline CA (`DevCa::from_key` needs it).
-pub const AIRLINE_CA_NAME: &str = "inflight development airline CA";
 /// The demo flight.
 pub const FLIGHT_ID: &str = "IF100";
 
@@ -42,30 +40,28 @@ pub fn terminal_id(k: u32) -> String {
 /// Writes the deployment. Refuses to overwrite an existing deployment's keys.
 pub fn write_local(plan: &LocalPlan) -> anyhow::Result<()> {
     let out = &plan.out;
-    if out.join("pki/airline-ca.pem").exists() {
-        anyhow::bail!("{} already holds a deployment (pki/airline-ca.pem exists); choose another --out", out.display());
+    if out.join(Role::Terminal.ca_key()).exists() {
+        anyhow::bail!(
+            "{} already holds a deployment ({} exists); choose another --out",
+            out.display(),
+            Role::Terminal.ca_key()
+        );
     }
     for d in ["config", "pki", "keys", "data", "run", "issuer"] {
         std::fs::create_dir_all(out.join(d))?;
     }
-    let ca = DevCa::new(AIRLINE_CA_NAME)?;
-    write(out, "pki/airline-ca.pem", &ca.cert_pem(), false)?;
-    // Kept so that more terminals can be enrolled later (and tests can make bad certificates).
-    write(out, "pki/airline-ca.key", &ca.key_pem(), true)?;
-    // The master is a server to terminals and a client of the issuer, under two names.
+    // Three trust domains (terminals, aircraft, issuer); their keys are kept here so that more
+    // terminals can be enrolled and revoked later (and tests can make bad certificates).
+    provision::create_cas(out)?;
+    // The master is a server to terminals (under its aircraft's own server name) and a client of
+    // the issuer (under its aircraft name).
+    let server_name = master_server_name(&plan.aircraft);
     let aircraft_name = inflight_net::identity::aircraft_cert_name(&plan.aircraft);
-    let master = ca.issue_names(&[MASTER_SERVER_NAME, &aircraft_name], true, true, Validity::default())?;
-    write(out, "pki/master.pem", &master.cert_pem, false)?;
-    write(out, "pki/master.key", &master.key_pem, true)?;
+    provision::enroll(out, Role::Aircraft, "master", &[&server_name, &aircraft_name])?;
     write(out, "keys/master.card.key", &random_key_hex()?, true)?;
     write(out, "config/master.toml", &master_toml(plan, ".."), false)?;
 
-    // The issuer has its own CA; the master trusts it for the ground link.
-    let issuer_ca = DevCa::new("inflight development issuer CA")?;
-    write(out, "pki/issuer-ca.pem", &issuer_ca.cert_pem(), false)?;
-    let issuer = issuer_ca.issue(ISSUER_SERVER_NAME, false, true, Validity::default())?;
-    write(out, "pki/issuer.pem", &issuer.cert_pem, false)?;
-    write(out, "pki/issuer.key", &issuer.key_pem, true)?;
+    provision::enroll(out, Role::Issuer, "issuer", &[ISSUER_SERVER_NAME])?;
     write(out, "keys/issuer.card.key", &random_key_hex()?, true)?;
     let signing = BinListSigner::generate()?;
     let public = BinListSigner::from_pkcs8(&signing).map_err(|e| anyhow::anyhow!(e))?.public_key();
@@ -77,9 +73,7 @@ pub fn write_local(plan: &LocalPlan) -> anyhow::Result<()> {
     for k in 1..=plan.terminals {
         let id = terminal_id(k);
         let tid = TerminalId::parse(&id).map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
-        let pair = ca.issue(&terminal_cert_name(&tid), true, false, Validity::default())?;
-        write(out, &format!("pki/{id}.pem"), &pair.cert_pem, false)?;
-        write(out, &format!("pki/{id}.key"), &pair.key_pem, true)?;
+        provision::enroll(out, Role::Terminal, &id, &[&terminal_cert_name(&tid)])?;
         write(out, &format!("keys/{id}.card.key"), &random_key_hex()?, true)?;
         write(out, &format!("config/{id}.toml"), &slave_toml(plan, k, ".."), false)?;
     }
@@ -88,16 +82,14 @@ pub fn write_local(plan: &LocalPlan) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The name on an aircraft's server certificate, which its terminals verify: one per aircraft,
+/// so that one aircraft's server cannot pass for another's.
+pub fn master_server_name(aircraft: &str) -> String {
+    format!("master.{}", inflight_net::identity::aircraft_cert_name(aircraft))
+}
+
 fn write(out: &Path, rel: &str, text: &str, secret: bool) -> anyhow::Result<()> {
-    let p = out.join(rel);
-    std::fs::write(&p, text)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = if secret { 0o600 } else { 0o644 };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
+    provision::write_file(&out.join(rel), text, secret)
 }
 
 fn random_key_hex() -> anyhow::Result<String> {
@@ -173,8 +165,12 @@ bin_list_validity_hours = 48
 capture_age_max_days = 30
 
 [tls]
-# Aircraft must present a certificate from this CA, named <aircraft>.aircraft.inflight.
-ca_file = "{root}/pki/airline-ca.pem"
+# Aircraft must present a certificate from the aircraft CA (only: terminals have their own CA),
+# named <aircraft>.aircraft.inflight.
+ca_file = "{root}/pki/aircraft-ca.pem"
+# Its revocation list: a revoked aircraft is refused at its next handshake. Re-read, with the
+# certificate and key, whenever it changes on disk (no restart).
+crl_file = "{root}/pki/aircraft-ca.crl.pem"
 cert_file = "{root}/pki/issuer.pem"
 key_file = "{root}/pki/issuer.key"
 
@@ -215,8 +211,11 @@ listen = "127.0.0.1:{port}"
 flight_id = "{flight}"
 
 [tls]
-# Terminals must present a certificate from this CA, named <terminal-id>.terminal.inflight.
-ca_file = "{root}/pki/airline-ca.pem"
+# Terminals must present a certificate from the terminal CA, named <terminal-id>.terminal.inflight.
+ca_file = "{root}/pki/terminal-ca.pem"
+# Its revocation list: a revoked (stolen) terminal is refused at its next handshake. Re-read,
+# with the certificate and key, whenever it changes on disk (no restart).
+crl_file = "{root}/pki/terminal-ca.crl.pem"
 cert_file = "{root}/pki/master.pem"
 key_file = "{root}/pki/master.key"
 
@@ -302,11 +301,12 @@ log_format = "plain"
 
 [master]
 addr = "127.0.0.1:{port}"
-# Name on the master's certificate.
+# Name on this aircraft's server certificate (each aircraft has its own).
 server_name = "{master}"
 
 [tls]
-ca_file = "{root}/pki/airline-ca.pem"
+# The aircraft CA, which signs aircraft servers.
+ca_file = "{root}/pki/aircraft-ca.pem"
 cert_file = "{root}/pki/{id}.pem"
 key_file = "{root}/pki/{id}.key"
 
@@ -340,7 +340,7 @@ reconnect_max_ms = 5000
 cache_bytes = 2097152
 "#,
         port = plan.base_port,
-        master = MASTER_SERVER_NAME,
+        master = master_server_name(&plan.aircraft),
     )
 }
 

@@ -31,6 +31,49 @@ enum Cmd {
         #[arg(long, default_value_t = 7400)]
         base_port: u16,
     },
+    /// Creates the three CAs in DIR/pki (terminal, aircraft, issuer), each with an empty
+    /// revocation list. Never overwrites a CA.
+    Ca {
+        /// The PKI folder's parent (certificates go to DIR/pki).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issues a certificate and key (30 days), or renews one by issuing it again: a terminal
+    /// (`--role terminal --id seat-12a`), an aircraft server (`--role aircraft --id d-aixa`) or
+    /// the issuer (`--role issuer --id issuer`).
+    Enroll {
+        /// The PKI folder's parent.
+        #[arg(long)]
+        dir: PathBuf,
+        /// terminal, aircraft or issuer.
+        #[arg(long, value_parser = inflight_setup::provision::Role::parse)]
+        role: inflight_setup::provision::Role,
+        /// Terminal id, aircraft id, or (issuer) a file name.
+        #[arg(long)]
+        id: String,
+        /// File stem under DIR/pki (default: the id; `master` for an aircraft).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Revokes every certificate issued to NAME (a file stem under DIR/pki) and publishes its
+    /// CA's new revocation list; running daemons refuse it at the next handshake.
+    Revoke {
+        /// The PKI folder's parent.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate's file stem, e.g. `slave-7`.
+        #[arg(long)]
+        name: String,
+    },
+    /// Publishes a CA's revocation list again (a fresh `nextUpdate`).
+    Crl {
+        /// The PKI folder's parent.
+        #[arg(long)]
+        dir: PathBuf,
+        /// terminal, aircraft or issuer.
+        #[arg(long, value_parser = inflight_setup::provision::Role::parse)]
+        role: inflight_setup::provision::Role,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,7 +88,49 @@ fn main() -> ExitCode {
             };
         }
     };
+    let done = |r: anyhow::Result<String>| match r {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("inflight-setup: {e:#}");
+            inflight_daemon::exit(inflight_daemon::EXIT_IO)
+        }
+    };
+    use inflight_setup::provision::{self, Role};
     match cli.cmd {
+        Cmd::Ca { dir } => {
+            done(provision::create_cas(&dir).map(|()| format!("created three CAs in {}", dir.join("pki").display())))
+        }
+        Cmd::Enroll { dir, role, id, name } => done((|| {
+            let (stem, names) = match role {
+                Role::Terminal => {
+                    let t = inflight_wire::TerminalId::parse(&id).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
+                    (id.clone(), vec![inflight_net::identity::terminal_cert_name(&t)])
+                }
+                Role::Aircraft => (
+                    "master".to_owned(),
+                    vec![inflight_setup::master_server_name(&id), inflight_net::identity::aircraft_cert_name(&id)],
+                ),
+                Role::Issuer => (id.clone(), vec![inflight_setup::ISSUER_SERVER_NAME.to_owned()]),
+            };
+            let stem = name.unwrap_or(stem);
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            provision::enroll(&dir, role, &stem, &refs)?;
+            Ok(format!(
+                "enrolled {} as {}: pki/{stem}.pem and pki/{stem}.key (mode 0600)",
+                role.as_str(),
+                names.join(", ")
+            ))
+        })()),
+        Cmd::Revoke { dir, name } => done(
+            provision::revoke(&dir, &name)
+                .map(|n| format!("revoked {n} certificate(s) of {name}; revocation list published")),
+        ),
+        Cmd::Crl { dir, role } => {
+            done(provision::publish_crl(&dir, role).map(|p| format!("published {}", p.display())))
+        }
         Cmd::Local { out, terminals, aircraft, base_port } => {
             let plan = LocalPlan { out: out.clone(), terminals, aircraft, base_port };
             match inflight_setup::write_local(&plan) {

@@ -74,6 +74,7 @@ pub async fn ingest(
     mcfg.ground.probe_interval = Duration::from_secs(3600);
     let cancel = CancellationToken::new();
     let addr = mcfg.listen;
+    let mcfg_aircraft = mcfg.aircraft_id.clone();
     let admin = mcfg.admin_socket.clone();
     let master = match external {
         Some(_) => None,
@@ -85,7 +86,8 @@ pub async fn ingest(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let ca = tls::roots(&dir.join("pki/airline-ca.pem"))?;
+    let ca = tls::roots(&dir.join(inflight_setup::provision::Role::Aircraft.ca_cert()))?;
+    let server_name = inflight_setup::master_server_name(&mcfg_aircraft);
     let t_connect = Instant::now();
     let mut sessions = Vec::new();
     for k in 1..=terminals {
@@ -97,7 +99,7 @@ pub async fn ingest(
             tls::client_config(ident, ca.clone(), TERMINAL_ALPN)?,
             Default::default(),
         )?;
-        let conn = endpoint::connect(&ep, addr, inflight_setup::MASTER_SERVER_NAME, Duration::from_secs(10)).await?;
+        let conn = endpoint::connect(&ep, addr, &server_name, Duration::from_secs(10)).await?;
         let (s, r) = conn.open_bi().await?;
         let (mut w, mut r) = framed(s, r, TERMINAL_FRAME_BYTES_MAX);
         let terminal = TerminalId::parse(&id).map_err(|e| anyhow::anyhow!("{e}"))?;

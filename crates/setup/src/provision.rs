@@ -1,0 +1,334 @@
+//! Provisioning with the airline's and issuer's own CAs: three trust domains, enrolment,
+//! revocation and revocation lists.
+//!
+//! - **Three CAs**, each trusted by exactly one kind of verifier: the *terminal CA* signs
+//!   seatback and crew terminals (only masters trust it), the *aircraft CA* signs aircraft servers
+//!   (terminals and the issuer trust it), the *issuer CA* signs the issuer (only masters trust
+//!   it). A terminal certificate therefore cannot even complete a handshake with the issuer.
+//! - **Enrolment** issues a short-lived certificate ([`LEAF_VALIDITY_DAYS`]) with a random serial
+//!   and records it in `pki/registry.json`; enrolling the same name again is the renewal path.
+//! - **Revocation** records the serial and publishes the CA's revocation list
+//!   (`pki/<role>-ca.crl.pem`), which the daemons re-read without a restart.
+//!
+//! Files are written whole and renamed into place; keys are created with mode 0600 (never
+//! chmod-ed after the write), and a symlink at a destination is replaced, never followed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use inflight_net::pki::{DevCa, PemPair, Revoked, Validity, LEAF_VALIDITY_DAYS};
+use serde::{Deserialize, Serialize};
+
+/// The three trust domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Seatback and crew terminals (TLS clients of the master).
+    Terminal,
+    /// Aircraft servers (TLS servers to terminals, clients of the issuer).
+    Aircraft,
+    /// The issuer (TLS server to aircraft).
+    Issuer,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 3] = [Role::Terminal, Role::Aircraft, Role::Issuer];
+
+    /// Stable name: `terminal`, `aircraft`, `issuer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Terminal => "terminal",
+            Role::Aircraft => "aircraft",
+            Role::Issuer => "issuer",
+        }
+    }
+
+    /// Parses [`Role::as_str`].
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?}: terminal, aircraft or issuer"))
+    }
+
+    /// The CA's common name (a CA is re-created from its key and name to issue more).
+    pub fn ca_name(self) -> &'static str {
+        match self {
+            Role::Terminal => "inflight terminal CA",
+            Role::Aircraft => "inflight aircraft CA",
+            Role::Issuer => "inflight issuer CA",
+        }
+    }
+
+    /// `pki/<role>-ca.pem`, relative to the deployment folder.
+    pub fn ca_cert(self) -> String {
+        format!("pki/{}-ca.pem", self.as_str())
+    }
+
+    /// `pki/<role>-ca.key`.
+    pub fn ca_key(self) -> String {
+        format!("pki/{}-ca.key", self.as_str())
+    }
+
+    /// `pki/<role>-ca.crl.pem`: the CA's revocation list.
+    pub fn crl(self) -> String {
+        format!("pki/{}-ca.crl.pem", self.as_str())
+    }
+}
+
+/// What a CA issued and revoked (`pki/registry.json`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Registry {
+    /// Every certificate issued, renewals included.
+    pub issued: Vec<Issued>,
+    /// Every certificate revoked.
+    pub revoked: Vec<RevokedEntry>,
+    /// Number of the last revocation list published, per role.
+    pub crl_numbers: std::collections::BTreeMap<String, u64>,
+}
+
+/// One issued certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Issued {
+    /// Its file stem under `pki/` (a terminal id, `master`, `issuer`).
+    pub name: String,
+    /// Its trust domain.
+    pub role: Role,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Last valid day, `YYYY-MM-DD`.
+    pub not_after: String,
+}
+
+/// One revoked certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokedEntry {
+    /// Its trust domain (whose list names it).
+    pub role: Role,
+    /// Serial number, hex.
+    pub serial: String,
+    /// When, Unix seconds.
+    pub revoked_unix_s: u64,
+    /// The name it was issued to.
+    pub name: String,
+}
+
+fn registry_path(dir: &Path) -> PathBuf {
+    dir.join("pki/registry.json")
+}
+
+/// Reads the registry (empty when there is none yet).
+pub fn load_registry(dir: &Path) -> anyhow::Result<Registry> {
+    let p = registry_path(dir);
+    match std::fs::read_to_string(&p) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not a valid registry", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+    }
+}
+
+fn save_registry(dir: &Path, reg: &Registry) -> anyhow::Result<()> {
+    write_file(&registry_path(dir), &(serde_json::to_string_pretty(reg)? + "\n"), false)
+}
+
+fn now_unix_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Creates the three CAs (certificate and key each) and an empty revocation list for each.
+/// Refuses to overwrite a CA that exists.
+pub fn create_cas(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("pki"))?;
+    for role in Role::ALL {
+        if dir.join(role.ca_key()).exists() {
+            anyhow::bail!("{} exists: a CA is never overwritten", dir.join(role.ca_key()).display());
+        }
+    }
+    for role in Role::ALL {
+        let ca = DevCa::new(role.ca_name())?;
+        write_file(&dir.join(role.ca_key()), &ca.key_pem(), true)?;
+        write_file(&dir.join(role.ca_cert()), &ca.cert_pem(), false)?;
+    }
+    for role in Role::ALL {
+        publish_crl(dir, role)?;
+    }
+    Ok(())
+}
+
+fn load_ca(dir: &Path, role: Role) -> anyhow::Result<DevCa> {
+    let p = dir.join(role.ca_key());
+    let key = read_key_file(&p)?;
+    DevCa::from_key(role.ca_name(), &key).with_context(|| format!("{} is not a CA key", p.display()))
+}
+
+/// Issues a certificate of `role` under `dns_names` (the first is the common name) and writes it
+/// as `pki/<name>.pem` and `pki/<name>.key`, replacing an older one (renewal).
+pub fn enroll(dir: &Path, role: Role, name: &str, dns_names: &[&str]) -> anyhow::Result<PemPair> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        anyhow::bail!("name {name:?} must be letters, digits, '-' or '_'");
+    }
+    let ca = load_ca(dir, role)?;
+    let (client, server) = match role {
+        Role::Terminal => (true, false),
+        Role::Aircraft => (true, true),
+        Role::Issuer => (false, true),
+    };
+    let validity = Validity::days_from(now_unix_s(), LEAF_VALIDITY_DAYS);
+    let pair = ca.issue_names(dns_names, client, server, validity)?;
+    write_file(&dir.join(format!("pki/{name}.key")), &pair.key_pem, true)?;
+    write_file(&dir.join(format!("pki/{name}.pem")), &pair.cert_pem, false)?;
+    let mut reg = load_registry(dir)?;
+    let (y, m, d) = validity.not_after;
+    reg.issued.push(Issued {
+        name: name.into(),
+        role,
+        serial: hex(&pair.serial),
+        not_after: format!("{y:04}-{m:02}-{d:02}"),
+    });
+    save_registry(dir, &reg)?;
+    Ok(pair)
+}
+
+/// Revokes every certificate issued to `name` that is not revoked yet, and publishes the new
+/// revocation list of its CA. Returns how many were revoked.
+pub fn revoke(dir: &Path, name: &str) -> anyhow::Result<usize> {
+    let mut reg = load_registry(dir)?;
+    let now = now_unix_s();
+    let fresh: Vec<Issued> = reg
+        .issued
+        .iter()
+        .filter(|i| i.name == name && !reg.revoked.iter().any(|r| r.serial == i.serial))
+        .cloned()
+        .collect();
+    if fresh.is_empty() {
+        anyhow::bail!("no unrevoked certificate issued to {name:?} in {}", registry_path(dir).display());
+    }
+    for i in &fresh {
+        reg.revoked.push(RevokedEntry {
+            role: i.role,
+            serial: i.serial.clone(),
+            revoked_unix_s: now,
+            name: name.into(),
+        });
+    }
+    save_registry(dir, &reg)?;
+    let mut roles: Vec<Role> = fresh.iter().map(|i| i.role).collect();
+    roles.dedup();
+    for role in roles {
+        publish_crl(dir, role)?;
+    }
+    Ok(fresh.len())
+}
+
+/// Signs and writes `role`'s revocation list from the registry, numbered one past the last.
+pub fn publish_crl(dir: &Path, role: Role) -> anyhow::Result<PathBuf> {
+    let mut reg = load_registry(dir)?;
+    let ca = load_ca(dir, role)?;
+    let revoked: Vec<Revoked> = reg
+        .revoked
+        .iter()
+        .filter(|r| r.role == role)
+        .map(|r| Ok(Revoked { serial: unhex(&r.serial)?, revoked_unix_s: r.revoked_unix_s }))
+        .collect::<anyhow::Result<_>>()?;
+    let number = reg.crl_numbers.get(role.as_str()).copied().unwrap_or(0) + 1;
+    let pem = ca.crl(&revoked, number, now_unix_s(), LEAF_VALIDITY_DAYS)?;
+    let path = dir.join(role.crl());
+    write_file(&path, &pem, false)?;
+    reg.crl_numbers.insert(role.as_str().into(), number);
+    save_registry(dir, &reg)?;
+    Ok(path)
+}
+
+/// Reads a PEM key file: UTF-8 text, or a clear error naming the file (never a panic).
+fn read_key_file(p: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not a PEM text file", p.display()))
+}
+
+/// Writes `text` to `path` whole: into a new file beside it (created with its final mode, 0600
+/// for a secret, and refused if anything exists there, symlinks included), synced, then renamed
+/// over `path` (which replaces a symlink rather than following it).
+pub fn write_file(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut f = opts.open(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let written = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        anyhow::bail!("serial {s:?} is not hex");
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(Into::into)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enrol_revoke_and_publish() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        create_cas(dir.path()).expect("CAs");
+        assert!(create_cas(dir.path()).is_err(), "a CA is never overwritten");
+        let a = enroll(dir.path(), Role::Terminal, "seat-1", &["seat-1.terminal.inflight"]).expect("enrol");
+        let b = enroll(dir.path(), Role::Terminal, "seat-1", &["seat-1.terminal.inflight"]).expect("renew");
+        assert_ne!(a.serial, b.serial);
+        let crl_before = std::fs::read_to_string(dir.path().join(Role::Terminal.crl())).expect("crl");
+        assert_eq!(revoke(dir.path(), "seat-1").expect("revoke"), 2, "both certificates of the name");
+        assert!(revoke(dir.path(), "seat-1").is_err(), "nothing left to revoke");
+        let crl_after = std::fs::read_to_string(dir.path().join(Role::Terminal.crl())).expect("crl");
+        assert_ne!(crl_before, crl_after);
+        assert_eq!(inflight_net::tls::crls(&dir.path().join(Role::Terminal.crl())).expect("parses").len(), 1);
+        let reg = load_registry(dir.path()).expect("registry");
+        assert_eq!(reg.crl_numbers["terminal"], 2);
+        assert_eq!(reg.revoked.len(), 2);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keys_are_private_from_creation_and_symlinks_are_replaced_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "keep me").expect("write");
+        let key = dir.path().join("k.key");
+        std::os::unix::fs::symlink(&target, &key).expect("symlink");
+        write_file(&key, "secret", true).expect("written");
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep me", "the symlink was not followed");
+        let meta = std::fs::symlink_metadata(&key).expect("meta");
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_broken_ca_key_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("pki")).expect("dir");
+        std::fs::write(dir.path().join(Role::Terminal.ca_key()), [0xffu8, 0xfe, b'\n']).expect("write");
+        let e = enroll(dir.path(), Role::Terminal, "x", &["x.terminal.inflight"]).expect_err("refused");
+        assert!(format!("{e:#}").contains("not a PEM text file"), "{e:#}");
+        std::fs::write(dir.path().join(Role::Terminal.ca_key()), "not a key").expect("write");
+        let e = enroll(dir.path(), Role::Terminal, "x", &["x.terminal.inflight"]).expect_err("refused");
+        assert!(format!("{e:#}").contains("not a CA key"), "{e:#}");
+    }
+}
