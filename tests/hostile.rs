@@ -510,3 +510,44 @@ async fn trust_domains_are_separate_at_the_handshake() {
     let to_impostor = endpoint::connect(&ep, addr, &master_name(&dep), Duration::from_secs(3)).await;
     assert!(to_impostor.is_err(), "a terminal accepted another aircraft's server");
 }
+
+/// How the master ended a connection made with `pair`: `Ok(code)` with the QUIC transport error
+/// code when the TLS handshake refused it (a crypto error: 0x100 + the TLS alert), `Err` when it
+/// was accepted at the TLS level.
+async fn tls_refusal(dep: &Deployment, pair: &inflight_net::pki::PemPair) -> Result<u64, String> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let id = tls::Identity::from_pem_files(
+        &write_pem(tmp.path(), "c.pem", &pair.cert_pem),
+        &write_pem(tmp.path(), "k.pem", &pair.key_pem),
+    )
+    .expect("identity");
+    let cfg =
+        tls::client_config(id, tls::roots(&dep.path("pki/aircraft-ca.pem")).expect("ca"), TERMINAL_ALPN).expect("tls");
+    let ep = endpoint::client("127.0.0.1:0".parse().expect("addr"), cfg, Default::default()).expect("endpoint");
+    let conn = match endpoint::connect(&ep, master_addr(dep), &master_name(dep), Duration::from_secs(3)).await {
+        Ok(c) => c,
+        Err(e) => return Err(format!("connect failed before the server's verdict: {e}")),
+    };
+    match tokio::time::timeout(Duration::from_secs(3), conn.closed()).await {
+        Ok(quinn::ConnectionError::ConnectionClosed(c)) => Ok(u64::from(c.error_code)),
+        Ok(other) => Err(format!("closed otherwise: {other}")),
+        Err(_) => Err("accepted: the connection stayed open".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_of_the_wrong_kind_fails_the_tls_handshake_itself() {
+    let dep = Deployment::new(1);
+    let _master = dep.start_master();
+    let role = inflight_setup::provision::Role::Terminal;
+    let ca =
+        DevCa::from_key(role.ca_name(), &std::fs::read_to_string(dep.path(&role.ca_key())).expect("key")).expect("CA");
+    // From the right CA, with client usage, but named as an aircraft: the verifier refuses it
+    // inside the handshake, before any application byte.
+    let wrong = ca.issue("d-aixa.aircraft.inflight", true, false, Validity::default()).expect("cert");
+    let code = tls_refusal(&dep, &wrong).await.expect("refused in the handshake");
+    assert!((0x100..0x200).contains(&code), "not a TLS alert: {code:#x}");
+    // Control: the same CA and a terminal name pass the handshake.
+    let right = ca.issue("slave-1.terminal.inflight", true, false, Validity::default()).expect("cert");
+    assert!(tls_refusal(&dep, &right).await.is_err(), "a terminal certificate passes the handshake");
+}

@@ -187,6 +187,7 @@ fn aircraft_server_config(cfg: &IssuerConfig) -> Result<inflight_net::ServerConf
         tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?,
         tls::roots(&cfg.ca_file)?,
         crls,
+        Some(tls::PeerKind::Aircraft),
         GROUND_ALPN,
     )?;
     endpoint::server_config(tls, cfg.timers)

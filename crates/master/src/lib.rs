@@ -181,6 +181,7 @@ fn terminal_server_config(cfg: &MasterConfig) -> Result<inflight_net::ServerConf
         tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?,
         tls::roots(&cfg.ca_file)?,
         crls,
+        Some(tls::PeerKind::Terminal),
         TERMINAL_ALPN,
     )?;
     endpoint::server_config(tls, cfg.timers)

@@ -71,7 +71,116 @@ pub fn server_config(
     client_ca: Arc<RootCertStore>,
     alpn: &[u8],
 ) -> Result<rustls::ServerConfig, NetError> {
-    server_config_with_crls(id, client_ca, Vec::new(), alpn)
+    server_config_with_crls(id, client_ca, Vec::new(), None, alpn)
+}
+
+/// Which kind of peer a server accepts, by the names its certificate carries: checked inside
+/// the TLS verifier, so a certificate of the wrong kind fails the handshake before any
+/// application byte (the CA split already keeps kinds apart; this holds even if one CA were
+/// shared by mistake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    /// A terminal: a DNS name `<terminal-id>.terminal.inflight`.
+    Terminal,
+    /// An aircraft: a DNS name `<aircraft>.aircraft.inflight` (one label before the suffix).
+    Aircraft,
+}
+
+impl PeerKind {
+    /// Whether a certificate carrying `dns_names` is of this kind.
+    pub fn accepts(self, dns_names: &[String]) -> bool {
+        let suffix = match self {
+            PeerKind::Terminal => crate::identity::TERMINAL_NAME_SUFFIX,
+            PeerKind::Aircraft => crate::identity::AIRCRAFT_NAME_SUFFIX,
+        };
+        dns_names.iter().any(|n| {
+            let Some(label) = n.strip_suffix(suffix).and_then(|l| l.strip_suffix('.')) else { return false };
+            match self {
+                PeerKind::Terminal => inflight_wire::TerminalId::parse(label).is_ok(),
+                PeerKind::Aircraft => {
+                    !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }
+            }
+        })
+    }
+}
+
+/// The DNS names in a certificate's subject alternative name extension.
+pub fn dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, NetError> {
+    use x509_parser::extensions::GeneralName;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| NetError::Identity(format!("unparsable certificate: {e}")))?;
+    let san = parsed.subject_alternative_name().map_err(|e| NetError::Identity(format!("bad names: {e}")))?;
+    Ok(san
+        .map(|s| {
+            s.value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    GeneralName::DNSName(n) => Some(n.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// webpki's client verifier, then [`PeerKind`]'s name rule.
+#[derive(Debug)]
+struct KindVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    kind: PeerKind,
+}
+
+impl rustls::server::danger::ClientCertVerifier for KindVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let names = dns_names(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        if !self.kind.accepts(&names) {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// [`server_config`], refusing client certificates revoked by `crls` (at the handshake, before
@@ -79,10 +188,12 @@ pub fn server_config(
 /// a client certificate whose issuer published no list here is refused too (unknown status),
 /// so a list from the wrong CA shuts everyone out loudly rather than letting revoked ones in.
 /// The list's `nextUpdate` is not enforced: an aircraft in flight cannot fetch a fresh one.
+/// With `kind`, only client certificates of that kind of peer pass ([`PeerKind`]).
 pub fn server_config_with_crls(
     id: Identity,
     client_ca: Arc<RootCertStore>,
     crls: Vec<CertificateRevocationListDer<'static>>,
+    kind: Option<PeerKind>,
     alpn: &[u8],
 ) -> Result<rustls::ServerConfig, NetError> {
     let p = provider();
@@ -90,7 +201,10 @@ pub fn server_config_with_crls(
     if !crls.is_empty() {
         builder = builder.with_crls(crls).only_check_end_entity_revocation();
     }
-    let verifier = builder.build().map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut verifier = builder.build().map_err(|e| NetError::Tls(e.to_string()))?;
+    if let Some(kind) = kind {
+        verifier = Arc::new(KindVerifier { inner: verifier, kind });
+    }
     let mut cfg = rustls::ServerConfig::builder_with_provider(p)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NetError::Tls(e.to_string()))?
@@ -153,4 +267,35 @@ fn finish_client(mut cfg: rustls::ClientConfig, alpn: &[u8]) -> rustls::ClientCo
     // 0-RTT data can be replayed by an attacker; nothing is sent before the handshake completes.
     cfg.enable_early_data = false;
     cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn peer_kinds_by_name() {
+        assert!(PeerKind::Terminal.accepts(&names(&["seat-12a.terminal.inflight"])));
+        assert!(!PeerKind::Terminal.accepts(&names(&["terminal.inflight", ".terminal.inflight"])));
+        assert!(!PeerKind::Terminal.accepts(&names(&["d-aixa.aircraft.inflight"])));
+        assert!(!PeerKind::Terminal.accepts(&names(&["x.seat.terminal.inflightx"])));
+        assert!(PeerKind::Aircraft.accepts(&names(&["master.d-aixa.aircraft.inflight", "d-aixa.aircraft.inflight"])));
+        assert!(!PeerKind::Aircraft.accepts(&names(&["master.d-aixa.aircraft.inflight"])), "a server-only name");
+        assert!(!PeerKind::Aircraft.accepts(&names(&["seat-1.terminal.inflight"])));
+        assert!(!PeerKind::Aircraft.accepts(&[]));
+    }
+
+    #[test]
+    fn names_are_read_from_certificates() {
+        let ca = crate::pki::DevCa::new("test CA").expect("ca");
+        let pair = ca
+            .issue_names(&["seat-1.terminal.inflight", "Other.Example"], true, false, crate::pki::Validity::default())
+            .expect("cert");
+        let der = CertificateDer::from_pem_slice(pair.cert_pem.as_bytes()).expect("pem");
+        assert_eq!(dns_names(&der).expect("names"), names(&["seat-1.terminal.inflight", "other.example"]));
+    }
 }
