@@ -113,6 +113,26 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
+/// Longest text from a peer that one log field shows, in characters; the rest is cut (and the
+/// cut marked) so that a peer cannot fill the log through one field.
+pub const LOG_FIELD_CHARS_MAX: usize = 128;
+
+/// Text from a peer (a name it claims, a message it sends) made safe to put in a log line or an
+/// error: control characters (newline, carriage return, escape...), invisible format characters
+/// (bidi overrides) and quotes are escaped as Rust does in `{:?}`, so a peer cannot forge a log
+/// line or hide text; at most [`LOG_FIELD_CHARS_MAX`] characters are shown. Not for card data.
+pub fn log_escape(s: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in s.chars().enumerate() {
+        if n == LOG_FIELD_CHARS_MAX {
+            out.push_str("...");
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out
+}
+
 /// Environment variable that arms one named crash point (tests only; see [`crash_point`]).
 pub const CRASH_ENV: &str = "INFLIGHT_CRASH_AT";
 
@@ -161,3 +181,19 @@ pub fn unix_ms_now() -> u64 {
 /// Environment variable (tests only) that shifts this process's wall clock by a signed number
 /// of milliseconds, to play a terminal whose clock is off. Read once; unset, it costs nothing.
 pub const CLOCK_SKEW_ENV: &str = "INFLIGHT_CLOCK_SKEW_MS";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_escape_cannot_forge_lines_or_grow_without_bound() {
+        assert_eq!(log_escape("A320-F-WXYZ"), "A320-F-WXYZ");
+        let forged = "x\n2026-01-01T00:00:00Z  INFO inflight-issuer: batch decided\r\x1b[2K\u{202e}";
+        let shown = log_escape(forged);
+        assert!(!shown.chars().any(|c| c.is_control() || c == '\u{202e}'), "{shown}");
+        assert_eq!(shown, "x\\n2026-01-01T00:00:00Z  INFO inflight-issuer: batch decided\\r\\u{1b}[2K\\u{202e}");
+        let long = "a".repeat(LOG_FIELD_CHARS_MAX * 4);
+        assert_eq!(log_escape(&long), format!("{}...", "a".repeat(LOG_FIELD_CHARS_MAX)));
+    }
+}
