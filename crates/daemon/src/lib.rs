@@ -133,7 +133,8 @@ pub fn log_escape(s: &str) -> String {
     out
 }
 
-/// Environment variable that arms one named crash point (tests only; see [`crash_point`]).
+/// Environment variable that arms one named crash point (tests only, and only in builds with
+/// the `test-hooks` feature; see [`crash_point`]).
 pub const CRASH_ENV: &str = "INFLIGHT_CRASH_AT";
 
 /// A named point where a test may make the process die as if by `kill -9` (abort: no
@@ -166,25 +167,67 @@ pub fn observe_points(f: impl Fn(&str) + Send + Sync + 'static) -> bool {
 /// point is meant to find it (e.g. make a first chunk durable) before dying there.
 pub fn crash_armed(name: &str) -> bool {
     static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    ARMED.get_or_init(|| std::env::var(CRASH_ENV).ok()).as_deref() == Some(name)
+    ARMED.get_or_init(|| test_hook_var(CRASH_ENV)).as_deref() == Some(name)
+}
+
+/// A test hook's environment variable, read only in builds with the `test-hooks` feature: a
+/// shipped daemon (built without it) must not crash or shift its clock because of a stray
+/// variable in its environment. See the root Cargo.toml for which builds have the feature.
+pub fn test_hook_var(name: &str) -> Option<String> {
+    if cfg!(feature = "test-hooks") {
+        std::env::var(name).ok()
+    } else {
+        None
+    }
 }
 
 /// Wall-clock time in milliseconds since the Unix epoch: the only clock read that decides
 /// anything (card expiry), done here at the edge and passed into the pure code.
 pub fn unix_ms_now() -> u64 {
     static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let skew = *SKEW.get_or_init(|| std::env::var(CLOCK_SKEW_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0));
+    let skew = *SKEW.get_or_init(|| test_hook_var(CLOCK_SKEW_ENV).and_then(|v| v.parse().ok()).unwrap_or(0));
     let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     (real + skew).max(0) as u64
 }
 
-/// Environment variable (tests only) that shifts this process's wall clock by a signed number
-/// of milliseconds, to play a terminal whose clock is off. Read once; unset, it costs nothing.
+/// Environment variable (tests only, and only in builds with the `test-hooks` feature) that
+/// shifts this process's wall clock by a signed number of milliseconds, to play a terminal whose
+/// clock is off. Read once; unset, it costs nothing.
 pub const CLOCK_SKEW_ENV: &str = "INFLIGHT_CLOCK_SKEW_MS";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A build without `test-hooks` (what `cargo build --release -p inflight-master` makes, and
+    /// what `cargo test -p inflight-daemon` tests) ignores the hook variables. Under
+    /// `cargo test --workspace` the e2e crate turns the feature on and the next test runs instead.
+    #[cfg(not(feature = "test-hooks"))]
+    #[test]
+    fn hooks_are_inert_without_the_feature() {
+        // Set before the first read (both are read once per process); nothing else in this
+        // test binary reads them.
+        std::env::set_var(CRASH_ENV, "daemon.test_point");
+        std::env::set_var(CLOCK_SKEW_ENV, "86400000");
+        assert!(!crash_armed("daemon.test_point"), "INFLIGHT_CRASH_AT armed a crash point");
+        crash_point("daemon.test_point");
+        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+        let skewed = u128::from(unix_ms_now()).abs_diff(real);
+        assert!(skewed < 60_000, "INFLIGHT_CLOCK_SKEW_MS moved the clock by {skewed} ms");
+    }
+
+    /// With the feature (the e2e build), the hooks work.
+    #[cfg(feature = "test-hooks")]
+    #[test]
+    fn hooks_work_with_the_feature() {
+        std::env::set_var(CRASH_ENV, "daemon.test_point");
+        std::env::set_var(CLOCK_SKEW_ENV, "86400000");
+        assert!(crash_armed("daemon.test_point"));
+        assert!(!crash_armed("daemon.other_point"));
+        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+        let skew = u128::from(unix_ms_now()).abs_diff(real);
+        assert!(skew.abs_diff(86_400_000) < 60_000, "skew {skew}");
+    }
 
     #[test]
     fn log_escape_cannot_forge_lines_or_grow_without_bound() {
