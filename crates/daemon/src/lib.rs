@@ -27,16 +27,62 @@ pub fn exit(code: i32) -> std::process::ExitCode {
 }
 
 /// Parses the command line; on error prints clap's message and gives exit 64 (0 for `--help`
-/// and `--version`).
+/// and `--version`). clap's errors quote the arguments they refuse (an unexpected argument, an
+/// invalid value), and a card number typed into the wrong place would come back on the
+/// terminal and in logs that capture stderr: errors are printed through [`redact_digit_runs`].
 pub fn parse_cli<C: clap::Parser>() -> Result<C, std::process::ExitCode> {
     C::try_parse().map_err(|e| {
-        let _ = e.print();
         if e.use_stderr() {
+            eprint!("{}", redact_digit_runs(&e.render().to_string()));
             exit(EXIT_CONFIG)
         } else {
+            // Help and version: our own text, no user input.
+            let _ = e.print();
             std::process::ExitCode::SUCCESS
         }
     })
+}
+
+/// Most digits in a row that [`redact_digit_runs`] lets through. A card number has 12 to 19;
+/// six would be a BIN, so anything from six on is hidden.
+pub const CLI_DIGITS_SHOWN_MAX: usize = 5;
+
+/// What replaces a redacted run of digits.
+pub const REDACTED: &str = "[digits hidden]";
+
+/// `text` with every run of more than [`CLI_DIGITS_SHOWN_MAX`] digits replaced by [`REDACTED`].
+/// A run may have single spaces or dashes between its digits (`4111 1111 1111 1111`), as a
+/// card number is often typed; separators around a run are kept.
+pub fn redact_digit_runs(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // The run: digits, and single separators each followed by a digit.
+        let start = i;
+        let mut digits = 0;
+        while i < chars.len() {
+            if chars[i].is_ascii_digit() {
+                digits += 1;
+                i += 1;
+            } else if matches!(chars[i], ' ' | '-') && chars.get(i + 1).is_some_and(char::is_ascii_digit) {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        if digits > CLI_DIGITS_SHOWN_MAX {
+            out.push_str(REDACTED);
+        } else {
+            out.extend(&chars[start..i]);
+        }
+    }
+    out
 }
 
 /// A loaded config, or every problem printed and exit 64.
@@ -227,6 +273,22 @@ mod tests {
         let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
         let skew = u128::from(unix_ms_now()).abs_diff(real);
         assert!(skew.abs_diff(86_400_000) < 60_000, "skew {skew}");
+    }
+
+    #[test]
+    fn digit_runs_that_could_be_card_numbers_are_hidden() {
+        let h = REDACTED;
+        assert_eq!(
+            redact_digit_runs("unexpected argument '4111111111111111' found"),
+            format!("unexpected argument '{h}' found")
+        );
+        assert_eq!(redact_digit_runs("'4111 1111 1111 1111'"), format!("'{h}'"));
+        assert_eq!(redact_digit_runs("'4111-1111-1111-1111x'"), format!("'{h}x'"));
+        assert_eq!(redact_digit_runs("41111x1111111111"), format!("41111x{h}"));
+        assert_eq!(redact_digit_runs("411111"), h);
+        // Short numbers (ports, counts, versions, dates) stay readable.
+        assert_eq!(redact_digit_runs("port 7400, 12/30, v0.1.0, 1 2 - 3"), "port 7400, 12/30, v0.1.0, 1 2 - 3");
+        assert_eq!(redact_digit_runs("ab 12345 cd"), "ab 12345 cd");
     }
 
     #[test]
