@@ -72,7 +72,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
     let id = tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?;
     let server_tls = tls::server_config(id, tls::roots(&cfg.ca_file)?, GROUND_ALPN)?;
     let ep = endpoint::server(cfg.listen, server_tls, cfg.timers)?;
-    let admin = inflight_daemon::local::bind(&cfg.admin_socket)
+    let admin = inflight_daemon::local::bind(&cfg.admin_socket, cfg.admin_access.clone())
         .await
         .map_err(|e| IssuerError::Socket { path: cfg.admin_socket.clone(), detail: e.to_string() })?;
     tracing::info!(
@@ -110,7 +110,8 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
     let slots = Arc::new(tokio::sync::Semaphore::new(AIRCRAFT_MAX));
     {
         let store = store.clone();
-        tasks.spawn(inflight_daemon::local::serve(admin, cancel.clone(), move |req| {
+        // No crew ops: ledger and accounts only read.
+        tasks.spawn(inflight_daemon::local::serve(admin, &[], cancel.clone(), move |req| {
             let store = store.clone();
             async move { admin_answer(&store, &req) }
         }));

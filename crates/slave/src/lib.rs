@@ -67,7 +67,7 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     let client_tls = tls::client_config(id, tls::roots(&cfg.ca_file)?, TERMINAL_ALPN)?;
     let bind = if cfg.master_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     let ep = endpoint::client(bind.parse().expect("literal socket address"), client_tls, cfg.timers)?;
-    let listener = inflight_daemon::local::bind(&cfg.capture_socket)
+    let listener = inflight_daemon::local::bind(&cfg.capture_socket, cfg.capture_access.clone())
         .await
         .map_err(|e| SlaveError::Socket { path: cfg.capture_socket.clone(), detail: e.to_string() })?;
 
@@ -88,9 +88,11 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            // Only allowed peers, at most LOCAL_CONNECTIONS_MAX at once (the listener answers
+            // the others); the sale app's ops (capture, status) need nothing more.
             conn = listener.accept() => match conn {
-                Ok((stream, _)) => {
-                    tasks.spawn(serve_local(stream, tx.clone(), cancel.clone()));
+                Ok(admitted) => {
+                    tasks.spawn(serve_local(admitted, tx.clone(), cancel.clone()));
                 }
                 Err(e) => tracing::warn!(error = %e, "capture socket accept failed"),
             },
@@ -119,7 +121,13 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     Ok(())
 }
 
-async fn serve_local(stream: tokio::net::UnixStream, events: mpsc::Sender<Event>, cancel: CancellationToken) {
+async fn serve_local(
+    admitted: inflight_daemon::local::Admitted,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+) {
+    // The connection's slot is held until this task ends.
+    let inflight_daemon::local::Admitted { stream, .. } = admitted;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();

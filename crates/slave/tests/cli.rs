@@ -9,7 +9,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_inflight-slave");
 fn invalid_config_reports_every_problem_and_exits_64() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("slave.toml");
-    std::fs::write(&cfg, "terminal_id = \"Bad Id\"\ndata_dir = \"d\"\nstray = 1\n[master]\naddr = \"nowhere\"\n[limits]\nforward_window = 0\n").expect("write");
+    std::fs::write(&cfg, "terminal_id = \"Bad Id\"\ndata_dir = \"d\"\nstray = 1\n[master]\naddr = \"nowhere\"\n[limits]\nforward_window = 0\n[capture]\nallowed_gids = [4294967296]\ncrew_uids = [1]\n").expect("write");
     let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().expect("run");
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -22,6 +22,9 @@ fn invalid_config_reports_every_problem_and_exits_64() {
         "tls.ca_file",
         "limits.forward_window",
         "stray",
+        "capture.allowed_gids",
+        // The capture socket has no crew ops: crew lists are not a thing there.
+        "capture.crew_uids: unknown key",
     ] {
         assert!(err.contains(key), "{key} not reported in:\n{err}");
     }
