@@ -327,14 +327,16 @@ pub async fn serve<H, F>(
     H: Fn(serde_json::Value) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = serde_json::Value> + Send,
 {
-    let listener = Arc::new(listener);
+    // Connection tasks share the policy, not the listener: once `cancel` ends this loop the
+    // listener closes even while connections finish.
+    let path: Arc<Path> = Arc::from(listener.path());
     loop {
         let conn = tokio::select! {
             _ = cancel.cancelled() => return,
             c = listener.accept() => c,
         };
         let Ok(Admitted { stream, peer, _slot }) = conn else { continue };
-        let (handle, listener) = (handle.clone(), listener.clone());
+        let (handle, policy, path) = (handle.clone(), listener.policy.clone(), path.clone());
         tokio::spawn(async move {
             let _slot = _slot;
             let (r, mut w) = stream.into_split();
@@ -343,8 +345,9 @@ pub async fn serve<H, F>(
             while let Ok(Some(())) = read_line(&mut r, &mut line).await {
                 let req = serde_json::from_str(&line).unwrap_or(serde_json::Value::Null);
                 let op = req.get("op").and_then(serde_json::Value::as_str).unwrap_or("");
-                let answer = if crew_ops.contains(&op) && !listener.permits(peer, OpKind::Crew) {
-                    tracing::warn!(socket = %listener.path().display(), uid = peer.uid, gid = peer.gid, op, "local peer refused a crew op");
+                let answer = if crew_ops.contains(&op) && !permits(&policy.access, &policy.trusted, peer, OpKind::Crew)
+                {
+                    tracing::warn!(socket = %path.display(), uid = peer.uid, gid = peer.gid, op, "local peer refused a crew op");
                     forbidden(peer, Some(op))
                 } else {
                     handle(req).await
