@@ -2,7 +2,8 @@
 //! real sled stores: many terminals, crashes of either side, and no card number at rest.
 
 use std::collections::BTreeSet;
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -231,4 +232,45 @@ fn a_capture_retried_with_its_request_id_is_one_payment_even_across_a_crash() {
         "{retried}"
     );
     dep.wait_for("both sales at the master, once each", Duration::from_secs(20), || dep.master_total() == 2);
+}
+
+/// `inflight-slave capture --pan -` (what README shows) reads the card number from standard
+/// input, one line, trimmed: the payment is taken and reaches the master, and the number was
+/// never on the command line. A Luhn-bad number read the same way is refused as such, and
+/// neither output holds its digits.
+#[test]
+fn capture_tool_reads_the_card_number_from_stdin() {
+    let dep = Deployment::new(1);
+    let (_issuer, _master, _slaves) = dep.start_flight();
+    dep.wait_bin_lists();
+    let card = dep.cards()[0].clone();
+    let capture = |stdin: &str| {
+        let mut child = Command::new(bin("inflight-slave"))
+            .args(["capture", "--config"])
+            .arg(dep.config("slave-1"))
+            .args(["--pan", "-", "--expiry", &card.expiry, "--amount", "1999", "--currency", &card.currency])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("capture command");
+        child.stdin.take().expect("piped").write_all(stdin.as_bytes()).expect("write the card number");
+        let out = child.wait_with_output().expect("capture command");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let out = capture(&format!("  {}\r\n", card.pan));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON answer");
+    let id = accepted_id(&answer).unwrap_or_else(|| panic!("not accepted: {answer}"));
+    dep.wait_for("payment at master", Duration::from_secs(20), || dep.master_total() == 1);
+    assert_all_stored_at_master(&dep, &BTreeSet::from([id]));
+
+    let bad = "4000110000000012"; // fails Luhn
+    let out = capture(&format!("{bad}\n"));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON answer");
+    assert_eq!(answer["reason"], "luhn", "{answer}");
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!String::from_utf8_lossy(text).contains(bad), "card number echoed");
+    }
+    dep.assert_no_full_pan_anywhere();
 }

@@ -136,6 +136,21 @@ impl ConfigReader {
         }
     }
 
+    /// An optional list of user or group ids (`[0, 1001]`) of at most `max` entries, or empty.
+    pub fn id_list_or_empty(&mut self, key: &str, max: usize) -> Vec<u32> {
+        let parsed = match self.raw(key) {
+            None => return vec![],
+            Some(toml::Value::Array(a)) if a.len() <= max => {
+                a.iter().map(|v| v.as_integer().and_then(|i| u32::try_from(i).ok())).collect::<Option<Vec<u32>>>()
+            }
+            Some(_) => None,
+        };
+        parsed.unwrap_or_else(|| {
+            self.error(key, format!("must be a list of at most {max} ids, each from 0 to {}", u32::MAX));
+            vec![]
+        })
+    }
+
     /// An optional duration in milliseconds (`key` ends in `_ms`), in `min..=max`, or `default`.
     pub fn millis_or(&mut self, key: &str, default: Duration, min: Duration, max: Duration) -> Duration {
         let ms = self.u64_or(key, default.as_millis() as u64, min.as_millis() as u64, max.as_millis() as u64);
@@ -190,6 +205,22 @@ mod tests {
         let errs = r.finish().expect_err("invalid").errors;
         let keys: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap_or("")).collect();
         assert_eq!(keys, ["name", "addr", "data_dir", "limits.window", "limits.typo", "stray"], "{errs:?}");
+    }
+
+    #[test]
+    fn id_lists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "a = [0, 1001]\nb = [-1]\nc = \"1001\"\nd = [1, 2, 3]\ne = [4294967296]\n").expect("write");
+        let mut r = ConfigReader::load(&f).expect("valid TOML");
+        assert_eq!(r.id_list_or_empty("a", 4), vec![0, 1001]);
+        assert_eq!(r.id_list_or_empty("absent", 4), Vec::<u32>::new());
+        for k in ["b", "c", "d", "e"] {
+            assert_eq!(r.id_list_or_empty(k, 2), Vec::<u32>::new(), "{k}");
+        }
+        let errs = r.finish().expect_err("invalid").errors;
+        let keys: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap_or("")).collect();
+        assert_eq!(keys, ["b", "c", "d", "e"], "{errs:?}");
     }
 
     #[test]

@@ -27,16 +27,62 @@ pub fn exit(code: i32) -> std::process::ExitCode {
 }
 
 /// Parses the command line; on error prints clap's message and gives exit 64 (0 for `--help`
-/// and `--version`).
+/// and `--version`). clap's errors quote the arguments they refuse (an unexpected argument, an
+/// invalid value), and a card number typed into the wrong place would come back on the
+/// terminal and in logs that capture stderr: errors are printed through [`redact_digit_runs`].
 pub fn parse_cli<C: clap::Parser>() -> Result<C, std::process::ExitCode> {
     C::try_parse().map_err(|e| {
-        let _ = e.print();
         if e.use_stderr() {
+            eprint!("{}", redact_digit_runs(&e.render().to_string()));
             exit(EXIT_CONFIG)
         } else {
+            // Help and version: our own text, no user input.
+            let _ = e.print();
             std::process::ExitCode::SUCCESS
         }
     })
+}
+
+/// Most digits in a row that [`redact_digit_runs`] lets through. A card number has 12 to 19;
+/// six would be a BIN, so anything from six on is hidden.
+pub const CLI_DIGITS_SHOWN_MAX: usize = 5;
+
+/// What replaces a redacted run of digits.
+pub const REDACTED: &str = "[digits hidden]";
+
+/// `text` with every run of more than [`CLI_DIGITS_SHOWN_MAX`] digits replaced by [`REDACTED`].
+/// A run may have single spaces or dashes between its digits (`4111 1111 1111 1111`), as a
+/// card number is often typed; separators around a run are kept.
+pub fn redact_digit_runs(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // The run: digits, and single separators each followed by a digit.
+        let start = i;
+        let mut digits = 0;
+        while i < chars.len() {
+            if chars[i].is_ascii_digit() {
+                digits += 1;
+                i += 1;
+            } else if matches!(chars[i], ' ' | '-') && chars.get(i + 1).is_some_and(char::is_ascii_digit) {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        if digits > CLI_DIGITS_SHOWN_MAX {
+            out.push_str(REDACTED);
+        } else {
+            out.extend(&chars[start..i]);
+        }
+    }
+    out
 }
 
 /// A loaded config, or every problem printed and exit 64.
@@ -113,7 +159,28 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-/// Environment variable that arms one named crash point (tests only; see [`crash_point`]).
+/// Longest text from a peer that one log field shows, in characters; the rest is cut (and the
+/// cut marked) so that a peer cannot fill the log through one field.
+pub const LOG_FIELD_CHARS_MAX: usize = 128;
+
+/// Text from a peer (a name it claims, a message it sends) made safe to put in a log line or an
+/// error: control characters (newline, carriage return, escape...), invisible format characters
+/// (bidi overrides) and quotes are escaped as Rust does in `{:?}`, so a peer cannot forge a log
+/// line or hide text; at most [`LOG_FIELD_CHARS_MAX`] characters are shown. Not for card data.
+pub fn log_escape(s: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in s.chars().enumerate() {
+        if n == LOG_FIELD_CHARS_MAX {
+            out.push_str("...");
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out
+}
+
+/// Environment variable that arms one named crash point (tests only, and only in builds with
+/// the `test-hooks` feature; see [`crash_point`]).
 pub const CRASH_ENV: &str = "INFLIGHT_CRASH_AT";
 
 /// A named point where a test may make the process die as if by `kill -9` (abort: no
@@ -146,18 +213,92 @@ pub fn observe_points(f: impl Fn(&str) + Send + Sync + 'static) -> bool {
 /// point is meant to find it (e.g. make a first chunk durable) before dying there.
 pub fn crash_armed(name: &str) -> bool {
     static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    ARMED.get_or_init(|| std::env::var(CRASH_ENV).ok()).as_deref() == Some(name)
+    ARMED.get_or_init(|| test_hook_var(CRASH_ENV)).as_deref() == Some(name)
+}
+
+/// A test hook's environment variable, read only in builds with the `test-hooks` feature: a
+/// shipped daemon (built without it) must not crash or shift its clock because of a stray
+/// variable in its environment. See the root Cargo.toml for which builds have the feature.
+pub fn test_hook_var(name: &str) -> Option<String> {
+    if cfg!(feature = "test-hooks") {
+        std::env::var(name).ok()
+    } else {
+        None
+    }
 }
 
 /// Wall-clock time in milliseconds since the Unix epoch: the only clock read that decides
 /// anything (card expiry), done here at the edge and passed into the pure code.
 pub fn unix_ms_now() -> u64 {
     static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let skew = *SKEW.get_or_init(|| std::env::var(CLOCK_SKEW_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0));
+    let skew = *SKEW.get_or_init(|| test_hook_var(CLOCK_SKEW_ENV).and_then(|v| v.parse().ok()).unwrap_or(0));
     let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     (real + skew).max(0) as u64
 }
 
-/// Environment variable (tests only) that shifts this process's wall clock by a signed number
-/// of milliseconds, to play a terminal whose clock is off. Read once; unset, it costs nothing.
+/// Environment variable (tests only, and only in builds with the `test-hooks` feature) that
+/// shifts this process's wall clock by a signed number of milliseconds, to play a terminal whose
+/// clock is off. Read once; unset, it costs nothing.
 pub const CLOCK_SKEW_ENV: &str = "INFLIGHT_CLOCK_SKEW_MS";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build without `test-hooks` (what `cargo build --release -p inflight-master` makes, and
+    /// what `cargo test -p inflight-daemon` tests) ignores the hook variables. Under
+    /// `cargo test --workspace` the e2e crate turns the feature on and the next test runs instead.
+    #[cfg(not(feature = "test-hooks"))]
+    #[test]
+    fn hooks_are_inert_without_the_feature() {
+        // Set before the first read (both are read once per process); nothing else in this
+        // test binary reads them.
+        std::env::set_var(CRASH_ENV, "daemon.test_point");
+        std::env::set_var(CLOCK_SKEW_ENV, "86400000");
+        assert!(!crash_armed("daemon.test_point"), "INFLIGHT_CRASH_AT armed a crash point");
+        crash_point("daemon.test_point");
+        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+        let skewed = u128::from(unix_ms_now()).abs_diff(real);
+        assert!(skewed < 60_000, "INFLIGHT_CLOCK_SKEW_MS moved the clock by {skewed} ms");
+    }
+
+    /// With the feature (the e2e build), the hooks work.
+    #[cfg(feature = "test-hooks")]
+    #[test]
+    fn hooks_work_with_the_feature() {
+        std::env::set_var(CRASH_ENV, "daemon.test_point");
+        std::env::set_var(CLOCK_SKEW_ENV, "86400000");
+        assert!(crash_armed("daemon.test_point"));
+        assert!(!crash_armed("daemon.other_point"));
+        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+        let skew = u128::from(unix_ms_now()).abs_diff(real);
+        assert!(skew.abs_diff(86_400_000) < 60_000, "skew {skew}");
+    }
+
+    #[test]
+    fn digit_runs_that_could_be_card_numbers_are_hidden() {
+        let h = REDACTED;
+        assert_eq!(
+            redact_digit_runs("unexpected argument '4111111111111111' found"),
+            format!("unexpected argument '{h}' found")
+        );
+        assert_eq!(redact_digit_runs("'4111 1111 1111 1111'"), format!("'{h}'"));
+        assert_eq!(redact_digit_runs("'4111-1111-1111-1111x'"), format!("'{h}x'"));
+        assert_eq!(redact_digit_runs("41111x1111111111"), format!("41111x{h}"));
+        assert_eq!(redact_digit_runs("411111"), h);
+        // Short numbers (ports, counts, versions, dates) stay readable.
+        assert_eq!(redact_digit_runs("port 7400, 12/30, v0.1.0, 1 2 - 3"), "port 7400, 12/30, v0.1.0, 1 2 - 3");
+        assert_eq!(redact_digit_runs("ab 12345 cd"), "ab 12345 cd");
+    }
+
+    #[test]
+    fn log_escape_cannot_forge_lines_or_grow_without_bound() {
+        assert_eq!(log_escape("A320-F-WXYZ"), "A320-F-WXYZ");
+        let forged = "x\n2026-01-01T00:00:00Z  INFO inflight-issuer: batch decided\r\x1b[2K\u{202e}";
+        let shown = log_escape(forged);
+        assert!(!shown.chars().any(|c| c.is_control() || c == '\u{202e}'), "{shown}");
+        assert_eq!(shown, "x\\n2026-01-01T00:00:00Z  INFO inflight-issuer: batch decided\\r\\u{1b}[2K\\u{202e}");
+        let long = "a".repeat(LOG_FIELD_CHARS_MAX * 4);
+        assert_eq!(log_escape(&long), format!("{}...", "a".repeat(LOG_FIELD_CHARS_MAX)));
+    }
+}

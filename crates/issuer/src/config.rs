@@ -21,6 +21,9 @@ pub struct IssuerConfig {
     pub card_key_file: PathBuf,
     /// Unix socket of the admin API (ledger).
     pub admin_socket: PathBuf,
+    /// Who may use the admin socket (`[admin]`: `allowed_uids`, `allowed_gids`). Its ops
+    /// (ledger, accounts) only read.
+    pub admin_access: inflight_daemon::local::Access,
     /// UDP address aircraft connect to.
     pub listen: SocketAddr,
     /// Ed25519 key signing the BIN list (PKCS#8 as hex, mode 0600).
@@ -67,6 +70,7 @@ impl IssuerConfig {
         let data_dir = r.path("data_dir");
         let card_key_file = r.path("card_key_file");
         let admin_socket = r.path("admin_socket");
+        let admin_access = inflight_daemon::local::Access::read(&mut r, "admin", false);
         let log_format = r.parse_or("log_format", LogFormat::Plain, LogFormat::parse);
         let listen = r.socket_addr("listen");
         let signing_key_file = r.path("signing_key_file");
@@ -99,6 +103,7 @@ impl IssuerConfig {
             data_dir: data_dir.expect(missing),
             card_key_file: card_key_file.expect(missing),
             admin_socket: admin_socket.expect(missing),
+            admin_access,
             listen: listen.expect(missing),
             signing_key_file: signing_key_file.expect(missing),
             programme_file: programme_file.expect(missing),

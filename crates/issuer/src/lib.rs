@@ -80,7 +80,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
     );
     let signed = std::sync::Mutex::new(signer.sign(&programme));
     let ep = endpoint::server_with(cfg.listen, aircraft_server_config(&cfg)?)?;
-    let admin = inflight_daemon::local::bind(&cfg.admin_socket)
+    let admin = inflight_daemon::local::bind(&cfg.admin_socket, cfg.admin_access.clone())
         .await
         .map_err(|e| IssuerError::Socket { path: cfg.admin_socket.clone(), detail: e.to_string() })?;
     tracing::info!(
@@ -124,7 +124,8 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
     let slots = Arc::new(tokio::sync::Semaphore::new(AIRCRAFT_MAX));
     {
         let store = store.clone();
-        tasks.spawn(inflight_daemon::local::serve(admin, cancel.clone(), move |req| {
+        // No crew ops: ledger and accounts only read.
+        tasks.spawn(inflight_daemon::local::serve(admin, &[], cancel.clone(), move |req| {
             let store = store.clone();
             async move { admin_answer(&store, &req) }
         }));

@@ -77,7 +77,12 @@ async fn handshake(shared: &Shared, conn: &Connection) -> Result<(String, FrameW
     let refusal = if version != GROUND_PROTOCOL_VERSION {
         Some(format!("protocol version {version} not supported; this issuer speaks {GROUND_PROTOCOL_VERSION}"))
     } else {
-        identity::check_aircraft(&leaf, &aircraft).err().map(|e| format!("claimed aircraft {aircraft}: {e}"))
+        // The claimed name is the peer's text, unchecked until the certificate matches it: it is
+        // escaped (newlines, control characters) so it cannot forge a log line, and the check's
+        // own error (which repeats it raw) is not used.
+        identity::check_aircraft(&leaf, &aircraft).err().map(|_| {
+            format!("claimed aircraft \"{}\": the certificate does not name it", inflight_daemon::log_escape(&aircraft))
+        })
     };
     if let Some(message) = refusal {
         let _ = w.send(&IssuerMsg::Error { message: message.clone() }).await;

@@ -16,8 +16,11 @@ pub struct MasterConfig {
     pub data_dir: PathBuf,
     /// Key file sealing card data at rest (mode 0600).
     pub card_key_file: PathBuf,
-    /// Unix socket of the admin API (status).
+    /// Unix socket of the admin API (status, report; crew ops: link, flight).
     pub admin_socket: PathBuf,
+    /// Who may use the admin socket (`[admin]`: `allowed_uids`, `allowed_gids` for status and
+    /// reports, `crew_uids`, `crew_gids` also for the crew ops).
+    pub admin_access: inflight_daemon::local::Access,
     /// UDP address terminals connect to.
     pub listen: SocketAddr,
     /// CA whose certificates terminals must present.
@@ -93,6 +96,7 @@ impl MasterConfig {
         let data_dir = r.path("data_dir");
         let card_key_file = r.path("card_key_file");
         let admin_socket = r.path("admin_socket");
+        let admin_access = inflight_daemon::local::Access::read(&mut r, "admin", true);
         let log_format = r.parse_or("log_format", LogFormat::Plain, LogFormat::parse);
         let listen = r.socket_addr("listen");
         let ca_file = r.path("tls.ca_file");
@@ -160,6 +164,7 @@ impl MasterConfig {
             data_dir: data_dir.expect(missing),
             card_key_file: card_key_file.expect(missing),
             admin_socket: admin_socket.expect(missing),
+            admin_access,
             listen: listen.expect(missing),
             ca_file: ca_file.expect(missing),
             crl_file,

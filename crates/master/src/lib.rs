@@ -76,7 +76,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let ep = endpoint::server_with(cfg.listen, terminal_server_config(&cfg)?)?;
     let bind = if cfg.ground.issuer_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     let ground_ep = endpoint::client(bind.parse().expect("literal socket address"), ground_tls, cfg.ground.timers)?;
-    let admin = inflight_daemon::local::bind(&cfg.admin_socket)
+    let admin = inflight_daemon::local::bind(&cfg.admin_socket, cfg.admin_access.clone())
         .await
         .map_err(|e| MasterError::Socket { path: cfg.admin_socket.clone(), detail: e.to_string() })?;
     tracing::info!(
@@ -119,7 +119,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     {
         let admin_ctx =
             Admin { events: events_tx.clone(), connected: connected.clone(), store: store.clone(), link: link.clone() };
-        tasks.spawn(inflight_daemon::local::serve(admin, cancel.clone(), move |req| {
+        tasks.spawn(inflight_daemon::local::serve(admin, CREW_OPS, cancel.clone(), move |req| {
             let ctx = admin_ctx.clone();
             async move { admin_answer(&ctx, &req).await }
         }));
@@ -195,6 +195,10 @@ struct Admin {
     store: Arc<MasterStore>,
     link: LinkState,
 }
+
+/// Admin ops that change how the master behaves: only the crew lists may use them
+/// (`[admin] crew_uids`, `crew_gids`); status and reports need the allowed lists.
+pub const CREW_OPS: &[&str] = &["link", "flight"];
 
 async fn admin_answer(ctx: &Admin, req: &Value) -> Value {
     let op = req.get("op").and_then(Value::as_str);

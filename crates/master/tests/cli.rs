@@ -8,7 +8,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_inflight-master");
 fn invalid_config_reports_every_problem_and_exits_64() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("master.toml");
-    std::fs::write(&cfg, "aircraft_id = \"\"\nlisten = \"127.0.0.1\"\n[limits]\nterminals_max = 0\n[timers]\nkeep_alive_ms = 20000\nidle_timeout_ms = 1000\n").expect("write");
+    std::fs::write(&cfg, "aircraft_id = \"\"\nlisten = \"127.0.0.1\"\n[limits]\nterminals_max = 0\n[timers]\nkeep_alive_ms = 20000\nidle_timeout_ms = 1000\n[admin]\ncrew_gids = [-1]\nallowed_uids = \"root\"\nallowed_users = [1]\n").expect("write");
     let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().expect("run");
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -21,6 +21,9 @@ fn invalid_config_reports_every_problem_and_exits_64() {
         "tls.ca_file",
         "limits.terminals_max",
         "timers.keep_alive_ms",
+        "admin.crew_gids",
+        "admin.allowed_uids",
+        "admin.allowed_users: unknown key",
     ] {
         assert!(err.contains(key), "{key} not reported in:\n{err}");
     }

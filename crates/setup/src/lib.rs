@@ -164,6 +164,13 @@ bin_list_validity_hours = 48
 # are captures stamped after the batch arrived, beyond a 10-minute clock allowance).
 capture_age_max_days = 30
 
+[admin]
+# Who may use admin_socket besides root and this daemon's own user (checked per connection
+# with SO_PEERCRED: the peer's effective uid and gid; supplementary groups do not count).
+# Empty: nobody else, and the socket is mode 0600; otherwise 0660, so others must share its group.
+allowed_uids = []
+allowed_gids = []
+
 [tls]
 # Aircraft must present a certificate from the aircraft CA (only: terminals have their own CA),
 # named <aircraft>.aircraft.inflight.
@@ -209,6 +216,17 @@ log_format = "plain"
 listen = "127.0.0.1:{port}"
 # Stamped on every payment and batch; the crew may change it (admin API).
 flight_id = "{flight}"
+
+[admin]
+# Who may use admin_socket besides root and this daemon's own user (checked per connection
+# with SO_PEERCRED: the peer's effective uid and gid; supplementary groups do not count).
+# allowed_*: status and reports. crew_*: also the crew ops, link and flight.
+# All empty: nobody else, and the socket is mode 0600; otherwise 0660, so others must share
+# its group.
+allowed_uids = []
+allowed_gids = []
+crew_uids = []
+crew_gids = []
 
 [tls]
 # Terminals must present a certificate from the terminal CA, named <terminal-id>.terminal.inflight.
@@ -298,6 +316,14 @@ capture_socket = "{root}/run/{id}.sock"
 # unexpired list every card is refused (no_valid_bin_list).
 issuer_public_key_file = "{root}/keys/issuer-signing.pub"
 log_format = "plain"
+
+[capture]
+# Who may use capture_socket (the sale app) besides root and this daemon's own user (checked
+# per connection with SO_PEERCRED: the peer's effective uid and gid; supplementary groups do
+# not count). Empty: nobody else, and the socket is mode 0600; otherwise 0660, so others must
+# share its group.
+allowed_uids = []
+allowed_gids = []
 
 [master]
 addr = "127.0.0.1:{port}"

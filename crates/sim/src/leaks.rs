@@ -143,9 +143,18 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     out
 }
 
+/// The name a finding gives a card: its masked form (the same rule as `Pan`'s), so a report
+/// about a leak never leaks more than the masked record does.
 fn masked(pan: &str) -> String {
-    let keep = pan.len().saturating_sub(10);
-    format!("{}{}{}", &pan[..6.min(pan.len())], "*".repeat(keep), &pan[pan.len().saturating_sub(4)..])
+    match inflight_wire::Pan::parse(pan) {
+        Ok(p) => p.masked().to_string(),
+        // Not a valid card: show its last four only.
+        Err(_) => format!(
+            "{}{}",
+            "*".repeat(pan.len().saturating_sub(4)),
+            pan.get(pan.len().saturating_sub(4)..).unwrap_or("")
+        ),
+    }
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -20,6 +20,9 @@ pub struct SlaveConfig {
     pub card_key_file: PathBuf,
     /// Unix socket of the capture and status API.
     pub capture_socket: PathBuf,
+    /// Who may use the capture socket (`[capture]`: `allowed_uids`, `allowed_gids`: the sale
+    /// app's user or group). Its ops (capture, status) are all the sale app's: no crew ops.
+    pub capture_access: inflight_daemon::local::Access,
     /// The master's UDP address.
     pub master_addr: SocketAddr,
     /// Name on the master's certificate.
@@ -64,6 +67,7 @@ impl SlaveConfig {
         let data_dir = r.path("data_dir");
         let card_key_file = r.path("card_key_file");
         let capture_socket = r.path("capture_socket");
+        let capture_access = inflight_daemon::local::Access::read(&mut r, "capture", false);
         let log_format = r.parse_or("log_format", LogFormat::Plain, LogFormat::parse);
         let master_addr = r.socket_addr("master.addr");
         let master_server_name = r.string("master.server_name");
@@ -115,6 +119,7 @@ impl SlaveConfig {
             data_dir: data_dir.expect(missing),
             card_key_file: card_key_file.expect(missing),
             capture_socket: capture_socket.expect(missing),
+            capture_access,
             master_addr: master_addr.expect(missing),
             master_server_name: master_server_name.expect(missing),
             ca_file: ca_file.expect(missing),

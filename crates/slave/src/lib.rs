@@ -39,6 +39,10 @@ pub enum SlaveError {
     /// TLS material or the socket could not be set up.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// The card number given as `--pan -` could not be read from standard input. The message
+    /// never holds what was read.
+    #[error("--pan -: {0}")]
+    PanInput(&'static str),
     /// The capture socket could not be bound.
     #[error("capture socket {path}: {detail}")]
     Socket {
@@ -63,7 +67,7 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     let client_tls = tls::client_config(id, tls::roots(&cfg.ca_file)?, TERMINAL_ALPN)?;
     let bind = if cfg.master_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     let ep = endpoint::client(bind.parse().expect("literal socket address"), client_tls, cfg.timers)?;
-    let listener = inflight_daemon::local::bind(&cfg.capture_socket)
+    let listener = inflight_daemon::local::bind(&cfg.capture_socket, cfg.capture_access.clone())
         .await
         .map_err(|e| SlaveError::Socket { path: cfg.capture_socket.clone(), detail: e.to_string() })?;
 
@@ -84,9 +88,11 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            // Only allowed peers, at most LOCAL_CONNECTIONS_MAX at once (the listener answers
+            // the others); the sale app's ops (capture, status) need nothing more.
             conn = listener.accept() => match conn {
-                Ok((stream, _)) => {
-                    tasks.spawn(serve_local(stream, tx.clone(), cancel.clone()));
+                Ok(admitted) => {
+                    tasks.spawn(serve_local(admitted, tx.clone(), cancel.clone()));
                 }
                 Err(e) => tracing::warn!(error = %e, "capture socket accept failed"),
             },
@@ -115,7 +121,13 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     Ok(())
 }
 
-async fn serve_local(stream: tokio::net::UnixStream, events: mpsc::Sender<Event>, cancel: CancellationToken) {
+async fn serve_local(
+    admitted: inflight_daemon::local::Admitted,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+) {
+    // The connection's slot is held until this task ends.
+    let inflight_daemon::local::Admitted { stream, .. } = admitted;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -187,6 +199,32 @@ async fn status_answer(payment_id: Option<String>, events: &mpsc::Sender<Event>)
     rx.await.unwrap_or_else(|_| json!({ "error": "shutting_down" }))
 }
 
+/// Longest line `--pan -` reads from standard input, in bytes: a 19-digit card number with
+/// room for surrounding whitespace and a CRLF. A longer line is refused, not truncated.
+pub const PAN_LINE_BYTES_MAX: usize = 64;
+
+/// Reads the card number for `inflight-slave capture --pan -`: one line, whitespace trimmed.
+/// The number is checked by the daemon like any capture; here only the reading can fail, and
+/// no error holds the input. Reading from stdin keeps the number out of `ps`,
+/// `/proc/<pid>/cmdline` and shell history.
+pub fn read_pan_line(input: impl std::io::BufRead) -> Result<String, SlaveError> {
+    use std::io::BufRead as _;
+    let mut raw = Vec::new();
+    input
+        .take(PAN_LINE_BYTES_MAX as u64 + 1)
+        .read_until(b'\n', &mut raw)
+        .map_err(|_| SlaveError::PanInput("cannot read standard input"))?;
+    if raw.len() > PAN_LINE_BYTES_MAX {
+        return Err(SlaveError::PanInput("the line on standard input is too long for a card number"));
+    }
+    let line = String::from_utf8(raw).map_err(|_| SlaveError::PanInput("standard input is not text"))?;
+    let pan = line.trim();
+    if pan.is_empty() {
+        return Err(SlaveError::PanInput("no card number on standard input"));
+    }
+    Ok(pan.to_owned())
+}
+
 /// Asks the running daemon (through its capture socket) to capture a payment.
 pub async fn capture_via_socket(socket: &Path, body: CaptureBody) -> std::io::Result<CaptureAnswer> {
     inflight_daemon::local::request(socket, &Request::Capture(body)).await
@@ -226,5 +264,24 @@ pub async fn status(cfg: &SlaveConfig, payment: Option<String>) -> Result<Value,
             store.close();
             Ok(v)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_card_number_is_one_trimmed_line_and_errors_never_hold_it() {
+        let read = |b: &[u8]| read_pan_line(b);
+        assert_eq!(read(b"4111111111111111\n").expect("read"), "4111111111111111");
+        assert_eq!(read(b"  4111111111111111 \r\nsecond line\n").expect("read"), "4111111111111111");
+        assert_eq!(read(b"4111111111111111").expect("no newline is fine"), "4111111111111111");
+        for bad in [&b""[..], b"\n", b"   \n", &[b'4'; PAN_LINE_BYTES_MAX + 1], b"41111111\xff11111111\n"] {
+            let e = read(bad).expect_err("refused").to_string();
+            assert!(e.starts_with("--pan -: ") && !e.contains("4111"), "{e}");
+        }
+        let long = format!("{}4111111111111111\n", " ".repeat(PAN_LINE_BYTES_MAX));
+        assert!(read(long.as_bytes()).is_err(), "a line over the bound is refused, not cut");
     }
 }

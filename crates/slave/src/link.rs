@@ -61,7 +61,19 @@ async fn session(
         Ok(Err(e)) => return Err(e),
         Ok(Ok(None)) => return Err(NetError::Connection("master closed the stream before Hello".into())),
         Ok(Ok(Some(MasterMsg::Hello { version, aircraft, unix_ms }))) if version == TERMINAL_PROTOCOL_VERSION => {
-            let offset_ms = unix_ms as i64 - inflight_daemon::unix_ms_now() as i64;
+            let local_ms = inflight_daemon::unix_ms_now();
+            let Some(offset_ms) = clock_offset(unix_ms, local_ms) else {
+                // Either clock may be the wrong one; neither is trusted to stamp captures, and
+                // the link is retried (with backoff) in case the master's clock gets fixed.
+                tracing::error!(
+                    master_unix_ms = unix_ms,
+                    local_unix_ms = local_ms,
+                    max_hours = CLOCK_OFFSET_MAX_MS / 3_600_000,
+                    "the master's clock is too far from this terminal's: not using the link; set the clocks"
+                );
+                conn.close(1u32.into(), b"clock offset out of bounds");
+                return Err(NetError::Connection("master clock out of bounds".into()));
+            };
             tracing::info!(%aircraft, addr = %cfg.master_addr, clock_offset_ms = offset_ms, "connected to master");
             if events.send(Event::ClockOffset(offset_ms)).await.is_err() {
                 return Ok(());
@@ -130,6 +142,22 @@ async fn session(
     result
 }
 
+/// Largest offset between the master's clock and this terminal's that the terminal adopts. A
+/// cabin's clocks may be hours apart (a time zone set wrong, a terminal that missed a sync: the
+/// e2e tests play 5 hours); beyond two days one of them is broken (a reset to 1970, a peer's
+/// garbage), and stamping every capture with it would put payments outside the issuer's window.
+pub(crate) const CLOCK_OFFSET_MAX_MS: i64 = 48 * 3_600_000;
+
+/// The master's clock minus this terminal's, in milliseconds, or `None` when the two are more
+/// than [`CLOCK_OFFSET_MAX_MS`] apart. Computed without overflow for any `u64` the peer sends.
+pub(crate) fn clock_offset(master_unix_ms: u64, local_unix_ms: u64) -> Option<i64> {
+    let offset = i128::from(master_unix_ms) - i128::from(local_unix_ms);
+    if offset.abs() > i128::from(CLOCK_OFFSET_MAX_MS) {
+        return None;
+    }
+    i64::try_from(offset).ok()
+}
+
 fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
@@ -141,4 +169,29 @@ fn jitter(d: Duration, seed: &mut u64) -> Duration {
     *seed ^= *seed << 17;
     let half = d / 2;
     half + Duration::from_nanos(*seed % (half.as_nanos().max(1) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_795_000_000_000;
+
+    #[test]
+    fn clock_offset_is_bounded_and_never_overflows() {
+        assert_eq!(clock_offset(NOW, NOW), Some(0));
+        let five_hours = 5 * 3_600_000;
+        assert_eq!(clock_offset(NOW + five_hours, NOW), Some(five_hours as i64));
+        assert_eq!(clock_offset(NOW - five_hours, NOW), Some(-(five_hours as i64)));
+        let max = CLOCK_OFFSET_MAX_MS as u64;
+        assert_eq!(clock_offset(NOW + max, NOW), Some(CLOCK_OFFSET_MAX_MS));
+        assert_eq!(clock_offset(NOW - max, NOW), Some(-CLOCK_OFFSET_MAX_MS));
+        assert_eq!(clock_offset(NOW + max + 1, NOW), None);
+        assert_eq!(clock_offset(NOW - max - 1, NOW), None);
+        // A terminal whose clock was reset to the epoch, and a peer's garbage.
+        assert_eq!(clock_offset(NOW, 0), None);
+        assert_eq!(clock_offset(u64::MAX, NOW), None);
+        assert_eq!(clock_offset(u64::MAX, 0), None);
+        assert_eq!(clock_offset(0, u64::MAX), None);
+    }
 }

@@ -30,9 +30,11 @@ enum Cmd {
         /// Config file (names the daemon's socket).
         #[arg(long)]
         config: PathBuf,
-        /// Card number, digits only.
-        #[arg(long)]
-        pan: String,
+        /// Card number, digits only, or `-` to read it from standard input (one line). A
+        /// number given here is visible to other local users (`ps`, /proc) and kept in shell
+        /// history: use `-`.
+        #[arg(long, value_parser = PanArg::parse)]
+        pan: PanArg,
         /// Expiry, MM/YY.
         #[arg(long)]
         expiry: String,
@@ -58,6 +60,40 @@ enum Cmd {
         #[arg(long)]
         payment: Option<String>,
     },
+}
+
+/// `--pan`: a card number, or `-` for standard input. Parsing never fails (so clap has no
+/// error that would quote it); the daemon checks the number. `Debug` never shows it, so the
+/// derived `Debug` of the command line is safe to print.
+#[derive(Clone)]
+enum PanArg {
+    /// `--pan -`: read one line from standard input.
+    Stdin,
+    /// `--pan P`.
+    Given(String),
+}
+
+impl PanArg {
+    fn parse(s: &str) -> Result<Self, std::convert::Infallible> {
+        Ok(if s == "-" { PanArg::Stdin } else { PanArg::Given(s.to_owned()) })
+    }
+
+    /// The card number: as given, or read from standard input.
+    fn resolve(self) -> Result<String, SlaveError> {
+        match self {
+            PanArg::Given(pan) => Ok(pan),
+            PanArg::Stdin => inflight_slave::read_pan_line(std::io::stdin().lock()),
+        }
+    }
+}
+
+impl std::fmt::Debug for PanArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PanArg::Stdin => f.write_str("PanArg(stdin)"),
+            PanArg::Given(_) => f.write_str("PanArg(hidden)"),
+        }
+    }
 }
 
 fn load(path: &std::path::Path) -> Result<SlaveConfig, ExitCode> {
@@ -90,12 +126,20 @@ fn main() -> ExitCode {
                         inflight_daemon::exit(match e {
                             SlaveError::Store(_) => EXIT_IO,
                             SlaveError::Net(_) | SlaveError::Socket { .. } => EXIT_UNAVAILABLE,
+                            SlaveError::PanInput(_) => inflight_daemon::EXIT_CONFIG,
                         })
                     }
                 }
             })
         }
         Cmd::Capture { config, pan, expiry, amount, currency, seat, request_id } => {
+            let pan = match pan.resolve() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("inflight-slave: {e}");
+                    return inflight_daemon::exit(inflight_daemon::EXIT_CONFIG);
+                }
+            };
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,

@@ -63,7 +63,7 @@ struct State {
 impl Committer {
     /// Starts the flusher thread for `db`, whose data file lives in `dir`.
     pub(crate) fn start(db: sled::Db, dir: &Path) -> Result<Self, StoreError> {
-        let fail_after = std::env::var(FSYNC_FAIL_AFTER_ENV).ok().and_then(|v| v.parse().ok());
+        let fail_after = test_hook_var(FSYNC_FAIL_AFTER_ENV).and_then(|v| v.to_str()?.parse().ok());
         Self::start_with(db, dir, fail_after)
     }
 
@@ -77,7 +77,7 @@ impl Committer {
         // Numbering goes on from whichever is further: sled (writes after the last mark, before a
         // crash) or the mark (a store whose sled key was never written).
         let seq = durable::sled_seq(&db).map_err(open_err)?.max(mark.last().seq);
-        let power_images = std::env::var_os(POWER_IMAGES_ENV).map(|d| (dir.to_owned(), PathBuf::from(d)));
+        let power_images = test_hook_var(POWER_IMAGES_ENV).map(|d| (dir.to_owned(), PathBuf::from(d)));
         let shared = Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new() });
         let s = Arc::clone(&shared);
         let handle = thread::Builder::new()
@@ -224,9 +224,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Environment variable (tests only) that makes every fsync after the first N fail, as a full
-/// or failing disk would. Read once; unset, it costs nothing.
+/// Environment variable (tests only, and only in builds with the `test-hooks` feature) that
+/// makes every fsync after the first N fail, as a full or failing disk would. Read once; unset,
+/// it costs nothing.
 pub const FSYNC_FAIL_AFTER_ENV: &str = "INFLIGHT_STORE_FSYNC_FAIL_AFTER";
+
+/// A test hook's environment variable, read only in builds with the `test-hooks` feature: a
+/// shipped daemon must not fail its fsyncs or copy its store because of a stray variable.
+fn test_hook_var(name: &str) -> Option<std::ffi::OsString> {
+    if cfg!(feature = "test-hooks") {
+        std::env::var_os(name)
+    } else {
+        None
+    }
+}
 
 fn flusher(
     shared: &Shared,
@@ -293,7 +304,7 @@ fn flusher(
     }
 }
 
-/// Test-only: when set to a folder, every fsync of sled's data file also records an image of
+/// Test-only (and only in builds with the `test-hooks` feature): when set to a folder, every fsync of sled's data file also records an image of
 /// sled's files as they stand once the fsync returns, in `<folder>/image-<seq>` with
 /// `<folder>/LATEST` naming the newest. A test that kills the process and restores the latest
 /// image emulates a power cut: every write not covered by an fsync is lost (`kill -9` alone

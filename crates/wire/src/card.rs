@@ -18,9 +18,38 @@ pub enum CardError {
     ExpiryFormat,
 }
 
+/// Fewest digits a card number has (ISO/IEC 7812).
+pub const PAN_DIGITS_MIN: usize = 12;
+/// Most digits a card number has (ISO/IEC 7812).
+pub const PAN_DIGITS_MAX: usize = 19;
+/// Most leading digits a masked card shows: the BIN (PCI DSS 3.4.1 allows at most BIN + last 4).
+pub const MASK_LEADING_MAX: usize = 6;
+/// Trailing digits a masked card shows: what a passenger recognises on a receipt.
+pub const MASK_TRAILING: usize = 4;
+/// Fewest digits a masked card hides. With fewer hidden, BIN + last 4 + Luhn leaves so few
+/// candidates that the full number is guessed (a 12-digit card shown 6+4 hides 2 digits, one
+/// of them fixed by the check digit: ten guesses).
+pub const MASK_HIDDEN_MIN: usize = 6;
+
+/// How many leading digits a card number of `len` digits shows when masked.
+///
+/// The rule: always the last [`MASK_TRAILING`] (4) digits; leading digits up to the BIN
+/// ([`MASK_LEADING_MAX`], 6), but never so many that fewer than [`MASK_HIDDEN_MIN`] (6) digits
+/// stay hidden: `min(6, len - 4 - 6)`. So 12 digits show 2 + 4 (6 hidden), 13 show 3 + 4, 14
+/// show 4 + 4, 15 show 5 + 4, and 16 to 19 show 6 + 4 (6 to 9 hidden).
+pub const fn mask_leading_digits(len: usize) -> usize {
+    let room = len.saturating_sub(MASK_TRAILING + MASK_HIDDEN_MIN);
+    if room < MASK_LEADING_MAX {
+        room
+    } else {
+        MASK_LEADING_MAX
+    }
+}
+
 /// A primary account number: 12-19 digits that pass the Luhn check.
 ///
-/// `Debug` and `Display` show only the BIN (first 6 digits) and the last 4, so a `Pan` can sit
+/// `Debug` and `Display` show only the masked form ([`mask_leading_digits`]: at most the BIN
+/// and the last 4, at least 6 digits hidden), so a `Pan` can sit
 /// inside any struct that is logged. The full digits are reachable only through
 /// [`Pan::expose_digits`], whose name makes every use easy to find in review.
 #[derive(Clone, PartialEq, Eq, Hash, Encode)]
@@ -29,7 +58,7 @@ pub struct Pan(String);
 impl Pan {
     /// Parses a card number. Spaces are not accepted: the sale app sends digits only.
     pub fn parse(s: &str) -> Result<Self, CardError> {
-        if !(12..=19).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_digit()) {
+        if !(PAN_DIGITS_MIN..=PAN_DIGITS_MAX).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(CardError::PanFormat);
         }
         if !luhn_ok(s) {
@@ -48,10 +77,12 @@ impl Pan {
         &self.0[..n.min(self.0.len())]
     }
 
-    /// The masked form kept after card data is erased.
+    /// The masked form kept after card data is erased (rule: [`mask_leading_digits`]).
     pub fn masked(&self) -> MaskedPan {
-        let last4 = &self.0[self.0.len() - 4..];
-        MaskedPan { bin: self.0[..6].to_owned(), last4: last4.to_owned(), len: self.0.len() as u8 }
+        let len = self.0.len();
+        let lead = &self.0[..mask_leading_digits(len)];
+        let last4 = &self.0[len - MASK_TRAILING..];
+        MaskedPan { lead: lead.to_owned(), last4: last4.to_owned(), len: len as u8 }
     }
 }
 
@@ -71,10 +102,10 @@ impl<C> Decode<C> for Pan {
     fn decode<D: bincode::de::Decoder<Context = C>>(d: &mut D) -> Result<Self, bincode::error::DecodeError> {
         // Bound the allocation before reading: a PAN is at most 19 bytes.
         let len = u64::decode(d)?;
-        if len > 19 {
+        if len > PAN_DIGITS_MAX as u64 {
             return Err(bincode::error::DecodeError::OtherString(CardError::PanFormat.to_string()));
         }
-        let mut buf = [0u8; 19];
+        let mut buf = [0u8; PAN_DIGITS_MAX];
         let buf = &mut buf[..len as usize];
         bincode::de::read::Reader::read(d.reader(), buf)?;
         let s = std::str::from_utf8(buf)
@@ -106,11 +137,13 @@ fn luhn_ok(digits: &str) -> bool {
     sum % 10 == 0
 }
 
-/// A card number reduced to what may be shown and kept after card data is erased: BIN + last 4.
+/// A card number reduced to what may be shown and kept after card data is erased: the leading
+/// digits [`mask_leading_digits`] allows (the BIN on a card of 16 digits or more) and the last 4.
 #[derive(Clone, PartialEq, Eq, Hash, Encode, Decode)]
 pub struct MaskedPan {
-    /// First six digits: identifies the issuer and programme, not the card.
-    pub bin: String,
+    /// Leading digits (at most the six-digit BIN): identify the issuer and programme, not the
+    /// card. Same encoding as the former `bin` field, so stored records still decode.
+    pub lead: String,
     /// Last four digits: what a passenger recognises on a receipt.
     pub last4: String,
     /// Length of the full number, so the masked form has the card's shape.
@@ -119,8 +152,12 @@ pub struct MaskedPan {
 
 impl fmt::Display for MaskedPan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hidden = usize::from(self.len).saturating_sub(10);
-        write!(f, "{}{}{}", self.bin, "*".repeat(hidden), self.last4)
+        // Records stored before the rule kept six leading digits of every card: the rule is
+        // applied again here, so such a record never shows more than it allows.
+        let len = usize::from(self.len);
+        let lead = self.lead.get(..mask_leading_digits(len)).unwrap_or("");
+        let hidden = len.saturating_sub(lead.len() + self.last4.len());
+        write!(f, "{lead}{}{}", "*".repeat(hidden), self.last4)
     }
 }
 
@@ -231,6 +268,48 @@ mod tests {
             assert!(shown.contains("411111") && shown.contains("1111"), "{shown}");
         }
         assert_eq!(pan.masked().to_string(), "411111******1111");
+    }
+
+    /// PCI DSS 3.4.1: at most the BIN and the last four, and never fewer than six digits hidden,
+    /// for every length a `Pan` can have. Each case is checked for its shape, not only its count.
+    #[test]
+    fn masking_hides_at_least_six_digits_at_every_length() {
+        let expected = [
+            (12, "41******1111"),
+            (13, "411******1111"),
+            (14, "4111******1111"),
+            (15, "41111******1111"),
+            (16, "411111******1111"),
+            (17, "411111*******1111"),
+            (18, "411111********1111"),
+            (19, "411111*********1111"),
+        ];
+        for (len, want) in expected {
+            let pan = valid_pan(len);
+            let shown = pan.masked().to_string();
+            let shape = |s: &str| s.replace(|c: char| c.is_ascii_digit(), "d");
+            assert_eq!(shape(&shown), shape(want), "len {len}");
+            assert!(shown.bytes().filter(|&b| b == b'*').count() >= 6, "{shown}");
+            // Where a digit is shown, it is the card's own digit in its own place.
+            let digits = pan.expose_digits();
+            assert!(shown.bytes().zip(digits.bytes()).all(|(s, d)| s == b'*' || s == d), "{shown}");
+            assert_eq!(format!("{pan}"), shown);
+            assert_eq!(format!("{pan:?}"), format!("Pan({shown})"));
+        }
+    }
+
+    /// A masked record stored before the rule (six leading digits of a 12-digit card) shows no
+    /// more than the rule allows.
+    #[test]
+    fn old_masked_records_show_only_what_the_rule_allows() {
+        let old = MaskedPan { lead: "411111".into(), last4: "1111".into(), len: 12 };
+        assert_eq!(old.to_string(), "41******1111");
+    }
+
+    /// A Luhn-valid test card of `len` digits: 4, then 1s, then the check digit.
+    fn valid_pan(len: usize) -> Pan {
+        let body: String = std::iter::once('4').chain(std::iter::repeat_n('1', len - 2)).collect();
+        (0..=9).find_map(|c| Pan::parse(&format!("{body}{c}")).ok()).expect("one check digit passes Luhn")
     }
 
     #[test]

@@ -17,7 +17,10 @@ mod terminal;
 
 pub use bincode::{Decode, Encode};
 pub use binlist::{BinList, BinPrefix, BinRule, CardKind, SignedBinList, BIN_RULES_MAX};
-pub use card::{CardError, Expiry, MaskedPan, Pan};
+pub use card::{
+    mask_leading_digits, CardError, Expiry, MaskedPan, Pan, MASK_HIDDEN_MIN, MASK_LEADING_MAX, MASK_TRAILING,
+    PAN_DIGITS_MAX, PAN_DIGITS_MIN,
+};
 pub use codec::{decode, encode, DecodeError, PAYLOAD_BYTES_MAX};
 pub use ground::{
     AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, DeclineReason, IssuerMsg, BATCH_CHUNK_MAX,
