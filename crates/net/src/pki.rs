@@ -152,21 +152,29 @@ impl DevCa {
         server: bool,
         validity: Validity,
     ) -> Result<PemPair, NetError> {
-        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).map_err(pki)?;
-        p.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or_default());
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        if client {
-            p.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
-        }
-        if server {
-            p.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
-        }
-        set_validity(&mut p, validity);
-        let serial = random_serial()?;
-        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        let (p, serial) = leaf_params(names, client, server, validity)?;
         let key = KeyPair::generate().map_err(pki)?;
         let cert = p.signed_by(&key, &self.cert, &self.key).map_err(pki)?;
         Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem(), serial })
+    }
+
+    /// Signs a certificate signing request (PEM): the request's signature must verify (the
+    /// requester holds the key), and only its public key is used. The names, usages and validity
+    /// are the CA's decision, never the request's. Returns the certificate (PEM) and its serial.
+    pub fn sign_request(
+        &self,
+        csr_pem: &str,
+        names: &[&str],
+        client: bool,
+        server: bool,
+        validity: Validity,
+    ) -> Result<(String, Vec<u8>), NetError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| NetError::Pki(format!("not a valid certificate signing request: {e}")))?;
+        let (p, serial) = leaf_params(names, client, server, validity)?;
+        csr.params = p;
+        let cert = csr.signed_by(&self.cert, &self.key).map_err(pki)?;
+        Ok((cert.pem(), serial))
     }
 
     /// A revocation list naming `revoked`, numbered `number` (larger than any list before it),
@@ -201,6 +209,38 @@ impl DevCa {
         };
         params.signed_by(&self.cert, &self.key).map_err(pki)?.pem().map_err(pki)
     }
+}
+
+/// The parameters of a leaf certificate: names, usages, validity, a fresh serial.
+fn leaf_params(
+    names: &[&str],
+    client: bool,
+    server: bool,
+    validity: Validity,
+) -> Result<(CertificateParams, Vec<u8>), NetError> {
+    let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).map_err(pki)?;
+    p.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or_default());
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    if client {
+        p.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+    }
+    if server {
+        p.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+    }
+    set_validity(&mut p, validity);
+    let serial = random_serial()?;
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
+    Ok((p, serial))
+}
+
+/// A new private key (PEM) and a certificate signing request for `name` signed with it (PEM):
+/// made on the device, so that the key never leaves it.
+pub fn key_and_request(name: &str) -> Result<(String, String), NetError> {
+    let mut p = CertificateParams::new(vec![name.to_owned()]).map_err(pki)?;
+    p.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().map_err(pki)?;
+    let csr = p.serialize_request(&key).map_err(pki)?.pem().map_err(pki)?;
+    Ok((key.serialize_pem(), csr))
 }
 
 /// A self-signed certificate for `name` (no CA at all), usable as a TLS client.

@@ -55,6 +55,41 @@ enum Cmd {
         #[arg(long)]
         name: Option<String>,
     },
+    /// On the device: makes a private key (DIR/pki/<name>.key, mode 0600, it never leaves the
+    /// device) and a certificate signing request (DIR/pki/<name>.csr.pem) for the CA.
+    Request {
+        /// Where the device keeps `pki/`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// terminal, aircraft or issuer.
+        #[arg(long, value_parser = inflight_setup::provision::Role::parse)]
+        role: inflight_setup::provision::Role,
+        /// Terminal id, aircraft id, or (issuer) a file name.
+        #[arg(long)]
+        id: String,
+        /// File stem under DIR/pki (default: the id; `master` for an aircraft).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// At the CA: signs a device's request (30 days). The names come from --role and --id,
+    /// never from the request; the request must be signed by the key it carries.
+    Sign {
+        /// The CA's folder (holding pki/<role>-ca.key).
+        #[arg(long)]
+        dir: PathBuf,
+        /// terminal, aircraft or issuer.
+        #[arg(long, value_parser = inflight_setup::provision::Role::parse)]
+        role: inflight_setup::provision::Role,
+        /// Terminal id, aircraft id, or (issuer) a file name.
+        #[arg(long)]
+        id: String,
+        /// The device's request.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Where to write the certificate (PEM).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Revokes every certificate issued to NAME (a file stem under DIR/pki) and publishes its
     /// CA's new revocation list; running daemons refuse it at the next handshake.
     Revoke {
@@ -98,23 +133,21 @@ fn main() -> ExitCode {
             inflight_daemon::exit(inflight_daemon::EXIT_IO)
         }
     };
-    use inflight_setup::provision::{self, Role};
+    use inflight_setup::provision;
     match cli.cmd {
         Cmd::Ca { dir } => {
             done(provision::create_cas(&dir).map(|()| format!("created three CAs in {}", dir.join("pki").display())))
         }
+        Cmd::Request { dir, role, id, name } => {
+            done(provision::request(&dir, role, &id, name.as_deref()).map(|p| {
+                format!("made a private key (mode 0600) and a signing request: send {} to the CA", p.display())
+            }))
+        }
+        Cmd::Sign { dir, role, id, csr, out } => {
+            done(provision::sign(&dir, role, &id, &csr, &out).map(|()| format!("signed: {}", out.display())))
+        }
         Cmd::Enroll { dir, role, id, name } => done((|| {
-            let (stem, names) = match role {
-                Role::Terminal => {
-                    let t = inflight_wire::TerminalId::parse(&id).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
-                    (id.clone(), vec![inflight_net::identity::terminal_cert_name(&t)])
-                }
-                Role::Aircraft => (
-                    "master".to_owned(),
-                    vec![inflight_setup::master_server_name(&id), inflight_net::identity::aircraft_cert_name(&id)],
-                ),
-                Role::Issuer => (id.clone(), vec![inflight_setup::ISSUER_SERVER_NAME.to_owned()]),
-            };
+            let (stem, names) = provision::names_for(role, &id)?;
             let stem = name.unwrap_or(stem);
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             provision::enroll(&dir, role, &stem, &refs)?;

@@ -162,32 +162,94 @@ fn load_ca(dir: &Path, role: Role) -> anyhow::Result<DevCa> {
     DevCa::from_key(role.ca_name(), &key).with_context(|| format!("{} is not a CA key", p.display()))
 }
 
-/// Issues a certificate of `role` under `dns_names` (the first is the common name) and writes it
-/// as `pki/<name>.pem` and `pki/<name>.key`, replacing an older one (renewal).
-pub fn enroll(dir: &Path, role: Role, name: &str, dns_names: &[&str]) -> anyhow::Result<PemPair> {
+/// The default file stem and the DNS names of a certificate of `role` for `id`: a terminal id,
+/// an aircraft id (its server name and its client name), or the issuer (its server name).
+pub fn names_for(role: Role, id: &str) -> anyhow::Result<(String, Vec<String>)> {
+    Ok(match role {
+        Role::Terminal => {
+            let t = inflight_wire::TerminalId::parse(id).map_err(|e| anyhow::anyhow!("terminal id {id:?}: {e}"))?;
+            (id.to_owned(), vec![inflight_net::identity::terminal_cert_name(&t)])
+        }
+        Role::Aircraft => {
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                anyhow::bail!("aircraft id {id:?} must be letters, digits and '-'");
+            }
+            ("master".to_owned(), vec![crate::master_server_name(id), inflight_net::identity::aircraft_cert_name(id)])
+        }
+        Role::Issuer => (id.to_owned(), vec![crate::ISSUER_SERVER_NAME.to_owned()]),
+    })
+}
+
+fn check_stem(name: &str) -> anyhow::Result<()> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         anyhow::bail!("name {name:?} must be letters, digits, '-' or '_'");
     }
-    let ca = load_ca(dir, role)?;
-    let (client, server) = match role {
+    Ok(())
+}
+
+/// (client, server) usages of a role's certificates.
+fn usages(role: Role) -> (bool, bool) {
+    match role {
         Role::Terminal => (true, false),
         Role::Aircraft => (true, true),
         Role::Issuer => (false, true),
-    };
-    let validity = Validity::days_from(now_unix_s(), LEAF_VALIDITY_DAYS);
-    let pair = ca.issue_names(dns_names, client, server, validity)?;
-    write_file(&dir.join(format!("pki/{name}.key")), &pair.key_pem, true)?;
-    write_file(&dir.join(format!("pki/{name}.pem")), &pair.cert_pem, false)?;
+    }
+}
+
+fn record(dir: &Path, role: Role, name: &str, serial: &[u8], validity: Validity) -> anyhow::Result<()> {
     let mut reg = load_registry(dir)?;
     let (y, m, d) = validity.not_after;
     reg.issued.push(Issued {
         name: name.into(),
         role,
-        serial: hex(&pair.serial),
+        serial: hex(serial),
         not_after: format!("{y:04}-{m:02}-{d:02}"),
     });
-    save_registry(dir, &reg)?;
+    save_registry(dir, &reg)
+}
+
+/// Issues a certificate of `role` under `dns_names` (the first is the common name), its key made
+/// here, and writes them as `pki/<name>.pem` and `pki/<name>.key`, replacing older ones
+/// (renewal). For a development deployment; devices use [`request`] and the CA [`sign`].
+pub fn enroll(dir: &Path, role: Role, name: &str, dns_names: &[&str]) -> anyhow::Result<PemPair> {
+    check_stem(name)?;
+    let ca = load_ca(dir, role)?;
+    let (client, server) = usages(role);
+    let validity = Validity::days_from(now_unix_s(), LEAF_VALIDITY_DAYS);
+    let pair = ca.issue_names(dns_names, client, server, validity)?;
+    write_file(&dir.join(format!("pki/{name}.key")), &pair.key_pem, true)?;
+    write_file(&dir.join(format!("pki/{name}.pem")), &pair.cert_pem, false)?;
+    record(dir, role, name, &pair.serial, validity)?;
     Ok(pair)
+}
+
+/// On the device: a new private key `pki/<name>.key` (mode 0600; it never leaves the device) and
+/// a certificate signing request `pki/<name>.csr.pem` for the CA. Returns the request's path.
+pub fn request(dir: &Path, role: Role, id: &str, name: Option<&str>) -> anyhow::Result<PathBuf> {
+    let (stem, names) = names_for(role, id)?;
+    let stem = name.map_or(stem, str::to_owned);
+    check_stem(&stem)?;
+    std::fs::create_dir_all(dir.join("pki"))?;
+    let (key, csr) = inflight_net::pki::key_and_request(&names[0])?;
+    write_file(&dir.join(format!("pki/{stem}.key")), &key, true)?;
+    let out = dir.join(format!("pki/{stem}.csr.pem"));
+    write_file(&out, &csr, false)?;
+    Ok(out)
+}
+
+/// At the CA: signs the request in `csr_file` as a certificate of `role` for `id` (the names are
+/// the CA's: `id` decides them, not the request), records it, and writes it to `out`.
+pub fn sign(dir: &Path, role: Role, id: &str, csr_file: &Path, out: &Path) -> anyhow::Result<()> {
+    let (stem, names) = names_for(role, id)?;
+    let csr = std::fs::read_to_string(csr_file).with_context(|| format!("cannot read {}", csr_file.display()))?;
+    let ca = load_ca(dir, role)?;
+    let (client, server) = usages(role);
+    let validity = Validity::days_from(now_unix_s(), LEAF_VALIDITY_DAYS);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (cert, serial) =
+        ca.sign_request(&csr, &refs, client, server, validity).with_context(|| csr_file.display().to_string())?;
+    write_file(out, &cert, false)?;
+    record(dir, role, &stem, &serial, validity)
 }
 
 /// Revokes every certificate issued to `name` that is not revoked yet, and publishes the new
@@ -318,6 +380,31 @@ mod tests {
         let meta = std::fs::symlink_metadata(&key).expect("meta");
         assert!(meta.file_type().is_file());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_key_made_on_the_device_is_certified_by_the_ca_without_leaving_it() {
+        let device = tempfile::tempdir().expect("tempdir");
+        let ca_dir = tempfile::tempdir().expect("tempdir");
+        create_cas(ca_dir.path()).expect("CAs");
+        let csr = request(device.path(), Role::Terminal, "seat-9", None).expect("request");
+        let cert = device.path().join("pki/seat-9.pem");
+        sign(ca_dir.path(), Role::Terminal, "seat-9", &csr, &cert).expect("signed");
+        assert!(!ca_dir.path().join("pki/seat-9.key").exists(), "the key stays on the device");
+        // The certificate and the device's key make a working identity, named by the CA.
+        let id = inflight_net::tls::Identity::from_pem_files(&cert, &device.path().join("pki/seat-9.key")).expect("id");
+        let names = inflight_net::tls::dns_names(&id.chain[0]).expect("names");
+        assert_eq!(names, vec!["seat-9.terminal.inflight".to_owned()]);
+        assert!(inflight_net::tls::PeerKind::Terminal.accepts(&names));
+        assert_eq!(load_registry(ca_dir.path()).expect("registry").issued[0].name, "seat-9");
+        // A request whose signature does not verify (tampered) is refused.
+        let text = std::fs::read_to_string(&csr).expect("csr");
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let mid = lines.len() / 2;
+        lines[mid] = lines[mid].chars().rev().collect();
+        let bad = device.path().join("bad.csr.pem");
+        std::fs::write(&bad, lines.join("\n")).expect("write");
+        assert!(sign(ca_dir.path(), Role::Terminal, "seat-9", &bad, &cert).is_err());
     }
 
     #[test]
