@@ -65,6 +65,8 @@ pub struct GroundConfig {
     pub issuer_server_name: String,
     /// CA that signs the issuer's certificate.
     pub issuer_ca_file: PathBuf,
+    /// That CA's revocation list (PEM), if any; read at start.
+    pub issuer_crl_file: Option<PathBuf>,
     /// The issuer's Ed25519 public key (64 hex digits), which signs the BIN list.
     pub issuer_public_key: [u8; 32],
     /// Time between link probes.
@@ -129,6 +131,7 @@ impl MasterConfig {
         let issuer_addr = r.socket_addr("ground.issuer_addr");
         let issuer_server_name = r.string("ground.issuer_server_name");
         let issuer_ca_file = r.path("ground.issuer_ca_file");
+        let issuer_crl_file = r.optional_path("ground.issuer_crl_file");
         let issuer_public_key =
             r.path("ground.issuer_public_key_file").and_then(|p| match std::fs::read_to_string(&p) {
                 Ok(text) => match inflight_store::parse_public_key_hex(&text) {
@@ -183,6 +186,7 @@ impl MasterConfig {
                 issuer_addr: issuer_addr.expect(missing),
                 issuer_server_name: issuer_server_name.expect(missing),
                 issuer_ca_file: issuer_ca_file.expect(missing),
+                issuer_crl_file,
                 issuer_public_key: issuer_public_key.expect(missing),
                 probe_interval,
                 probe_up_after,

@@ -68,9 +68,10 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     )?;
     let mode = store.setting("link_override")?.and_then(|m| LinkOverride::parse(&m).ok()).unwrap_or_default();
     let link = LinkState::new(&cfg, mode);
-    let ground_tls = tls::client_config(
+    let ground_tls = tls::client_config_with_crls(
         tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?,
         tls::roots(&cfg.ground.issuer_ca_file)?,
+        cfg.ground.issuer_crl_file.as_deref().map(tls::crls).transpose()?.unwrap_or_default(),
         GROUND_ALPN,
     )?;
     let ep = endpoint::server_with(cfg.listen, terminal_server_config(&cfg)?)?;

@@ -116,13 +116,20 @@ pub fn server_config(tls: rustls::ServerConfig, timers: LinkTimers) -> Result<Se
 
 /// A client endpoint on an ephemeral port of `bind` (use `0.0.0.0:0` or `127.0.0.1:0`).
 pub fn client(bind: SocketAddr, tls: rustls::ClientConfig, timers: LinkTimers) -> Result<Endpoint, NetError> {
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
-    let mut cfg = ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(transport(timers)?);
+    let cfg = client_config(tls, timers)?;
     let mut ep = Endpoint::new(EndpointConfig::default(), None, udp_socket(bind)?, Arc::new(TokioRuntime))
         .map_err(|e| NetError::Socket { addr: bind, detail: e.to_string() })?;
     ep.set_default_client_config(cfg);
     Ok(ep)
+}
+
+/// The QUIC client configuration of [`client`]; give a new one to
+/// `Endpoint::set_default_client_config` to change certificates or revocation lists.
+pub fn client_config(tls: rustls::ClientConfig, timers: LinkTimers) -> Result<ClientConfig, NetError> {
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut cfg = ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(transport(timers)?);
+    Ok(cfg)
 }
 
 /// Connects to `addr`, verifying the server's certificate for `server_name`, within `timeout`.

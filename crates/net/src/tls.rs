@@ -12,6 +12,9 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 
 use crate::NetError;
 
+/// The rustls client configuration, for crates that do not depend on rustls themselves.
+pub use rustls::ClientConfig;
+
 /// The one crypto provider. Every config is built with it explicitly, so a second provider in
 /// the dependency tree can never make rustls panic at run time.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -287,6 +290,63 @@ mod tests {
         assert!(!PeerKind::Aircraft.accepts(&names(&["master.d-aixa.aircraft.inflight"])), "a server-only name");
         assert!(!PeerKind::Aircraft.accepts(&names(&["seat-1.terminal.inflight"])));
         assert!(!PeerKind::Aircraft.accepts(&[]));
+    }
+
+    /// Whether a client trusting `ca` with `crls` completes a handshake with a server using
+    /// `server` (real QUIC on loopback).
+    async fn client_accepts(
+        ca: &crate::pki::DevCa,
+        server: &crate::pki::PemPair,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> bool {
+        let client_pair =
+            ca.issue("seat-1.terminal.inflight", true, false, crate::pki::Validity::default()).expect("cert");
+        let identity = |p: &crate::pki::PemPair| Identity {
+            chain: vec![CertificateDer::from_pem_slice(p.cert_pem.as_bytes()).expect("cert")],
+            key: PrivateKeyDer::from_pem_slice(p.key_pem.as_bytes()).expect("key"),
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).expect("ca")).expect("root");
+        let roots = Arc::new(roots);
+        let server_tls = server_config(identity(server), roots.clone(), b"test").expect("server tls");
+        let ep = crate::endpoint::server("127.0.0.1:0".parse().expect("addr"), server_tls, Default::default())
+            .expect("server");
+        let addr = ep.local_addr().expect("addr");
+        let accept = tokio::spawn(async move {
+            let conn = ep.accept().await.expect("incoming").await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            conn.is_ok()
+        });
+        let client_tls = client_config_with_crls(identity(&client_pair), roots, crls, b"test").expect("client tls");
+        let cep = crate::endpoint::client("127.0.0.1:0".parse().expect("addr"), client_tls, Default::default())
+            .expect("client");
+        let ok = crate::endpoint::connect(&cep, addr, "master.x.aircraft.inflight", std::time::Duration::from_secs(3))
+            .await
+            .is_ok();
+        accept.abort();
+        ok
+    }
+
+    #[tokio::test]
+    async fn a_client_refuses_a_revoked_server() {
+        let ca = crate::pki::DevCa::new("aircraft CA").expect("ca");
+        let server =
+            ca.issue("master.x.aircraft.inflight", false, true, crate::pki::Validity::default()).expect("server cert");
+        let crl = |revoked: &[crate::pki::Revoked]| {
+            let pem = ca.crl(revoked, 1, 1_790_000_000, 30).expect("crl");
+            vec![CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).expect("crl pem")]
+        };
+        assert!(client_accepts(&ca, &server, Vec::new()).await, "control: no list");
+        assert!(client_accepts(&ca, &server, crl(&[])).await, "control: a list naming nobody");
+        let revoked = crate::pki::Revoked { serial: server.serial.clone(), revoked_unix_s: 1_790_000_000 };
+        assert!(!client_accepts(&ca, &server, crl(&[revoked])).await, "a revoked server must be refused");
+        // A list from another CA says nothing about this server: refused (fail closed).
+        let other = crate::pki::DevCa::new("another CA").expect("ca");
+        let foreign = vec![CertificateRevocationListDer::from_pem_slice(
+            other.crl(&[], 1, 1_790_000_000, 30).expect("crl").as_bytes(),
+        )
+        .expect("crl pem")];
+        assert!(!client_accepts(&ca, &server, foreign).await, "unknown revocation status must be refused");
     }
 
     #[test]

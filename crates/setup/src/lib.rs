@@ -273,6 +273,8 @@ payment_age_flag_hours = 24
 issuer_addr = "127.0.0.1:{issuer_port}"
 issuer_server_name = "{issuer_name}"
 issuer_ca_file = "{root}/pki/issuer-ca.pem"
+# The issuer CA's revocation list (read at start).
+issuer_crl_file = "{root}/pki/issuer-ca.crl.pem"
 # Verifies the signature on the issuer's BIN list.
 issuer_public_key_file = "{root}/keys/issuer-signing.pub"
 # The link watcher: a real handshake + ping every probe_interval_ms; up after probe_up_after
@@ -333,6 +335,9 @@ server_name = "{master}"
 [tls]
 # The aircraft CA, which signs aircraft servers.
 ca_file = "{root}/pki/aircraft-ca.pem"
+# Its revocation list: a revoked aircraft server is refused. Re-read, with the CA, certificate
+# and key, before each connection attempt (a renewed certificate needs no restart either).
+crl_file = "{root}/pki/aircraft-ca.crl.pem"
 cert_file = "{root}/pki/{id}.pem"
 key_file = "{root}/pki/{id}.key"
 

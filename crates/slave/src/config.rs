@@ -33,6 +33,9 @@ pub struct SlaveConfig {
     pub issuer_public_key: [u8; 32],
     /// This terminal's certificate chain (PEM).
     pub cert_file: PathBuf,
+    /// Revocation list of the aircraft CA (PEM), if any: a revoked aircraft server is refused.
+    /// Re-read, with the CA, certificate and key, before each connection attempt.
+    pub crl_file: Option<PathBuf>,
     /// Its private key (PEM).
     pub key_file: PathBuf,
     /// Risk caps of this terminal.
@@ -85,6 +88,7 @@ impl SlaveConfig {
             }
         });
         let cert_file = r.path("tls.cert_file");
+        let crl_file = r.optional_path("tls.crl_file");
         let key_file = r.path("tls.key_file");
         let caps = TerminalCaps {
             stored_payments_max: r.u64_or("limits.stored_payments_max", 10_000, 1, 1_000_000),
@@ -125,6 +129,7 @@ impl SlaveConfig {
             ca_file: ca_file.expect(missing),
             issuer_public_key: issuer_public_key.expect(missing),
             cert_file: cert_file.expect(missing),
+            crl_file,
             key_file: key_file.expect(missing),
             caps,
             verdict_wait,

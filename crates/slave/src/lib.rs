@@ -59,12 +59,28 @@ pub fn open_store(cfg: &SlaveConfig) -> Result<SlaveStore, StoreError> {
     SlaveStore::open(&cfg.data_dir, vault, cfg.cache_bytes)
 }
 
+/// The TLS configuration towards the master, from the files (read again before a connection
+/// attempt when they changed: a renewed certificate, a new revocation list).
+pub(crate) fn client_tls(cfg: &SlaveConfig) -> Result<tls::ClientConfig, NetError> {
+    let id = tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?;
+    let crls = cfg.crl_file.as_deref().map(tls::crls).transpose()?.unwrap_or_default();
+    tls::client_config_with_crls(id, tls::roots(&cfg.ca_file)?, crls, TERMINAL_ALPN)
+}
+
+/// The files [`client_tls`] reads.
+pub(crate) fn tls_files(cfg: &SlaveConfig) -> Vec<std::path::PathBuf> {
+    [Some(&cfg.ca_file), cfg.crl_file.as_ref(), Some(&cfg.cert_file), Some(&cfg.key_file)]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+}
+
 /// Runs the daemon until `cancel`.
 pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), SlaveError> {
     let cfg = Arc::new(cfg);
     let store = Arc::new(open_store(&cfg)?);
-    let id = tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?;
-    let client_tls = tls::client_config(id, tls::roots(&cfg.ca_file)?, TERMINAL_ALPN)?;
+    let client_tls = client_tls(&cfg)?;
     let bind = if cfg.master_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     let ep = endpoint::client(bind.parse().expect("literal socket address"), client_tls, cfg.timers)?;
     let listener = inflight_daemon::local::bind(&cfg.capture_socket, cfg.capture_access.clone())

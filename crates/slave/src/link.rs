@@ -14,12 +14,33 @@ use crate::config::SlaveConfig;
 use crate::terminal::Event;
 
 /// Keeps a connection to the master up until `cancel`.
-pub(crate) async fn run(cfg: Arc<SlaveConfig>, ep: Endpoint, events: mpsc::Sender<Event>, cancel: CancellationToken) {
+pub(crate) async fn run(
+    cfg: Arc<SlaveConfig>,
+    mut ep: Endpoint,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+) {
     let mut backoff = cfg.reconnect_min;
     // Jitter source: differs per terminal and per start, so a cabin of terminals that lost the
     // master together does not reconnect in lock-step.
     let mut seed = inflight_daemon::unix_ms_now() ^ fnv(cfg.terminal_id.as_str());
+    let files = crate::tls_files(&cfg);
+    let mut tls_stamp = inflight_net::reload::stamp(&files);
     while !cancel.is_cancelled() {
+        // A renewed certificate or a new revocation list takes effect at the next connection.
+        let now = inflight_net::reload::stamp(&files);
+        if now != tls_stamp {
+            tls_stamp = now;
+            match crate::client_tls(&cfg).and_then(|t| endpoint::client_config(t, cfg.timers)) {
+                Ok(c) => {
+                    ep.set_default_client_config(c);
+                    tracing::info!("TLS material changed on disk; the next connection uses it");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS material changed on disk but does not load; keeping the previous one")
+                }
+            }
+        }
         let mut was_connected = false;
         // A connect attempt can take the whole connect timeout; shutdown does not wait for it.
         let result = tokio::select! {
