@@ -15,6 +15,11 @@ use inflight_wire::{BinList, Currency, Money, Payment, PaymentId, RefusalReason,
 /// flight long stays far below.
 pub const PAYMENTS_MAX: usize = 2_000_000;
 
+/// Most payment records the master's index holds, delivered ones included: the absolute bound on
+/// its memory. Past it every new payment is refused (`aircraft_full`); it is far above what
+/// `PAYMENTS_MAX` open payments and a few flights of delivered ones need.
+pub const INDEX_ENTRIES_MAX: usize = 4_000_000;
+
 /// Most open payments one terminal may have at the master. A seatback sells a few dozen in a
 /// flight and a crew terminal a few thousand; past it, that terminal (a broken or stolen one)
 /// is refused, not the aircraft.
@@ -37,7 +42,8 @@ pub struct Limits {
 impl Limits {
     /// Limits for an aircraft of up to `terminals_max` terminals.
     pub fn new(terminal_open_max: usize, aircraft_open_max: usize, terminals_max: usize) -> Self {
-        Self { terminal_open_max, aircraft_open_max, terminal_fair_share: aircraft_open_max / terminals_max.max(1) }
+        let terminal_fair_share = (aircraft_open_max / terminals_max.max(1)).max(1);
+        Self { terminal_open_max, aircraft_open_max, terminal_fair_share }
     }
 }
 
@@ -120,8 +126,9 @@ pub enum Decision {
     /// without storing anything (the sale app is told `refused`; nothing is carried).
     Turn(RefusalReason),
     /// New and already answered `accepted` (it must be carried), but its terminal is over its
-    /// share: close that terminal's connection; it keeps the payment and retries later, when
-    /// delivered results have made room.
+    /// share: not stored and not acked; the terminal keeps it and sends it again after its ack
+    /// timeout, by when delivered results may have made room. The connection stays up, so
+    /// results and their acks keep flowing.
     Full,
 }
 
@@ -183,7 +190,8 @@ pub struct Aggregator {
     card_totals: HashMap<(CardKey, Currency), u64>,
     /// The issuer's current list (its rules carry the per-card-per-flight limits).
     bins: Option<BinList>,
-    /// Open payments (stored, not delivered back) per terminal, for [`Limits`].
+    /// Payments held per terminal, for [`Limits`]: stored and not yet delivered back, and
+    /// voided or refused ones (they stay recorded for the flight).
     open: HashMap<TerminalId, usize>,
     /// What one terminal may hold.
     limits: Limits,
@@ -202,7 +210,7 @@ impl Aggregator {
         Self { limits, ..Self::default() }
     }
 
-    /// Open payments of `terminal`.
+    /// Payments `terminal` holds here (see [`Limits`]).
     pub fn open_of(&self, terminal: &TerminalId) -> usize {
         self.open.get(terminal).copied().unwrap_or(0)
     }
@@ -210,11 +218,13 @@ impl Aggregator {
     /// Whether a new payment from `terminal` is past what it may hold, and why.
     fn over_share(&self, terminal: &TerminalId) -> Option<RefusalReason> {
         let mine = self.open_of(terminal);
-        let c = &self.counts;
-        let aircraft = c.unconfirmed + c.pending + c.in_batch + c.quarantined + c.decided;
+        let aircraft = self.index.len() - self.counts.delivered as usize;
         if mine >= self.limits.terminal_open_max {
             Some(RefusalReason::TerminalFull)
-        } else if aircraft as usize >= self.limits.aircraft_open_max && mine >= self.limits.terminal_fair_share {
+        } else if self.index.len() >= INDEX_ENTRIES_MAX {
+            // The absolute bound on the master's memory, whoever is below their share.
+            Some(RefusalReason::AircraftFull)
+        } else if aircraft >= self.limits.aircraft_open_max && mine >= self.limits.terminal_fair_share {
             Some(RefusalReason::AircraftFull)
         } else {
             None
@@ -459,6 +469,9 @@ impl Aggregator {
         if flat(&fresh.undelivered) != flat(&self.undelivered) {
             return Err("undelivered results out of step with the index".into());
         }
+        if fresh.open != self.open {
+            return Err(format!("per-terminal shares {:?} but the index says {:?}", self.open, fresh.open));
+        }
         Ok(())
     }
 
@@ -466,8 +479,17 @@ impl Aggregator {
     fn account(&mut self, id: PaymentId, e: &IndexEntry) {
         let c = &mut self.counts;
         match e.verdict {
-            v if is_void(v) => c.voided += 1,
-            Verdict::Refused(_) => c.refused += 1,
+            // Voided and refused payments stay recorded for the flight: they count against their
+            // terminal's share too, or a stolen terminal could grow the index without bound by
+            // submitting and voiding.
+            v if is_void(v) => {
+                c.voided += 1;
+                *self.open.entry(e.terminal.clone()).or_default() += 1;
+            }
+            Verdict::Refused(_) => {
+                c.refused += 1;
+                *self.open.entry(e.terminal.clone()).or_default() += 1;
+            }
             // The index records stored payments as `Stored`; `Held` is only ever an ack.
             Verdict::Stored | Verdict::Held if !e.answered && e.phase == Phase::Pending => {
                 c.unconfirmed += 1;
@@ -511,8 +533,14 @@ impl Aggregator {
     fn unaccount(&mut self, id: PaymentId, e: &IndexEntry) {
         let c = &mut self.counts;
         match e.verdict {
-            v if is_void(v) => c.voided -= 1,
-            Verdict::Refused(_) => c.refused -= 1,
+            v if is_void(v) => {
+                c.voided -= 1;
+                Self::close_one(&mut self.open, &e.terminal);
+            }
+            Verdict::Refused(_) => {
+                c.refused -= 1;
+                Self::close_one(&mut self.open, &e.terminal);
+            }
             Verdict::Stored | Verdict::Held if !e.answered && e.phase == Phase::Pending => {
                 c.unconfirmed -= 1;
                 Self::close_one(&mut self.open, &e.terminal);
@@ -838,21 +866,23 @@ mod tests {
     }
 
     #[test]
-    fn delivered_and_voided_payments_free_a_terminal_s_quota() {
+    fn delivered_payments_free_a_terminal_s_quota_voided_ones_do_not() {
         let mut a = Aggregator::with_limits(Limits::new(2, 1_000, 10));
         assert_eq!(submit(&mut a, 0, "x", true), Decision::Store { flag: None });
         assert_eq!(submit(&mut a, 1, "x", false), Decision::Store { flag: None });
         assert_eq!(submit(&mut a, 2, "x", false), Decision::Turn(RefusalReason::TerminalFull));
         let (p0, p1) = (payment(0, "x", 1).id, payment(1, "x", 1).id);
-        // Through the issuer and back: decided is still open, delivered is not.
+        // Voided: still recorded for the flight, still counted.
+        assert_eq!(a.handle_void(&t("x"), p1), VoidDecision::Void);
+        assert_eq!(a.open_of(&t("x")), 2);
+        // Through the issuer and back: decided is still held, delivered is not.
         a.advance(p0, Phase::InBatch);
         a.advance(p0, Phase::Decided);
         assert_eq!(submit(&mut a, 2, "x", false), Decision::Turn(RefusalReason::TerminalFull));
         a.advance(p0, Phase::Delivered);
         assert_eq!(a.open_of(&t("x")), 1);
-        assert_eq!(a.handle_void(&t("x"), p1), VoidDecision::Void);
-        assert_eq!(a.open_of(&t("x")), 0);
         assert_eq!(submit(&mut a, 2, "x", false), Decision::Store { flag: None });
+        a.check_invariants().expect("shares in step with the index");
     }
 
     #[test]
@@ -881,5 +911,25 @@ mod tests {
             a.restore(id, src.entry(&id).cloned().expect("stored"));
         }
         assert_eq!(submit(&mut a, 2, "x", false), Decision::Turn(RefusalReason::TerminalFull));
+    }
+
+    #[test]
+    fn voided_and_refused_payments_count_until_the_flight_is_over() {
+        // A stolen terminal submitting and voiding in a loop fills its own share, not the index.
+        let mut a = Aggregator::with_limits(Limits::new(3, 1_000, 10));
+        for n in 0..3 {
+            assert_eq!(submit(&mut a, n, "stolen", false), Decision::Store { flag: None });
+            assert_eq!(a.handle_void(&t("stolen"), payment(n, "stolen", 1).id), VoidDecision::Void);
+        }
+        assert_eq!(submit(&mut a, 3, "stolen", false), Decision::Turn(RefusalReason::TerminalFull));
+        assert_eq!(a.open_of(&t("stolen")), 3);
+        // A reverted void is open again, not counted twice.
+        a.revert_void(&payment(0, "stolen", 1).id);
+        assert_eq!(a.open_of(&t("stolen")), 3);
+    }
+
+    #[test]
+    fn a_fair_share_is_never_zero() {
+        assert_eq!(Limits::new(10, 5, 2_000).terminal_fair_share, 1);
     }
 }

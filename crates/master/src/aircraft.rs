@@ -384,15 +384,16 @@ impl Aircraft {
                 Ok((self.store.latest(), Verdict::Refused(r)))
             }
             Decision::Full => {
-                tracing::error!(
+                // Not acked and the connection kept: the terminal sends it again after its ack
+                // timeout, while results (which make room) keep flowing. Closing the connection
+                // instead made a reconnect loop in which the result acks never got through.
+                tracing::warn!(
                     payment = %payment.id,
                     %terminal,
                     open = self.agg.open_of(&terminal),
                     "terminal over its share of the aircraft sent a payment its sale app was told accepted; \
-                     closing its connection until delivered results make room (it keeps the payment)"
+                     not stored yet, the terminal keeps it and sends it again"
                 );
-                let _ =
-                    reply.try_send(Outgoing::Close(ErrorCode::Busy, "terminal over its share of the aircraft".into()));
                 return;
             }
         };
