@@ -457,11 +457,14 @@ async fn terminal_hello(dep: &Deployment, terminal: &str) -> Result<MasterMsg, S
 async fn a_revoked_terminal_is_refused_at_its_next_handshake_without_a_restart() {
     let dep = Deployment::new(2);
     let _master = dep.start_master();
-    assert!(matches!(terminal_hello(&dep, "slave-1").await, Ok(MasterMsg::Hello { .. })), "before revocation");
+    // A live connection of the terminal to be revoked (a stolen seatback already connected).
+    let (live, mut w, mut r) = open(&dep, client_tls(&dep, "slave-1")).await.expect("handshake");
+    assert!(matches!(hello(&mut w, &mut r, "slave-1").await, Ok(MasterMsg::Hello { .. })), "before revocation");
     let said = setup(&dep, &["revoke", "--name", "slave-1"]);
     assert!(said.contains("revoked 1 certificate"), "{said}");
     // The master polls its TLS files every second.
     tokio::time::sleep(inflight_net::reload::TLS_RELOAD_POLL * 2 + Duration::from_millis(500)).await;
+    assert!(live.close_reason().is_some(), "the revoked terminal's live connection must be cut");
     let after = terminal_hello(&dep, "slave-1").await;
     assert!(after.is_err(), "a revoked terminal must be refused: {after:?}");
     assert!(matches!(terminal_hello(&dep, "slave-2").await, Ok(MasterMsg::Hello { .. })), "others still served");

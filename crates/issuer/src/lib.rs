@@ -130,15 +130,24 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
             async move { admin_answer(&store, &req) }
         }));
     }
+    let gate = inflight_net::admission::Gate::new();
+    let peers = inflight_net::admission::PeerConnections::new(CONNECTIONS_PER_AIRCRAFT_MAX);
     {
         let c = shared.cfg.clone();
         let files = [Some(&c.ca_file), c.crl_file.as_ref(), Some(&c.cert_file), Some(&c.key_file)];
         let files = files.into_iter().flatten().cloned().collect();
         let build = move || aircraft_server_config(&c);
-        tasks.spawn(inflight_net::reload::watch_server(ep.clone(), files, build, "aircraft", cancel.clone()));
+        let live = peers.clone();
+        let installed = move || live.close_all(CLOSE_REPLACED.into(), b"TLS material changed: reconnect");
+        tasks.spawn(inflight_net::reload::watch_server(
+            ep.clone(),
+            files,
+            build,
+            installed,
+            "aircraft",
+            cancel.clone(),
+        ));
     }
-    let gate = inflight_net::admission::Gate::new();
-    let peers = inflight_net::admission::PeerConnections::new(CONNECTIONS_PER_AIRCRAFT_MAX);
     loop {
         let incoming = tokio::select! {
             _ = cancel.cancelled() => break,

@@ -49,6 +49,10 @@ pub enum MasterError {
     },
 }
 
+/// How long a newly authenticated terminal waits for a slot when all are taken: long enough for
+/// the stale connection it just replaced to give its slot back.
+const REPLACED_SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Opens the master's store.
 pub fn open_store(cfg: &MasterConfig) -> Result<MasterStore, StoreError> {
     let vault = CardVault::from_key_file(&cfg.card_key_file)?;
@@ -104,19 +108,28 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         events_tx.clone(),
         cancel.clone(),
     ));
-    {
-        let c = cfg.clone();
-        let files = [Some(&cfg.ca_file), cfg.crl_file.as_ref(), Some(&cfg.cert_file), Some(&cfg.key_file)];
-        let files = files.into_iter().flatten().cloned().collect();
-        let build = move || terminal_server_config(&c);
-        tasks.spawn(inflight_net::reload::watch_server(ep.clone(), files, build, "terminals", cancel.clone()));
-    }
     let connected = Arc::new(AtomicUsize::new(0));
     // Only authenticated connections take a terminal slot; handshakes are admitted by `gate`.
     let slots = Arc::new(Semaphore::new(cfg.terminals_max));
     let gate = admission::Gate::new();
     // One connection per terminal certificate: a newer one closes the older.
     let peers = admission::PeerConnections::new(1);
+    {
+        let c = cfg.clone();
+        let files = [Some(&cfg.ca_file), cfg.crl_file.as_ref(), Some(&cfg.cert_file), Some(&cfg.key_file)];
+        let files = files.into_iter().flatten().cloned().collect();
+        let build = move || terminal_server_config(&c);
+        let live = peers.clone();
+        let installed = move || live.close_all(ErrorCode::Replaced.as_u32().into(), b"TLS material changed: reconnect");
+        tasks.spawn(inflight_net::reload::watch_server(
+            ep.clone(),
+            files,
+            build,
+            installed,
+            "terminals",
+            cancel.clone(),
+        ));
+    }
     {
         let admin_ctx =
             Admin { events: events_tx.clone(), connected: connected.clone(), store: store.clone(), link: link.clone() };
@@ -141,18 +154,22 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
                     return;
                 }
             };
-            let Ok(_permit) = slots.try_acquire_owned() else {
-                tracing::warn!(remote = %conn.remote_address(), max = cfg.terminals_max, "terminal limit reached; refusing connection");
-                conn.close(ErrorCode::Busy.as_u32().into(), b"terminal limit reached");
-                return;
-            };
-            let _registered = match peers.register(&conn, ErrorCode::Replaced.as_u32().into()) {
+            // Registered first: a terminal reconnecting after a silent link loss replaces its
+            // stale connection, which gives its slot back, before it asks for one.
+            let registered = match peers.register(&conn, ErrorCode::Replaced.as_u32().into()) {
                 Ok(r) => r,
                 Err(e) => {
                     conn.close(ErrorCode::WrongTerminal.as_u32().into(), e.to_string().as_bytes());
                     return;
                 }
             };
+            let permit = tokio::time::timeout(REPLACED_SLOT_WAIT, slots.acquire_owned()).await;
+            let Ok(Ok(_permit)) = permit else {
+                tracing::warn!(remote = %conn.remote_address(), max = cfg.terminals_max, "terminal limit reached; refusing connection");
+                conn.close(ErrorCode::Busy.as_u32().into(), b"terminal limit reached");
+                return;
+            };
+            let _registered = registered;
             conn::serve(cfg, conn, events_tx, connected, cancel).await
         });
     }

@@ -243,6 +243,15 @@ impl PeerConnections {
         Ok(Registration { peers: self.clone(), key, id: conn.stable_id() })
     }
 
+    /// Closes every registered connection with `code` (after new TLS material: each peer then
+    /// reconnects and is verified again).
+    pub fn close_all(&self, code: quinn::VarInt, reason: &[u8]) {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        for c in live.values().flatten() {
+            c.close(code, reason);
+        }
+    }
+
     /// Connections registered now, in all.
     pub fn len(&self) -> usize {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).values().map(VecDeque::len).sum()

@@ -1,7 +1,9 @@
 //! TLS material that changes on disk while a daemon runs: a new revocation list (a stolen
 //! terminal shut out), a renewed certificate (short-lived certificates are the default). A
-//! server polls its files and, when any changed, builds its configuration again and gives it to
-//! the endpoint: new handshakes use it, connections already up are not disturbed. A change that
+//! server polls its files and, when any changed, builds its configuration again, gives it to the
+//! endpoint and closes the connections already up: every peer reconnects and is verified under
+//! the new material (reconnecting is what peers do after any loss; nothing in flight is lost,
+//! since everything is re-sent until acknowledged by id). A change that
 //! does not build (a half-written file, a bad list) is logged and the previous configuration
 //! kept; it is tried again at the next change.
 
@@ -37,12 +39,15 @@ pub fn stamp(files: &[PathBuf]) -> Stamp {
     )
 }
 
-/// Until `cancel`: whenever `files` change, `build` a new server configuration and install it on
-/// `ep`. `what` names the endpoint in logs.
+/// Until `cancel`: whenever `files` change, `build` a new server configuration, install it on
+/// `ep`, then call `installed` (which closes the connections already up, so that every peer is
+/// verified again under the new material: a revoked one is shut out, not just kept from
+/// reconnecting). `what` names the endpoint in logs.
 pub async fn watch_server(
     ep: Endpoint,
     files: Vec<PathBuf>,
     build: impl Fn() -> Result<ServerConfig, NetError>,
+    installed: impl Fn(),
     what: &'static str,
     cancel: CancellationToken,
 ) {
@@ -60,7 +65,11 @@ pub async fn watch_server(
         match build() {
             Ok(cfg) => {
                 ep.set_server_config(Some(cfg));
-                tracing::info!(endpoint = what, "TLS material changed on disk; new handshakes use it");
+                installed();
+                tracing::info!(
+                    endpoint = what,
+                    "TLS material changed on disk; connections closed, peers reconnect and are verified again"
+                );
             }
             Err(e) => tracing::error!(
                 endpoint = what,

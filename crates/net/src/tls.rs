@@ -61,11 +61,21 @@ pub fn roots(ca: &Path) -> Result<Arc<RootCertStore>, NetError> {
     Ok(Arc::new(store))
 }
 
-/// Certificate revocation lists, from a PEM file of one or more `X509 CRL` blocks. An empty
-/// file is allowed (nothing revoked yet); a file that does not parse is an error.
+/// Certificate revocation lists, from a PEM file of one or more `X509 CRL` blocks. A configured
+/// file without one (empty, truncated mid-copy, DER, a certificate by mistake) is an error, never
+/// "nothing revoked": that would switch revocation off silently. A CA with nothing revoked
+/// publishes a list naming nobody (`inflight-setup crl`).
 pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, NetError> {
     let err = |e: rustls_pki_types::pem::Error| NetError::Pem { path: path.to_owned(), detail: e.to_string() };
-    CertificateRevocationListDer::pem_file_iter(path).map_err(err)?.collect::<Result<_, _>>().map_err(err)
+    let list: Vec<_> =
+        CertificateRevocationListDer::pem_file_iter(path).map_err(err)?.collect::<Result<_, _>>().map_err(err)?;
+    if list.is_empty() {
+        return Err(NetError::Pem {
+            path: path.to_owned(),
+            detail: "no revocation list (PEM \"X509 CRL\") in the file".into(),
+        });
+    }
+    Ok(list)
 }
 
 /// A server config that requires a client certificate from `client_ca` and speaks `alpn`.
@@ -347,6 +357,20 @@ mod tests {
         )
         .expect("crl pem")];
         assert!(!client_accepts(&ca, &server, foreign).await, "unknown revocation status must be refused");
+    }
+
+    #[test]
+    fn a_configured_revocation_file_without_a_list_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = crate::pki::DevCa::new("CA").expect("ca");
+        for (name, text) in [("empty", String::new()), ("a certificate", ca.cert_pem()), ("garbage", "x".repeat(40))] {
+            let p = dir.path().join("crl.pem");
+            std::fs::write(&p, &text).expect("write");
+            assert!(crls(&p).is_err(), "{name} must not read as 'nothing revoked'");
+        }
+        let p = dir.path().join("crl.pem");
+        std::fs::write(&p, ca.crl(&[], 1, 1_790_000_000, 30).expect("crl")).expect("write");
+        assert_eq!(crls(&p).expect("a list naming nobody").len(), 1);
     }
 
     #[test]
