@@ -130,7 +130,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
             async move { admin_answer(&store, &req) }
         }));
     }
-    let gate = inflight_net::admission::Gate::new();
+    let gate = inflight_net::admission::Gate::new(inflight_net::admission::Limits::GROUND);
     let peers = inflight_net::admission::PeerConnections::new(CONNECTIONS_PER_AIRCRAFT_MAX);
     {
         let c = shared.cfg.clone();
@@ -154,7 +154,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
             i = ep.accept() => match i { Some(i) => i, None => break },
         };
         let Some((incoming, slot)) = gate.admit(incoming, "aircraft") else { continue };
-        let (shared, slots, peers) = (shared.clone(), slots.clone(), peers.clone());
+        let (shared, slots, peers, gate) = (shared.clone(), slots.clone(), peers.clone(), gate.clone());
         tasks.spawn(async move {
             let conn = match inflight_net::admission::handshake(incoming, slot, shared.cfg.timers.connect).await {
                 Ok(conn) => conn,
@@ -163,6 +163,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
                     return;
                 }
             };
+            gate.authenticated(conn.remote_address().ip());
             // Only authenticated connections count against the limit.
             let Ok(_permit) = slots.try_acquire_owned() else {
                 tracing::warn!(remote = %conn.remote_address(), max = AIRCRAFT_MAX, "aircraft limit reached; refusing connection");

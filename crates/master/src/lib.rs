@@ -111,7 +111,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let connected = Arc::new(AtomicUsize::new(0));
     // Only authenticated connections take a terminal slot; handshakes are admitted by `gate`.
     let slots = Arc::new(Semaphore::new(cfg.terminals_max));
-    let gate = admission::Gate::new();
+    let gate = admission::Gate::new(admission::Limits::TERMINALS);
     // One connection per terminal certificate: a newer one closes the older.
     let peers = admission::PeerConnections::new(1);
     {
@@ -145,7 +145,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         };
         let Some((incoming, slot)) = gate.admit(incoming, "terminal") else { continue };
         let (cfg, events_tx, connected, cancel) = (cfg.clone(), events_tx.clone(), connected.clone(), cancel.clone());
-        let (slots, peers) = (slots.clone(), peers.clone());
+        let (slots, peers, gate) = (slots.clone(), peers.clone(), gate.clone());
         tasks.spawn(async move {
             let conn = match admission::handshake(incoming, slot, cfg.timers.connect).await {
                 Ok(conn) => conn,
@@ -154,6 +154,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
                     return;
                 }
             };
+            gate.authenticated(conn.remote_address().ip());
             // Registered first: a terminal reconnecting after a silent link loss replaces its
             // stale connection, which gives its slot back, before it asks for one.
             let registered = match peers.register(&conn, ErrorCode::Replaced.as_u32().into()) {

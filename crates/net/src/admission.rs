@@ -6,12 +6,12 @@
 //! out. So handshakes are admitted here, apart from the authenticated connections a daemon
 //! counts afterwards:
 //!
-//! - at most [`HANDSHAKES_MAX`] in progress at once, and [`HANDSHAKES_PER_ADDRESS_MAX`] from one
-//!   IP address;
-//! - once [`RETRY_ABOVE`] are in progress, a source that has not proven its address is sent a
-//!   QUIC Retry (stateless: it costs the server nothing to send and nothing to forget), so a
-//!   spoofed flood never holds more than [`RETRY_ABOVE`] slots while real peers, which answer
-//!   the Retry, get through;
+//! - at most [`Limits::handshakes_max`] in progress at once, and a few from one address (more
+//!   from an address that authenticated lately: a cabin behind one address);
+//! - once [`Limits::retry_above`] are in progress, a source that has not proven its address is
+//!   sent a QUIC Retry (stateless: it costs the server nothing to send and nothing to forget), so
+//!   a spoofed flood never holds more than that many slots while real peers, which answer the
+//!   Retry, get through;
 //! - every admitted handshake has a deadline ([`handshake`]).
 //!
 //! The decision itself is the pure [`decide`]; [`Gate`] keeps the counts.
@@ -25,20 +25,62 @@ use quinn::{Connection, Incoming};
 
 use crate::NetError;
 
-/// Most handshakes in progress at once on one endpoint. A handshake costs a TLS state (a few
-/// KiB); terminals finish theirs in milliseconds, so this is far above what a cabin needs while
-/// bounding what a flood can hold.
-pub const HANDSHAKES_MAX: usize = 256;
+/// The gate's limits, per endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most handshakes in progress at once.
+    pub handshakes_max: usize,
+    /// Most in progress from one address (an IPv4 address or an IPv6 /64) that authenticated
+    /// recently ([`KNOWN_ADDRESS_TTL`]): a cabin's terminals behind one address reconnecting at
+    /// once.
+    pub per_known_address_max: usize,
+    /// Most in progress from any other address: what one attacker address can hold, even after
+    /// answering a Retry.
+    pub per_unknown_address_max: usize,
+    /// Past this many in progress, unvalidated sources must answer a QUIC Retry first. Below it
+    /// the extra round trip is not worth paying.
+    pub retry_above: usize,
+}
 
-/// Most handshakes in progress from one IP address. Above [`RETRY_ABOVE`] so that sources that
-/// never proved their address (spoofed ones among them) cannot fill a real terminal's share.
-pub const HANDSHAKES_PER_ADDRESS_MAX: usize = 64;
+impl Limits {
+    /// The master's terminal side: a cabin of at most a few thousand terminals, finishing their
+    /// handshakes in milliseconds. A handshake costs a TLS state (a few KiB), so 256 in progress
+    /// is far above what a cabin needs while bounding what a flood can hold; an attacker needs 32
+    /// unknown addresses that answer Retries to fill it.
+    pub const TERMINALS: Limits =
+        Limits { handshakes_max: 256, per_known_address_max: 64, per_unknown_address_max: 8, retry_above: 16 };
 
-/// Past this many handshakes in progress, unvalidated sources must answer a QUIC Retry first.
-/// Below it the extra round trip is not worth paying.
-pub const RETRY_ABOVE: usize = 16;
+    /// The issuer's side: up to `AIRCRAFT_MAX` aircraft probing about once a second over
+    /// satellite round trips, often from one provider's address: no per-address limit to speak
+    /// of, and Retries only under real pressure.
+    pub const GROUND: Limits = Limits {
+        handshakes_max: 4_096,
+        per_known_address_max: 4_096,
+        per_unknown_address_max: 4_096,
+        retry_above: 1_024,
+    };
+}
 
-const _: () = assert!(RETRY_ABOVE < HANDSHAKES_PER_ADDRESS_MAX && HANDSHAKES_PER_ADDRESS_MAX <= HANDSHAKES_MAX);
+/// How long an address that authenticated counts as known.
+pub const KNOWN_ADDRESS_TTL: Duration = Duration::from_secs(3_600);
+
+/// Most known addresses remembered (the oldest is forgotten first).
+pub const KNOWN_ADDRESSES_MAX: usize = 4_096;
+
+/// Handshakes are counted per IPv4 address, and per IPv6 /64 (one host is given a whole /64).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(o))
+            }
+        },
+    }
+}
 
 /// Log refused handshakes at most this often (a flood must not become a flood of log lines).
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(5);
@@ -73,25 +115,50 @@ impl Refusal {
     }
 }
 
-/// Decides on one connection attempt, given the handshakes in progress (in all, and from its
-/// address) and whether its source address is proven (it echoed a Retry token) or can be asked
-/// to prove it.
-pub fn decide(in_progress: usize, from_address: usize, address_validated: bool, may_retry: bool) -> Admission {
-    if in_progress >= RETRY_ABOVE && !address_validated && may_retry {
-        return Admission::Retry;
+/// What one connection attempt is, for [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// Proven handshakes in progress from its address.
+    pub from_address: usize,
+    /// Its address authenticated recently.
+    pub known_address: bool,
+    /// It echoed a Retry token: its address is proven.
+    pub address_validated: bool,
+    /// It may be asked to prove its address (it has not been already).
+    pub may_retry: bool,
+}
+
+/// Decides on one connection attempt, given the handshakes in progress in all.
+///
+/// An attempt whose source address is not proven is never refused for its address (a spoofer
+/// could otherwise use up a real terminal's share by forging its address): it is admitted while
+/// few handshakes are in progress and sent a Retry otherwise. Per-address limits count and apply
+/// to proven attempts only.
+pub fn decide(limits: &Limits, in_progress: usize, a: Attempt) -> Admission {
+    if !a.address_validated {
+        return if in_progress < limits.retry_above.min(limits.handshakes_max) {
+            Admission::Handshake
+        } else if a.may_retry {
+            Admission::Retry
+        } else {
+            // It echoed a token that did not validate: quinn has answered it already.
+            Admission::Refuse(Refusal::HandshakesFull)
+        };
     }
-    if in_progress >= HANDSHAKES_MAX {
+    if in_progress >= limits.handshakes_max {
         return Admission::Refuse(Refusal::HandshakesFull);
     }
-    if from_address >= HANDSHAKES_PER_ADDRESS_MAX {
+    let per_address = if a.known_address { limits.per_known_address_max } else { limits.per_unknown_address_max };
+    if a.from_address >= per_address {
         return Admission::Refuse(Refusal::AddressFull);
     }
     Admission::Handshake
 }
 
-/// The handshakes in progress on one endpoint.
-#[derive(Debug, Default)]
+/// The handshakes in progress on one endpoint, and the addresses that authenticated lately.
+#[derive(Debug)]
 pub struct Gate {
+    limits: Limits,
     counts: Mutex<Counts>,
 }
 
@@ -99,6 +166,7 @@ pub struct Gate {
 struct Counts {
     total: usize,
     by_address: HashMap<IpAddr, usize>,
+    known: HashMap<IpAddr, Instant>,
     refused_since_log: u64,
     last_log: Option<Instant>,
 }
@@ -107,17 +175,20 @@ struct Counts {
 #[derive(Debug)]
 pub struct Slot {
     gate: Arc<Gate>,
-    address: IpAddr,
+    /// Counted against this address (proven attempts only).
+    address: Option<IpAddr>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = self.gate.counts.lock().unwrap_or_else(|p| p.into_inner());
         c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.by_address.get_mut(&self.address) {
-            *n -= 1;
-            if *n == 0 {
-                c.by_address.remove(&self.address);
+        if let Some(address) = self.address {
+            if let Some(n) = c.by_address.get_mut(&address) {
+                *n -= 1;
+                if *n == 0 {
+                    c.by_address.remove(&address);
+                }
             }
         }
     }
@@ -125,8 +196,24 @@ impl Drop for Slot {
 
 impl Gate {
     /// A gate with nothing in progress.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    pub fn new(limits: Limits) -> Arc<Self> {
+        Arc::new(Self { limits, counts: Mutex::default() })
+    }
+
+    /// Records that a peer at `ip` finished a handshake (its certificate verified): its address
+    /// is known for [`KNOWN_ADDRESS_TTL`].
+    pub fn authenticated(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if c.known.len() >= KNOWN_ADDRESSES_MAX && !c.known.contains_key(&address_key(ip)) {
+            c.known.retain(|_, t| now.duration_since(*t) < KNOWN_ADDRESS_TTL);
+            if c.known.len() >= KNOWN_ADDRESSES_MAX {
+                if let Some(oldest) = c.known.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a) {
+                    c.known.remove(&oldest);
+                }
+            }
+        }
+        c.known.insert(address_key(ip), now);
     }
 
     /// Handshakes in progress now.
@@ -137,15 +224,23 @@ impl Gate {
     /// Admits, retries or refuses `incoming`. `Some` holds the admitted attempt and its slot;
     /// `None` means it was answered (Retry or refusal) and is gone.
     pub fn admit(self: &Arc<Self>, incoming: Incoming, what: &str) -> Option<(Incoming, Slot)> {
-        let address = incoming.remote_address().ip();
+        let address = address_key(incoming.remote_address().ip());
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let from_address = c.by_address.get(&address).copied().unwrap_or(0);
-        match decide(c.total, from_address, incoming.remote_address_validated(), incoming.may_retry()) {
+        let attempt = Attempt {
+            from_address: c.by_address.get(&address).copied().unwrap_or(0),
+            known_address: c.known.get(&address).is_some_and(|t| t.elapsed() < KNOWN_ADDRESS_TTL),
+            address_validated: incoming.remote_address_validated(),
+            may_retry: incoming.may_retry(),
+        };
+        match decide(&self.limits, c.total, attempt) {
             Admission::Handshake => {
                 c.total += 1;
-                *c.by_address.entry(address).or_insert(0) += 1;
+                let counted = attempt.address_validated.then_some(address);
+                if let Some(a) = counted {
+                    *c.by_address.entry(a).or_insert(0) += 1;
+                }
                 drop(c);
-                Some((incoming, Slot { gate: self.clone(), address }))
+                Some((incoming, Slot { gate: self.clone(), address: counted }))
             }
             Admission::Retry => {
                 drop(c);
@@ -279,61 +374,99 @@ impl Drop for Registration {
 mod tests {
     use super::*;
 
+    const L: Limits = Limits::TERMINALS;
+
+    fn attempt(from_address: usize, known: bool, validated: bool) -> Attempt {
+        Attempt { from_address, known_address: known, address_validated: validated, may_retry: !validated }
+    }
+
     #[test]
     fn a_quiet_endpoint_handshakes_at_once() {
-        assert_eq!(decide(0, 0, false, true), Admission::Handshake);
-        assert_eq!(decide(RETRY_ABOVE - 1, RETRY_ABOVE - 1, false, true), Admission::Handshake);
+        assert_eq!(decide(&L, 0, attempt(0, false, false)), Admission::Handshake);
+        assert_eq!(decide(&L, L.retry_above - 1, attempt(0, false, false)), Admission::Handshake);
     }
 
     #[test]
     fn a_busy_endpoint_asks_unproven_sources_for_a_retry() {
-        assert_eq!(decide(RETRY_ABOVE, 0, false, true), Admission::Retry);
+        assert_eq!(decide(&L, L.retry_above, attempt(0, true, false)), Admission::Retry);
         // Even when full: a Retry costs nothing and lets a real peer come back validated.
-        assert_eq!(decide(HANDSHAKES_MAX, HANDSHAKES_PER_ADDRESS_MAX, false, true), Admission::Retry);
+        assert_eq!(decide(&L, L.handshakes_max, attempt(L.per_known_address_max, true, false)), Admission::Retry);
         // Proven sources skip it.
-        assert_eq!(decide(RETRY_ABOVE, 0, true, false), Admission::Handshake);
+        assert_eq!(decide(&L, L.retry_above, attempt(0, false, true)), Admission::Handshake);
     }
 
     #[test]
-    fn limits_in_all_and_per_address_refuse() {
-        assert_eq!(decide(HANDSHAKES_MAX, 0, true, false), Admission::Refuse(Refusal::HandshakesFull));
-        assert_eq!(decide(HANDSHAKES_MAX - 1, HANDSHAKES_PER_ADDRESS_MAX - 1, true, false), Admission::Handshake);
-        assert_eq!(
-            decide(HANDSHAKES_MAX - 1, HANDSHAKES_PER_ADDRESS_MAX, true, false),
-            Admission::Refuse(Refusal::AddressFull)
-        );
-        // A source that cannot be asked to retry (it already echoed a token that was no good)
-        // is held to the same limits.
-        assert_eq!(decide(HANDSHAKES_MAX, 0, false, false), Admission::Refuse(Refusal::HandshakesFull));
-    }
-
-    #[test]
-    fn unproven_sources_never_reach_an_address_limit() {
-        // Whatever the counts, an unvalidated source that may be retried either handshakes
-        // while fewer than RETRY_ABOVE are in progress, or is retried: so unproven attempts
-        // from one address never exceed RETRY_ABOVE < HANDSHAKES_PER_ADDRESS_MAX, and a
-        // spoofer cannot use up a real terminal's address share.
-        for total in 0..=HANDSHAKES_MAX + 1 {
-            for from in [0, RETRY_ABOVE, HANDSHAKES_PER_ADDRESS_MAX] {
-                let a = decide(total, from, false, true);
-                assert!(a != Admission::Refuse(Refusal::AddressFull) || from >= HANDSHAKES_PER_ADDRESS_MAX);
-                if total >= RETRY_ABOVE {
-                    assert_eq!(a, Admission::Retry);
+    fn unproven_attempts_are_never_refused_for_their_address() {
+        // A spoofer forging a terminal's address gets Retries, never uses up that address.
+        for total in 0..=L.handshakes_max + 1 {
+            for from in [0, L.per_unknown_address_max, L.per_known_address_max, 10_000] {
+                for known in [false, true] {
+                    let a = decide(&L, total, attempt(from, known, false));
+                    assert_ne!(a, Admission::Refuse(Refusal::AddressFull));
+                    if total >= L.retry_above {
+                        assert_eq!(a, Admission::Retry);
+                    }
                 }
             }
         }
     }
 
+    #[test]
+    fn limits_in_all_and_per_address_refuse_proven_attempts() {
+        assert_eq!(decide(&L, L.handshakes_max, attempt(0, true, true)), Admission::Refuse(Refusal::HandshakesFull));
+        let almost = L.handshakes_max - 1;
+        assert_eq!(decide(&L, almost, attempt(L.per_known_address_max - 1, true, true)), Admission::Handshake);
+        assert_eq!(
+            decide(&L, almost, attempt(L.per_known_address_max, true, true)),
+            Admission::Refuse(Refusal::AddressFull)
+        );
+        // An address that never authenticated gets a few, not a cabin's worth.
+        assert_eq!(decide(&L, almost, attempt(L.per_unknown_address_max - 1, false, true)), Admission::Handshake);
+        assert_eq!(
+            decide(&L, almost, attempt(L.per_unknown_address_max, false, true)),
+            Admission::Refuse(Refusal::AddressFull)
+        );
+    }
+
+    #[test]
+    fn an_attacker_needs_many_addresses_to_fill_the_terminal_side() {
+        // Validated (Retry-answering) attackers from unknown addresses.
+        let addresses_needed = L.handshakes_max.div_ceil(L.per_unknown_address_max);
+        assert!(addresses_needed >= 32, "{addresses_needed}");
+        // Unproven attempts never hold more than retry_above slots in all.
+        assert!(L.retry_above < L.handshakes_max);
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("literal");
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("literal");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("literal");
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().expect("literal");
+        assert_eq!(address_key(mapped), "10.0.0.7".parse::<IpAddr>().expect("literal"));
+    }
+
+    #[test]
+    fn known_addresses_are_bounded() {
+        let gate = Gate::new(L);
+        for i in 0..(KNOWN_ADDRESSES_MAX as u32 + 10) {
+            gate.authenticated(IpAddr::V4(std::net::Ipv4Addr::from(i)));
+        }
+        assert_eq!(gate.counts.lock().expect("lock").known.len(), KNOWN_ADDRESSES_MAX);
+    }
+
     #[tokio::test]
     async fn slots_are_given_back() {
-        let gate = Gate::new();
+        let gate = Gate::new(L);
         let addr: IpAddr = "10.0.0.1".parse().expect("literal");
         {
             let mut c = gate.counts.lock().expect("fresh lock");
             c.total = 1;
             c.by_address.insert(addr, 1);
         }
-        let slot = Slot { gate: gate.clone(), address: addr };
+        let slot = Slot { gate: gate.clone(), address: Some(addr) };
         assert_eq!(gate.in_progress(), 1);
         drop(slot);
         assert_eq!(gate.in_progress(), 0);

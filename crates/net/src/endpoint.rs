@@ -21,8 +21,8 @@ pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// buffer more (a stolen key once took 380 KiB per connection this way).
 pub const BIDI_STREAMS_MAX: u32 = 1;
 
-/// Connection attempts quinn holds for the accept loop at once.
-pub const INCOMING_MAX: usize = 4 * crate::admission::HANDSHAKES_MAX;
+/// Connection attempts quinn holds for the accept loop at once (which answers each at once).
+pub const INCOMING_MAX: usize = 4_096;
 
 /// Bytes quinn buffers for one connection attempt before the accept loop answers it: a
 /// handshake's first flight, never 0-RTT data.
