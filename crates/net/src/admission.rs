@@ -430,11 +430,20 @@ mod tests {
 
     #[test]
     fn an_attacker_needs_many_addresses_to_fill_the_terminal_side() {
-        // Validated (Retry-answering) attackers from unknown addresses.
-        let addresses_needed = L.handshakes_max.div_ceil(L.per_unknown_address_max);
-        assert!(addresses_needed >= 32, "{addresses_needed}");
-        // Unproven attempts never hold more than retry_above slots in all.
-        assert!(L.retry_above < L.handshakes_max);
+        // Proven (Retry-answering) attempts from unknown addresses, one address after another,
+        // until the gate refuses one for being full.
+        let (mut in_progress, mut addresses) = (0, 0);
+        'fill: loop {
+            addresses += 1;
+            for from in 0.. {
+                match decide(&L, in_progress, attempt(from, false, true)) {
+                    Admission::Handshake => in_progress += 1,
+                    Admission::Refuse(Refusal::AddressFull) => break,
+                    _ => break 'fill,
+                }
+            }
+        }
+        assert!(addresses > 32, "{addresses} addresses fill the gate");
     }
 
     #[test]
