@@ -37,6 +37,21 @@ pub struct Shared {
 /// against its header; streaming it to the store instead is part of issue 11.
 pub const ITEMS_IN_MEMORY_MAX: usize = BATCH_PAYMENTS_MAX as usize;
 
+/// Longest a batch waits for its share of [`ITEMS_IN_MEMORY_MAX`] before it is turned away.
+pub const BUDGET_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Longest gap between two frames of a batch being received.
+pub const BATCH_FRAME_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A batch must be received whole within a minute plus this per item: about 1 Mbit/s for the
+/// largest batch, so a slow satellite link is fine and a stalled sender frees its share.
+pub const BATCH_RECEIVE_PER_ITEM: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// How long a batch of `count` items may take to arrive.
+pub fn receive_deadline(count: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(60) + BATCH_RECEIVE_PER_ITEM * count
+}
+
 /// Serves one aircraft until it leaves or breaks the protocol.
 pub async fn serve(shared: Arc<Shared>, conn: Connection) {
     let remote = conn.remote_address();
@@ -146,18 +161,37 @@ async fn batch(
         return refuse(w, &header, "batch id already used with different content").await;
     }
     // The count is at most BATCH_PAYMENTS_MAX = ITEMS_IN_MEMORY_MAX (checked above), so this
-    // always succeeds once earlier batches are done; the semaphore is never closed.
-    let _held = shared
-        .items_budget
-        .acquire_many(header.count)
-        .await
-        .map_err(|_| NetError::Connection("issuer shutting down".into()))?;
+    // succeeds once earlier batches are done; the semaphore is never closed. A batch that cannot
+    // get its share in time is turned away (the aircraft sends it again later): waiting forever
+    // behind a stalled batch is what the deadline below prevents.
+    let _held = match tokio::time::timeout(BUDGET_WAIT_MAX, shared.items_budget.acquire_many(header.count)).await {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_)) => return Err(NetError::Connection("issuer shutting down".into())),
+        Err(_) => {
+            tracing::warn!(%aircraft, batch = %id, count = header.count, "issuer busy with other batches; turned away");
+            return Err(NetError::Connection(format!("issuer busy: batch {id} not received, send it again later")));
+        }
+    };
+    // A batch holds its share of memory only while its items keep coming.
+    let receive_by = tokio::time::Instant::now() + receive_deadline(header.count);
     // Items are held until the whole batch is checked against its header: a batch that does not
     // match is refused with nothing decided under its id.
     let mut items: Vec<BatchItem> = Vec::with_capacity(header.count.min(65_536) as usize);
     let mut digest = BatchDigest::default();
     loop {
-        match r.recv::<AircraftMsg>().await? {
+        let idle_by = tokio::time::Instant::now() + BATCH_FRAME_IDLE_MAX;
+        let next = match tokio::time::timeout_at(idle_by.min(receive_by), r.recv::<AircraftMsg>()).await {
+            Ok(frame) => frame?,
+            Err(_) => {
+                tracing::warn!(%aircraft, batch = %id, received = items.len(), count = header.count, "batch items stopped coming; dropped");
+                return Err(NetError::Connection(format!(
+                    "batch {id}: items stopped coming ({} of {} received)",
+                    items.len(),
+                    header.count
+                )));
+            }
+        };
+        match next {
             Some(AircraftMsg::BatchItems { batch, first_seq, items: chunk }) if batch == id => {
                 if first_seq as usize != items.len()
                     || chunk.len() > BATCH_CHUNK_MAX
@@ -237,4 +271,17 @@ async fn refuse(w: &mut FrameWriter, header: &BatchHeader, reason: &str) -> Resu
     w.finish();
     let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
     Err(NetError::Connection(format!("batch {} refused: {reason}", header.id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_has_a_deadline_in_proportion_to_its_size() {
+        assert_eq!(receive_deadline(0), std::time::Duration::from_secs(60));
+        assert_eq!(receive_deadline(100_000), std::time::Duration::from_secs(160));
+        // The largest batch: under 20 minutes, never forever.
+        assert!(receive_deadline(BATCH_PAYMENTS_MAX) <= std::time::Duration::from_secs(1_200));
+    }
 }
