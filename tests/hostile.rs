@@ -460,7 +460,7 @@ async fn a_revoked_terminal_is_refused_at_its_next_handshake_without_a_restart()
     // A live connection of the terminal to be revoked (a stolen seatback already connected).
     let (live, mut w, mut r) = open(&dep, client_tls(&dep, "slave-1")).await.expect("handshake");
     assert!(matches!(hello(&mut w, &mut r, "slave-1").await, Ok(MasterMsg::Hello { .. })), "before revocation");
-    let said = setup(&dep, &["revoke", "--name", "slave-1"]);
+    let said = setup(&dep, &["revoke", "--role", "terminal", "--name", "slave-1"]);
     assert!(said.contains("revoked 1 certificate"), "{said}");
     // The master polls its TLS files every second.
     tokio::time::sleep(inflight_net::reload::TLS_RELOAD_POLL * 2 + Duration::from_millis(500)).await;

@@ -51,7 +51,7 @@ enum Cmd {
         /// Terminal id, aircraft id, or (issuer) a file name.
         #[arg(long)]
         id: String,
-        /// File stem under DIR/pki (default: the id; `master` for an aircraft).
+        /// File stem under DIR/pki (default: the id; `master-<id>` for an aircraft).
         #[arg(long)]
         name: Option<String>,
     },
@@ -67,7 +67,7 @@ enum Cmd {
         /// Terminal id, aircraft id, or (issuer) a file name.
         #[arg(long)]
         id: String,
-        /// File stem under DIR/pki (default: the id; `master` for an aircraft).
+        /// File stem under DIR/pki (default: the id; `master-<id>` for an aircraft).
         #[arg(long)]
         name: Option<String>,
     },
@@ -96,6 +96,9 @@ enum Cmd {
         /// The PKI folder's parent.
         #[arg(long)]
         dir: PathBuf,
+        /// terminal, aircraft or issuer (the same name in another role is not touched).
+        #[arg(long, value_parser = inflight_setup::provision::Role::parse)]
+        role: inflight_setup::provision::Role,
         /// The certificate's file stem, e.g. `slave-7`.
         #[arg(long)]
         name: String,
@@ -157,8 +160,8 @@ fn main() -> ExitCode {
                 names.join(", ")
             ))
         })()),
-        Cmd::Revoke { dir, name } => done(
-            provision::revoke(&dir, &name)
+        Cmd::Revoke { dir, role, name } => done(
+            provision::revoke(&dir, role, &name)
                 .map(|n| format!("revoked {n} certificate(s) of {name}; revocation list published")),
         ),
         Cmd::Crl { dir, role } => {

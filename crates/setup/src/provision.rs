@@ -174,7 +174,10 @@ pub fn names_for(role: Role, id: &str) -> anyhow::Result<(String, Vec<String>)> 
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 anyhow::bail!("aircraft id {id:?} must be letters, digits and '-'");
             }
-            ("master".to_owned(), vec![crate::master_server_name(id), inflight_net::identity::aircraft_cert_name(id)])
+            (
+                format!("master-{id}"),
+                vec![crate::master_server_name(id), inflight_net::identity::aircraft_cert_name(id)],
+            )
         }
         Role::Issuer => (id.to_owned(), vec![crate::ISSUER_SERVER_NAME.to_owned()]),
     })
@@ -183,6 +186,10 @@ pub fn names_for(role: Role, id: &str) -> anyhow::Result<(String, Vec<String>)> 
 fn check_stem(name: &str) -> anyhow::Result<()> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         anyhow::bail!("name {name:?} must be letters, digits, '-' or '_'");
+    }
+    // A leaf must never be written over a CA's files or the registry.
+    if name.ends_with("-ca") || name == "registry" {
+        anyhow::bail!("name {name:?} is reserved (CA files end in -ca; the registry is registry.json)");
     }
     Ok(())
 }
@@ -217,9 +224,11 @@ pub fn enroll(dir: &Path, role: Role, name: &str, dns_names: &[&str]) -> anyhow:
     let (client, server) = usages(role);
     let validity = Validity::days_from(now_unix_s(), LEAF_VALIDITY_DAYS);
     let pair = ca.issue_names(dns_names, client, server, validity)?;
+    // Recorded before it exists anywhere: a crash can leave a recorded certificate that was
+    // never delivered (harmless, revocable), never an issued one nobody can revoke.
+    record(dir, role, name, &pair.serial, validity)?;
     write_file(&dir.join(format!("pki/{name}.key")), &pair.key_pem, true)?;
     write_file(&dir.join(format!("pki/{name}.pem")), &pair.cert_pem, false)?;
-    record(dir, role, name, &pair.serial, validity)?;
     Ok(pair)
 }
 
@@ -248,23 +257,27 @@ pub fn sign(dir: &Path, role: Role, id: &str, csr_file: &Path, out: &Path) -> an
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let (cert, serial) =
         ca.sign_request(&csr, &refs, client, server, validity).with_context(|| csr_file.display().to_string())?;
-    write_file(out, &cert, false)?;
-    record(dir, role, &stem, &serial, validity)
+    record(dir, role, &stem, &serial, validity)?;
+    write_file(out, &cert, false)
 }
 
 /// Revokes every certificate issued to `name` that is not revoked yet, and publishes the new
 /// revocation list of its CA. Returns how many were revoked.
-pub fn revoke(dir: &Path, name: &str) -> anyhow::Result<usize> {
+pub fn revoke(dir: &Path, role: Role, name: &str) -> anyhow::Result<usize> {
     let mut reg = load_registry(dir)?;
     let now = now_unix_s();
     let fresh: Vec<Issued> = reg
         .issued
         .iter()
-        .filter(|i| i.name == name && !reg.revoked.iter().any(|r| r.serial == i.serial))
+        .filter(|i| i.role == role && i.name == name && !reg.revoked.iter().any(|r| r.serial == i.serial))
         .cloned()
         .collect();
     if fresh.is_empty() {
-        anyhow::bail!("no unrevoked certificate issued to {name:?} in {}", registry_path(dir).display());
+        anyhow::bail!(
+            "no unrevoked {} certificate issued to {name:?} in {}",
+            role.as_str(),
+            registry_path(dir).display()
+        );
     }
     for i in &fresh {
         reg.revoked.push(RevokedEntry {
@@ -294,11 +307,12 @@ pub fn publish_crl(dir: &Path, role: Role) -> anyhow::Result<PathBuf> {
         .map(|r| Ok(Revoked { serial: unhex(&r.serial)?, revoked_unix_s: r.revoked_unix_s }))
         .collect::<anyhow::Result<_>>()?;
     let number = reg.crl_numbers.get(role.as_str()).copied().unwrap_or(0) + 1;
+    // The number is taken before the list is written: a crash can skip a number, never reuse one.
+    reg.crl_numbers.insert(role.as_str().into(), number);
+    save_registry(dir, &reg)?;
     let pem = ca.crl(&revoked, number, now_unix_s(), LEAF_VALIDITY_DAYS)?;
     let path = dir.join(role.crl());
     write_file(&path, &pem, false)?;
-    reg.crl_numbers.insert(role.as_str().into(), number);
-    save_registry(dir, &reg)?;
     Ok(path)
 }
 
@@ -313,7 +327,7 @@ fn read_key_file(p: &Path) -> anyhow::Result<String> {
 /// over `path` (which replaces a symlink rather than following it).
 pub fn write_file(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let mut opts = std::fs::OpenOptions::new();
@@ -329,7 +343,8 @@ pub fn write_file(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("cannot write {}", path.display()));
     }
-    Ok(())
+    // The rename itself is durable only once the folder is synced.
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -356,8 +371,9 @@ mod tests {
         let b = enroll(dir.path(), Role::Terminal, "seat-1", &["seat-1.terminal.inflight"]).expect("renew");
         assert_ne!(a.serial, b.serial);
         let crl_before = std::fs::read_to_string(dir.path().join(Role::Terminal.crl())).expect("crl");
-        assert_eq!(revoke(dir.path(), "seat-1").expect("revoke"), 2, "both certificates of the name");
-        assert!(revoke(dir.path(), "seat-1").is_err(), "nothing left to revoke");
+        assert!(revoke(dir.path(), Role::Aircraft, "seat-1").is_err(), "names are per role");
+        assert_eq!(revoke(dir.path(), Role::Terminal, "seat-1").expect("revoke"), 2, "both certificates of the name");
+        assert!(revoke(dir.path(), Role::Terminal, "seat-1").is_err(), "nothing left to revoke");
         let crl_after = std::fs::read_to_string(dir.path().join(Role::Terminal.crl())).expect("crl");
         assert_ne!(crl_before, crl_after);
         assert_eq!(inflight_net::tls::crls(&dir.path().join(Role::Terminal.crl())).expect("parses").len(), 1);
@@ -405,6 +421,20 @@ mod tests {
         let bad = device.path().join("bad.csr.pem");
         std::fs::write(&bad, lines.join("\n")).expect("write");
         assert!(sign(ca_dir.path(), Role::Terminal, "seat-9", &bad, &cert).is_err());
+    }
+
+    #[test]
+    fn a_leaf_is_never_written_over_a_ca_or_the_registry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        create_cas(dir.path()).expect("CAs");
+        let ca_before = std::fs::read_to_string(dir.path().join(Role::Terminal.ca_key())).expect("key");
+        for stem in ["terminal-ca", "aircraft-ca", "registry"] {
+            assert!(enroll(dir.path(), Role::Terminal, stem, &["terminal-ca.terminal.inflight"]).is_err(), "{stem}");
+        }
+        assert!(request(dir.path(), Role::Terminal, "terminal-ca", None).is_err());
+        assert_eq!(std::fs::read_to_string(dir.path().join(Role::Terminal.ca_key())).expect("key"), ca_before);
+        // Aircraft default to a file of their own: two aircraft at one CA do not overwrite.
+        assert_eq!(names_for(Role::Aircraft, "d-aixa").expect("names").0, "master-d-aixa");
     }
 
     #[test]
