@@ -31,9 +31,12 @@ const CLOSE_BUSY: u32 = 2;
 /// QUIC close code: a newer connection with the same certificate replaced this one.
 const CLOSE_REPLACED: u32 = 3;
 
-/// Connections one aircraft certificate may hold at once: its master probes the ground on short
-/// connections while it uploads on another. A newer one past this closes the oldest.
-pub const CONNECTIONS_PER_AIRCRAFT_MAX: usize = 4;
+/// Connections one aircraft certificate may hold at once: its master probes the ground every
+/// second on short connections while it uploads on another, and on a lossy link a probe whose
+/// close was lost lingers until the idle timeout (5 s by default). A newer one past this closes
+/// the oldest, which is the upload when probes linger: so this leaves room for the idle timeout's
+/// worth of probes.
+pub const CONNECTIONS_PER_AIRCRAFT_MAX: usize = 8;
 
 /// Why the daemon could not start or run.
 #[derive(Debug, thiserror::Error)]

@@ -68,8 +68,18 @@ impl LinkState {
     }
 }
 
+/// The master's endpoint towards the issuer, with its TLS material re-read when it changes (a
+/// renewed aircraft certificate, a new revocation list of the issuer CA).
+#[derive(Debug, Clone)]
+pub struct GroundEndpoint {
+    /// The QUIC endpoint.
+    pub ep: Endpoint,
+    /// Its client configuration.
+    pub tls: Arc<inflight_net::reload::ClientTls>,
+}
+
 /// Probes the issuer every `probe_interval` until `cancel`.
-pub async fn probe_loop(cfg: Arc<MasterConfig>, ep: Endpoint, link: LinkState, cancel: CancellationToken) {
+pub async fn probe_loop(cfg: Arc<MasterConfig>, ep: GroundEndpoint, link: LinkState, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(cfg.ground.probe_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut nonce = 0u64;
@@ -97,7 +107,7 @@ pub async fn probe_loop(cfg: Arc<MasterConfig>, ep: Endpoint, link: LinkState, c
 }
 
 /// A real handshake and a ping, within the connect timeout.
-async fn probe(cfg: &MasterConfig, ep: &Endpoint, nonce: u64) -> Result<(), NetError> {
+async fn probe(cfg: &MasterConfig, ep: &GroundEndpoint, nonce: u64) -> Result<(), NetError> {
     let g = &cfg.ground;
     let (conn, mut w, mut r) = open(cfg, ep).await?;
     let pong = tokio::time::timeout(g.timers.connect, async {
@@ -115,10 +125,17 @@ async fn probe(cfg: &MasterConfig, ep: &Endpoint, nonce: u64) -> Result<(), NetE
 /// Connects to the issuer and exchanges `Hello`s.
 async fn open(
     cfg: &MasterConfig,
-    ep: &Endpoint,
+    ep: &GroundEndpoint,
 ) -> Result<(inflight_net::Connection, FrameWriter, FrameReader), NetError> {
     let g = &cfg.ground;
-    let conn = endpoint::connect(ep, g.issuer_addr, &g.issuer_server_name, g.timers.connect).await?;
+    let conn = endpoint::connect_with(
+        &ep.ep,
+        ep.tls.current("ground"),
+        g.issuer_addr,
+        &g.issuer_server_name,
+        g.timers.connect,
+    )
+    .await?;
     let hello = tokio::time::timeout(g.timers.connect, async {
         let (s, r) = conn.open_bi().await.map_err(|e| NetError::Connection(e.to_string()))?;
         let (mut w, mut r) = framed(s, r, GROUND_FRAME_BYTES_MAX);
@@ -140,7 +157,7 @@ async fn open(
 /// While the link is up, keeps an upload session going; retries after failures.
 pub async fn upload_loop(
     cfg: Arc<MasterConfig>,
-    ep: Endpoint,
+    ep: GroundEndpoint,
     link: LinkState,
     store: Arc<MasterStore>,
     events: mpsc::Sender<Event>,
@@ -169,7 +186,7 @@ pub async fn upload_loop(
 
 async fn session(
     cfg: &MasterConfig,
-    ep: &Endpoint,
+    ep: &GroundEndpoint,
     store: &MasterStore,
     events: &mpsc::Sender<Event>,
 ) -> Result<(), NetError> {

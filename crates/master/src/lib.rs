@@ -72,15 +72,31 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     )?;
     let mode = store.setting("link_override")?.and_then(|m| LinkOverride::parse(&m).ok()).unwrap_or_default();
     let link = LinkState::new(&cfg, mode);
-    let ground_tls = tls::client_config_with_crls(
-        tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?,
-        tls::roots(&cfg.ground.issuer_ca_file)?,
-        cfg.ground.issuer_crl_file.as_deref().map(tls::crls).transpose()?.unwrap_or_default(),
-        GROUND_ALPN,
-    )?;
+    let ground_tls = {
+        let c = cfg.clone();
+        let build: inflight_net::reload::BuildClient = Box::new(move || {
+            let t = tls::client_config_with_crls(
+                tls::Identity::from_pem_files(&c.cert_file, &c.key_file)?,
+                tls::roots(&c.ground.issuer_ca_file)?,
+                c.ground.issuer_crl_file.as_deref().map(tls::crls).transpose()?.unwrap_or_default(),
+                GROUND_ALPN,
+            )?;
+            endpoint::client_config(t, c.ground.timers)
+        });
+        let files = [
+            Some(&cfg.ground.issuer_ca_file),
+            cfg.ground.issuer_crl_file.as_ref(),
+            Some(&cfg.cert_file),
+            Some(&cfg.key_file),
+        ];
+        Arc::new(inflight_net::reload::ClientTls::new(files.into_iter().flatten().cloned().collect(), build)?)
+    };
     let ep = endpoint::server_with(cfg.listen, terminal_server_config(&cfg)?)?;
     let bind = if cfg.ground.issuer_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-    let ground_ep = endpoint::client(bind.parse().expect("literal socket address"), ground_tls, cfg.ground.timers)?;
+    let ground_ep = ground::GroundEndpoint {
+        ep: endpoint::client_bare(bind.parse().expect("literal socket address"))?,
+        tls: ground_tls,
+    };
     let admin = inflight_daemon::local::bind(&cfg.admin_socket, cfg.admin_access.clone())
         .await
         .map_err(|e| MasterError::Socket { path: cfg.admin_socket.clone(), detail: e.to_string() })?;
@@ -185,7 +201,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let _ = actor_task.await;
     let _ = acker_task.await;
     ep.close(0u32.into(), b"master shutting down");
-    ground_ep.close(0u32.into(), b"master shutting down");
+    ground_ep.ep.close(0u32.into(), b"master shutting down");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ep.wait_idle()).await;
     store.close();
     let _ = std::fs::remove_file(&cfg.admin_socket);

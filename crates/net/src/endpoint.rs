@@ -123,6 +123,13 @@ pub fn client(bind: SocketAddr, tls: rustls::ClientConfig, timers: LinkTimers) -
     Ok(ep)
 }
 
+/// A client endpoint on an ephemeral port of `bind` with no default configuration: every
+/// connection names its own ([`connect_with`]).
+pub fn client_bare(bind: SocketAddr) -> Result<Endpoint, NetError> {
+    Endpoint::new(EndpointConfig::default(), None, udp_socket(bind)?, Arc::new(TokioRuntime))
+        .map_err(|e| NetError::Socket { addr: bind, detail: e.to_string() })
+}
+
 /// The QUIC client configuration of [`client`]; give a new one to
 /// `Endpoint::set_default_client_config` to change certificates or revocation lists.
 pub fn client_config(tls: rustls::ClientConfig, timers: LinkTimers) -> Result<ClientConfig, NetError> {
@@ -139,8 +146,33 @@ pub async fn connect(
     server_name: &str,
     timeout: Duration,
 ) -> Result<Connection, NetError> {
+    connect_inner(ep, None, addr, server_name, timeout).await
+}
+
+/// [`connect`] with a given client configuration instead of the endpoint's default.
+pub async fn connect_with(
+    ep: &Endpoint,
+    cfg: ClientConfig,
+    addr: SocketAddr,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<Connection, NetError> {
+    connect_inner(ep, Some(cfg), addr, server_name, timeout).await
+}
+
+async fn connect_inner(
+    ep: &Endpoint,
+    cfg: Option<ClientConfig>,
+    addr: SocketAddr,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<Connection, NetError> {
     let err = |detail: String| NetError::Connect { addr, detail };
-    let connecting = ep.connect(addr, server_name).map_err(|e| err(e.to_string()))?;
+    let connecting = match cfg {
+        Some(c) => ep.connect_with(c, addr, server_name),
+        None => ep.connect(addr, server_name),
+    }
+    .map_err(|e| err(e.to_string()))?;
     match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(err(e.to_string())),

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use quinn::{Endpoint, ServerConfig};
+use quinn::{ClientConfig, Endpoint, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::NetError;
@@ -80,6 +80,54 @@ pub async fn watch_server(
     }
 }
 
+/// How a client configuration is built from its files.
+pub type BuildClient = Box<dyn Fn() -> Result<ClientConfig, NetError> + Send + Sync>;
+
+/// A client configuration read again from its files when they changed, checked at each use (a
+/// connection attempt): a renewed certificate or a new revocation list needs no restart.
+pub struct ClientTls {
+    files: Vec<PathBuf>,
+    build: BuildClient,
+    current: std::sync::Mutex<(Stamp, ClientConfig)>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").field("files", &self.files).finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Builds the first configuration (an error here stops the daemon at start).
+    pub fn new(files: Vec<PathBuf>, build: BuildClient) -> Result<Self, NetError> {
+        let stamp = stamp(&files);
+        let cfg = build()?;
+        Ok(Self { files, build, current: std::sync::Mutex::new((stamp, cfg)) })
+    }
+
+    /// The configuration to connect with: rebuilt first if the files changed (if the new files
+    /// do not load, the previous configuration is kept and the error logged).
+    pub fn current(&self, what: &'static str) -> ClientConfig {
+        let now = stamp(&self.files);
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.0 != now {
+            cur.0 = now;
+            match (self.build)() {
+                Ok(cfg) => {
+                    cur.1 = cfg;
+                    tracing::info!(link = what, "TLS material changed on disk; the next connection uses it");
+                }
+                Err(e) => tracing::error!(
+                    link = what,
+                    error = %e,
+                    "TLS material changed on disk but does not load; keeping the previous one"
+                ),
+            }
+        }
+        cur.1.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +150,32 @@ mod tests {
         assert_ne!(second, stamp(&files), "replaced by rename");
         std::fs::remove_file(&f).expect("remove");
         assert_eq!(stamp(&files), Stamp(vec![None]));
+    }
+
+    #[test]
+    fn a_client_configuration_is_rebuilt_only_when_its_files_change_and_kept_when_they_break() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = crate::pki::DevCa::new("CA").expect("ca");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert_pem()).expect("write");
+        let builds = Arc::new(AtomicUsize::new(0));
+        let (b, f) = (builds.clone(), ca_file.clone());
+        let build: BuildClient = Box::new(move || {
+            b.fetch_add(1, Ordering::SeqCst);
+            let tls = crate::tls::client_config_anonymous(crate::tls::roots(&f)?, b"test")?;
+            crate::endpoint::client_config(tls, Default::default())
+        });
+        let tls = ClientTls::new(vec![ca_file.clone()], build).expect("first build");
+        let _ = tls.current("test");
+        let _ = tls.current("test");
+        assert_eq!(builds.load(Ordering::SeqCst), 1, "unchanged files are not read again");
+        std::fs::write(&ca_file, ca.cert_pem() + "\n").expect("rewrite");
+        let _ = tls.current("test");
+        assert_eq!(builds.load(Ordering::SeqCst), 2, "changed files are");
+        std::fs::write(&ca_file, "broken").expect("break");
+        let _ = tls.current("test");
+        assert_eq!(builds.load(Ordering::SeqCst), 3, "tried, failed, previous kept (no panic)");
     }
 }
