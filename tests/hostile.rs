@@ -230,9 +230,7 @@ async fn try_identity(dep: &Deployment, pair: &inflight_net::pki::PemPair) -> Re
 async fn self_signed_expired_not_yet_valid_and_wrong_usage_certificates_are_refused() {
     let dep = Deployment::new(1);
     let _master = dep.start_master();
-    let role = inflight_setup::provision::Role::Terminal;
-    let key = std::fs::read_to_string(dep.path(&role.ca_key())).expect("CA key");
-    let ca = DevCa::from_key(role.ca_name(), &key).expect("CA");
+    let ca = inflight_setup::provision::load_ca(&dep.path(""), inflight_setup::provision::Role::Terminal).expect("CA");
     let name = "slave-1.terminal.inflight";
     // Control: a fresh, correct certificate from the same CA is accepted.
     let good = ca.issue(name, true, false, Validity::default()).expect("cert");
@@ -542,9 +540,7 @@ async fn tls_refusal(dep: &Deployment, pair: &inflight_net::pki::PemPair) -> Res
 async fn a_certificate_of_the_wrong_kind_fails_the_tls_handshake_itself() {
     let dep = Deployment::new(1);
     let _master = dep.start_master();
-    let role = inflight_setup::provision::Role::Terminal;
-    let ca =
-        DevCa::from_key(role.ca_name(), &std::fs::read_to_string(dep.path(&role.ca_key())).expect("key")).expect("CA");
+    let ca = inflight_setup::provision::load_ca(&dep.path(""), inflight_setup::provision::Role::Terminal).expect("CA");
     // From the right CA, with client usage, but named as an aircraft: the verifier refuses it
     // inside the handshake, before any application byte.
     let wrong = ca.issue("d-aixa.aircraft.inflight", true, false, Validity::default()).expect("cert");

@@ -23,11 +23,17 @@ pub struct PemPair {
 /// Bytes of a random serial number (RFC 5280 allows up to 20; 16 random bytes never collide).
 const SERIAL_BYTES: usize = 16;
 
+/// `N` bytes from the system's random source.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], NetError> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; N];
+    ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| NetError::Pki("system random source failed".into()))?;
+    Ok(b)
+}
+
 /// A fresh random serial number, positive as RFC 5280 requires.
 fn random_serial() -> Result<Vec<u8>, NetError> {
-    use ring::rand::SecureRandom;
-    let mut s = vec![0u8; SERIAL_BYTES];
-    ring::rand::SystemRandom::new().fill(&mut s).map_err(|_| NetError::Pki("system random source failed".into()))?;
+    let mut s = random_bytes::<SERIAL_BYTES>()?.to_vec();
     s[0] = (s[0] & 0x7f) | 0x01;
     Ok(s)
 }

@@ -52,7 +52,8 @@ impl Role {
             .ok_or_else(|| format!("unknown role {s:?}: terminal, aircraft or issuer"))
     }
 
-    /// The CA's common name (a CA is re-created from its key and name to issue more).
+    /// The start of the CA's common name; [`create_cas`] adds a random tag to make it unique,
+    /// recorded in the registry (a CA is re-created from its key and name to issue more).
     pub fn ca_name(self) -> &'static str {
         match self {
             Role::Terminal => "inflight terminal CA",
@@ -86,6 +87,9 @@ pub struct Registry {
     pub revoked: Vec<RevokedEntry>,
     /// Number of the last revocation list published, per role.
     pub crl_numbers: std::collections::BTreeMap<String, u64>,
+    /// Each CA's common name (unique per deployment), per role.
+    #[serde(default)]
+    pub ca_names: std::collections::BTreeMap<String, String>,
 }
 
 /// One issued certificate.
@@ -145,8 +149,15 @@ pub fn create_cas(dir: &Path) -> anyhow::Result<()> {
             anyhow::bail!("{} exists: a CA is never overwritten", dir.join(role.ca_key()).display());
         }
     }
+    // Unique names: revocation lists are matched to their CA by name, so two CAs of the same
+    // name (an issuer serving several airlines, a CA rollover) must never meet in one verifier.
+    let mut reg = load_registry(dir)?;
+    let tag = hex(&inflight_net::pki::random_bytes::<6>()?);
     for role in Role::ALL {
-        let ca = DevCa::new(role.ca_name())?;
+        let name = format!("{} {tag}", role.ca_name());
+        let ca = DevCa::new(&name)?;
+        reg.ca_names.insert(role.as_str().into(), name);
+        save_registry(dir, &reg)?;
         write_file(&dir.join(role.ca_key()), &ca.key_pem(), true)?;
         write_file(&dir.join(role.ca_cert()), &ca.cert_pem(), false)?;
     }
@@ -156,10 +167,13 @@ pub fn create_cas(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_ca(dir: &Path, role: Role) -> anyhow::Result<DevCa> {
+/// The CA of `role` in `dir`, able to issue certificates and revocation lists.
+pub fn load_ca(dir: &Path, role: Role) -> anyhow::Result<DevCa> {
     let p = dir.join(role.ca_key());
     let key = read_key_file(&p)?;
-    DevCa::from_key(role.ca_name(), &key).with_context(|| format!("{} is not a CA key", p.display()))
+    let reg = load_registry(dir)?;
+    let name = reg.ca_names.get(role.as_str()).map_or(role.ca_name(), String::as_str);
+    DevCa::from_key(name, &key).with_context(|| format!("{} is not a CA key", p.display()))
 }
 
 /// The default file stem and the DNS names of a certificate of `role` for `id`: a terminal id,
@@ -435,6 +449,32 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dir.path().join(Role::Terminal.ca_key())).expect("key"), ca_before);
         // Aircraft default to a file of their own: two aircraft at one CA do not overwrite.
         assert_eq!(names_for(Role::Aircraft, "d-aixa").expect("names").0, "master-d-aixa");
+    }
+
+    #[test]
+    fn every_deployment_s_cas_have_names_of_their_own() {
+        let (a, b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        create_cas(a.path()).expect("CAs");
+        create_cas(b.path()).expect("CAs");
+        let (ra, rb) = (load_registry(a.path()).expect("registry"), load_registry(b.path()).expect("registry"));
+        assert_eq!(ra.ca_names.len(), 3);
+        for role in Role::ALL {
+            assert_ne!(ra.ca_names[role.as_str()], rb.ca_names[role.as_str()], "{}", role.as_str());
+        }
+        // Certificates issued later chain to the CA made first (same name, same key).
+        let pair = enroll(a.path(), Role::Terminal, "seat-1", &["seat-1.terminal.inflight"]).expect("enrol");
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = std::fs::read_to_string(a.path().join(Role::Terminal.ca_cert())).expect("ca");
+        use rustls::pki_types::pem::PemObject;
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).expect("pem")).expect("root");
+        let leaf = rustls::pki_types::CertificateDer::from_pem_slice(pair.cert_pem.as_bytes()).expect("pem");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            inflight_net::tls::provider(),
+        )
+        .build()
+        .expect("verifier");
+        verifier.verify_client_cert(&leaf, &[], rustls::pki_types::UnixTime::now()).expect("chains to its CA");
     }
 
     #[test]
