@@ -25,6 +25,10 @@ pub const INDEX_ENTRIES_MAX: usize = 4_000_000;
 /// is refused, not the aircraft.
 pub const TERMINAL_OPEN_MAX: usize = 20_000;
 
+/// Voided and refused records one terminal may leave, per open payment it may hold: generous
+/// for an honest terminal over hundreds of flights, a bound for a stolen one voiding in a loop.
+pub const TERMINAL_SPENT_PER_OPEN: usize = 5;
+
 /// How much one terminal may hold at the master: what one broken or stolen terminal can take
 /// from the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,13 +41,17 @@ pub struct Limits {
     /// What a terminal may still store when the aircraft is full: its fair share of it. The
     /// aircraft therefore holds at most `aircraft_open_max` plus one fair share per terminal.
     pub terminal_fair_share: usize,
+    /// Voided and refused payments one terminal may have recorded here (they stay until records
+    /// are pruned, which is not built): past it, its unanswered payments are refused.
+    pub terminal_spent_max: usize,
 }
 
 impl Limits {
     /// Limits for an aircraft of up to `terminals_max` terminals.
     pub fn new(terminal_open_max: usize, aircraft_open_max: usize, terminals_max: usize) -> Self {
         let terminal_fair_share = (aircraft_open_max / terminals_max.max(1)).max(1);
-        Self { terminal_open_max, aircraft_open_max, terminal_fair_share }
+        let terminal_spent_max = terminal_open_max.saturating_mul(TERMINAL_SPENT_PER_OPEN);
+        Self { terminal_open_max, aircraft_open_max, terminal_fair_share, terminal_spent_max }
     }
 }
 
@@ -190,9 +198,10 @@ pub struct Aggregator {
     card_totals: HashMap<(CardKey, Currency), u64>,
     /// The issuer's current list (its rules carry the per-card-per-flight limits).
     bins: Option<BinList>,
-    /// Payments held per terminal, for [`Limits`]: stored and not yet delivered back, and
-    /// voided or refused ones (they stay recorded for the flight).
+    /// Open payments per terminal (stored, not yet delivered back), for [`Limits`].
     open: HashMap<TerminalId, usize>,
+    /// Voided and refused payments per terminal (they stay recorded), for [`Limits`].
+    spent: HashMap<TerminalId, usize>,
     /// What one terminal may hold.
     limits: Limits,
     /// Running totals, kept in step with `index`.
@@ -215,11 +224,22 @@ impl Aggregator {
         self.open.get(terminal).copied().unwrap_or(0)
     }
 
-    /// Whether a new payment from `terminal` is past what it may hold, and why.
-    fn over_share(&self, terminal: &TerminalId) -> Option<RefusalReason> {
+    /// Whether a new payment from `terminal` is past what it may hold, and why. A payment
+    /// already `answered` is held back only by open payments, which delivered results free
+    /// once the ground is in reach: never by records that stay (voids, refusals, the index
+    /// bound), or it could be kept out for good.
+    fn over_share(&self, terminal: &TerminalId, answered: bool) -> Option<RefusalReason> {
         let mine = self.open_of(terminal);
-        let aircraft = self.index.len() - self.counts.delivered as usize;
         if mine >= self.limits.terminal_open_max {
+            return Some(RefusalReason::TerminalFull);
+        }
+        if answered {
+            return None;
+        }
+        let c = &self.counts;
+        let aircraft = (c.unconfirmed + c.pending + c.in_batch + c.quarantined + c.decided) as usize;
+        let spent = self.spent.get(terminal).copied().unwrap_or(0);
+        if spent >= self.limits.terminal_spent_max {
             Some(RefusalReason::TerminalFull)
         } else if self.index.len() >= INDEX_ENTRIES_MAX {
             // The absolute bound on the master's memory, whoever is below their share.
@@ -294,7 +314,7 @@ impl Aggregator {
                 v => Decision::Repeat(v),
             };
         }
-        if let Some(reason) = self.over_share(&payment.terminal) {
+        if let Some(reason) = self.over_share(&payment.terminal, answered) {
             return if answered { Decision::Full } else { Decision::Turn(reason) };
         }
         let limit = self.bins.as_ref().and_then(|b| b.rule_for(&payment.pan)).map(|r| r.card_flight_limit_minor);
@@ -469,8 +489,11 @@ impl Aggregator {
         if flat(&fresh.undelivered) != flat(&self.undelivered) {
             return Err("undelivered results out of step with the index".into());
         }
-        if fresh.open != self.open {
-            return Err(format!("per-terminal shares {:?} but the index says {:?}", self.open, fresh.open));
+        if fresh.open != self.open || fresh.spent != self.spent {
+            return Err(format!(
+                "per-terminal shares {:?}/{:?} but the index says {:?}/{:?}",
+                self.open, self.spent, fresh.open, fresh.spent
+            ));
         }
         Ok(())
     }
@@ -479,16 +502,16 @@ impl Aggregator {
     fn account(&mut self, id: PaymentId, e: &IndexEntry) {
         let c = &mut self.counts;
         match e.verdict {
-            // Voided and refused payments stay recorded for the flight: they count against their
-            // terminal's share too, or a stolen terminal could grow the index without bound by
+            // Voided and refused payments stay recorded: they count against their terminal's
+            // `spent` budget, or a stolen terminal could grow the index without bound by
             // submitting and voiding.
             v if is_void(v) => {
                 c.voided += 1;
-                *self.open.entry(e.terminal.clone()).or_default() += 1;
+                *self.spent.entry(e.terminal.clone()).or_default() += 1;
             }
             Verdict::Refused(_) => {
                 c.refused += 1;
-                *self.open.entry(e.terminal.clone()).or_default() += 1;
+                *self.spent.entry(e.terminal.clone()).or_default() += 1;
             }
             // The index records stored payments as `Stored`; `Held` is only ever an ack.
             Verdict::Stored | Verdict::Held if !e.answered && e.phase == Phase::Pending => {
@@ -535,11 +558,11 @@ impl Aggregator {
         match e.verdict {
             v if is_void(v) => {
                 c.voided -= 1;
-                Self::close_one(&mut self.open, &e.terminal);
+                Self::close_one(&mut self.spent, &e.terminal);
             }
             Verdict::Refused(_) => {
                 c.refused -= 1;
-                Self::close_one(&mut self.open, &e.terminal);
+                Self::close_one(&mut self.spent, &e.terminal);
             }
             Verdict::Stored | Verdict::Held if !e.answered && e.phase == Phase::Pending => {
                 c.unconfirmed -= 1;
@@ -866,22 +889,25 @@ mod tests {
     }
 
     #[test]
-    fn delivered_payments_free_a_terminal_s_quota_voided_ones_do_not() {
+    fn delivered_and_voided_payments_free_a_terminal_s_open_share() {
         let mut a = Aggregator::with_limits(Limits::new(2, 1_000, 10));
         assert_eq!(submit(&mut a, 0, "x", true), Decision::Store { flag: None });
         assert_eq!(submit(&mut a, 1, "x", false), Decision::Store { flag: None });
         assert_eq!(submit(&mut a, 2, "x", false), Decision::Turn(RefusalReason::TerminalFull));
         let (p0, p1) = (payment(0, "x", 1).id, payment(1, "x", 1).id);
-        // Voided: still recorded for the flight, still counted.
+        // Voided: no longer open (its record counts in the terminal's spent budget).
         assert_eq!(a.handle_void(&t("x"), p1), VoidDecision::Void);
-        assert_eq!(a.open_of(&t("x")), 2);
+        assert_eq!(a.open_of(&t("x")), 1);
+        assert_eq!(submit(&mut a, 1, "x", false), Decision::Repeat(Verdict::Refused(RefusalReason::Voided)));
         // Through the issuer and back: decided is still held, delivered is not.
+        assert_eq!(submit(&mut a, 3, "x", false), Decision::Store { flag: None });
+        assert_eq!(submit(&mut a, 4, "x", false), Decision::Turn(RefusalReason::TerminalFull));
         a.advance(p0, Phase::InBatch);
         a.advance(p0, Phase::Decided);
-        assert_eq!(submit(&mut a, 2, "x", false), Decision::Turn(RefusalReason::TerminalFull));
+        assert_eq!(submit(&mut a, 4, "x", false), Decision::Turn(RefusalReason::TerminalFull));
         a.advance(p0, Phase::Delivered);
         assert_eq!(a.open_of(&t("x")), 1);
-        assert_eq!(submit(&mut a, 2, "x", false), Decision::Store { flag: None });
+        assert_eq!(submit(&mut a, 4, "x", false), Decision::Store { flag: None });
         a.check_invariants().expect("shares in step with the index");
     }
 
@@ -914,18 +940,23 @@ mod tests {
     }
 
     #[test]
-    fn voided_and_refused_payments_count_until_the_flight_is_over() {
-        // A stolen terminal submitting and voiding in a loop fills its own share, not the index.
-        let mut a = Aggregator::with_limits(Limits::new(3, 1_000, 10));
-        for n in 0..3 {
+    fn voided_and_refused_records_have_a_budget_of_their_own() {
+        // A stolen terminal submitting and voiding in a loop uses up its own budget, not the
+        // index; answered payments are never held back by it.
+        let mut limits = Limits::new(3, 1_000, 10);
+        limits.terminal_spent_max = 2;
+        let mut a = Aggregator::with_limits(limits);
+        for n in 0..2 {
             assert_eq!(submit(&mut a, n, "stolen", false), Decision::Store { flag: None });
             assert_eq!(a.handle_void(&t("stolen"), payment(n, "stolen", 1).id), VoidDecision::Void);
         }
-        assert_eq!(submit(&mut a, 3, "stolen", false), Decision::Turn(RefusalReason::TerminalFull));
-        assert_eq!(a.open_of(&t("stolen")), 3);
+        assert_eq!(submit(&mut a, 2, "stolen", false), Decision::Turn(RefusalReason::TerminalFull));
+        assert_eq!(submit(&mut a, 3, "stolen", true), Decision::Store { flag: None }, "answered: carried");
+        assert_eq!(a.open_of(&t("stolen")), 1);
         // A reverted void is open again, not counted twice.
         a.revert_void(&payment(0, "stolen", 1).id);
-        assert_eq!(a.open_of(&t("stolen")), 3);
+        assert_eq!(a.open_of(&t("stolen")), 2);
+        a.check_invariants().expect("in step");
     }
 
     #[test]
