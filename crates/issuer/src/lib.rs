@@ -139,9 +139,11 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         let c = shared.cfg.clone();
         let files = [Some(&c.ca_file), c.crl_file.as_ref(), Some(&c.cert_file), Some(&c.key_file)];
         let files = files.into_iter().flatten().cloned().collect();
+        let (live, crl) = (peers.clone(), c.crl_file.clone());
+        // Revoked certificates are refused at registration from the start, too.
+        live.revoke_from(crl.as_deref(), CLOSE_REPLACED.into());
         let build = move || aircraft_server_config(&c);
-        let live = peers.clone();
-        let installed = move || live.close_all(CLOSE_REPLACED.into(), b"TLS material changed: reconnect");
+        let installed = move || live.revoke_from(crl.as_deref(), CLOSE_REPLACED.into());
         tasks.spawn(inflight_net::reload::watch_server(
             ep.clone(),
             files,

@@ -135,8 +135,10 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         let files = [Some(&cfg.ca_file), cfg.crl_file.as_ref(), Some(&cfg.cert_file), Some(&cfg.key_file)];
         let files = files.into_iter().flatten().cloned().collect();
         let build = move || terminal_server_config(&c);
-        let live = peers.clone();
-        let installed = move || live.close_all(ErrorCode::Replaced.as_u32().into(), b"TLS material changed: reconnect");
+        let (live, crl) = (peers.clone(), cfg.crl_file.clone());
+        // Revoked certificates are refused at registration from the start, too.
+        live.revoke_from(crl.as_deref(), ErrorCode::Replaced.as_u32().into());
+        let installed = move || live.revoke_from(crl.as_deref(), ErrorCode::Replaced.as_u32().into());
         tasks.spawn(inflight_net::reload::watch_server(
             ep.clone(),
             files,

@@ -293,7 +293,16 @@ pub async fn handshake(incoming: Incoming, slot: Slot, deadline: Duration) -> Re
 #[derive(Debug)]
 pub struct PeerConnections {
     per_peer_max: usize,
-    live: Mutex<HashMap<[u8; 32], VecDeque<Connection>>>,
+    live: Mutex<Live>,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    by_cert: HashMap<[u8; 32], VecDeque<Connection>>,
+    /// Serial numbers of revoked certificates: refused at registration (a handshake that began
+    /// under the previous revocation list and ends after the new one is installed) and closed
+    /// when a new list names them.
+    revoked: std::collections::HashSet<Vec<u8>>,
 }
 
 /// A connection's entry in [`PeerConnections`], removed when dropped.
@@ -310,16 +319,57 @@ impl PeerConnections {
         Arc::new(Self { per_peer_max: per_peer_max.max(1), live: Mutex::default() })
     }
 
+    /// Reads the revocation list in `crl` (if configured) and installs what it revokes
+    /// ([`PeerConnections::set_revoked`]); a list that does not read is logged and changes
+    /// nothing (the verifier keeps the previous one too).
+    pub fn revoke_from(&self, crl: Option<&std::path::Path>, code: quinn::VarInt) {
+        let Some(path) = crl else { return };
+        match crate::tls::crls(path).and_then(|l| crate::tls::revoked_serials(&l)) {
+            Ok(serials) => {
+                let n = serials.len();
+                let closed = self.set_revoked(serials, code);
+                tracing::info!(revoked = n, closed, "revocation list installed");
+            }
+            Err(e) => tracing::error!(error = %e, "revocation list does not read; nothing changed"),
+        }
+    }
+
+    /// Installs the serial numbers now revoked, and closes (with `code`) every registered
+    /// connection whose certificate they name. Returns how many were closed.
+    pub fn set_revoked(&self, serials: std::collections::HashSet<Vec<u8>>, code: quinn::VarInt) -> usize {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.revoked = serials;
+        let mut closed = 0;
+        let Live { by_cert, revoked } = &mut *live;
+        for conns in by_cert.values() {
+            for c in conns {
+                let revoked_now = crate::identity::peer_leaf(c)
+                    .ok()
+                    .and_then(|leaf| crate::tls::serial(&leaf).ok())
+                    .is_some_and(|s| revoked.contains(&s));
+                if revoked_now {
+                    c.close(code, b"certificate revoked");
+                    closed += 1;
+                }
+            }
+        }
+        closed
+    }
+
     /// Records `conn` under its certificate, closing (with `code`) the oldest connection of the
     /// same certificate if that makes one too many. The certificate was verified by the
     /// handshake; it is keyed by a hash of its bytes (a public document, not a secret).
     pub fn register(self: &Arc<Self>, conn: &Connection, code: quinn::VarInt) -> Result<Registration, NetError> {
         let leaf = crate::identity::peer_leaf(conn)?;
+        let serial = crate::tls::serial(&leaf)?;
         let mut key = [0u8; 32];
         key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, leaf.as_ref()).as_ref());
         let replaced = {
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-            let conns = live.entry(key).or_default();
+            if live.revoked.contains(&serial) {
+                return Err(NetError::Identity("certificate revoked".into()));
+            }
+            let conns = live.by_cert.entry(key).or_default();
             conns.push_back(conn.clone());
             if conns.len() > self.per_peer_max {
                 conns.pop_front()
@@ -338,18 +388,9 @@ impl PeerConnections {
         Ok(Registration { peers: self.clone(), key, id: conn.stable_id() })
     }
 
-    /// Closes every registered connection with `code` (after new TLS material: each peer then
-    /// reconnects and is verified again).
-    pub fn close_all(&self, code: quinn::VarInt, reason: &[u8]) {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        for c in live.values().flatten() {
-            c.close(code, reason);
-        }
-    }
-
     /// Connections registered now, in all.
     pub fn len(&self) -> usize {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).values().map(VecDeque::len).sum()
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).by_cert.values().map(VecDeque::len).sum()
     }
 
     /// Whether none is registered.
@@ -361,10 +402,10 @@ impl PeerConnections {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut live = self.peers.live.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(conns) = live.get_mut(&self.key) {
+        if let Some(conns) = live.by_cert.get_mut(&self.key) {
             conns.retain(|c| c.stable_id() != self.id);
             if conns.is_empty() {
-                live.remove(&self.key);
+                live.by_cert.remove(&self.key);
             }
         }
     }

@@ -249,6 +249,17 @@ pub fn key_and_request(name: &str) -> Result<(String, String), NetError> {
     Ok((key.serialize_pem(), csr))
 }
 
+/// The common name in a certificate's subject (PEM), if it has one.
+pub fn subject_common_name(cert_pem: &str) -> Result<Option<String>, NetError> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| NetError::Pki(format!("not a PEM certificate: {e}")))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| NetError::Pki(format!("unparsable certificate: {e}")))?;
+    let cn = parsed.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).map(str::to_owned);
+    Ok(cn)
+}
+
 /// A self-signed certificate for `name` (no CA at all), usable as a TLS client.
 pub fn self_signed(name: &str) -> Result<PemPair, NetError> {
     let mut p = CertificateParams::new(vec![name.to_owned()]).map_err(pki)?;

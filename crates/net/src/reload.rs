@@ -1,14 +1,14 @@
 //! TLS material that changes on disk while a daemon runs: a new revocation list (a stolen
 //! terminal shut out), a renewed certificate (short-lived certificates are the default). A
 //! server polls its files and, when any changed, builds its configuration again, gives it to the
-//! endpoint and closes the connections already up: every peer reconnects and is verified under
-//! the new material (reconnecting is what peers do after any loss; nothing in flight is lost,
-//! since everything is re-sent until acknowledged by id). A change that
+//! endpoint, and closes the connections already up whose certificate the new revocation lists
+//! name (nothing in flight is lost by a close: everything is re-sent until acknowledged by id).
+//! A change that
 //! does not build (a half-written file, a bad list) is logged and the previous configuration
 //! kept; it is tried again at the next change.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use quinn::{ClientConfig, Endpoint, ServerConfig};
 use tokio_util::sync::CancellationToken;
@@ -18,9 +18,11 @@ use crate::NetError;
 /// How often the files are looked at. A revocation takes effect within this long.
 pub const TLS_RELOAD_POLL: Duration = Duration::from_secs(1);
 
-/// What the files looked like: modification time, length and inode of each (`None`: missing).
+/// What the files hold: a digest of each one's bytes (or of why it could not be read). By
+/// content, so a rewrite that keeps the time and length (`cp -p`) is seen, and re-publishing the
+/// same bytes (or `touch`) is not a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stamp(Vec<Option<(SystemTime, u64, u64)>>);
+pub struct Stamp(Vec<Result<[u8; 32], std::io::ErrorKind>>);
 
 /// The stamp of `files` now.
 pub fn stamp(files: &[PathBuf]) -> Stamp {
@@ -28,21 +30,19 @@ pub fn stamp(files: &[PathBuf]) -> Stamp {
         files
             .iter()
             .map(|f| {
-                let m = std::fs::metadata(f).ok()?;
-                #[cfg(unix)]
-                let ino = std::os::unix::fs::MetadataExt::ino(&m);
-                #[cfg(not(unix))]
-                let ino = 0;
-                Some((m.modified().ok()?, m.len(), ino))
+                let bytes = std::fs::read(f).map_err(|e| e.kind())?;
+                let mut d = [0u8; 32];
+                d.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+                Ok(d)
             })
             .collect(),
     )
 }
 
 /// Until `cancel`: whenever `files` change, `build` a new server configuration, install it on
-/// `ep`, then call `installed` (which closes the connections already up, so that every peer is
-/// verified again under the new material: a revoked one is shut out, not just kept from
-/// reconnecting). `what` names the endpoint in logs.
+/// `ep`, then call `installed` (which closes the connections already up whose certificate is now
+/// revoked: a revoked peer is shut out, not just kept from reconnecting). `what` names the
+/// endpoint in logs.
 pub async fn watch_server(
     ep: Endpoint,
     files: Vec<PathBuf>,
@@ -52,6 +52,7 @@ pub async fn watch_server(
     cancel: CancellationToken,
 ) {
     let mut seen = stamp(&files);
+    let mut failed: Option<Stamp> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -61,21 +62,26 @@ pub async fn watch_server(
         if now == seen {
             continue;
         }
-        seen = now;
+        // Until it loads, a change is tried again at every poll (a file still being copied, a
+        // mode fixed afterwards); the error is logged once per distinct content.
         match build() {
             Ok(cfg) => {
                 ep.set_server_config(Some(cfg));
                 installed();
-                tracing::info!(
-                    endpoint = what,
-                    "TLS material changed on disk; connections closed, peers reconnect and are verified again"
-                );
+                seen = now;
+                failed = None;
+                tracing::info!(endpoint = what, "TLS material changed on disk; new handshakes use it");
             }
-            Err(e) => tracing::error!(
-                endpoint = what,
-                error = %e,
-                "TLS material changed on disk but does not load; keeping the previous one"
-            ),
+            Err(e) => {
+                if failed.as_ref() != Some(&now) {
+                    tracing::error!(
+                        endpoint = what,
+                        error = %e,
+                        "TLS material changed on disk but does not load; keeping the previous one"
+                    );
+                    failed = Some(now);
+                }
+            }
         }
     }
 }
@@ -111,9 +117,9 @@ impl ClientTls {
         let now = stamp(&self.files);
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if cur.0 != now {
-            cur.0 = now;
             match (self.build)() {
                 Ok(cfg) => {
+                    cur.0 = now;
                     cur.1 = cfg;
                     tracing::info!(link = what, "TLS material changed on disk; the next connection uses it");
                 }
@@ -133,23 +139,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_rewritten_or_removed_file_changes_the_stamp() {
+    fn the_stamp_follows_content_not_times() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("crl.pem");
         std::fs::write(&f, "one").expect("write");
         let files = vec![f.clone()];
         let first = stamp(&files);
         assert_eq!(first, stamp(&files), "nothing changed");
-        std::fs::write(&f, "longer").expect("write");
-        assert_ne!(first, stamp(&files), "a new length");
+        std::fs::write(&f, "two").expect("write");
+        assert_ne!(first, stamp(&files), "same length, new content");
         let second = stamp(&files);
-        // Replaced by rename (how a CRL should be published): a new inode.
+        // The same bytes published again (by rename, as a CRL should be): no change.
         let tmp = dir.path().join("crl.tmp");
-        std::fs::write(&tmp, "longer").expect("write");
+        std::fs::write(&tmp, "two").expect("write");
         std::fs::rename(&tmp, &f).expect("rename");
-        assert_ne!(second, stamp(&files), "replaced by rename");
+        assert_eq!(second, stamp(&files), "same content");
         std::fs::remove_file(&f).expect("remove");
-        assert_eq!(stamp(&files), Stamp(vec![None]));
+        assert_eq!(stamp(&files), Stamp(vec![Err(std::io::ErrorKind::NotFound)]));
     }
 
     #[test]
@@ -177,5 +183,7 @@ mod tests {
         std::fs::write(&ca_file, "broken").expect("break");
         let _ = tls.current("test");
         assert_eq!(builds.load(Ordering::SeqCst), 3, "tried, failed, previous kept (no panic)");
+        let _ = tls.current("test");
+        assert_eq!(builds.load(Ordering::SeqCst), 4, "a change that failed is tried again");
     }
 }

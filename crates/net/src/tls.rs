@@ -138,6 +138,27 @@ pub fn dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, NetError> {
         .unwrap_or_default())
 }
 
+/// A certificate's serial number (the bytes of its DER integer), as revocation lists name it.
+pub fn serial(cert: &CertificateDer<'_>) -> Result<Vec<u8>, NetError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| NetError::Identity(format!("unparsable certificate: {e}")))?;
+    Ok(parsed.raw_serial().to_vec())
+}
+
+/// Every serial number `crls` name (their signatures are checked by the verifiers; this set is
+/// only used to close connections of revoked certificates, which can never let anyone in).
+pub fn revoked_serials(
+    crls: &[CertificateRevocationListDer<'_>],
+) -> Result<std::collections::HashSet<Vec<u8>>, NetError> {
+    let mut out = std::collections::HashSet::new();
+    for crl in crls {
+        let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref())
+            .map_err(|e| NetError::Tls(format!("unparsable revocation list: {e}")))?;
+        out.extend(parsed.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()));
+    }
+    Ok(out)
+}
+
 /// webpki's client verifier, then [`PeerKind`]'s name rule.
 #[derive(Debug)]
 struct KindVerifier {
@@ -371,6 +392,26 @@ mod tests {
         let p = dir.path().join("crl.pem");
         std::fs::write(&p, ca.crl(&[], 1, 1_790_000_000, 30).expect("crl")).expect("write");
         assert_eq!(crls(&p).expect("a list naming nobody").len(), 1);
+    }
+
+    #[test]
+    fn revocation_lists_name_serials_as_certificates_carry_them() {
+        let ca = crate::pki::DevCa::new("CA").expect("ca");
+        let a = ca.issue("a.terminal.inflight", true, false, crate::pki::Validity::default()).expect("cert");
+        let b = ca.issue("b.terminal.inflight", true, false, crate::pki::Validity::default()).expect("cert");
+        let pem = ca
+            .crl(
+                &[crate::pki::Revoked { serial: a.serial.clone(), revoked_unix_s: 1_790_000_000 }],
+                1,
+                1_790_000_000,
+                30,
+            )
+            .expect("crl");
+        let crl = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).expect("pem");
+        let revoked = revoked_serials(&[crl]).expect("parses");
+        let der = |p: &crate::pki::PemPair| CertificateDer::from_pem_slice(p.cert_pem.as_bytes()).expect("pem");
+        assert!(revoked.contains(&serial(&der(&a)).expect("serial")));
+        assert!(!revoked.contains(&serial(&der(&b)).expect("serial")));
     }
 
     #[test]

@@ -273,7 +273,7 @@ payment_age_flag_hours = 24
 issuer_addr = "127.0.0.1:{issuer_port}"
 issuer_server_name = "{issuer_name}"
 issuer_ca_file = "{root}/pki/issuer-ca.pem"
-# The issuer CA's revocation list (read at start).
+# The issuer CA's revocation list (re-read before each connection when it changed).
 issuer_crl_file = "{root}/pki/issuer-ca.crl.pem"
 # Verifies the signature on the issuer's BIN list.
 issuer_public_key_file = "{root}/keys/issuer-signing.pub"

@@ -167,13 +167,17 @@ pub fn create_cas(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The CA of `role` in `dir`, able to issue certificates and revocation lists.
+/// The CA of `role` in `dir`, able to issue certificates and revocation lists. Its name is read
+/// from its certificate (what issued certificates must name as their issuer), never guessed.
 pub fn load_ca(dir: &Path, role: Role) -> anyhow::Result<DevCa> {
     let p = dir.join(role.ca_key());
     let key = read_key_file(&p)?;
-    let reg = load_registry(dir)?;
-    let name = reg.ca_names.get(role.as_str()).map_or(role.ca_name(), String::as_str);
-    DevCa::from_key(name, &key).with_context(|| format!("{} is not a CA key", p.display()))
+    let cert_path = dir.join(role.ca_cert());
+    let cert = std::fs::read_to_string(&cert_path).with_context(|| format!("cannot read {}", cert_path.display()))?;
+    let name = inflight_net::pki::subject_common_name(&cert)
+        .with_context(|| cert_path.display().to_string())?
+        .ok_or_else(|| anyhow::anyhow!("{} has no common name", cert_path.display()))?;
+    DevCa::from_key(&name, &key).with_context(|| format!("{} is not a CA key", p.display()))
 }
 
 /// The default file stem and the DNS names of a certificate of `role` for `id`: a terminal id,
@@ -264,6 +268,10 @@ pub fn request(dir: &Path, role: Role, id: &str, name: Option<&str>) -> anyhow::
 /// the CA's: `id` decides them, not the request), records it, and writes it to `out`.
 pub fn sign(dir: &Path, role: Role, id: &str, csr_file: &Path, out: &Path) -> anyhow::Result<()> {
     let (stem, names) = names_for(role, id)?;
+    let out_name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if ["-ca.pem", "-ca.key", "-ca.crl.pem", "registry.json"].iter().any(|r| out_name.ends_with(r)) {
+        anyhow::bail!("{} is reserved for a CA or the registry; choose another --out", out.display());
+    }
     let csr = std::fs::read_to_string(csr_file).with_context(|| format!("cannot read {}", csr_file.display()))?;
     let ca = load_ca(dir, role)?;
     let (client, server) = usages(role);
@@ -478,9 +486,34 @@ mod tests {
     }
 
     #[test]
+    fn the_ca_is_named_from_its_certificate_even_without_the_registry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        create_cas(dir.path()).expect("CAs");
+        std::fs::remove_file(dir.path().join("pki/registry.json")).expect("remove");
+        let pair = enroll(dir.path(), Role::Terminal, "seat-1", &["seat-1.terminal.inflight"]).expect("enrol");
+        let ca = std::fs::read_to_string(dir.path().join(Role::Terminal.ca_cert())).expect("ca");
+        assert_eq!(
+            inflight_net::pki::subject_common_name(&ca).expect("ca name"),
+            issuer_common_name(&pair.cert_pem),
+            "issued under the CA's own name"
+        );
+        let out = dir.path().join("pki/terminal-ca.pem");
+        let csr = request(dir.path(), Role::Terminal, "seat-2", None).expect("request");
+        assert!(sign(dir.path(), Role::Terminal, "seat-2", &csr, &out).is_err(), "never over a CA's certificate");
+    }
+
+    fn issuer_common_name(cert_pem: &str) -> Option<String> {
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("pem");
+        let (_, c) = x509_parser::parse_x509_certificate(der.as_ref()).expect("cert");
+        let name = c.issuer().iter_common_name().next().and_then(|a| a.as_str().ok()).map(str::to_owned);
+        name
+    }
+
+    #[test]
     fn a_broken_ca_key_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("pki")).expect("dir");
+        create_cas(dir.path()).expect("CAs");
         std::fs::write(dir.path().join(Role::Terminal.ca_key()), [0xffu8, 0xfe, b'\n']).expect("write");
         let e = enroll(dir.path(), Role::Terminal, "x", &["x.terminal.inflight"]).expect_err("refused");
         assert!(format!("{e:#}").contains("not a PEM text file"), "{e:#}");
