@@ -25,19 +25,29 @@ pub(crate) async fn run(
     // master together does not reconnect in lock-step.
     let mut seed = inflight_daemon::unix_ms_now() ^ fnv(cfg.terminal_id.as_str());
     let files = crate::tls_files(&cfg);
-    let mut tls_stamp = inflight_net::reload::stamp(&files);
+    // None: the configuration the endpoint started with was built before any stamp was taken,
+    // so the first attempt rebuilds it (a change in between is not missed).
+    let mut tls_stamp: Option<inflight_net::reload::Stamp> = None;
+    let mut failed: Option<inflight_net::reload::Stamp> = None;
     while !cancel.is_cancelled() {
-        // A renewed certificate or a new revocation list takes effect at the next connection.
+        // A renewed certificate or a new revocation list takes effect at the next connection;
+        // one that does not load is tried again at every attempt, logged once.
         let now = inflight_net::reload::stamp(&files);
-        if now != tls_stamp {
-            tls_stamp = now;
+        if tls_stamp.as_ref() != Some(&now) {
             match crate::client_tls(&cfg).and_then(|t| endpoint::client_config(t, cfg.timers)) {
                 Ok(c) => {
                     ep.set_default_client_config(c);
-                    tracing::info!("TLS material changed on disk; the next connection uses it");
+                    if tls_stamp.is_some() {
+                        tracing::info!("TLS material changed on disk; the next connection uses it");
+                    }
+                    tls_stamp = Some(now);
+                    failed = None;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "TLS material changed on disk but does not load; keeping the previous one")
+                    if failed.as_ref() != Some(&now) {
+                        tracing::error!(error = %e, "TLS material changed on disk but does not load; keeping the previous one");
+                        failed = Some(now);
+                    }
                 }
             }
         }
