@@ -70,7 +70,8 @@ pub fn verify_bin_list(public_key: &[u8; 32], signed: &SignedBinList) -> Result<
 /// Parses a public key written as 64 hex digits.
 pub fn parse_public_key_hex(s: &str) -> Result<[u8; 32], String> {
     let s = s.trim();
-    if s.len() != 64 {
+    // ASCII hex digits only before slicing by byte index (a multi-byte character would be cut).
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("issuer public key must be 64 hex digits".into());
     }
     let mut out = [0u8; 32];
@@ -86,6 +87,15 @@ mod tests {
     use inflight_wire::{BinPrefix, BinRule, CardKind, Currency};
 
     use super::*;
+
+    #[test]
+    fn a_public_key_with_non_ascii_text_is_an_error_not_a_panic() {
+        // 64 bytes, but 'é' is two bytes: slicing by byte index would cut it in half.
+        let s = format!("a{}{}", "é", "0".repeat(61));
+        assert_eq!(s.len(), 64);
+        assert!(parse_public_key_hex(&s).is_err());
+        assert!(parse_public_key_hex(&"0".repeat(64)).is_ok());
+    }
 
     #[test]
     fn sign_verify_and_tamper() {

@@ -118,21 +118,35 @@ impl CardVault {
     }
 }
 
-/// Reads a secret written as hex digits (and an optional trailing newline) from a file that only
-/// its owner may read.
+/// Reads a secret written as hex digits (and an optional trailing newline) from a regular file
+/// (not a symbolic link) that only its owner may read, owned by this process's user.
 pub(crate) fn read_secret_hex(path: &Path) -> Result<Vec<u8>, StoreError> {
     let err = |detail: String| StoreError::Key { path: path.to_owned(), detail };
+    let meta = std::fs::symlink_metadata(path).map_err(|e| err(e.to_string()))?;
+    if meta.file_type().is_symlink() {
+        return Err(err("is a symbolic link; name the key file itself".into()));
+    }
+    if !meta.is_file() {
+        return Err(err("is not a regular file".into()));
+    }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.permissions().mode();
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
             return Err(err(format!("mode {:o} lets others read it; chmod 600", mode & 0o777)));
         }
+        // /proc/self belongs to the process's effective user (Linux); elsewhere, not checked.
+        if let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) {
+            if meta.uid() != me && me != 0 {
+                return Err(err(format!("owned by uid {}, not by this daemon's user (uid {me})", meta.uid())));
+            }
+        }
     }
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let text = text.trim_end();
-    if text.is_empty() || text.len() % 2 != 0 {
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| err("must hold hex digits only".into()))?.trim_end();
+    // ASCII hex digits only before slicing by byte index (a multi-byte character would be cut).
+    if text.is_empty() || text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(err("must hold an even number of hex digits".into()));
     }
     (0..text.len() / 2)
@@ -148,6 +162,31 @@ pub(crate) fn hex(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn secret_file(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = dir.join(name);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p).expect("create");
+        f.write_all(text.as_bytes()).expect("write");
+        p
+    }
+
+    #[test]
+    fn a_non_ascii_or_symlinked_key_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Even length in bytes, but 'é' straddles a two-digit boundary.
+        let p = secret_file(dir.path(), "k1", &format!("a{}0", "é"));
+        let e = read_secret_hex(&p).expect_err("refused");
+        assert!(e.to_string().contains("hex digits"), "{e}");
+        // A symlink to a real key is refused, not followed.
+        let real = secret_file(dir.path(), "real", &"00".repeat(32));
+        assert!(read_secret_hex(&real).is_ok());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let e = read_secret_hex(&link).expect_err("refused");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+    }
 
     #[test]
     fn seal_open_and_tamper() {
