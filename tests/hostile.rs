@@ -550,3 +550,49 @@ async fn a_certificate_of_the_wrong_kind_fails_the_tls_handshake_itself() {
     let right = ca.issue("slave-1.terminal.inflight", true, false, Validity::default()).expect("cert");
     assert!(tls_refusal(&dep, &right).await.is_err(), "a terminal certificate passes the handshake");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_batch_does_not_block_other_aircraft_at_the_issuer() {
+    let dep = Deployment::new(1);
+    dep.set_config("issuer", "batch_frame_idle_ms", "2000");
+    dep.set_config("issuer", "batch_budget_wait_ms", "1000");
+    let _issuer = dep.start_issuer();
+    // A stolen aircraft key announces the largest batch (the issuer's whole batch memory) and
+    // then sends nothing, keeping the connection alive.
+    let cfg: toml::Table = std::fs::read_to_string(dep.config("master")).expect("config").parse().expect("toml");
+    let issuer_addr: SocketAddr = cfg["ground"]["issuer_addr"].as_str().expect("addr").parse().expect("addr");
+    let aircraft = cfg["aircraft_id"].as_str().expect("aircraft").to_owned();
+    let id = tls::Identity::from_pem_files(&dep.path("pki/master.pem"), &dep.path("pki/master.key")).expect("id");
+    let ground =
+        tls::client_config(id, tls::roots(&dep.path("pki/issuer-ca.pem")).expect("ca"), inflight_wire::GROUND_ALPN)
+            .expect("tls");
+    let ep = endpoint::client("127.0.0.1:0".parse().expect("addr"), ground, Default::default()).expect("endpoint");
+    let conn = endpoint::connect(&ep, issuer_addr, inflight_setup::ISSUER_SERVER_NAME, Duration::from_secs(3))
+        .await
+        .expect("the stolen key connects");
+    let (s, r) = conn.open_bi().await.expect("stream");
+    let (mut w, mut r) = framed(s, r, inflight_wire::GROUND_FRAME_BYTES_MAX);
+    use inflight_wire::{AircraftMsg, BatchHeader, BatchId, IssuerMsg, GROUND_PROTOCOL_VERSION};
+    w.send(&AircraftMsg::Hello { version: GROUND_PROTOCOL_VERSION, aircraft: aircraft.clone() }).await.expect("send");
+    assert!(matches!(r.recv::<IssuerMsg>().await, Ok(Some(IssuerMsg::Hello { .. }))), "issuer says Hello");
+    let header = BatchHeader {
+        id: BatchId([0x5a; 16]),
+        aircraft,
+        flight: "STALL".into(),
+        count: inflight_wire::BATCH_PAYMENTS_MAX,
+        totals: vec![],
+        digest: [0; 32],
+    };
+    w.send(&AircraftMsg::BatchBegin(header)).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The real aircraft flies and lands: its batch is decided once the stalled one is dropped.
+    let _master = dep.start_master();
+    let _slave = dep.start_slave(1);
+    dep.wait_bin_lists();
+    let id = tokio::task::block_in_place(|| honest_capture(&dep, 5));
+    dep.wait_for("the honest payment decided despite the stalled batch", Duration::from_secs(30), || {
+        matches!(dep.master_status(Some(&id))["state"].as_str(), Some("decided" | "delivered"))
+    });
+    drop(conn);
+}

@@ -47,6 +47,11 @@ pub struct IssuerConfig {
     pub key_file: PathBuf,
     /// An aircraft must say `Hello` this soon.
     pub hello_timeout: Duration,
+    /// Longest gap between two frames of a batch (items in, results out): a batch that stops
+    /// moving gives its memory share back.
+    pub batch_frame_idle: Duration,
+    /// Longest a batch waits for its memory share before it is turned away (sent again later).
+    pub batch_budget_wait: Duration,
     /// QUIC timers.
     pub timers: LinkTimers,
     /// sled page cache.
@@ -85,6 +90,8 @@ impl IssuerConfig {
         let cert_file = r.path("tls.cert_file");
         let key_file = r.path("tls.key_file");
         let hello_timeout = r.millis_or("timers.hello_timeout_ms", ms(5_000), ms(100), ms(60_000));
+        let batch_frame_idle = r.millis_or("timers.batch_frame_idle_ms", ms(30_000), ms(100), ms(3_600_000));
+        let batch_budget_wait = r.millis_or("timers.batch_budget_wait_ms", ms(60_000), ms(100), ms(3_600_000));
         let timers = LinkTimers {
             keep_alive: r.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000)),
             idle: r.millis_or("timers.idle_timeout_ms", ms(10_000), ms(500), ms(600_000)),
@@ -115,6 +122,8 @@ impl IssuerConfig {
             cert_file: cert_file.expect(missing),
             key_file: key_file.expect(missing),
             hello_timeout,
+            batch_frame_idle,
+            batch_budget_wait,
             timers,
             cache_bytes,
             log_format: log_format.expect(missing),

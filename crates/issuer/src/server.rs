@@ -37,16 +37,10 @@ pub struct Shared {
 /// against its header; streaming it to the store instead is part of issue 11.
 pub const ITEMS_IN_MEMORY_MAX: usize = BATCH_PAYMENTS_MAX as usize;
 
-/// Longest a batch waits for its share of [`ITEMS_IN_MEMORY_MAX`] before it is turned away.
-pub const BUDGET_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Longest gap between two frames of a batch being received.
-pub const BATCH_FRAME_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
-
 // No deadline on a whole batch: a sealed batch cannot be split, and a slow uplink that keeps
 // sending must be allowed to finish (a total deadline made a 100k batch on a 200 kbit/s link
 // start over forever). Progress is what is required: a frame at least every
-// `BATCH_FRAME_IDLE_MAX`, receiving and sending results alike.
+// `timers.batch_frame_idle_ms` (30 s by default), receiving and sending results alike.
 
 /// Serves one aircraft until it leaves or breaks the protocol.
 pub async fn serve(shared: Arc<Shared>, conn: Connection) {
@@ -160,7 +154,8 @@ async fn batch(
     // succeeds once earlier batches are done; the semaphore is never closed. A batch that cannot
     // get its share in time is turned away (the aircraft sends it again later): waiting forever
     // behind a stalled batch is what the deadline below prevents.
-    let held = match tokio::time::timeout(BUDGET_WAIT_MAX, shared.items_budget.acquire_many(header.count)).await {
+    let (idle, budget_wait) = (shared.cfg.batch_frame_idle, shared.cfg.batch_budget_wait);
+    let held = match tokio::time::timeout(budget_wait, shared.items_budget.acquire_many(header.count)).await {
         Ok(Ok(permit)) => permit,
         Ok(Err(_)) => return Err(NetError::Connection("issuer shutting down".into())),
         Err(_) => {
@@ -174,7 +169,7 @@ async fn batch(
     let mut items: Vec<BatchItem> = Vec::with_capacity(header.count.min(65_536) as usize);
     let mut digest = BatchDigest::default();
     loop {
-        let next = match tokio::time::timeout(BATCH_FRAME_IDLE_MAX, r.recv::<AircraftMsg>()).await {
+        let next = match tokio::time::timeout(idle, r.recv::<AircraftMsg>()).await {
             Ok(frame) => frame?,
             Err(_) => {
                 tracing::warn!(%aircraft, batch = %id, received = items.len(), count = header.count, "batch items stopped coming; dropped");
@@ -253,10 +248,10 @@ async fn batch(
     for (k, chunk) in results.chunks(BATCH_CHUNK_MAX).enumerate() {
         let frame =
             IssuerMsg::BatchResults { batch: id, first_seq: (k * BATCH_CHUNK_MAX) as u32, results: chunk.to_vec() };
-        tokio::time::timeout(BATCH_FRAME_IDLE_MAX, w.feed(&frame)).await.map_err(|_| stalled())??;
+        tokio::time::timeout(idle, w.feed(&frame)).await.map_err(|_| stalled())??;
     }
     let done = IssuerMsg::BatchDone { batch: id, count: results.len() as u32 };
-    tokio::time::timeout(BATCH_FRAME_IDLE_MAX, w.send(&done)).await.map_err(|_| stalled())??;
+    tokio::time::timeout(idle, w.send(&done)).await.map_err(|_| stalled())??;
     inflight_daemon::crash_point("issuer.after_answer_sent");
     Ok(())
 }

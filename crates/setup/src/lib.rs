@@ -185,6 +185,12 @@ key_file = "{root}/pki/issuer.key"
 # An aircraft's TLS handshake must finish this soon after its first packet.
 handshake_timeout_ms = 3000
 hello_timeout_ms = 5000
+# A batch in progress must move (a frame of items in, or of results out) at least this often,
+# or it is dropped and gives back its share of the issuer's batch memory (one largest batch in
+# all); a batch that cannot get a share within batch_budget_wait_ms is turned away and sent
+# again by its aircraft later. No deadline on a whole batch: slow uplinks finish.
+batch_frame_idle_ms = 30000
+batch_budget_wait_ms = 60000
 keep_alive_ms = 1000
 idle_timeout_ms = 5000
 
