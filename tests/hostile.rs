@@ -87,6 +87,16 @@ fn payment(terminal: &str, pan: &str) -> Payment {
     }
 }
 
+/// A terminal-side client configuration presenting `pair` (written under `dir`).
+fn pair_tls(dep: &Deployment, dir: &Path, pair: &inflight_net::pki::PemPair) -> rustls::ClientConfig {
+    let id = tls::Identity::from_pem_files(
+        &write_pem(dir, "c.pem", &pair.cert_pem),
+        &write_pem(dir, "k.pem", &pair.key_pem),
+    )
+    .expect("identity");
+    tls::client_config(id, tls::roots(&dep.path("pki/aircraft-ca.pem")).expect("ca"), TERMINAL_ALPN).expect("tls")
+}
+
 fn write_pem(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("write pem");
@@ -109,13 +119,7 @@ async fn certificates_from_another_ca_or_none_are_refused_at_the_handshake() {
     // A certificate for a real terminal's name, but signed by another CA.
     let evil = DevCa::new("not the airline").expect("ca");
     let pair = evil.issue("slave-1.terminal.inflight", true, false, Validity::default()).expect("cert");
-    let id = tls::Identity::from_pem_files(
-        &write_pem(tmp.path(), "c.pem", &pair.cert_pem),
-        &write_pem(tmp.path(), "k.pem", &pair.key_pem),
-    )
-    .expect("identity");
-    let cfg =
-        tls::client_config(id, tls::roots(&dep.path("pki/aircraft-ca.pem")).expect("ca"), TERMINAL_ALPN).expect("tls");
+    let cfg = pair_tls(&dep, tmp.path(), &pair);
     let wrong_ca = match open(&dep, cfg).await {
         Err(e) => Err(e),
         Ok((_c, mut w, mut r)) => hello(&mut w, &mut r, "slave-1").await.map(|_| ()),
@@ -517,13 +521,7 @@ async fn trust_domains_are_separate_at_the_handshake() {
 /// was accepted at the TLS level.
 async fn tls_refusal(dep: &Deployment, pair: &inflight_net::pki::PemPair) -> Result<u64, String> {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let id = tls::Identity::from_pem_files(
-        &write_pem(tmp.path(), "c.pem", &pair.cert_pem),
-        &write_pem(tmp.path(), "k.pem", &pair.key_pem),
-    )
-    .expect("identity");
-    let cfg =
-        tls::client_config(id, tls::roots(&dep.path("pki/aircraft-ca.pem")).expect("ca"), TERMINAL_ALPN).expect("tls");
+    let cfg = pair_tls(&dep, tmp.path(), &pair);
     let ep = endpoint::client("127.0.0.1:0".parse().expect("addr"), cfg, Default::default()).expect("endpoint");
     let conn = match endpoint::connect(&ep, master_addr(dep), &master_name(dep), Duration::from_secs(3)).await {
         Ok(c) => c,

@@ -137,8 +137,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
     let peers = inflight_net::admission::PeerConnections::new(CONNECTIONS_PER_AIRCRAFT_MAX);
     {
         let c = shared.cfg.clone();
-        let files = [Some(&c.ca_file), c.crl_file.as_ref(), Some(&c.cert_file), Some(&c.key_file)];
-        let files = files.into_iter().flatten().cloned().collect();
+        let files = aircraft_tls_files(&c).paths();
         let (live, crl) = (peers.clone(), c.crl_file.clone());
         // Revoked certificates are refused at registration from the start, too.
         live.revoke_from(crl.as_deref(), CLOSE_REPLACED.into());
@@ -198,15 +197,11 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
 
 /// The aircraft side's QUIC configuration, from the files (built again when they change).
 fn aircraft_server_config(cfg: &IssuerConfig) -> Result<inflight_net::ServerConfig, NetError> {
-    let crls = cfg.crl_file.as_deref().map(tls::crls).transpose()?.unwrap_or_default();
-    let tls = tls::server_config_with_crls(
-        tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?,
-        tls::roots(&cfg.ca_file)?,
-        crls,
-        Some(tls::PeerKind::Aircraft),
-        GROUND_ALPN,
-    )?;
-    endpoint::server_config(tls, cfg.timers)
+    endpoint::server_config(aircraft_tls_files(cfg).load(tls::PeerKind::Aircraft, GROUND_ALPN)?, cfg.timers)
+}
+
+fn aircraft_tls_files(cfg: &IssuerConfig) -> tls::ServerFiles<'_> {
+    tls::ServerFiles { ca: &cfg.ca_file, crl: cfg.crl_file.as_deref(), cert: &cfg.cert_file, key: &cfg.key_file }
 }
 
 /// `list` with a validity window starting now (less an allowance for clocks that run behind the

@@ -132,8 +132,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let peers = admission::PeerConnections::new(1);
     {
         let c = cfg.clone();
-        let files = [Some(&cfg.ca_file), cfg.crl_file.as_ref(), Some(&cfg.cert_file), Some(&cfg.key_file)];
-        let files = files.into_iter().flatten().cloned().collect();
+        let files = terminal_tls_files(&cfg).paths();
         let build = move || terminal_server_config(&c);
         let (live, crl) = (peers.clone(), cfg.crl_file.clone());
         // Revoked certificates are refused at registration from the start, too.
@@ -213,15 +212,11 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
 
 /// The terminal side's QUIC configuration, from the files (built again when they change).
 fn terminal_server_config(cfg: &MasterConfig) -> Result<inflight_net::ServerConfig, NetError> {
-    let crls = cfg.crl_file.as_deref().map(tls::crls).transpose()?.unwrap_or_default();
-    let tls = tls::server_config_with_crls(
-        tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file)?,
-        tls::roots(&cfg.ca_file)?,
-        crls,
-        Some(tls::PeerKind::Terminal),
-        TERMINAL_ALPN,
-    )?;
-    endpoint::server_config(tls, cfg.timers)
+    endpoint::server_config(terminal_tls_files(cfg).load(tls::PeerKind::Terminal, TERMINAL_ALPN)?, cfg.timers)
+}
+
+fn terminal_tls_files(cfg: &MasterConfig) -> tls::ServerFiles<'_> {
+    tls::ServerFiles { ca: &cfg.ca_file, crl: cfg.crl_file.as_deref(), cert: &cfg.cert_file, key: &cfg.key_file }
 }
 
 /// What the admin API reaches.

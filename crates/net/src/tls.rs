@@ -87,6 +87,36 @@ pub fn server_config(
     server_config_with_crls(id, client_ca, Vec::new(), None, alpn)
 }
 
+/// The files a server's TLS configuration is made of, read again whenever they change.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerFiles<'a> {
+    /// The one CA whose certificates clients must present.
+    pub ca: &'a Path,
+    /// That CA's revocation list, if configured.
+    pub crl: Option<&'a Path>,
+    /// The server's certificate chain.
+    pub cert: &'a Path,
+    /// Its key.
+    pub key: &'a Path,
+}
+
+impl ServerFiles<'_> {
+    /// Reads them into a server configuration accepting peers of `kind` only, speaking `alpn`.
+    pub fn load(&self, kind: PeerKind, alpn: &[u8]) -> Result<rustls::ServerConfig, NetError> {
+        let crls = self.crl.map(crls).transpose()?.unwrap_or_default();
+        server_config_with_crls(Identity::from_pem_files(self.cert, self.key)?, roots(self.ca)?, crls, Some(kind), alpn)
+    }
+
+    /// The paths, for watching them.
+    pub fn paths(&self) -> Vec<std::path::PathBuf> {
+        [Some(self.ca), self.crl, Some(self.cert), Some(self.key)]
+            .into_iter()
+            .flatten()
+            .map(Path::to_path_buf)
+            .collect()
+    }
+}
+
 /// Which kind of peer a server accepts, by the names its certificate carries: checked inside
 /// the TLS verifier, so a certificate of the wrong kind fails the handshake before any
 /// application byte (the CA split already keeps kinds apart; this holds even if one CA were
