@@ -521,7 +521,7 @@ async fn trust_domains_are_separate_at_the_handshake() {
 /// was accepted at the TLS level.
 async fn tls_refusal(dep: &Deployment, pair: &inflight_net::pki::PemPair) -> Result<u64, String> {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let cfg = pair_tls(&dep, tmp.path(), &pair);
+    let cfg = pair_tls(dep, tmp.path(), pair);
     let ep = endpoint::client("127.0.0.1:0".parse().expect("addr"), cfg, Default::default()).expect("endpoint");
     let conn = match endpoint::connect(&ep, master_addr(dep), &master_name(dep), Duration::from_secs(3)).await {
         Ok(c) => c,
