@@ -22,6 +22,10 @@ use inflight_wire::{PaymentId, RefusalReason, Verdict};
 /// Most messages in flight to the master at once, unless configured lower.
 pub const WINDOW_MAX: usize = 1024;
 
+/// Stray voids (see [`Outbox::on_verdict`]) pending at once: a master acking `Held` for ids the
+/// terminal never had cannot grow the outbox past this.
+pub const STRAY_VOIDS_MAX: usize = 1024;
+
 /// The forwarding state of every payment not yet settled with the master.
 #[derive(Debug)]
 pub struct Outbox {
@@ -39,6 +43,8 @@ pub struct Outbox {
     window: usize,
     /// How long to wait for an ack before sending again.
     ack_timeout_ms: u64,
+    /// Stray voids in `entries` (at most [`STRAY_VOIDS_MAX`]).
+    strays: usize,
 }
 
 /// What the outbox holds for one payment.
@@ -52,6 +58,9 @@ struct Entry {
     answering: bool,
     /// Voided: only a `Void` is sent from now on.
     voided: bool,
+    /// Not a payment this terminal holds: a void sent because the master acked `Held` for an id
+    /// the terminal had already settled (see [`Outbox::on_verdict`]). Its ack settles nothing.
+    stray: bool,
 }
 
 /// One message to send now.
@@ -115,13 +124,14 @@ impl Outbox {
             connected: false,
             window: window.clamp(1, WINDOW_MAX),
             ack_timeout_ms,
+            strays: 0,
         }
     }
 
     /// A payment is durably stored and must reach the master.
     pub fn insert(&mut self, id: PaymentId, answered: bool) {
         if let std::collections::btree_map::Entry::Vacant(v) = self.entries.entry(id) {
-            v.insert(Entry { answered, answering: false, voided: false });
+            v.insert(Entry { answered, answering: false, voided: false, stray: false });
             self.queued.insert(id);
         }
     }
@@ -129,7 +139,7 @@ impl Outbox {
     /// A voided payment whose void the master has not confirmed (after a restart).
     pub fn insert_voided(&mut self, id: PaymentId) {
         if let std::collections::btree_map::Entry::Vacant(v) = self.entries.entry(id) {
-            v.insert(Entry { answered: false, answering: false, voided: true });
+            v.insert(Entry { answered: false, answering: false, voided: true, stray: false });
             self.queued.insert(id);
         }
     }
@@ -200,13 +210,25 @@ impl Outbox {
         }
         let id = self.queued.pop_first()?;
         self.in_flight.insert(id, now_ms.saturating_add(self.ack_timeout_ms));
-        let e = self.entries.get(&id).copied().unwrap_or(Entry { answered: false, answering: false, voided: false });
+        let e = self.entries.get(&id).copied().unwrap_or(Entry { answered: false, answering: false, voided: false, stray: false });
         Some(if e.voided { Transmit::Void { id } } else { Transmit::Submit { id, answered: e.answered } })
     }
 
     /// The master's verdict on a submitted `id`.
+    ///
+    /// `Held` for an id the terminal no longer holds means the master stored a copy that nobody
+    /// will confirm: the terminal settled it already (told its sale app `refused`, or voided it),
+    /// and a re-send reached the master after a refusal that was not stored (`terminal_full`).
+    /// Such a copy is voided at the master (a stray void), so it never lingers unconfirmed; the
+    /// master never voids a payment it was told is answered, so a stale `Held` for a payment
+    /// that was carried changes nothing.
     pub fn on_verdict(&mut self, id: PaymentId, verdict: Verdict) -> Settled {
         let Some(&e) = self.entries.get(&id) else {
+            if verdict == Verdict::Held && self.strays < STRAY_VOIDS_MAX {
+                self.strays += 1;
+                self.entries.insert(id, Entry { answered: false, answering: false, voided: true, stray: true });
+                self.queued.insert(id);
+            }
             return Settled::Unknown;
         };
         if e.voided {
@@ -250,7 +272,12 @@ impl Outbox {
 
     /// The master's answer to a `Void` of `id`.
     pub fn on_void_ack(&mut self, id: PaymentId, carried: bool) -> Settled {
-        match self.entries.get(&id) {
+        match self.entries.get(&id).copied() {
+            Some(e) if e.stray => {
+                self.forget(id);
+                self.strays -= 1;
+                Settled::Unknown
+            }
             Some(e) if e.voided => {
                 self.forget(id);
                 Settled::Voided { carried }
@@ -432,6 +459,36 @@ mod tests {
         assert_eq!(o.on_verdict(id(4), Verdict::Held), Settled::Resubmit);
         assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(4), answered: true }));
         assert_eq!(o.on_verdict(id(4), Verdict::Stored), Settled::Forwarded);
+    }
+
+    #[test]
+    fn a_held_copy_of_a_payment_already_settled_is_voided_at_the_master() {
+        let mut o = Outbox::new(8, 1_000);
+        o.insert(id(1), false);
+        o.on_connected();
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Submit { id: id(1), answered: false }));
+        // Refused without being stored (the terminal was over its share): settled, forgotten.
+        let full = Verdict::Refused(RefusalReason::TerminalFull);
+        assert_eq!(o.on_verdict(id(1), full), Settled::Refused(RefusalReason::TerminalFull));
+        assert!(o.is_empty());
+        // A re-send that reached the master once there was room comes back `Held`: the master
+        // holds a copy nobody will confirm. It is voided there, and settles nothing here.
+        assert_eq!(o.on_verdict(id(1), Verdict::Held), Settled::Unknown);
+        assert_eq!(o.poll_transmit(0), Some(Transmit::Void { id: id(1) }));
+        assert_eq!(o.on_void_ack(id(1), false), Settled::Unknown, "a stray void settles nothing");
+        assert!(o.is_empty());
+        // A stale `Stored` or a refusal for an unknown id is ignored as before.
+        assert_eq!(o.on_verdict(id(2), Verdict::Stored), Settled::Unknown);
+        assert_eq!(o.poll_transmit(0), None);
+    }
+
+    #[test]
+    fn stray_voids_are_bounded() {
+        let mut o = Outbox::new(8, 1_000);
+        for n in 0..(STRAY_VOIDS_MAX as u64 + 10) {
+            o.on_verdict(PaymentId::mint(n, [1; 10]), Verdict::Held);
+        }
+        assert_eq!(o.len(), STRAY_VOIDS_MAX);
     }
 
     #[derive(Debug, Clone)]
