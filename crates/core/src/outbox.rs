@@ -210,7 +210,12 @@ impl Outbox {
         }
         let id = self.queued.pop_first()?;
         self.in_flight.insert(id, now_ms.saturating_add(self.ack_timeout_ms));
-        let e = self.entries.get(&id).copied().unwrap_or(Entry { answered: false, answering: false, voided: false, stray: false });
+        let e = self.entries.get(&id).copied().unwrap_or(Entry {
+            answered: false,
+            answering: false,
+            voided: false,
+            stray: false,
+        });
         Some(if e.voided { Transmit::Void { id } } else { Transmit::Submit { id, answered: e.answered } })
     }
 
