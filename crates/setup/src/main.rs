@@ -45,12 +45,8 @@ enum Cmd {
         /// The PKI folder's parent.
         #[arg(long)]
         dir: PathBuf,
-        /// terminal, aircraft or issuer.
-        #[arg(long, value_parser = inflight_setup::provision::Role::parse)]
-        role: inflight_setup::provision::Role,
-        /// Terminal id, aircraft id, or (issuer) a file name.
-        #[arg(long)]
-        id: String,
+        #[command(flatten)]
+        who: Subject,
         /// File stem under DIR/pki (default: the id; `master-<id>` for an aircraft).
         #[arg(long)]
         name: Option<String>,
@@ -61,12 +57,8 @@ enum Cmd {
         /// Where the device keeps `pki/`.
         #[arg(long)]
         dir: PathBuf,
-        /// terminal, aircraft or issuer.
-        #[arg(long, value_parser = inflight_setup::provision::Role::parse)]
-        role: inflight_setup::provision::Role,
-        /// Terminal id, aircraft id, or (issuer) a file name.
-        #[arg(long)]
-        id: String,
+        #[command(flatten)]
+        who: Subject,
         /// File stem under DIR/pki (default: the id; `master-<id>` for an aircraft).
         #[arg(long)]
         name: Option<String>,
@@ -77,12 +69,8 @@ enum Cmd {
         /// The CA's folder (holding pki/<role>-ca.key).
         #[arg(long)]
         dir: PathBuf,
-        /// terminal, aircraft or issuer.
-        #[arg(long, value_parser = inflight_setup::provision::Role::parse)]
-        role: inflight_setup::provision::Role,
-        /// Terminal id, aircraft id, or (issuer) a file name.
-        #[arg(long)]
-        id: String,
+        #[command(flatten)]
+        who: Subject,
         /// The device's request.
         #[arg(long)]
         csr: PathBuf,
@@ -114,6 +102,17 @@ enum Cmd {
     },
 }
 
+/// Whom a certificate is for.
+#[derive(clap::Args, Debug)]
+struct Subject {
+    /// terminal, aircraft or issuer.
+    #[arg(long, value_parser = inflight_setup::provision::Role::parse)]
+    role: inflight_setup::provision::Role,
+    /// Terminal id, aircraft id, or (issuer) a file name.
+    #[arg(long)]
+    id: String,
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -141,15 +140,15 @@ fn main() -> ExitCode {
         Cmd::Ca { dir } => {
             done(provision::create_cas(&dir).map(|()| format!("created three CAs in {}", dir.join("pki").display())))
         }
-        Cmd::Request { dir, role, id, name } => {
+        Cmd::Request { dir, who: Subject { role, id }, name } => {
             done(provision::request(&dir, role, &id, name.as_deref()).map(|p| {
                 format!("made a private key (mode 0600) and a signing request: send {} to the CA", p.display())
             }))
         }
-        Cmd::Sign { dir, role, id, csr, out } => {
+        Cmd::Sign { dir, who: Subject { role, id }, csr, out } => {
             done(provision::sign(&dir, role, &id, &csr, &out).map(|()| format!("signed: {}", out.display())))
         }
-        Cmd::Enroll { dir, role, id, name } => done((|| {
+        Cmd::Enroll { dir, who: Subject { role, id }, name } => done((|| {
             let (stem, names) = provision::names_for(role, &id)?;
             let stem = name.unwrap_or(stem);
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
