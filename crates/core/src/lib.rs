@@ -14,6 +14,7 @@
 
 pub mod aggregator;
 pub mod authorize;
+pub mod batch;
 pub mod binlist;
 pub mod capture;
 pub mod fuzz;

@@ -25,9 +25,10 @@ mod vault;
 
 pub use commit::{Committer, Ticket};
 pub use error::StoreError;
+pub use inflight_core::batch::BatchDigest;
 pub use issuer::{AccountLine, BatchStart, IssuerStore, LedgerLine};
 pub use master::{MasterCounts, MasterStore, MasterView};
-pub use records::{BatchDigest, MaskedView};
+pub use records::MaskedView;
 pub use signing::{parse_public_key_hex, verify_bin_list, BinListError, BinListSigner};
 pub use slave::{SlaveCounts, SlaveState, SlaveStore, SlaveView};
 pub use vault::{CardVault, KEY_FILE_HEX_LEN};
