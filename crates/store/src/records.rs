@@ -185,7 +185,7 @@ mod tests {
             }
         };
         let of = |items: &[BatchItem]| {
-            let mut d = BatchDigest::default();
+            let mut d = inflight_core::batch::BatchDigest::default();
             items.iter().for_each(|i| d.update(i));
             d.finish()
         };
