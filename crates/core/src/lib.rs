@@ -5,6 +5,8 @@
 //! clock, so the same code runs in a unit test, a model-based test and a live daemon.
 //!
 //! - [`capture`]: is a sale app's request a payment this terminal may store?
+//! - [`terminal`]: the terminal's capture → verdict wait → durable answer cycle, voids of
+//!   payments never answered, results; it drives the [`outbox`].
 //! - [`outbox`]: which stored payments a terminal must (re)send to the master, and when.
 //! - [`aggregator`]: the master's verdict on each submitted payment, exactly once per id, the
 //!   per-card-per-flight limit, and each payment's progress to the issuer and back.
@@ -20,3 +22,4 @@ pub mod capture;
 pub mod fuzz;
 pub mod link;
 pub mod outbox;
+pub mod terminal;

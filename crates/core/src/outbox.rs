@@ -186,6 +186,23 @@ impl Outbox {
         }
     }
 
+    /// The answered mark of `id` could not be written: it may be voided again.
+    pub fn abort_answer(&mut self, id: PaymentId) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.answering = false;
+        }
+    }
+
+    /// Whether [`Outbox::void`] would void `id` now (held, never answered, not voided yet).
+    pub fn can_void(&self, id: PaymentId) -> bool {
+        self.entries.get(&id).is_some_and(|e| !e.answered && !e.answering && !e.voided)
+    }
+
+    /// Whether a connection to the master is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
     /// Whether `id` is waiting for its sale app's answer (stored by the master, parked).
     pub fn is_parked(&self, id: &PaymentId) -> bool {
         self.parked.contains(id)

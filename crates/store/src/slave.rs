@@ -6,32 +6,14 @@
 use std::path::Path;
 
 use bincode::{Decode, Encode};
-use inflight_wire::{AuthOutcome, Payment, PaymentId, RefusalReason, SignedBinList};
+use inflight_wire::{AuthOutcome, Payment, PaymentId, SignedBinList};
 use sled::Transactional;
 
 use crate::records::{decode_record, encode_record, PaymentRecord};
 use crate::{open_sled, CardVault, Committer, MaskedView, StoreError, Ticket};
 
-/// Where a payment stands on the terminal. States only move forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-pub enum SlaveState {
-    /// Stored; the master has not acked it yet. `answered`: the sale app was told `accepted`
-    /// before the master's verdict, so the master must carry it.
-    Captured {
-        /// Whether the sale app has been answered `accepted`.
-        answered: bool,
-    },
-    /// The master acked it as stored.
-    Forwarded,
-    /// The master refused it before the sale app was answered; card data erased.
-    Refused(RefusalReason),
-    /// Voided: the sale app was never told `accepted` and no retry of its request claimed it in
-    /// time. Card data erased; never carried. `master_acked`: the master confirmed the void.
-    Voided {
-        /// Whether the master has confirmed the void.
-        master_acked: bool,
-    },
-}
+pub use inflight_core::terminal::SlaveState;
+use inflight_core::terminal::moves_forward;
 
 #[derive(Debug, Clone, Encode, Decode)]
 struct SlaveRecord {
@@ -288,20 +270,5 @@ impl SlaveStore {
     /// Flushes everything and stops the flusher.
     pub fn close(&self) {
         self.committer.close();
-    }
-}
-
-/// Whether `from → to` is a move forward. Captured unanswered may become anything else;
-/// answered may only be forwarded (or refused, then re-sent answered); a void is only for a
-/// payment never answered, and only its master confirmation may follow it.
-fn moves_forward(from: SlaveState, to: SlaveState) -> bool {
-    use SlaveState::{Captured, Forwarded, Voided};
-    match (from, to) {
-        (Captured { answered: false }, Captured { answered: false }) => false,
-        (Captured { answered: false }, _) => true,
-        // An answered payment must be carried: it is only ever forwarded, never refused.
-        (Captured { answered: true }, Forwarded) => true,
-        (Voided { master_acked: false }, Voided { master_acked: true }) => true,
-        _ => false,
     }
 }

@@ -1,0 +1,884 @@
+//! The terminal: every decision `inflight-slave` makes, as a machine with no I/O.
+//!
+//! It takes a sale app's capture, refuses what the BIN list or the terminal's caps do not allow,
+//! has the payment written, waits a while for the master's verdict, and answers the sale app;
+//! it forwards through the [`Outbox`], voids payments whose sale app was never answered, and
+//! stores the issuer's results. The driver feeds it inputs with the time and carries out the
+//! [`Action`]s it emits: writes (each with what follows once it is durable), replies and result
+//! acks. The same code runs in the daemon and in the deterministic simulator.
+//!
+//! The one rule it exists for: **no `accepted` answer without a durable mark.** An
+//! [`Answer::Accepted`] holds a [`Told`], and the only place a `Told` is made is
+//! [`Terminal::on_written`] for a durable [`After::Answered`]: the answered mark reached the
+//! disk first, so a payment the sale app was told `accepted` is carried even if the terminal
+//! dies at once, and a payment whose mark never became durable is never answered `accepted`.
+
+use std::collections::BTreeMap;
+
+use bincode::{Decode, Encode};
+use inflight_wire::{AuthOutcome, BinList, Money, Payment, PaymentId, RefusalReason, TerminalId, Verdict};
+
+use crate::capture::{self, CaptureRequest, Holdings, Refusal, TerminalCaps};
+use crate::outbox::{Outbox, Settled, Transmit};
+
+/// Longest request id a sale app may give, in bytes.
+pub const REQUEST_ID_BYTES_MAX: usize = 64;
+
+/// Where a payment stands on the terminal, as stored. States only move forward
+/// ([`moves_forward`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum SlaveState {
+    /// Stored; the master has not acked it yet. `answered`: the sale app was told `accepted`
+    /// before the master's verdict, so the master must carry it.
+    Captured {
+        /// Whether the sale app has been answered `accepted`.
+        answered: bool,
+    },
+    /// The master acked it as stored.
+    Forwarded,
+    /// The master refused it before the sale app was answered; card data erased.
+    Refused(RefusalReason),
+    /// Voided: the sale app was never told `accepted` and no retry of its request claimed it in
+    /// time. Card data erased; never carried. `master_acked`: the master confirmed the void.
+    Voided {
+        /// Whether the master has confirmed the void.
+        master_acked: bool,
+    },
+}
+
+/// Whether `from → to` is a move forward. Captured unanswered may become anything else;
+/// answered may only be forwarded (or refused, then re-sent answered); a void is only for a
+/// payment never answered, and only its master confirmation may follow it.
+pub fn moves_forward(from: SlaveState, to: SlaveState) -> bool {
+    use SlaveState::{Captured, Forwarded, Voided};
+    match (from, to) {
+        (Captured { answered: false }, Captured { answered: false }) => false,
+        (Captured { answered: false }, _) => true,
+        // An answered payment must be carried: it is only ever forwarded, never refused.
+        (Captured { answered: true }, Forwarded) => true,
+        (Voided { master_acked: false }, Voided { master_acked: true }) => true,
+        _ => false,
+    }
+}
+
+/// Whether a sale app's request id is acceptable: 1 to [`REQUEST_ID_BYTES_MAX`] printable
+/// ASCII bytes.
+pub fn request_id_ok(rid: &str) -> bool {
+    !rid.is_empty() && rid.len() <= REQUEST_ID_BYTES_MAX && rid.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The driver's handle for one waiting sale app (a reply channel, a simulated client).
+pub type ReplyTo = u64;
+
+/// Whether a sale app is still waiting for its answer. An `accepted` answer nobody hears would
+/// charge a sale nobody knows of, so the terminal does not record one for a sale app that left.
+pub trait Listeners {
+    /// Whether `to` still listens.
+    fn listening(&self, to: ReplyTo) -> bool;
+}
+
+/// Every sale app listens (tests).
+#[derive(Debug, Clone, Copy)]
+pub struct AllListening;
+
+impl Listeners for AllListening {
+    fn listening(&self, _: ReplyTo) -> bool {
+        true
+    }
+}
+
+/// Proof that a payment's answered mark is durable: the sale app may be told `accepted`.
+/// Only [`Terminal::on_written`] makes one.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Told {
+    id: PaymentId,
+}
+
+impl Told {
+    /// The payment.
+    pub fn id(&self) -> PaymentId {
+        self.id
+    }
+}
+
+/// What a sale app is told.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// `accepted`: the answered mark is durable.
+    Accepted(Told),
+    /// `rejected`, with the payment id when one was minted.
+    Rejected {
+        /// The payment, if one was minted.
+        id: Option<PaymentId>,
+        /// Machine-readable reason.
+        reason: &'static str,
+    },
+    /// Neither: the answered mark was written but could not be made durable (a failing disk),
+    /// so whether the payment will be carried is not known until the terminal restarts. The sale
+    /// app retries with its `request_id` to learn the outcome.
+    Unknown {
+        /// The payment.
+        id: PaymentId,
+    },
+}
+
+impl Answer {
+    fn rejected(id: Option<PaymentId>, reason: &'static str) -> Self {
+        Answer::Rejected { id, reason }
+    }
+}
+
+/// A write the driver must apply to the terminal's store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// A newly captured payment (`Captured { answered: false }`), with its request id.
+    Captured {
+        /// The payment, card data included (the store seals it).
+        payment: Payment,
+        /// The sale app's request id, stored with it.
+        request_id: Option<String>,
+    },
+    /// Move a payment to `state` (ignored by the store when it is not a move forward).
+    State {
+        /// The payment.
+        id: PaymentId,
+        /// Its new state.
+        state: SlaveState,
+    },
+    /// The master's verdict settled a payment (forwarded or refused): not waited on; if lost in
+    /// a crash, the payment is sent again and the master answers it the same way.
+    Settle {
+        /// The payment.
+        id: PaymentId,
+        /// `Forwarded` or `Refused`.
+        state: SlaveState,
+    },
+    /// The issuer's decision; the card data is erased.
+    Result {
+        /// The payment.
+        id: PaymentId,
+        /// The decision.
+        outcome: AuthOutcome,
+    },
+}
+
+/// What follows once a write is durable (or failed): fed back through [`Terminal::on_written`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    /// Nothing waits for it.
+    Nothing,
+    /// A capture is durable: it may be forwarded and answered.
+    Captured {
+        /// The payment.
+        id: PaymentId,
+        /// Its amount (released from the caps if the write failed).
+        amount: Money,
+    },
+    /// The answered mark is durable: tell the sale app `accepted`.
+    Answered {
+        /// The payment.
+        id: PaymentId,
+    },
+    /// The void mark is durable: the master may be told.
+    Voided {
+        /// The payment.
+        id: PaymentId,
+    },
+    /// The master's void ack is recorded.
+    VoidAcked,
+    /// A result is durable: acknowledge it to the master.
+    ResultStored {
+        /// The payment.
+        id: PaymentId,
+    },
+}
+
+/// Why a write did not become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// The store refused the write: nothing reached the disk.
+    NotWritten,
+    /// Written, but the flush failed: it may or may not be on disk.
+    NotDurable,
+}
+
+/// What the driver must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Apply `write`, and once everything written so far is durable feed `then` back.
+    Write {
+        /// The write.
+        write: Write,
+        /// What follows.
+        then: After,
+    },
+    /// Answer a sale app.
+    Reply {
+        /// Which one.
+        to: ReplyTo,
+        /// The answer.
+        answer: Answer,
+        /// It answers a retry of an earlier capture (same request id).
+        replayed: bool,
+    },
+    /// Tell the master this result is stored (dropped when not connected: it is pushed again).
+    ResultAck {
+        /// The payment.
+        id: PaymentId,
+    },
+    /// Something the operator should see in the log.
+    Note(Note),
+}
+
+/// Events worth a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    /// Refused at the terminal.
+    Refused(Refusal),
+    /// Voided: its sale app was never told `accepted` and no retry claimed it.
+    VoidedOrphan(PaymentId),
+    /// The master carries a payment this terminal voided.
+    VoidCarried(PaymentId),
+    /// A capture retried with its request id.
+    Retried(PaymentId),
+    /// The capture write did not become durable.
+    CaptureLost(PaymentId),
+}
+
+/// The terminal's timing and limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Messages in flight to the master.
+    pub window: usize,
+    /// How long to wait for the master's ack before sending again.
+    pub ack_timeout_ms: u64,
+    /// How long a capture waits for the master's verdict before it is answered `accepted`.
+    pub verdict_wait_ms: u64,
+    /// How long a payment never answered may be claimed by a retry before it is voided.
+    pub claim_grace_ms: u64,
+    /// The terminal's own caps.
+    pub caps: TerminalCaps,
+}
+
+/// The terminal's decisions.
+#[derive(Debug)]
+pub struct Terminal {
+    id: TerminalId,
+    settings: Settings,
+    /// What must still reach the master.
+    outbox: Outbox,
+    /// What this terminal holds un-acked, for its caps.
+    held: Holdings,
+    /// Amount of each payment in the outbox, to release holdings once it is settled.
+    amounts: BTreeMap<PaymentId, Money>,
+    /// Captures being written: the sale app that asked.
+    capturing: BTreeMap<PaymentId, ReplyTo>,
+    /// Captures durable, waiting for the master's verdict until a deadline.
+    waiting: BTreeMap<PaymentId, (u64, ReplyTo)>,
+    /// Retries (same request id) of captures not yet answered, waiting for the same answer.
+    retries: BTreeMap<PaymentId, Vec<ReplyTo>>,
+    /// Answered marks written, not yet durable: who is told once they are (`replayed` each).
+    answering: BTreeMap<PaymentId, Vec<(ReplyTo, bool)>>,
+    /// Payments never answered that nobody waits for, voided after this time unless a retry
+    /// claims them first.
+    orphans: BTreeMap<PaymentId, u64>,
+    /// The issuer's list, signature verified; `None` until one arrives (every card refused).
+    bins: Option<BinList>,
+    /// The master's clock minus ours; `None` until a master said `Hello` since start.
+    clock_offset_ms: Option<i64>,
+    actions: Vec<Action>,
+}
+
+impl Terminal {
+    /// A terminal with nothing stored.
+    pub fn new(id: TerminalId, settings: Settings) -> Self {
+        Self {
+            id,
+            settings,
+            outbox: Outbox::new(settings.window, settings.ack_timeout_ms),
+            held: Holdings::default(),
+            amounts: BTreeMap::new(),
+            capturing: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            retries: BTreeMap::new(),
+            answering: BTreeMap::new(),
+            orphans: BTreeMap::new(),
+            bins: None,
+            clock_offset_ms: None,
+            actions: Vec::new(),
+        }
+    }
+
+    /// Restores one stored payment at start (`now_ms`: the driver's monotonic time). A payment
+    /// never answered becomes claimable for the claim grace, then is voided.
+    pub fn restore(&mut self, id: PaymentId, amount: Money, state: SlaveState, now_ms: u64) {
+        match state {
+            SlaveState::Captured { answered } => {
+                self.outbox.insert(id, answered);
+                self.held.add(amount);
+                self.amounts.insert(id, amount);
+                if !answered {
+                    self.orphans.insert(id, now_ms.saturating_add(self.settings.claim_grace_ms));
+                }
+            }
+            SlaveState::Voided { master_acked: false } => self.outbox.insert_voided(id),
+            _ => {}
+        }
+    }
+
+    /// The next action to carry out.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if self.actions.is_empty() {
+            None
+        } else {
+            Some(self.actions.remove(0))
+        }
+    }
+
+    /// Every pending action, in order.
+    pub fn drain_actions(&mut self) -> std::vec::Drain<'_, Action> {
+        self.actions.drain(..)
+    }
+
+    /// The time captures are judged and stamped with: the master's, when known, else the
+    /// terminal's own clock (`local_unix_ms`).
+    pub fn sane_now(&self, local_unix_ms: u64) -> u64 {
+        (local_unix_ms as i64 + self.clock_offset_ms.unwrap_or(0)).max(0) as u64
+    }
+
+    /// A sale app asks to take a payment. `to` is its handle; `random` the id's random part;
+    /// `local_unix_ms` the terminal's clock. A request id already known is a retry: the driver
+    /// looks it up and calls [`Terminal::retry`] instead.
+    pub fn capture(
+        &mut self,
+        to: ReplyTo,
+        req: &CaptureRequest,
+        request_id: Option<String>,
+        random: [u8; 10],
+        local_unix_ms: u64,
+    ) {
+        if request_id.as_deref().is_some_and(|r| !request_id_ok(r)) {
+            self.reply(to, Answer::rejected(None, "bad_request_id"), false);
+            return;
+        }
+        let now = self.sane_now(local_unix_ms);
+        let valid = match capture::validate(req, now, self.bins.as_ref(), &self.settings.caps, &self.held) {
+            Ok(v) => v,
+            Err(r) => {
+                self.actions.push(Action::Note(Note::Refused(r)));
+                self.reply(to, Answer::rejected(None, r.as_str()), false);
+                return;
+            }
+        };
+        let payment = Payment {
+            id: PaymentId::mint(now, random),
+            terminal: self.id.clone(),
+            pan: valid.pan,
+            expiry: valid.expiry,
+            amount: valid.amount,
+            seat: valid.seat,
+            captured_unix_ms: now,
+            items: valid.items,
+        };
+        let (id, amount) = (payment.id, payment.amount);
+        if self.capturing.contains_key(&id) || self.amounts.contains_key(&id) {
+            // Same millisecond and same random bytes: not a second payment under one id.
+            self.reply(to, Answer::rejected(None, Refusal::StorageError.as_str()), false);
+            return;
+        }
+        // Counted against the caps now, so concurrent captures cannot overshoot them.
+        self.held.add(amount);
+        self.capturing.insert(id, to);
+        self.retries.insert(id, Vec::new());
+        self.actions.push(Action::Write { write: Write::Captured { payment, request_id }, then: After::Captured { id, amount } });
+    }
+
+    /// A sale app retries a capture already taken as `id` (found by its request id), whose
+    /// stored state is `stored`: it gets the first capture's answer, or, for a payment never
+    /// answered and not yet voided, claims it (`accepted`, through the durable mark).
+    pub fn retry(&mut self, to: ReplyTo, id: PaymentId, stored: SlaveState, now_ms: u64, who: &impl Listeners) {
+        if let Some(r) = self.retries.get_mut(&id) {
+            r.push(to);
+            return;
+        }
+        if let Some(r) = self.answering.get_mut(&id) {
+            r.push((to, true));
+            return;
+        }
+        self.actions.push(Action::Note(Note::Retried(id)));
+        self.tell(id, vec![(to, true)], stored, now_ms, who);
+    }
+
+    /// The one path to an `accepted` answer: write the answered mark; [`Terminal::on_written`]
+    /// tells the sale apps once it is durable.
+    fn tell(&mut self, id: PaymentId, mut to: Vec<(ReplyTo, bool)>, stored: SlaveState, now_ms: u64, who: &impl Listeners) {
+        to.extend(self.retries.remove(&id).unwrap_or_default().into_iter().map(|r| (r, true)));
+        if to.iter().all(|(r, _)| !who.listening(*r)) {
+            // Nobody is listening any more: recording that a sale app is told `accepted` would
+            // charge a sale nobody heard about. Leave it unanswered (claimable, else voided).
+            if to.iter().any(|(_, replayed)| !replayed) {
+                self.orphans.insert(id, now_ms.saturating_add(self.settings.claim_grace_ms));
+            }
+            return;
+        }
+        match stored {
+            SlaveState::Refused(r) => return self.reply_all(to, || Answer::rejected(Some(id), r.as_str())),
+            SlaveState::Voided { .. } => {
+                return self.reply_all(to, || Answer::rejected(Some(id), RefusalReason::Voided.as_str()))
+            }
+            SlaveState::Captured { .. } | SlaveState::Forwarded => {}
+        }
+        self.orphans.remove(&id);
+        // From here the payment must be carried: a refusal of its unanswered submit parks it.
+        self.outbox.begin_answer(id);
+        self.answering.entry(id).or_default().extend(to);
+        self.actions.push(Action::Write {
+            write: Write::State { id, state: SlaveState::Captured { answered: true } },
+            then: After::Answered { id },
+        });
+    }
+
+    fn reply(&mut self, to: ReplyTo, answer: Answer, replayed: bool) {
+        self.actions.push(Action::Reply { to, answer, replayed });
+    }
+
+    fn reply_all(&mut self, to: Vec<(ReplyTo, bool)>, answer: impl Fn() -> Answer) {
+        for (r, replayed) in to {
+            self.reply(r, answer(), replayed);
+        }
+    }
+
+    /// A write emitted earlier is durable (`Ok`) or failed.
+    pub fn on_written(&mut self, then: After, result: Result<(), WriteFailure>, now_ms: u64, who: &impl Listeners) {
+        match (then, result) {
+            (After::Nothing | After::VoidAcked, _) => {}
+            (After::Captured { id, amount }, Ok(())) => {
+                self.capturing_durable(id, amount, now_ms, who);
+            }
+            (After::Captured { id, amount }, Err(_)) => {
+                // The record may still reach the disk: after a restart it is a payment never
+                // answered, voided unless a retry with its request id claims it.
+                self.actions.push(Action::Note(Note::CaptureLost(id)));
+                self.held.remove(amount);
+                let first = self.capturing.remove(&id);
+                let retries = self.retries.remove(&id).unwrap_or_default();
+                for (r, replayed) in first.map(|f| (f, false)).into_iter().chain(retries.into_iter().map(|r| (r, true))) {
+                    self.reply(r, Answer::rejected(None, Refusal::StorageError.as_str()), replayed);
+                }
+            }
+            (After::Answered { id }, Ok(())) => {
+                for (r, replayed) in self.answering.remove(&id).unwrap_or_default() {
+                    self.reply(r, Answer::Accepted(Told { id }), replayed);
+                }
+                self.outbox.mark_answered(id);
+            }
+            (After::Answered { id }, Err(WriteFailure::NotWritten)) => {
+                // Nothing reached the disk: still unanswered, claimable, else voided.
+                self.outbox.abort_answer(id);
+                self.orphans.insert(id, now_ms.saturating_add(self.settings.claim_grace_ms));
+                let to = self.answering.remove(&id).unwrap_or_default();
+                self.reply_all(to, || Answer::rejected(Some(id), Refusal::StorageError.as_str()));
+            }
+            (After::Answered { id }, Err(WriteFailure::NotDurable)) => {
+                // The mark may be on disk: it stays answering (carried if it is), the outcome
+                // is unknown to the sale app until it retries after a restart.
+                let to = self.answering.remove(&id).unwrap_or_default();
+                self.reply_all(to, || Answer::Unknown { id });
+            }
+            (After::Voided { id }, Ok(())) => {
+                self.release(id);
+                self.outbox.void(id);
+            }
+            (After::Voided { id }, Err(_)) => {
+                self.orphans.insert(id, now_ms.saturating_add(self.settings.claim_grace_ms));
+            }
+            (After::ResultStored { id }, Ok(())) => {
+                // The master had the payment, marked answered; if its ack was lost, the outbox
+                // can let it go now.
+                if self.outbox.on_verdict(id, Verdict::Stored) == Settled::Forwarded {
+                    self.release(id);
+                }
+                self.actions.push(Action::ResultAck { id });
+            }
+            // Not acked: the master pushes it again.
+            (After::ResultStored { .. }, Err(_)) => {}
+        }
+    }
+
+    fn capturing_durable(&mut self, id: PaymentId, amount: Money, now_ms: u64, who: &impl Listeners) {
+        self.outbox.insert(id, false);
+        self.amounts.insert(id, amount);
+        let Some(to) = self.capturing.remove(&id) else { return };
+        if self.settings.verdict_wait_ms == 0 {
+            self.tell(id, vec![(to, false)], SlaveState::Captured { answered: false }, now_ms, who);
+        } else {
+            self.waiting.insert(id, (now_ms.saturating_add(self.settings.verdict_wait_ms), to));
+        }
+    }
+
+    /// A connection to the master is up.
+    pub fn on_connected(&mut self) {
+        self.outbox.on_connected();
+    }
+
+    /// The connection is gone.
+    pub fn on_disconnected(&mut self) {
+        self.outbox.on_disconnected();
+    }
+
+    /// Whether a connection to the master is up.
+    pub fn is_connected(&self) -> bool {
+        self.outbox.is_connected()
+    }
+
+    /// The next message for the master, if the window has room.
+    pub fn poll_transmit(&mut self, now_ms: u64) -> Option<Transmit> {
+        self.outbox.poll_transmit(now_ms)
+    }
+
+    /// The master's verdict on a submitted payment.
+    pub fn on_verdict(&mut self, id: PaymentId, verdict: Verdict, now_ms: u64, who: &impl Listeners) {
+        let settled = self.outbox.on_verdict(id, verdict);
+        let state = match settled {
+            Settled::Unknown | Settled::Resubmit | Settled::Voided { .. } => return,
+            // The master holds it; it carries it only once told the sale app was answered.
+            Settled::AwaitingAnswer => {
+                if let Some((_, to)) = self.waiting.remove(&id) {
+                    self.tell(id, vec![(to, false)], SlaveState::Captured { answered: false }, now_ms, who);
+                }
+                return;
+            }
+            Settled::Forwarded => SlaveState::Forwarded,
+            Settled::Refused(r) => SlaveState::Refused(r),
+        };
+        self.actions.push(Action::Write { write: Write::Settle { id, state }, then: After::Nothing });
+        self.release(id);
+        self.orphans.remove(&id);
+        if let Some((_, to)) = self.waiting.remove(&id) {
+            match settled {
+                Settled::Refused(r) => {
+                    let retries = self.retries.remove(&id).unwrap_or_default();
+                    self.reply(to, Answer::rejected(Some(id), r.as_str()), false);
+                    for r2 in retries {
+                        self.reply(r2, Answer::rejected(Some(id), r.as_str()), true);
+                    }
+                }
+                // The master carries it (it was told the sale app was answered: a master
+                // that is not honest): the sale app is told `accepted`, through the mark.
+                _ => self.tell(id, vec![(to, false)], SlaveState::Forwarded, now_ms, who),
+            }
+        }
+    }
+
+    /// The master's answer to a void.
+    pub fn on_void_ack(&mut self, id: PaymentId, carried: bool) {
+        if let Settled::Voided { carried } = self.outbox.on_void_ack(id, carried) {
+            if carried {
+                self.actions.push(Action::Note(Note::VoidCarried(id)));
+            }
+            self.actions.push(Action::Write {
+                write: Write::State { id, state: SlaveState::Voided { master_acked: true } },
+                then: After::VoidAcked,
+            });
+        }
+    }
+
+    /// The issuer's decision on one of this terminal's payments: stored, then acked.
+    pub fn on_result(&mut self, id: PaymentId, outcome: AuthOutcome) {
+        self.actions.push(Action::Write { write: Write::Result { id, outcome }, then: After::ResultStored { id } });
+    }
+
+    /// The master's clock minus ours, learnt at `Hello`.
+    pub fn on_clock_offset(&mut self, offset_ms: i64) {
+        self.clock_offset_ms = Some(offset_ms);
+    }
+
+    /// The clock offset in force.
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        self.clock_offset_ms
+    }
+
+    /// Whether `list` (signature already verified) should replace the one held.
+    pub fn prefers(&self, list: &BinList, local_unix_ms: u64) -> bool {
+        crate::binlist::prefer(self.bins.as_ref(), list, self.sane_now(local_unix_ms))
+    }
+
+    /// Installs a list (stored first by the driver, or restored).
+    pub fn install_bin_list(&mut self, list: Option<BinList>) {
+        self.bins = list;
+    }
+
+    /// The list in force.
+    pub fn bin_list(&self) -> Option<&BinList> {
+        self.bins.as_ref()
+    }
+
+    /// When [`Terminal::handle_timeout`] next has work.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let outbox = self.outbox.poll_timeout();
+        let waiter = self.waiting.values().map(|(d, _)| *d).min();
+        let orphan = self.orphans.values().min().copied();
+        [outbox, waiter, orphan].into_iter().flatten().min()
+    }
+
+    /// Re-sends overdue messages, answers captures whose verdict wait ran out, voids orphans
+    /// whose claim period ended.
+    pub fn handle_timeout(&mut self, now_ms: u64, who: &impl Listeners) {
+        self.outbox.handle_timeout(now_ms);
+        let due: Vec<PaymentId> = self.waiting.iter().filter(|(_, (d, _))| *d <= now_ms).map(|(id, _)| *id).collect();
+        for id in due {
+            if let Some((_, to)) = self.waiting.remove(&id) {
+                // The verdict wait ran out: the payment is durable here and will be forwarded.
+                self.tell(id, vec![(to, false)], SlaveState::Captured { answered: false }, now_ms, who);
+            }
+        }
+        let orphans: Vec<PaymentId> = self.orphans.iter().filter(|(_, d)| **d <= now_ms).map(|(id, _)| *id).collect();
+        for id in orphans {
+            self.void_orphan(id);
+        }
+    }
+
+    /// Voids a payment whose sale app was never answered and that no retry claimed: it is
+    /// marked voided durably (card data erased) before the master is told, so a void the master
+    /// heard of is never undone by a restart.
+    fn void_orphan(&mut self, id: PaymentId) {
+        self.orphans.remove(&id);
+        if self.retries.contains_key(&id) || self.waiting.contains_key(&id) || self.answering.contains_key(&id) {
+            return;
+        }
+        if !self.outbox.can_void(id) {
+            return;
+        }
+        self.actions.push(Action::Note(Note::VoidedOrphan(id)));
+        self.actions.push(Action::Write {
+            write: Write::State { id, state: SlaveState::Voided { master_acked: false } },
+            then: After::Voided { id },
+        });
+    }
+
+    /// Shutdown: every capture still waiting for a verdict is durable and queued, so it is
+    /// answered `accepted` — through the same durable mark as every other answer.
+    pub fn drain_waiting(&mut self, now_ms: u64, who: &impl Listeners) {
+        let waiting = std::mem::take(&mut self.waiting);
+        for (id, (_, to)) in waiting {
+            self.tell(id, vec![(to, false)], SlaveState::Captured { answered: false }, now_ms, who);
+        }
+    }
+
+    /// Releases a settled payment's amount from the terminal's caps.
+    fn release(&mut self, id: PaymentId) {
+        if let Some(amount) = self.amounts.remove(&id) {
+            self.held.remove(amount);
+        }
+    }
+
+    /// Payments not yet settled with the master.
+    pub fn unsettled(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Messages in flight to the master.
+    pub fn in_flight(&self) -> usize {
+        self.outbox.in_flight()
+    }
+
+    /// Payments the master holds that wait for their sale app's answer.
+    pub fn parked(&self) -> usize {
+        self.outbox.parked()
+    }
+
+    /// Payments never answered that nobody waits for.
+    pub fn never_answered(&self) -> usize {
+        self.orphans.len()
+    }
+
+    /// What the terminal holds un-forwarded.
+    pub fn holdings(&self) -> &Holdings {
+        &self.held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use inflight_wire::{BinPrefix, BinRule, CardKind, Currency};
+
+    use super::*;
+
+    const T0: u64 = 1_795_564_800_000;
+
+    fn settings(verdict_wait_ms: u64) -> Settings {
+        Settings {
+            window: 8,
+            ack_timeout_ms: 1_000,
+            verdict_wait_ms,
+            claim_grace_ms: 5_000,
+            caps: TerminalCaps { stored_payments_max: 100, stored_amount_minor_max: 1_000_000, txn_amount_minor_max: 100_000 },
+        }
+    }
+
+    fn terminal(verdict_wait_ms: u64) -> Terminal {
+        let mut t = Terminal::new(TerminalId::parse("t-1").expect("id"), settings(verdict_wait_ms));
+        let eur = Currency::parse("EUR").expect("eur");
+        t.install_bin_list(Some(BinList {
+            version: 1,
+            issuer: "test".into(),
+            valid_from_unix_ms: 0,
+            valid_until_unix_ms: u64::MAX,
+            rules: vec![BinRule {
+                prefix: BinPrefix::parse("411111").expect("bin"),
+                kind: CardKind::Credit,
+                txn_limit_minor: 100_000,
+                card_flight_limit_minor: 1_000_000,
+                currencies: vec![eur],
+            }],
+        }));
+        t
+    }
+
+    fn req() -> CaptureRequest {
+        CaptureRequest {
+            pan: "4111111111111111".into(),
+            expiry: "12/30".into(),
+            amount_minor: 500,
+            currency: "EUR".into(),
+            seat: "12A".into(),
+            items: vec![],
+        }
+    }
+
+    fn actions(t: &mut Terminal) -> Vec<Action> {
+        t.drain_actions().filter(|a| !matches!(a, Action::Note(_))).collect()
+    }
+
+    /// Takes one capture up to its durable write; returns its id.
+    fn captured(t: &mut Terminal, to: ReplyTo) -> PaymentId {
+        t.capture(to, &req(), Some(format!("r{to}")), [to as u8; 10], T0);
+        let acts = actions(t);
+        let [Action::Write { write: Write::Captured { payment, .. }, then }] = acts.as_slice() else {
+            panic!("expected one capture write, got {acts:?}")
+        };
+        let id = payment.id;
+        t.on_written(then.clone(), Ok(()), 0, &AllListening);
+        id
+    }
+
+    #[test]
+    fn accepted_only_once_the_answered_mark_is_durable() {
+        let mut t = terminal(0);
+        let id = captured(&mut t, 1);
+        let acts = actions(&mut t);
+        assert_eq!(
+            acts,
+            vec![Action::Write {
+                write: Write::State { id, state: SlaveState::Captured { answered: true } },
+                then: After::Answered { id },
+            }],
+            "the mark is written, nobody is told yet"
+        );
+        t.on_written(After::Answered { id }, Ok(()), 0, &AllListening);
+        assert_eq!(actions(&mut t), vec![Action::Reply { to: 1, answer: Answer::Accepted(Told { id }), replayed: false }]);
+    }
+
+    #[test]
+    fn a_mark_that_never_becomes_durable_is_never_answered_accepted() {
+        let mut t = terminal(0);
+        let id = captured(&mut t, 1);
+        actions(&mut t);
+        t.on_written(After::Answered { id }, Err(WriteFailure::NotDurable), 0, &AllListening);
+        assert_eq!(actions(&mut t), vec![Action::Reply { to: 1, answer: Answer::Unknown { id }, replayed: false }]);
+        let id2 = captured(&mut t, 2);
+        actions(&mut t);
+        t.on_written(After::Answered { id: id2 }, Err(WriteFailure::NotWritten), 0, &AllListening);
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply { to: 2, answer: Answer::rejected(Some(id2), "storage_error"), replayed: false }]
+        );
+        // Not written at all: it is claimable again, then voided.
+        t.handle_timeout(10_000, &AllListening);
+        assert!(matches!(
+            actions(&mut t).as_slice(),
+            [Action::Write { write: Write::State { state: SlaveState::Voided { master_acked: false }, .. }, .. }]
+        ));
+    }
+
+    #[test]
+    fn a_verdict_within_the_wait_answers_the_sale_app() {
+        let mut t = terminal(1_000);
+        let id = captured(&mut t, 1);
+        assert_eq!(actions(&mut t), vec![], "waiting for the verdict");
+        t.on_connected();
+        assert_eq!(t.poll_transmit(0), Some(Transmit::Submit { id, answered: false }));
+        let refused = Verdict::Refused(RefusalReason::OverCardFlightLimit);
+        t.on_verdict(id, refused, 10, &AllListening);
+        let acts = actions(&mut t);
+        assert_eq!(acts[0], Action::Write { write: Write::Settle { id, state: SlaveState::Refused(RefusalReason::OverCardFlightLimit) }, then: After::Nothing });
+        assert_eq!(acts[1], Action::Reply { to: 1, answer: Answer::rejected(Some(id), "over_card_flight_limit"), replayed: false });
+        assert_eq!(t.holdings().payments, 0, "released");
+        // Held: told accepted through the mark.
+        let id2 = captured(&mut t, 2);
+        assert_eq!(t.poll_transmit(0), Some(Transmit::Submit { id: id2, answered: false }));
+        t.on_verdict(id2, Verdict::Held, 10, &AllListening);
+        assert!(matches!(actions(&mut t).as_slice(), [Action::Write { then: After::Answered { .. }, .. }]));
+    }
+
+    #[test]
+    fn nobody_listening_means_no_mark_and_a_void_after_the_grace() {
+        struct Gone;
+        impl Listeners for Gone {
+            fn listening(&self, _: ReplyTo) -> bool {
+                false
+            }
+        }
+        let mut t = terminal(0);
+        t.capture(1, &req(), None, [1; 10], T0);
+        let Some(Action::Write { then, .. }) = t.poll_action() else { panic!("capture write") };
+        t.on_written(then, Ok(()), 0, &Gone);
+        assert_eq!(actions(&mut t), vec![], "no mark for a sale app that left");
+        assert_eq!(t.never_answered(), 1);
+        t.handle_timeout(5_000, &Gone);
+        assert!(matches!(
+            actions(&mut t).as_slice(),
+            [Action::Write { write: Write::State { state: SlaveState::Voided { master_acked: false }, .. }, then: After::Voided { .. } }]
+        ));
+    }
+
+    #[test]
+    fn a_retry_claims_an_unanswered_payment_or_learns_its_settlement() {
+        let mut t = terminal(0);
+        let id = PaymentId::mint(T0, [9; 10]);
+        t.restore(id, inflight_wire::Money::new(500, Currency::parse("EUR").expect("eur")).expect("m"), SlaveState::Captured { answered: false }, 0);
+        assert_eq!(t.never_answered(), 1);
+        t.retry(7, id, SlaveState::Captured { answered: false }, 1, &AllListening);
+        assert!(matches!(actions(&mut t).as_slice(), [Action::Write { then: After::Answered { .. }, .. }]));
+        t.retry(8, id, SlaveState::Captured { answered: true }, 1, &AllListening);
+        assert_eq!(actions(&mut t), vec![], "joins the answer being recorded");
+        t.on_written(After::Answered { id }, Ok(()), 2, &AllListening);
+        assert_eq!(
+            actions(&mut t),
+            vec![
+                Action::Reply { to: 7, answer: Answer::Accepted(Told { id }), replayed: true },
+                Action::Reply { to: 8, answer: Answer::Accepted(Told { id }), replayed: true },
+            ]
+        );
+        assert_eq!(t.never_answered(), 0, "claimed, never voided");
+        t.retry(9, id, SlaveState::Voided { master_acked: true }, 3, &AllListening);
+        assert_eq!(actions(&mut t), vec![Action::Reply { to: 9, answer: Answer::rejected(Some(id), "voided"), replayed: true }]);
+    }
+
+    #[test]
+    fn bad_request_ids_and_refusals_are_answered_at_once() {
+        let mut t = terminal(0);
+        t.capture(1, &req(), Some(String::new()), [1; 10], T0);
+        t.capture(2, &req(), Some("x".repeat(65)), [1; 10], T0);
+        t.install_bin_list(None);
+        t.capture(3, &req(), None, [1; 10], T0);
+        assert_eq!(
+            actions(&mut t),
+            vec![
+                Action::Reply { to: 1, answer: Answer::rejected(None, "bad_request_id"), replayed: false },
+                Action::Reply { to: 2, answer: Answer::rejected(None, "bad_request_id"), replayed: false },
+                Action::Reply { to: 3, answer: Answer::rejected(None, "no_valid_bin_list"), replayed: false },
+            ]
+        );
+    }
+}
