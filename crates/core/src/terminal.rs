@@ -390,7 +390,10 @@ impl Terminal {
         self.held.add(amount);
         self.capturing.insert(id, to);
         self.retries.insert(id, Vec::new());
-        self.actions.push(Action::Write { write: Write::Captured { payment, request_id }, then: After::Captured { id, amount } });
+        self.actions.push(Action::Write {
+            write: Write::Captured { payment, request_id },
+            then: After::Captured { id, amount },
+        });
     }
 
     /// A sale app retries a capture already taken as `id` (found by its request id), whose
@@ -411,7 +414,14 @@ impl Terminal {
 
     /// The one path to an `accepted` answer: write the answered mark; [`Terminal::on_written`]
     /// tells the sale apps once it is durable.
-    fn tell(&mut self, id: PaymentId, mut to: Vec<(ReplyTo, bool)>, stored: SlaveState, now_ms: u64, who: &impl Listeners) {
+    fn tell(
+        &mut self,
+        id: PaymentId,
+        mut to: Vec<(ReplyTo, bool)>,
+        stored: SlaveState,
+        now_ms: u64,
+        who: &impl Listeners,
+    ) {
         to.extend(self.retries.remove(&id).unwrap_or_default().into_iter().map(|r| (r, true)));
         if to.iter().all(|(r, _)| !who.listening(*r)) {
             // Nobody is listening any more: recording that a sale app is told `accepted` would
@@ -462,7 +472,8 @@ impl Terminal {
                 self.held.remove(amount);
                 let first = self.capturing.remove(&id);
                 let retries = self.retries.remove(&id).unwrap_or_default();
-                for (r, replayed) in first.map(|f| (f, false)).into_iter().chain(retries.into_iter().map(|r| (r, true))) {
+                for (r, replayed) in first.map(|f| (f, false)).into_iter().chain(retries.into_iter().map(|r| (r, true)))
+                {
                     self.reply(r, Answer::rejected(None, Refusal::StorageError.as_str()), replayed);
                 }
             }
@@ -712,7 +723,11 @@ mod tests {
             ack_timeout_ms: 1_000,
             verdict_wait_ms,
             claim_grace_ms: 5_000,
-            caps: TerminalCaps { stored_payments_max: 100, stored_amount_minor_max: 1_000_000, txn_amount_minor_max: 100_000 },
+            caps: TerminalCaps {
+                stored_payments_max: 100,
+                stored_amount_minor_max: 1_000_000,
+                txn_amount_minor_max: 100_000,
+            },
         }
     }
 
@@ -776,7 +791,10 @@ mod tests {
             "the mark is written, nobody is told yet"
         );
         t.on_written(After::Answered { id }, Ok(()), 0, &AllListening);
-        assert_eq!(actions(&mut t), vec![Action::Reply { to: 1, answer: Answer::Accepted(Told { id }), replayed: false }]);
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply { to: 1, answer: Answer::Accepted(Told { id }), replayed: false }]
+        );
     }
 
     #[test]
@@ -811,8 +829,17 @@ mod tests {
         let refused = Verdict::Refused(RefusalReason::OverCardFlightLimit);
         t.on_verdict(id, refused, 10, &AllListening);
         let acts = actions(&mut t);
-        assert_eq!(acts[0], Action::Write { write: Write::Settle { id, state: SlaveState::Refused(RefusalReason::OverCardFlightLimit) }, then: After::Nothing });
-        assert_eq!(acts[1], Action::Reply { to: 1, answer: Answer::rejected(Some(id), "over_card_flight_limit"), replayed: false });
+        assert_eq!(
+            acts[0],
+            Action::Write {
+                write: Write::Settle { id, state: SlaveState::Refused(RefusalReason::OverCardFlightLimit) },
+                then: After::Nothing
+            }
+        );
+        assert_eq!(
+            acts[1],
+            Action::Reply { to: 1, answer: Answer::rejected(Some(id), "over_card_flight_limit"), replayed: false }
+        );
         assert_eq!(t.holdings().payments, 0, "released");
         // Held: told accepted through the mark.
         let id2 = captured(&mut t, 2);
@@ -838,7 +865,10 @@ mod tests {
         t.handle_timeout(5_000, &Gone);
         assert!(matches!(
             actions(&mut t).as_slice(),
-            [Action::Write { write: Write::State { state: SlaveState::Voided { master_acked: false }, .. }, then: After::Voided { .. } }]
+            [Action::Write {
+                write: Write::State { state: SlaveState::Voided { master_acked: false }, .. },
+                then: After::Voided { .. }
+            }]
         ));
     }
 
@@ -846,7 +876,12 @@ mod tests {
     fn a_retry_claims_an_unanswered_payment_or_learns_its_settlement() {
         let mut t = terminal(0);
         let id = PaymentId::mint(T0, [9; 10]);
-        t.restore(id, inflight_wire::Money::new(500, Currency::parse("EUR").expect("eur")).expect("m"), SlaveState::Captured { answered: false }, 0);
+        t.restore(
+            id,
+            inflight_wire::Money::new(500, Currency::parse("EUR").expect("eur")).expect("m"),
+            SlaveState::Captured { answered: false },
+            0,
+        );
         assert_eq!(t.never_answered(), 1);
         t.retry(7, id, SlaveState::Captured { answered: false }, 1, &AllListening);
         assert!(matches!(actions(&mut t).as_slice(), [Action::Write { then: After::Answered { .. }, .. }]));
@@ -862,7 +897,10 @@ mod tests {
         );
         assert_eq!(t.never_answered(), 0, "claimed, never voided");
         t.retry(9, id, SlaveState::Voided { master_acked: true }, 3, &AllListening);
-        assert_eq!(actions(&mut t), vec![Action::Reply { to: 9, answer: Answer::rejected(Some(id), "voided"), replayed: true }]);
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply { to: 9, answer: Answer::rejected(Some(id), "voided"), replayed: true }]
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use sled::Transactional;
 use crate::records::{decode_record, encode_record, PaymentRecord};
 use crate::{open_sled, CardVault, Committer, MaskedView, StoreError, Ticket};
 
-pub use inflight_core::terminal::SlaveState;
 use inflight_core::terminal::moves_forward;
+pub use inflight_core::terminal::SlaveState;
 
 #[derive(Debug, Clone, Encode, Decode)]
 struct SlaveRecord {
