@@ -14,6 +14,7 @@ pub mod bench;
 pub mod check;
 pub mod leaks;
 pub mod link;
+pub mod model;
 pub mod report;
 pub mod rng;
 pub mod scenario;

@@ -65,10 +65,97 @@ struct Cli {
     /// `inflight-setup local`, master already running) instead of one in this process.
     #[arg(long)]
     bench_deployment: Option<PathBuf>,
+    /// Instead of a flight of real processes: the deterministic simulator over the decision
+    /// machines (simulated clock, network, crashes), one run per seed of --seeds.
+    #[arg(long, requires = "seeds")]
+    model: bool,
+    /// With --model: the seeds to run, `A-B` (inclusive) or one seed `S`.
+    #[arg(long, value_parser = parse_seeds)]
+    seeds: Option<(u64, u64)>,
+    /// With --model and one seed: print its full event trace (identical on every run).
+    #[arg(long, requires = "model")]
+    trace: bool,
+    /// With --model: threads running seeds (default: the machine's cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn parse_seeds(s: &str) -> Result<(u64, u64), String> {
+    let num = |x: &str| x.trim().parse::<u64>().map_err(|_| format!("`{x}` is not a seed number"));
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(s)?, num(s)?),
+    };
+    if a > b {
+        return Err(format!("the range {a}-{b} is empty"));
+    }
+    Ok((a, b))
+}
+
+/// `--model`: runs the seeds, prints each violation with its seed and a summary line last.
+fn model(seeds: (u64, u64), trace: bool, threads: Option<usize>) -> ExitCode {
+    use inflight_sim::model;
+    let started = std::time::Instant::now();
+    let runs = if trace {
+        if seeds.0 != seeds.1 {
+            eprintln!("inflight-sim: --trace takes one seed (--seeds S)");
+            return ExitCode::from(2);
+        }
+        let run = model::run_seed(seeds.0, true);
+        for line in &run.trace {
+            println!("{line}");
+        }
+        vec![run]
+    } else {
+        let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        model::run_seeds(seeds.0, seeds.1, threads)
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut failed = 0u64;
+    let mut events = 0u64;
+    let mut accepted = 0u64;
+    let mut decided = 0u64;
+    for r in &runs {
+        events += r.stats.events;
+        accepted += r.stats.accepted;
+        decided += r.stats.decided;
+        if !r.violations.is_empty() {
+            failed += 1;
+        }
+        for v in &r.violations {
+            println!("seed {}: {v}", r.seed);
+        }
+    }
+    let n = runs.len() as f64;
+    println!(
+        "model: seeds {}-{}: {} runs, {} with violations; {} events, {} payments accepted, {} decided; {:.1} s ({:.0} seeds/s){}",
+        seeds.0,
+        seeds.1,
+        runs.len(),
+        failed,
+        events,
+        accepted,
+        decided,
+        elapsed,
+        n / elapsed.max(1e-9),
+        if failed > 0 { "; replay one with: inflight-sim --model --seeds S --trace" } else { "" }
+    );
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.model {
+        let Some(seeds) = cli.seeds else {
+            eprintln!("inflight-sim: --model needs --seeds A-B");
+            return ExitCode::from(2);
+        };
+        return model(seeds, cli.trace, cli.threads);
+    }
     let percent = |p: f64| (p / 100.0).clamp(0.0, 1.0);
     let opts = SimOptions {
         slaves: cli.slaves,

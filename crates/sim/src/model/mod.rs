@@ -1,0 +1,1801 @@
+//! The deterministic simulator: `inflight-sim --model --seeds A-B`.
+//!
+//! A whole flight — N terminals, the aircraft, the issuer, their sale apps and the links between
+//! them — runs over the real decision machines of `inflight-core` (`terminal::Terminal`,
+//! `aggregator::Aggregator`, `uploader::Uploader`, `issuer::IssuerBatch` and `issuer::decide`),
+//! with stores that crash and lose what was not durable ([`disk`]), connections that break,
+//! delay, and deliver stale frames late ([`net`]), partitions and ground black-outs, and a
+//! simulated clock. No thread, socket, file or wall clock: a seed fixes everything, so the same
+//! seed gives the same trace, bit for bit, and a failure found once is replayed at will
+//! (`--seeds S --trace`).
+//!
+//! The glue here plays the drivers' part (what `crates/slave`, `crates/master` and
+//! `crates/issuer` do with each decision: which write, which ack once durable); every decision
+//! is the machines'. After every event the checker tests the invariants of ARCHITECTURE.md;
+//! after a chaos phase everything heals and, at the end, liveness: every payment a sale app was
+//! told `accepted` is decided once, in money, and its result is back on its terminal.
+//!
+//! Anchors: TigerBeetle's VOPR and FoundationDB's simulation (seeded worlds, crash and network
+//! faults, replay from a seed), quinn-proto's sans-I/O `Connection` (inputs with the time in,
+//! actions out).
+
+mod disk;
+mod net;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use inflight_core::aggregator::{Aggregator, ContentDigest, Decision, IndexEntry, Limits, Phase, VoidDecision};
+use inflight_core::authorize::{Account, CaptureBounds};
+use inflight_core::capture::{CaptureRequest, TerminalCaps};
+use inflight_core::issuer::{self, BatchStart, IssuerBatch, ItemDecision};
+use inflight_core::outbox::Transmit;
+use inflight_core::terminal::{self as term, Action, After, Answer, Listeners, ReplyTo, SlaveState, Write};
+use inflight_core::uploader::{NextBatch, Uploader};
+use inflight_wire::{
+    AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, BinPrefix, BinRule, CardKind,
+    Currency, Expiry, IssuerMsg, MasterMsg, Money, Pan, Payment, PaymentId, RefusalReason, TerminalId, TerminalMsg,
+    Verdict, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
+};
+
+use self::disk::{Apply, Disk};
+use self::net::{Dir, Link};
+use crate::rng::Rng;
+
+/// The aircraft's name in every batch.
+const AIRCRAFT: &str = "F-SIM";
+/// Simulated Unix time at the start of every run (2026-11-28).
+const UNIX_START: u64 = 1_795_824_000_000;
+/// Faults stop here; then everything heals.
+const CHAOS_END_MS: u64 = 45_000;
+/// The run ends here: liveness is judged.
+const END_MS: u64 = 120_000;
+/// Sale apps stop retrying here, so that the last answers can come back.
+const SALES_RETRY_UNTIL_MS: u64 = END_MS - 15_000;
+/// How often the master pushes undelivered results again (`RESULT_RESEND_INTERVAL`).
+const RESULT_RESEND_MS: u64 = 2_000;
+/// How often an idle upload session looks for payments (`IDLE_POLL`).
+const UPLOAD_IDLE_MS: u64 = 250;
+/// Pause after a failed upload session (`ground.upload_retry`).
+const UPLOAD_RETRY_MS: u64 = 1_000;
+/// How old a payment may be at the issuer.
+const CAPTURE_AGE_MAX_MS: u64 = 30 * 86_400_000;
+
+/// A defect put back on purpose, to show the simulator finds it (tests only).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mutation {
+    /// The terminal tells its sale app `accepted` as soon as the answered mark is written,
+    /// before it is durable.
+    AcceptBeforeDurable,
+    /// The issuer's store forgets the "already decided" guard: a payment decided before is
+    /// decided (and charged) again.
+    NoDecidedGuard,
+    /// The master, after a failed upload, seals the open batch again with what is pending now,
+    /// under the same batch id: a batch re-sent with different content.
+    ResealOnRetry,
+}
+
+macro_rules! mutant {
+    ($w:expr, $m:ident) => {{
+        #[cfg(test)]
+        {
+            $w.mutation == Some(Mutation::$m)
+        }
+        #[cfg(not(test))]
+        {
+            false
+        }
+    }};
+}
+
+/// What one seed did.
+#[derive(Debug, Clone, Default)]
+pub struct SeedRun {
+    /// The seed.
+    pub seed: u64,
+    /// Every invariant broken, in the order found (the first is usually the cause).
+    pub violations: Vec<String>,
+    /// The full event trace (only when asked for).
+    pub trace: Vec<String>,
+    /// Counts.
+    pub stats: Stats,
+}
+
+/// Counts of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events handled.
+    pub events: u64,
+    /// Terminals.
+    pub terminals: u64,
+    /// Sales attempted.
+    pub sales: u64,
+    /// Sales told `accepted`.
+    pub accepted: u64,
+    /// Sales told `rejected`.
+    pub rejected: u64,
+    /// Payments decided by the issuer.
+    pub decided: u64,
+    /// Of which approved.
+    pub approved: u64,
+    /// Crashes of any node.
+    pub crashes: u64,
+    /// Connections broken.
+    pub breaks: u64,
+    /// Frames of a dead connection handled anyway.
+    pub late_frames: u64,
+    /// Payments charged whose sale app gave up before hearing `accepted` (the documented window:
+    /// their answered mark was durable).
+    pub charged_unheard: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Node {
+    Term(usize),
+    Master,
+    Issuer,
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    SaleAttempt(usize),
+    SaleDeadline(usize, u32),
+    TermTimer(usize),
+    MasterResend,
+    Flush(Node),
+    Crash(Node),
+    Restart(Node),
+    CabinConnect(usize),
+    CabinBreak(usize),
+    CabinBlock(usize, u64),
+    ToMaster { t: usize, epoch: u64, msg: Box<TerminalMsg> },
+    ToTerminal { t: usize, epoch: u64, msg: Box<MasterMsg> },
+    GroundUp,
+    GroundDown,
+    GroundConnect,
+    UploadStep(u64),
+    ToIssuer { epoch: u64, msg: Box<AircraftMsg> },
+    FromIssuer { epoch: u64, msg: Box<IssuerMsg> },
+    Heal,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminal side
+
+#[derive(Debug, Clone)]
+struct TermRec {
+    payment: Payment,
+    state: SlaveState,
+    outcome: Option<AuthOutcome>,
+    card: bool,
+}
+
+/// The terminal's store, as `SlaveStore` keeps it.
+#[derive(Debug, Clone, Default)]
+struct TermDisk {
+    payments: BTreeMap<PaymentId, TermRec>,
+    requests: BTreeMap<String, PaymentId>,
+}
+
+impl Apply<Write> for TermDisk {
+    fn apply(&mut self, op: &Write) {
+        match op {
+            Write::Captured { payment, request_id } => {
+                self.payments.entry(payment.id).or_insert(TermRec {
+                    payment: payment.clone(),
+                    state: SlaveState::Captured { answered: false },
+                    outcome: None,
+                    card: true,
+                });
+                if let Some(r) = request_id {
+                    self.requests.insert(r.clone(), payment.id);
+                }
+            }
+            Write::State { id, state } | Write::Settle { id, state } => {
+                if let Some(rec) = self.payments.get_mut(id) {
+                    if term::moves_forward(rec.state, *state) {
+                        rec.state = *state;
+                        if matches!(state, SlaveState::Refused(_) | SlaveState::Voided { .. }) {
+                            rec.card = false;
+                        }
+                    }
+                }
+            }
+            Write::Result { id, outcome } => {
+                if let Some(rec) = self.payments.get_mut(id) {
+                    if rec.outcome.is_none() {
+                        rec.outcome = Some(outcome.clone());
+                        rec.card = false;
+                        if rec.state == (SlaveState::Captured { answered: true }) {
+                            rec.state = SlaveState::Forwarded;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Term {
+    id: TerminalId,
+    machine: term::Terminal,
+    disk: Disk<TermDisk, Write, After>,
+    up: bool,
+    timer: Option<u64>,
+    flushing: bool,
+    /// Payments whose answered mark reached the disk (the checker's record).
+    marked: BTreeSet<PaymentId>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sale apps
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Heard {
+    Nothing,
+    Accepted(PaymentId),
+    Rejected(Option<PaymentId>, &'static str),
+}
+
+#[derive(Debug, Clone)]
+struct Sale {
+    term: usize,
+    card: usize,
+    amount: u64,
+    request_id: Option<String>,
+    attempt: u32,
+    deadline: u64,
+    waiting: bool,
+    heard: Heard,
+    gave_up: bool,
+}
+
+/// Which sale apps still listen: the current attempt, before its deadline.
+struct Who<'a> {
+    sales: &'a [Sale],
+    now: u64,
+}
+
+impl Listeners for Who<'_> {
+    fn listening(&self, to: ReplyTo) -> bool {
+        let (k, a) = ((to >> 16) as usize, (to & 0xffff) as u32);
+        self.sales.get(k).is_some_and(|s| s.waiting && s.attempt == a && self.now < s.deadline)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Master side
+
+/// The master's store, as `MasterStore` keeps it.
+#[derive(Debug, Clone, Default)]
+struct MasterDisk {
+    entries: BTreeMap<PaymentId, IndexEntry>,
+    payments: BTreeMap<PaymentId, Payment>,
+    open: Option<(BatchHeader, Vec<PaymentId>)>,
+    outcomes: BTreeMap<PaymentId, AuthOutcome>,
+}
+
+#[derive(Debug, Clone)]
+enum MOp {
+    Put { payment: Box<Payment>, entry: Box<IndexEntry> },
+    CarryRefused(PaymentId),
+    Confirm(PaymentId),
+    Void(PaymentId),
+    Seal(BatchHeader, Vec<PaymentId>),
+    Results(Vec<AuthResult>),
+    Quarantine(BatchId),
+    Delivered(PaymentId),
+    Barrier,
+}
+
+impl MasterDisk {
+    fn set_phase(&mut self, id: &PaymentId, phase: Phase) {
+        if let Some(e) = self.entries.get_mut(id) {
+            if e.verdict == Verdict::Stored && phase > e.phase {
+                e.phase = phase;
+            }
+        }
+    }
+}
+
+impl Apply<MOp> for MasterDisk {
+    fn apply(&mut self, op: &MOp) {
+        match op {
+            MOp::Put { payment, entry } => {
+                if !self.entries.contains_key(&payment.id) {
+                    self.entries.insert(payment.id, (**entry).clone());
+                    self.payments.insert(payment.id, (**payment).clone());
+                }
+            }
+            MOp::CarryRefused(id) => {
+                if let Some(e) = self.entries.get_mut(id) {
+                    e.verdict = Verdict::Stored;
+                    e.phase = Phase::Pending;
+                    e.answered = true;
+                }
+            }
+            MOp::Confirm(id) => {
+                if let Some(e) = self.entries.get_mut(id) {
+                    e.answered = true;
+                }
+            }
+            MOp::Void(id) => {
+                if let Some(e) = self.entries.get_mut(id) {
+                    e.verdict = Verdict::Refused(RefusalReason::Voided);
+                }
+                self.payments.remove(id);
+            }
+            MOp::Seal(header, ids) => {
+                for id in ids {
+                    self.set_phase(id, Phase::InBatch);
+                }
+                self.open = Some((header.clone(), ids.clone()));
+            }
+            MOp::Results(results) => {
+                for r in results {
+                    self.outcomes.insert(r.id, r.outcome.clone());
+                    self.set_phase(&r.id, Phase::Decided);
+                }
+                self.open = None;
+            }
+            MOp::Quarantine(batch) => {
+                if let Some((h, ids)) = self.open.take() {
+                    if h.id == *batch {
+                        for id in &ids {
+                            self.set_phase(id, Phase::Quarantined);
+                        }
+                    } else {
+                        self.open = Some((h, ids));
+                    }
+                }
+            }
+            MOp::Delivered(id) => {
+                self.set_phase(id, Phase::Delivered);
+                self.payments.remove(id);
+            }
+            MOp::Barrier => {}
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum MCont {
+    Ack { t: usize, epoch: u64, msg: MasterMsg },
+    Sealed { session: u64 },
+    ResultsStored { session: u64, batch: BatchId, results: Vec<AuthResult> },
+    Quarantined { session: u64, batch: BatchId },
+}
+
+#[derive(Debug)]
+struct Master {
+    agg: Aggregator,
+    disk: Disk<MasterDisk, MOp, MCont>,
+    uploader: Uploader,
+    up: bool,
+    flushing: bool,
+    /// Terminals connected, with their connection.
+    conns: BTreeMap<usize, u64>,
+    /// The upload session's ground connection, when one is up.
+    session: Option<u64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issuer side
+
+#[derive(Debug, Clone)]
+struct Decided {
+    content: [u8; 32],
+    outcome: AuthOutcome,
+    card: usize,
+    amount: u64,
+}
+
+/// The issuer's store, as `IssuerStore` keeps it.
+#[derive(Debug, Clone, Default)]
+struct IssuerDisk {
+    accounts: BTreeMap<usize, Account>,
+    opening: BTreeMap<usize, u64>,
+    decisions: BTreeMap<PaymentId, Decided>,
+    batches: BTreeMap<BatchId, (BatchHeader, bool, BTreeMap<u32, PaymentId>)>,
+}
+
+#[derive(Debug, Clone)]
+enum IOp {
+    Begin(BatchHeader),
+    Decide { batch: BatchId, seq: u32, id: PaymentId, decided: Option<Decided>, account: Option<(usize, Account)> },
+    Finish(BatchId),
+    Barrier,
+}
+
+impl Apply<IOp> for IssuerDisk {
+    fn apply(&mut self, op: &IOp) {
+        match op {
+            IOp::Begin(h) => {
+                self.batches.entry(h.id).or_insert_with(|| (h.clone(), false, BTreeMap::new()));
+            }
+            IOp::Decide { batch, seq, id, decided, account } => {
+                if let Some((_, _, positions)) = self.batches.get_mut(batch) {
+                    positions.insert(*seq, *id);
+                }
+                if let Some(d) = decided {
+                    self.decisions.insert(*id, d.clone());
+                }
+                if let Some((card, a)) = account {
+                    self.accounts.insert(*card, a.clone());
+                }
+            }
+            IOp::Finish(batch) => {
+                if let Some((_, done, _)) = self.batches.get_mut(batch) {
+                    *done = true;
+                }
+            }
+            IOp::Barrier => {}
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum ICont {
+    Answer { epoch: u64, batch: BatchId },
+}
+
+#[derive(Debug)]
+struct Issuer {
+    disk: Disk<IssuerDisk, IOp, ICont>,
+    up: bool,
+    flushing: bool,
+    /// The batch being received on the current connection.
+    receiving: Option<(u64, IssuerBatch)>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The world
+
+/// The cards of every run: number, account (if any).
+struct Card {
+    pan: &'static str,
+    account: Option<(u64, bool)>,
+}
+
+const CARDS: &[Card] = &[
+    Card { pan: "4242424242424242", account: Some((1_000_000, true)) },
+    Card { pan: "4111111111111111", account: Some((1_000_000, true)) },
+    Card { pan: "4012888888881881", account: Some((6_000, true)) },
+    Card { pan: "4000056655665556", account: Some((500_000, false)) },
+    Card { pan: "5555555555554444", account: Some((1_000_000, true)) },
+    Card { pan: "4000000000000002", account: None },
+];
+
+fn eur() -> Currency {
+    Currency::parse("EUR").expect("a known currency")
+}
+
+fn expiry() -> Expiry {
+    Expiry::new(2030, 12).expect("a valid expiry")
+}
+
+fn programme() -> BinList {
+    let rule = |p: &str| BinRule {
+        prefix: BinPrefix::parse(p).expect("a valid prefix"),
+        kind: CardKind::Credit,
+        txn_limit_minor: 50_000,
+        // Low enough that busy cards meet the aircraft-wide limit now and then.
+        card_flight_limit_minor: 20_000,
+        currencies: vec![eur()],
+    };
+    BinList {
+        version: 1,
+        issuer: "sim-issuer".into(),
+        valid_from_unix_ms: 0,
+        valid_until_unix_ms: u64::MAX,
+        rules: ["424242", "411111", "401288", "400005", "555555", "400000"].into_iter().map(rule).collect(),
+    }
+}
+
+/// A stand-in for the HMAC the stores compute under their card key: the model keeps nothing on
+/// disk, so an FNV over the fields is enough to tell contents apart.
+fn fnv(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for p in parts {
+        for b in *p {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&(h.rotate_left(i as u32 * 13) ^ i as u64).to_be_bytes());
+    }
+    out
+}
+
+fn payment_digest(p: &Payment) -> ContentDigest {
+    fnv(&[
+        &p.id.to_bytes(),
+        p.terminal.as_str().as_bytes(),
+        p.pan.expose_digits().as_bytes(),
+        &p.amount.amount_minor().to_be_bytes(),
+        &p.captured_unix_ms.to_be_bytes(),
+        p.seat.as_bytes(),
+    ])
+}
+
+fn item_content(i: &BatchItem) -> [u8; 32] {
+    fnv(&[
+        &i.id.to_bytes(),
+        i.pan.expose_digits().as_bytes(),
+        &i.amount.amount_minor().to_be_bytes(),
+        &i.captured_unix_ms.to_be_bytes(),
+    ])
+}
+
+fn card_index(pan: &Pan) -> usize {
+    CARDS.iter().position(|c| c.pan == pan.expose_digits()).unwrap_or(usize::MAX)
+}
+
+struct World {
+    seed: u64,
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    terms: Vec<Term>,
+    sales: Vec<Sale>,
+    master: Master,
+    issuer: Issuer,
+    cabin: Vec<Link>,
+    ground: Link,
+    ground_up: bool,
+    healed: bool,
+    programme: BinList,
+    settings: term::Settings,
+    limits: Limits,
+    stats: Stats,
+    violations: Vec<String>,
+    tracing: bool,
+    trace: Vec<String>,
+    #[cfg(test)]
+    mutation: Option<Mutation>,
+}
+
+macro_rules! trace {
+    ($w:expr, $($arg:tt)*) => {
+        if $w.tracing {
+            let line = format!($($arg)*);
+            $w.trace.push(format!("{:>7} {}", $w.now, line));
+        }
+    };
+}
+
+/// Runs seed `seed`; with `trace`, keeps every event.
+pub fn run_seed(seed: u64, trace: bool) -> SeedRun {
+    World::new(seed, trace).run()
+}
+
+/// Runs seed `seed` with `mutation` put back (the simulator's own tests).
+#[cfg(test)]
+pub(crate) fn run_mutated(seed: u64, mutation: Mutation) -> SeedRun {
+    let mut w = World::new(seed, false);
+    w.mutation = Some(mutation);
+    w.run()
+}
+
+/// Runs seeds `from..=to` on `threads` threads; results in seed order.
+pub fn run_seeds(from: u64, to: u64, threads: usize) -> Vec<SeedRun> {
+    let next = std::sync::atomic::AtomicU64::new(from);
+    let out = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if seed > to {
+                    return;
+                }
+                let run = run_seed(seed, false);
+                out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(run);
+            });
+        }
+    });
+    let mut runs = out.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    runs.sort_by_key(|r| r.seed);
+    runs
+}
+
+impl World {
+    fn new(seed: u64, tracing: bool) -> Self {
+        let mut rng = Rng::new(seed);
+        let n = 2 + rng.below(5) as usize;
+        let settings = term::Settings {
+            window: 1 + rng.below(8) as usize,
+            ack_timeout_ms: 1_000 + rng.below(2_000),
+            verdict_wait_ms: [0, 100, 1_000][rng.below(3) as usize],
+            claim_grace_ms: 2_000 + rng.below(8_000),
+            caps: TerminalCaps { stored_payments_max: 40, stored_amount_minor_max: 200_000, txn_amount_minor_max: 50_000 },
+        };
+        // Small shares now and then, so that full terminals and a full aircraft happen.
+        let limits = if rng.chance(0.2) { Limits::new(6, 12, n) } else { Limits::new(1_000, 10_000, n) };
+        let programme = programme();
+        let mut issuer_disk = IssuerDisk::default();
+        for (k, c) in CARDS.iter().enumerate() {
+            if let Some((available, open)) = c.account {
+                issuer_disk.accounts.insert(
+                    k,
+                    Account { kind: CardKind::Credit, expiry: expiry(), available_minor: available, currency: eur(), open },
+                );
+                issuer_disk.opening.insert(k, available);
+            }
+        }
+        let terms = (0..n)
+            .map(|i| {
+                let id = TerminalId::parse(&format!("seat-{i}")).expect("a valid terminal id");
+                let mut machine = term::Terminal::new(id.clone(), settings);
+                machine.install_bin_list(Some(programme.clone()));
+                Term {
+                    id,
+                    machine,
+                    disk: Disk::new(TermDisk::default()),
+                    up: true,
+                    timer: None,
+                    flushing: false,
+                    marked: BTreeSet::new(),
+                }
+            })
+            .collect();
+        let mut w = World {
+            seed,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            terms,
+            sales: Vec::new(),
+            master: Master {
+                agg: Aggregator::with_limits(limits),
+                disk: Disk::new(MasterDisk::default()),
+                uploader: Uploader::new(AIRCRAFT.into()),
+                up: true,
+                flushing: false,
+                conns: BTreeMap::new(),
+                session: None,
+            },
+            issuer: Issuer { disk: Disk::new(issuer_disk), up: true, flushing: false, receiving: None },
+            cabin: (0..n).map(|_| Link::new((1, 20), 0.3)).collect(),
+            ground: Link::new((10, 200), 0.0),
+            ground_up: false,
+            healed: false,
+            programme,
+            settings,
+            limits,
+            stats: Stats { terminals: n as u64, ..Stats::default() },
+            violations: Vec::new(),
+            tracing,
+            trace: Vec::new(),
+            #[cfg(test)]
+            mutation: None,
+            rng,
+        };
+        w.schedule_world();
+        w
+    }
+
+    fn at(&mut self, time: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((time.max(self.now), self.seq), ev);
+    }
+
+    fn after(&mut self, delay: u64, ev: Ev) {
+        self.at(self.now + delay, ev);
+    }
+
+    /// Sales, faults and the ground link's windows, all drawn from the seed up front.
+    fn schedule_world(&mut self) {
+        let n = self.terms.len();
+        let profile = self.rng.below(3); // 0: calm, 1: flaky, 2: brutal
+        for t in 0..n {
+            self.at(1 + self.rng.below(50), Ev::CabinConnect(t));
+            self.cabin[t].connecting = true;
+            let sales = 3 + self.rng.below(8) as usize;
+            for _ in 0..sales {
+                let card = self.rng.below(CARDS.len() as u64) as usize;
+                let amount = 100 + self.rng.below(9_000);
+                let request_id = self.rng.chance(0.85).then(|| format!("r-{}-{}", t, self.sales.len()));
+                self.sales.push(Sale {
+                    term: t,
+                    card,
+                    amount,
+                    request_id,
+                    attempt: 0,
+                    deadline: 0,
+                    waiting: false,
+                    heard: Heard::Nothing,
+                    gave_up: false,
+                });
+                let k = self.sales.len() - 1;
+                let when = 100 + self.rng.below(25_000);
+                self.at(when, Ev::SaleAttempt(k));
+            }
+            let (crashes, breaks, blocks) = match profile {
+                0 => (0, self.rng.below(2), 0),
+                1 => (self.rng.below(2), self.rng.below(4), self.rng.below(2)),
+                _ => (self.rng.below(4), self.rng.below(8), self.rng.below(3)),
+            };
+            for _ in 0..crashes {
+                let when = self.rng.below(CHAOS_END_MS);
+                self.at(when, Ev::Crash(Node::Term(t)));
+            }
+            for _ in 0..breaks {
+                let when = self.rng.below(CHAOS_END_MS);
+                self.at(when, Ev::CabinBreak(t));
+            }
+            for _ in 0..blocks {
+                let when = self.rng.below(CHAOS_END_MS);
+                let len = 500 + self.rng.below(10_000);
+                self.at(when, Ev::CabinBlock(t, when + len));
+            }
+        }
+        for node in [Node::Master, Node::Issuer] {
+            let crashes = match profile {
+                0 => 0,
+                1 => self.rng.below(2),
+                _ => 1 + self.rng.below(3),
+            };
+            for _ in 0..crashes {
+                let when = self.rng.below(CHAOS_END_MS);
+                self.at(when, Ev::Crash(node));
+            }
+        }
+        // The ground: windows of contact and black-outs, some longer than every timer.
+        let mut t = 2_000 + self.rng.below(15_000);
+        while t < CHAOS_END_MS {
+            self.at(t, Ev::GroundUp);
+            t += 100 + self.rng.below(if profile == 0 { 20_000 } else { 4_000 });
+            self.at(t, Ev::GroundDown);
+            t += 100 + self.rng.below(if self.rng.chance(0.2) { 25_000 } else { 5_000 });
+        }
+        self.at(CHAOS_END_MS, Ev::Heal);
+        self.at(RESULT_RESEND_MS, Ev::MasterResend);
+    }
+
+    fn run(mut self) -> SeedRun {
+        while let Some(((time, _), ev)) = self.queue.pop_first() {
+            if time > END_MS {
+                break;
+            }
+            self.now = time;
+            self.stats.events += 1;
+            self.handle(ev);
+            self.check_step();
+            if self.violations.len() > 20 {
+                break;
+            }
+        }
+        self.now = END_MS;
+        self.check_end();
+        SeedRun { seed: self.seed, violations: self.violations, trace: self.trace, stats: self.stats }
+    }
+
+    fn violation(&mut self, what: String) {
+        trace!(self, "VIOLATION {what}");
+        self.violations.push(what);
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::SaleAttempt(k) => self.sale_attempt(k),
+            Ev::SaleDeadline(k, a) => {
+                let s = &mut self.sales[k];
+                if s.waiting && s.attempt == a {
+                    s.waiting = false;
+                    let retry = s.request_id.is_some() && self.now < SALES_RETRY_UNTIL_MS;
+                    if !retry {
+                        s.gave_up = true;
+                    }
+                    trace!(self, "sale {k} attempt {a} timed out{}", if retry { "; will retry" } else { "; gives up" });
+                    if retry {
+                        let d = 200 + self.rng.below(2_000);
+                        self.after(d, Ev::SaleAttempt(k));
+                    }
+                }
+            }
+            Ev::TermTimer(t) => {
+                self.terms[t].timer = None;
+                if self.terms[t].up {
+                    let who = Who { sales: &self.sales, now: self.now };
+                    self.terms[t].machine.handle_timeout(self.now, &who);
+                    self.term_act(t);
+                }
+            }
+            Ev::MasterResend => {
+                if self.master.up {
+                    let conns: Vec<(usize, u64)> = self.master.conns.iter().map(|(t, e)| (*t, *e)).collect();
+                    for (t, epoch) in conns {
+                        self.push_results(t, epoch);
+                    }
+                }
+                self.after(RESULT_RESEND_MS, Ev::MasterResend);
+            }
+            Ev::Flush(node) => self.flush(node),
+            Ev::Crash(node) => self.crash(node),
+            Ev::Restart(node) => self.restart(node),
+            Ev::CabinConnect(t) => self.cabin_connect(t),
+            Ev::CabinBreak(t) => {
+                if self.cabin[t].connected {
+                    trace!(self, "cabin {t}: connection breaks");
+                    self.cabin_down(t);
+                }
+            }
+            Ev::CabinBlock(t, until) => {
+                if !self.healed {
+                    trace!(self, "cabin {t}: partitioned until {until}");
+                    self.cabin[t].blocked_until = until;
+                    if self.cabin[t].connected {
+                        self.cabin_down(t);
+                    }
+                }
+            }
+            Ev::ToMaster { t, epoch, msg } => {
+                if !self.master.up {
+                    return;
+                }
+                if !self.cabin[t].handled(&mut self.rng, epoch) {
+                    return;
+                }
+                if epoch != self.cabin[t].epoch || !self.cabin[t].connected {
+                    self.stats.late_frames += 1;
+                }
+                self.master_on_terminal(t, epoch, *msg);
+            }
+            Ev::ToTerminal { t, epoch, msg } => {
+                if !self.terms[t].up || !self.cabin[t].handled(&mut self.rng, epoch) {
+                    return;
+                }
+                if epoch != self.cabin[t].epoch || !self.cabin[t].connected {
+                    self.stats.late_frames += 1;
+                }
+                self.terminal_on_master(t, *msg);
+            }
+            Ev::GroundUp => {
+                trace!(self, "ground link up");
+                self.ground_up = true;
+                self.ground.blocked_until = 0;
+                self.ground_maybe_connect();
+            }
+            Ev::GroundDown => {
+                if !self.healed {
+                    trace!(self, "ground link down");
+                    self.ground_up = false;
+                    self.session_failed("ground link down");
+                }
+            }
+            Ev::GroundConnect => {
+                self.ground.connecting = false;
+                if self.ground_up && self.master.up && self.issuer.up && self.master.session.is_none() {
+                    self.ground.open(self.now);
+                    let epoch = self.ground.epoch;
+                    self.master.session = Some(epoch);
+                    trace!(self, "upload session {epoch} opens");
+                    self.upload_step(epoch);
+                } else {
+                    self.ground_maybe_connect_later();
+                }
+            }
+            Ev::UploadStep(session) => {
+                if self.master.up && self.master.session == Some(session) {
+                    self.upload_step(session);
+                }
+            }
+            Ev::ToIssuer { epoch, msg } => {
+                if self.issuer.up && self.ground.handled(&mut self.rng, epoch) {
+                    self.issuer_on(epoch, *msg);
+                }
+            }
+            Ev::FromIssuer { epoch, msg } => {
+                if self.master.up && self.master.session == Some(epoch) && self.ground.handled(&mut self.rng, epoch) {
+                    self.master_on_issuer(epoch, *msg);
+                }
+            }
+            Ev::Heal => {
+                trace!(self, "heal: no more faults");
+                self.healed = true;
+                for l in &mut self.cabin {
+                    l.blocked_until = 0;
+                }
+                for t in 0..self.terms.len() {
+                    if !self.terms[t].up {
+                        self.restart(Node::Term(t));
+                    }
+                }
+                if !self.master.up {
+                    self.restart(Node::Master);
+                }
+                if !self.issuer.up {
+                    self.restart(Node::Issuer);
+                }
+                self.ground_up = true;
+                self.ground_maybe_connect();
+            }
+        }
+    }
+
+    // --- sale apps -----------------------------------------------------------------------
+
+    fn sale_attempt(&mut self, k: usize) {
+        if self.sales[k].heard != Heard::Nothing || self.sales[k].gave_up {
+            return;
+        }
+        self.stats.sales += u64::from(self.sales[k].attempt == 0);
+        let t = self.sales[k].term;
+        let patience = 300 + self.rng.below(5_000);
+        let s = &mut self.sales[k];
+        s.attempt += 1;
+        s.deadline = self.now + patience;
+        s.waiting = true;
+        let (a, deadline) = (s.attempt, s.deadline);
+        self.at(deadline, Ev::SaleDeadline(k, a));
+        if !self.terms[t].up {
+            // Connection refused: nothing was taken, so even without a request id it is safe
+            // to try again.
+            trace!(self, "sale {k} attempt {a}: terminal {t} is down");
+            self.sales[k].waiting = false;
+            if self.now < SALES_RETRY_UNTIL_MS {
+                let d = 500 + self.rng.below(2_000);
+                self.after(d, Ev::SaleAttempt(k));
+            } else {
+                self.sales[k].gave_up = true;
+            }
+            return;
+        }
+        let to: ReplyTo = ((k as u64) << 16) | u64::from(a);
+        let s = self.sales[k].clone();
+        let known = s.request_id.as_ref().and_then(|r| self.terms[t].disk.current().requests.get(r).copied());
+        match known {
+            Some(id) => {
+                let state = self.terms[t].disk.current().payments.get(&id).map(|r| r.state);
+                trace!(self, "sale {k} attempt {a}: retry of {id}");
+                let who = Who { sales: &self.sales, now: self.now };
+                if let Some(state) = state {
+                    self.terms[t].machine.retry(to, id, state, self.now, &who);
+                }
+            }
+            None => {
+                trace!(self, "sale {k} attempt {a}: capture {} EUR at terminal {t}", s.amount);
+                let req = CaptureRequest {
+                    pan: CARDS[s.card].pan.into(),
+                    expiry: "12/30".into(),
+                    amount_minor: s.amount,
+                    currency: "EUR".into(),
+                    seat: format!("{}A", t + 1),
+                    items: vec![],
+                };
+                let mut random = [0u8; 10];
+                for b in &mut random {
+                    *b = self.rng.below(256) as u8;
+                }
+                self.terms[t].machine.capture(to, &req, s.request_id.clone(), random, UNIX_START + self.now);
+            }
+        }
+        self.term_act(t);
+    }
+
+    fn sale_hears(&mut self, t: usize, to: ReplyTo, answer: Answer, replayed: bool) {
+        let (k, a) = ((to >> 16) as usize, (to & 0xffff) as u32);
+        if let Answer::Accepted(told) = &answer {
+            let id = told.id();
+            let durable = self.terms[t].disk.durable().payments.get(&id).map(|r| r.state);
+            if !matches!(durable, Some(SlaveState::Captured { answered: true } | SlaveState::Forwarded)) {
+                self.violation(format!(
+                    "terminal {t} told sale {k} `accepted` for {id} without a durable answered mark (durable state {durable:?})"
+                ));
+            }
+        }
+        let listening = Who { sales: &self.sales, now: self.now }.listening(to);
+        if !listening {
+            trace!(self, "sale {k} attempt {a}: answer {answer:?} not heard (gone)");
+            return;
+        }
+        trace!(self, "sale {k} attempt {a} hears {answer:?}{}", if replayed { " (replayed)" } else { "" });
+        let s = &mut self.sales[k];
+        let heard = match answer {
+            Answer::Accepted(told) => Heard::Accepted(told.id()),
+            Answer::Rejected { id, reason } => Heard::Rejected(id, reason),
+            Answer::Unknown { .. } => {
+                s.waiting = false;
+                return;
+            }
+        };
+        s.waiting = false;
+        let before = std::mem::replace(&mut s.heard, heard.clone());
+        match (&before, &heard) {
+            (Heard::Nothing, Heard::Accepted(_)) => self.stats.accepted += 1,
+            (Heard::Nothing, Heard::Rejected(..)) => self.stats.rejected += 1,
+            _ => {}
+        }
+        if before != Heard::Nothing && before != heard {
+            self.violation(format!("sale {k} heard {before:?}, then {heard:?}"));
+        }
+    }
+
+    // --- terminals -----------------------------------------------------------------------
+
+    /// Carries out the terminal's actions (as `crates/slave/src/terminal.rs` does), then sends
+    /// what its outbox releases and sets its timer.
+    fn term_act(&mut self, t: usize) {
+        while let Some(action) = self.terms[t].machine.poll_action() {
+            match action {
+                Action::Write { write, then } => {
+                    let early = mutant!(self, AcceptBeforeDurable) && matches!(then, After::Answered { .. });
+                    let wait = (then != After::Nothing && !early).then_some(then.clone());
+                    self.terms[t].disk.write(write, wait);
+                    self.schedule_flush(Node::Term(t));
+                    if early {
+                        let who = Who { sales: &self.sales, now: self.now };
+                        self.terms[t].machine.on_written(then, Ok(()), self.now, &who);
+                    }
+                }
+                Action::Reply { to, answer, replayed } => self.sale_hears(t, to, answer, replayed),
+                Action::ResultAck { id } => self.to_master(t, TerminalMsg::ResultAck { id }),
+                Action::Note(n) => trace!(self, "terminal {t}: {n:?}"),
+            }
+        }
+        while let Some(tx) = self.terms[t].machine.poll_transmit(self.now) {
+            let msg = match tx {
+                Transmit::Void { id } => TerminalMsg::Void { id },
+                Transmit::Submit { id, answered } => {
+                    match self.terms[t].disk.current().payments.get(&id).filter(|r| r.card) {
+                        Some(rec) => TerminalMsg::Submit { payment: rec.payment.clone(), answered },
+                        None => {
+                            self.violation(format!("terminal {t} must send {id} but holds no card data for it"));
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.to_master(t, msg);
+        }
+        if let Some(at) = self.terms[t].machine.poll_timeout() {
+            if self.terms[t].timer.is_none_or(|cur| at < cur) {
+                self.terms[t].timer = Some(at);
+                self.at(at, Ev::TermTimer(t));
+            }
+        }
+    }
+
+    fn to_master(&mut self, t: usize, msg: TerminalMsg) {
+        let epoch = self.cabin[t].epoch;
+        if let Some(when) = self.cabin[t].send(&mut self.rng, self.now, Dir::Up) {
+            self.at(when, Ev::ToMaster { t, epoch, msg: Box::new(msg) });
+        }
+    }
+
+    fn terminal_on_master(&mut self, t: usize, msg: MasterMsg) {
+        let who = Who { sales: &self.sales, now: self.now };
+        let m = &mut self.terms[t].machine;
+        match msg {
+            MasterMsg::Ack { id, verdict } => m.on_verdict(id, verdict, self.now, &who),
+            MasterMsg::VoidAck { id, carried } => m.on_void_ack(id, carried),
+            MasterMsg::Result { id, outcome } => m.on_result(id, outcome),
+            _ => {}
+        }
+        self.term_act(t);
+    }
+
+    // --- the cabin network -----------------------------------------------------------------
+
+    fn cabin_connect(&mut self, t: usize) {
+        self.cabin[t].connecting = false;
+        if self.cabin[t].connected {
+            return;
+        }
+        if self.terms[t].up && self.master.up && self.now >= self.cabin[t].blocked_until {
+            self.cabin[t].open(self.now);
+            let epoch = self.cabin[t].epoch;
+            trace!(self, "cabin {t}: connection {epoch} up");
+            self.terms[t].machine.on_connected();
+            self.master.conns.insert(t, epoch);
+            self.push_results(t, epoch);
+            self.term_act(t);
+        } else {
+            self.cabin_retry(t);
+        }
+    }
+
+    fn cabin_retry(&mut self, t: usize) {
+        if !self.cabin[t].connecting && self.terms[t].up {
+            self.cabin[t].connecting = true;
+            let d = 100 + self.rng.below(900);
+            self.after(d, Ev::CabinConnect(t));
+        }
+    }
+
+    fn cabin_down(&mut self, t: usize) {
+        self.stats.breaks += 1;
+        self.cabin[t].close();
+        if self.master.conns.get(&t) == Some(&self.cabin[t].epoch) {
+            self.master.conns.remove(&t);
+        }
+        if self.terms[t].up {
+            self.terms[t].machine.on_disconnected();
+            self.term_act(t);
+            self.cabin_retry(t);
+        }
+    }
+
+    // --- the master ------------------------------------------------------------------------
+
+    fn to_terminal(&mut self, t: usize, epoch: u64, msg: MasterMsg) {
+        if self.cabin[t].epoch != epoch {
+            return;
+        }
+        if let Some(when) = self.cabin[t].send(&mut self.rng, self.now, Dir::Down) {
+            self.at(when, Ev::ToTerminal { t, epoch, msg: Box::new(msg) });
+        }
+    }
+
+    fn push_results(&mut self, t: usize, epoch: u64) {
+        let tid = self.terms[t].id.clone();
+        for id in self.master.agg.undelivered(&tid).into_iter().take(1024) {
+            if let Some(outcome) = self.master.disk.current().outcomes.get(&id).cloned() {
+                self.to_terminal(t, epoch, MasterMsg::Result { id, outcome });
+            }
+        }
+    }
+
+    /// What `crates/master/src/aircraft.rs` does with a terminal's frame.
+    fn master_on_terminal(&mut self, t: usize, epoch: u64, msg: TerminalMsg) {
+        let tid = self.terms[t].id.clone();
+        match msg {
+            TerminalMsg::Submit { payment, answered } => {
+                let digest = payment_digest(&payment);
+                let card = fnv(&[payment.pan.expose_digits().as_bytes()]);
+                let decision = self.master.agg.handle_submit(&tid, &payment, answered, digest, card);
+                trace!(self, "master: submit {} from {t} answered={answered}: {decision:?}", payment.id);
+                let id = payment.id;
+                let entry = |verdict| IndexEntry {
+                    digest,
+                    verdict,
+                    phase: Phase::Pending,
+                    terminal: tid.clone(),
+                    card,
+                    amount: payment.amount,
+                    answered,
+                    captured_unix_ms: payment.captured_unix_ms,
+                };
+                let (op, verdict) = match decision {
+                    Decision::Store { .. } => (
+                        MOp::Put { payment: Box::new(payment.clone()), entry: Box::new(entry(Verdict::Stored)) },
+                        if answered { Verdict::Stored } else { Verdict::Held },
+                    ),
+                    Decision::Refuse(r) => (
+                        MOp::Put { payment: Box::new(payment.clone()), entry: Box::new(entry(Verdict::Refused(r))) },
+                        Verdict::Refused(r),
+                    ),
+                    Decision::CarryRefused(_) => (MOp::CarryRefused(id), Verdict::Stored),
+                    Decision::Confirm => (MOp::Confirm(id), Verdict::Stored),
+                    Decision::Repeat(v) => (MOp::Barrier, v),
+                    Decision::Turn(r) => (MOp::Barrier, Verdict::Refused(r)),
+                    Decision::WrongTerminal | Decision::Full => return,
+                };
+                let msg = MasterMsg::Ack { id, verdict };
+                self.master.disk.write(op, Some(MCont::Ack { t, epoch, msg }));
+                self.schedule_flush(Node::Master);
+            }
+            TerminalMsg::Void { id } => {
+                let d = self.master.agg.handle_void(&tid, id);
+                trace!(self, "master: void {id} from {t}: {d:?}");
+                let (op, carried) = match d {
+                    VoidDecision::Void => (MOp::Void(id), false),
+                    VoidDecision::Repeat => (MOp::Barrier, false),
+                    VoidDecision::Carried => (MOp::Barrier, true),
+                    VoidDecision::WrongTerminal => return,
+                };
+                let msg = MasterMsg::VoidAck { id, carried };
+                self.master.disk.write(op, Some(MCont::Ack { t, epoch, msg }));
+                self.schedule_flush(Node::Master);
+            }
+            TerminalMsg::ResultAck { id } => {
+                if self.master.agg.entry(&id).is_some_and(|e| e.terminal == tid && e.phase == Phase::Decided) {
+                    trace!(self, "master: {id} delivered to {t}");
+                    self.master.disk.write(MOp::Delivered(id), None);
+                    self.schedule_flush(Node::Master);
+                    self.master.agg.advance(id, Phase::Delivered);
+                }
+            }
+            TerminalMsg::Hello { .. } => {}
+        }
+    }
+
+    fn master_durable(&mut self, c: MCont) {
+        match c {
+            MCont::Ack { t, epoch, msg } => {
+                if self.master.conns.get(&t) == Some(&epoch) {
+                    self.to_terminal(t, epoch, msg);
+                }
+            }
+            MCont::Sealed { session } => {
+                self.master.uploader.on_sealed();
+                if self.master.session == Some(session) {
+                    self.send_batch(session);
+                }
+            }
+            MCont::ResultsStored { session, batch, results } => {
+                self.master.agg.close_batch(batch);
+                for r in &results {
+                    self.master.agg.advance(r.id, Phase::Decided);
+                }
+                let mut to: BTreeSet<usize> = BTreeSet::new();
+                for r in &results {
+                    if let Some(e) = self.master.agg.entry(&r.id) {
+                        if let Some(t) = self.terms.iter().position(|x| x.id == e.terminal) {
+                            to.insert(t);
+                        }
+                    }
+                }
+                for t in to {
+                    if let Some(epoch) = self.master.conns.get(&t).copied() {
+                        self.push_results(t, epoch);
+                    }
+                }
+                trace!(self, "master: results of batch {batch} stored ({})", results.len());
+                if self.master.session == Some(session) {
+                    self.after(1, Ev::UploadStep(session));
+                }
+            }
+            MCont::Quarantined { session, batch } => {
+                let ids = self.master.agg.open_batch().map(|(_, ids)| ids.to_vec()).unwrap_or_default();
+                for id in ids {
+                    self.master.agg.advance(id, Phase::Quarantined);
+                }
+                self.master.agg.close_batch(batch);
+                if self.master.session == Some(session) {
+                    self.after(1, Ev::UploadStep(session));
+                }
+            }
+        }
+    }
+
+    // --- the ground ------------------------------------------------------------------------
+
+    fn ground_maybe_connect(&mut self) {
+        if self.ground_up && self.master.up && self.master.session.is_none() && !self.ground.connecting {
+            self.ground.connecting = true;
+            let d = 20 + self.rng.below(200);
+            self.after(d, Ev::GroundConnect);
+        }
+    }
+
+    fn ground_maybe_connect_later(&mut self) {
+        if self.ground_up && self.master.up && !self.ground.connecting {
+            self.ground.connecting = true;
+            self.after(UPLOAD_RETRY_MS, Ev::GroundConnect);
+        }
+    }
+
+    fn session_failed(&mut self, why: &str) {
+        if let Some(s) = self.master.session.take() {
+            trace!(self, "upload session {s} ends: {why}");
+            self.ground.close();
+            self.master.uploader.on_failure();
+            self.issuer.receiving = None;
+            self.ground_maybe_connect_later();
+        }
+    }
+
+    fn to_issuer(&mut self, msg: AircraftMsg) {
+        let epoch = self.ground.epoch;
+        if let Some(when) = self.ground.send(&mut self.rng, self.now, Dir::Up) {
+            self.at(when, Ev::ToIssuer { epoch, msg: Box::new(msg) });
+        }
+    }
+
+    fn to_aircraft(&mut self, epoch: u64, msg: IssuerMsg) {
+        if self.ground.epoch != epoch {
+            return;
+        }
+        if let Some(when) = self.ground.send(&mut self.rng, self.now, Dir::Down) {
+            self.at(when, Ev::FromIssuer { epoch, msg: Box::new(msg) });
+        }
+    }
+
+    /// What `crates/master/src/ground.rs`'s session does next: the open batch again, or a new
+    /// one sealed from pending payments, or wait.
+    fn upload_step(&mut self, session: u64) {
+        if self.master.uploader.is_unfinished() && self.master.agg.open_batch().is_none() {
+            // Sealing: waiting for the seal to be durable.
+            return;
+        }
+        let next = self.master.agg.choose_next_batch(BATCH_PAYMENTS_MAX as usize);
+        match next {
+            NextBatch::Nothing => self.after(UPLOAD_IDLE_MS, Ev::UploadStep(session)),
+            NextBatch::Open(header, ids) if !mutant!(self, ResealOnRetry) => {
+                trace!(self, "master: re-sending open batch {}", header.id);
+                self.master.uploader.resume(header, ids);
+                self.send_batch(session);
+            }
+            NextBatch::Open(header, mut ids) => {
+                // The defect: the open batch sealed again, with what is pending now, same id.
+                ids.extend(self.master.agg.choose_next_batch_pending(BATCH_PAYMENTS_MAX as usize));
+                self.seal(session, Some(header.id), ids);
+            }
+            NextBatch::Pending(ids) => self.seal(session, None, ids),
+        }
+    }
+
+    fn seal(&mut self, session: u64, id: Option<BatchId>, ids: Vec<PaymentId>) {
+        let mut items = Vec::with_capacity(ids.len());
+        for id in &ids {
+            match self.master.disk.current().payments.get(id) {
+                Some(p) => items.push(BatchItem {
+                    id: p.id,
+                    pan: p.pan.clone(),
+                    expiry: p.expiry,
+                    amount: p.amount,
+                    captured_unix_ms: p.captured_unix_ms,
+                }),
+                None => {
+                    self.violation(format!("master must seal {id} but holds no card data for it"));
+                    return;
+                }
+            }
+        }
+        let batch_id = id.unwrap_or_else(|| {
+            let mut b = [0u8; 16];
+            for x in &mut b {
+                *x = self.rng.below(256) as u8;
+            }
+            BatchId(b)
+        });
+        let header = self.master.uploader.seal(batch_id, "SIM001".into(), &items);
+        trace!(self, "master: sealing batch {} of {}", header.id, header.count);
+        self.master.agg.seal_batch(header.clone(), ids.clone());
+        self.master.disk.write(MOp::Seal(header, ids), Some(MCont::Sealed { session }));
+        self.schedule_flush(Node::Master);
+    }
+
+    fn send_batch(&mut self, session: u64) {
+        let Some(header) = self.master.uploader.header().cloned() else { return };
+        let ids = self.master.uploader.ids().to_vec();
+        self.to_issuer(AircraftMsg::BatchBegin(header.clone()));
+        for (k, chunk) in ids.chunks(BATCH_CHUNK_MAX).enumerate() {
+            let mut items = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                match self.master.disk.current().payments.get(id) {
+                    Some(p) => items.push(BatchItem {
+                        id: p.id,
+                        pan: p.pan.clone(),
+                        expiry: p.expiry,
+                        amount: p.amount,
+                        captured_unix_ms: p.captured_unix_ms,
+                    }),
+                    None => {
+                        self.violation(format!("master must send {id} but holds no card data for it"));
+                        return;
+                    }
+                }
+            }
+            self.to_issuer(AircraftMsg::BatchItems {
+                batch: header.id,
+                first_seq: (k * BATCH_CHUNK_MAX) as u32,
+                items,
+            });
+        }
+        self.to_issuer(AircraftMsg::BatchEnd { batch: header.id });
+        self.master.uploader.on_sent();
+        trace!(self, "master: batch {} sent on session {session}", header.id);
+    }
+
+    fn master_on_issuer(&mut self, session: u64, msg: IssuerMsg) {
+        match msg {
+            IssuerMsg::BatchResults { batch, first_seq, results } => {
+                if let Err(e) = self.master.uploader.on_results(batch, first_seq, results) {
+                    self.session_failed(&e.to_string());
+                }
+            }
+            IssuerMsg::BatchDone { batch, count } => match self.master.uploader.on_done(batch, count) {
+                Ok(results) => {
+                    self.master.disk.write(
+                        MOp::Results(results.clone()),
+                        Some(MCont::ResultsStored { session, batch, results }),
+                    );
+                    self.schedule_flush(Node::Master);
+                }
+                Err(e) => self.session_failed(&e.to_string()),
+            },
+            IssuerMsg::BatchRefused { batch, reason } => {
+                trace!(self, "master: batch {batch} refused: {reason}");
+                match self.master.uploader.on_refused(batch, reason) {
+                    Ok(_) => {
+                        self.master.disk.write(MOp::Quarantine(batch), Some(MCont::Quarantined { session, batch }));
+                        self.schedule_flush(Node::Master);
+                    }
+                    Err(e) => self.session_failed(&e.to_string()),
+                }
+            }
+            other => self.session_failed(&format!("unexpected {other:?}")),
+        }
+    }
+
+    // --- the issuer ------------------------------------------------------------------------
+
+    /// What `crates/issuer/src/server.rs` and the issuer's store do with a frame.
+    fn issuer_on(&mut self, epoch: u64, msg: AircraftMsg) {
+        match msg {
+            AircraftMsg::BatchBegin(header) => {
+                let known = self.issuer.disk.current().batches.get(&header.id).map(|(h, done, _)| (h.clone(), *done));
+                let start = issuer::start_of(known.as_ref().map(|(h, d)| (h, *d)), &header);
+                trace!(self, "issuer: batch {} begins ({start:?})", header.id);
+                if start == BatchStart::New {
+                    self.issuer.disk.write(IOp::Begin(header.clone()), None);
+                    self.schedule_flush(Node::Issuer);
+                }
+                let id = header.id;
+                match IssuerBatch::begin(header, AIRCRAFT, start) {
+                    Ok(b) => self.issuer.receiving = Some((epoch, b)),
+                    Err(r) => self.issuer_refuse(epoch, id, r.reason()),
+                }
+            }
+            AircraftMsg::BatchItems { batch, first_seq, items } => {
+                let Some((e, b)) = self.issuer.receiving.as_mut() else { return };
+                if *e != epoch || b.header().id != batch {
+                    return;
+                }
+                if let Err(r) = b.on_items(first_seq, items) {
+                    self.issuer.receiving = None;
+                    self.issuer_refuse(epoch, batch, r.reason());
+                }
+            }
+            AircraftMsg::BatchEnd { batch } => {
+                let Some((e, b)) = self.issuer.receiving.take() else { return };
+                if e != epoch || b.header().id != batch {
+                    return;
+                }
+                let accepted = match b.on_end() {
+                    Ok(a) => a,
+                    Err(r) => return self.issuer_refuse(epoch, batch, r.reason()),
+                };
+                let decisions = &self.issuer.disk.current().decisions;
+                if let Err(r) = accepted.check_prior(|id| decisions.get(id).map(|d| d.content), item_content) {
+                    return self.issuer_refuse(epoch, batch, r.reason());
+                }
+                if accepted.needs_deciding() {
+                    let bounds = CaptureBounds::at_receipt(UNIX_START + self.now, CAPTURE_AGE_MAX_MS);
+                    for (seq, item) in accepted.items.iter().enumerate() {
+                        let content = item_content(item);
+                        let current = self.issuer.disk.current();
+                        let prior = if mutant!(self, NoDecidedGuard) {
+                            None
+                        } else {
+                            current.decisions.get(&item.id).map(|d| d.content)
+                        };
+                        let card = card_index(&item.pan);
+                        let account = current.accounts.get(&card).cloned();
+                        let decision =
+                            issuer::decide(item, &content, prior.as_ref(), account.as_ref(), &self.programme, bounds);
+                        let (decided, account) = match decision {
+                            ItemDecision::Keep => (None, None),
+                            ItemDecision::Decide { outcome, account_after } => {
+                                self.check_charge(item.id, &outcome);
+                                (
+                                    Some(Decided { content, outcome, card, amount: item.amount.amount_minor() }),
+                                    account_after.map(|a| (card, a)),
+                                )
+                            }
+                            ItemDecision::Conflict => {
+                                return self.issuer_refuse(epoch, batch, "already decided with other content".into())
+                            }
+                        };
+                        self.issuer.disk.write(IOp::Decide { batch, seq: seq as u32, id: item.id, decided, account }, None);
+                    }
+                    self.issuer.disk.write(IOp::Finish(batch), None);
+                }
+                trace!(self, "issuer: batch {batch} decided; answering once durable");
+                self.issuer.disk.write(IOp::Barrier, Some(ICont::Answer { epoch, batch }));
+                self.schedule_flush(Node::Issuer);
+            }
+            AircraftMsg::Hello { .. } | AircraftMsg::Ping { .. } | AircraftMsg::FetchBinList { .. } => {}
+        }
+    }
+
+    fn issuer_refuse(&mut self, epoch: u64, batch: BatchId, reason: String) {
+        trace!(self, "issuer: batch {batch} refused: {reason}");
+        self.to_aircraft(epoch, IssuerMsg::BatchRefused { batch, reason });
+    }
+
+    fn issuer_durable(&mut self, c: ICont) {
+        let ICont::Answer { epoch, batch } = c;
+        let disk = self.issuer.disk.current();
+        let Some((_, _, positions)) = disk.batches.get(&batch) else { return };
+        let results: Vec<AuthResult> = positions
+            .values()
+            .filter_map(|id| disk.decisions.get(id).map(|d| AuthResult { id: *id, outcome: d.outcome.clone() }))
+            .collect();
+        let count = results.len() as u32;
+        for (k, chunk) in results.chunks(BATCH_CHUNK_MAX).enumerate() {
+            self.to_aircraft(
+                epoch,
+                IssuerMsg::BatchResults { batch, first_seq: (k * BATCH_CHUNK_MAX) as u32, results: chunk.to_vec() },
+            );
+        }
+        self.to_aircraft(epoch, IssuerMsg::BatchDone { batch, count });
+    }
+
+    /// The issuer decides `id` now: its terminal must have recorded durably that its sale app
+    /// was told `accepted`, and no sale app may have been told it was rejected.
+    fn check_charge(&mut self, id: PaymentId, outcome: &AuthOutcome) {
+        self.stats.decided += 1;
+        if matches!(outcome, AuthOutcome::Approved { .. }) {
+            self.stats.approved += 1;
+        }
+        let marked = self.terms.iter().any(|t| t.marked.contains(&id));
+        if !marked {
+            self.violation(format!("the issuer decides {id}, whose sale app was never durably recorded as told `accepted`"));
+        }
+        if self.sales.iter().any(|s| matches!(s.heard, Heard::Rejected(Some(x), _) if x == id)) {
+            self.violation(format!("the issuer decides {id}, whose sale app was told `rejected`"));
+        }
+    }
+
+    // --- disks, crashes --------------------------------------------------------------------
+
+    fn schedule_flush(&mut self, node: Node) {
+        let flushing = match node {
+            Node::Term(t) => &mut self.terms[t].flushing,
+            Node::Master => &mut self.master.flushing,
+            Node::Issuer => &mut self.issuer.flushing,
+        };
+        if !*flushing {
+            *flushing = true;
+            let d = 1 + self.rng.below(4);
+            self.after(d, Ev::Flush(node));
+        }
+    }
+
+    fn flush(&mut self, node: Node) {
+        match node {
+            Node::Term(t) => {
+                let term = &mut self.terms[t];
+                term.flushing = false;
+                if !term.up {
+                    return;
+                }
+                let marked = &mut term.marked;
+                let conts = term.disk.flush(|op| note_mark(marked, op));
+                for c in conts {
+                    let who = Who { sales: &self.sales, now: self.now };
+                    self.terms[t].machine.on_written(c, Ok(()), self.now, &who);
+                }
+                self.term_act(t);
+            }
+            Node::Master => {
+                self.master.flushing = false;
+                if !self.master.up {
+                    return;
+                }
+                for c in self.master.disk.flush(|_| {}) {
+                    self.master_durable(c);
+                }
+            }
+            Node::Issuer => {
+                self.issuer.flushing = false;
+                if !self.issuer.up {
+                    return;
+                }
+                for c in self.issuer.disk.flush(|_| {}) {
+                    self.issuer_durable(c);
+                }
+            }
+        }
+    }
+
+    fn crash(&mut self, node: Node) {
+        if self.healed {
+            return;
+        }
+        self.stats.crashes += 1;
+        let down = 100 + self.rng.below(4_000);
+        match node {
+            Node::Term(t) => {
+                if !self.terms[t].up {
+                    return;
+                }
+                let keep = self.rng.below(self.terms[t].disk.pending() as u64 + 1) as usize;
+                trace!(self, "terminal {t} crashes (keeps {keep} of {} pending writes)", self.terms[t].disk.pending());
+                let term = &mut self.terms[t];
+                term.up = false;
+                term.flushing = false;
+                let marked = &mut term.marked;
+                term.disk.crash(keep, |op| note_mark(marked, op));
+                if self.cabin[t].connected {
+                    self.cabin_down(t);
+                }
+            }
+            Node::Master => {
+                if !self.master.up {
+                    return;
+                }
+                let keep = self.rng.below(self.master.disk.pending() as u64 + 1) as usize;
+                trace!(self, "master crashes (keeps {keep} of {} pending writes)", self.master.disk.pending());
+                self.master.up = false;
+                self.master.flushing = false;
+                self.master.disk.crash(keep, |_| {});
+                for t in 0..self.terms.len() {
+                    if self.cabin[t].connected {
+                        self.cabin_down(t);
+                    }
+                }
+                self.session_failed("master crashed");
+                self.master.conns.clear();
+            }
+            Node::Issuer => {
+                if !self.issuer.up {
+                    return;
+                }
+                let keep = self.rng.below(self.issuer.disk.pending() as u64 + 1) as usize;
+                trace!(self, "issuer crashes (keeps {keep} of {} pending writes)", self.issuer.disk.pending());
+                self.issuer.up = false;
+                self.issuer.flushing = false;
+                self.issuer.disk.crash(keep, |_| {});
+                self.issuer.receiving = None;
+                self.session_failed("issuer crashed");
+            }
+        }
+        self.after(down, Ev::Restart(node));
+    }
+
+    fn restart(&mut self, node: Node) {
+        match node {
+            Node::Term(t) => {
+                if self.terms[t].up {
+                    return;
+                }
+                trace!(self, "terminal {t} restarts");
+                let mut m = term::Terminal::new(self.terms[t].id.clone(), self.settings);
+                m.install_bin_list(Some(self.programme.clone()));
+                for rec in self.terms[t].disk.current().payments.values() {
+                    if matches!(rec.state, SlaveState::Captured { .. } | SlaveState::Voided { master_acked: false }) {
+                        m.restore(rec.payment.id, rec.payment.amount, rec.state, self.now);
+                    }
+                }
+                let term = &mut self.terms[t];
+                term.machine = m;
+                term.up = true;
+                term.timer = None;
+                self.cabin[t].connecting = false;
+                self.cabin_retry(t);
+                self.term_act(t);
+            }
+            Node::Master => {
+                if self.master.up {
+                    return;
+                }
+                trace!(self, "master restarts");
+                let mut agg = Aggregator::with_limits(self.limits);
+                let disk = self.master.disk.current();
+                for (id, e) in &disk.entries {
+                    agg.restore(*id, e.clone());
+                }
+                if let Some((h, ids)) = &disk.open {
+                    agg.restore_open_batch(h.clone(), ids.clone());
+                }
+                self.master.agg = agg;
+                self.master.uploader = Uploader::new(AIRCRAFT.into());
+                self.master.up = true;
+                for t in 0..self.terms.len() {
+                    self.cabin_retry(t);
+                }
+                self.ground_maybe_connect();
+            }
+            Node::Issuer => {
+                if self.issuer.up {
+                    return;
+                }
+                trace!(self, "issuer restarts");
+                self.issuer.up = true;
+                self.ground_maybe_connect();
+            }
+        }
+    }
+
+    // --- the checker -----------------------------------------------------------------------
+
+    /// After every event: the books of every machine, the money, the caps.
+    fn check_step(&mut self) {
+        if self.master.up {
+            if let Err(e) = self.master.agg.check_invariants() {
+                self.violation(format!("master's books: {e}"));
+            }
+        }
+        for which in [false, true] {
+            let disk = if which { self.issuer.disk.durable() } else { self.issuer.disk.current() };
+            if let Some(v) = money_mismatch(disk) {
+                let what = if which { "on disk" } else { "in memory" };
+                self.violation(format!("issuer's money {what}: {v}"));
+            }
+        }
+        for (t, term) in self.terms.iter().enumerate() {
+            if term.up && term.machine.holdings().payments > self.settings.caps.stored_payments_max {
+                let v = format!("terminal {t} holds more than its caps");
+                self.violations.push(v);
+            }
+        }
+    }
+
+    /// At the end, after the faults healed: everything a sale app was told `accepted` is
+    /// decided once and back on its terminal; nothing is left half-way.
+    fn check_end(&mut self) {
+        let decisions = self.issuer.disk.durable().decisions.clone();
+        for (k, s) in self.sales.clone().iter().enumerate() {
+            match &s.heard {
+                Heard::Accepted(id) => {
+                    if !decisions.contains_key(id) {
+                        self.violation(format!("sale {k} was told `accepted` for {id}, which the issuer never decided"));
+                    }
+                    let rec = self.terms[s.term].disk.durable().payments.get(id).cloned();
+                    match rec {
+                        Some(r) if r.outcome.is_some() => {
+                            if r.outcome.as_ref() != decisions.get(id).map(|d| &d.outcome) {
+                                self.violation(format!("terminal {} holds another result for {id} than the issuer's", s.term));
+                            }
+                            if r.card {
+                                self.violation(format!("terminal {} still holds card data of delivered {id}", s.term));
+                            }
+                        }
+                        _ => self.violation(format!("the result of accepted {id} never reached terminal {}", s.term)),
+                    }
+                }
+                Heard::Nothing if s.request_id.is_some() && !s.gave_up => {
+                    self.violation(format!("sale {k} (with a request id) never got an answer"));
+                }
+                _ => {}
+            }
+        }
+        for id in decisions.keys() {
+            let heard = self.sales.iter().any(|s| s.heard == Heard::Accepted(*id));
+            if !heard {
+                self.stats.charged_unheard += 1;
+            }
+        }
+        for (t, term) in self.terms.iter().enumerate() {
+            if term.machine.unsettled() > 0 {
+                let v = format!("terminal {t} still has {} payments unsettled with the master", term.machine.unsettled());
+                self.violations.push(v);
+            }
+        }
+        let c = self.master.agg.counts();
+        if c.pending + c.in_batch + c.decided + c.quarantined + c.unconfirmed > 0 {
+            self.violation(format!("the master did not finish: {c:?}"));
+        }
+        if let Some(v) = money_mismatch(self.issuer.disk.durable()) {
+            self.violation(format!("issuer's money at the end: {v}"));
+        }
+    }
+}
+
+fn note_mark(marked: &mut BTreeSet<PaymentId>, op: &Write) {
+    if let Write::State { id, state: SlaveState::Captured { answered: true } } = op {
+        marked.insert(*id);
+    }
+}
+
+/// Exactly once, in money: every account's available amount is its opening less what was
+/// approved on it, each payment id counted once.
+fn money_mismatch(d: &IssuerDisk) -> Option<String> {
+    let mut approved: BTreeMap<usize, u64> = BTreeMap::new();
+    for dec in d.decisions.values() {
+        if matches!(dec.outcome, AuthOutcome::Approved { .. }) {
+            *approved.entry(dec.card).or_default() += dec.amount;
+        }
+    }
+    for (card, a) in &d.accounts {
+        let opening = d.opening.get(card).copied().unwrap_or(0);
+        let spent = approved.get(card).copied().unwrap_or(0);
+        if opening.checked_sub(spent) != Some(a.available_minor) {
+            return Some(format!(
+                "card {card}: opening {opening} less approved {spent} is not the available {}",
+                a.available_minor
+            ));
+        }
+    }
+    None
+}
