@@ -549,14 +549,8 @@ async fn a_certificate_of_the_wrong_kind_fails_the_tls_handshake_itself() {
     assert!(tls_refusal(&dep, &right).await.is_err(), "a terminal certificate passes the handshake");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_batch_does_not_block_other_aircraft_at_the_issuer() {
-    let dep = Deployment::new(1);
-    dep.set_config("issuer", "batch_frame_idle_ms", "2000");
-    dep.set_config("issuer", "batch_budget_wait_ms", "1000");
-    let _issuer = dep.start_issuer();
-    // A stolen aircraft key announces the largest batch (the issuer's whole batch memory) and
-    // then sends nothing, keeping the connection alive.
+/// An aircraft connection made with this deployment's master key, past the ground `Hello`.
+async fn aircraft_session(dep: &Deployment) -> (inflight_net::Connection, FrameWriter, FrameReader, String) {
     let cfg: toml::Table = std::fs::read_to_string(dep.config("master")).expect("config").parse().expect("toml");
     let issuer_addr: SocketAddr = cfg["ground"]["issuer_addr"].as_str().expect("addr").parse().expect("addr");
     let aircraft = cfg["aircraft_id"].as_str().expect("aircraft").to_owned();
@@ -567,12 +561,25 @@ async fn a_stalled_batch_does_not_block_other_aircraft_at_the_issuer() {
     let ep = endpoint::client("127.0.0.1:0".parse().expect("addr"), ground, Default::default()).expect("endpoint");
     let conn = endpoint::connect(&ep, issuer_addr, inflight_setup::ISSUER_SERVER_NAME, Duration::from_secs(3))
         .await
-        .expect("the stolen key connects");
+        .expect("the aircraft key connects");
     let (s, r) = conn.open_bi().await.expect("stream");
     let (mut w, mut r) = framed(s, r, inflight_wire::GROUND_FRAME_BYTES_MAX);
-    use inflight_wire::{AircraftMsg, BatchHeader, BatchId, IssuerMsg, GROUND_PROTOCOL_VERSION};
+    use inflight_wire::{AircraftMsg, IssuerMsg, GROUND_PROTOCOL_VERSION};
     w.send(&AircraftMsg::Hello { version: GROUND_PROTOCOL_VERSION, aircraft: aircraft.clone() }).await.expect("send");
     assert!(matches!(r.recv::<IssuerMsg>().await, Ok(Some(IssuerMsg::Hello { .. }))), "issuer says Hello");
+    (conn, w, r, aircraft)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_batch_does_not_block_other_aircraft_at_the_issuer() {
+    let dep = Deployment::new(1);
+    dep.set_config("issuer", "batch_frame_idle_ms", "2000");
+    dep.set_config("issuer", "batch_budget_wait_ms", "1000");
+    let _issuer = dep.start_issuer();
+    // A stolen aircraft key announces the largest batch (the issuer's whole batch memory) and
+    // then sends nothing, keeping the connection alive.
+    let (conn, mut w, _r, aircraft) = aircraft_session(&dep).await;
+    use inflight_wire::{AircraftMsg, BatchHeader, BatchId};
     let header = BatchHeader {
         id: BatchId([0x5a; 16]),
         aircraft,
@@ -593,4 +600,44 @@ async fn a_stalled_batch_does_not_block_other_aircraft_at_the_issuer() {
         matches!(dep.master_status(Some(&id))["state"].as_str(), Some("decided" | "delivered"))
     });
     drop(conn);
+}
+
+/// A store that fails under a batch (here its fsync) is no quiet disconnect: the issuer logs it
+/// as an error and tells the aircraft, which sends the batch again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_during_a_batch_is_told_to_the_aircraft() {
+    use inflight_wire::{AircraftMsg, BatchHeader, BatchId, BatchItem, IssuerMsg};
+    let dep = Deployment::new(1);
+    // The first fsync imports the accounts; the batch's is the second.
+    let _issuer = dep.start_issuer_env(&[("INFLIGHT_STORE_FSYNC_FAIL_AFTER", "1")]);
+    let (_conn, mut w, mut r, aircraft) = aircraft_session(&dep).await;
+    let card = dep.cards()[0].clone();
+    let now = inflight_daemon::unix_ms_now();
+    let item = BatchItem {
+        id: PaymentId::mint(now, [7; 10]),
+        pan: Pan::parse(&card.pan).expect("pan"),
+        expiry: Expiry::parse(&card.expiry).expect("expiry"),
+        amount: Money::new(100, Currency::parse(&card.currency).expect("currency")).expect("money"),
+        captured_unix_ms: now,
+    };
+    let mut digest = inflight_store::BatchDigest::default();
+    digest.update(&item);
+    let header = BatchHeader {
+        id: BatchId([0x5b; 16]),
+        aircraft,
+        flight: "DISK".into(),
+        count: 1,
+        totals: vec![],
+        digest: digest.finish(),
+    };
+    w.send(&AircraftMsg::BatchBegin(header.clone())).await.expect("send");
+    w.send(&AircraftMsg::BatchItems { batch: header.id, first_seq: 0, items: vec![item] }).await.expect("send");
+    w.send(&AircraftMsg::BatchEnd { batch: header.id }).await.expect("send");
+    let answer = tokio::time::timeout(Duration::from_secs(10), r.recv::<IssuerMsg>()).await.expect("an answer in time");
+    match answer {
+        Ok(Some(IssuerMsg::Error { message })) => assert!(message.contains("storage"), "{message}"),
+        other => panic!("want an error frame about storage, got {other:?}"),
+    }
+    let log = dep.log("issuer");
+    assert!(log.lines().any(|l| l.contains("ERROR") && l.contains("storage")), "{log}");
 }

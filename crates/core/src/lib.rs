@@ -13,6 +13,9 @@
 //! - [`link`]: is the ground link up? (probes with hysteresis, crew override)
 //! - [`binlist`]: which signed BIN list to hold (renewals, expired lists never win).
 //! - [`authorize`]: the issuer's decision on one payment.
+//! - [`batch`]: the batch header's digest.
+//! - [`issuer`]: the issuer's acceptance of a batch (header, chunks, count, digest, payment ids
+//!   already decided) and its "already decided" guard on each item.
 
 pub mod aggregator;
 pub mod authorize;
@@ -20,6 +23,7 @@ pub mod batch;
 pub mod binlist;
 pub mod capture;
 pub mod fuzz;
+pub mod issuer;
 pub mod link;
 pub mod outbox;
 pub mod terminal;

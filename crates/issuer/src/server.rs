@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use inflight_core::issuer::{check_header, BatchRefusal, IssuerBatch};
 use inflight_net::framed::{framed, FrameReader, FrameWriter};
 use inflight_net::{identity, Connection, NetError};
-use inflight_store::{BatchDigest, BatchStart, IssuerStore};
+use inflight_store::{IssuerStore, StoreError};
 use inflight_wire::{
-    AircraftMsg, BatchHeader, BatchItem, BinList, IssuerMsg, SignedBinList, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
+    AircraftMsg, BatchHeader, BatchId, BinList, IssuerMsg, SignedBinList, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
     GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
 };
 
@@ -60,15 +61,97 @@ pub async fn serve(shared: Arc<Shared>, conn: Connection) {
     };
     tracing::info!(%aircraft, %remote, "aircraft connected");
     match session(&shared, &aircraft, &mut w, &mut r).await {
-        Ok(()) | Err(NetError::Connection(_)) => tracing::debug!(%aircraft, "aircraft disconnected"),
+        Ok(()) => tracing::debug!(%aircraft, "aircraft disconnected"),
         Err(e) => {
-            tracing::warn!(%aircraft, error = %e, "closing aircraft connection");
-            let _ = w.send(&IssuerMsg::Error { message: e.to_string() }).await;
-            w.finish();
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
+            e.log(&aircraft);
+            if let Some(frame) = e.answer() {
+                // Bounded: an aircraft that stopped reading must not hold this task.
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.send(&frame)).await;
+                // Let the answer reach the aircraft before the connection closes.
+                w.finish();
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
+            }
         }
     }
     conn.close(0u32.into(), b"bye");
+}
+
+/// Why an aircraft's session ended, other than the aircraft leaving: each is logged at its own
+/// level and, but for a peer that went away, told to the aircraft.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    /// The connection broke or the peer sent a frame that does not decode. A broken connection
+    /// (`NetError::Connection`) is the aircraft going away: a debug line, no answer.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The issuer's store failed (I/O, a failed fsync, a corrupt record): an error, and the
+    /// aircraft is told to send the batch again later.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The aircraft broke the ground protocol (a frame out of place).
+    #[error("{0}")]
+    Protocol(String),
+    /// The batch was refused ([`BatchRefusal`]): the aircraft quarantines it.
+    #[error("batch {batch} refused: {refusal}")]
+    Refused {
+        /// The batch.
+        batch: BatchId,
+        /// Why.
+        refusal: BatchRefusal,
+    },
+    /// Other batches hold the issuer's batch memory: this one was not received.
+    #[error("issuer busy: batch {0} not received, send it again later")]
+    Busy(BatchId),
+    /// The aircraft stopped sending items, or stopped reading results.
+    #[error("batch {batch}: {what}")]
+    Stalled {
+        /// The batch.
+        batch: BatchId,
+        /// What stopped.
+        what: String,
+    },
+    /// The issuer is stopping.
+    #[error("issuer shutting down")]
+    ShuttingDown,
+}
+
+impl SessionError {
+    /// What the aircraft is sent before the connection closes, if anything.
+    fn answer(&self) -> Option<IssuerMsg> {
+        let error = |message: String| Some(IssuerMsg::Error { message });
+        match self {
+            SessionError::Net(NetError::Connection(_)) => None,
+            SessionError::Refused { batch, refusal } => {
+                Some(IssuerMsg::BatchRefused { batch: *batch, reason: refusal.reason() })
+            }
+            // The store's own text names paths and records: it is logged here, not sent.
+            SessionError::Store(_) => {
+                error("issuer storage failure: the batch was not answered; send it again later".into())
+            }
+            e => error(e.to_string()),
+        }
+    }
+
+    /// Logs the end of the session at the level it deserves.
+    fn log(&self, aircraft: &str) {
+        match self {
+            SessionError::Net(NetError::Connection(e)) => {
+                tracing::debug!(%aircraft, error = %e, "aircraft disconnected")
+            }
+            SessionError::Refused { batch, refusal } => {
+                tracing::error!(%aircraft, %batch, reason = %refusal, "batch refused")
+            }
+            SessionError::Store(e) => {
+                tracing::error!(%aircraft, error = %e, "storage failure; closing aircraft connection")
+            }
+            SessionError::ShuttingDown => {
+                tracing::info!(%aircraft, "issuer shutting down; closing aircraft connection")
+            }
+            SessionError::Net(_) | SessionError::Protocol(_) | SessionError::Busy(_) | SessionError::Stalled { .. } => {
+                tracing::warn!(%aircraft, error = %self, "closing aircraft connection")
+            }
+        }
+    }
 }
 
 async fn handshake(shared: &Shared, conn: &Connection) -> Result<(String, FrameWriter, FrameReader), NetError> {
@@ -99,7 +182,12 @@ async fn handshake(shared: &Shared, conn: &Connection) -> Result<(String, FrameW
     Ok((aircraft, w, r))
 }
 
-async fn session(shared: &Shared, aircraft: &str, w: &mut FrameWriter, r: &mut FrameReader) -> Result<(), NetError> {
+async fn session(
+    shared: &Shared,
+    aircraft: &str,
+    w: &mut FrameWriter,
+    r: &mut FrameReader,
+) -> Result<(), SessionError> {
     loop {
         match r.recv::<AircraftMsg>().await? {
             None => return Ok(()),
@@ -114,7 +202,7 @@ async fn session(shared: &Shared, aircraft: &str, w: &mut FrameWriter, r: &mut F
             }
             Some(AircraftMsg::BatchBegin(header)) => batch(shared, aircraft, header, w, r).await?,
             Some(other) => {
-                return Err(NetError::Connection(format!("unexpected {} outside a batch", msg_name(&other))))
+                return Err(SessionError::Protocol(format!("unexpected {} outside a batch", msg_name(&other))))
             }
         }
     }
@@ -131,120 +219,93 @@ fn msg_name(m: &AircraftMsg) -> &'static str {
     }
 }
 
-/// Receives a whole batch, checks it against its header, decides it (once per payment id),
-/// makes every decision durable, and only then streams the results back.
+/// Receives a whole batch, has the batch machine ([`IssuerBatch`]) check it against its header,
+/// decides it (once per payment id, [`inflight_core::issuer::decide`] inside the store's
+/// transactions), makes every decision durable, and only then streams the results back. This
+/// moves frames, runs the timers, holds the memory budget and writes the store; every check is
+/// the machine's.
 async fn batch(
     shared: &Shared,
     aircraft: &str,
     header: BatchHeader,
     w: &mut FrameWriter,
     r: &mut FrameReader,
-) -> Result<(), NetError> {
+) -> Result<(), SessionError> {
     let store = &shared.store;
     let id = header.id;
-    if header.count == 0 || header.count > BATCH_PAYMENTS_MAX || header.aircraft != aircraft {
-        return refuse(w, &header, "header count or aircraft is invalid").await;
-    }
-    let (start, _) = store.begin_batch(&header).map_err(|e| NetError::Connection(e.to_string()))?;
+    let refused = |refusal: BatchRefusal| SessionError::Refused { batch: id, refusal };
+    // Checked before the store records anything of it.
+    check_header(&header, aircraft).map_err(refused)?;
+    let (start, _) = store.begin_batch(&header)?;
     tracing::info!(%aircraft, batch = %id, count = header.count, ?start, "batch begins");
-    if start == BatchStart::Conflict {
-        return refuse(w, &header, "batch id already used with different content").await;
-    }
+    let mut machine = IssuerBatch::begin(header, aircraft, start).map_err(refused)?;
+    let count = machine.header().count;
     // The count is at most BATCH_PAYMENTS_MAX = ITEMS_IN_MEMORY_MAX (checked above), so this
     // succeeds once earlier batches are done; the semaphore is never closed. A batch that cannot
     // get its share in time is turned away (the aircraft sends it again later): waiting forever
     // behind a stalled batch is what the deadline below prevents.
     let (idle, budget_wait) = (shared.cfg.batch_frame_idle, shared.cfg.batch_budget_wait);
-    let held = match tokio::time::timeout(budget_wait, shared.items_budget.acquire_many(header.count)).await {
+    let held = match tokio::time::timeout(budget_wait, shared.items_budget.acquire_many(count)).await {
         Ok(Ok(permit)) => permit,
-        Ok(Err(_)) => return Err(NetError::Connection("issuer shutting down".into())),
-        Err(_) => {
-            tracing::warn!(%aircraft, batch = %id, count = header.count, "issuer busy with other batches; turned away");
-            return Err(NetError::Connection(format!("issuer busy: batch {id} not received, send it again later")));
-        }
+        Ok(Err(_)) => return Err(SessionError::ShuttingDown),
+        Err(_) => return Err(SessionError::Busy(id)),
     };
     // A batch holds its share of memory only while its items keep coming.
     // Items are held until the whole batch is checked against its header: a batch that does not
     // match is refused with nothing decided under its id.
-    let mut items: Vec<BatchItem> = Vec::with_capacity(header.count.min(65_536) as usize);
-    let mut digest = BatchDigest::default();
     loop {
         let next = match tokio::time::timeout(idle, r.recv::<AircraftMsg>()).await {
             Ok(frame) => frame?,
             Err(_) => {
-                tracing::warn!(%aircraft, batch = %id, received = items.len(), count = header.count, "batch items stopped coming; dropped");
-                return Err(NetError::Connection(format!(
-                    "batch {id}: items stopped coming ({} of {} received)",
-                    items.len(),
-                    header.count
-                )));
+                let what = format!("items stopped coming ({} of {count} received); dropped", machine.received());
+                return Err(SessionError::Stalled { batch: id, what });
             }
         };
         match next {
-            Some(AircraftMsg::BatchItems { batch, first_seq, items: chunk }) if batch == id => {
-                if first_seq as usize != items.len()
-                    || chunk.len() > BATCH_CHUNK_MAX
-                    || items.len() + chunk.len() > header.count as usize
-                {
-                    return refuse(w, &header, "items out of order or beyond the header's count").await;
-                }
-                for it in &chunk {
-                    digest.update(it);
-                }
-                items.extend(chunk);
+            Some(AircraftMsg::BatchItems { batch, first_seq, items }) if batch == id => {
+                machine.on_items(first_seq, items).map_err(refused)?;
             }
             Some(AircraftMsg::BatchEnd { batch }) if batch == id => break,
             Some(other) => {
-                return Err(NetError::Connection(format!("unexpected {} inside batch {id}", msg_name(&other))))
+                return Err(SessionError::Protocol(format!("unexpected {} inside batch {id}", msg_name(&other))))
             }
-            None => return Err(NetError::Connection(format!("stream ended inside batch {id}"))),
+            None => return Err(NetError::Connection(format!("stream ended inside batch {id}")).into()),
         }
     }
-    if items.len() != header.count as usize || digest.finish() != header.digest {
-        return refuse(w, &header, "items do not match the header's count and digest").await;
-    }
-    // A payment id twice in one batch would be decided in one chunk and refused in another.
-    let mut ids = std::collections::HashSet::with_capacity(items.len());
-    if !items.iter().all(|i| ids.insert(i.id)) {
-        return refuse(w, &header, "a payment id appears twice in the batch").await;
-    }
+    let accepted = machine.on_end().map_err(refused)?;
     // The header's digest covers no card data (see `BatchDigest`): each payment id already
     // decided is compared with what was decided, under this issuer's own key.
-    if let Some(payment) = store.first_conflict(&items).map_err(|e| NetError::Connection(e.to_string()))? {
-        tracing::error!(%aircraft, batch = %id, %payment, "payment id already decided with other content");
-        let reason = format!("payment {payment} was already decided with other content");
-        return refuse(w, &header, &reason).await;
-    }
-    if start != BatchStart::Done {
-        let chunks = items.len().div_ceil(BATCH_CHUNK_MAX);
+    let prior = store.prior_contents(&accepted.items)?;
+    accepted.check_prior(|p| prior.get(p).copied(), |item| store.content_digest(item)).map_err(refused)?;
+    drop(prior);
+    if accepted.needs_deciding() {
+        let chunks = accepted.items.len().div_ceil(BATCH_CHUNK_MAX);
         let bounds = inflight_core::authorize::CaptureBounds::at_receipt(
             inflight_daemon::unix_ms_now(),
             shared.cfg.capture_age_max.as_millis() as u64,
         );
-        for (k, chunk) in items.chunks(BATCH_CHUNK_MAX).enumerate() {
-            let t = store
-                .decide_chunk(id, (k * BATCH_CHUNK_MAX) as u32, chunk, &shared.programme, bounds)
-                .map_err(|e| NetError::Connection(e.to_string()))?;
+        for (k, chunk) in accepted.items.chunks(BATCH_CHUNK_MAX).enumerate() {
+            let t = store.decide_chunk(id, (k * BATCH_CHUNK_MAX) as u32, chunk, &shared.programme, bounds)?;
             if k + 1 < chunks && inflight_daemon::crash_armed("issuer.mid_decide") {
                 // The crash must leave the batch half decided *on disk*, the case the "already
                 // decided" guard exists for; without this the flusher may not have run yet.
-                store.durable(t).await.map_err(|e| NetError::Connection(e.to_string()))?;
+                store.durable(t).await?;
                 inflight_daemon::crash_point("issuer.mid_decide");
             }
         }
-        store.finish_batch(&header).map_err(|e| NetError::Connection(e.to_string()))?;
+        store.finish_batch(&accepted.header)?;
     }
     // Every answer waits for durability, also a known batch's: another connection may have
     // written its decisions and not yet seen them fsynced.
-    store.durable(store.latest()).await.map_err(|e| NetError::Connection(e.to_string()))?;
+    store.durable(store.latest()).await?;
     // Decided and durable: the items and their memory share are no longer needed (results are
     // read from the store), so a peer that stops reading results holds nothing of the budget.
-    drop(items);
+    drop(accepted);
     drop(held);
-    tracing::info!(%aircraft, batch = %id, count = header.count, ?start, "batch decided and durable");
+    tracing::info!(%aircraft, batch = %id, count, ?start, "batch decided and durable");
     inflight_daemon::crash_point("issuer.after_results_stored");
-    let results = store.results(id).map_err(|e| NetError::Connection(e.to_string()))?;
-    let stalled = || NetError::Connection(format!("batch {id}: the aircraft stopped reading its results"));
+    let results = store.results(id)?;
+    let stalled = || SessionError::Stalled { batch: id, what: "the aircraft stopped reading its results".into() };
     for (k, chunk) in results.chunks(BATCH_CHUNK_MAX).enumerate() {
         let frame =
             IssuerMsg::BatchResults { batch: id, first_seq: (k * BATCH_CHUNK_MAX) as u32, results: chunk.to_vec() };
@@ -256,11 +317,39 @@ async fn batch(
     Ok(())
 }
 
-async fn refuse(w: &mut FrameWriter, header: &BatchHeader, reason: &str) -> Result<(), NetError> {
-    tracing::error!(batch = %header.id, reason, "batch refused");
-    w.send(&IssuerMsg::BatchRefused { batch: header.id, reason: reason.into() }).await?;
-    // Let the refusal reach the master before the connection closes.
-    w.finish();
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
-    Err(NetError::Connection(format!("batch {} refused: {reason}", header.id)))
+#[cfg(test)]
+mod tests {
+    use inflight_wire::PaymentId;
+
+    use super::*;
+
+    /// What each way a session ends tells the aircraft: nothing when it went away, its refusal
+    /// for a refused batch, an error frame for everything else (a store failure included, with
+    /// no store detail in it).
+    #[test]
+    fn each_session_error_tells_the_aircraft_what_it_should() {
+        let batch = BatchId([1; 16]);
+        assert_eq!(SessionError::Net(NetError::Connection("lost".into())).answer(), None);
+        let refusal = BatchRefusal::AlreadyDecidedOtherContent(PaymentId::from_bytes([2; 16]));
+        assert_eq!(
+            SessionError::Refused { batch, refusal: refusal.clone() }.answer(),
+            Some(IssuerMsg::BatchRefused { batch, reason: refusal.reason() })
+        );
+        let store = SessionError::Store(StoreError::Io("/var/lib/issuer: No space left on device".into()));
+        match store.answer() {
+            Some(IssuerMsg::Error { message }) => {
+                assert!(message.contains("storage") && !message.contains("/var/lib"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        for e in [
+            SessionError::Net(NetError::Frame("too long".into())),
+            SessionError::Protocol("unexpected BatchEnd outside a batch".into()),
+            SessionError::Busy(batch),
+            SessionError::Stalled { batch, what: "items stopped coming".into() },
+            SessionError::ShuttingDown,
+        ] {
+            assert!(matches!(e.answer(), Some(IssuerMsg::Error { .. })), "{e:?}");
+        }
+    }
 }

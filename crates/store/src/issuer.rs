@@ -11,12 +11,18 @@
 //!
 //! A chunk of decisions and the account changes they cause are written in one transaction, so
 //! an account is never charged without its decision being recorded, nor the reverse. A payment id
-//! already decided is never decided again, whichever batch it arrives in.
+//! already decided is never decided again, whichever batch it arrives in: the transaction reads
+//! the earlier decision and the account and applies what `inflight_core::issuer::decide` says
+//! (this crate makes no decision of its own).
 
 use std::path::Path;
 
 use bincode::{Decode, Encode};
-use inflight_core::authorize::{authorize, Account, CaptureBounds};
+use std::collections::HashMap;
+
+use inflight_core::authorize::{Account, CaptureBounds};
+pub use inflight_core::issuer::BatchStart;
+use inflight_core::issuer::{decide, start_of, ItemDecision};
 use inflight_wire::{
     AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, CardKind, Currency, Expiry, MaskedPan, Money,
     Pan, PaymentId,
@@ -103,19 +109,6 @@ struct IssuerBatch {
     done: bool,
 }
 
-/// What the issuer knows of a batch id when a batch begins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchStart {
-    /// Never seen: decide its items.
-    New,
-    /// Seen with the same header, not finished: decide its items (decided payments are reused).
-    Resume,
-    /// Seen with the same header and finished: answer from the stored results.
-    Done,
-    /// Seen with a different header: refuse.
-    Conflict,
-}
-
 /// One line of the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerLine {
@@ -182,41 +175,48 @@ impl IssuerStore {
         self.committer.note_write()
     }
 
-    /// Records the start of a batch and says how to treat it.
+    /// Records the start of a batch and says how to treat it ([`start_of`]): a batch id never
+    /// seen is recorded, unfinished.
     pub fn begin_batch(&self, header: &BatchHeader) -> Result<(BatchStart, Ticket), StoreError> {
         self.committer.check_writable()?;
-        if let Some(bytes) = self.batches.get(header.id.0)? {
-            let known: IssuerBatch = decode_record(&header.id.0, &bytes)?;
-            let start = match (&known.header == header, known.done) {
-                (false, _) => BatchStart::Conflict,
-                (true, true) => BatchStart::Done,
-                (true, false) => BatchStart::Resume,
-            };
+        let known: Option<IssuerBatch> = match self.batches.get(header.id.0)? {
+            Some(bytes) => Some(decode_record(&header.id.0, &bytes)?),
+            None => None,
+        };
+        let start = start_of(known.as_ref().map(|k| (&k.header, k.done)), header);
+        if start != BatchStart::New {
             return Ok((start, Ticket::NONE));
         }
         self.batches.insert(header.id.0, encode_record(&IssuerBatch { header: header.clone(), done: false }))?;
-        Ok((BatchStart::New, self.committer.note_write()?))
+        Ok((start, self.committer.note_write()?))
     }
 
-    /// The first item whose payment id is already decided with other content, if any. Checked
-    /// over a whole batch before anything of it is decided, so a conflicting batch is refused
-    /// with nothing decided under its id.
-    pub fn first_conflict(&self, items: &[BatchItem]) -> Result<Option<PaymentId>, StoreError> {
+    /// The keyed content digests stored with earlier decisions of these items' payment ids
+    /// (only the ids decided before), for
+    /// [`AcceptedBatch::first_conflict`](inflight_core::issuer::AcceptedBatch::first_conflict).
+    pub fn prior_contents(&self, items: &[BatchItem]) -> Result<HashMap<PaymentId, [u8; 32]>, StoreError> {
+        let mut out = HashMap::new();
         for item in items {
             let key = item.id.to_bytes();
             if let Some(bytes) = self.decisions.get(key)? {
                 let rec: DecisionRecord = decode_record(&key, &bytes)?;
-                if rec.content != crate::records::item_digest(&self.vault, item) {
-                    return Ok(Some(item.id));
-                }
+                out.insert(item.id, rec.content);
             }
         }
-        Ok(None)
+        Ok(out)
+    }
+
+    /// The keyed digest of an item's whole content (card included), under this issuer's key:
+    /// what a decision is stored with and compared by.
+    pub fn content_digest(&self, item: &BatchItem) -> [u8; 32] {
+        crate::records::item_digest(&self.vault, item)
     }
 
     /// Decides a chunk of items (positions `first_seq..`) in one transaction with the account
-    /// changes. Items already decided keep their decision; an item whose id was decided with
-    /// other content fails the whole chunk with [`StoreError::ContentConflict`].
+    /// changes: each item through [`decide`], which keeps an earlier decision of its payment id.
+    /// An item whose id was decided with other content fails the whole chunk with
+    /// [`StoreError::ContentConflict`] (the driver checks the batch for those first; this
+    /// catches one decided by another connection meanwhile).
     pub fn decide_chunk(
         &self,
         batch: BatchId,
@@ -227,7 +227,8 @@ impl IssuerStore {
     ) -> Result<Ticket, StoreError> {
         self.committer.check_writable()?;
         let hashes: Vec<[u8; 32]> = items.iter().map(|i| self.vault.card_hash(i.pan.expose_digits())).collect();
-        let contents: Vec<[u8; 32]> = items.iter().map(|i| crate::records::item_digest(&self.vault, i)).collect();
+        let contents: Vec<[u8; 32]> = items.iter().map(|i| self.content_digest(i)).collect();
+        let abort = ConflictableTransactionError::Abort;
         let result = (&self.accounts, &self.decisions, &self.batch_items).transaction(|(accts, decs, positions)| {
             for (i, ((item, hash), content)) in items.iter().zip(&hashes).zip(&contents).enumerate() {
                 positions.insert(
@@ -235,29 +236,34 @@ impl IssuerStore {
                     item.id.to_bytes().to_vec(),
                 )?;
                 let key = item.id.to_bytes();
-                if let Some(bytes) = decs.get(key)? {
-                    let known: DecisionRecord =
-                        decode_record(&key, &bytes).map_err(ConflictableTransactionError::Abort)?;
-                    if &known.content != content {
-                        return Err(ConflictableTransactionError::Abort(StoreError::ContentConflict {
-                            payment: item.id.to_string(),
-                        }));
-                    }
-                    continue;
-                }
-                let acct = match accts.get(hash)? {
+                let prior = match decs.get(key)? {
+                    Some(b) => Some(decode_record::<DecisionRecord>(&key, &b).map_err(abort)?.content),
                     None => None,
-                    Some(b) => {
-                        Some(decode_record::<AccountRecord>(hash, &b).map_err(ConflictableTransactionError::Abort)?)
-                    }
                 };
-                let (outcome, after) = authorize(item, acct.as_ref().map(Account::from).as_ref(), programme, bounds);
-                if let (AuthOutcome::Approved { .. }, Some(after), Some(before)) = (&outcome, after, &acct) {
-                    accts.insert(hash.to_vec(), encode_record(&before.after(&after)))?;
+                let acct = match accts.get(hash)? {
+                    Some(b) => Some(decode_record::<AccountRecord>(hash, &b).map_err(abort)?),
+                    None => None,
+                };
+                let account = acct.as_ref().map(Account::from);
+                match decide(item, content, prior.as_ref(), account.as_ref(), programme, bounds) {
+                    ItemDecision::Keep => {}
+                    ItemDecision::Conflict => {
+                        return Err(abort(StoreError::ContentConflict { payment: item.id.to_string() }));
+                    }
+                    ItemDecision::Decide { outcome, account_after } => {
+                        if let (Some(after), Some(before)) = (account_after, &acct) {
+                            accts.insert(hash.to_vec(), encode_record(&before.after(&after)))?;
+                        }
+                        let rec = DecisionRecord {
+                            batch,
+                            card: item.pan.masked(),
+                            amount: item.amount,
+                            outcome,
+                            content: *content,
+                        };
+                        decs.insert(key.to_vec(), encode_record(&rec))?;
+                    }
                 }
-                let rec =
-                    DecisionRecord { batch, card: item.pan.masked(), amount: item.amount, outcome, content: *content };
-                decs.insert(item.id.to_bytes().to_vec(), encode_record(&rec))?;
             }
             Ok(())
         });
