@@ -8,7 +8,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use inflight_wire::{BinList, Currency, Money, Payment, PaymentId, RefusalReason, TerminalId, Verdict};
+use inflight_wire::{
+    BatchHeader, BatchId, BinList, Currency, Money, Payment, PaymentId, RefusalReason, TerminalId, Verdict,
+};
+
+use crate::uploader::NextBatch;
 
 /// Most open payments (stored, not yet delivered back) the whole aircraft holds before a full
 /// aircraft refuses payments from terminals above their fair share. A wide-body cabin selling all
@@ -206,6 +210,9 @@ pub struct Aggregator {
     limits: Limits,
     /// Running totals, kept in step with `index`.
     counts: Counts,
+    /// The batch sealed and not yet answered (or refused), with its ids in batch order: the
+    /// next batch until it is.
+    open_batch: Option<(BatchHeader, Vec<PaymentId>)>,
 }
 
 impl Aggregator {
@@ -413,6 +420,51 @@ impl Aggregator {
     /// Up to `max` pending payments, in capture order: the content of the next batch.
     pub fn next_batch(&self, max: usize) -> Vec<PaymentId> {
         self.pending.iter().take(max).copied().collect()
+    }
+
+    /// What the uploader sends next: the open batch again (same id, same content), else up to
+    /// `max` pending payments in capture order, else nothing.
+    pub fn choose_next_batch(&self, max: usize) -> NextBatch {
+        if let Some((header, ids)) = &self.open_batch {
+            return NextBatch::Open(header.clone(), ids.clone());
+        }
+        let ids = self.next_batch(max);
+        if ids.is_empty() {
+            NextBatch::Nothing
+        } else {
+            NextBatch::Pending(ids)
+        }
+    }
+
+    /// Restores, at start, the batch the store holds sealed and unanswered. Its payments'
+    /// phases come from their own entries ([`Aggregator::restore`]).
+    pub fn restore_open_batch(&mut self, header: BatchHeader, ids: Vec<PaymentId>) {
+        self.open_batch = Some((header, ids));
+    }
+
+    /// A batch is sealed (its write applied): its payments leave `pending`, and it is the open
+    /// batch until [`Aggregator::close_batch`].
+    pub fn seal_batch(&mut self, header: BatchHeader, ids: Vec<PaymentId>) {
+        for id in &ids {
+            self.advance(*id, Phase::InBatch);
+        }
+        self.open_batch = Some((header, ids));
+    }
+
+    /// The open batch, if any.
+    pub fn open_batch(&self) -> Option<(&BatchHeader, &[PaymentId])> {
+        self.open_batch.as_ref().map(|(h, ids)| (h, ids.as_slice()))
+    }
+
+    /// Batch `batch` is answered (its results stored durably) or quarantined: it is no longer
+    /// the open one. Returns whether it was.
+    pub fn close_batch(&mut self, batch: BatchId) -> bool {
+        if self.open_batch.as_ref().is_some_and(|(h, _)| h.id == batch) {
+            self.open_batch = None;
+            true
+        } else {
+            false
+        }
     }
 
     /// Moves payments to a phase (sealed into a batch, decided, delivered). Unknown ids and
@@ -656,6 +708,42 @@ mod tests {
         assert_eq!(a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]), Decision::Repeat(Verdict::Stored));
         assert_eq!(a.counts(), Counts { total: 1, pending: 1, ..Counts::default() });
         assert_eq!(a.next_batch(10), vec![p.id]);
+    }
+
+    #[test]
+    fn the_open_batch_is_chosen_again_until_it_is_closed() {
+        let mut a = Aggregator::new();
+        assert_eq!(a.choose_next_batch(10), NextBatch::Nothing);
+        let ps: Vec<Payment> = (1..=3).map(|n| payment(n, "t1", 100)).collect();
+        for p in &ps {
+            assert_eq!(
+                a.handle_submit(&t("t1"), p, true, [p.id.to_bytes()[15]; 32], [0; 32]),
+                Decision::Store { flag: None }
+            );
+        }
+        let ids: Vec<PaymentId> = ps.iter().map(|p| p.id).collect();
+        assert_eq!(a.choose_next_batch(2), NextBatch::Pending(ids[..2].to_vec()), "capture order, at most max");
+        let header = BatchHeader {
+            id: BatchId([9; 16]),
+            aircraft: "A1".into(),
+            flight: "F1".into(),
+            count: 2,
+            totals: vec![(eur(), 200)],
+            digest: [0; 32],
+        };
+        a.seal_batch(header.clone(), ids[..2].to_vec());
+        assert_eq!(a.counts().in_batch, 2);
+        assert_eq!(a.choose_next_batch(10), NextBatch::Open(header.clone(), ids[..2].to_vec()));
+        assert_eq!(a.choose_next_batch(10), NextBatch::Open(header.clone(), ids[..2].to_vec()), "again");
+        assert!(!a.close_batch(BatchId([8; 16])), "another batch closes nothing");
+        assert!(a.close_batch(header.id));
+        assert_eq!(a.choose_next_batch(10), NextBatch::Pending(vec![ids[2]]));
+        // Restored at start from the store.
+        let mut b = Aggregator::new();
+        b.restore_open_batch(header.clone(), ids[..2].to_vec());
+        assert_eq!(b.open_batch(), Some((&header, &ids[..2])));
+        assert_eq!(b.choose_next_batch(10), NextBatch::Open(header, ids[..2].to_vec()));
+        a.check_invariants().expect("books");
     }
 
     #[test]

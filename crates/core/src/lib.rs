@@ -10,6 +10,8 @@
 //! - [`outbox`]: which stored payments a terminal must (re)send to the master, and when.
 //! - [`aggregator`]: the master's verdict on each submitted payment, exactly once per id, the
 //!   per-card-per-flight limit, and each payment's progress to the issuer and back.
+//! - [`uploader`]: the header of each batch the master seals, the checks on the issuer's
+//!   answers, and the rule that a sealed batch is sent again unchanged until it is answered.
 //! - [`link`]: is the ground link up? (probes with hysteresis, crew override)
 //! - [`binlist`]: which signed BIN list to hold (renewals, expired lists never win).
 //! - [`authorize`]: the issuer's decision on one payment.
@@ -27,3 +29,4 @@ pub mod issuer;
 pub mod link;
 pub mod outbox;
 pub mod terminal;
+pub mod uploader;

@@ -1,13 +1,19 @@
 //! The aircraft actor: the one owner of the master's payment state (`inflight-core`'s
 //! `Aggregator`) and of every write to it. Connections submit payments and acknowledge results;
 //! the uploader asks it to seal batches and to record results; it pushes the BIN list and
-//! results to connected terminals. A separate acker waits for durability and sends the acks:
-//! while it waits on one flush, the next group of writes accumulates (group commit).
+//! results to connected terminals.
+//!
+//! The actor never waits for a flush. It applies each write to sled (synchronous, cheap) and
+//! hands the write's ticket to the writer task ([`run_writer`]) with what must follow once it is
+//! durable: an ack to send, or a [`Completion`] (reply to the uploader, push results, ...) that
+//! the writer hands back as an input event, [`Event::Durable`]. While the writer waits on one
+//! flush, the next group of writes accumulates (group commit), acks and completions alike.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use inflight_core::aggregator::{Aggregator, Counts, Decision, Phase, VoidDecision};
+pub use inflight_core::uploader::NextBatch;
 use inflight_store::{MasterStore, StoreError, Ticket};
 use inflight_wire::{
     AuthResult, BatchHeader, BinList, ErrorCode, MasterMsg, Payment, PaymentId, SignedBinList, TerminalId, Verdict,
@@ -19,8 +25,15 @@ use tokio_util::sync::CancellationToken;
 /// Capacity of the actor's queue. Connection readers wait when it is full, which
 /// back-pressures terminals through QUIC flow control instead of growing memory.
 pub const EVENTS_MAX: usize = 16_384;
-/// Capacity of the queue of acks waiting for durability.
+/// Capacity of the queue of writes (acks and completions) waiting for durability.
 pub const ACK_QUEUE_MAX: usize = 65_536;
+/// Most [`Completion`]s in flight: handed to the writer and not yet handled back by the actor.
+/// The writer's report-back queue has this capacity, so the writer never waits to report a
+/// flush (which could deadlock it against an actor waiting for room in `ACK_QUEUE_MAX`): the
+/// actor admits a new completion only below this count and counts one down when it handles
+/// its `Event::Durable`. The uploader has one in flight at a time; the crew's `flight` ops the
+/// rest. Past it a new one is answered with an error at once.
+pub const COMPLETIONS_MAX: usize = 64;
 /// Capacity of each connection's outgoing queue: acks for at most a forward window
 /// (`inflight_core::outbox::WINDOW_MAX`) of payments, results, and the BIN list.
 pub const CONN_OUTGOING_MAX: usize = 4 * inflight_core::outbox::WINDOW_MAX;
@@ -66,6 +79,38 @@ pub enum Event {
     Status { reply: oneshot::Sender<Snapshot> },
     /// The crew sets the flight stamped on new payments.
     SetFlight { flight: String, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// From the writer: the write behind `completion` is durable (or the flush failed).
+    Durable { completion: Completion, result: Result<(), StoreError> },
+}
+
+/// What the actor does once a write is durable: what used to follow an awaited flush.
+#[derive(Debug)]
+pub enum Completion {
+    /// The batch is sealed: it becomes the open batch; the uploader may send it.
+    Seal { header: BatchHeader, ids: Vec<PaymentId>, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// A batch's results are stored: its payments are decided, their results pushed.
+    Results { batch: BatchHeader, results: Vec<AuthResult>, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// A refused batch is set aside.
+    Quarantine {
+        batch: BatchHeader,
+        ids: Vec<PaymentId>,
+        reason: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// The new flight is stored.
+    SetFlight { flight: String, reply: oneshot::Sender<Result<(), StoreError>> },
+}
+
+impl Completion {
+    fn fail(self, e: StoreError) {
+        let reply = match self {
+            Completion::Seal { reply, .. }
+            | Completion::Results { reply, .. }
+            | Completion::Quarantine { reply, .. }
+            | Completion::SetFlight { reply, .. } => reply,
+        };
+        let _ = reply.send(Err(e));
+    }
 }
 
 /// The state the status report shows.
@@ -81,21 +126,22 @@ pub struct Snapshot {
     pub aged: u64,
 }
 
-/// What the next batch is.
-#[derive(Debug)]
-pub enum NextBatch {
-    /// Nothing to send.
-    Nothing,
-    /// A sealed batch not yet answered: send it again, same id, same content.
-    Open(BatchHeader, Vec<PaymentId>),
-    /// Pending payments to seal into a new batch.
-    Pending(Vec<PaymentId>),
+/// A write the writer task waits on: once its ticket is durable, an ack is sent or a
+/// completion handed back to the actor.
+pub(crate) struct Write {
+    ticket: Ticket,
+    then: Then,
 }
 
-pub(crate) struct PendingAck {
-    ticket: Ticket,
-    msg: Outgoing,
-    reply: mpsc::Sender<Outgoing>,
+enum Then {
+    Ack { msg: Outgoing, reply: mpsc::Sender<Outgoing> },
+    Complete(Completion),
+}
+
+/// The writer task's ends: the writes to wait on, and the actor's report-back queue.
+pub(crate) struct Writer {
+    writes: mpsc::Receiver<Write>,
+    durable: mpsc::Sender<Event>,
 }
 
 struct Link {
@@ -115,7 +161,11 @@ pub(crate) struct Aircraft {
     flight: String,
     /// Waiting longer than this is flagged in the status.
     age_flag: std::time::Duration,
-    acks: mpsc::Sender<PendingAck>,
+    writes: mpsc::Sender<Write>,
+    /// The writer's reports (`Event::Durable`), taken by [`Aircraft::run`].
+    durable: Option<mpsc::Receiver<Event>>,
+    /// Completions handed to the writer and not yet handled (at most [`COMPLETIONS_MAX`]).
+    completions: usize,
 }
 
 /// Rebuilds the aircraft's state from the store.
@@ -125,10 +175,14 @@ pub(crate) fn restore(
     issuer_key: &[u8; 32],
     age_flag: std::time::Duration,
     limits: inflight_core::aggregator::Limits,
-) -> Result<(Aircraft, mpsc::Receiver<PendingAck>), StoreError> {
+) -> Result<(Aircraft, Writer), StoreError> {
     let mut agg = Aggregator::with_limits(limits);
     for (id, entry) in store.index()? {
         agg.restore(id, entry);
+    }
+    if let Some(header) = store.open_batch()? {
+        let ids = store.batch_ids(header.id)?;
+        agg.restore_open_batch(header, ids);
     }
     let signed = store.bin_list()?;
     if let Some(s) = &signed {
@@ -138,9 +192,21 @@ pub(crate) fn restore(
         }
     }
     let flight = store.setting("flight")?.unwrap_or(flight);
-    let (acks, rx) = mpsc::channel(ACK_QUEUE_MAX);
+    let (writes, writes_rx) = mpsc::channel(ACK_QUEUE_MAX);
+    let (durable_tx, durable_rx) = mpsc::channel(COMPLETIONS_MAX);
     let signed = agg.bin_list().and(signed);
-    Ok((Aircraft { agg, store, signed, links: HashMap::new(), flight, acks, age_flag }, rx))
+    let actor = Aircraft {
+        agg,
+        store,
+        signed,
+        links: HashMap::new(),
+        flight,
+        writes,
+        age_flag,
+        durable: Some(durable_rx),
+        completions: 0,
+    };
+    Ok((actor, Writer { writes: writes_rx, durable: durable_tx }))
 }
 
 impl Aircraft {
@@ -148,9 +214,13 @@ impl Aircraft {
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Event>, cancel: CancellationToken) {
         let mut resend = tokio::time::interval(RESULT_RESEND_INTERVAL);
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut durable = self.durable.take().unwrap_or_else(|| mpsc::channel(1).1);
         loop {
             let ev = tokio::select! {
+                biased;
                 _ = cancel.cancelled() => break,
+                // Reports first: each frees a completion slot and may answer a waiting uploader.
+                Some(ev) = durable.recv() => ev,
                 _ = resend.tick() => {
                     self.resend_results();
                     continue;
@@ -186,30 +256,23 @@ impl Aircraft {
             }
             Event::Void { terminal, id, reply } => self.void(terminal, id, reply).await,
             Event::Quarantine { batch, reason, reply } => {
-                let result = async {
-                    let ids = self.store.batch_ids(batch.id)?;
+                let written = self.store.batch_ids(batch.id).and_then(|ids| {
                     let t = self.store.quarantine_batch(batch.id, &reason)?;
-                    self.store.durable(t).await?;
-                    Ok::<_, StoreError>(ids)
-                }
-                .await;
-                let reply_result = match result {
-                    Ok(ids) => {
-                        tracing::error!(
-                            batch = %batch.id,
-                            payments = ids.len(),
-                            %reason,
-                            "BATCH QUARANTINED: the issuer refused it; its payments are kept for the crew and the \
-                             issuer's operations, later payments go in new batches"
-                        );
-                        for id in ids {
-                            self.agg.advance(id, Phase::Quarantined);
-                        }
-                        Ok(())
+                    Ok((t, ids))
+                });
+                match written {
+                    Ok((t, ids)) => self.complete(t, Completion::Quarantine { batch, ids, reason, reply }).await,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(reply_result);
+                }
+            }
+            Event::Durable { completion, result } => {
+                self.completions = self.completions.saturating_sub(1);
+                match result {
+                    Ok(()) => self.completed(completion),
+                    Err(e) => completion.fail(e),
+                }
             }
             Event::ResultAck { terminal, id } => {
                 if self.agg.entry(&id).is_some_and(|e| e.terminal == terminal && e.phase == Phase::Decided) {
@@ -258,62 +321,27 @@ impl Aircraft {
                 }
             }
             Event::NextBatch { reply } => {
-                let next = match self.store.open_batch() {
-                    Ok(Some(h)) => match self.store.batch_ids(h.id) {
-                        Ok(ids) => NextBatch::Open(h, ids),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot read the open batch");
-                            NextBatch::Nothing
-                        }
-                    },
-                    Ok(None) => {
-                        let ids = self.agg.next_batch(BATCH_PAYMENTS_MAX as usize);
-                        if ids.is_empty() {
-                            NextBatch::Nothing
-                        } else {
-                            NextBatch::Pending(ids)
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot read the open batch");
-                        NextBatch::Nothing
-                    }
-                };
-                let _ = reply.send(next);
+                let _ = reply.send(self.agg.choose_next_batch(BATCH_PAYMENTS_MAX as usize));
             }
             Event::Seal { header, ids, reply } => {
-                let result =
-                    match self.store.seal_batch(&header, &ids, || inflight_daemon::crash_point("master.mid_seal")) {
-                        Ok(t) => {
-                            for id in &ids {
-                                self.agg.advance(*id, Phase::InBatch);
-                            }
-                            self.store.durable(t).await
-                        }
-                        Err(e) => Err(e),
-                    };
-                let _ = reply.send(result);
-            }
-            Event::Results { batch, results, reply } => {
-                let stored = async {
-                    self.store.store_results(&results)?;
-                    let t = self.store.finish_batch(batch.id)?;
-                    self.store.durable(t).await
-                }
-                .await;
-                if stored.is_ok() {
-                    inflight_daemon::crash_point("master.after_results_stored_before_push");
-                    for r in &results {
-                        self.agg.advance(r.id, Phase::Decided);
-                        let Some(entry) = self.agg.entry(&r.id) else { continue };
-                        if let Some(l) = self.links.get(&entry.terminal) {
-                            let _ = l
-                                .tx
-                                .try_send(Outgoing::Msg(MasterMsg::Result { id: r.id, outcome: r.outcome.clone() }));
-                        }
+                match self.store.seal_batch(&header, &ids, || inflight_daemon::crash_point("master.mid_seal")) {
+                    // The batch becomes the open one once durable: until then a new session
+                    // asking for the next batch gets its payments as pending, and the uploader,
+                    // which still holds this header, has it recorded again.
+                    Ok(t) => self.complete(t, Completion::Seal { header, ids, reply }).await,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
                 }
-                let _ = reply.send(stored);
+            }
+            Event::Results { batch, results, reply } => {
+                let written = self.store.store_results(&results).and_then(|_| self.store.finish_batch(batch.id));
+                match written {
+                    Ok(t) => self.complete(t, Completion::Results { batch, results, reply }).await,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Event::Status { reply } => {
                 let _ = reply.send(Snapshot {
@@ -323,16 +351,71 @@ impl Aircraft {
                     aged: self.agg.aged(inflight_daemon::unix_ms_now(), self.age_flag.as_millis() as u64),
                 });
             }
-            Event::SetFlight { flight, reply } => {
-                let r = match self.store.set_setting("flight", &flight) {
-                    Ok(t) => self.store.durable(t).await,
-                    Err(e) => Err(e),
-                };
-                if r.is_ok() {
-                    tracing::info!(%flight, "flight changed by the crew");
-                    self.flight = flight;
+            Event::SetFlight { flight, reply } => match self.store.set_setting("flight", &flight) {
+                Ok(t) => self.complete(t, Completion::SetFlight { flight, reply }).await,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
                 }
-                let _ = reply.send(r);
+            },
+        }
+    }
+
+    /// Hands a write's ticket to the writer with what follows once it is durable. Never waits
+    /// for the flush; waits only for room in the writer's queue.
+    async fn complete(&mut self, ticket: Ticket, completion: Completion) {
+        if self.completions >= COMPLETIONS_MAX {
+            tracing::warn!(max = COMPLETIONS_MAX, "too many writes waiting for durability; refusing one");
+            completion.fail(StoreError::Io("too many writes waiting for durability; try again".into()));
+            return;
+        }
+        match self.writes.send(Write { ticket, then: Then::Complete(completion) }).await {
+            Ok(()) => self.completions += 1,
+            Err(mpsc::error::SendError(w)) => {
+                if let Then::Complete(c) = w.then {
+                    c.fail(StoreError::Closed);
+                }
+            }
+        }
+    }
+
+    /// What follows a durable write (what used to follow an awaited flush).
+    fn completed(&mut self, completion: Completion) {
+        match completion {
+            Completion::Seal { header, ids, reply } => {
+                self.agg.seal_batch(header, ids);
+                let _ = reply.send(Ok(()));
+            }
+            Completion::Results { batch, results, reply } => {
+                inflight_daemon::crash_point("master.after_results_stored_before_push");
+                self.agg.close_batch(batch.id);
+                for r in &results {
+                    self.agg.advance(r.id, Phase::Decided);
+                    let Some(entry) = self.agg.entry(&r.id) else { continue };
+                    if let Some(l) = self.links.get(&entry.terminal) {
+                        let _ =
+                            l.tx.try_send(Outgoing::Msg(MasterMsg::Result { id: r.id, outcome: r.outcome.clone() }));
+                    }
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Completion::Quarantine { batch, ids, reason, reply } => {
+                tracing::error!(
+                    batch = %batch.id,
+                    payments = ids.len(),
+                    %reason,
+                    "BATCH QUARANTINED: the issuer refused it; its payments are kept for the crew and the \
+                     issuer's operations, later payments go in new batches"
+                );
+                self.agg.close_batch(batch.id);
+                for id in ids {
+                    self.agg.advance(id, Phase::Quarantined);
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Completion::SetFlight { flight, reply } => {
+                tracing::info!(%flight, "flight changed by the crew");
+                self.flight = flight;
+                let _ = reply.send(Ok(()));
             }
         }
     }
@@ -401,7 +484,7 @@ impl Aircraft {
         match written {
             Ok((ticket, verdict)) => {
                 let msg = Outgoing::Msg(MasterMsg::Ack { id: payment.id, verdict });
-                let _ = self.acks.send(PendingAck { ticket, msg, reply }).await;
+                let _ = self.writes.send(Write { ticket, then: Then::Ack { msg, reply } }).await;
             }
             Err(e) => {
                 // No ack: the terminal keeps the payment and sends it again.
@@ -435,7 +518,7 @@ impl Aircraft {
         match written {
             Ok(ticket) => {
                 let msg = Outgoing::Msg(MasterMsg::VoidAck { id, carried });
-                let _ = self.acks.send(PendingAck { ticket, msg, reply }).await;
+                let _ = self.writes.send(Write { ticket, then: Then::Ack { msg, reply } }).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, payment = %id, "cannot record the void; the terminal will send it again");
@@ -445,31 +528,132 @@ impl Aircraft {
     }
 }
 
-/// Waits for durability and sends acks, a group at a time.
-pub(crate) async fn run_acker(store: Arc<MasterStore>, mut rx: mpsc::Receiver<PendingAck>) {
-    let mut group = Vec::new();
+/// The writer task: waits for durability a group at a time, then sends the group's acks and
+/// hands its completions back to the actor (`Event::Durable`). Ends when the actor is gone and
+/// every write handed to it is answered.
+pub(crate) async fn run_writer(store: Arc<MasterStore>, writer: Writer) {
+    let Writer { writes: mut rx, durable } = writer;
+    let mut group: Vec<Write> = Vec::new();
     while let Some(first) = rx.recv().await {
         group.push(first);
         while let Ok(more) = rx.try_recv() {
             group.push(more);
         }
         // Tickets grow monotonically, so the largest covers the whole group.
-        let ticket = group.iter().map(|a| a.ticket).max().unwrap_or(Ticket::NONE);
-        match store.durable(ticket).await {
-            Ok(()) => {
-                inflight_daemon::crash_point("master.after_flush_before_ack");
-                for a in group.drain(..) {
-                    // A full or closed connection loses the ack; the terminal re-sends.
-                    let _ = a.reply.try_send(a.msg);
+        let ticket = group.iter().map(|w| w.ticket).max().unwrap_or(Ticket::NONE);
+        let flushed = store.durable(ticket).await;
+        if flushed.is_ok() {
+            inflight_daemon::crash_point("master.after_flush_before_ack");
+        } else if let Err(e) = &flushed {
+            let acks = group.iter().filter(|w| matches!(w.then, Then::Ack { .. })).count();
+            tracing::error!(error = %e, unacked = acks, "flush failed; not acking");
+        }
+        for w in group.drain(..) {
+            match w.then {
+                Then::Ack { msg, reply } => {
+                    if flushed.is_ok() {
+                        // A full or closed connection loses the ack; the terminal re-sends.
+                        let _ = reply.try_send(msg);
+                    }
                 }
-                // Give the connection writers a moment to put the acks on the wire.
-                tokio::task::yield_now().await;
-                inflight_daemon::crash_point("master.after_ack_sent");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, unacked = group.len(), "flush failed; not acking");
-                group.clear();
+                // Never waits: the queue has room for every completion in flight (see
+                // `COMPLETIONS_MAX`). Fails only once the actor is gone (shutting down).
+                Then::Complete(completion) => {
+                    let _ = durable.send(Event::Durable { completion, result: flushed.clone() }).await;
+                }
             }
         }
+        if flushed.is_ok() {
+            // Give the connection writers a moment to put the acks on the wire.
+            tokio::task::yield_now().await;
+            inflight_daemon::crash_point("master.after_ack_sent");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use inflight_store::CardVault;
+    use inflight_wire::{BatchId, Expiry, Money, Pan};
+
+    use super::*;
+
+    fn payment(terminal: &TerminalId) -> Payment {
+        Payment {
+            id: PaymentId::mint(1_700_000_000_000, [1; 10]),
+            terminal: terminal.clone(),
+            pan: Pan::parse("4111111111111111").expect("valid card"),
+            expiry: Expiry::parse("12/29").expect("valid expiry"),
+            amount: Money::new(100, inflight_wire::Currency::parse("EUR").expect("known")).expect("valid"),
+            seat: "1A".into(),
+            captured_unix_ms: 1_700_000_000_000,
+            items: vec![],
+        }
+    }
+
+    async fn ask<R>(tx: &mpsc::Sender<Event>, ev: impl FnOnce(oneshot::Sender<R>) -> Event) -> R {
+        let (reply, rx) = oneshot::channel();
+        tx.send(ev(reply)).await.expect("actor running");
+        tokio::time::timeout(Duration::from_secs(5), rx).await.expect("answered in time").expect("answered")
+    }
+
+    /// The actor never waits for a flush: with the writer held back (no write becomes durable
+    /// as far as the actor knows), it still decides a terminal's payment and answers status
+    /// while a seal waits; it answers the seal, and makes the batch the open one, only once the
+    /// writer reports the seal durable.
+    #[tokio::test]
+    async fn the_actor_serves_terminals_while_a_seal_waits_for_durability() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(MasterStore::open(dir.path(), CardVault::from_key(&[7; 32]), 1 << 20).expect("store"));
+        let (actor, writer) = restore(
+            store.clone(),
+            "F1".into(),
+            &[0; 32],
+            Duration::from_secs(3600),
+            inflight_core::aggregator::Limits::default(),
+        )
+        .expect("restore");
+        let (tx, rx) = mpsc::channel(16);
+        let cancel = CancellationToken::new();
+        let actor_task = tokio::spawn(actor.run(rx, cancel.clone()));
+
+        let header = BatchHeader {
+            id: BatchId([3; 16]),
+            aircraft: "A1".into(),
+            flight: "F1".into(),
+            count: 0,
+            totals: vec![],
+            digest: [0; 32],
+        };
+        let (seal_reply, mut sealed) = oneshot::channel();
+        tx.send(Event::Seal { header: header.clone(), ids: vec![], reply: seal_reply }).await.expect("running");
+        let terminal = TerminalId::parse("t1").expect("valid id");
+        let (conn_tx, mut conn_rx) = mpsc::channel(4);
+        let submit = Event::Submit { payment: Box::new(payment(&terminal)), terminal, answered: true, reply: conn_tx };
+        tx.send(submit).await.expect("running");
+        let status = ask(&tx, |reply| Event::Status { reply }).await;
+        assert_ne!(status.counts, Counts::default(), "the payment was decided while the seal waits");
+        assert!(sealed.try_recv().is_err(), "no seal reply before the writer reports it durable");
+        assert!(conn_rx.try_recv().is_err(), "no ack before durability");
+        assert!(
+            !matches!(ask(&tx, |reply| Event::NextBatch { reply }).await, NextBatch::Open(..)),
+            "not the open batch before it is durable"
+        );
+
+        let writer_task = tokio::spawn(run_writer(store.clone(), writer));
+        let answer = tokio::time::timeout(Duration::from_secs(5), sealed).await.expect("in time").expect("answered");
+        assert!(answer.is_ok(), "{answer:?}");
+        assert!(matches!(
+            tokio::time::timeout(Duration::from_secs(5), conn_rx.recv()).await.expect("in time"),
+            Some(Outgoing::Msg(MasterMsg::Ack { .. }))
+        ));
+        assert_eq!(ask(&tx, |reply| Event::NextBatch { reply }).await, NextBatch::Open(header, vec![]));
+
+        cancel.cancel();
+        actor_task.await.expect("actor");
+        writer_task.await.expect("writer");
+        store.close();
     }
 }

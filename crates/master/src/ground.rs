@@ -1,27 +1,105 @@
 //! The ground link: a watcher that probes the issuer and decides up/down (with the crew's
 //! override), and an uploader that, while the link is up, fetches the BIN list and sends the
 //! consolidated batch, re-sending the same batch after any failure.
+//!
+//! Every decision of the upload (the batch header, the checks on the issuer's answers, when a
+//! batch is quarantined) is `inflight_core::uploader::Uploader`'s; which batch goes next is the
+//! aircraft actor's (`Aggregator::choose_next_batch`). This driver reads items from the store,
+//! moves frames, and talks to the actor.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use inflight_core::link::{LinkOverride, LinkWatcher};
+use inflight_core::uploader::{NextBatch, Sealer, UploadError, UploadState, Uploader};
 use inflight_net::framed::{framed, FrameReader, FrameWriter};
 use inflight_net::{endpoint, Endpoint, NetError};
-use inflight_store::{BatchDigest, MasterStore};
+use inflight_store::{MasterStore, StoreError};
 use inflight_wire::{
-    AircraftMsg, AuthResult, BatchHeader, BatchId, Currency, IssuerMsg, PaymentId, BATCH_CHUNK_MAX,
-    GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
+    AircraftMsg, BatchId, IssuerMsg, PaymentId, BATCH_CHUNK_MAX, GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::aircraft::{Event, NextBatch};
+use crate::aircraft::Event;
 use crate::config::MasterConfig;
 
 /// How often an idle upload session looks for new payments to send.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// Why a ground session (an upload session or a probe) ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// QUIC, TLS or framing.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The master's store failed (reading items, or recording the batch or its results).
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A payment in a batch has no card data left to send.
+    #[error("payment {0} in a batch has no card data")]
+    MissingItem(PaymentId),
+    /// The issuer's answers to a batch do not fit it (`inflight_core::uploader`'s checks).
+    #[error("issuer broke the batch protocol: {0}")]
+    Protocol(#[from] UploadError),
+    /// The issuer sent a frame that has no place here.
+    #[error("unexpected frame from the issuer {during}: {frame}")]
+    Unexpected {
+        /// What the master was doing.
+        during: &'static str,
+        /// The frame (never card data: issuer frames carry none).
+        frame: String,
+    },
+    /// The issuer refused the connection.
+    #[error("issuer refused: {0}")]
+    IssuerRefused(String),
+    /// No answer in time.
+    #[error("no answer from the issuer in time {0}")]
+    Timeout(&'static str),
+    /// The issuer refused the batch; it is quarantined.
+    #[error("batch {batch} refused by the issuer and quarantined: {reason}")]
+    Quarantined {
+        /// The batch.
+        batch: BatchId,
+        /// The issuer's reason.
+        reason: String,
+    },
+    /// The ground link went down.
+    #[error("ground link went down")]
+    LinkDown,
+    /// The master is stopping.
+    #[error("master shutting down")]
+    ShuttingDown,
+}
+
+impl SessionError {
+    fn unexpected(during: &'static str, frame: Option<IssuerMsg>) -> Self {
+        let frame = match frame {
+            Some(f) => format!("{f:?}"),
+            None => "end of stream".into(),
+        };
+        SessionError::Unexpected { during, frame }
+    }
+
+    /// Logs why an upload session ended, at the level it deserves.
+    fn log(&self) {
+        const AGAIN: &str = "upload session ended; the same batch will be sent again";
+        match self {
+            SessionError::ShuttingDown => tracing::debug!(error = %self, "upload session ended"),
+            SessionError::LinkDown | SessionError::Net(_) | SessionError::Timeout(_) => {
+                tracing::warn!(error = %self, "{AGAIN}")
+            }
+            SessionError::Quarantined { .. } => {
+                tracing::warn!(error = %self, "upload session ended; later payments go in new batches")
+            }
+            SessionError::Store(_)
+            | SessionError::MissingItem(_)
+            | SessionError::Protocol(_)
+            | SessionError::Unexpected { .. }
+            | SessionError::IssuerRefused(_) => tracing::error!(error = %self, "{AGAIN}"),
+        }
+    }
+}
 
 /// The link state shared by the watcher, the uploader and the admin API.
 #[derive(Debug, Clone)]
@@ -107,26 +185,26 @@ pub async fn probe_loop(cfg: Arc<MasterConfig>, ep: GroundEndpoint, link: LinkSt
 }
 
 /// A real handshake and a ping, within the connect timeout.
-async fn probe(cfg: &MasterConfig, ep: &GroundEndpoint, nonce: u64) -> Result<(), NetError> {
+async fn probe(cfg: &MasterConfig, ep: &GroundEndpoint, nonce: u64) -> Result<(), SessionError> {
     let g = &cfg.ground;
     let (conn, mut w, mut r) = open(cfg, ep).await?;
     let pong = tokio::time::timeout(g.timers.connect, async {
         w.send(&AircraftMsg::Ping { nonce }).await?;
         match r.recv::<IssuerMsg>().await? {
             Some(IssuerMsg::Pong { nonce: n }) if n == nonce => Ok(()),
-            other => Err(NetError::Connection(format!("unexpected answer to Ping: {other:?}"))),
+            other => Err(SessionError::unexpected("answering a ping", other)),
         }
     })
     .await;
     conn.close(0u32.into(), b"probe done");
-    pong.map_err(|_| NetError::Connection("no Pong in time".into()))?
+    pong.map_err(|_| SessionError::Timeout("to a ping"))?
 }
 
 /// Connects to the issuer and exchanges `Hello`s.
 async fn open(
     cfg: &MasterConfig,
     ep: &GroundEndpoint,
-) -> Result<(inflight_net::Connection, FrameWriter, FrameReader), NetError> {
+) -> Result<(inflight_net::Connection, FrameWriter, FrameReader), SessionError> {
     let g = &cfg.ground;
     let conn = endpoint::connect_with(
         &ep.ep,
@@ -142,19 +220,21 @@ async fn open(
         w.send(&AircraftMsg::Hello { version: GROUND_PROTOCOL_VERSION, aircraft: cfg.aircraft_id.clone() }).await?;
         match r.recv::<IssuerMsg>().await? {
             Some(IssuerMsg::Hello { version, .. }) if version == GROUND_PROTOCOL_VERSION => Ok((w, r)),
-            Some(IssuerMsg::Error { message }) => Err(NetError::Connection(format!("issuer refused: {message}"))),
-            other => Err(NetError::Connection(format!("unexpected first frame from issuer: {other:?}"))),
+            Some(IssuerMsg::Error { message }) => Err(SessionError::IssuerRefused(message)),
+            other => Err(SessionError::unexpected("as its first frame", other)),
         }
     })
     .await;
     match hello {
         Ok(Ok((w, r))) => Ok((conn, w, r)),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(NetError::Connection("no Hello from issuer in time".into())),
+        Err(_) => Err(SessionError::Timeout("to Hello")),
     }
 }
 
-/// While the link is up, keeps an upload session going; retries after failures.
+/// While the link is up, keeps an upload session going; retries after failures. The
+/// [`Uploader`] lives across sessions: a batch it holds is sent again, unchanged, whatever ended
+/// the session.
 pub async fn upload_loop(
     cfg: Arc<MasterConfig>,
     ep: GroundEndpoint,
@@ -164,18 +244,20 @@ pub async fn upload_loop(
     cancel: CancellationToken,
 ) {
     let mut up = link.subscribe();
+    let mut uploader = Uploader::new(cfg.aircraft_id.clone());
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = up.wait_for(|u| *u) => if r.is_err() { return },
         }
         let result = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = session(&cfg, &ep, &store, &events) => r,
-            _ = up.wait_for(|u| !*u) => Err(NetError::Connection("ground link went down".into())),
+            _ = cancel.cancelled() => Err(SessionError::ShuttingDown),
+            r = session(&cfg, &ep, &store, &events, &mut uploader) => r,
+            _ = up.wait_for(|u| !*u) => Err(SessionError::LinkDown),
         };
         if let Err(e) = result {
-            tracing::warn!(error = %e, "upload session ended; the same batch will be sent again");
+            uploader.on_failure();
+            e.log();
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -184,12 +266,20 @@ pub async fn upload_loop(
     }
 }
 
+/// Sends `ev` (built around a reply channel) to the actor and waits for its answer.
+async fn ask<R>(events: &mpsc::Sender<Event>, ev: impl FnOnce(oneshot::Sender<R>) -> Event) -> Result<R, SessionError> {
+    let (tx, rx) = oneshot::channel();
+    events.send(ev(tx)).await.map_err(|_| SessionError::ShuttingDown)?;
+    rx.await.map_err(|_| SessionError::ShuttingDown)
+}
+
 async fn session(
     cfg: &MasterConfig,
     ep: &GroundEndpoint,
     store: &MasterStore,
     events: &mpsc::Sender<Event>,
-) -> Result<(), NetError> {
+    uploader: &mut Uploader,
+) -> Result<(), SessionError> {
     let (conn, mut w, mut r) = open(cfg, ep).await?;
     let result = async {
         let mut last_fetch = None::<tokio::time::Instant>;
@@ -198,20 +288,22 @@ async fn session(
                 fetch_bin_list(cfg, &mut w, &mut r, events).await?;
                 last_fetch = Some(tokio::time::Instant::now());
             }
-            let (tx, rx) = oneshot::channel();
-            events.send(Event::NextBatch { reply: tx }).await.map_err(|_| shutting_down())?;
-            match rx.await.map_err(|_| shutting_down())? {
-                NextBatch::Nothing => tokio::time::sleep(IDLE_POLL).await,
+            match ask(events, |reply| Event::NextBatch { reply }).await? {
+                NextBatch::Nothing => {
+                    tokio::time::sleep(IDLE_POLL).await;
+                    continue;
+                }
                 NextBatch::Open(header, ids) => {
                     tracing::info!(batch = %header.id, count = header.count, "re-sending the open batch");
-                    send_batch(store, &header, &ids, &mut w, &mut r, events).await?;
+                    uploader.resume(header, ids);
                 }
-                NextBatch::Pending(ids) => {
-                    let header = seal(cfg, store, &ids, events).await?;
-                    inflight_daemon::crash_point("master.after_seal");
-                    send_batch(store, &header, &ids, &mut w, &mut r, events).await?;
-                }
+                NextBatch::Pending(ids) => seal(cfg, store, &ids, events, uploader).await?,
             }
+            if uploader.state() == UploadState::Sealing {
+                // The uploader kept a batch it holds, never recorded: record it first.
+                record(events, uploader).await?;
+            }
+            send_batch(store, &mut w, &mut r, events, uploader).await?;
         }
     }
     .await;
@@ -219,26 +311,20 @@ async fn session(
     result
 }
 
-fn shutting_down() -> NetError {
-    NetError::Connection("master shutting down".into())
-}
-
 async fn fetch_bin_list(
     cfg: &MasterConfig,
     w: &mut FrameWriter,
     r: &mut FrameReader,
     events: &mpsc::Sender<Event>,
-) -> Result<(), NetError> {
-    let (tx, rx) = oneshot::channel();
-    events.send(Event::Status { reply: tx }).await.map_err(|_| shutting_down())?;
-    let have_version = rx.await.map_err(|_| shutting_down())?.bin_list_version;
+) -> Result<(), SessionError> {
+    let have_version = ask(events, |reply| Event::Status { reply }).await?.bin_list_version;
     w.send(&AircraftMsg::FetchBinList { have_version }).await?;
     match r.recv::<IssuerMsg>().await? {
         Some(IssuerMsg::BinList(None)) => Ok(()),
         Some(IssuerMsg::BinList(Some(signed))) => {
             match inflight_store::verify_bin_list(&cfg.ground.issuer_public_key, &signed) {
                 Ok(list) => {
-                    events.send(Event::BinList { signed, list }).await.map_err(|_| shutting_down())?;
+                    events.send(Event::BinList { signed, list }).await.map_err(|_| SessionError::ShuttingDown)?;
                     Ok(())
                 }
                 Err(e) => {
@@ -247,43 +333,34 @@ async fn fetch_bin_list(
                 }
             }
         }
-        other => Err(NetError::Connection(format!("unexpected answer to FetchBinList: {other:?}"))),
+        other => Err(SessionError::unexpected("answering FetchBinList", other)),
     }
 }
 
-/// Builds the header of a new batch from the pending payments and has it recorded durably.
+/// Has the uploader build the header of a new batch from the pending payments `ids` (streamed
+/// from the store), then has it recorded durably.
 async fn seal(
     cfg: &MasterConfig,
     store: &MasterStore,
     ids: &[PaymentId],
     events: &mpsc::Sender<Event>,
-) -> Result<BatchHeader, NetError> {
+    uploader: &mut Uploader,
+) -> Result<(), SessionError> {
     let started = tokio::time::Instant::now();
-    let mut digest = BatchDigest::default();
-    let mut totals: BTreeMap<Currency, u64> = BTreeMap::new();
-    for id in ids {
-        let item = store.batch_item(*id).map_err(store_err)?.ok_or_else(|| missing(*id))?;
-        *totals.entry(item.amount.currency()).or_default() += item.amount.amount_minor();
-        digest.update(&item);
+    let mut sealer = Sealer::new();
+    if !uploader.is_unfinished() {
+        for id in ids {
+            sealer.add(&store.batch_item(*id)?.ok_or(SessionError::MissingItem(*id))?);
+        }
     }
     let mut random = [0u8; 10];
-    store.random(&mut random).map_err(store_err)?;
+    store.random(&mut random)?;
     let id = BatchId(PaymentId::mint(inflight_daemon::unix_ms_now(), random).to_bytes());
-    let header = BatchHeader {
-        id,
-        aircraft: cfg.aircraft_id.clone(),
-        flight: store.setting("flight").map_err(store_err)?.unwrap_or_else(|| cfg.flight_id.clone()),
-        count: ids.len() as u32,
-        totals: totals.into_iter().collect(),
-        digest: digest.finish(),
-    };
+    let flight = store.setting("flight")?.unwrap_or_else(|| cfg.flight_id.clone());
+    uploader.seal_with(id, flight, sealer);
     let digested = started.elapsed();
-    let (tx, rx) = oneshot::channel();
-    events
-        .send(Event::Seal { header: header.clone(), ids: ids.to_vec(), reply: tx })
-        .await
-        .map_err(|_| shutting_down())?;
-    rx.await.map_err(|_| shutting_down())?.map_err(store_err)?;
+    record(events, uploader).await?;
+    let header = uploader.header().expect("sealed");
     tracing::info!(
         batch = %header.id,
         count = header.count,
@@ -292,32 +369,35 @@ async fn seal(
         seal_ms = (started.elapsed() - digested).as_millis() as u64,
         "batch sealed"
     );
-    Ok(header)
+    inflight_daemon::crash_point("master.after_seal");
+    Ok(())
 }
 
-fn store_err(e: inflight_store::StoreError) -> NetError {
-    NetError::Connection(format!("store: {e}"))
+/// Has the actor record the uploader's batch durably (header and ids).
+async fn record(events: &mpsc::Sender<Event>, uploader: &mut Uploader) -> Result<(), SessionError> {
+    let header = uploader.header().cloned().expect("a batch being sealed");
+    let ids = uploader.ids().to_vec();
+    ask(events, |reply| Event::Seal { header, ids, reply }).await??;
+    uploader.on_sealed();
+    Ok(())
 }
 
-fn missing(id: PaymentId) -> NetError {
-    NetError::Connection(format!("payment {id} in a batch has no card data"))
-}
-
-/// Streams a batch, then collects its results and has them stored.
+/// Streams the uploader's batch, then collects its results and has them stored.
 async fn send_batch(
     store: &MasterStore,
-    header: &BatchHeader,
-    ids: &[PaymentId],
     w: &mut FrameWriter,
     r: &mut FrameReader,
     events: &mpsc::Sender<Event>,
-) -> Result<(), NetError> {
+    uploader: &mut Uploader,
+) -> Result<(), SessionError> {
     let started = tokio::time::Instant::now();
+    let header = uploader.header().cloned().expect("a batch to send");
+    debug_assert_eq!(uploader.state(), UploadState::Sending);
     w.feed(&AircraftMsg::BatchBegin(header.clone())).await?;
-    for (k, chunk) in ids.chunks(BATCH_CHUNK_MAX).enumerate() {
+    for (k, chunk) in uploader.ids().chunks(BATCH_CHUNK_MAX).enumerate() {
         let mut items = Vec::with_capacity(chunk.len());
         for id in chunk {
-            items.push(store.batch_item(*id).map_err(store_err)?.ok_or_else(|| missing(*id))?);
+            items.push(store.batch_item(*id)?.ok_or(SessionError::MissingItem(*id))?);
         }
         w.feed(&AircraftMsg::BatchItems { batch: header.id, first_seq: (k * BATCH_CHUNK_MAX) as u32, items }).await?;
         if k == 0 {
@@ -326,44 +406,25 @@ async fn send_batch(
         }
     }
     w.send(&AircraftMsg::BatchEnd { batch: header.id }).await?;
-    let mut results: Vec<AuthResult> = Vec::with_capacity(ids.len());
-    loop {
+    uploader.on_sent();
+    let results = loop {
         match r.recv::<IssuerMsg>().await? {
-            Some(IssuerMsg::BatchResults { batch, first_seq, results: chunk })
-                if batch == header.id && first_seq as usize == results.len() =>
-            {
-                for res in chunk {
-                    if ids.get(results.len()) != Some(&res.id) {
-                        return Err(NetError::Connection(format!("result for {} out of batch order", res.id)));
-                    }
-                    results.push(res);
-                }
+            Some(IssuerMsg::BatchResults { batch, first_seq, results }) => {
+                uploader.on_results(batch, first_seq, results)?
             }
-            Some(IssuerMsg::BatchDone { batch, count })
-                if batch == header.id && count as usize == ids.len() && results.len() == ids.len() =>
-            {
-                break
-            }
-            Some(IssuerMsg::BatchRefused { batch, reason }) if batch == header.id => {
+            Some(IssuerMsg::BatchDone { batch, count }) => break uploader.on_done(batch, count)?,
+            Some(IssuerMsg::BatchRefused { batch, reason }) => {
                 // Offering it again would be refused again and block every later batch: set it
                 // aside, visible to the crew, and carry on with the rest.
-                let (tx, rx) = oneshot::channel();
-                events
-                    .send(Event::Quarantine { batch: header.clone(), reason: reason.clone(), reply: tx })
-                    .await
-                    .map_err(|_| shutting_down())?;
-                rx.await.map_err(|_| shutting_down())?.map_err(store_err)?;
-                return Err(NetError::Connection(format!("batch {batch} refused and quarantined: {reason}")));
+                let refused = uploader.on_refused(batch, reason.clone())?;
+                ask(events, |reply| Event::Quarantine { batch: refused, reason: reason.clone(), reply }).await??;
+                return Err(SessionError::Quarantined { batch, reason });
             }
-            other => {
-                return Err(NetError::Connection(format!("unexpected answer during batch {}: {other:?}", header.id)))
-            }
+            other => return Err(SessionError::unexpected("during a batch", other)),
         }
-    }
+    };
     inflight_daemon::crash_point("master.after_batch_sent_before_results_stored");
-    let (tx, rx) = oneshot::channel();
-    events.send(Event::Results { batch: header.clone(), results, reply: tx }).await.map_err(|_| shutting_down())?;
-    rx.await.map_err(|_| shutting_down())?.map_err(store_err)?;
+    ask(events, |reply| Event::Results { batch: header.clone(), results, reply }).await??;
     tracing::info!(batch = %header.id, count = header.count, elapsed_ms = started.elapsed().as_millis() as u64, "batch decided; results stored");
     Ok(())
 }

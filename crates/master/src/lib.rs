@@ -63,7 +63,7 @@ pub fn open_store(cfg: &MasterConfig) -> Result<MasterStore, StoreError> {
 pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), MasterError> {
     let cfg = Arc::new(cfg);
     let store = Arc::new(open_store(&cfg)?);
-    let (actor, acks) = aircraft::restore(
+    let (actor, writer) = aircraft::restore(
         store.clone(),
         cfg.flight_id.clone(),
         &cfg.ground.issuer_public_key,
@@ -114,7 +114,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let (events_tx, events_rx) = mpsc::channel(EVENTS_MAX);
     let actor_cancel = CancellationToken::new();
     let actor_task = tokio::spawn(actor.run(events_rx, actor_cancel.clone()));
-    let acker_task = tokio::spawn(aircraft::run_acker(store.clone(), acks));
+    let writer_task = tokio::spawn(aircraft::run_writer(store.clone(), writer));
     tasks.spawn(ground::probe_loop(cfg.clone(), ground_ep.clone(), link.clone(), cancel.clone()));
     tasks.spawn(ground::upload_loop(
         cfg.clone(),
@@ -200,7 +200,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     // Acks already decided are flushed before the actor stops; then the store closes.
     actor_cancel.cancel();
     let _ = actor_task.await;
-    let _ = acker_task.await;
+    let _ = writer_task.await;
     ep.close(0u32.into(), b"master shutting down");
     ground_ep.ep.close(0u32.into(), b"master shutting down");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ep.wait_idle()).await;
