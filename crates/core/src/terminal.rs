@@ -503,14 +503,7 @@ impl Terminal {
             (After::Voided { id }, Err(_)) => {
                 self.orphans.insert(id, now_ms.saturating_add(self.settings.claim_grace_ms));
             }
-            (After::ResultStored { id }, Ok(())) => {
-                // The master had the payment, marked answered; if its ack was lost, the outbox
-                // can let it go now.
-                if self.outbox.on_verdict(id, Verdict::Stored) == Settled::Forwarded {
-                    self.release(id);
-                }
-                self.actions.push(Action::ResultAck { id });
-            }
+            (After::ResultStored { id }, Ok(())) => self.actions.push(Action::ResultAck { id }),
             // Not acked: the master pushes it again.
             (After::ResultStored { .. }, Err(_)) => {}
         }
@@ -594,8 +587,14 @@ impl Terminal {
         }
     }
 
-    /// The issuer's decision on one of this terminal's payments: stored, then acked.
+    /// The issuer's decision on one of this terminal's payments: stored, then acked. The master
+    /// evidently holds the payment, so it is settled now (its ack may have been lost): a
+    /// re-send would find its card data erased by the result's write. If that write is lost in
+    /// a crash, the payment is restored unsettled and sent again, and the master repeats itself.
     pub fn on_result(&mut self, id: PaymentId, outcome: AuthOutcome) {
+        if self.outbox.on_verdict(id, Verdict::Stored) == Settled::Forwarded {
+            self.release(id);
+        }
         self.actions.push(Action::Write { write: Write::Result { id, outcome }, then: After::ResultStored { id } });
     }
 
@@ -918,5 +917,23 @@ mod tests {
                 Action::Reply { to: 3, answer: Answer::rejected(None, "no_valid_bin_list"), replayed: false },
             ]
         );
+    }
+
+    /// Found by the simulator (seed 153): a result pushed by the master reached a terminal that
+    /// had just restarted and still had the payment queued; the result's write erased the card
+    /// data, and the queued submit found none ("payment in the outbox has no card data", an
+    /// error, then a needless re-send cycle). A result settles the payment at once: the master
+    /// evidently holds it.
+    #[test]
+    fn a_result_settles_its_payment_before_it_is_sent_again() {
+        let mut t = terminal(0);
+        let id = PaymentId::mint(T0, [3; 10]);
+        let eur = Currency::parse("EUR").expect("eur");
+        t.restore(id, inflight_wire::Money::new(500, eur).expect("m"), SlaveState::Captured { answered: true }, 0);
+        t.on_connected();
+        t.on_result(id, AuthOutcome::Declined(inflight_wire::DeclineReason::InsufficientFunds));
+        assert_eq!(t.poll_transmit(0), None, "nothing to send: the master has it");
+        assert_eq!(t.unsettled(), 0);
+        assert_eq!(t.holdings().payments, 0, "released");
     }
 }

@@ -42,11 +42,6 @@ impl<S: Apply<Op> + Clone, Op, C> Disk<S, Op, C> {
         self.pending.push((op, then));
     }
 
-    /// Whether a flush has work.
-    pub fn dirty(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
     /// Makes every pending write durable, in order; returns what waited on them. `durable_hook`
     /// sees each write as it becomes durable (the checker's view).
     pub fn flush(&mut self, mut durable_hook: impl FnMut(&Op)) -> Vec<C> {

@@ -35,8 +35,8 @@ use inflight_core::terminal::{self as term, Action, After, Answer, Listeners, Re
 use inflight_core::uploader::{NextBatch, Uploader};
 use inflight_wire::{
     AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, BinPrefix, BinRule, CardKind,
-    Currency, Expiry, IssuerMsg, MasterMsg, Money, Pan, Payment, PaymentId, RefusalReason, TerminalId, TerminalMsg,
-    Verdict, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
+    Currency, Expiry, IssuerMsg, MasterMsg, Pan, Payment, PaymentId, RefusalReason, TerminalId, TerminalMsg, Verdict,
+    BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
 };
 
 use self::disk::{Apply, Disk};
@@ -305,8 +305,8 @@ impl Apply<MOp> for MasterDisk {
     fn apply(&mut self, op: &MOp) {
         match op {
             MOp::Put { payment, entry } => {
-                if !self.entries.contains_key(&payment.id) {
-                    self.entries.insert(payment.id, (**entry).clone());
+                if let std::collections::btree_map::Entry::Vacant(v) = self.entries.entry(payment.id) {
+                    v.insert((**entry).clone());
                     self.payments.insert(payment.id, (**payment).clone());
                 }
             }
@@ -550,6 +550,11 @@ struct World {
     ground: Link,
     ground_up: bool,
     healed: bool,
+    /// Chance, at each write and each frame sent during the chaos phase, of a crash or a broken
+    /// connection right there (FoundationDB's BUGGIFY): the windows between a write and its
+    /// flush, or a frame and its ack, are milliseconds wide and random faults alone rarely hit
+    /// them.
+    buggify: f64,
     programme: BinList,
     settings: term::Settings,
     limits: Limits,
@@ -613,7 +618,11 @@ impl World {
             ack_timeout_ms: 1_000 + rng.below(2_000),
             verdict_wait_ms: [0, 100, 1_000][rng.below(3) as usize],
             claim_grace_ms: 2_000 + rng.below(8_000),
-            caps: TerminalCaps { stored_payments_max: 40, stored_amount_minor_max: 200_000, txn_amount_minor_max: 50_000 },
+            caps: TerminalCaps {
+                stored_payments_max: 40,
+                stored_amount_minor_max: 200_000,
+                txn_amount_minor_max: 50_000,
+            },
         };
         // Small shares now and then, so that full terminals and a full aircraft happen.
         let limits = if rng.chance(0.2) { Limits::new(6, 12, n) } else { Limits::new(1_000, 10_000, n) };
@@ -623,7 +632,13 @@ impl World {
             if let Some((available, open)) = c.account {
                 issuer_disk.accounts.insert(
                     k,
-                    Account { kind: CardKind::Credit, expiry: expiry(), available_minor: available, currency: eur(), open },
+                    Account {
+                        kind: CardKind::Credit,
+                        expiry: expiry(),
+                        available_minor: available,
+                        currency: eur(),
+                        open,
+                    },
                 );
                 issuer_disk.opening.insert(k, available);
             }
@@ -665,6 +680,7 @@ impl World {
             ground: Link::new((10, 200), 0.0),
             ground_up: false,
             healed: false,
+            buggify: 0.0,
             programme,
             settings,
             limits,
@@ -693,8 +709,10 @@ impl World {
     fn schedule_world(&mut self) {
         let n = self.terms.len();
         let profile = self.rng.below(3); // 0: calm, 1: flaky, 2: brutal
+        self.buggify = [0.0, 0.005, 0.02][profile as usize];
         for t in 0..n {
-            self.at(1 + self.rng.below(50), Ev::CabinConnect(t));
+            let when = 1 + self.rng.below(50);
+            self.at(when, Ev::CabinConnect(t));
             self.cabin[t].connecting = true;
             let sales = 3 + self.rng.below(8) as usize;
             for _ in 0..sales {
@@ -752,7 +770,8 @@ impl World {
             self.at(t, Ev::GroundUp);
             t += 100 + self.rng.below(if profile == 0 { 20_000 } else { 4_000 });
             self.at(t, Ev::GroundDown);
-            t += 100 + self.rng.below(if self.rng.chance(0.2) { 25_000 } else { 5_000 });
+            let long = self.rng.chance(0.2);
+            t += 100 + self.rng.below(if long { 25_000 } else { 5_000 });
         }
         self.at(CHAOS_END_MS, Ev::Heal);
         self.at(RESULT_RESEND_MS, Ev::MasterResend);
@@ -1035,7 +1054,7 @@ impl World {
                     }
                 }
                 Action::Reply { to, answer, replayed } => self.sale_hears(t, to, answer, replayed),
-                Action::ResultAck { id } => self.to_master(t, TerminalMsg::ResultAck { id }),
+                Action::ResultAck { id } => self.send_to_master(t, TerminalMsg::ResultAck { id }),
                 Action::Note(n) => trace!(self, "terminal {t}: {n:?}"),
             }
         }
@@ -1052,7 +1071,7 @@ impl World {
                     }
                 }
             };
-            self.to_master(t, msg);
+            self.send_to_master(t, msg);
         }
         if let Some(at) = self.terms[t].machine.poll_timeout() {
             if self.terms[t].timer.is_none_or(|cur| at < cur) {
@@ -1062,7 +1081,11 @@ impl World {
         }
     }
 
-    fn to_master(&mut self, t: usize, msg: TerminalMsg) {
+    fn send_to_master(&mut self, t: usize, msg: TerminalMsg) {
+        if !self.healed && self.rng.chance(self.buggify) {
+            let d = self.rng.below(30);
+            self.after(d, Ev::CabinBreak(t));
+        }
         let epoch = self.cabin[t].epoch;
         if let Some(when) = self.cabin[t].send(&mut self.rng, self.now, Dir::Up) {
             self.at(when, Ev::ToMaster { t, epoch, msg: Box::new(msg) });
@@ -1124,7 +1147,7 @@ impl World {
 
     // --- the master ------------------------------------------------------------------------
 
-    fn to_terminal(&mut self, t: usize, epoch: u64, msg: MasterMsg) {
+    fn send_to_terminal(&mut self, t: usize, epoch: u64, msg: MasterMsg) {
         if self.cabin[t].epoch != epoch {
             return;
         }
@@ -1137,7 +1160,7 @@ impl World {
         let tid = self.terms[t].id.clone();
         for id in self.master.agg.undelivered(&tid).into_iter().take(1024) {
             if let Some(outcome) = self.master.disk.current().outcomes.get(&id).cloned() {
-                self.to_terminal(t, epoch, MasterMsg::Result { id, outcome });
+                self.send_to_terminal(t, epoch, MasterMsg::Result { id, outcome });
             }
         }
     }
@@ -1210,7 +1233,7 @@ impl World {
         match c {
             MCont::Ack { t, epoch, msg } => {
                 if self.master.conns.get(&t) == Some(&epoch) {
-                    self.to_terminal(t, epoch, msg);
+                    self.send_to_terminal(t, epoch, msg);
                 }
             }
             MCont::Sealed { session } => {
@@ -1282,14 +1305,14 @@ impl World {
         }
     }
 
-    fn to_issuer(&mut self, msg: AircraftMsg) {
+    fn send_to_issuer(&mut self, msg: AircraftMsg) {
         let epoch = self.ground.epoch;
         if let Some(when) = self.ground.send(&mut self.rng, self.now, Dir::Up) {
             self.at(when, Ev::ToIssuer { epoch, msg: Box::new(msg) });
         }
     }
 
-    fn to_aircraft(&mut self, epoch: u64, msg: IssuerMsg) {
+    fn send_to_aircraft(&mut self, epoch: u64, msg: IssuerMsg) {
         if self.ground.epoch != epoch {
             return;
         }
@@ -1314,8 +1337,10 @@ impl World {
                 self.send_batch(session);
             }
             NextBatch::Open(header, mut ids) => {
-                // The defect: the open batch sealed again, with what is pending now, same id.
-                ids.extend(self.master.agg.choose_next_batch_pending(BATCH_PAYMENTS_MAX as usize));
+                // The defect: a driver that keeps no uploader across sessions seals the open
+                // batch again, with what is pending now, under the same id.
+                self.master.uploader = Uploader::new(AIRCRAFT.into());
+                ids.extend(self.master.agg.next_batch(BATCH_PAYMENTS_MAX as usize));
                 self.seal(session, Some(header.id), ids);
             }
             NextBatch::Pending(ids) => self.seal(session, None, ids),
@@ -1356,7 +1381,7 @@ impl World {
     fn send_batch(&mut self, session: u64) {
         let Some(header) = self.master.uploader.header().cloned() else { return };
         let ids = self.master.uploader.ids().to_vec();
-        self.to_issuer(AircraftMsg::BatchBegin(header.clone()));
+        self.send_to_issuer(AircraftMsg::BatchBegin(header.clone()));
         for (k, chunk) in ids.chunks(BATCH_CHUNK_MAX).enumerate() {
             let mut items = Vec::with_capacity(chunk.len());
             for id in chunk {
@@ -1374,13 +1399,13 @@ impl World {
                     }
                 }
             }
-            self.to_issuer(AircraftMsg::BatchItems {
+            self.send_to_issuer(AircraftMsg::BatchItems {
                 batch: header.id,
                 first_seq: (k * BATCH_CHUNK_MAX) as u32,
                 items,
             });
         }
-        self.to_issuer(AircraftMsg::BatchEnd { batch: header.id });
+        self.send_to_issuer(AircraftMsg::BatchEnd { batch: header.id });
         self.master.uploader.on_sent();
         trace!(self, "master: batch {} sent on session {session}", header.id);
     }
@@ -1394,10 +1419,9 @@ impl World {
             }
             IssuerMsg::BatchDone { batch, count } => match self.master.uploader.on_done(batch, count) {
                 Ok(results) => {
-                    self.master.disk.write(
-                        MOp::Results(results.clone()),
-                        Some(MCont::ResultsStored { session, batch, results }),
-                    );
+                    self.master
+                        .disk
+                        .write(MOp::Results(results.clone()), Some(MCont::ResultsStored { session, batch, results }));
                     self.schedule_flush(Node::Master);
                 }
                 Err(e) => self.session_failed(&e.to_string()),
@@ -1475,6 +1499,7 @@ impl World {
                         let (decided, account) = match decision {
                             ItemDecision::Keep => (None, None),
                             ItemDecision::Decide { outcome, account_after } => {
+                                trace!(self, "issuer: {} {outcome:?}", item.id);
                                 self.check_charge(item.id, &outcome);
                                 (
                                     Some(Decided { content, outcome, card, amount: item.amount.amount_minor() }),
@@ -1485,7 +1510,9 @@ impl World {
                                 return self.issuer_refuse(epoch, batch, "already decided with other content".into())
                             }
                         };
-                        self.issuer.disk.write(IOp::Decide { batch, seq: seq as u32, id: item.id, decided, account }, None);
+                        self.issuer
+                            .disk
+                            .write(IOp::Decide { batch, seq: seq as u32, id: item.id, decided, account }, None);
                     }
                     self.issuer.disk.write(IOp::Finish(batch), None);
                 }
@@ -1499,7 +1526,7 @@ impl World {
 
     fn issuer_refuse(&mut self, epoch: u64, batch: BatchId, reason: String) {
         trace!(self, "issuer: batch {batch} refused: {reason}");
-        self.to_aircraft(epoch, IssuerMsg::BatchRefused { batch, reason });
+        self.send_to_aircraft(epoch, IssuerMsg::BatchRefused { batch, reason });
     }
 
     fn issuer_durable(&mut self, c: ICont) {
@@ -1512,12 +1539,12 @@ impl World {
             .collect();
         let count = results.len() as u32;
         for (k, chunk) in results.chunks(BATCH_CHUNK_MAX).enumerate() {
-            self.to_aircraft(
+            self.send_to_aircraft(
                 epoch,
                 IssuerMsg::BatchResults { batch, first_seq: (k * BATCH_CHUNK_MAX) as u32, results: chunk.to_vec() },
             );
         }
-        self.to_aircraft(epoch, IssuerMsg::BatchDone { batch, count });
+        self.send_to_aircraft(epoch, IssuerMsg::BatchDone { batch, count });
     }
 
     /// The issuer decides `id` now: its terminal must have recorded durably that its sale app
@@ -1529,7 +1556,9 @@ impl World {
         }
         let marked = self.terms.iter().any(|t| t.marked.contains(&id));
         if !marked {
-            self.violation(format!("the issuer decides {id}, whose sale app was never durably recorded as told `accepted`"));
+            self.violation(format!(
+                "the issuer decides {id}, whose sale app was never durably recorded as told `accepted`"
+            ));
         }
         if self.sales.iter().any(|s| matches!(s.heard, Heard::Rejected(Some(x), _) if x == id)) {
             self.violation(format!("the issuer decides {id}, whose sale app was told `rejected`"));
@@ -1539,6 +1568,10 @@ impl World {
     // --- disks, crashes --------------------------------------------------------------------
 
     fn schedule_flush(&mut self, node: Node) {
+        if !self.healed && self.rng.chance(self.buggify) {
+            let d = self.rng.below(4);
+            self.after(d, Ev::Crash(node));
+        }
         let flushing = match node {
             Node::Term(t) => &mut self.terms[t].flushing,
             Node::Master => &mut self.master.flushing,
@@ -1729,13 +1762,18 @@ impl World {
             match &s.heard {
                 Heard::Accepted(id) => {
                     if !decisions.contains_key(id) {
-                        self.violation(format!("sale {k} was told `accepted` for {id}, which the issuer never decided"));
+                        self.violation(format!(
+                            "sale {k} was told `accepted` for {id}, which the issuer never decided"
+                        ));
                     }
                     let rec = self.terms[s.term].disk.durable().payments.get(id).cloned();
                     match rec {
                         Some(r) if r.outcome.is_some() => {
                             if r.outcome.as_ref() != decisions.get(id).map(|d| &d.outcome) {
-                                self.violation(format!("terminal {} holds another result for {id} than the issuer's", s.term));
+                                self.violation(format!(
+                                    "terminal {} holds another result for {id} than the issuer's",
+                                    s.term
+                                ));
                             }
                             if r.card {
                                 self.violation(format!("terminal {} still holds card data of delivered {id}", s.term));
@@ -1758,7 +1796,8 @@ impl World {
         }
         for (t, term) in self.terms.iter().enumerate() {
             if term.machine.unsettled() > 0 {
-                let v = format!("terminal {t} still has {} payments unsettled with the master", term.machine.unsettled());
+                let v =
+                    format!("terminal {t} still has {} payments unsettled with the master", term.machine.unsettled());
                 self.violations.push(v);
             }
         }

@@ -5,7 +5,7 @@ use super::*;
 
 #[test]
 fn the_same_seed_gives_the_same_trace() {
-    for seed in [1, 7, 42] {
+    for seed in [3, 7, 42] {
         let a = run_seed(seed, true);
         let b = run_seed(seed, true);
         assert!(a.trace.len() > 100, "seed {seed}: a trace of {} lines is too short to mean much", a.trace.len());
