@@ -144,6 +144,70 @@ pub enum Decision {
     Full,
 }
 
+/// What the master writes for a [`Decision`] on a submit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitWrite {
+    /// Store the new payment with this verdict (`Stored` or a refusal) and flag.
+    Put {
+        /// The verdict recorded (`Stored` for a payment carried or held).
+        verdict: Verdict,
+        /// A check that failed on a payment carried anyway.
+        flag: Option<RefusalReason>,
+        /// Whether the terminal said its sale app was told `accepted`.
+        answered: bool,
+    },
+    /// A refused payment comes back answered: carry it, the refusal becoming a flag.
+    CarryRefused(RefusalReason),
+    /// The terminal confirms its sale app was told `accepted`: it may now be sealed.
+    Confirm,
+    /// Nothing of its own: the ack waits for everything written before it to be durable (the
+    /// original write of a repeat may still be in the current group).
+    Barrier,
+}
+
+/// What the master's driver does with a [`Decision`]: write, then ack once durable — or close
+/// the connection, or neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitPlan {
+    /// Apply `write`; once it and everything before it is durable, ack `ack`.
+    Ack {
+        /// The write.
+        write: SubmitWrite,
+        /// The verdict sent back.
+        ack: Verdict,
+    },
+    /// The payment names another terminal: close the connection, record nothing.
+    Close,
+    /// Neither write nor ack: the terminal keeps it and sends it again after its ack timeout.
+    Wait,
+}
+
+impl Decision {
+    /// The write and the ack for this decision on a submit marked `answered`.
+    pub fn plan(self, answered: bool) -> SubmitPlan {
+        let ack = |write, ack| SubmitPlan::Ack { write, ack };
+        match self {
+            // Stored unanswered is acked `Held`: not carried until the terminal confirms.
+            Decision::Store { flag } => ack(
+                SubmitWrite::Put { verdict: Verdict::Stored, flag, answered },
+                if answered { Verdict::Stored } else { Verdict::Held },
+            ),
+            Decision::Refuse(r) => {
+                ack(SubmitWrite::Put { verdict: Verdict::Refused(r), flag: None, answered: false }, Verdict::Refused(r))
+            }
+            Decision::CarryRefused(r) => ack(SubmitWrite::CarryRefused(r), Verdict::Stored),
+            Decision::Confirm => ack(SubmitWrite::Confirm, Verdict::Stored),
+            Decision::Repeat(v) => ack(SubmitWrite::Barrier, v),
+            // Nothing stored: the refusal confirms nothing of its own.
+            Decision::Turn(r) => ack(SubmitWrite::Barrier, Verdict::Refused(r)),
+            Decision::WrongTerminal => SubmitPlan::Close,
+            // Not acked, the connection kept: results (which make room) keep flowing. Closing
+            // it instead made a reconnect loop in which the result acks never got through.
+            Decision::Full => SubmitPlan::Wait,
+        }
+    }
+}
+
 /// What to do with a terminal's `Void` of a payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VoidDecision {
@@ -158,6 +222,20 @@ pub enum VoidDecision {
     Carried,
     /// The payment belongs to another terminal: close the connection.
     WrongTerminal,
+}
+
+impl VoidDecision {
+    /// `Some((write the void, carried))`: what to write and what the `VoidAck` says once it is
+    /// durable (with nothing to write, once everything before it is); `None`: close the
+    /// connection.
+    pub fn plan(self) -> Option<(bool, bool)> {
+        match self {
+            VoidDecision::Void => Some((true, false)),
+            VoidDecision::Repeat => Some((false, false)),
+            VoidDecision::Carried => Some((false, true)),
+            VoidDecision::WrongTerminal => None,
+        }
+    }
 }
 
 /// Counts for the status report (DESIGN.md §8 names).
@@ -477,6 +555,13 @@ impl Aggregator {
             self.account(id, &e);
         }
         self.index.insert(id, e);
+    }
+
+    /// Whether a `ResultAck` of `id` from `terminal` records a delivery: only the payment's own
+    /// terminal confirms it, and only once it is decided (a repeat or a stray ack changes
+    /// nothing). The driver records it, then [`Aggregator::advance`]s it to `Delivered`.
+    pub fn delivers(&self, terminal: &TerminalId, id: &PaymentId) -> bool {
+        self.index.get(id).is_some_and(|e| &e.terminal == terminal && e.phase == Phase::Decided)
     }
 
     /// Decided payments of `terminal` whose result it has not confirmed.
@@ -1050,5 +1135,57 @@ mod tests {
     #[test]
     fn a_fair_share_is_never_zero() {
         assert_eq!(Limits::new(10, 5, 2_000).terminal_fair_share, 1);
+    }
+
+    #[test]
+    fn every_decision_has_one_plan() {
+        let r = RefusalReason::OverCardFlightLimit;
+        let put = |verdict, flag, answered| SubmitWrite::Put { verdict, flag, answered };
+        assert_eq!(
+            Decision::Store { flag: None }.plan(false),
+            SubmitPlan::Ack { write: put(Verdict::Stored, None, false), ack: Verdict::Held },
+            "unanswered: stored, held"
+        );
+        assert_eq!(
+            Decision::Store { flag: Some(r) }.plan(true),
+            SubmitPlan::Ack { write: put(Verdict::Stored, Some(r), true), ack: Verdict::Stored }
+        );
+        assert_eq!(
+            Decision::Refuse(r).plan(false),
+            SubmitPlan::Ack { write: put(Verdict::Refused(r), None, false), ack: Verdict::Refused(r) }
+        );
+        assert_eq!(
+            Decision::CarryRefused(r).plan(true),
+            SubmitPlan::Ack { write: SubmitWrite::CarryRefused(r), ack: Verdict::Stored }
+        );
+        assert_eq!(Decision::Confirm.plan(true), SubmitPlan::Ack { write: SubmitWrite::Confirm, ack: Verdict::Stored });
+        assert_eq!(
+            Decision::Repeat(Verdict::Held).plan(false),
+            SubmitPlan::Ack { write: SubmitWrite::Barrier, ack: Verdict::Held }
+        );
+        assert_eq!(
+            Decision::Turn(RefusalReason::TerminalFull).plan(false),
+            SubmitPlan::Ack { write: SubmitWrite::Barrier, ack: Verdict::Refused(RefusalReason::TerminalFull) }
+        );
+        assert_eq!(Decision::WrongTerminal.plan(true), SubmitPlan::Close);
+        assert_eq!(Decision::Full.plan(true), SubmitPlan::Wait);
+        assert_eq!(VoidDecision::Void.plan(), Some((true, false)));
+        assert_eq!(VoidDecision::Repeat.plan(), Some((false, false)));
+        assert_eq!(VoidDecision::Carried.plan(), Some((false, true)));
+        assert_eq!(VoidDecision::WrongTerminal.plan(), None);
+    }
+
+    #[test]
+    fn only_its_own_terminal_delivers_a_decided_payment() {
+        let mut a = Aggregator::new();
+        let p = payment(1, "t1", 100);
+        a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]);
+        assert!(!a.delivers(&t("t1"), &p.id), "not decided yet");
+        a.advance(p.id, Phase::InBatch);
+        a.advance(p.id, Phase::Decided);
+        assert!(!a.delivers(&t("t2"), &p.id), "another terminal");
+        assert!(a.delivers(&t("t1"), &p.id));
+        a.advance(p.id, Phase::Delivered);
+        assert!(!a.delivers(&t("t1"), &p.id), "already delivered");
     }
 }

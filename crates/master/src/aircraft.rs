@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use inflight_core::aggregator::{Aggregator, Counts, Decision, Phase, VoidDecision};
+use inflight_core::aggregator::{Aggregator, Counts, Decision, Phase, SubmitPlan, SubmitWrite};
 pub use inflight_core::uploader::NextBatch;
 use inflight_store::{MasterStore, StoreError, Ticket};
 use inflight_wire::{
@@ -275,7 +275,7 @@ impl Aircraft {
                 }
             }
             Event::ResultAck { terminal, id } => {
-                if self.agg.entry(&id).is_some_and(|e| e.terminal == terminal && e.phase == Phase::Decided) {
+                if self.agg.delivers(&terminal, &id) {
                     inflight_daemon::crash_point("master.after_result_delivered_before_purge");
                     // Not waited on: if lost, the result is pushed again and acked again.
                     match self.store.mark_delivered(id) {
@@ -424,29 +424,41 @@ impl Aircraft {
         let digest = self.store.content_digest(&payment);
         let card = self.store.card_hash(&payment);
         let decision = self.agg.handle_submit(&terminal, &payment, answered, digest, card);
-        let written = match decision {
-            Decision::Store { flag } => {
-                if let Some(f) = flag {
-                    tracing::warn!(payment = %payment.id, flag = f.as_str(), "carrying a payment the terminal already accepted despite a failed check");
-                }
-                let ack = if answered { Verdict::Stored } else { Verdict::Held };
-                self.store.put(&payment, digest, Verdict::Stored, flag, &self.flight, answered).map(|t| (t, ack))
+        let id = payment.id;
+        if let Decision::Turn(r) = decision {
+            tracing::warn!(
+                payment = %id,
+                %terminal,
+                reason = r.as_str(),
+                open = self.agg.open_of(&terminal),
+                "terminal over its share of the aircraft; payment refused, not stored"
+            );
+        }
+        let written = match decision.plan(answered) {
+            SubmitPlan::Ack { write, ack } => {
+                let ticket = match write {
+                    SubmitWrite::Put { verdict, flag, answered } => {
+                        match (verdict, flag) {
+                            (Verdict::Refused(r), _) => {
+                                tracing::info!(payment = %id, %terminal, reason = r.as_str(), "payment refused by an aircraft-wide check")
+                            }
+                            (_, Some(f)) => {
+                                tracing::warn!(payment = %id, flag = f.as_str(), "carrying a payment the terminal already accepted despite a failed check")
+                            }
+                            _ => {}
+                        }
+                        self.store.put(&payment, digest, verdict, flag, &self.flight, answered)
+                    }
+                    SubmitWrite::CarryRefused(r) => {
+                        tracing::warn!(payment = %id, flag = r.as_str(), "carrying a refused payment its terminal had already accepted");
+                        self.store.carry_refused(&payment, r)
+                    }
+                    SubmitWrite::Confirm => self.store.confirm_answered(id),
+                    SubmitWrite::Barrier => Ok(self.store.latest()),
+                };
+                ticket.map(|t| (t, ack))
             }
-            Decision::Refuse(r) => {
-                tracing::info!(payment = %payment.id, %terminal, reason = r.as_str(), "payment refused by an aircraft-wide check");
-                self.store
-                    .put(&payment, digest, Verdict::Refused(r), None, &self.flight, false)
-                    .map(|t| (t, Verdict::Refused(r)))
-            }
-            Decision::CarryRefused(r) => {
-                tracing::warn!(payment = %payment.id, flag = r.as_str(), "carrying a refused payment its terminal had already accepted");
-                self.store.carry_refused(&payment, r).map(|t| (t, Verdict::Stored))
-            }
-            Decision::Confirm => self.store.confirm_answered(payment.id).map(|t| (t, Verdict::Stored)),
-            // The original write may still be in the current group: ack only once everything
-            // written so far is durable.
-            Decision::Repeat(v) => Ok((self.store.latest(), v)),
-            Decision::WrongTerminal => {
+            SubmitPlan::Close => {
                 tracing::warn!(%terminal, claimed = %payment.terminal, "terminal submitted a payment under another terminal's id");
                 let _ = reply.try_send(Outgoing::Close(
                     ErrorCode::WrongTerminal,
@@ -454,24 +466,9 @@ impl Aircraft {
                 ));
                 return;
             }
-            // Nothing stored: the refusal is acked like a repeat, once what was written before
-            // it is durable (it confirms nothing of its own).
-            Decision::Turn(r) => {
+            SubmitPlan::Wait => {
                 tracing::warn!(
-                    payment = %payment.id,
-                    %terminal,
-                    reason = r.as_str(),
-                    open = self.agg.open_of(&terminal),
-                    "terminal over its share of the aircraft; payment refused, not stored"
-                );
-                Ok((self.store.latest(), Verdict::Refused(r)))
-            }
-            Decision::Full => {
-                // Not acked and the connection kept: the terminal sends it again after its ack
-                // timeout, while results (which make room) keep flowing. Closing the connection
-                // instead made a reconnect loop in which the result acks never got through.
-                tracing::warn!(
-                    payment = %payment.id,
+                    payment = %id,
                     %terminal,
                     open = self.agg.open_of(&terminal),
                     "terminal over its share of the aircraft sent a payment its sale app was told accepted; \
@@ -498,23 +495,20 @@ impl Aircraft {
 impl Aircraft {
     /// A terminal voids a payment its sale app was never told `accepted` about.
     async fn void(&mut self, terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing>) {
-        let (written, carried) = match self.agg.handle_void(&terminal, id) {
-            VoidDecision::Void => {
-                tracing::info!(payment = %id, %terminal, "payment voided by its terminal (sale app never answered)");
-                (self.store.void(id), false)
-            }
-            VoidDecision::Repeat => (Ok(self.store.latest()), false),
-            VoidDecision::Carried => {
-                tracing::error!(payment = %id, %terminal, "terminal voided a payment it had confirmed answered; carrying it");
-                (Ok(self.store.latest()), true)
-            }
-            VoidDecision::WrongTerminal => {
-                tracing::warn!(%terminal, payment = %id, "terminal voided another terminal's payment");
-                let _ = reply
-                    .try_send(Outgoing::Close(ErrorCode::WrongTerminal, "void of another terminal's payment".into()));
-                return;
-            }
+        let decision = self.agg.handle_void(&terminal, id);
+        let Some((void, carried)) = decision.plan() else {
+            tracing::warn!(%terminal, payment = %id, "terminal voided another terminal's payment");
+            let _ =
+                reply.try_send(Outgoing::Close(ErrorCode::WrongTerminal, "void of another terminal's payment".into()));
+            return;
         };
+        if void {
+            tracing::info!(payment = %id, %terminal, "payment voided by its terminal (sale app never answered)");
+        }
+        if carried {
+            tracing::error!(payment = %id, %terminal, "terminal voided a payment it had confirmed answered; carrying it");
+        }
+        let written = if void { self.store.void(id) } else { Ok(self.store.latest()) };
         match written {
             Ok(ticket) => {
                 let msg = Outgoing::Msg(MasterMsg::VoidAck { id, carried });

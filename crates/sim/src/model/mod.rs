@@ -26,7 +26,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use inflight_core::aggregator::{Aggregator, ContentDigest, Decision, IndexEntry, Limits, Phase, VoidDecision};
+use inflight_core::aggregator::{Aggregator, ContentDigest, IndexEntry, Limits, Phase, SubmitPlan, SubmitWrite};
 use inflight_core::authorize::{Account, CaptureBounds};
 use inflight_core::capture::{CaptureRequest, TerminalCaps};
 use inflight_core::issuer::{self, BatchStart, IssuerBatch, ItemDecision};
@@ -1185,20 +1185,20 @@ impl World {
                     answered,
                     captured_unix_ms: payment.captured_unix_ms,
                 };
-                let (op, verdict) = match decision {
-                    Decision::Store { .. } => (
-                        MOp::Put { payment: Box::new(payment.clone()), entry: Box::new(entry(Verdict::Stored)) },
-                        if answered { Verdict::Stored } else { Verdict::Held },
+                let (op, verdict) = match decision.plan(answered) {
+                    SubmitPlan::Ack { write, ack } => (
+                        match write {
+                            SubmitWrite::Put { verdict, answered, .. } => MOp::Put {
+                                payment: Box::new(payment.clone()),
+                                entry: Box::new(IndexEntry { answered, ..entry(verdict) }),
+                            },
+                            SubmitWrite::CarryRefused(_) => MOp::CarryRefused(id),
+                            SubmitWrite::Confirm => MOp::Confirm(id),
+                            SubmitWrite::Barrier => MOp::Barrier,
+                        },
+                        ack,
                     ),
-                    Decision::Refuse(r) => (
-                        MOp::Put { payment: Box::new(payment.clone()), entry: Box::new(entry(Verdict::Refused(r))) },
-                        Verdict::Refused(r),
-                    ),
-                    Decision::CarryRefused(_) => (MOp::CarryRefused(id), Verdict::Stored),
-                    Decision::Confirm => (MOp::Confirm(id), Verdict::Stored),
-                    Decision::Repeat(v) => (MOp::Barrier, v),
-                    Decision::Turn(r) => (MOp::Barrier, Verdict::Refused(r)),
-                    Decision::WrongTerminal | Decision::Full => return,
+                    SubmitPlan::Close | SubmitPlan::Wait => return,
                 };
                 let msg = MasterMsg::Ack { id, verdict };
                 self.master.disk.write(op, Some(MCont::Ack { t, epoch, msg }));
@@ -1207,18 +1207,14 @@ impl World {
             TerminalMsg::Void { id } => {
                 let d = self.master.agg.handle_void(&tid, id);
                 trace!(self, "master: void {id} from {t}: {d:?}");
-                let (op, carried) = match d {
-                    VoidDecision::Void => (MOp::Void(id), false),
-                    VoidDecision::Repeat => (MOp::Barrier, false),
-                    VoidDecision::Carried => (MOp::Barrier, true),
-                    VoidDecision::WrongTerminal => return,
-                };
+                let Some((void, carried)) = d.plan() else { return };
+                let op = if void { MOp::Void(id) } else { MOp::Barrier };
                 let msg = MasterMsg::VoidAck { id, carried };
                 self.master.disk.write(op, Some(MCont::Ack { t, epoch, msg }));
                 self.schedule_flush(Node::Master);
             }
             TerminalMsg::ResultAck { id } => {
-                if self.master.agg.entry(&id).is_some_and(|e| e.terminal == tid && e.phase == Phase::Decided) {
+                if self.master.agg.delivers(&tid, &id) {
                     trace!(self, "master: {id} delivered to {t}");
                     self.master.disk.write(MOp::Delivered(id), None);
                     self.schedule_flush(Node::Master);
