@@ -198,6 +198,21 @@ impl Outbox {
         self.entries.get(&id).is_some_and(|e| !e.answered && !e.answering && !e.voided)
     }
 
+    /// `id` is about to be voided (its void mark is being written): nothing of it is sent
+    /// until [`Outbox::void`] (or, if a retry claims it, [`Outbox::mark_answered`]).
+    pub fn hold(&mut self, id: PaymentId) {
+        if self.can_void(id) {
+            self.queued.remove(&id);
+            self.in_flight.remove(&id);
+            self.parked.insert(id);
+        }
+    }
+
+    /// Whether `id` is not yet settled with the master (held here).
+    pub fn contains(&self, id: PaymentId) -> bool {
+        self.entries.get(&id).is_some_and(|e| !e.stray)
+    }
+
     /// Whether a connection to the master is up.
     pub fn is_connected(&self) -> bool {
         self.connected

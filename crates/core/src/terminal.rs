@@ -13,7 +13,7 @@
 //! disk first, so a payment the sale app was told `accepted` is carried even if the terminal
 //! dies at once, and a payment whose mark never became durable is never answered `accepted`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bincode::{Decode, Encode};
 use inflight_wire::{AuthOutcome, BinList, Money, Payment, PaymentId, RefusalReason, TerminalId, Verdict};
@@ -186,6 +186,12 @@ pub enum After {
     },
     /// The master's void ack is recorded.
     VoidAcked,
+    /// The master's verdict is recorded (fed back as soon as the write is applied, not waited
+    /// on): until then the terminal answers retries from its own record of the settlement.
+    Settled {
+        /// The payment.
+        id: PaymentId,
+    },
     /// A result is durable: acknowledge it to the master.
     ResultStored {
         /// The payment.
@@ -279,9 +285,15 @@ pub struct Terminal {
     retries: BTreeMap<PaymentId, Vec<ReplyTo>>,
     /// Answered marks written, not yet durable: who is told once they are (`replayed` each).
     answering: BTreeMap<PaymentId, Vec<(ReplyTo, bool)>>,
+    /// Of those, the ones whose mark was on record already (a retry's repeat of it): a failure
+    /// to write it again undoes nothing.
+    marked_before: BTreeSet<PaymentId>,
     /// Payments never answered that nobody waits for, voided after this time unless a retry
     /// claims them first.
     orphans: BTreeMap<PaymentId, u64>,
+    /// Settlements (forwarded, refused) whose write has not been applied, or failed: the
+    /// store may still say `captured`, so retries are answered from here.
+    settling: BTreeMap<PaymentId, SlaveState>,
     /// The issuer's list, signature verified; `None` until one arrives (every card refused).
     bins: Option<BinList>,
     /// The master's clock minus ours; `None` until a master said `Hello` since start.
@@ -302,7 +314,9 @@ impl Terminal {
             waiting: BTreeMap::new(),
             retries: BTreeMap::new(),
             answering: BTreeMap::new(),
+            marked_before: BTreeSet::new(),
             orphans: BTreeMap::new(),
+            settling: BTreeMap::new(),
             bins: None,
             clock_offset_ms: None,
             actions: Vec::new(),
@@ -397,9 +411,18 @@ impl Terminal {
     }
 
     /// A sale app retries a capture already taken as `id` (found by its request id), whose
-    /// stored state is `stored`: it gets the first capture's answer, or, for a payment never
-    /// answered and not yet voided, claims it (`accepted`, through the durable mark).
-    pub fn retry(&mut self, to: ReplyTo, id: PaymentId, stored: SlaveState, now_ms: u64, who: &impl Listeners) {
+    /// stored state is `stored` and amount `amount`: it gets the first capture's answer, or, for
+    /// a payment never answered and not yet voided, claims it (`accepted`, through the durable
+    /// mark).
+    pub fn retry(
+        &mut self,
+        to: ReplyTo,
+        id: PaymentId,
+        stored: SlaveState,
+        amount: Money,
+        now_ms: u64,
+        who: &impl Listeners,
+    ) {
         if let Some(r) = self.retries.get_mut(&id) {
             r.push(to);
             return;
@@ -409,7 +432,20 @@ impl Terminal {
             return;
         }
         self.actions.push(Action::Note(Note::Retried(id)));
-        self.tell(id, vec![(to, true)], stored, now_ms, who);
+        // What this terminal decided and the store may not show yet wins over the store.
+        let state = self.settling.get(&id).copied().unwrap_or(stored);
+        if let SlaveState::Captured { answered } = state {
+            if !self.outbox.contains(id) {
+                // Stored, but let go here (its capture write reported a failure that it
+                // survived): taken up again, so that an `accepted` answer is always followed
+                // by the payment being forwarded.
+                self.outbox.insert(id, answered);
+                if self.amounts.insert(id, amount).is_none() {
+                    self.held.add(amount);
+                }
+            }
+        }
+        self.tell(id, vec![(to, true)], state, now_ms, who);
     }
 
     /// The one path to an `accepted` answer: write the answered mark; [`Terminal::on_written`]
@@ -441,6 +477,9 @@ impl Terminal {
         self.orphans.remove(&id);
         // From here the payment must be carried: a refusal of its unanswered submit parks it.
         self.outbox.begin_answer(id);
+        if matches!(stored, SlaveState::Captured { answered: true } | SlaveState::Forwarded) {
+            self.marked_before.insert(id);
+        }
         self.answering.entry(id).or_default().extend(to);
         self.actions.push(Action::Write {
             write: Write::State { id, state: SlaveState::Captured { answered: true } },
@@ -462,6 +501,11 @@ impl Terminal {
     pub fn on_written(&mut self, then: After, result: Result<(), WriteFailure>, now_ms: u64, who: &impl Listeners) {
         match (then, result) {
             (After::Nothing | After::VoidAcked, _) => {}
+            (After::Settled { id }, Ok(())) => {
+                self.settling.remove(&id);
+            }
+            // Kept: until a restart reads the store again, retries are answered from it.
+            (After::Settled { .. }, Err(_)) => {}
             (After::Captured { id, amount }, Ok(())) => {
                 self.capturing_durable(id, amount, now_ms, who);
             }
@@ -478,21 +522,23 @@ impl Terminal {
                 }
             }
             (After::Answered { id }, Ok(())) => {
+                self.marked_before.remove(&id);
                 for (r, replayed) in self.answering.remove(&id).unwrap_or_default() {
                     self.reply(r, Answer::Accepted(Told { id }), replayed);
                 }
                 self.outbox.mark_answered(id);
             }
-            (After::Answered { id }, Err(WriteFailure::NotWritten)) => {
+            (After::Answered { id }, Err(WriteFailure::NotWritten)) if !self.marked_before.remove(&id) => {
                 // Nothing reached the disk: still unanswered, claimable, else voided.
                 self.outbox.abort_answer(id);
                 self.orphans.insert(id, now_ms.saturating_add(self.settings.claim_grace_ms));
                 let to = self.answering.remove(&id).unwrap_or_default();
                 self.reply_all(to, || Answer::rejected(Some(id), Refusal::StorageError.as_str()));
             }
-            (After::Answered { id }, Err(WriteFailure::NotDurable)) => {
-                // The mark may be on disk: it stays answering (carried if it is), the outcome
-                // is unknown to the sale app until it retries after a restart.
+            (After::Answered { id }, Err(_)) => {
+                // The mark may be on disk (or was already): it stays answering (carried if it
+                // is), the outcome is unknown to the sale app until it retries.
+                self.marked_before.remove(&id);
                 let to = self.answering.remove(&id).unwrap_or_default();
                 self.reply_all(to, || Answer::Unknown { id });
             }
@@ -555,7 +601,8 @@ impl Terminal {
             Settled::Forwarded => SlaveState::Forwarded,
             Settled::Refused(r) => SlaveState::Refused(r),
         };
-        self.actions.push(Action::Write { write: Write::Settle { id, state }, then: After::Nothing });
+        self.settling.insert(id, state);
+        self.actions.push(Action::Write { write: Write::Settle { id, state }, then: After::Settled { id } });
         self.release(id);
         self.orphans.remove(&id);
         if let Some((_, to)) = self.waiting.remove(&id) {
@@ -659,6 +706,8 @@ impl Terminal {
         if !self.outbox.can_void(id) {
             return;
         }
+        // Its submit must not go out once the void's write has erased its card data.
+        self.outbox.hold(id);
         self.actions.push(Action::Note(Note::VoidedOrphan(id)));
         self.actions.push(Action::Write {
             write: Write::State { id, state: SlaveState::Voided { master_acked: false } },
@@ -710,7 +759,7 @@ impl Terminal {
 
 #[cfg(test)]
 mod tests {
-    use inflight_wire::{BinPrefix, BinRule, CardKind, Currency};
+    use inflight_wire::{BinPrefix, BinRule, CardKind, Currency, Money};
 
     use super::*;
 
@@ -832,7 +881,7 @@ mod tests {
             acts[0],
             Action::Write {
                 write: Write::Settle { id, state: SlaveState::Refused(RefusalReason::OverCardFlightLimit) },
-                then: After::Nothing
+                then: After::Settled { id }
             }
         );
         assert_eq!(
@@ -882,9 +931,10 @@ mod tests {
             0,
         );
         assert_eq!(t.never_answered(), 1);
-        t.retry(7, id, SlaveState::Captured { answered: false }, 1, &AllListening);
+        let m = Money::new(500, Currency::parse("EUR").expect("eur")).expect("m");
+        t.retry(7, id, SlaveState::Captured { answered: false }, m, 1, &AllListening);
         assert!(matches!(actions(&mut t).as_slice(), [Action::Write { then: After::Answered { .. }, .. }]));
-        t.retry(8, id, SlaveState::Captured { answered: true }, 1, &AllListening);
+        t.retry(8, id, SlaveState::Captured { answered: true }, m, 1, &AllListening);
         assert_eq!(actions(&mut t), vec![], "joins the answer being recorded");
         t.on_written(After::Answered { id }, Ok(()), 2, &AllListening);
         assert_eq!(
@@ -895,7 +945,7 @@ mod tests {
             ]
         );
         assert_eq!(t.never_answered(), 0, "claimed, never voided");
-        t.retry(9, id, SlaveState::Voided { master_acked: true }, 3, &AllListening);
+        t.retry(9, id, SlaveState::Voided { master_acked: true }, m, 3, &AllListening);
         assert_eq!(
             actions(&mut t),
             vec![Action::Reply { to: 9, answer: Answer::rejected(Some(id), "voided"), replayed: true }]
@@ -935,5 +985,85 @@ mod tests {
         assert_eq!(t.poll_transmit(0), None, "nothing to send: the master has it");
         assert_eq!(t.unsettled(), 0);
         assert_eq!(t.holdings().payments, 0, "released");
+    }
+
+    /// Found by the model simulator (seed 1697): the master refused a payment (`aircraft_full`),
+    /// the terminal settled it in memory, and the store refused the write recording that. A
+    /// retry with the sale's request id read the store (still `captured`), claimed the payment
+    /// and answered `accepted` — for a payment the outbox had let go: never forwarded.
+    #[test]
+    fn a_settlement_not_yet_on_disk_still_answers_retries() {
+        let mut t = terminal(0);
+        let eur = Currency::parse("EUR").expect("eur");
+        let id = PaymentId::mint(T0, [5; 10]);
+        t.restore(id, Money::new(500, eur).expect("m"), SlaveState::Captured { answered: false }, 0);
+        t.on_connected();
+        assert_eq!(t.poll_transmit(0), Some(Transmit::Submit { id, answered: false }));
+        t.on_verdict(id, Verdict::Refused(RefusalReason::AircraftFull), 1, &AllListening);
+        let settle = actions(&mut t);
+        let [Action::Write { write: Write::Settle { .. }, then }] = settle.as_slice() else { panic!("{settle:?}") };
+        t.on_written(then.clone(), Err(WriteFailure::NotWritten), 2, &AllListening);
+        t.retry(7, id, SlaveState::Captured { answered: false }, Money::new(500, eur).expect("m"), 3, &AllListening);
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply { to: 7, answer: Answer::rejected(Some(id), "aircraft_full"), replayed: true }]
+        );
+    }
+
+    /// The same class: a capture whose write did not become durable is answered
+    /// `storage_error` and let go; a retry that finds it on disk after all takes it up again, so
+    /// an `accepted` answer is always followed by the payment being forwarded.
+    #[test]
+    fn a_retry_takes_up_a_payment_the_terminal_had_let_go() {
+        let mut t = terminal(0);
+        t.capture(1, &req(), Some("r1".into()), [1; 10], T0);
+        let Some(Action::Write { write: Write::Captured { payment, .. }, then }) = t.poll_action() else {
+            panic!("capture write")
+        };
+        t.on_written(then, Err(WriteFailure::NotDurable), 0, &AllListening);
+        assert!(matches!(actions(&mut t).as_slice(), [Action::Reply { answer: Answer::Rejected { .. }, .. }]));
+        assert_eq!(t.unsettled(), 0);
+        t.retry(2, payment.id, SlaveState::Captured { answered: false }, payment.amount, 1, &AllListening);
+        assert!(matches!(actions(&mut t).as_slice(), [Action::Write { then: After::Answered { .. }, .. }]));
+        t.on_written(After::Answered { id: payment.id }, Ok(()), 2, &AllListening);
+        assert!(matches!(actions(&mut t).as_slice(), [Action::Reply { answer: Answer::Accepted(_), .. }]));
+        t.on_connected();
+        assert_eq!(t.poll_transmit(3), Some(Transmit::Submit { id: payment.id, answered: true }), "forwarded");
+        assert_eq!(t.holdings().payments, 1, "counted against the caps again");
+    }
+
+    /// Found by the model simulator (seed 7027): the answered mark was durable (the sale app's
+    /// answer lost in a crash, the payment carried), a retry wrote the mark again, the store
+    /// refused that write, and the sale app was told `rejected` — for a payment being charged.
+    /// A mark already on record is not undone by a failed repeat of it: the outcome is
+    /// `unknown` (retry), never `rejected`.
+    #[test]
+    fn a_failed_repeat_of_a_mark_on_record_is_never_a_rejection() {
+        let mut t = terminal(0);
+        let id = PaymentId::mint(T0, [6; 10]);
+        let m = Money::new(500, Currency::parse("EUR").expect("eur")).expect("m");
+        t.restore(id, m, SlaveState::Captured { answered: true }, 0);
+        t.retry(4, id, SlaveState::Captured { answered: true }, m, 1, &AllListening);
+        assert!(matches!(actions(&mut t).as_slice(), [Action::Write { then: After::Answered { .. }, .. }]));
+        t.on_written(After::Answered { id }, Err(WriteFailure::NotWritten), 2, &AllListening);
+        assert_eq!(actions(&mut t), vec![Action::Reply { to: 4, answer: Answer::Unknown { id }, replayed: true }]);
+        assert_eq!(t.never_answered(), 0, "answered: never voided");
+    }
+
+    /// Found by the model simulator (seed 12239): a payment being voided was still queued, and
+    /// its submit went out after the void's write had erased its card data ("no card data",
+    /// an error). A payment being voided sends nothing until the void is durable, then its void.
+    #[test]
+    fn a_payment_being_voided_sends_nothing_until_the_void_is_durable() {
+        let mut t = terminal(0);
+        let id = PaymentId::mint(T0, [8; 10]);
+        let m = Money::new(500, Currency::parse("EUR").expect("eur")).expect("m");
+        t.restore(id, m, SlaveState::Captured { answered: false }, 0);
+        t.handle_timeout(5_000, &AllListening);
+        assert!(matches!(actions(&mut t).as_slice(), [Action::Write { then: After::Voided { .. }, .. }]));
+        t.on_connected();
+        assert_eq!(t.poll_transmit(5_000), None, "neither its submit nor, yet, its void");
+        t.on_written(After::Voided { id }, Ok(()), 5_001, &AllListening);
+        assert_eq!(t.poll_transmit(5_001), Some(Transmit::Void { id }));
     }
 }

@@ -210,10 +210,10 @@ impl Terminal {
         let to = self.replies.add(reply);
         if let Some(rid) = request_id.as_deref().filter(|r| machine::request_id_ok(r)) {
             match self.store.request(rid).and_then(|id| match id {
-                Some(id) => Ok(self.store.view(id)?.map(|v| (id, v.state))),
+                Some(id) => Ok(self.store.view(id)?.map(|v| (id, v.state, v.payment.amount))),
                 None => Ok(None),
             }) {
-                Ok(Some((id, state))) => return self.machine.retry(to, id, state, now, &self.replies),
+                Ok(Some((id, state, amount))) => return self.machine.retry(to, id, state, amount, now, &self.replies),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "cannot look up a request id");
@@ -272,9 +272,14 @@ impl Terminal {
             let now = self.now_ms();
             return self.machine.on_written(then, Err(WriteFailure::NotWritten), now, &self.replies);
         }
-        if then == After::Nothing {
+        match then {
             // Not waited on: if lost in a crash, the master answers the re-send the same way.
-            return;
+            After::Nothing => return,
+            After::Settled { .. } => {
+                let now = self.now_ms();
+                return self.machine.on_written(then, Ok(()), now, &self.replies);
+            }
+            _ => {}
         }
         // The latest ticket also covers an earlier write this one repeats (a retry's mark).
         let ticket = self.store.latest();

@@ -31,7 +31,9 @@ use inflight_core::authorize::{Account, CaptureBounds};
 use inflight_core::capture::{CaptureRequest, TerminalCaps};
 use inflight_core::issuer::{self, BatchStart, IssuerBatch, ItemDecision};
 use inflight_core::outbox::Transmit;
-use inflight_core::terminal::{self as term, Action, After, Answer, Listeners, ReplyTo, SlaveState, Write};
+use inflight_core::terminal::{
+    self as term, Action, After, Answer, Listeners, ReplyTo, SlaveState, Write, WriteFailure,
+};
 use inflight_core::uploader::{NextBatch, Uploader};
 use inflight_wire::{
     AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, BinPrefix, BinRule, CardKind,
@@ -72,6 +74,8 @@ pub(crate) enum Mutation {
     /// The issuer's store forgets the "already decided" guard: a payment decided before is
     /// decided (and charged) again.
     NoDecidedGuard,
+    /// The master acks a payment before its write is durable.
+    AckBeforeDurable,
     /// The master, after a failed upload, seals the open batch again with what is pending now,
     /// under the same batch id: a batch re-sent with different content.
     ResealOnRetry,
@@ -550,6 +554,8 @@ struct World {
     ground: Link,
     ground_up: bool,
     healed: bool,
+    /// Batches whose seal reached the master's disk (the checker's record).
+    sealed: BTreeSet<BatchId>,
     /// Chance, at each write and each frame sent during the chaos phase, of a crash or a broken
     /// connection right there (FoundationDB's BUGGIFY): the windows between a write and its
     /// flush, or a frame and its ack, are milliseconds wide and random faults alone rarely hit
@@ -681,6 +687,7 @@ impl World {
             ground_up: false,
             healed: false,
             buggify: 0.0,
+            sealed: BTreeSet::new(),
             programme,
             settings,
             limits,
@@ -873,6 +880,7 @@ impl World {
                 if epoch != self.cabin[t].epoch || !self.cabin[t].connected {
                     self.stats.late_frames += 1;
                 }
+                self.check_master_ack(t, &msg);
                 self.terminal_on_master(t, *msg);
             }
             Ev::GroundUp => {
@@ -971,11 +979,11 @@ impl World {
         let known = s.request_id.as_ref().and_then(|r| self.terms[t].disk.current().requests.get(r).copied());
         match known {
             Some(id) => {
-                let state = self.terms[t].disk.current().payments.get(&id).map(|r| r.state);
+                let rec = self.terms[t].disk.current().payments.get(&id).map(|r| (r.state, r.payment.amount));
                 trace!(self, "sale {k} attempt {a}: retry of {id}");
                 let who = Who { sales: &self.sales, now: self.now };
-                if let Some(state) = state {
-                    self.terms[t].machine.retry(to, id, state, self.now, &who);
+                if let Some((state, amount)) = rec {
+                    self.terms[t].machine.retry(to, id, state, amount, self.now, &who);
                 }
             }
             None => {
@@ -1020,7 +1028,14 @@ impl World {
             Answer::Accepted(told) => Heard::Accepted(told.id()),
             Answer::Rejected { id, reason } => Heard::Rejected(id, reason),
             Answer::Unknown { .. } => {
+                // "Retry with the same request_id once the terminal is back".
                 s.waiting = false;
+                if s.request_id.is_some() && self.now < SALES_RETRY_UNTIL_MS {
+                    let d = 200 + self.rng.below(2_000);
+                    self.after(d, Ev::SaleAttempt(k));
+                } else {
+                    s.gave_up = true;
+                }
                 return;
             }
         };
@@ -1044,11 +1059,19 @@ impl World {
         while let Some(action) = self.terms[t].machine.poll_action() {
             match action {
                 Action::Write { write, then } => {
+                    if !self.healed && self.rng.chance(self.buggify / 2.0) {
+                        // A write the store refuses (disk full, I/O error): nothing is applied.
+                        trace!(self, "terminal {t}: write refused ({then:?})");
+                        let who = Who { sales: &self.sales, now: self.now };
+                        self.terms[t].machine.on_written(then, Err(WriteFailure::NotWritten), self.now, &who);
+                        continue;
+                    }
                     let early = mutant!(self, AcceptBeforeDurable) && matches!(then, After::Answered { .. });
-                    let wait = (then != After::Nothing && !early).then_some(then.clone());
+                    let applied = matches!(then, After::Settled { .. });
+                    let wait = (then != After::Nothing && !early && !applied).then_some(then.clone());
                     self.terms[t].disk.write(write, wait);
                     self.schedule_flush(Node::Term(t));
-                    if early {
+                    if early || applied {
                         let who = Who { sales: &self.sales, now: self.now };
                         self.terms[t].machine.on_written(then, Ok(()), self.now, &who);
                     }
@@ -1201,7 +1224,12 @@ impl World {
                     SubmitPlan::Close | SubmitPlan::Wait => return,
                 };
                 let msg = MasterMsg::Ack { id, verdict };
-                self.master.disk.write(op, Some(MCont::Ack { t, epoch, msg }));
+                if mutant!(self, AckBeforeDurable) {
+                    self.master.disk.write(op, None);
+                    self.send_to_terminal(t, epoch, msg);
+                } else {
+                    self.master.disk.write(op, Some(MCont::Ack { t, epoch, msg }));
+                }
                 self.schedule_flush(Node::Master);
             }
             TerminalMsg::Void { id } => {
@@ -1407,6 +1435,16 @@ impl World {
     }
 
     fn master_on_issuer(&mut self, session: u64, msg: IssuerMsg) {
+        if let IssuerMsg::BatchResults { results, .. } = &msg {
+            // No result before it is durable at the issuer.
+            for r in results {
+                let durable = self.issuer.disk.durable().decisions.get(&r.id).map(|d| &d.outcome);
+                if durable != Some(&r.outcome) {
+                    let v = format!("the master received a result for {} the issuer has not durably decided", r.id);
+                    self.violation(v);
+                }
+            }
+        }
         match msg {
             IssuerMsg::BatchResults { batch, first_seq, results } => {
                 if let Err(e) = self.master.uploader.on_results(batch, first_seq, results) {
@@ -1442,6 +1480,9 @@ impl World {
     fn issuer_on(&mut self, epoch: u64, msg: AircraftMsg) {
         match msg {
             AircraftMsg::BatchBegin(header) => {
+                if !self.sealed.contains(&header.id) {
+                    self.violation(format!("batch {} reached the issuer before its seal was durable", header.id));
+                }
                 let known = self.issuer.disk.current().batches.get(&header.id).map(|(h, done, _)| (h.clone(), *done));
                 let start = issuer::start_of(known.as_ref().map(|(h, d)| (h, *d)), &header);
                 trace!(self, "issuer: batch {} begins ({start:?})", header.id);
@@ -1601,7 +1642,8 @@ impl World {
                 if !self.master.up {
                     return;
                 }
-                for c in self.master.disk.flush(|_| {}) {
+                let sealed = &mut self.sealed;
+                for c in self.master.disk.flush(|op| note_seal(sealed, op)) {
                     self.master_durable(c);
                 }
             }
@@ -1647,7 +1689,8 @@ impl World {
                 trace!(self, "master crashes (keeps {keep} of {} pending writes)", self.master.disk.pending());
                 self.master.up = false;
                 self.master.flushing = false;
-                self.master.disk.crash(keep, |_| {});
+                let sealed = &mut self.sealed;
+                self.master.disk.crash(keep, |op| note_seal(sealed, op));
                 for t in 0..self.terms.len() {
                     if self.cabin[t].connected {
                         self.cabin_down(t);
@@ -1728,6 +1771,40 @@ impl World {
 
     // --- the checker -----------------------------------------------------------------------
 
+    /// No ack without fsync: what a terminal is told the master holds, the master's disk holds.
+    fn check_master_ack(&mut self, t: usize, msg: &MasterMsg) {
+        let disk = self.master.disk.durable();
+        let problem = match msg {
+            MasterMsg::Ack { id, verdict } => {
+                let e = disk.entries.get(id);
+                match verdict {
+                    Verdict::Stored => {
+                        (!e.is_some_and(|e| e.verdict == Verdict::Stored && e.answered)).then_some("Stored")
+                    }
+                    // Held, then maybe voided since (the void ack follows on the same stream).
+                    Verdict::Held => (!e.is_some_and(|e| {
+                        matches!(e.verdict, Verdict::Stored | Verdict::Refused(RefusalReason::Voided))
+                    }))
+                    .then_some("Held"),
+                    Verdict::Refused(RefusalReason::Voided | RefusalReason::OverCardFlightLimit) => {
+                        e.is_none().then_some("a stored refusal")
+                    }
+                    Verdict::Refused(_) => None,
+                }
+                .map(|what| (*id, what))
+            }
+            MasterMsg::VoidAck { id, carried: false } => disk
+                .entries
+                .get(id)
+                .is_some_and(|e| e.verdict == Verdict::Stored && e.answered)
+                .then_some((*id, "a void")),
+            _ => None,
+        };
+        if let Some((id, what)) = problem {
+            self.violation(format!("terminal {t} got {what} for {id} before the master's disk held it"));
+        }
+    }
+
     /// After every event: the books of every machine, the money, the caps.
     fn check_step(&mut self) {
         if self.master.up {
@@ -1804,6 +1881,12 @@ impl World {
         if let Some(v) = money_mismatch(self.issuer.disk.durable()) {
             self.violation(format!("issuer's money at the end: {v}"));
         }
+    }
+}
+
+fn note_seal(sealed: &mut BTreeSet<BatchId>, op: &MOp) {
+    if let MOp::Seal(h, _) = op {
+        sealed.insert(h.id);
     }
 }
 

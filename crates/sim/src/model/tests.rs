@@ -63,3 +63,11 @@ fn finds_a_batch_sent_again_with_different_content() {
     eprintln!("ResealOnRetry: {found:?}");
     assert!(found.is_some(), "the simulator must find this defect within 200 seeds");
 }
+
+#[test]
+fn finds_an_ack_sent_before_the_masters_write_is_durable() {
+    let found = first_failing(Mutation::AckBeforeDurable, 200);
+    eprintln!("AckBeforeDurable: {found:?}");
+    let (_, v) = found.expect("the simulator must find this defect within 200 seeds");
+    assert!(v.contains("before the master's disk held it"), "{v}");
+}
