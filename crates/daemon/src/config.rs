@@ -157,6 +157,25 @@ impl ConfigReader {
         Duration::from_millis(ms)
     }
 
+    /// `log_format`, which every daemon has: `plain` (the default) or `json`.
+    pub fn log_format(&mut self) -> Option<crate::LogFormat> {
+        self.parse_or("log_format", crate::LogFormat::Plain, crate::LogFormat::parse)
+    }
+
+    /// The keep-alive interval and idle timeout of a daemon's QUIC link, which every daemon
+    /// has under `timers`: `timers.keep_alive_ms` (default 2 s, 100 ms to 60 s) and
+    /// `timers.idle_timeout_ms` (default 10 s, 500 ms to 600 s); a keep-alive that is not
+    /// shorter than the idle timeout is an error (the link would drop between two pings).
+    pub fn link_keep_alive_and_idle(&mut self) -> (Duration, Duration) {
+        let ms = Duration::from_millis;
+        let keep_alive = self.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000));
+        let idle = self.millis_or("timers.idle_timeout_ms", ms(10_000), ms(500), ms(600_000));
+        if keep_alive >= idle {
+            self.error("timers.keep_alive_ms", "must be shorter than timers.idle_timeout_ms");
+        }
+        (keep_alive, idle)
+    }
+
     /// Ends reading: unknown keys are errors too. All problems or nothing.
     pub fn finish(mut self) -> Result<(), ConfigErrors> {
         let mut unknown = Vec::new();
@@ -221,6 +240,34 @@ mod tests {
         let errs = r.finish().expect_err("invalid").errors;
         let keys: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap_or("")).collect();
         assert_eq!(keys, ["b", "c", "d", "e"], "{errs:?}");
+    }
+
+    #[test]
+    fn keys_every_daemon_shares() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "").expect("write");
+        let mut r = ConfigReader::load(&f).expect("valid");
+        assert_eq!(r.log_format(), Some(crate::LogFormat::Plain));
+        assert_eq!(r.link_keep_alive_and_idle(), (Duration::from_secs(2), Duration::from_secs(10)));
+        assert!(r.finish().is_ok());
+
+        std::fs::write(&f, "log_format = \"json\"\n[timers]\nkeep_alive_ms = 300\nidle_timeout_ms = 900\n")
+            .expect("write");
+        let mut r = ConfigReader::load(&f).expect("valid");
+        assert_eq!(r.log_format(), Some(crate::LogFormat::Json));
+        assert_eq!(r.link_keep_alive_and_idle(), (Duration::from_millis(300), Duration::from_millis(900)));
+        assert!(r.finish().is_ok());
+
+        std::fs::write(&f, "log_format = \"xml\"\n[timers]\nkeep_alive_ms = 5000\nidle_timeout_ms = 5000\n")
+            .expect("write");
+        let mut r = ConfigReader::load(&f).expect("valid");
+        assert_eq!(r.log_format(), None);
+        r.link_keep_alive_and_idle();
+        let errs = r.finish().expect_err("invalid").errors;
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("log_format: "), "{errs:?}");
+        assert_eq!(errs[1], "timers.keep_alive_ms: must be shorter than timers.idle_timeout_ms");
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! Plumbing shared by the inflight daemons and their command-line tools: configuration files
 //! read into types with every error reported at once, logging, shutdown signals, process exit
-//! codes, and the JSON-lines protocol of local Unix sockets.
+//! codes, the JSON-lines protocol of local Unix sockets, and the runner every daemon starts
+//! and stops through ([`runner`]: `main_loop`, `Shutdown`, `Slots`).
 //!
 //! It makes no payment decisions and knows nothing of QUIC or sled.
 
 mod config;
 pub mod local;
+pub mod runner;
 
 pub use config::{ConfigErrors, ConfigReader};
+pub use runner::{DaemonError, ExitClass, Shutdown, Slots, SHUTDOWN_GRACE};
 
 use tokio_util::sync::CancellationToken;
 

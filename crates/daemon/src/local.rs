@@ -16,14 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::runner::{Shutdown, Slot, Slots};
+use crate::ConfigReader;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use crate::ConfigReader;
 
 /// Longest request line accepted, in bytes. A capture request is a few hundred.
 pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
@@ -154,7 +153,7 @@ pub struct LocalListener {
     listener: UnixListener,
     path: PathBuf,
     policy: Arc<Policy>,
-    slots: Arc<Semaphore>,
+    slots: Slots,
 }
 
 /// An admitted connection: its stream, its peer, and its slot (freed when dropped).
@@ -164,7 +163,7 @@ pub struct Admitted {
     pub stream: UnixStream,
     /// Who connected.
     pub peer: Peer,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 /// Tells the private bind directories of one process apart.
@@ -218,7 +217,7 @@ pub async fn bind(path: &Path, access: Access) -> Result<LocalListener, LocalErr
         listener,
         path: path.to_owned(),
         policy: Arc::new(Policy { access, trusted: [ROOT_UID, owner] }),
-        slots: Arc::new(Semaphore::new(LOCAL_CONNECTIONS_MAX)),
+        slots: Slots::new(LOCAL_CONNECTIONS_MAX),
     })
 }
 
@@ -252,7 +251,7 @@ impl LocalListener {
                 answer_and_close(&stream, &forbidden(peer, None));
                 continue;
             }
-            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            let Some(slot) = self.slots.try_take() else {
                 tracing::warn!(socket = %self.path.display(), uid = peer.uid, max = LOCAL_CONNECTIONS_MAX, "local connection limit reached; refusing");
                 answer_and_close(
                     &stream,
@@ -314,16 +313,15 @@ pub async fn write_line<T: Serialize>(w: &mut tokio::net::unix::OwnedWriteHalf, 
     w.write_all(&line).await
 }
 
-/// Serves a JSON-lines API on `listener` until `cancel`: every line is parsed as JSON (a line
-/// that is not JSON is passed as `null`, for the handler to refuse) and answered by `handle`.
-/// An op named in `crew_ops` (the request's `"op"`) is answered `{"error":"forbidden"}` unless
-/// the peer may use crew ops ([`permits`]).
-pub async fn serve<H, F>(
-    listener: LocalListener,
-    crew_ops: &'static [&'static str],
-    cancel: tokio_util::sync::CancellationToken,
-    handle: H,
-) where
+/// Serves a JSON-lines API on `listener` until `shutdown` is cancelled: every line is parsed as
+/// JSON (a line that is not JSON is passed as `null`, for the handler to refuse) and answered by
+/// `handle`. An op named in `crew_ops` (the request's `"op"`) is answered
+/// `{"error":"forbidden"}` unless the peer may use crew ops ([`permits`]). Each connection is a
+/// task of `shutdown` holding its slot (the runner's shape: accept, take a slot, spawn on the
+/// tracker); it ends between requests once the daemon stops, so the drain does not wait for an
+/// idle client.
+pub async fn serve<H, F>(listener: LocalListener, crew_ops: &'static [&'static str], shutdown: Shutdown, handle: H)
+where
     H: Fn(serde_json::Value) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = serde_json::Value> + Send,
 {
@@ -332,17 +330,22 @@ pub async fn serve<H, F>(
     let path: Arc<Path> = Arc::from(listener.path());
     loop {
         let conn = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             c = listener.accept() => c,
         };
         let Ok(Admitted { stream, peer, _slot }) = conn else { continue };
-        let (handle, policy, path) = (handle.clone(), listener.policy.clone(), path.clone());
-        tokio::spawn(async move {
+        let (handle, policy, path, stop) = (handle.clone(), listener.policy.clone(), path.clone(), shutdown.clone());
+        shutdown.spawn(async move {
             let _slot = _slot;
             let (r, mut w) = stream.into_split();
             let mut r = BufReader::new(r);
             let mut line = String::new();
-            while let Ok(Some(())) = read_line(&mut r, &mut line).await {
+            loop {
+                let got = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    got = read_line(&mut r, &mut line) => got,
+                };
+                let Ok(Some(())) = got else { return };
                 let req = serde_json::from_str(&line).unwrap_or(serde_json::Value::Null);
                 let op = req.get("op").and_then(serde_json::Value::as_str).unwrap_or("");
                 let answer = if crew_ops.contains(&op) && !permits(&policy.access, &policy.trusted, peer, OpKind::Crew)
@@ -358,6 +361,17 @@ pub async fn serve<H, F>(
             }
         });
     }
+}
+
+/// A request line (as [`serve`] passes it) read into an API's request enum (serde, tagged by
+/// `"op"`), or the answer to give instead: `{"error":"bad_request","detail":...}` naming what
+/// was wrong (an unknown op, a missing or mistyped field, a line that is not JSON) followed by
+/// `ops`, the API's list of ops.
+pub fn parse_request<R: DeserializeOwned>(req: serde_json::Value, ops: &str) -> Result<R, serde_json::Value> {
+    if req.is_null() {
+        return Err(json!({ "error": "bad_request", "detail": format!("not a JSON request; {ops}") }));
+    }
+    serde_json::from_value(req).map_err(|e| json!({ "error": "bad_request", "detail": format!("{e}; {ops}") }))
 }
 
 /// Client side: sends one request and reads one answer.
@@ -467,7 +481,8 @@ mod tests {
 
     fn serve_ok(l: LocalListener) -> tokio_util::sync::CancellationToken {
         let cancel = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(serve(l, &["link"], cancel.clone(), |req| async move { json!({ "ok": req["op"] }) }));
+        let shutdown = Shutdown::new(cancel.clone());
+        tokio::spawn(serve(l, &["link"], shutdown, |req| async move { json!({ "ok": req["op"] }) }));
         cancel
     }
 
@@ -500,6 +515,25 @@ mod tests {
         }
         assert!(ok, "the freed slot was never reused");
         cancel.cancel();
+    }
+
+    /// The admin loop and its connections are tasks of the daemon's shutdown: the drain waits
+    /// for them, and an idle client does not hold it for the grace.
+    #[tokio::test]
+    async fn connections_are_drained_on_shutdown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("d.sock");
+        let shutdown = Shutdown::new(tokio_util::sync::CancellationToken::new());
+        let l = bind(&path, Access::default()).await.expect("bind");
+        shutdown.spawn(serve(l, &[], shutdown.clone(), |req| async move { json!({ "ok": req["op"] }) }));
+        let mut idle = connect(&path).await;
+        assert_eq!(ask(&mut idle, json!({"op": "status"})).await, json!({"ok": "status"}));
+        assert_eq!(shutdown.tasks_running(), 2, "the loop and the connection are tracked");
+        let start = std::time::Instant::now();
+        assert_eq!(shutdown.drain().await, crate::runner::Drained::AllDone);
+        assert!(start.elapsed() < crate::SHUTDOWN_GRACE / 2, "an idle client held the drain");
+        let mut rest = String::new();
+        assert_eq!(idle.read_line(&mut rest).await.expect("read"), 0, "the idle connection was closed");
     }
 
     /// Refusals through the real socket. The tests run as the socket's owner (often root), who

@@ -76,7 +76,7 @@ impl IssuerConfig {
         let card_key_file = r.path("card_key_file");
         let admin_socket = r.path("admin_socket");
         let admin_access = inflight_daemon::local::Access::read(&mut r, "admin", false);
-        let log_format = r.parse_or("log_format", LogFormat::Plain, LogFormat::parse);
+        let log_format = r.log_format();
         let listen = r.socket_addr("listen");
         let signing_key_file = r.path("signing_key_file");
         let programme_file = r.path("programme_file");
@@ -92,17 +92,15 @@ impl IssuerConfig {
         let hello_timeout = r.millis_or("timers.hello_timeout_ms", ms(5_000), ms(100), ms(60_000));
         let batch_frame_idle = r.millis_or("timers.batch_frame_idle_ms", ms(30_000), ms(100), ms(3_600_000));
         let batch_budget_wait = r.millis_or("timers.batch_budget_wait_ms", ms(60_000), ms(100), ms(3_600_000));
+        let (keep_alive, idle) = r.link_keep_alive_and_idle();
         let timers = LinkTimers {
-            keep_alive: r.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000)),
-            idle: r.millis_or("timers.idle_timeout_ms", ms(10_000), ms(500), ms(600_000)),
+            keep_alive,
+            idle,
             // On a server: the deadline of each incoming handshake.
             connect: r.millis_or("timers.handshake_timeout_ms", ms(3_000), ms(100), ms(60_000)),
             window_bytes: None,
         };
         let cache_bytes = r.u64_or("store.cache_bytes", 32 << 20, 1 << 20, 4 << 30);
-        if timers.keep_alive >= timers.idle {
-            r.error("timers.keep_alive_ms", "must be shorter than timers.idle_timeout_ms");
-        }
         r.finish()?;
         let missing = "checked by ConfigReader::finish";
         Ok(Self {

@@ -12,12 +12,13 @@ mod server;
 
 use std::sync::Arc;
 
+use inflight_daemon::{DaemonError, ExitClass, Shutdown, Slots};
 use inflight_net::{endpoint, tls, NetError};
 use inflight_store::{AccountLine, BinListSigner, CardVault, IssuerStore, LedgerLine, StoreError};
 use inflight_wire::{AuthOutcome, BinList, GROUND_ALPN};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use crate::config::IssuerConfig;
 use crate::server::Shared;
@@ -58,6 +59,16 @@ pub enum IssuerError {
         /// What failed.
         detail: String,
     },
+}
+
+impl DaemonError for IssuerError {
+    fn exit_class(&self) -> ExitClass {
+        match self {
+            IssuerError::Store(_) => ExitClass::Io,
+            IssuerError::Data(_) => ExitClass::Config,
+            IssuerError::Net(_) | IssuerError::Socket { .. } => ExitClass::Unavailable,
+        }
+    }
 }
 
 /// Opens the issuer's store.
@@ -102,15 +113,15 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         signed,
         items_budget: tokio::sync::Semaphore::new(server::ITEMS_IN_MEMORY_MAX),
     });
-    let tasks = TaskTracker::new();
+    let shutdown = Shutdown::new(cancel);
     // Renewal: the same version signed again with a fresh window, every quarter of the validity,
     // so a fleet that sees the ground never holds an expired list.
     {
-        let (shared, cancel) = (shared.clone(), cancel.clone());
-        tasks.spawn(async move {
+        let (shared, stop) = (shared.clone(), shutdown.clone());
+        shutdown.spawn(async move {
             loop {
                 tokio::select! {
-                    _ = cancel.cancelled() => return,
+                    _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(validity / 4) => {}
                 }
                 let list = windowed(shared.programme.clone(), validity, inflight_daemon::unix_ms_now());
@@ -124,13 +135,13 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
             }
         });
     }
-    let slots = Arc::new(tokio::sync::Semaphore::new(AIRCRAFT_MAX));
+    let slots = Slots::new(AIRCRAFT_MAX);
     {
         let store = store.clone();
         // No crew ops: ledger and accounts only read.
-        tasks.spawn(inflight_daemon::local::serve(admin, &[], cancel.clone(), move |req| {
+        shutdown.spawn(inflight_daemon::local::serve(admin, &[], shutdown.clone(), move |req| {
             let store = store.clone();
-            async move { admin_answer(&store, &req) }
+            async move { admin_answer(&store, req) }
         }));
     }
     let gate = inflight_net::admission::Gate::new(inflight_net::admission::Limits::GROUND);
@@ -143,23 +154,24 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         live.revoke_from(crl.as_deref(), CLOSE_REPLACED.into());
         let build = move || aircraft_server_config(&c);
         let installed = move || live.revoke_from(crl.as_deref(), CLOSE_REPLACED.into());
-        tasks.spawn(inflight_net::reload::watch_server(
+        shutdown.spawn(inflight_net::reload::watch_server(
             ep.clone(),
             files,
             build,
             installed,
             "aircraft",
-            cancel.clone(),
+            shutdown.token(),
         ));
     }
     loop {
         let incoming = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = shutdown.cancelled() => break,
             i = ep.accept() => match i { Some(i) => i, None => break },
         };
         let Some((incoming, slot)) = gate.admit(incoming, "aircraft") else { continue };
         let (shared, slots, peers, gate) = (shared.clone(), slots.clone(), peers.clone(), gate.clone());
-        tasks.spawn(async move {
+        let cancel = shutdown.token();
+        shutdown.spawn(async move {
             let conn = match inflight_net::admission::handshake(incoming, slot, shared.cfg.timers.connect).await {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -169,7 +181,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
             };
             gate.authenticated(conn.remote_address().ip());
             // Only authenticated connections count against the limit.
-            let Ok(_permit) = slots.try_acquire_owned() else {
+            let Some(_slot) = slots.try_take() else {
                 tracing::warn!(remote = %conn.remote_address(), max = AIRCRAFT_MAX, "aircraft limit reached; refusing connection");
                 conn.close(CLOSE_BUSY.into(), b"aircraft limit reached");
                 return;
@@ -181,14 +193,14 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
                     return;
                 }
             };
-            server::serve(shared, conn).await
+            server::serve(shared, conn, cancel).await
         });
     }
-    tasks.close();
+    // Sessions end between exchanges (a batch begun is finished and answered within the grace),
+    // then the endpoint, then the store.
+    tracing::info!("shutting down: finishing aircraft sessions");
+    shutdown.drain().await;
     ep.close(0u32.into(), b"issuer shutting down");
-    if tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait()).await.is_err() {
-        tracing::warn!("shutdown grace period over");
-    }
     store.close();
     let _ = std::fs::remove_file(&shared.cfg.admin_socket);
     tracing::info!("inflight-issuer stopped");
@@ -214,17 +226,42 @@ fn windowed(list: BinList, validity: std::time::Duration, now_unix_ms: u64) -> B
     }
 }
 
-fn admin_answer(store: &IssuerStore, req: &Value) -> Value {
-    match req.get("op").and_then(Value::as_str) {
-        Some("ledger") => match store.ledger() {
-            Ok(lines) => json!({ "ledger": lines.iter().map(ledger_json).collect::<Vec<_>>() }),
-            Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
-        },
-        Some("accounts") => match store.accounts() {
-            Ok(lines) => json!({ "accounts": lines.iter().map(account_json).collect::<Vec<_>>() }),
-            Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
-        },
-        _ => json!({ "error": "bad_request", "detail": "expected {\"op\":\"ledger\"} or {\"op\":\"accounts\"}" }),
+/// One request on the issuer's admin socket (README "Admin API"): `{"op":"ledger"}` or
+/// `{"op":"accounts"}`. Both only read. Field names are a stable interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminRequest {
+    /// Every decided payment.
+    Ledger,
+    /// Every account, with its opening and available amounts.
+    Accounts,
+}
+
+impl AdminRequest {
+    /// The op's name, which is also the key of the answer's array.
+    pub fn op(self) -> &'static str {
+        match self {
+            AdminRequest::Ledger => "ledger",
+            AdminRequest::Accounts => "accounts",
+        }
+    }
+}
+
+/// The ops, for a `bad_request` answer.
+const ADMIN_OPS: &str = "expected {\"op\":\"ledger\"} or {\"op\":\"accounts\"}";
+
+fn admin_answer(store: &IssuerStore, req: Value) -> Value {
+    let req = match inflight_daemon::local::parse_request::<AdminRequest>(req, ADMIN_OPS) {
+        Ok(r) => r,
+        Err(bad_request) => return bad_request,
+    };
+    let lines = match req {
+        AdminRequest::Ledger => store.ledger().map(|l| l.iter().map(ledger_json).collect::<Vec<_>>()),
+        AdminRequest::Accounts => store.accounts().map(|l| l.iter().map(account_json).collect::<Vec<_>>()),
+    };
+    match lines {
+        Ok(lines) => json!({ req.op(): lines }),
+        Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
     }
 }
 
@@ -262,22 +299,23 @@ pub fn account_json(a: &AccountLine) -> Value {
 
 /// The ledger: from the running daemon, or read from the store when it is stopped.
 pub async fn ledger(cfg: &IssuerConfig) -> Result<Vec<Value>, String> {
-    lines(cfg, "ledger", |store| Ok(store.ledger()?.iter().map(ledger_json).collect())).await
+    lines(cfg, AdminRequest::Ledger, |store| Ok(store.ledger()?.iter().map(ledger_json).collect())).await
 }
 
 /// The accounts: from the running daemon, or read from the store when it is stopped.
 pub async fn accounts(cfg: &IssuerConfig) -> Result<Vec<Value>, String> {
-    lines(cfg, "accounts", |store| Ok(store.accounts()?.iter().map(account_json).collect())).await
+    lines(cfg, AdminRequest::Accounts, |store| Ok(store.accounts()?.iter().map(account_json).collect())).await
 }
 
-/// Asks the running daemon for `op` (its answer holds an array under the same name), or, when
+/// Asks the running daemon for `req` (its answer holds an array under the op's name), or, when
 /// no daemon answers, opens the store and reads it with `read`.
 async fn lines(
     cfg: &IssuerConfig,
-    op: &str,
+    req: AdminRequest,
     read: impl FnOnce(&IssuerStore) -> Result<Vec<Value>, StoreError>,
 ) -> Result<Vec<Value>, String> {
-    match inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, &json!({ "op": op })).await {
+    let op = req.op();
+    match inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, &req).await {
         Ok(v) => v.get(op).and_then(Value::as_array).cloned().ok_or_else(|| format!("unexpected answer: {v}")),
         Err(_) => {
             let store = open_store(cfg).map_err(|e| e.to_string())?;
@@ -285,5 +323,46 @@ async fn lines(
             store.close();
             lines
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_exit_with_the_documented_codes() {
+        let code = |e: IssuerError| e.exit_class().code();
+        assert_eq!(code(IssuerError::Store(StoreError::Io("disk".into()))), inflight_daemon::EXIT_IO);
+        assert_eq!(code(IssuerError::Data(vec!["bin #1: bad prefix".into()])), inflight_daemon::EXIT_CONFIG);
+        assert_eq!(code(IssuerError::Net(NetError::Tls("key".into()))), inflight_daemon::EXIT_UNAVAILABLE);
+        let socket = IssuerError::Socket { path: "/run/i".into(), detail: "in use".into() };
+        assert_eq!(code(socket), inflight_daemon::EXIT_UNAVAILABLE);
+    }
+
+    fn parse(v: Value) -> Result<AdminRequest, Value> {
+        inflight_daemon::local::parse_request(v, ADMIN_OPS)
+    }
+
+    #[test]
+    fn admin_requests_keep_their_wire_format() {
+        assert_eq!(parse(json!({"op": "ledger"})), Ok(AdminRequest::Ledger));
+        assert_eq!(parse(json!({"op": "accounts"})), Ok(AdminRequest::Accounts));
+        // Fields an older or newer client adds are ignored, as before.
+        assert_eq!(parse(json!({"op": "ledger", "since": 3})), Ok(AdminRequest::Ledger));
+        assert_eq!(serde_json::to_string(&AdminRequest::Ledger).expect("json"), r#"{"op":"ledger"}"#);
+        assert_eq!(serde_json::to_string(&AdminRequest::Accounts).expect("json"), r#"{"op":"accounts"}"#);
+    }
+
+    #[test]
+    fn unknown_and_malformed_admin_requests_are_bad_requests() {
+        for bad in [json!({"op": "drop"}), json!({"op": 3}), json!({}), json!([1]), json!("ledger"), Value::Null] {
+            let answer = parse(bad.clone()).expect_err("refused");
+            assert_eq!(answer["error"], "bad_request", "{bad}: {answer}");
+            let detail = answer["detail"].as_str().expect("a detail");
+            assert!(detail.contains(ADMIN_OPS), "{bad}: the answer names the ops: {detail}");
+        }
+        let unknown = parse(json!({"op": "drop"})).expect_err("refused");
+        assert!(unknown["detail"].as_str().is_some_and(|d| d.contains("unknown variant `drop`")), "{unknown}");
     }
 }

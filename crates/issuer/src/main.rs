@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use inflight_daemon::{EXIT_CONFIG, EXIT_IO, EXIT_UNAVAILABLE};
-use inflight_issuer::{IssuerConfig, IssuerError};
+use inflight_daemon::EXIT_UNAVAILABLE;
+use inflight_issuer::IssuerConfig;
 
 /// The card issuer's ground server: publishes the signed BIN list, authorizes batches once.
 #[derive(Parser, Debug)]
@@ -55,21 +55,9 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Run { .. } => {
-            inflight_daemon::init_logging(cfg.log_format);
-            rt.block_on(async {
-                let cancel = inflight_daemon::shutdown_on_signals();
-                match inflight_issuer::run(cfg, cancel).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tracing::error!(error = %e, "inflight-issuer failed");
-                        eprintln!("inflight-issuer: {e}");
-                        inflight_daemon::exit(match e {
-                            IssuerError::Store(_) => EXIT_IO,
-                            IssuerError::Data(_) => EXIT_CONFIG,
-                            IssuerError::Net(_) | IssuerError::Socket { .. } => EXIT_UNAVAILABLE,
-                        })
-                    }
-                }
+            let log_format = cfg.log_format;
+            inflight_daemon::runner::main_loop(&rt, "inflight-issuer", log_format, |cancel| {
+                inflight_issuer::run(cfg, cancel)
             })
         }
         Cmd::Ledger { .. } => print_lines(rt.block_on(inflight_issuer::ledger(&cfg))),

@@ -43,8 +43,9 @@ pub const ITEMS_IN_MEMORY_MAX: usize = BATCH_PAYMENTS_MAX as usize;
 // start over forever). Progress is what is required: a frame at least every
 // `timers.batch_frame_idle_ms` (30 s by default), receiving and sending results alike.
 
-/// Serves one aircraft until it leaves or breaks the protocol.
-pub async fn serve(shared: Arc<Shared>, conn: Connection) {
+/// Serves one aircraft until it leaves or breaks the protocol, or, between two exchanges, until
+/// the issuer stops (`cancel`): a batch already begun is finished within the shutdown grace.
+pub async fn serve(shared: Arc<Shared>, conn: Connection, cancel: tokio_util::sync::CancellationToken) {
     let remote = conn.remote_address();
     let hello = tokio::time::timeout(shared.cfg.hello_timeout, handshake(&shared, &conn)).await;
     let (aircraft, mut w, mut r) = match hello {
@@ -60,16 +61,13 @@ pub async fn serve(shared: Arc<Shared>, conn: Connection) {
         }
     };
     tracing::info!(%aircraft, %remote, "aircraft connected");
-    match session(&shared, &aircraft, &mut w, &mut r).await {
+    match session(&shared, &aircraft, &mut w, &mut r, &cancel).await {
         Ok(()) => tracing::debug!(%aircraft, "aircraft disconnected"),
         Err(e) => {
             e.log(&aircraft);
             if let Some(frame) = e.answer() {
                 // Bounded: an aircraft that stopped reading must not hold this task.
-                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.send(&frame)).await;
-                // Let the answer reach the aircraft before the connection closes.
-                w.finish();
-                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
+                w.send_final(&frame).await;
             }
         }
     }
@@ -173,9 +171,7 @@ async fn handshake(shared: &Shared, conn: &Connection) -> Result<(String, FrameW
         })
     };
     if let Some(message) = refusal {
-        let _ = w.send(&IssuerMsg::Error { message: message.clone() }).await;
-        w.finish();
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
+        w.send_final(&IssuerMsg::Error { message: message.clone() }).await;
         return Err(NetError::Identity(message));
     }
     w.send(&IssuerMsg::Hello { version: GROUND_PROTOCOL_VERSION, issuer: shared.cfg.issuer_name.clone() }).await?;
@@ -187,9 +183,14 @@ async fn session(
     aircraft: &str,
     w: &mut FrameWriter,
     r: &mut FrameReader,
+    cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(), SessionError> {
     loop {
-        match r.recv::<AircraftMsg>().await? {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return Err(SessionError::ShuttingDown),
+            next = r.recv::<AircraftMsg>() => next,
+        };
+        match next? {
             None => return Ok(()),
             Some(AircraftMsg::Ping { nonce }) => w.send(&IssuerMsg::Pong { nonce }).await?,
             Some(AircraftMsg::FetchBinList { have_version }) => {

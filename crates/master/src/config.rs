@@ -99,7 +99,7 @@ impl MasterConfig {
         let card_key_file = r.path("card_key_file");
         let admin_socket = r.path("admin_socket");
         let admin_access = inflight_daemon::local::Access::read(&mut r, "admin", true);
-        let log_format = r.parse_or("log_format", LogFormat::Plain, LogFormat::parse);
+        let log_format = r.log_format();
         let listen = r.socket_addr("listen");
         let ca_file = r.path("tls.ca_file");
         let crl_file = r.optional_path("tls.crl_file");
@@ -119,9 +119,10 @@ impl MasterConfig {
             100_000_000,
         ) as usize;
         let hello_timeout = r.millis_or("timers.hello_timeout_ms", ms(5_000), ms(100), ms(60_000));
+        let (keep_alive, idle) = r.link_keep_alive_and_idle();
         let timers = LinkTimers {
-            keep_alive: r.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000)),
-            idle: r.millis_or("timers.idle_timeout_ms", ms(10_000), ms(500), ms(600_000)),
+            keep_alive,
+            idle,
             connect: r.millis_or("timers.handshake_timeout_ms", ms(3_000), ms(100), ms(60_000)),
             window_bytes: Some(inflight_net::endpoint::TERMINAL_WINDOW_BYTES),
         };
@@ -157,9 +158,6 @@ impl MasterConfig {
             connect: r.millis_or("ground.connect_timeout_ms", ms(3_000), ms(100), ms(60_000)),
             window_bytes: None,
         };
-        if timers.keep_alive >= timers.idle {
-            r.error("timers.keep_alive_ms", "must be shorter than timers.idle_timeout_ms");
-        }
         r.finish()?;
         let missing = "checked by ConfigReader::finish";
         Ok(Self {

@@ -61,9 +61,7 @@ type Refusal = (ErrorCode, NetError);
 
 /// Sends an error frame and finishes the stream, returning the refusal for the caller to close.
 async fn refuse(w: &mut FrameWriter, code: ErrorCode, message: String) -> Refusal {
-    let _ = w.send(&MasterMsg::Error { code, message: message.clone() }).await;
-    w.finish();
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
+    w.send_final(&MasterMsg::Error { code, message: message.clone() }).await;
     (code, NetError::Connection(message))
 }
 
@@ -177,8 +175,7 @@ async fn write_loop(conn: Connection, mut w: FrameWriter, mut rx: mpsc::Receiver
         if let Some(code) = close {
             // Give the error frame a moment to reach the terminal before the close (closing
             // a QUIC connection may discard data still in flight).
-            w.finish();
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), w.stream_mut().stopped()).await;
+            w.finish_final().await;
             conn.close(code.as_u32().into(), b"closed by master");
             return;
         }

@@ -18,13 +18,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use inflight_core::link::LinkOverride;
+use inflight_daemon::{DaemonError, ExitClass, Shutdown, Slots};
 use inflight_net::{admission, endpoint, tls, NetError};
 use inflight_store::{CardVault, MasterStore, StoreError};
 use inflight_wire::{AuthOutcome, ErrorCode, PaymentId, Verdict, GROUND_ALPN, TERMINAL_ALPN};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::aircraft::{Event, EVENTS_MAX};
 pub use crate::config::MasterConfig;
@@ -48,6 +49,19 @@ pub enum MasterError {
         detail: String,
     },
 }
+
+impl DaemonError for MasterError {
+    fn exit_class(&self) -> ExitClass {
+        match self {
+            MasterError::Store(_) => ExitClass::Io,
+            MasterError::Net(_) | MasterError::Socket { .. } => ExitClass::Unavailable,
+        }
+    }
+}
+
+/// How long, once the endpoints are closed, the master waits for the terminals to see the close
+/// (bounded so that shutdown stays prompt).
+const ENDPOINT_IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long a newly authenticated terminal waits for a slot when all are taken: long enough for
 /// the stale connection it just replaced to give its slot back.
@@ -110,23 +124,23 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         "inflight-master running"
     );
 
-    let tasks = TaskTracker::new();
+    let shutdown = Shutdown::new(cancel);
     let (events_tx, events_rx) = mpsc::channel(EVENTS_MAX);
     let actor_cancel = CancellationToken::new();
     let actor_task = tokio::spawn(actor.run(events_rx, actor_cancel.clone()));
     let writer_task = tokio::spawn(aircraft::run_writer(store.clone(), writer));
-    tasks.spawn(ground::probe_loop(cfg.clone(), ground_ep.clone(), link.clone(), cancel.clone()));
-    tasks.spawn(ground::upload_loop(
+    shutdown.spawn(ground::probe_loop(cfg.clone(), ground_ep.clone(), link.clone(), shutdown.token()));
+    shutdown.spawn(ground::upload_loop(
         cfg.clone(),
         ground_ep.clone(),
         link.clone(),
         store.clone(),
         events_tx.clone(),
-        cancel.clone(),
+        shutdown.token(),
     ));
     let connected = Arc::new(AtomicUsize::new(0));
     // Only authenticated connections take a terminal slot; handshakes are admitted by `gate`.
-    let slots = Arc::new(Semaphore::new(cfg.terminals_max));
+    let slots = Slots::new(cfg.terminals_max);
     let gate = admission::Gate::new(admission::Limits::TERMINALS);
     // One connection per terminal certificate: a newer one closes the older.
     let peers = admission::PeerConnections::new(1);
@@ -138,32 +152,32 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         // Revoked certificates are refused at registration from the start, too.
         live.revoke_from(crl.as_deref(), ErrorCode::Replaced.as_u32().into());
         let installed = move || live.revoke_from(crl.as_deref(), ErrorCode::Replaced.as_u32().into());
-        tasks.spawn(inflight_net::reload::watch_server(
+        shutdown.spawn(inflight_net::reload::watch_server(
             ep.clone(),
             files,
             build,
             installed,
             "terminals",
-            cancel.clone(),
+            shutdown.token(),
         ));
     }
     {
         let admin_ctx =
             Admin { events: events_tx.clone(), connected: connected.clone(), store: store.clone(), link: link.clone() };
-        tasks.spawn(inflight_daemon::local::serve(admin, CREW_OPS, cancel.clone(), move |req| {
+        shutdown.spawn(inflight_daemon::local::serve(admin, CREW_OPS, shutdown.clone(), move |req| {
             let ctx = admin_ctx.clone();
-            async move { admin_answer(&ctx, &req).await }
+            async move { admin_answer(&ctx, req).await }
         }));
     }
     loop {
         let incoming = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = shutdown.cancelled() => break,
             i = ep.accept() => match i { Some(i) => i, None => break },
         };
         let Some((incoming, slot)) = gate.admit(incoming, "terminal") else { continue };
-        let (cfg, events_tx, connected, cancel) = (cfg.clone(), events_tx.clone(), connected.clone(), cancel.clone());
+        let (cfg, events_tx, connected, cancel) = (cfg.clone(), events_tx.clone(), connected.clone(), shutdown.token());
         let (slots, peers, gate) = (slots.clone(), peers.clone(), gate.clone());
-        tasks.spawn(async move {
+        shutdown.spawn(async move {
             let conn = match admission::handshake(incoming, slot, cfg.timers.connect).await {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -181,8 +195,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
                     return;
                 }
             };
-            let permit = tokio::time::timeout(REPLACED_SLOT_WAIT, slots.acquire_owned()).await;
-            let Ok(Ok(_permit)) = permit else {
+            let Some(_slot) = slots.take_within(REPLACED_SLOT_WAIT).await else {
                 tracing::warn!(remote = %conn.remote_address(), max = cfg.terminals_max, "terminal limit reached; refusing connection");
                 conn.close(ErrorCode::Busy.as_u32().into(), b"terminal limit reached");
                 return;
@@ -192,10 +205,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         });
     }
     tracing::info!("shutting down: closing terminal connections and the ground link");
-    tasks.close();
-    if tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait()).await.is_err() {
-        tracing::warn!("shutdown grace period over");
-    }
+    shutdown.drain().await;
     drop(events_tx);
     // Acks already decided are flushed before the actor stops; then the store closes.
     actor_cancel.cancel();
@@ -203,7 +213,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let _ = writer_task.await;
     ep.close(0u32.into(), b"master shutting down");
     ground_ep.ep.close(0u32.into(), b"master shutting down");
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ep.wait_idle()).await;
+    let _ = tokio::time::timeout(ENDPOINT_IDLE_WAIT, ep.wait_idle()).await;
     store.close();
     let _ = std::fs::remove_file(&cfg.admin_socket);
     tracing::info!("inflight-master stopped");
@@ -232,11 +242,51 @@ struct Admin {
 /// (`[admin] crew_uids`, `crew_gids`); status and reports need the allowed lists.
 pub const CREW_OPS: &[&str] = &["link", "flight"];
 
-async fn admin_answer(ctx: &Admin, req: &Value) -> Value {
-    let op = req.get("op").and_then(Value::as_str);
-    match (op, req.get("payment_id").and_then(Value::as_str)) {
-        (Some("status"), Some(id)) => payment_json(&ctx.store, id),
-        (Some("status"), None) => {
+/// One request on the master's admin socket (README "Admin API"). Field names are a stable
+/// interface; fields may be added, never renamed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminRequest {
+    /// The master's status, or one payment's.
+    Status {
+        /// A payment id (32 hex digits); absent for the master's summary.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment_id: Option<String>,
+    },
+    /// Crew op: the ground-link override, `auto`, `up` or `down`.
+    Link {
+        /// `auto`, `up` or `down`.
+        mode: String,
+    },
+    /// Crew op: the flight stamped on new payments.
+    Flight {
+        /// 1-16 letters, digits and '-'.
+        flight: String,
+    },
+}
+
+impl AdminRequest {
+    /// The op's name on the wire.
+    pub fn op(&self) -> &'static str {
+        match self {
+            AdminRequest::Status { .. } => "status",
+            AdminRequest::Link { .. } => "link",
+            AdminRequest::Flight { .. } => "flight",
+        }
+    }
+}
+
+/// The ops, for a `bad_request` answer.
+const ADMIN_OPS: &str = "ops: status [payment_id], link {mode}, flight {flight}";
+
+async fn admin_answer(ctx: &Admin, req: Value) -> Value {
+    let req = match inflight_daemon::local::parse_request::<AdminRequest>(req, ADMIN_OPS) {
+        Ok(r) => r,
+        Err(bad_request) => return bad_request,
+    };
+    match req {
+        AdminRequest::Status { payment_id: Some(id) } => payment_json(&ctx.store, &id),
+        AdminRequest::Status { payment_id: None } => {
             let (reply, rx) = oneshot::channel();
             if ctx.events.send(Event::Status { reply }).await.is_err() {
                 return json!({ "error": "shutting_down" });
@@ -257,8 +307,8 @@ async fn admin_answer(ctx: &Admin, req: &Value) -> Value {
                 Err(_) => json!({ "error": "shutting_down" }),
             }
         }
-        (Some("link"), _) => match req.get("mode").and_then(Value::as_str).map(LinkOverride::parse) {
-            Some(Ok(mode)) => match ctx.store.set_setting("link_override", mode.as_str()) {
+        AdminRequest::Link { mode } => match LinkOverride::parse(&mode) {
+            Ok(mode) => match ctx.store.set_setting("link_override", mode.as_str()) {
                 Ok(t) => match ctx.store.durable(t).await {
                     Ok(()) => {
                         ctx.link.set_override(mode);
@@ -268,11 +318,10 @@ async fn admin_answer(ctx: &Admin, req: &Value) -> Value {
                 },
                 Err(e) => json!({ "error": "storage_error", "detail": e.to_string() }),
             },
-            Some(Err(e)) => json!({ "error": "bad_request", "detail": e }),
-            None => json!({ "error": "bad_request", "detail": "link needs \"mode\": auto, up or down" }),
+            Err(e) => json!({ "error": "bad_request", "detail": e }),
         },
-        (Some("flight"), _) => match req.get("flight").and_then(Value::as_str).map(config::parse_flight_id) {
-            Some(Ok(flight)) => {
+        AdminRequest::Flight { flight } => match config::parse_flight_id(&flight) {
+            Ok(flight) => {
                 let (reply, rx) = oneshot::channel();
                 if ctx.events.send(Event::SetFlight { flight: flight.clone(), reply }).await.is_err() {
                     return json!({ "error": "shutting_down" });
@@ -283,10 +332,8 @@ async fn admin_answer(ctx: &Admin, req: &Value) -> Value {
                     Err(_) => json!({ "error": "shutting_down" }),
                 }
             }
-            Some(Err(e)) => json!({ "error": "bad_request", "detail": e }),
-            None => json!({ "error": "bad_request", "detail": "flight needs \"flight\"" }),
+            Err(e) => json!({ "error": "bad_request", "detail": e }),
         },
-        _ => json!({ "error": "bad_request", "detail": "ops: status [payment_id], link {mode}, flight {flight}" }),
     }
 }
 
@@ -371,10 +418,7 @@ fn status_json(
 /// The status JSON (of the master, or of one payment): from the running daemon, or read from
 /// the store when it is stopped.
 pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value, String> {
-    let mut req = json!({ "op": "status" });
-    if let Some(p) = &payment {
-        req["payment_id"] = json!(p);
-    }
+    let req = AdminRequest::Status { payment_id: payment.clone() };
     match admin_request(cfg, &req).await {
         Ok(v) => Ok(v),
         Err(_) => {
@@ -408,6 +452,85 @@ pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value
 }
 
 /// Sends one admin request to the running daemon.
-pub async fn admin_request(cfg: &MasterConfig, req: &Value) -> std::io::Result<Value> {
+pub async fn admin_request(cfg: &MasterConfig, req: &AdminRequest) -> std::io::Result<Value> {
     inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value) -> Result<AdminRequest, Value> {
+        inflight_daemon::local::parse_request(v, ADMIN_OPS)
+    }
+
+    #[test]
+    fn admin_requests_keep_their_wire_format() {
+        let id = "019ab5c0d2f17a4b8c9d0e1f2a3b4c5d";
+        let cases = [
+            (json!({"op": "status"}), AdminRequest::Status { payment_id: None }, r#"{"op":"status"}"#.to_owned()),
+            (
+                json!({"op": "status", "payment_id": id}),
+                AdminRequest::Status { payment_id: Some(id.into()) },
+                format!(r#"{{"op":"status","payment_id":"{id}"}}"#),
+            ),
+            (
+                json!({"op": "link", "mode": "up"}),
+                AdminRequest::Link { mode: "up".into() },
+                r#"{"op":"link","mode":"up"}"#.into(),
+            ),
+            (
+                json!({"op": "flight", "flight": "IF200"}),
+                AdminRequest::Flight { flight: "IF200".into() },
+                r#"{"op":"flight","flight":"IF200"}"#.into(),
+            ),
+        ];
+        for (wire, req, text) in cases {
+            assert_eq!(parse(wire.clone()).as_ref(), Ok(&req), "{wire}");
+            assert_eq!(serde_json::to_string(&req).expect("json"), text);
+            assert_eq!(wire["op"], req.op());
+        }
+    }
+
+    #[test]
+    fn crew_ops_are_the_ops_that_change_the_master() {
+        let link = AdminRequest::Link { mode: "up".into() };
+        let flight = AdminRequest::Flight { flight: "IF1".into() };
+        let status = AdminRequest::Status { payment_id: None };
+        assert!(CREW_OPS.contains(&link.op()) && CREW_OPS.contains(&flight.op()));
+        assert!(!CREW_OPS.contains(&status.op()));
+        assert_eq!(CREW_OPS.len(), 2);
+    }
+
+    #[test]
+    fn unknown_and_malformed_admin_requests_are_bad_requests() {
+        for bad in [
+            json!({"op": "reboot"}),
+            json!({"op": "link"}),
+            json!({"op": "link", "mode": 1}),
+            json!({"op": "flight"}),
+            json!({"op": "status", "payment_id": 5}),
+            json!({"mode": "up"}),
+            json!([]),
+            Value::Null,
+        ] {
+            let answer = parse(bad.clone()).expect_err("refused");
+            assert_eq!(answer["error"], "bad_request", "{bad}: {answer}");
+            assert!(answer["detail"].as_str().is_some_and(|d| d.contains(ADMIN_OPS)), "{bad}: {answer}");
+        }
+        let unknown = parse(json!({"op": "reboot"})).expect_err("refused");
+        assert!(unknown["detail"].as_str().is_some_and(|d| d.contains("unknown variant `reboot`")), "{unknown}");
+        let missing = parse(json!({"op": "link"})).expect_err("refused");
+        assert!(missing["detail"].as_str().is_some_and(|d| d.contains("missing field `mode`")), "{missing}");
+    }
+
+    #[test]
+    fn errors_exit_with_the_documented_codes() {
+        let store = MasterError::Store(StoreError::Io("disk".into()));
+        assert_eq!(store.exit_class().code(), inflight_daemon::EXIT_IO);
+        let net = MasterError::Net(NetError::Tls("bad key".into()));
+        assert_eq!(net.exit_class().code(), inflight_daemon::EXIT_UNAVAILABLE);
+        let socket = MasterError::Socket { path: "/run/x".into(), detail: "in use".into() };
+        assert_eq!(socket.exit_class().code(), inflight_daemon::EXIT_UNAVAILABLE);
+    }
 }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use inflight_daemon::{EXIT_CONFIG, EXIT_IO, EXIT_UNAVAILABLE};
-use inflight_master::{MasterConfig, MasterError};
+use inflight_daemon::{EXIT_CONFIG, EXIT_UNAVAILABLE};
+use inflight_master::{AdminRequest, MasterConfig};
 
 /// The aircraft server daemon: collects every terminal's payments, durably, exactly once.
 #[derive(Parser, Debug)]
@@ -68,24 +68,13 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Run { .. } => {
-            inflight_daemon::init_logging(cfg.log_format);
-            rt.block_on(async {
-                let cancel = inflight_daemon::shutdown_on_signals();
-                match inflight_master::run(cfg, cancel).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tracing::error!(error = %e, "inflight-master failed");
-                        eprintln!("inflight-master: {e}");
-                        inflight_daemon::exit(match e {
-                            MasterError::Store(_) => EXIT_IO,
-                            MasterError::Net(_) | MasterError::Socket { .. } => EXIT_UNAVAILABLE,
-                        })
-                    }
-                }
+            let log_format = cfg.log_format;
+            inflight_daemon::runner::main_loop(&rt, "inflight-master", log_format, |cancel| {
+                inflight_master::run(cfg, cancel)
             })
         }
-        Cmd::Link { mode, .. } => admin(&rt, &cfg, serde_json::json!({ "op": "link", "mode": mode })),
-        Cmd::Flight { flight, .. } => admin(&rt, &cfg, serde_json::json!({ "op": "flight", "flight": flight })),
+        Cmd::Link { mode, .. } => admin(&rt, &cfg, AdminRequest::Link { mode }),
+        Cmd::Flight { flight, .. } => admin(&rt, &cfg, AdminRequest::Flight { flight }),
         Cmd::Status { payment, .. } => match rt.block_on(inflight_master::status(&cfg, payment)) {
             Ok(v) => {
                 println!("{v}");
@@ -100,7 +89,7 @@ fn main() -> ExitCode {
 }
 
 /// Sends one admin request to the running daemon and prints the answer.
-fn admin(rt: &tokio::runtime::Runtime, cfg: &MasterConfig, req: serde_json::Value) -> ExitCode {
+fn admin(rt: &tokio::runtime::Runtime, cfg: &MasterConfig, req: AdminRequest) -> ExitCode {
     match rt.block_on(inflight_master::admin_request(cfg, &req)) {
         Ok(v) if v.get("error").is_none() => {
             println!("{v}");

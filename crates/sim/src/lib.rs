@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use inflight_issuer::IssuerConfig;
-use inflight_master::MasterConfig;
+use inflight_master::{AdminRequest, MasterConfig};
 use inflight_slave::api::CaptureBody;
 use inflight_slave::SlaveConfig;
 use serde_json::{json, Value};
@@ -209,7 +209,7 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
     progress.say("gate: ground link up, BIN list on every terminal");
 
     // Take-off.
-    admin(&master_cfg, json!({"op": "link", "mode": "down"})).await?;
+    admin(&master_cfg, AdminRequest::Link { mode: "down".into() }).await?;
     progress.say("take-off: ground link down");
 
     // Cabin sales, every terminal at once.
@@ -316,7 +316,7 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
         cut
     });
     let t_land = Instant::now();
-    admin(&master_cfg, json!({"op": "link", "mode": "auto"})).await?;
+    admin(&master_cfg, AdminRequest::Link { mode: "auto".into() }).await?;
     progress.say(&format!(
         "landing: ground link back (loss {:.0}%, delay {} ms, {} flaps)",
         opts.loss * 100.0,
@@ -475,14 +475,14 @@ fn write_accounts(dir: &Path, flight: &scenario::Flight) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn admin(cfg: &MasterConfig, req: Value) -> anyhow::Result<Value> {
+async fn admin(cfg: &MasterConfig, req: AdminRequest) -> anyhow::Result<Value> {
     let v = inflight_master::admin_request(cfg, &req).await?;
-    anyhow::ensure!(v.get("error").is_none(), "master refused {req}: {v}");
+    anyhow::ensure!(v.get("error").is_none(), "master refused {req:?}: {v}");
     Ok(v)
 }
 
 async fn master_counts(cfg: &MasterConfig) -> anyhow::Result<Value> {
-    Ok(inflight_master::admin_request(cfg, &json!({"op": "status"})).await?["payments"].clone())
+    Ok(inflight_master::admin_request(cfg, &AdminRequest::Status { payment_id: None }).await?["payments"].clone())
 }
 
 async fn wait_socket(path: &Path, timeout: Duration) -> anyhow::Result<()> {

@@ -71,7 +71,7 @@ impl SlaveConfig {
         let card_key_file = r.path("card_key_file");
         let capture_socket = r.path("capture_socket");
         let capture_access = inflight_daemon::local::Access::read(&mut r, "capture", false);
-        let log_format = r.parse_or("log_format", LogFormat::Plain, LogFormat::parse);
+        let log_format = r.log_format();
         let master_addr = r.socket_addr("master.addr");
         let master_server_name = r.string("master.server_name");
         let ca_file = r.path("tls.ca_file");
@@ -100,18 +100,16 @@ impl SlaveConfig {
         let forward_window =
             r.u64_or("limits.forward_window", 256, 1, inflight_core::outbox::WINDOW_MAX as u64) as usize;
         let ack_timeout = r.millis_or("limits.ack_timeout_ms", ms(5_000), ms(100), ms(600_000));
+        let (keep_alive, idle) = r.link_keep_alive_and_idle();
         let timers = LinkTimers {
-            keep_alive: r.millis_or("timers.keep_alive_ms", ms(2_000), ms(100), ms(60_000)),
-            idle: r.millis_or("timers.idle_timeout_ms", ms(10_000), ms(500), ms(600_000)),
+            keep_alive,
+            idle,
             connect: r.millis_or("timers.connect_timeout_ms", ms(3_000), ms(100), ms(60_000)),
             window_bytes: Some(inflight_net::endpoint::TERMINAL_WINDOW_BYTES),
         };
         let reconnect_min = r.millis_or("timers.reconnect_min_ms", ms(100), ms(10), ms(60_000));
         let reconnect_max = r.millis_or("timers.reconnect_max_ms", ms(5_000), ms(10), ms(600_000));
         let cache_bytes = r.u64_or("store.cache_bytes", 2 << 20, 256 << 10, 1 << 30);
-        if timers.keep_alive >= timers.idle {
-            r.error("timers.keep_alive_ms", "must be shorter than timers.idle_timeout_ms");
-        }
         if reconnect_min > reconnect_max {
             r.error("timers.reconnect_min_ms", "must not exceed timers.reconnect_max_ms");
         }

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use inflight_core::capture::CaptureRequest;
+use inflight_daemon::{DaemonError, ExitClass, Shutdown};
 use inflight_net::{endpoint, tls, NetError};
 use inflight_store::{CardVault, SlaveStore, StoreError};
 use inflight_wire::{LineItem, PaymentId, TERMINAL_ALPN};
@@ -24,7 +25,6 @@ use serde_json::{json, Value};
 use tokio::io::BufReader;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::api::{CaptureAnswer, CaptureBody, Request};
 pub use crate::config::SlaveConfig;
@@ -51,6 +51,16 @@ pub enum SlaveError {
         /// What failed.
         detail: String,
     },
+}
+
+impl DaemonError for SlaveError {
+    fn exit_class(&self) -> ExitClass {
+        match self {
+            SlaveError::Store(_) => ExitClass::Io,
+            SlaveError::Net(_) | SlaveError::Socket { .. } => ExitClass::Unavailable,
+            SlaveError::PanInput(_) => ExitClass::Config,
+        }
+    }
 }
 
 /// Opens the terminal's store.
@@ -97,39 +107,31 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
         "inflight-slave running"
     );
 
-    let tasks = TaskTracker::new();
+    let shutdown = Shutdown::new(cancel);
+    // The actor is not one of the drained tasks: it outlives the link task, so that the link's
+    // last events are handled, and the capture connections, so that their sale apps are
+    // answered; it is stopped after the drain.
     let actor_cancel = CancellationToken::new();
-    let actor_task = tasks.spawn(actor.run(rx, actor_cancel.clone()));
-    tasks.spawn(link::run(cfg.clone(), ep, tx.clone(), cancel.clone()));
+    let actor_task = tokio::spawn(actor.run(rx, actor_cancel.clone()));
+    shutdown.spawn(link::run(cfg.clone(), ep, tx.clone(), shutdown.token()));
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = shutdown.cancelled() => break,
             // Only allowed peers, at most LOCAL_CONNECTIONS_MAX at once (the listener answers
             // the others); the sale app's ops (capture, status) need nothing more.
             conn = listener.accept() => match conn {
                 Ok(admitted) => {
-                    tasks.spawn(serve_local(admitted, tx.clone(), cancel.clone()));
+                    shutdown.spawn(serve_local(admitted, tx.clone(), shutdown.token()));
                 }
                 Err(e) => tracing::warn!(error = %e, "capture socket accept failed"),
             },
         }
     }
-    // Stop taking captures, let the link close, then stop the actor (it answers any sale app
-    // still waiting: those payments are durable and queued).
+    // Stop taking captures, let the link close (it closes its endpoint), then stop the actor (it
+    // answers any sale app still waiting: those payments are durable and queued), then the store.
     drop(listener);
     let _ = std::fs::remove_file(&cfg.capture_socket);
-    tasks.close();
-    let grace = tokio::time::sleep(std::time::Duration::from_secs(5));
-    tokio::pin!(grace);
-    tokio::select! {
-        _ = async {
-            // The actor outlives the link task so that the link's last events are handled.
-            while tasks.len() > 1 {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        } => {}
-        _ = &mut grace => tracing::warn!("shutdown grace period over"),
-    }
+    shutdown.drain().await;
     actor_cancel.cancel();
     let _ = actor_task.await;
     store.close();
@@ -286,6 +288,15 @@ pub async fn status(cfg: &SlaveConfig, payment: Option<String>) -> Result<Value,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_exit_with_the_documented_codes() {
+        assert_eq!(SlaveError::Store(StoreError::Io("disk".into())).exit_class().code(), inflight_daemon::EXIT_IO);
+        assert_eq!(SlaveError::Net(NetError::Tls("key".into())).exit_class().code(), inflight_daemon::EXIT_UNAVAILABLE);
+        let socket = SlaveError::Socket { path: "/run/s".into(), detail: "in use".into() };
+        assert_eq!(socket.exit_class().code(), inflight_daemon::EXIT_UNAVAILABLE);
+        assert_eq!(SlaveError::PanInput("none").exit_class().code(), inflight_daemon::EXIT_CONFIG);
+    }
 
     #[test]
     fn the_card_number_is_one_trimmed_line_and_errors_never_hold_it() {

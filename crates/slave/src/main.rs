@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use inflight_daemon::{EXIT_IO, EXIT_UNAVAILABLE};
+use inflight_daemon::EXIT_UNAVAILABLE;
 use inflight_slave::api::CaptureBody;
 use inflight_slave::{SlaveConfig, SlaveError};
 
@@ -115,21 +115,9 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            inflight_daemon::init_logging(cfg.log_format);
-            rt.block_on(async {
-                let cancel = inflight_daemon::shutdown_on_signals();
-                match inflight_slave::run(cfg, cancel).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tracing::error!(error = %e, "inflight-slave failed");
-                        eprintln!("inflight-slave: {e}");
-                        inflight_daemon::exit(match e {
-                            SlaveError::Store(_) => EXIT_IO,
-                            SlaveError::Net(_) | SlaveError::Socket { .. } => EXIT_UNAVAILABLE,
-                            SlaveError::PanInput(_) => inflight_daemon::EXIT_CONFIG,
-                        })
-                    }
-                }
+            let log_format = cfg.log_format;
+            inflight_daemon::runner::main_loop(&rt, "inflight-slave", log_format, |cancel| {
+                inflight_slave::run(cfg, cancel)
             })
         }
         Cmd::Capture { config, pan, expiry, amount, currency, seat, request_id } => {
