@@ -52,7 +52,7 @@ pub async fn serve(shared: Arc<Shared>, conn: Connection, cancel: tokio_util::sy
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
             tracing::warn!(%remote, error = %e, "aircraft refused");
-            conn.close(1u32.into(), b"refused");
+            inflight_net::framed::close_after_final(&conn, 1u32.into(), b"refused").await;
             return;
         }
         Err(_) => {
@@ -68,6 +68,7 @@ pub async fn serve(shared: Arc<Shared>, conn: Connection, cancel: tokio_util::sy
             if let Some(frame) = e.answer() {
                 // Bounded: an aircraft that stopped reading must not hold this task.
                 w.send_final(&frame).await;
+                return inflight_net::framed::close_after_final(&conn, 0u32.into(), b"bye").await;
             }
         }
     }

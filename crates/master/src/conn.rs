@@ -27,7 +27,8 @@ pub async fn serve(
         Ok(Ok(x)) => x,
         Ok(Err((code, e))) => {
             tracing::warn!(%remote, error = %e, "terminal refused");
-            conn.close(code.as_u32().into(), e.to_string().as_bytes());
+            // The refusal's error frame was sent: let the terminal read it before the close.
+            inflight_net::framed::close_after_final(&conn, code.as_u32().into(), e.to_string().as_bytes()).await;
             return;
         }
         Err(_) => {
@@ -176,7 +177,7 @@ async fn write_loop(conn: Connection, mut w: FrameWriter, mut rx: mpsc::Receiver
             // Give the error frame a moment to reach the terminal before the close (closing
             // a QUIC connection may discard data still in flight).
             w.finish_final().await;
-            conn.close(code.as_u32().into(), b"closed by master");
+            inflight_net::framed::close_after_final(&conn, code.as_u32().into(), b"closed by master").await;
             return;
         }
     }

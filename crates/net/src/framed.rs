@@ -14,6 +14,20 @@ use crate::NetError;
 /// the sender.
 pub const FINAL_FRAME_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How long, after a final frame, the sender waits for the peer to close the connection
+/// itself ([`close_after_final`]) before closing it. Closing a QUIC connection discards what the
+/// peer has received but not yet read, so closing as soon as the frame is acknowledged lost it
+/// whenever the peer's reader was slower than the round trip (seen under load); a peer that read
+/// the frame closes at once, one that does not is held at most this long.
+pub const PEER_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Closes `conn` after a final frame ([`FrameWriter::send_final`]): once the peer closes it, or
+/// after [`PEER_CLOSE_GRACE`].
+pub async fn close_after_final(conn: &quinn::Connection, code: quinn::VarInt, reason: &[u8]) {
+    let _ = tokio::time::timeout(PEER_CLOSE_GRACE, conn.closed()).await;
+    conn.close(code, reason);
+}
+
 /// The codec of a link: 4-byte big-endian length prefix, frames over `frame_bytes_max` refused
 /// before they are buffered.
 pub fn codec(frame_bytes_max: usize) -> LengthDelimitedCodec {
