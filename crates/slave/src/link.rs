@@ -6,12 +6,53 @@ use std::time::Duration;
 
 use inflight_net::framed::framed;
 use inflight_net::{endpoint, Endpoint, NetError};
-use inflight_wire::{MasterMsg, TerminalMsg, TERMINAL_FRAME_BYTES_MAX, TERMINAL_PROTOCOL_VERSION};
+use inflight_wire::{ErrorCode, MasterMsg, TerminalMsg, TERMINAL_FRAME_BYTES_MAX, TERMINAL_PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SlaveConfig;
 use crate::terminal::Event;
+
+/// Why a session with the master ended (other than shutdown).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    /// The network or the QUIC/TLS layer: the master is unreachable or the connection broke.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// No `Hello` within the connect timeout.
+    #[error("no Hello from the master in time")]
+    HelloTimeout,
+    /// The master refused this terminal, or closed the link, with an error frame.
+    #[error("the master {}: {code:?}: {message}", if *.at_hello { "refused this terminal" } else { "closed the link" })]
+    Refused {
+        /// Its error code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+        /// At `Hello` (a configuration or certificate problem) or later.
+        at_hello: bool,
+    },
+    /// The master's clock is too far from this terminal's to stamp captures with.
+    #[error("the master's clock is out of bounds")]
+    ClockOutOfBounds,
+    /// The master broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+impl LinkError {
+    /// Logs the end of a session at the level it deserves: a master that refuses this terminal
+    /// needs an operator; a lost connection is routine in a cabin.
+    fn log(&self) {
+        match self {
+            LinkError::Net(_) | LinkError::HelloTimeout => tracing::info!(error = %self, "link to master down"),
+            LinkError::Refused { at_hello: true, .. } | LinkError::ClockOutOfBounds | LinkError::Protocol(_) => {
+                tracing::error!(error = %self, "link to master refused")
+            }
+            LinkError::Refused { at_hello: false, .. } => tracing::warn!(error = %self, "link to master closed"),
+        }
+    }
+}
 
 /// Keeps a connection to the master up until `cancel`.
 pub(crate) async fn run(
@@ -59,7 +100,7 @@ pub(crate) async fn run(
         };
         match result {
             Ok(()) => tracing::info!("link to master closed"),
-            Err(e) => tracing::warn!(error = %e, "link to master down"),
+            Err(e) => e.log(),
         }
         if was_connected {
             backoff = cfg.reconnect_min;
@@ -82,15 +123,15 @@ async fn session(
     events: &mpsc::Sender<Event>,
     cancel: &CancellationToken,
     was_connected: &mut bool,
-) -> Result<(), NetError> {
+) -> Result<(), LinkError> {
     let conn = endpoint::connect(ep, cfg.master_addr, &cfg.master_server_name, cfg.timers.connect).await?;
     let (send, recv) = conn.open_bi().await.map_err(|e| NetError::Connection(e.to_string()))?;
     let (mut w, mut r) = framed(send, recv, TERMINAL_FRAME_BYTES_MAX);
     w.send(&TerminalMsg::Hello { version: TERMINAL_PROTOCOL_VERSION, terminal: cfg.terminal_id.clone() }).await?;
     match tokio::time::timeout(cfg.timers.connect, r.recv::<MasterMsg>()).await {
-        Err(_) => return Err(NetError::Connection("no Hello from master in time".into())),
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(None)) => return Err(NetError::Connection("master closed the stream before Hello".into())),
+        Err(_) => return Err(LinkError::HelloTimeout),
+        Ok(Err(e)) => return Err(e.into()),
+        Ok(Ok(None)) => return Err(LinkError::Protocol("the master closed the stream before Hello".into())),
         Ok(Ok(Some(MasterMsg::Hello { version, aircraft, unix_ms }))) if version == TERMINAL_PROTOCOL_VERSION => {
             let local_ms = inflight_daemon::unix_ms_now();
             let Some(offset_ms) = clock_offset(unix_ms, local_ms) else {
@@ -103,7 +144,7 @@ async fn session(
                     "the master's clock is too far from this terminal's: not using the link; set the clocks"
                 );
                 conn.close(1u32.into(), b"clock offset out of bounds");
-                return Err(NetError::Connection("master clock out of bounds".into()));
+                return Err(LinkError::ClockOutOfBounds);
             };
             tracing::info!(%aircraft, addr = %cfg.master_addr, clock_offset_ms = offset_ms, "connected to master");
             if events.send(Event::ClockOffset(offset_ms)).await.is_err() {
@@ -111,10 +152,10 @@ async fn session(
             }
         }
         Ok(Ok(Some(MasterMsg::Error { code, message }))) => {
-            return Err(NetError::Connection(format!("master refused: {code:?}: {message}")))
+            return Err(LinkError::Refused { code, message, at_hello: true })
         }
         Ok(Ok(Some(other))) => {
-            return Err(NetError::Connection(format!("unexpected first frame from master: {other:?}")))
+            return Err(LinkError::Protocol(format!("unexpected first frame from the master: {}", msg_name(&other))))
         }
     }
     let (tx, mut rx) = mpsc::channel(cfg.forward_window + crate::terminal::RESULT_ACKS_MAX);
@@ -160,10 +201,10 @@ async fn session(
                         }
                     }
                     Some(MasterMsg::Error { code, message }) => {
-                        return Err(NetError::Connection(format!("master closed the link: {code:?}: {message}")));
+                        return Err(LinkError::Refused { code, message, at_hello: false });
                     }
-                    Some(MasterMsg::Hello { .. }) => return Err(NetError::Connection("second Hello from master".into())),
-                    None => return Err(NetError::Connection("master finished the stream".into())),
+                    Some(MasterMsg::Hello { .. }) => return Err(LinkError::Protocol("a second Hello from the master".into())),
+                    None => return Err(LinkError::Protocol("the master finished the stream".into())),
                 },
             }
         }
@@ -189,6 +230,17 @@ pub(crate) fn clock_offset(master_unix_ms: u64, local_unix_ms: u64) -> Option<i6
     i64::try_from(offset).ok()
 }
 
+fn msg_name(m: &MasterMsg) -> &'static str {
+    match m {
+        MasterMsg::Hello { .. } => "Hello (another protocol version)",
+        MasterMsg::Ack { .. } => "Ack",
+        MasterMsg::Error { .. } => "Error",
+        MasterMsg::BinList(_) => "BinList",
+        MasterMsg::Result { .. } => "Result",
+        MasterMsg::VoidAck { .. } => "VoidAck",
+    }
+}
+
 fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
@@ -207,6 +259,21 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_795_000_000_000;
+
+    /// A refusal says whose problem it is: at `Hello` this terminal's (configuration,
+    /// certificate), later a link closed by the master; neither is a "connection lost".
+    #[test]
+    fn link_errors_say_what_ended_the_session() {
+        let refused = LinkError::Refused { code: ErrorCode::WrongTerminal, message: "no".into(), at_hello: true };
+        assert_eq!(refused.to_string(), "the master refused this terminal: WrongTerminal: no");
+        let closed = LinkError::Refused { code: ErrorCode::Busy, message: "full".into(), at_hello: false };
+        assert_eq!(closed.to_string(), "the master closed the link: Busy: full");
+        assert_eq!(LinkError::ClockOutOfBounds.to_string(), "the master's clock is out of bounds");
+        assert_eq!(
+            msg_name(&MasterMsg::BinList(inflight_wire::SignedBinList { body: vec![], signature: vec![] })),
+            "BinList"
+        );
+    }
 
     #[test]
     fn clock_offset_is_bounded_and_never_overflows() {
