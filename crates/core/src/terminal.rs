@@ -1066,4 +1066,244 @@ mod tests {
         t.on_written(After::Voided { id }, Ok(()), 5_001, &AllListening);
         assert_eq!(t.poll_transmit(5_001), Some(Transmit::Void { id }));
     }
+
+    mod property {
+        use std::collections::{BTreeMap, BTreeSet};
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// A new sale (with a request id or not).
+            Capture(bool),
+            /// A sale retries with its request id.
+            Retry(prop::sample::Index),
+            /// The next pending write becomes durable, or fails.
+            Flush(Option<bool>),
+            Connect,
+            Disconnect,
+            Send,
+            /// The master answers the oldest message sent: `refuse` new unanswered ones.
+            Answer(bool),
+            Tick(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                any::<bool>().prop_map(Op::Capture),
+                any::<prop::sample::Index>().prop_map(Op::Retry),
+                prop_oneof![Just(None), any::<bool>().prop_map(Some)].prop_map(Op::Flush),
+                Just(Op::Flush(None)),
+                Just(Op::Flush(None)),
+                Just(Op::Connect),
+                Just(Op::Disconnect),
+                Just(Op::Send),
+                any::<bool>().prop_map(Op::Answer),
+                (0u64..4_000).prop_map(Op::Tick),
+            ]
+        }
+
+        /// The store as `SlaveStore` keeps it: state per payment, written and durable.
+        #[derive(Default)]
+        struct Store {
+            current: BTreeMap<PaymentId, (SlaveState, Money)>,
+            durable: BTreeMap<PaymentId, SlaveState>,
+            requests: BTreeMap<String, PaymentId>,
+            /// Writes waiting for a flush, with what follows.
+            pending: Vec<(Write, After)>,
+        }
+
+        impl Store {
+            fn catch_up(&mut self) {
+                self.durable = self.current.iter().map(|(k, (s, _))| (*k, *s)).collect();
+            }
+
+            fn apply(map: &mut BTreeMap<PaymentId, SlaveState>, w: &Write) {
+                match w {
+                    Write::Captured { payment, .. } => {
+                        map.entry(payment.id).or_insert(SlaveState::Captured { answered: false });
+                    }
+                    Write::State { id, state } | Write::Settle { id, state } => {
+                        if let Some(s) = map.get_mut(id) {
+                            if moves_forward(*s, *state) {
+                                *s = *state;
+                            }
+                        }
+                    }
+                    Write::Result { .. } => {}
+                }
+            }
+        }
+
+        proptest! {
+            /// Whatever the sale apps, the store and the master do: `accepted` only once the
+            /// mark is durable, one answer per sale app, never both answers for one sale,
+            /// holdings within the caps; and once everything is durable and a master answers,
+            /// every payment told `accepted` has been sent marked answered.
+            #[test]
+            fn accepted_only_after_a_durable_mark_and_always_forwarded(ops in prop::collection::vec(op(), 1..150)) {
+                let mut t = terminal(0);
+                let mut store = Store::default();
+                let mut now = 0u64;
+                let mut next_to: ReplyTo = 0;
+                let mut sales: Vec<Option<String>> = Vec::new();
+                let mut replies: BTreeSet<ReplyTo> = BTreeSet::new();
+                let mut heard: BTreeMap<String, (bool, Option<PaymentId>)> = BTreeMap::new();
+                let mut accepted: BTreeSet<PaymentId> = BTreeSet::new();
+                let mut sent: Vec<Transmit> = Vec::new();
+                let mut carried: BTreeSet<PaymentId> = BTreeSet::new();
+                let mut to_sale: BTreeMap<ReplyTo, usize> = BTreeMap::new();
+                let run = |t: &mut Terminal, store: &mut Store, now: u64,
+                               replies: &mut BTreeSet<ReplyTo>, heard: &mut BTreeMap<String, (bool, Option<PaymentId>)>,
+                               accepted: &mut BTreeSet<PaymentId>, to_sale: &BTreeMap<ReplyTo, usize>,
+                               sales: &[Option<String>]| -> Result<(), TestCaseError> {
+                    for a in t.drain_actions().collect::<Vec<_>>() {
+                        match a {
+                            Action::Write { write, then } => {
+                                let mut cur: BTreeMap<PaymentId, SlaveState> =
+                                    store.current.iter().map(|(k, (s, _))| (*k, *s)).collect();
+                                Store::apply(&mut cur, &write);
+                                if let Write::Captured { payment, request_id } = &write {
+                                    store.current.entry(payment.id).or_insert((SlaveState::Captured { answered: false }, payment.amount));
+                                    if let Some(r) = request_id { store.requests.insert(r.clone(), payment.id); }
+                                }
+                                for (k, s) in cur { if let Some(e) = store.current.get_mut(&k) { e.0 = s; } }
+                                store.pending.push((write, then));
+                            }
+                            Action::Reply { to, answer, .. } => {
+                                prop_assert!(replies.insert(to), "two answers to sale app {}", to);
+                                let rid = to_sale.get(&to).and_then(|k| sales[*k].clone());
+                                let (ok, id) = match &answer {
+                                    Answer::Accepted(told) => {
+                                        let d = store.durable.get(&told.id()).copied();
+                                        prop_assert!(
+                                            matches!(d, Some(SlaveState::Captured { answered: true } | SlaveState::Forwarded)),
+                                            "accepted {:?} with durable state {:?}", told.id(), d
+                                        );
+                                        accepted.insert(told.id());
+                                        (true, Some(told.id()))
+                                    }
+                                    // Transient: the sale app may retry, and the payment may
+                                    // be on disk after all (the retry then takes it up).
+                                    Answer::Rejected { reason: "storage_error", .. } => continue,
+                                    Answer::Rejected { id, .. } => (false, *id),
+                                    Answer::Unknown { .. } => continue,
+                                };
+                                if let Some(r) = rid {
+                                    if let Some((before, bid)) = heard.insert(r.clone(), (ok, id)) {
+                                        prop_assert_eq!(before, ok, "sale {} heard both answers", r);
+                                        if ok { prop_assert_eq!(bid, id); }
+                                    }
+                                }
+                            }
+                            Action::ResultAck { .. } | Action::Note(_) => {}
+                        }
+                    }
+                    let _ = now;
+                    prop_assert!(t.holdings().payments <= 100);
+                    Ok(())
+                };
+                for op in ops {
+                    match op {
+                        Op::Capture(with_rid) => {
+                            next_to += 1;
+                            let rid = with_rid.then(|| format!("r{next_to}"));
+                            sales.push(rid.clone());
+                            to_sale.insert(next_to, sales.len() - 1);
+                            let mut random = [0u8; 10];
+                            random[..8].copy_from_slice(&next_to.to_be_bytes());
+                            t.capture(next_to, &req(), rid, random, T0 + now);
+                        }
+                        Op::Retry(ix) if !sales.is_empty() => {
+                            let k = ix.index(sales.len());
+                            if let Some(rid) = sales[k].clone() {
+                                next_to += 1;
+                                to_sale.insert(next_to, k);
+                                match store.requests.get(&rid).copied() {
+                                    Some(id) => {
+                                        let (state, amount) = store.current[&id];
+                                        t.retry(next_to, id, state, amount, now, &AllListening);
+                                    }
+                                    None => {
+                                        let mut random = [0u8; 10];
+                                        random[..8].copy_from_slice(&next_to.to_be_bytes());
+                                        t.capture(next_to, &req(), Some(rid), random, T0 + now);
+                                    }
+                                }
+                            }
+                        }
+                        Op::Retry(_) => {}
+                        Op::Flush(outcome) => {
+                            if !store.pending.is_empty() {
+                                let (w, then) = store.pending.remove(0);
+                                let result = match outcome {
+                                    // A flush makes everything written so far durable (sled
+                                    // flushes its whole memory), earlier failed ones included.
+                                    None | Some(true) => {
+                                        Store::apply(&mut store.durable, &w);
+                                        store.catch_up();
+                                        Ok(())
+                                    }
+                                    // Not durable: it stays in memory (the store's view) only.
+                                    Some(false) => Err(WriteFailure::NotDurable),
+                                };
+                                t.on_written(then, result, now, &AllListening);
+                            }
+                        }
+                        Op::Connect => t.on_connected(),
+                        Op::Disconnect => { t.on_disconnected(); sent.clear(); }
+                        Op::Send => { if let Some(x) = t.poll_transmit(now) { sent.push(x); } }
+                        Op::Answer(refuse) if !sent.is_empty() => {
+                            match sent.remove(0) {
+                                Transmit::Submit { id, answered } => {
+                                    let v = if answered || carried.contains(&id) {
+                                        carried.insert(id);
+                                        Verdict::Stored
+                                    } else if refuse {
+                                        Verdict::Refused(RefusalReason::OverCardFlightLimit)
+                                    } else {
+                                        Verdict::Held
+                                    };
+                                    t.on_verdict(id, v, now, &AllListening);
+                                }
+                                Transmit::Void { id } => t.on_void_ack(id, false),
+                            }
+                        }
+                        Op::Answer(_) => {}
+                        Op::Tick(dt) => { now += dt; t.handle_timeout(now, &AllListening); }
+                    }
+                    run(&mut t, &mut store, now, &mut replies, &mut heard, &mut accepted, &to_sale, &sales)?;
+                }
+                // Then every write becomes durable, and a perfect master answers everything.
+                t.on_connected();
+                for _ in 0..200 {
+                    while !store.pending.is_empty() {
+                        let (w, then) = store.pending.remove(0);
+                        Store::apply(&mut store.durable, &w);
+                        store.catch_up();
+                        t.on_written(then, Ok(()), now, &AllListening);
+                        run(&mut t, &mut store, now, &mut replies, &mut heard, &mut accepted, &to_sale, &sales)?;
+                    }
+                    while let Some(x) = t.poll_transmit(now) {
+                        match x {
+                            Transmit::Submit { id, answered } => {
+                                let v = if answered { carried.insert(id); Verdict::Stored } else { Verdict::Held };
+                                t.on_verdict(id, v, now, &AllListening);
+                            }
+                            Transmit::Void { id } => t.on_void_ack(id, false),
+                        }
+                        run(&mut t, &mut store, now, &mut replies, &mut heard, &mut accepted, &to_sale, &sales)?;
+                    }
+                    now += 10_000;
+                    t.handle_timeout(now, &AllListening);
+                    run(&mut t, &mut store, now, &mut replies, &mut heard, &mut accepted, &to_sale, &sales)?;
+                }
+                for id in &accepted {
+                    prop_assert!(carried.contains(id), "accepted {:?} never sent marked answered", id);
+                }
+            }
+        }
+    }
 }
