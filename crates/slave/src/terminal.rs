@@ -268,9 +268,9 @@ impl Terminal {
             Write::Result { id, outcome } => self.store.store_result(id, &outcome),
         };
         if let Err(e) = written {
-            tracing::error!(error = %e, "store write failed");
+            tracing::error!(error = %e, after = ?then, "store write failed");
             let now = self.now_ms();
-            return self.machine.on_written(then, Err(WriteFailure::NotWritten), now, &self.replies);
+            return self.machine.on_written(then, Err(write_failure(&e)), now, &self.replies);
         }
         match then {
             // Not waited on: if lost in a crash, the master answers the re-send the same way.
@@ -392,6 +392,15 @@ impl Terminal {
     }
 }
 
+/// What a failed write means for the machine: applied but unconfirmed (it may reach the disk:
+/// the outcome is unknown), or refused before anything was applied.
+fn write_failure(e: &StoreError) -> WriteFailure {
+    match e {
+        StoreError::Unconfirmed(_) => WriteFailure::NotDurable,
+        _ => WriteFailure::NotWritten,
+    }
+}
+
 fn log_note(note: Note) {
     match note {
         Note::Refused(r) => tracing::info!(reason = r.as_str(), "capture refused at the terminal"),
@@ -449,5 +458,20 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by review: a write sled had applied, whose ticket the poisoned store then refused,
+    /// was reported "not written"; the terminal told the sale app `rejected` and the answered
+    /// mark reached the disk anyway (the payment was charged).
+    #[test]
+    fn a_write_applied_but_unconfirmed_is_not_a_write_refused() {
+        assert_eq!(write_failure(&StoreError::Unconfirmed("poisoned".into())), WriteFailure::NotDurable);
+        assert_eq!(write_failure(&StoreError::Poisoned("flush failed".into())), WriteFailure::NotWritten);
+        assert_eq!(write_failure(&StoreError::Io("disk full".into())), WriteFailure::NotWritten);
     }
 }

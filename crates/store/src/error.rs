@@ -34,6 +34,12 @@ pub enum StoreError {
     /// until the daemon restarts and re-reads what is really on disk.
     #[error("store is poisoned by an earlier failed flush: {0}")]
     Poisoned(String),
+    /// The write was applied (sled holds it in memory and may still write it to disk), but the
+    /// store can no longer promise it durable: a flush failed meanwhile, or the store is
+    /// closing. Not "nothing was written": whoever waits on it must treat its outcome as
+    /// unknown.
+    #[error("write applied but not confirmed durable: {0}")]
+    Unconfirmed(String),
     /// The key file is missing, malformed, or readable by others.
     #[error("key file {path}: {detail}")]
     Key {

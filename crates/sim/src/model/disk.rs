@@ -64,6 +64,12 @@ impl<S: Apply<Op> + Clone, Op, C> Disk<S, Op, C> {
         self.current = self.durable.clone();
     }
 
+    /// A failed flush: nothing becomes durable now, but every pending write stays
+    /// applied and may still reach the disk at a crash; whoever waited is told it failed.
+    pub fn fail_flush(&mut self) -> Vec<C> {
+        self.pending.iter_mut().filter_map(|(_, then)| then.take()).collect()
+    }
+
     /// Pending writes.
     pub fn pending(&self) -> usize {
         self.pending.len()

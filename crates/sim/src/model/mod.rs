@@ -232,6 +232,8 @@ struct Term {
     flushing: bool,
     /// Payments whose answered mark reached the disk (the checker's record).
     marked: BTreeSet<PaymentId>,
+    /// A flush failed: the store is poisoned, every write is refused until a restart.
+    poisoned: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -662,6 +664,7 @@ impl World {
                     timer: None,
                     flushing: false,
                     marked: BTreeSet::new(),
+                    poisoned: false,
                 }
             })
             .collect();
@@ -930,6 +933,17 @@ impl World {
                     l.blocked_until = 0;
                 }
                 for t in 0..self.terms.len() {
+                    if self.terms[t].poisoned && self.terms[t].up {
+                        let keep = self.rng.below(self.terms[t].disk.pending() as u64 + 1) as usize;
+                        let term = &mut self.terms[t];
+                        term.up = false;
+                        term.flushing = false;
+                        let marked = &mut term.marked;
+                        term.disk.crash(keep, |op| note_mark(marked, op));
+                        if self.cabin[t].connected {
+                            self.cabin_down(t);
+                        }
+                    }
                     if !self.terms[t].up {
                         self.restart(Node::Term(t));
                     }
@@ -1059,11 +1073,27 @@ impl World {
         while let Some(action) = self.terms[t].machine.poll_action() {
             match action {
                 Action::Write { write, then } => {
-                    if !self.healed && self.rng.chance(self.buggify / 2.0) {
+                    if self.terms[t].poisoned || (!self.healed && self.rng.chance(self.buggify / 4.0)) {
                         // A write the store refuses (disk full, I/O error): nothing is applied.
                         trace!(self, "terminal {t}: write refused ({then:?})");
                         let who = Who { sales: &self.sales, now: self.now };
                         self.terms[t].machine.on_written(then, Err(WriteFailure::NotWritten), self.now, &who);
+                        continue;
+                    }
+                    if !self.healed && self.rng.chance(self.buggify / 2.0) {
+                        // Sled applied the write, then a flush failed before its ticket was taken
+                        // (`StoreError::Unconfirmed`): the driver reports it not durable (the
+                        // outcome unknown), never "not written" — the write may reach the disk.
+                        trace!(self, "terminal {t}: write applied, unconfirmed ({then:?})");
+                        self.terms[t].disk.write(write, None);
+                        if !self.terms[t].poisoned {
+                            self.terms[t].poisoned = true;
+                            let d = 500 + self.rng.below(5_000);
+                            self.after(d, Ev::Crash(Node::Term(t)));
+                        }
+                        self.schedule_flush(Node::Term(t));
+                        let who = Who { sales: &self.sales, now: self.now };
+                        self.terms[t].machine.on_written(then, Err(WriteFailure::NotDurable), self.now, &who);
                         continue;
                     }
                     let early = mutant!(self, AcceptBeforeDurable) && matches!(then, After::Answered { .. });
@@ -1629,6 +1659,22 @@ impl World {
                 if !term.up {
                     return;
                 }
+                if term.poisoned || (!self.healed && self.rng.chance(self.buggify)) {
+                    let first = !term.poisoned;
+                    term.poisoned = true;
+                    let conts = term.disk.fail_flush();
+                    trace!(self, "terminal {t}: flush fails, store poisoned ({} waiting)", conts.len());
+                    for c in conts {
+                        let who = Who { sales: &self.sales, now: self.now };
+                        self.terms[t].machine.on_written(c, Err(WriteFailure::NotDurable), self.now, &who);
+                    }
+                    self.term_act(t);
+                    if first {
+                        let d = 500 + self.rng.below(5_000);
+                        self.after(d, Ev::Crash(Node::Term(t)));
+                    }
+                    return;
+                }
                 let marked = &mut term.marked;
                 let conts = term.disk.flush(|op| note_mark(marked, op));
                 for c in conts {
@@ -1731,6 +1777,7 @@ impl World {
                 }
                 let term = &mut self.terms[t];
                 term.machine = m;
+                term.poisoned = false;
                 term.up = true;
                 term.timer = None;
                 self.cabin[t].connecting = false;
@@ -1868,6 +1915,11 @@ impl World {
             }
         }
         for (t, term) in self.terms.iter().enumerate() {
+            let h = term.machine.holdings();
+            if term.up && (h.payments != 0 || h.amount_minor.values().any(|v| *v != 0)) {
+                let v = format!("terminal {t} still counts holdings at the end: {h:?}");
+                self.violations.push(v);
+            }
             if term.machine.unsettled() > 0 {
                 let v =
                     format!("terminal {t} still has {} payments unsettled with the master", term.machine.unsettled());
