@@ -724,6 +724,12 @@ impl Terminal {
         }
     }
 
+    /// Payments whose answered mark is written and not yet reported durable (shutdown waits
+    /// for them, so their sale apps are still answered).
+    pub fn answering_ids(&self) -> Vec<PaymentId> {
+        self.answering.keys().copied().collect()
+    }
+
     /// Releases a settled payment's amount from the terminal's caps.
     fn release(&mut self, id: PaymentId) {
         if let Some(amount) = self.amounts.remove(&id) {

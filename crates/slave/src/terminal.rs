@@ -55,14 +55,31 @@ pub(crate) enum Event {
 }
 
 /// Sale apps waiting for an answer, by the handle the machine knows them by.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Replies {
     waiting: HashMap<ReplyTo, oneshot::Sender<Reply>>,
     next: ReplyTo,
+    /// Size at which sale apps that hung up are dropped from `waiting` (the machine never answers
+    /// a sale app that left, so nothing else removes them).
+    prune_at: usize,
+}
+
+/// Least size at which `Replies` drops the sale apps that hung up.
+const REPLIES_PRUNE_MIN: usize = 256;
+
+impl Default for Replies {
+    fn default() -> Self {
+        Self { waiting: HashMap::new(), next: 0, prune_at: REPLIES_PRUNE_MIN }
+    }
 }
 
 impl Replies {
     fn add(&mut self, reply: oneshot::Sender<Reply>) -> ReplyTo {
+        if self.waiting.len() >= self.prune_at {
+            // Amortised: pruning again only once the map has doubled.
+            self.waiting.retain(|_, r| !r.is_closed());
+            self.prune_at = (self.waiting.len() * 2).max(REPLIES_PRUNE_MIN);
+        }
         self.next += 1;
         self.waiting.insert(self.next, reply);
         self.next
@@ -162,6 +179,18 @@ impl Terminal {
         let now = self.now_ms();
         self.machine.drain_waiting(now, &self.replies);
         tokio::task::block_in_place(|| self.act(Waits::Blocking));
+        // Answers whose mark was written while serving and whose durability report had not come
+        // back: waited for here, so those sale apps still hear `accepted` (or `unknown`).
+        let answering = self.machine.answering_ids();
+        if !answering.is_empty() {
+            let result = tokio::task::block_in_place(|| self.store.durable_blocking(self.store.latest()))
+                .map_err(|_| WriteFailure::NotDurable);
+            let now = self.now_ms();
+            for id in answering {
+                self.machine.on_written(After::Answered { id }, result, now, &self.replies);
+            }
+            tokio::task::block_in_place(|| self.act(Waits::Blocking));
+        }
     }
 
     fn handle(&mut self, ev: Event) {
@@ -473,5 +502,21 @@ mod tests {
         assert_eq!(write_failure(&StoreError::Unconfirmed("poisoned".into())), WriteFailure::NotDurable);
         assert_eq!(write_failure(&StoreError::Poisoned("flush failed".into())), WriteFailure::NotWritten);
         assert_eq!(write_failure(&StoreError::Io("disk full".into())), WriteFailure::NotWritten);
+    }
+
+    /// Found by review: a sale app that hung up before its answer was never removed (the
+    /// machine does not answer a sale app that left), one entry each, for good.
+    #[test]
+    fn sale_apps_that_hung_up_are_dropped() {
+        let mut r = Replies::default();
+        for _ in 0..10 * REPLIES_PRUNE_MIN {
+            let (tx, rx) = oneshot::channel();
+            drop(rx);
+            r.add(tx);
+        }
+        let (tx, _listening) = oneshot::channel();
+        let kept = r.add(tx);
+        assert!(r.waiting.len() <= REPLIES_PRUNE_MIN, "{} entries", r.waiting.len());
+        assert!(r.listening(kept), "a sale app still waiting is kept");
     }
 }

@@ -1621,7 +1621,15 @@ impl World {
         if matches!(outcome, AuthOutcome::Approved { .. }) {
             self.stats.approved += 1;
         }
-        let marked = self.terms.iter().any(|t| t.marked.contains(&id));
+        // From the terminal's durable record, not from the mark's write: the store ignores a
+        // mark on a voided or refused record.
+        let marked = self.terms.iter().any(|t| {
+            t.marked.contains(&id)
+                && matches!(
+                    t.disk.durable().payments.get(&id).map(|r| r.state),
+                    Some(SlaveState::Captured { answered: true } | SlaveState::Forwarded)
+                )
+        });
         if !marked {
             self.violation(format!(
                 "the issuer decides {id}, whose sale app was never durably recorded as told `accepted`"
