@@ -1402,22 +1402,7 @@ impl World {
     }
 
     fn seal(&mut self, session: u64, id: Option<BatchId>, ids: Vec<PaymentId>) {
-        let mut items = Vec::with_capacity(ids.len());
-        for id in &ids {
-            match self.master.disk.current().payments.get(id) {
-                Some(p) => items.push(BatchItem {
-                    id: p.id,
-                    pan: p.pan.clone(),
-                    expiry: p.expiry,
-                    amount: p.amount,
-                    captured_unix_ms: p.captured_unix_ms,
-                }),
-                None => {
-                    self.violation(format!("master must seal {id} but holds no card data for it"));
-                    return;
-                }
-            }
-        }
+        let Some(items) = self.batch_items(&ids, "seal") else { return };
         let batch_id = id.unwrap_or_else(|| {
             let mut b = [0u8; 16];
             for x in &mut b {
@@ -1432,27 +1417,31 @@ impl World {
         self.schedule_flush(Node::Master);
     }
 
+    /// The batch items of `ids`, read from the master's store as `ground.rs` reads them.
+    fn batch_items(&mut self, ids: &[PaymentId], what: &str) -> Option<Vec<BatchItem>> {
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(p) = self.master.disk.current().payments.get(id) else {
+                self.violation(format!("master must {what} {id} but holds no card data for it"));
+                return None;
+            };
+            items.push(BatchItem {
+                id: p.id,
+                pan: p.pan.clone(),
+                expiry: p.expiry,
+                amount: p.amount,
+                captured_unix_ms: p.captured_unix_ms,
+            });
+        }
+        Some(items)
+    }
+
     fn send_batch(&mut self, session: u64) {
         let Some(header) = self.master.uploader.header().cloned() else { return };
         let ids = self.master.uploader.ids().to_vec();
         self.send_to_issuer(AircraftMsg::BatchBegin(header.clone()));
         for (k, chunk) in ids.chunks(BATCH_CHUNK_MAX).enumerate() {
-            let mut items = Vec::with_capacity(chunk.len());
-            for id in chunk {
-                match self.master.disk.current().payments.get(id) {
-                    Some(p) => items.push(BatchItem {
-                        id: p.id,
-                        pan: p.pan.clone(),
-                        expiry: p.expiry,
-                        amount: p.amount,
-                        captured_unix_ms: p.captured_unix_ms,
-                    }),
-                    None => {
-                        self.violation(format!("master must send {id} but holds no card data for it"));
-                        return;
-                    }
-                }
-            }
+            let Some(items) = self.batch_items(chunk, "send") else { return };
             self.send_to_issuer(AircraftMsg::BatchItems {
                 batch: header.id,
                 first_seq: (k * BATCH_CHUNK_MAX) as u32,
