@@ -68,7 +68,11 @@ pub async fn serve(shared: Arc<Shared>, conn: Connection, cancel: tokio_util::sy
             if let Some(frame) = e.answer() {
                 // Bounded: an aircraft that stopped reading must not hold this task.
                 w.send_final(&frame).await;
-                return inflight_net::framed::close_after_final(&conn, 0u32.into(), b"bye").await;
+                // Shutting down, the issuer does not wait for the aircraft to close: the drain's
+                // grace is for batches, and the aircraft learns it from the frame or the close.
+                if !matches!(e, SessionError::ShuttingDown) {
+                    return inflight_net::framed::close_after_final(&conn, 0u32.into(), b"bye").await;
+                }
             }
         }
     }

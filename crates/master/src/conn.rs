@@ -177,7 +177,12 @@ async fn write_loop(conn: Connection, mut w: FrameWriter, mut rx: mpsc::Receiver
             // Give the error frame a moment to reach the terminal before the close (closing
             // a QUIC connection may discard data still in flight).
             w.finish_final().await;
-            inflight_net::framed::close_after_final(&conn, code.as_u32().into(), b"closed by master").await;
+            if code == ErrorCode::ShuttingDown {
+                // The terminal learns it from the frame or the close; shutdown does not wait.
+                conn.close(code.as_u32().into(), b"master shutting down");
+            } else {
+                inflight_net::framed::close_after_final(&conn, code.as_u32().into(), b"closed by master").await;
+            }
             return;
         }
     }
