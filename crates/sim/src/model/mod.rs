@@ -370,7 +370,7 @@ impl Apply<MOp> for MasterDisk {
 #[derive(Debug, Clone)]
 enum MCont {
     Ack { t: usize, epoch: u64, msg: MasterMsg },
-    Sealed { session: u64 },
+    Sealed { session: u64, header: BatchHeader, ids: Vec<PaymentId> },
     ResultsStored { session: u64, batch: BatchId, results: Vec<AuthResult> },
     Quarantined { session: u64, batch: BatchId },
 }
@@ -1290,7 +1290,8 @@ impl World {
                     self.send_to_terminal(t, epoch, msg);
                 }
             }
-            MCont::Sealed { session } => {
+            MCont::Sealed { session, header, ids } => {
+                self.master.agg.seal_batch(header, ids);
                 self.master.uploader.on_sealed();
                 if self.master.session == Some(session) {
                     self.send_batch(session);
@@ -1412,8 +1413,10 @@ impl World {
         });
         let header = self.master.uploader.seal(batch_id, "SIM001".into(), &items);
         trace!(self, "master: sealing batch {} of {}", header.id, header.count);
-        self.master.agg.seal_batch(header.clone(), ids.clone());
-        self.master.disk.write(MOp::Seal(header, ids), Some(MCont::Sealed { session }));
+        // As the daemon's actor does: the batch is the open one, its payments in it, only once
+        // the seal is durable.
+        let then = MCont::Sealed { session, header: header.clone(), ids: ids.clone() };
+        self.master.disk.write(MOp::Seal(header, ids), Some(then));
         self.schedule_flush(Node::Master);
     }
 
