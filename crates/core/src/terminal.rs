@@ -13,7 +13,7 @@
 //! disk first, so a payment the sale app was told `accepted` is carried even if the terminal
 //! dies at once, and a payment whose mark never became durable is never answered `accepted`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bincode::{Decode, Encode};
 use inflight_wire::{AuthOutcome, BinList, Money, Payment, PaymentId, RefusalReason, TerminalId, Verdict};
@@ -298,7 +298,7 @@ pub struct Terminal {
     bins: Option<BinList>,
     /// The master's clock minus ours; `None` until a master said `Hello` since start.
     clock_offset_ms: Option<i64>,
-    actions: Vec<Action>,
+    actions: VecDeque<Action>,
 }
 
 impl Terminal {
@@ -319,7 +319,7 @@ impl Terminal {
             settling: BTreeMap::new(),
             bins: None,
             clock_offset_ms: None,
-            actions: Vec::new(),
+            actions: VecDeque::new(),
         }
     }
 
@@ -342,15 +342,11 @@ impl Terminal {
 
     /// The next action to carry out.
     pub fn poll_action(&mut self) -> Option<Action> {
-        if self.actions.is_empty() {
-            None
-        } else {
-            Some(self.actions.remove(0))
-        }
+        self.actions.pop_front()
     }
 
     /// Every pending action, in order.
-    pub fn drain_actions(&mut self) -> std::vec::Drain<'_, Action> {
+    pub fn drain_actions(&mut self) -> std::collections::vec_deque::Drain<'_, Action> {
         self.actions.drain(..)
     }
 
@@ -379,7 +375,7 @@ impl Terminal {
         let valid = match capture::validate(req, now, self.bins.as_ref(), &self.settings.caps, &self.held) {
             Ok(v) => v,
             Err(r) => {
-                self.actions.push(Action::Note(Note::Refused(r)));
+                self.actions.push_back(Action::Note(Note::Refused(r)));
                 self.reply(to, Answer::rejected(None, r.as_str()), false);
                 return;
             }
@@ -404,7 +400,7 @@ impl Terminal {
         self.held.add(amount);
         self.capturing.insert(id, to);
         self.retries.insert(id, Vec::new());
-        self.actions.push(Action::Write {
+        self.actions.push_back(Action::Write {
             write: Write::Captured { payment, request_id },
             then: After::Captured { id, amount },
         });
@@ -431,7 +427,7 @@ impl Terminal {
             r.push((to, true));
             return;
         }
-        self.actions.push(Action::Note(Note::Retried(id)));
+        self.actions.push_back(Action::Note(Note::Retried(id)));
         // What this terminal decided and the store may not show yet wins over the store.
         let state = self.settling.get(&id).copied().unwrap_or(stored);
         if let SlaveState::Captured { answered } = state {
@@ -481,14 +477,14 @@ impl Terminal {
             self.marked_before.insert(id);
         }
         self.answering.entry(id).or_default().extend(to);
-        self.actions.push(Action::Write {
+        self.actions.push_back(Action::Write {
             write: Write::State { id, state: SlaveState::Captured { answered: true } },
             then: After::Answered { id },
         });
     }
 
     fn reply(&mut self, to: ReplyTo, answer: Answer, replayed: bool) {
-        self.actions.push(Action::Reply { to, answer, replayed });
+        self.actions.push_back(Action::Reply { to, answer, replayed });
     }
 
     fn reply_all(&mut self, to: Vec<(ReplyTo, bool)>, answer: impl Fn() -> Answer) {
@@ -512,7 +508,7 @@ impl Terminal {
             (After::Captured { id, amount }, Err(_)) => {
                 // The record may still reach the disk: after a restart it is a payment never
                 // answered, voided unless a retry with its request id claims it.
-                self.actions.push(Action::Note(Note::CaptureLost(id)));
+                self.actions.push_back(Action::Note(Note::CaptureLost(id)));
                 self.held.remove(amount);
                 let first = self.capturing.remove(&id);
                 let retries = self.retries.remove(&id).unwrap_or_default();
@@ -549,7 +545,7 @@ impl Terminal {
             (After::Voided { id }, Err(_)) => {
                 self.orphans.insert(id, now_ms.saturating_add(self.settings.claim_grace_ms));
             }
-            (After::ResultStored { id }, Ok(())) => self.actions.push(Action::ResultAck { id }),
+            (After::ResultStored { id }, Ok(())) => self.actions.push_back(Action::ResultAck { id }),
             // Not acked: the master pushes it again.
             (After::ResultStored { .. }, Err(_)) => {}
         }
@@ -602,7 +598,7 @@ impl Terminal {
             Settled::Refused(r) => SlaveState::Refused(r),
         };
         self.settling.insert(id, state);
-        self.actions.push(Action::Write { write: Write::Settle { id, state }, then: After::Settled { id } });
+        self.actions.push_back(Action::Write { write: Write::Settle { id, state }, then: After::Settled { id } });
         self.release(id);
         self.orphans.remove(&id);
         if let Some((_, to)) = self.waiting.remove(&id) {
@@ -625,9 +621,9 @@ impl Terminal {
     pub fn on_void_ack(&mut self, id: PaymentId, carried: bool) {
         if let Settled::Voided { carried } = self.outbox.on_void_ack(id, carried) {
             if carried {
-                self.actions.push(Action::Note(Note::VoidCarried(id)));
+                self.actions.push_back(Action::Note(Note::VoidCarried(id)));
             }
-            self.actions.push(Action::Write {
+            self.actions.push_back(Action::Write {
                 write: Write::State { id, state: SlaveState::Voided { master_acked: true } },
                 then: After::VoidAcked,
             });
@@ -642,7 +638,8 @@ impl Terminal {
         if self.outbox.on_verdict(id, Verdict::Stored) == Settled::Forwarded {
             self.release(id);
         }
-        self.actions.push(Action::Write { write: Write::Result { id, outcome }, then: After::ResultStored { id } });
+        self.actions
+            .push_back(Action::Write { write: Write::Result { id, outcome }, then: After::ResultStored { id } });
     }
 
     /// The master's clock minus ours, learnt at `Hello`.
@@ -708,8 +705,8 @@ impl Terminal {
         }
         // Its submit must not go out once the void's write has erased its card data.
         self.outbox.hold(id);
-        self.actions.push(Action::Note(Note::VoidedOrphan(id)));
-        self.actions.push(Action::Write {
+        self.actions.push_back(Action::Note(Note::VoidedOrphan(id)));
+        self.actions.push_back(Action::Write {
             write: Write::State { id, state: SlaveState::Voided { master_acked: false } },
             then: After::Voided { id },
         });

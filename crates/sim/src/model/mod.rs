@@ -934,15 +934,7 @@ impl World {
                 }
                 for t in 0..self.terms.len() {
                     if self.terms[t].poisoned && self.terms[t].up {
-                        let keep = self.rng.below(self.terms[t].disk.pending() as u64 + 1) as usize;
-                        let term = &mut self.terms[t];
-                        term.up = false;
-                        term.flushing = false;
-                        let marked = &mut term.marked;
-                        term.disk.crash(keep, |op| note_mark(marked, op));
-                        if self.cabin[t].connected {
-                            self.cabin_down(t);
-                        }
+                        self.terminal_down(t);
                     }
                     if !self.terms[t].up {
                         self.restart(Node::Term(t));
@@ -1716,16 +1708,7 @@ impl World {
                 if !self.terms[t].up {
                     return;
                 }
-                let keep = self.rng.below(self.terms[t].disk.pending() as u64 + 1) as usize;
-                trace!(self, "terminal {t} crashes (keeps {keep} of {} pending writes)", self.terms[t].disk.pending());
-                let term = &mut self.terms[t];
-                term.up = false;
-                term.flushing = false;
-                let marked = &mut term.marked;
-                term.disk.crash(keep, |op| note_mark(marked, op));
-                if self.cabin[t].connected {
-                    self.cabin_down(t);
-                }
+                self.terminal_down(t);
             }
             Node::Master => {
                 if !self.master.up {
@@ -1759,6 +1742,21 @@ impl World {
             }
         }
         self.after(down, Ev::Restart(node));
+    }
+
+    /// Terminal `t` dies: it keeps what was flushed and a random prefix of what was written
+    /// since; its connection breaks.
+    fn terminal_down(&mut self, t: usize) {
+        let keep = self.rng.below(self.terms[t].disk.pending() as u64 + 1) as usize;
+        trace!(self, "terminal {t} crashes (keeps {keep} of {} pending writes)", self.terms[t].disk.pending());
+        let term = &mut self.terms[t];
+        term.up = false;
+        term.flushing = false;
+        let marked = &mut term.marked;
+        term.disk.crash(keep, |op| note_mark(marked, op));
+        if self.cabin[t].connected {
+            self.cabin_down(t);
+        }
     }
 
     fn restart(&mut self, node: Node) {
