@@ -6,10 +6,11 @@
 //! terminal, card key, amount), rebuilt from the store at start. It decides; the driver writes
 //! what it decided, waits until that is durable, and only then acks.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use inflight_wire::{
-    BatchHeader, BatchId, BinList, Currency, Money, Payment, PaymentId, RefusalReason, TerminalId, Verdict,
+    BatchHeader, BatchId, BinList, CancelOutcome, Currency, Money, Payment, PaymentId, RefusalReason, ReversalOutcome,
+    TerminalId, Verdict,
 };
 
 use crate::uploader::NextBatch;
@@ -238,6 +239,32 @@ impl VoidDecision {
     }
 }
 
+/// What to do with a sale app's void (`Cancel`) of a payment it was told `accepted` for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelDecision {
+    /// Not sealed, nor promised to a batch being sealed: record the void durably (it is never
+    /// carried, its card data is erased, its amount no longer counts against the card's
+    /// limit), then ack `Voided`.
+    Void,
+    /// Sealed into a batch, or promised to one: record the reversal durably, then ack
+    /// `ReversalPending`. It goes to the issuer once the issuer has decided the payment.
+    Reverse,
+    /// Nothing to change; ack this outcome once everything written so far is durable (a
+    /// repeat, a refused payment, or an id not held here).
+    Repeat(CancelOutcome),
+    /// The payment belongs to another terminal: close the connection.
+    WrongTerminal,
+}
+
+/// Where a payment's reversal stands at the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reversal {
+    /// Recorded; not yet answered by the issuer.
+    Requested,
+    /// The issuer answered it (durably recorded).
+    Done(ReversalOutcome),
+}
+
 /// Counts for the status report (DESIGN.md §8 names).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -291,6 +318,12 @@ pub struct Aggregator {
     /// The batch sealed and not yet answered (or refused), with its ids in batch order: the
     /// next batch until it is.
     open_batch: Option<(BatchHeader, Vec<PaymentId>)>,
+    /// Pending payments handed to the uploader for a batch not yet sealed durably: the
+    /// uploader may seal them any time, so a sale app's void of one is a reversal, never a
+    /// plain void (which would leave a voided payment in a sealed batch).
+    promised: BTreeSet<PaymentId>,
+    /// Reversals asked for by sale apps' voids, and what the issuer answered.
+    reversals: BTreeMap<PaymentId, Reversal>,
 }
 
 impl Aggregator {
@@ -453,6 +486,98 @@ impl Aggregator {
         }
     }
 
+    /// Decides on a sale app's void (`Cancel`) of `id`, sent by `conn_terminal`. Applied at
+    /// once like [`Aggregator::handle_submit`]: the driver makes it durable before acking, or
+    /// reverts it ([`Aggregator::revert_cancel`]).
+    pub fn handle_cancel(&mut self, conn_terminal: &TerminalId, id: PaymentId) -> CancelDecision {
+        let Some(e) = self.index.get(&id) else {
+            // A terminal sends its `Cancel` only after this master acked the payment stored, so
+            // an unknown id was never held here (or the store was lost): nothing to carry.
+            return CancelDecision::Repeat(CancelOutcome::Voided);
+        };
+        if &e.terminal != conn_terminal {
+            return CancelDecision::WrongTerminal;
+        }
+        if self.reversals.contains_key(&id) {
+            return CancelDecision::Repeat(CancelOutcome::ReversalPending);
+        }
+        match (e.verdict, e.phase) {
+            (Verdict::Refused(_), _) => CancelDecision::Repeat(CancelOutcome::Voided),
+            (_, Phase::Pending) if !self.promised.contains(&id) => {
+                let mut e = e.clone();
+                self.unaccount(id, &e);
+                e.verdict = Verdict::Refused(RefusalReason::Voided);
+                self.account(id, &e);
+                self.index.insert(id, e);
+                CancelDecision::Void
+            }
+            _ => {
+                self.reversals.insert(id, Reversal::Requested);
+                CancelDecision::Reverse
+            }
+        }
+    }
+
+    /// Undoes a sale app's void whose write failed.
+    pub fn revert_cancel(&mut self, id: &PaymentId, decision: CancelDecision) {
+        match decision {
+            CancelDecision::Void => {
+                if let Some(mut e) = self.index.remove(id) {
+                    self.unaccount(*id, &e);
+                    if is_void(e.verdict) {
+                        e.verdict = Verdict::Stored;
+                    }
+                    self.account(*id, &e);
+                    self.index.insert(*id, e);
+                }
+            }
+            CancelDecision::Reverse => {
+                self.reversals.remove(id);
+            }
+            CancelDecision::Repeat(_) | CancelDecision::WrongTerminal => {}
+        }
+    }
+
+    /// Restores a reversal from the store at start.
+    pub fn restore_reversal(&mut self, id: PaymentId, reversal: Reversal) {
+        self.reversals.insert(id, reversal);
+    }
+
+    /// Up to `max` reversals to send to the issuer now: requested, and the issuer has decided
+    /// the payment (its result is stored here), so it knows what to reverse.
+    pub fn reversals_due(&self, max: usize) -> Vec<PaymentId> {
+        self.reversals
+            .iter()
+            .filter(|(id, r)| {
+                **r == Reversal::Requested
+                    && self.index.get(id).is_some_and(|e| matches!(e.phase, Phase::Decided | Phase::Delivered))
+            })
+            .map(|(id, _)| *id)
+            .take(max)
+            .collect()
+    }
+
+    /// The issuer answered a reversal (recorded durably by the driver). `Unknown` leaves it
+    /// requested.
+    pub fn reversal_answered(&mut self, id: PaymentId, outcome: ReversalOutcome) {
+        if outcome != ReversalOutcome::Unknown {
+            if let Some(r) = self.reversals.get_mut(&id) {
+                *r = Reversal::Done(outcome);
+            }
+        }
+    }
+
+    /// The reversal of `id`, if one was asked for.
+    pub fn reversal(&self, id: &PaymentId) -> Option<Reversal> {
+        self.reversals.get(id).copied()
+    }
+
+    /// Reversals asked for and not answered yet, and answered.
+    pub fn reversal_counts(&self) -> (u64, u64) {
+        let pending = self.reversals.values().filter(|r| **r == Reversal::Requested).count() as u64;
+        (pending, self.reversals.len() as u64 - pending)
+    }
+
     /// Undoes a void whose write failed.
     pub fn revert_void(&mut self, id: &PaymentId) {
         if let Some(mut e) = self.index.remove(id) {
@@ -500,6 +625,16 @@ impl Aggregator {
         self.pending.iter().take(max).copied().collect()
     }
 
+    /// [`Aggregator::choose_next_batch`] for the uploader, which may seal what it is given: the
+    /// pending payments handed out are promised to a batch until sealed (see `promised`).
+    pub fn promise_next_batch(&mut self, max: usize) -> NextBatch {
+        let next = self.choose_next_batch(max);
+        if let NextBatch::Pending(ids) = &next {
+            self.promised.extend(ids.iter().copied());
+        }
+        next
+    }
+
     /// What the uploader sends next: the open batch again (same id, same content), else up to
     /// `max` pending payments in capture order, else nothing.
     pub fn choose_next_batch(&self, max: usize) -> NextBatch {
@@ -525,6 +660,7 @@ impl Aggregator {
     pub fn seal_batch(&mut self, header: BatchHeader, ids: Vec<PaymentId>) {
         for id in &ids {
             self.advance(*id, Phase::InBatch);
+            self.promised.remove(id);
         }
         self.open_batch = Some((header, ids));
     }
@@ -793,6 +929,57 @@ mod tests {
         assert_eq!(a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]), Decision::Repeat(Verdict::Stored));
         assert_eq!(a.counts(), Counts { total: 1, pending: 1, ..Counts::default() });
         assert_eq!(a.next_batch(10), vec![p.id]);
+    }
+
+    #[test]
+    fn a_sale_app_s_void_voids_before_the_seal_and_asks_a_reversal_after() {
+        let mut a = with_limit(1_000);
+        let (p, q, r) = (payment(1, "t1", 400), payment(2, "t1", 400), payment(3, "t1", 100));
+        for x in [&p, &q, &r] {
+            assert_eq!(
+                a.handle_submit(&t("t1"), x, true, [x.id.to_bytes()[15]; 32], [0; 32]),
+                Decision::Store { flag: None }
+            );
+        }
+        assert_eq!(a.handle_cancel(&t("t2"), p.id), CancelDecision::WrongTerminal);
+        // Not sealed, not promised: voided, its amount freed from the card's flight limit.
+        assert_eq!(a.handle_cancel(&t("t1"), p.id), CancelDecision::Void);
+        assert_eq!(a.counts(), Counts { total: 2, pending: 2, voided: 1, ..Counts::default() });
+        assert_eq!(a.handle_cancel(&t("t1"), p.id), CancelDecision::Repeat(CancelOutcome::Voided));
+        let s = payment(4, "t1", 500);
+        assert_eq!(
+            a.handle_submit(&t("t1"), &s, false, [4; 32], [0; 32]),
+            Decision::Store { flag: None },
+            "room again"
+        );
+        // Promised to a batch being sealed: a reversal, never a plain void.
+        assert_eq!(a.promise_next_batch(1), NextBatch::Pending(vec![q.id]));
+        assert_eq!(a.handle_cancel(&t("t1"), q.id), CancelDecision::Reverse);
+        assert_eq!(a.handle_cancel(&t("t1"), q.id), CancelDecision::Repeat(CancelOutcome::ReversalPending));
+        assert!(a.reversals_due(10).is_empty(), "not before the issuer decided it");
+        let h = BatchHeader {
+            id: BatchId([9; 16]),
+            aircraft: "A1".into(),
+            flight: "F1".into(),
+            count: 1,
+            totals: vec![(eur(), 400)],
+            digest: [0; 32],
+        };
+        a.seal_batch(h, vec![q.id]);
+        a.close_batch(BatchId([9; 16]));
+        a.advance(q.id, Phase::Decided);
+        assert_eq!(a.reversals_due(10), vec![q.id]);
+        a.reversal_answered(q.id, ReversalOutcome::Unknown);
+        assert_eq!(a.reversals_due(10), vec![q.id], "kept while the issuer does not know it");
+        a.reversal_answered(q.id, ReversalOutcome::Reversed { released_minor: 400 });
+        assert!(a.reversals_due(10).is_empty());
+        assert_eq!(a.reversal_counts(), (0, 1));
+        // A failed write is undone.
+        assert_eq!(a.handle_cancel(&t("t1"), r.id), CancelDecision::Void);
+        a.revert_cancel(&r.id, CancelDecision::Void);
+        assert_eq!(a.verdict(&r.id), Some(Verdict::Stored));
+        a.check_invariants().expect("books in step");
+        assert_eq!(a.handle_cancel(&t("t1"), payment(5, "t1", 1).id), CancelDecision::Repeat(CancelOutcome::Voided));
     }
 
     #[test]

@@ -13,7 +13,10 @@
 
 use std::collections::HashSet;
 
-use inflight_wire::{AuthOutcome, BatchHeader, BatchItem, BinList, PaymentId, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX};
+use inflight_wire::{
+    AuthOutcome, BatchHeader, BatchItem, BinList, Money, PaymentId, ReversalOutcome, BATCH_CHUNK_MAX,
+    BATCH_PAYMENTS_MAX,
+};
 
 use crate::authorize::{authorize, Account, CaptureBounds};
 use crate::batch::BatchDigest;
@@ -237,6 +240,49 @@ pub fn decide(
             let (outcome, after) = authorize(item, account, programme, bounds);
             let account_after = after.filter(|a| Some(a) != account);
             ItemDecision::Decide { outcome, account_after }
+        }
+    }
+}
+
+/// What the store's transaction does with one reversal (a sale app's void of a payment the
+/// issuer has decided). Exactly once in money: the amount is released only the first time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReversalDecision {
+    /// Reversed before: answer what was recorded, change nothing.
+    Repeat(ReversalOutcome),
+    /// Not decided here: record nothing.
+    Unknown,
+    /// Declined: nothing was charged; record that it was reversed, release nothing.
+    NotCharged,
+    /// Approved: release `amount_minor` to the account and record the reversal, in one
+    /// transaction.
+    Release {
+        /// The amount to give back.
+        amount_minor: u64,
+    },
+}
+
+/// The reversal of a payment whose decision here is `decided` (`None`: never decided) and
+/// whose earlier reversal, if any, is `prior`.
+pub fn reverse(decided: Option<(&AuthOutcome, Money)>, prior: Option<ReversalOutcome>) -> ReversalDecision {
+    match (prior, decided) {
+        (Some(p), _) => ReversalDecision::Repeat(p),
+        (None, None) => ReversalDecision::Unknown,
+        (None, Some((AuthOutcome::Declined(_), _))) => ReversalDecision::NotCharged,
+        (None, Some((AuthOutcome::Approved { .. }, amount))) => {
+            ReversalDecision::Release { amount_minor: amount.amount_minor() }
+        }
+    }
+}
+
+impl ReversalDecision {
+    /// What the master is told.
+    pub fn outcome(self) -> ReversalOutcome {
+        match self {
+            ReversalDecision::Repeat(o) => o,
+            ReversalDecision::Unknown => ReversalOutcome::Unknown,
+            ReversalDecision::NotCharged => ReversalOutcome::NotCharged,
+            ReversalDecision::Release { amount_minor } => ReversalOutcome::Reversed { released_minor: amount_minor },
         }
     }
 }

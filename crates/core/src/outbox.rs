@@ -79,13 +79,19 @@ pub enum Transmit {
         /// The payment.
         id: PaymentId,
     },
+    /// Tell the master the sale app voided a payment it was told `accepted` for (sent by the
+    /// [`crate::terminal::Terminal`], not the outbox: only once the outbox is done with it).
+    Cancel {
+        /// The payment.
+        id: PaymentId,
+    },
 }
 
 impl Transmit {
     /// The payment the message is about.
     pub fn id(&self) -> PaymentId {
         match *self {
-            Transmit::Submit { id, .. } | Transmit::Void { id } => id,
+            Transmit::Submit { id, .. } | Transmit::Void { id } | Transmit::Cancel { id } => id,
         }
     }
 }
@@ -320,6 +326,14 @@ impl Outbox {
                 Settled::Voided { carried }
             }
             _ => Settled::Unknown,
+        }
+    }
+
+    /// The master settled `id` in a way only the terminal can tell apart (a payment its sale
+    /// app voided, re-sent after a restart and answered `voided`): nothing more to send.
+    pub fn settle(&mut self, id: PaymentId) {
+        if self.entries.get(&id).is_some_and(|e| !e.stray) {
+            self.forget(id);
         }
     }
 
@@ -600,6 +614,8 @@ mod tests {
                     }
                     o.on_void_ack(id, carried)
                 }
+                // The outbox never emits it (the terminal does).
+                Transmit::Cancel { .. } => Settled::Unknown,
             }
         }
     }

@@ -16,7 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bincode::{Decode, Encode};
-use inflight_wire::{AuthOutcome, BinList, Money, Payment, PaymentId, RefusalReason, TerminalId, Verdict};
+use inflight_wire::{
+    AuthOutcome, BinList, CancelOutcome, Money, Payment, PaymentId, RefusalReason, TerminalId, Verdict,
+};
 
 use crate::capture::{self, CaptureRequest, Holdings, Refusal, TerminalCaps};
 use crate::outbox::{Outbox, Settled, Transmit};
@@ -44,18 +46,32 @@ pub enum SlaveState {
         /// Whether the master has confirmed the void.
         master_acked: bool,
     },
+    /// The sale app voided it after it was told `accepted` (the passenger changed their mind):
+    /// the master is told once it holds the payment, until it answers.
+    Cancelling,
+    /// The master answered the sale app's void. `reversal`: it was already sealed into a batch,
+    /// so the issuer reverses it (releasing the funds if it approved); otherwise it is never
+    /// carried. Card data erased.
+    Cancelled {
+        /// Whether the issuer is asked to reverse it.
+        reversal: bool,
+    },
 }
 
-/// Whether `from → to` is a move forward. Captured unanswered may become anything else;
-/// answered may only be forwarded (or refused, then re-sent answered); a void is only for a
-/// payment never answered, and only its master confirmation may follow it.
+/// Whether `from → to` is a move forward. Captured unanswered may become anything else but a
+/// sale app's void; answered may only be forwarded (or refused, then re-sent answered) or voided
+/// by its sale app; a void is only for a payment never answered, and only its master
+/// confirmation may follow it; a sale app's void only its master's answer.
 pub fn moves_forward(from: SlaveState, to: SlaveState) -> bool {
-    use SlaveState::{Captured, Forwarded, Voided};
+    use SlaveState::{Cancelled, Cancelling, Captured, Forwarded, Voided};
     match (from, to) {
-        (Captured { answered: false }, Captured { answered: false }) => false,
+        (Captured { answered: false }, Captured { answered: false } | Cancelling | Cancelled { .. }) => false,
         (Captured { answered: false }, _) => true,
-        // An answered payment must be carried: it is only ever forwarded, never refused.
-        (Captured { answered: true }, Forwarded) => true,
+        // An answered payment must be carried: it is only ever forwarded, never refused, unless
+        // its own sale app voids it.
+        (Captured { answered: true }, Forwarded | Cancelling) => true,
+        (Forwarded, Cancelling) => true,
+        (Cancelling, Cancelled { .. }) => true,
         (Voided { master_acked: false }, Voided { master_acked: true }) => true,
         _ => false,
     }
@@ -120,6 +136,47 @@ pub enum Answer {
         /// The payment.
         id: PaymentId,
     },
+    /// The answer to a void.
+    Void {
+        /// The payment, when known.
+        id: Option<PaymentId>,
+        /// What became of it.
+        outcome: VoidOutcome,
+    },
+    /// A void that could not be done now: `void_in_progress` (the payment is being captured or
+    /// answered: ask again), `storage_error` (the void's record could not be made durable).
+    VoidFailed {
+        /// The payment.
+        id: PaymentId,
+        /// Machine-readable reason.
+        reason: &'static str,
+    },
+}
+
+/// What a sale app's void of a payment came to (the `outcome` of the void op).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoidOutcome {
+    /// Never carried to the issuer: nothing is charged.
+    Voided,
+    /// Recorded: it was (or may already be) sealed into a batch for the issuer, which reverses
+    /// it once decided; the funds are released if it approved.
+    ReversalPending,
+    /// No such payment on this terminal.
+    UnknownPayment,
+    /// Voided (or refused) already: nothing is or will be charged, or a reversal is under way.
+    AlreadyVoided,
+}
+
+impl VoidOutcome {
+    /// Stable machine-readable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoidOutcome::Voided => "voided",
+            VoidOutcome::ReversalPending => "reversal_pending",
+            VoidOutcome::UnknownPayment => "unknown_payment",
+            VoidOutcome::AlreadyVoided => "already_voided",
+        }
+    }
 }
 
 impl Answer {
@@ -186,6 +243,11 @@ pub enum After {
     },
     /// The master's void ack is recorded.
     VoidAcked,
+    /// A sale app's void of an answered payment is durable: the master may be told.
+    Cancelling {
+        /// The payment.
+        id: PaymentId,
+    },
     /// The master's verdict is recorded (fed back as soon as the write is applied, not waited
     /// on): until then the terminal answers retries from its own record of the settlement.
     Settled {
@@ -249,6 +311,8 @@ pub enum Note {
     Retried(PaymentId),
     /// The capture write did not become durable.
     CaptureLost(PaymentId),
+    /// A sale app voided a payment (its outcome, once the master answered or the wait ran out).
+    Cancelled(PaymentId, VoidOutcome),
 }
 
 /// The terminal's timing and limits.
@@ -298,7 +362,23 @@ pub struct Terminal {
     bins: Option<BinList>,
     /// The master's clock minus ours; `None` until a master said `Hello` since start.
     clock_offset_ms: Option<i64>,
+    /// Sale apps waiting for the void of a payment never answered (its void mark being written).
+    voiders: BTreeMap<PaymentId, Vec<ReplyTo>>,
+    /// Sale apps' voids of answered payments whose `Cancel` the master has not answered.
+    cancels: BTreeMap<PaymentId, Cancel>,
     actions: VecDeque<Action>,
+}
+
+/// A sale app's void of an answered payment, on its way to the master.
+#[derive(Debug, Default)]
+struct Cancel {
+    /// The void mark is durable: it may be sent (once the master holds the payment).
+    durable: bool,
+    /// Sent on this connection; sent again after this time.
+    resend_at: Option<u64>,
+    /// Sale apps waiting for the master's answer, each until its deadline (then told
+    /// `reversal_pending`); `None` until the mark is durable.
+    waiters: Vec<(ReplyTo, Option<u64>)>,
 }
 
 impl Terminal {
@@ -319,6 +399,8 @@ impl Terminal {
             settling: BTreeMap::new(),
             bins: None,
             clock_offset_ms: None,
+            voiders: BTreeMap::new(),
+            cancels: BTreeMap::new(),
             actions: VecDeque::new(),
         }
     }
@@ -336,6 +418,14 @@ impl Terminal {
                 }
             }
             SlaveState::Voided { master_acked: false } => self.outbox.insert_voided(id),
+            SlaveState::Cancelling => {
+                // Sent again first (the master repeats its verdict), so that the master surely
+                // holds it when the `Cancel` comes.
+                self.outbox.insert(id, true);
+                self.held.add(amount);
+                self.amounts.insert(id, amount);
+                self.cancels.insert(id, Cancel { durable: true, ..Cancel::default() });
+            }
             _ => {}
         }
     }
@@ -428,8 +518,7 @@ impl Terminal {
             return;
         }
         self.actions.push_back(Action::Note(Note::Retried(id)));
-        // What this terminal decided and the store may not show yet wins over the store.
-        let state = self.settling.get(&id).copied().unwrap_or(stored);
+        let state = self.state_of(id, stored);
         if let SlaveState::Captured { answered } = state {
             if !self.outbox.contains(id) {
                 // Stored, but let go here (its capture write reported a failure that it
@@ -442,6 +531,16 @@ impl Terminal {
             }
         }
         self.tell(id, vec![(to, true)], state, now_ms, who);
+    }
+
+    /// Where `id` stands: what this terminal decided and the store may not show yet (a
+    /// settlement whose write is not applied) wins over a stored `captured`, never over a later
+    /// state (a sale app's void written since).
+    fn state_of(&self, id: PaymentId, stored: SlaveState) -> SlaveState {
+        match (stored, self.settling.get(&id)) {
+            (SlaveState::Captured { .. }, Some(settled)) => *settled,
+            _ => stored,
+        }
     }
 
     /// The one path to an `accepted` answer: write the answered mark; [`Terminal::on_written`]
@@ -465,7 +564,8 @@ impl Terminal {
         }
         match stored {
             SlaveState::Refused(r) => return self.reply_all(to, || Answer::rejected(Some(id), r.as_str())),
-            SlaveState::Voided { .. } => {
+            // Voided, or voided by its sale app since: a retry of its capture is told so.
+            SlaveState::Voided { .. } | SlaveState::Cancelling | SlaveState::Cancelled { .. } => {
                 return self.reply_all(to, || Answer::rejected(Some(id), RefusalReason::Voided.as_str()))
             }
             SlaveState::Captured { .. } | SlaveState::Forwarded => {}
@@ -497,6 +597,26 @@ impl Terminal {
     pub fn on_written(&mut self, then: After, result: Result<(), WriteFailure>, now_ms: u64, who: &impl Listeners) {
         match (then, result) {
             (After::Nothing | After::VoidAcked, _) => {}
+            (After::Cancelling { id }, Ok(())) => {
+                let wait = self.settings.verdict_wait_ms;
+                let Some(c) = self.cancels.get_mut(&id) else { return };
+                c.durable = true;
+                for w in &mut c.waiters {
+                    w.1 = Some(now_ms.saturating_add(wait));
+                }
+                if wait == 0 {
+                    self.answer_cancel(id, VoidOutcome::ReversalPending, false);
+                }
+            }
+            (After::Cancelling { id }, Err(_)) => {
+                // Maybe on disk (then it goes to the master after a restart), maybe not: the sale
+                // app asks again to learn which.
+                if let Some(c) = self.cancels.remove(&id) {
+                    for (r, _) in c.waiters {
+                        self.reply(r, Answer::VoidFailed { id, reason: Refusal::StorageError.as_str() }, false);
+                    }
+                }
+            }
             (After::Settled { id }, Ok(())) => {
                 self.settling.remove(&id);
             }
@@ -541,9 +661,15 @@ impl Terminal {
             (After::Voided { id }, Ok(())) => {
                 self.release(id);
                 self.outbox.void(id);
+                for r in self.voiders.remove(&id).unwrap_or_default() {
+                    self.reply(r, Answer::Void { id: Some(id), outcome: VoidOutcome::Voided }, false);
+                }
             }
             (After::Voided { id }, Err(_)) => {
                 self.orphans.insert(id, now_ms.saturating_add(self.settings.claim_grace_ms));
+                for r in self.voiders.remove(&id).unwrap_or_default() {
+                    self.reply(r, Answer::VoidFailed { id, reason: Refusal::StorageError.as_str() }, false);
+                }
             }
             (After::ResultStored { id }, Ok(())) => self.actions.push_back(Action::ResultAck { id }),
             // Not acked: the master pushes it again.
@@ -570,6 +696,9 @@ impl Terminal {
     /// The connection is gone.
     pub fn on_disconnected(&mut self) {
         self.outbox.on_disconnected();
+        for c in self.cancels.values_mut() {
+            c.resend_at = None;
+        }
     }
 
     /// Whether a connection to the master is up.
@@ -577,13 +706,114 @@ impl Terminal {
         self.outbox.is_connected()
     }
 
-    /// The next message for the master, if the window has room.
+    /// The next message for the master, if the window has room. A sale app's void goes once
+    /// the master holds the payment (acked `Stored`: it has left the outbox), so the master
+    /// always finds what it is asked to void.
     pub fn poll_transmit(&mut self, now_ms: u64) -> Option<Transmit> {
-        self.outbox.poll_transmit(now_ms)
+        if let Some(t) = self.outbox.poll_transmit(now_ms) {
+            return Some(t);
+        }
+        if !self.outbox.is_connected() {
+            return None;
+        }
+        let in_flight = self.cancels.values().filter(|c| c.resend_at.is_some()).count();
+        if in_flight >= self.settings.window.max(1) {
+            return None;
+        }
+        let outbox = &self.outbox;
+        let (id, c) =
+            self.cancels.iter_mut().find(|(id, c)| c.durable && c.resend_at.is_none() && !outbox.contains(**id))?;
+        c.resend_at = Some(now_ms.saturating_add(self.settings.ack_timeout_ms));
+        Some(Transmit::Cancel { id: *id })
+    }
+
+    /// A sale app asks to void payment `id` (found by its payment id or request id; `stored`:
+    /// its state in the store, `None` if there is no such payment).
+    ///
+    /// Never answered `accepted`: voided here like an orphan (never carried). Answered: the
+    /// void is recorded durably, then the master is told once it holds the payment; it voids it
+    /// if not yet sealed, else has the issuer reverse it. The sale app hears the master's
+    /// answer, or `reversal_pending` if none comes within the verdict wait.
+    pub fn void(&mut self, to: ReplyTo, id: PaymentId, stored: Option<SlaveState>) {
+        let Some(stored) = stored else {
+            return self.reply(to, Answer::Void { id: None, outcome: VoidOutcome::UnknownPayment }, false);
+        };
+        let busy = self.capturing.contains_key(&id)
+            || self.waiting.contains_key(&id)
+            || self.answering.contains_key(&id)
+            || self.retries.contains_key(&id)
+            || self.voiders.contains_key(&id);
+        let state = self.state_of(id, stored);
+        match state {
+            SlaveState::Refused(_) | SlaveState::Voided { .. } | SlaveState::Cancelled { .. } => {
+                self.reply(to, Answer::Void { id: Some(id), outcome: VoidOutcome::AlreadyVoided }, false)
+            }
+            SlaveState::Cancelling => match self.cancels.get_mut(&id) {
+                // Asked again while the first is on its way: the same answer when it comes.
+                Some(c) if !c.durable => c.waiters.push((to, None)),
+                _ => self.reply(to, Answer::Void { id: Some(id), outcome: VoidOutcome::AlreadyVoided }, false),
+            },
+            _ if busy => self.reply(to, Answer::VoidFailed { id, reason: "void_in_progress" }, false),
+            SlaveState::Captured { answered: false } => {
+                if !self.outbox.can_void(id) {
+                    return self.reply(to, Answer::VoidFailed { id, reason: "void_in_progress" }, false);
+                }
+                self.orphans.remove(&id);
+                self.voiders.entry(id).or_default().push(to);
+                self.outbox.hold(id);
+                self.actions.push_back(Action::Write {
+                    write: Write::State { id, state: SlaveState::Voided { master_acked: false } },
+                    then: After::Voided { id },
+                });
+            }
+            SlaveState::Captured { answered: true } | SlaveState::Forwarded => {
+                self.cancels.insert(id, Cancel { waiters: vec![(to, None)], ..Cancel::default() });
+                self.actions.push_back(Action::Write {
+                    write: Write::State { id, state: SlaveState::Cancelling },
+                    then: After::Cancelling { id },
+                });
+            }
+        }
+    }
+
+    /// The master's answer to a sale app's void.
+    pub fn on_cancel_ack(&mut self, id: PaymentId, outcome: CancelOutcome) {
+        if !self.cancels.get(&id).is_some_and(|c| c.durable) {
+            return;
+        }
+        let reversal = outcome == CancelOutcome::ReversalPending;
+        self.actions.push_back(Action::Write {
+            write: Write::State { id, state: SlaveState::Cancelled { reversal } },
+            then: After::Nothing,
+        });
+        let outcome = if reversal { VoidOutcome::ReversalPending } else { VoidOutcome::Voided };
+        self.answer_cancel(id, outcome, true);
+    }
+
+    /// Tells the sale apps waiting on `id`'s void; `done`: the master answered, it is settled.
+    fn answer_cancel(&mut self, id: PaymentId, outcome: VoidOutcome, done: bool) {
+        let waiters = if done {
+            self.cancels.remove(&id).map(|c| c.waiters).unwrap_or_default()
+        } else {
+            self.cancels.get_mut(&id).map(|c| std::mem::take(&mut c.waiters)).unwrap_or_default()
+        };
+        if !waiters.is_empty() || done {
+            self.actions.push_back(Action::Note(Note::Cancelled(id, outcome)));
+        }
+        for (r, _) in waiters {
+            self.reply(r, Answer::Void { id: Some(id), outcome }, false);
+        }
     }
 
     /// The master's verdict on a submitted payment.
     pub fn on_verdict(&mut self, id: PaymentId, verdict: Verdict, now_ms: u64, who: &impl Listeners) {
+        if verdict == Verdict::Refused(RefusalReason::Voided) && self.cancels.contains_key(&id) {
+            // Sent again after a restart, and the master had already voided it at the sale
+            // app's request: settled; the `Cancel` goes next and is answered `voided`.
+            self.outbox.settle(id);
+            self.release(id);
+            return;
+        }
         let settled = self.outbox.on_verdict(id, verdict);
         let state = match settled {
             Settled::Unknown | Settled::Resubmit | Settled::Voided { .. } => return,
@@ -672,7 +902,12 @@ impl Terminal {
         let outbox = self.outbox.poll_timeout();
         let waiter = self.waiting.values().map(|(d, _)| *d).min();
         let orphan = self.orphans.values().min().copied();
-        [outbox, waiter, orphan].into_iter().flatten().min()
+        let cancel = self
+            .cancels
+            .values()
+            .flat_map(|c| c.resend_at.into_iter().chain(c.waiters.iter().filter_map(|w| w.1)))
+            .min();
+        [outbox, waiter, orphan, cancel].into_iter().flatten().min()
     }
 
     /// Re-sends overdue messages, answers captures whose verdict wait ran out, voids orphans
@@ -689,6 +924,20 @@ impl Terminal {
         let orphans: Vec<PaymentId> = self.orphans.iter().filter(|(_, d)| **d <= now_ms).map(|(id, _)| *id).collect();
         for id in orphans {
             self.void_orphan(id);
+        }
+        let mut overdue = Vec::new();
+        for (id, c) in &mut self.cancels {
+            if c.resend_at.is_some_and(|t| t <= now_ms) {
+                c.resend_at = None;
+            }
+            let (due, keep): (Vec<_>, Vec<_>) = c.waiters.drain(..).partition(|w| w.1.is_some_and(|d| d <= now_ms));
+            c.waiters = keep;
+            overdue.extend(due.into_iter().map(|(r, _)| (*id, r)));
+        }
+        for (id, r) in overdue {
+            // The master did not answer in time: the void is durable here and will reach it.
+            self.actions.push_back(Action::Note(Note::Cancelled(id, VoidOutcome::ReversalPending)));
+            self.reply(r, Answer::Void { id: Some(id), outcome: VoidOutcome::ReversalPending }, false);
         }
     }
 
@@ -1056,6 +1305,180 @@ mod tests {
     /// Found by the model simulator (seed 12239): a payment being voided was still queued, and
     /// its submit went out after the void's write had erased its card data ("no card data",
     /// an error). A payment being voided sends nothing until the void is durable, then its void.
+    /// Takes a capture to `accepted` (mark durable); returns its id.
+    fn accepted(t: &mut Terminal, to: ReplyTo) -> PaymentId {
+        let id = captured(t, to);
+        t.drain_waiting(0, &AllListening);
+        actions(t);
+        t.on_written(After::Answered { id }, Ok(()), 0, &AllListening);
+        actions(t);
+        id
+    }
+
+    #[test]
+    fn a_sale_app_s_void_goes_to_the_master_only_once_durable_and_once_the_master_holds_it() {
+        let mut t = terminal(1_000);
+        let id = accepted(&mut t, 1);
+        t.on_connected();
+        assert_eq!(t.poll_transmit(0), Some(Transmit::Submit { id, answered: true }));
+        t.void(2, id, Some(SlaveState::Captured { answered: true }));
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Write {
+                write: Write::State { id, state: SlaveState::Cancelling },
+                then: After::Cancelling { id }
+            }],
+            "the void is written first; nobody is told"
+        );
+        assert_eq!(t.poll_transmit(0), None, "not before the void is durable");
+        t.on_written(After::Cancelling { id }, Ok(()), 10, &AllListening);
+        assert_eq!(t.poll_transmit(10), None, "not before the master acked the payment");
+        t.on_verdict(id, Verdict::Stored, 20, &AllListening);
+        actions(&mut t);
+        assert_eq!(t.poll_transmit(20), Some(Transmit::Cancel { id }));
+        assert_eq!(t.poll_transmit(20), None, "once in flight");
+        t.on_cancel_ack(id, CancelOutcome::ReversalPending);
+        assert_eq!(
+            actions(&mut t),
+            vec![
+                Action::Write {
+                    write: Write::State { id, state: SlaveState::Cancelled { reversal: true } },
+                    then: After::Nothing
+                },
+                Action::Reply {
+                    to: 2,
+                    answer: Answer::Void { id: Some(id), outcome: VoidOutcome::ReversalPending },
+                    replayed: false
+                },
+            ]
+        );
+        t.on_cancel_ack(id, CancelOutcome::ReversalPending);
+        assert!(actions(&mut t).is_empty(), "a repeated ack changes nothing");
+        t.void(3, id, Some(SlaveState::Cancelled { reversal: true }));
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply {
+                to: 3,
+                answer: Answer::Void { id: Some(id), outcome: VoidOutcome::AlreadyVoided },
+                replayed: false
+            }]
+        );
+    }
+
+    #[test]
+    fn a_void_the_master_does_not_answer_in_time_is_told_reversal_pending_and_sent_again() {
+        let mut t = terminal(1_000);
+        let id = accepted(&mut t, 1);
+        t.on_connected();
+        assert_eq!(t.poll_transmit(0), Some(Transmit::Submit { id, answered: true }));
+        t.on_verdict(id, Verdict::Stored, 0, &AllListening);
+        actions(&mut t);
+        t.void(2, id, Some(SlaveState::Forwarded));
+        actions(&mut t);
+        t.on_written(After::Cancelling { id }, Ok(()), 0, &AllListening);
+        assert_eq!(t.poll_transmit(0), Some(Transmit::Cancel { id }));
+        t.handle_timeout(1_000, &AllListening);
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply {
+                to: 2,
+                answer: Answer::Void { id: Some(id), outcome: VoidOutcome::ReversalPending },
+                replayed: false
+            }]
+        );
+        assert_eq!(t.poll_transmit(1_000), Some(Transmit::Cancel { id }), "sent again after the ack timeout");
+        t.on_disconnected();
+        t.on_connected();
+        assert_eq!(t.poll_transmit(1_001), Some(Transmit::Cancel { id }), "and after a reconnect");
+    }
+
+    #[test]
+    fn a_void_of_a_payment_never_answered_is_an_orphan_void_and_a_failed_void_write_says_so() {
+        let mut t = terminal(5_000);
+        let id = captured(&mut t, 1);
+        t.void(2, id, Some(SlaveState::Captured { answered: false }));
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply {
+                to: 2,
+                answer: Answer::VoidFailed { id, reason: "void_in_progress" },
+                replayed: false
+            }],
+            "its capture is still waiting for the master's verdict"
+        );
+        t.handle_timeout(5_000, &AllListening);
+        actions(&mut t);
+        t.on_written(After::Answered { id }, Ok(()), 5_000, &AllListening);
+        actions(&mut t);
+        t.void(3, id, Some(SlaveState::Captured { answered: true }));
+        actions(&mut t);
+        t.on_written(After::Cancelling { id }, Err(WriteFailure::NotWritten), 5_000, &AllListening);
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply { to: 3, answer: Answer::VoidFailed { id, reason: "storage_error" }, replayed: false }]
+        );
+        t.on_connected();
+        assert_eq!(t.poll_transmit(5_000), Some(Transmit::Submit { id, answered: true }), "still carried");
+        assert_eq!(t.poll_transmit(5_000), None, "no void goes out");
+
+        let mut t = terminal(0);
+        let id = captured(&mut t, 1);
+        // Nobody heard it (the sale app left): never answered, then voided by the sale app.
+        t.drain_actions().for_each(drop);
+        t.on_written(After::Answered { id }, Err(WriteFailure::NotWritten), 0, &AllListening);
+        actions(&mut t);
+        t.void(4, id, Some(SlaveState::Captured { answered: false }));
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Write {
+                write: Write::State { id, state: SlaveState::Voided { master_acked: false } },
+                then: After::Voided { id }
+            }]
+        );
+        t.on_written(After::Voided { id }, Ok(()), 0, &AllListening);
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply {
+                to: 4,
+                answer: Answer::Void { id: Some(id), outcome: VoidOutcome::Voided },
+                replayed: false
+            }]
+        );
+        t.void(5, id, None);
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply {
+                to: 5,
+                answer: Answer::Void { id: None, outcome: VoidOutcome::UnknownPayment },
+                replayed: false
+            }]
+        );
+    }
+
+    #[test]
+    fn a_void_restored_after_a_restart_sends_the_payment_first_and_settles_on_voided() {
+        let mut t = terminal(0);
+        let id = PaymentId::mint(T0, [7; 10]);
+        let amount = Money::new(500, Currency::parse("EUR").expect("eur")).expect("money");
+        t.restore(id, amount, SlaveState::Cancelling, 0);
+        t.on_connected();
+        assert_eq!(t.poll_transmit(0), Some(Transmit::Submit { id, answered: true }));
+        assert_eq!(t.poll_transmit(0), None);
+        // The master had voided it already: its answer settles the submit, the void goes next.
+        t.on_verdict(id, Verdict::Refused(RefusalReason::Voided), 0, &AllListening);
+        assert_eq!(t.poll_transmit(0), Some(Transmit::Cancel { id }));
+        assert_eq!(t.poll_transmit(0), None, "no re-submit loop");
+        t.on_cancel_ack(id, CancelOutcome::Voided);
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Write {
+                write: Write::State { id, state: SlaveState::Cancelled { reversal: false } },
+                then: After::Nothing
+            }]
+        );
+        assert_eq!(t.holdings().payments, 0, "its amount is released");
+    }
+
     #[test]
     fn a_payment_being_voided_sends_nothing_until_the_void_is_durable() {
         let mut t = terminal(0);
@@ -1192,7 +1615,7 @@ mod tests {
                                     // be on disk after all (the retry then takes it up).
                                     Answer::Rejected { reason: "storage_error", .. } => continue,
                                     Answer::Rejected { id, .. } => (false, *id),
-                                    Answer::Unknown { .. } => continue,
+                                    Answer::Unknown { .. } | Answer::Void { .. } | Answer::VoidFailed { .. } => continue,
                                 };
                                 if let Some(r) = rid {
                                     if let Some((before, bid)) = heard.insert(r.clone(), (ok, id)) {
@@ -1272,6 +1695,7 @@ mod tests {
                                     t.on_verdict(id, v, now, &AllListening);
                                 }
                                 Transmit::Void { id } => t.on_void_ack(id, false),
+                                Transmit::Cancel { id } => t.on_cancel_ack(id, CancelOutcome::Voided),
                             }
                         }
                         Op::Answer(_) => {}
@@ -1296,6 +1720,7 @@ mod tests {
                                 t.on_verdict(id, v, now, &AllListening);
                             }
                             Transmit::Void { id } => t.on_void_ack(id, false),
+                            Transmit::Cancel { id } => t.on_cancel_ack(id, CancelOutcome::Voided),
                         }
                         run(&mut t, &mut store, now, &mut replies, &mut heard, &mut accepted, &to_sale, &sales)?;
                     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use inflight_daemon::{DaemonError, ExitClass, Shutdown, Slots};
 use inflight_net::{endpoint, tls, NetError};
 use inflight_store::{AccountLine, BinListSigner, CardVault, IssuerStore, LedgerLine, StoreError};
-use inflight_wire::{AuthOutcome, BinList, GROUND_ALPN};
+use inflight_wire::{AuthOutcome, BinList, ReversalOutcome, GROUND_ALPN};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -283,6 +283,17 @@ pub fn ledger_json(l: &LedgerLine) -> Value {
             v["outcome"] = json!("declined");
             v["reason"] = json!(r.as_str());
         }
+    }
+    // A sale app voided it after it was sealed: an approval is then shown `reversed` (its amount
+    // released to the account), a decline keeps its outcome.
+    match l.reversed {
+        Some(ReversalOutcome::Reversed { released_minor }) => {
+            v["outcome"] = json!("reversed");
+            v["released_minor"] = json!(released_minor);
+            v["reversed"] = json!(true);
+        }
+        Some(_) => v["reversed"] = json!(true),
+        None => {}
     }
     v
 }

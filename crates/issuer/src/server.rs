@@ -207,6 +207,21 @@ async fn session(
                 w.send(&IssuerMsg::BinList(signed)).await?;
             }
             Some(AircraftMsg::BatchBegin(header)) => batch(shared, aircraft, header, w, r).await?,
+            Some(AircraftMsg::Reverse { ids }) => {
+                if ids.is_empty() || ids.len() > BATCH_CHUNK_MAX {
+                    return Err(SessionError::Protocol(format!(
+                        "Reverse with {} ids (1 to {BATCH_CHUNK_MAX})",
+                        ids.len()
+                    )));
+                }
+                let (results, ticket) = shared.store.reverse(&ids)?;
+                // Answered only once every reversal (and its released amount) is durable.
+                shared.store.durable(ticket).await?;
+                for res in &results {
+                    tracing::info!(%aircraft, payment = %res.id, outcome = ?res.outcome, "reversal");
+                }
+                w.send(&IssuerMsg::Reversed { results }).await?;
+            }
             Some(other) => {
                 return Err(SessionError::Protocol(format!("unexpected {} outside a batch", msg_name(&other))))
             }
@@ -222,6 +237,7 @@ fn msg_name(m: &AircraftMsg) -> &'static str {
         AircraftMsg::BatchBegin(_) => "BatchBegin",
         AircraftMsg::BatchItems { .. } => "BatchItems",
         AircraftMsg::BatchEnd { .. } => "BatchEnd",
+        AircraftMsg::Reverse { .. } => "Reverse",
     }
 }
 

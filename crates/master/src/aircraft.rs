@@ -12,12 +12,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use inflight_core::aggregator::{Aggregator, Counts, Decision, Phase, SubmitPlan, SubmitWrite};
+use inflight_core::aggregator::{Aggregator, CancelDecision, Counts, Decision, Phase, SubmitPlan, SubmitWrite};
 pub use inflight_core::uploader::NextBatch;
 use inflight_store::{MasterStore, StoreError, Ticket};
 use inflight_wire::{
-    AuthResult, BatchHeader, BinList, ErrorCode, MasterMsg, Payment, PaymentId, SignedBinList, TerminalId, Verdict,
-    BATCH_PAYMENTS_MAX,
+    AuthResult, BatchHeader, BinList, CancelOutcome, ErrorCode, MasterMsg, Payment, PaymentId, ReversalOutcome,
+    ReversalResult, SignedBinList, TerminalId, Verdict, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,12 @@ pub enum Event {
     Quarantine { batch: BatchHeader, reason: String, reply: oneshot::Sender<Result<(), StoreError>> },
     /// A terminal voided `id` (its sale app was never told `accepted`).
     Void { terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing> },
+    /// A terminal's sale app voided `id` after it was told `accepted`.
+    Cancel { terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing> },
+    /// The uploader asks which reversals to send the issuer now.
+    ReversalsDue { reply: oneshot::Sender<Vec<PaymentId>> },
+    /// The issuer's answers to reversals: store them durably.
+    Reversed { results: Vec<ReversalResult>, reply: oneshot::Sender<Result<(), StoreError>> },
     /// A terminal stored the result of `id`.
     ResultAck { terminal: TerminalId, id: PaymentId },
     /// A terminal connected (`serial` tells its connections apart).
@@ -99,6 +105,8 @@ pub enum Completion {
     },
     /// The new flight is stored.
     SetFlight { flight: String, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// The issuer's answers to reversals are stored.
+    Reversed { results: Vec<ReversalResult>, reply: oneshot::Sender<Result<(), StoreError>> },
 }
 
 impl Completion {
@@ -107,7 +115,8 @@ impl Completion {
             Completion::Seal { reply, .. }
             | Completion::Results { reply, .. }
             | Completion::Quarantine { reply, .. }
-            | Completion::SetFlight { reply, .. } => reply,
+            | Completion::SetFlight { reply, .. }
+            | Completion::Reversed { reply, .. } => reply,
         };
         let _ = reply.send(Err(e));
     }
@@ -124,6 +133,9 @@ pub struct Snapshot {
     pub terminals: usize,
     /// Payments waiting for the issuer longer than the configured age.
     pub aged: u64,
+    /// Reversals (sale apps' voids of sealed payments) not yet answered by the issuer, and
+    /// answered.
+    pub reversals: (u64, u64),
 }
 
 /// A write the writer task waits on: once its ticket is durable, an ack is sent or a
@@ -183,6 +195,9 @@ pub(crate) fn restore(
     if let Some(header) = store.open_batch()? {
         let ids = store.batch_ids(header.id)?;
         agg.restore_open_batch(header, ids);
+    }
+    for (id, r) in store.reversals()? {
+        agg.restore_reversal(id, r);
     }
     let signed = store.bin_list()?;
     if let Some(s) = &signed {
@@ -255,6 +270,16 @@ impl Aircraft {
                 self.submit(terminal, *payment, answered, reply).await
             }
             Event::Void { terminal, id, reply } => self.void(terminal, id, reply).await,
+            Event::Cancel { terminal, id, reply } => self.cancel(terminal, id, reply).await,
+            Event::ReversalsDue { reply } => {
+                let _ = reply.send(self.agg.reversals_due(BATCH_CHUNK_MAX));
+            }
+            Event::Reversed { results, reply } => match self.store.store_reversals(&results) {
+                Ok(t) => self.complete(t, Completion::Reversed { results, reply }).await,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Event::Quarantine { batch, reason, reply } => {
                 let written = self.store.batch_ids(batch.id).and_then(|ids| {
                     let t = self.store.quarantine_batch(batch.id, &reason)?;
@@ -321,7 +346,7 @@ impl Aircraft {
                 }
             }
             Event::NextBatch { reply } => {
-                let _ = reply.send(self.agg.choose_next_batch(BATCH_PAYMENTS_MAX as usize));
+                let _ = reply.send(self.agg.promise_next_batch(BATCH_PAYMENTS_MAX as usize));
             }
             Event::Seal { header, ids, reply } => {
                 match self.store.seal_batch(&header, &ids, || inflight_daemon::crash_point("master.mid_seal")) {
@@ -349,6 +374,7 @@ impl Aircraft {
                     bin_list_version: self.agg.bin_list().map(|b| b.version),
                     terminals: self.links.len(),
                     aged: self.agg.aged(inflight_daemon::unix_ms_now(), self.age_flag.as_millis() as u64),
+                    reversals: self.agg.reversal_counts(),
                 });
             }
             Event::SetFlight { flight, reply } => match self.store.set_setting("flight", &flight) {
@@ -415,6 +441,19 @@ impl Aircraft {
             Completion::SetFlight { flight, reply } => {
                 tracing::info!(%flight, "flight changed by the crew");
                 self.flight = flight;
+                let _ = reply.send(Ok(()));
+            }
+            Completion::Reversed { results, reply } => {
+                for r in &results {
+                    match r.outcome {
+                        ReversalOutcome::Unknown => tracing::error!(
+                            payment = %r.id,
+                            "the issuer does not know a payment it was asked to reverse; the reversal is kept"
+                        ),
+                        o => tracing::info!(payment = %r.id, outcome = ?o, "payment reversed by the issuer"),
+                    }
+                    self.agg.reversal_answered(r.id, r.outcome);
+                }
                 let _ = reply.send(Ok(()));
             }
         }
@@ -517,6 +556,40 @@ impl Aircraft {
             Err(e) => {
                 tracing::error!(error = %e, payment = %id, "cannot record the void; the terminal will send it again");
                 self.agg.revert_void(&id);
+            }
+        }
+    }
+}
+
+impl Aircraft {
+    /// A terminal's sale app voids a payment it was told `accepted` for.
+    async fn cancel(&mut self, terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing>) {
+        let decision = self.agg.handle_cancel(&terminal, id);
+        let (written, outcome) = match decision {
+            CancelDecision::WrongTerminal => {
+                tracing::warn!(%terminal, payment = %id, "terminal voided another terminal's payment");
+                let _ = reply
+                    .try_send(Outgoing::Close(ErrorCode::WrongTerminal, "void of another terminal's payment".into()));
+                return;
+            }
+            CancelDecision::Void => {
+                tracing::info!(payment = %id, %terminal, "payment voided by its sale app before sealing: never carried");
+                (self.store.cancel(id), CancelOutcome::Voided)
+            }
+            CancelDecision::Reverse => {
+                tracing::info!(payment = %id, %terminal, "payment voided by its sale app after sealing: the issuer will reverse it");
+                (self.store.request_reversal(id), CancelOutcome::ReversalPending)
+            }
+            CancelDecision::Repeat(o) => (Ok(self.store.latest()), o),
+        };
+        match written {
+            Ok(ticket) => {
+                let msg = Outgoing::Msg(MasterMsg::CancelAck { id, outcome });
+                let _ = self.writes.send(Write { ticket, then: Then::Ack { msg, reply } }).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, payment = %id, "cannot record the void; the terminal will send it again");
+                self.agg.revert_cancel(&id, decision);
             }
         }
     }

@@ -141,6 +141,11 @@ async fn read_loop(
                     return Err((ErrorCode::ShuttingDown, "master shutting down".into()));
                 }
             }
+            Ok(Some(TerminalMsg::Cancel { id })) => {
+                if events.send(Event::Cancel { terminal: terminal.clone(), id, reply: out.clone() }).await.is_err() {
+                    return Err((ErrorCode::ShuttingDown, "master shutting down".into()));
+                }
+            }
             Ok(Some(TerminalMsg::ResultAck { id })) => {
                 if events.send(Event::ResultAck { terminal: terminal.clone(), id }).await.is_err() {
                     return Err((ErrorCode::ShuttingDown, "master shutting down".into()));

@@ -7,6 +7,7 @@
 //! aircraft actor's (`Aggregator::choose_next_batch`). This driver reads items from the store,
 //! moves frames, and talks to the actor.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use inflight_net::framed::{framed, FrameReader, FrameWriter};
 use inflight_net::{endpoint, Endpoint, NetError};
 use inflight_store::{MasterStore, StoreError};
 use inflight_wire::{
-    AircraftMsg, BatchId, IssuerMsg, PaymentId, BATCH_CHUNK_MAX, GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
+    AircraftMsg, BatchId, IssuerMsg, PaymentId, ReversalOutcome, BATCH_CHUNK_MAX, GROUND_FRAME_BYTES_MAX,
+    GROUND_PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -283,11 +285,13 @@ async fn session(
     let (conn, mut w, mut r) = open(cfg, ep).await?;
     let result = async {
         let mut last_fetch = None::<tokio::time::Instant>;
+        let mut unknown_to_issuer = HashSet::new();
         loop {
             if last_fetch.is_none_or(|t| t.elapsed() >= cfg.ground.bin_list_refresh) {
                 fetch_bin_list(cfg, &mut w, &mut r, events).await?;
                 last_fetch = Some(tokio::time::Instant::now());
             }
+            send_reversals(&mut w, &mut r, events, &mut unknown_to_issuer).await?;
             match ask(events, |reply| Event::NextBatch { reply }).await? {
                 NextBatch::Nothing => {
                     tokio::time::sleep(IDLE_POLL).await;
@@ -334,6 +338,38 @@ async fn fetch_bin_list(
             }
         }
         other => Err(SessionError::unexpected("answering FetchBinList", other)),
+    }
+}
+
+/// Sends the reversals due (sale apps' voids of payments the issuer has decided), one chunk at
+/// a time, and has the answers stored. An id the issuer does not know is not asked again in
+/// this session (it stays requested, for the crew).
+async fn send_reversals(
+    w: &mut FrameWriter,
+    r: &mut FrameReader,
+    events: &mpsc::Sender<Event>,
+    unknown_to_issuer: &mut HashSet<PaymentId>,
+) -> Result<(), SessionError> {
+    loop {
+        let mut ids = ask(events, |reply| Event::ReversalsDue { reply }).await?;
+        ids.retain(|id| !unknown_to_issuer.contains(id));
+        if ids.is_empty() {
+            return Ok(());
+        }
+        w.send(&AircraftMsg::Reverse { ids: ids.clone() }).await?;
+        let results = match r.recv::<IssuerMsg>().await? {
+            Some(IssuerMsg::Reversed { results }) => results,
+            other => return Err(SessionError::unexpected("answering Reverse", other)),
+        };
+        if results.len() != ids.len() || results.iter().zip(&ids).any(|(res, id)| res.id != *id) {
+            return Err(SessionError::Unexpected {
+                during: "answering Reverse",
+                frame: format!("{} results for {} reversals, or out of order", results.len(), ids.len()),
+            });
+        }
+        unknown_to_issuer
+            .extend(results.iter().filter(|res| res.outcome == ReversalOutcome::Unknown).map(|res| res.id));
+        ask(events, |reply| Event::Reversed { results, reply }).await??;
     }
 }
 

@@ -300,6 +300,8 @@ async fn admin_answer(ctx: &Admin, req: Value) -> Value {
                         true,
                     );
                     v["payments"]["aged"] = json!(snap.aged);
+                    v["payments"]["reversal_pending"] = json!(snap.reversals.0);
+                    v["payments"]["reversed"] = json!(snap.reversals.1);
                     v["link"] = json!(if ctx.link.is_up() { "up" } else { "down" });
                     v["link_override"] = json!(ctx.link.mode().as_str());
                     v
@@ -369,8 +371,29 @@ fn payment_json(store: &MasterStore, id: &str) -> Value {
                 "card_data_erased": v.payment.card_data_erased,
             });
             outcome_fields(&mut out, v.outcome.as_ref());
+            match store.reversal(pid) {
+                Ok(Some(r)) => reversal_fields(&mut out, r),
+                Ok(None) => {}
+                Err(e) => return json!({ "error": "storage_error", "detail": e.to_string() }),
+            }
             out
         }
+    }
+}
+
+/// Adds `void`: `reversal_pending` (its sale app voided it after it was sealed; the issuer has
+/// not answered the reversal yet), `reversed` (the issuer released the amount) or
+/// `reversed_not_charged` (it had declined it), with `released_minor` when reversed.
+fn reversal_fields(out: &mut Value, r: inflight_core::aggregator::Reversal) {
+    use inflight_core::aggregator::Reversal;
+    use inflight_wire::ReversalOutcome;
+    match r {
+        Reversal::Requested | Reversal::Done(ReversalOutcome::Unknown) => out["void"] = json!("reversal_pending"),
+        Reversal::Done(ReversalOutcome::Reversed { released_minor }) => {
+            out["void"] = json!("reversed");
+            out["released_minor"] = json!(released_minor);
+        }
+        Reversal::Done(ReversalOutcome::NotCharged) => out["void"] = json!("reversed_not_charged"),
     }
 }
 
@@ -430,12 +453,18 @@ pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value
                     for (id, e) in store.index().map_err(|e| e.to_string())? {
                         agg.restore(id, e);
                     }
+                    for (id, r) in store.reversals().map_err(|e| e.to_string())? {
+                        agg.restore_reversal(id, r);
+                    }
                     let version = store
                         .bin_list()
                         .map_err(|e| e.to_string())?
                         .and_then(|s| inflight_store::verify_bin_list(&cfg.ground.issuer_public_key, &s).ok())
                         .map(|l| l.version);
                     let mut v = status_json(&agg.counts(), version, 0, false);
+                    let (pending, done) = agg.reversal_counts();
+                    v["payments"]["reversal_pending"] = json!(pending);
+                    v["payments"]["reversed"] = json!(done);
                     v["payments"]["aged"] =
                         json!(agg.aged(inflight_daemon::unix_ms_now(), cfg.payment_age_flag.as_millis() as u64));
                     v["link_override"] = json!(store

@@ -17,6 +17,23 @@ impl Reply {
         let (payment_id, outcome, reason) = match answer {
             Answer::Accepted(t) => (Some(t.id().to_string()), "accepted", None),
             Answer::Rejected { id, reason } => (id.map(|i| i.to_string()), "rejected", Some((*reason).to_owned())),
+            Answer::Void { id, outcome } => {
+                let mut v = serde_json::json!({ "outcome": outcome.as_str() });
+                if let Some(id) = id {
+                    v["payment_id"] = serde_json::json!(id.to_string());
+                }
+                return Reply(v);
+            }
+            Answer::VoidFailed { id, reason } => {
+                return Reply(serde_json::json!({
+                    "error": reason,
+                    "payment_id": id.to_string(),
+                    "detail": match *reason {
+                        "void_in_progress" => "the payment is being captured or answered right now; ask again",
+                        _ => "the terminal's store failed while recording the void; ask again once the terminal is back",
+                    },
+                }))
+            }
             Answer::Unknown { id } => {
                 return Reply(serde_json::json!({
                     "error": "outcome_unknown",
@@ -28,6 +45,11 @@ impl Reply {
         };
         let answer = CaptureAnswer { payment_id, outcome: outcome.into(), reason, replayed };
         Reply(serde_json::to_value(answer).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The store could not be read to find the payment a request names (nothing decided).
+    pub(crate) fn lookup_failed() -> Reply {
+        Reply(serde_json::json!({ "error": "storage_error", "detail": "cannot read the terminal's store" }))
     }
 
     /// The JSON answer.

@@ -9,6 +9,16 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     /// Take a payment.
     Capture(CaptureBody),
+    /// Void a payment (by its id or the sale's request id): never carried if the master has not
+    /// sealed it into a batch, else reversed by the issuer.
+    Void {
+        /// A payment id (32 hex digits).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment_id: Option<String>,
+        /// The sale app's request id of the capture.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
     /// The terminal's state, or one payment's.
     Status {
         /// A payment id (32 hex digits); absent for the terminal summary.

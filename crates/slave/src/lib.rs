@@ -13,6 +13,7 @@ pub mod config;
 mod link;
 mod terminal;
 
+use crate::terminal::VoidOf;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -173,6 +174,7 @@ async fn serve_local(
             }
             Ok(Request::Capture(body)) => capture_answer(body, &events).await,
             Ok(Request::Status { payment_id }) => status_answer(payment_id, &events).await,
+            Ok(Request::Void { payment_id, request_id }) => void_answer(payment_id, request_id, &events).await,
         };
         if inflight_daemon::local::write_line(&mut w, &answer).await.is_err() {
             return;
@@ -202,6 +204,37 @@ async fn capture_answer(body: CaptureBody, events: &mpsc::Sender<Event>) -> Valu
         Ok(a) => a.into_inner(),
         Err(_) => json!({ "error": "shutting_down" }),
     }
+}
+
+async fn void_answer(payment_id: Option<String>, request_id: Option<String>, events: &mpsc::Sender<Event>) -> Value {
+    let which = match (payment_id, request_id) {
+        (Some(p), None) => match PaymentId::parse(&p) {
+            Ok(id) => VoidOf::Payment(id),
+            Err(e) => return json!({ "error": "bad_request", "detail": e.to_string() }),
+        },
+        (None, Some(r)) if inflight_core::terminal::request_id_ok(&r) => VoidOf::Request(r),
+        (None, Some(_)) => {
+            return json!({ "error": "bad_request", "detail": "request_id must be 1-64 printable ASCII characters" })
+        }
+        _ => return json!({ "error": "bad_request", "detail": "void needs exactly one of payment_id and request_id" }),
+    };
+    let (reply, rx) = oneshot::channel();
+    if events.send(Event::Void { which, reply }).await.is_err() {
+        return json!({ "error": "shutting_down" });
+    }
+    match rx.await {
+        Ok(a) => a.into_inner(),
+        Err(_) => json!({ "error": "shutting_down" }),
+    }
+}
+
+/// Asks the running daemon (through its capture socket) to void a payment.
+pub async fn void_via_socket(
+    socket: &Path,
+    payment_id: Option<String>,
+    request_id: Option<String>,
+) -> std::io::Result<Value> {
+    inflight_daemon::local::request(socket, &Request::Void { payment_id, request_id }).await
 }
 
 async fn status_answer(payment_id: Option<String>, events: &mpsc::Sender<Event>) -> Value {

@@ -190,6 +190,11 @@ async fn session(
                             return Ok(());
                         }
                     }
+                    Some(MasterMsg::CancelAck { id, outcome }) => {
+                        if events.send(Event::CancelAck { id, outcome }).await.is_err() {
+                            return Ok(());
+                        }
+                    }
                     Some(MasterMsg::BinList(signed)) => {
                         if events.send(Event::BinList(signed)).await.is_err() {
                             return Ok(());
@@ -238,6 +243,7 @@ fn msg_name(m: &MasterMsg) -> &'static str {
         MasterMsg::BinList(_) => "BinList",
         MasterMsg::Result { .. } => "Result",
         MasterMsg::VoidAck { .. } => "VoidAck",
+        MasterMsg::CancelAck { .. } => "CancelAck",
     }
 }
 

@@ -51,6 +51,19 @@ enum Cmd {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Void a payment (the passenger changed their mind; the sale was not completed). JSON:
+    /// `payment_id`, `outcome` (voided, reversal_pending, unknown_payment, already_voided).
+    Void {
+        /// Config file (names the daemon's socket).
+        #[arg(long)]
+        config: PathBuf,
+        /// The payment's id.
+        #[arg(long, conflicts_with = "request_id", required_unless_present = "request_id")]
+        payment: Option<String>,
+        /// The sale's request id, as given at capture.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
     /// Print the terminal's status, or one payment's, as JSON.
     Status {
         /// Config file.
@@ -136,6 +149,25 @@ fn main() -> ExitCode {
             match rt.block_on(inflight_slave::capture_via_socket(&cfg.capture_socket, body)) {
                 Ok(answer) => {
                     println!("{}", serde_json::to_string(&answer).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("inflight-slave: cannot ask the daemon at {}: {e}", cfg.capture_socket.display());
+                    inflight_daemon::exit(EXIT_UNAVAILABLE)
+                }
+            }
+        }
+        Cmd::Void { config, payment, request_id } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match rt.block_on(inflight_slave::void_via_socket(&cfg.capture_socket, payment, request_id)) {
+                Ok(answer) => {
+                    println!("{answer}");
+                    if answer.get("error").and_then(|e| e.as_str()) == Some("bad_request") {
+                        return inflight_daemon::exit(inflight_daemon::EXIT_CONFIG);
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -10,7 +10,7 @@ use inflight_core::capture::CaptureRequest;
 use inflight_core::outbox::Transmit;
 use inflight_core::terminal::{self as machine, Action, After, Listeners, Note, ReplyTo, Write, WriteFailure};
 use inflight_store::{SlaveState, SlaveStore, StoreError};
-use inflight_wire::{AuthOutcome, PaymentId, RefusalReason, SignedBinList, TerminalMsg, Verdict};
+use inflight_wire::{AuthOutcome, CancelOutcome, PaymentId, RefusalReason, SignedBinList, TerminalMsg, Verdict};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -52,6 +52,19 @@ pub(crate) enum Event {
     ClockOffset(i64),
     /// A status query.
     Status { payment: Option<PaymentId>, reply: oneshot::Sender<Value> },
+    /// A sale app voids a payment.
+    Void { which: VoidOf, reply: oneshot::Sender<Reply> },
+    /// The master's answer to a sale app's void.
+    CancelAck { id: PaymentId, outcome: CancelOutcome },
+}
+
+/// Which payment a void names.
+#[derive(Debug)]
+pub(crate) enum VoidOf {
+    /// By its id.
+    Payment(PaymentId),
+    /// By the sale app's request id of its capture.
+    Request(String),
 }
 
 /// Sale apps waiting for an answer, by the handle the machine knows them by.
@@ -228,6 +241,8 @@ impl Terminal {
             }
             Event::BinList(signed) => self.bin_list(signed),
             Event::Result { id, outcome } => self.machine.on_result(id, outcome),
+            Event::CancelAck { id, outcome } => self.machine.on_cancel_ack(id, outcome),
+            Event::Void { which, reply } => self.void(which, reply),
             Event::Status { payment, reply } => {
                 let _ = reply.send(self.status(payment));
             }
@@ -255,6 +270,27 @@ impl Terminal {
             return self.answer(to, machine::Answer::Rejected { id: None, reason: "storage_error" }, false);
         }
         self.machine.capture(to, &req, request_id, random, inflight_daemon::unix_ms_now());
+    }
+
+    fn void(&mut self, which: VoidOf, reply: oneshot::Sender<Reply>) {
+        let to = self.replies.add(reply);
+        let found = match which {
+            VoidOf::Payment(id) => self.store.view(id).map(|v| v.map(|v| (id, v.state))),
+            VoidOf::Request(rid) => self.store.request(&rid).and_then(|id| match id {
+                Some(id) => Ok(self.store.view(id)?.map(|v| (id, v.state))),
+                None => Ok(None),
+            }),
+        };
+        match found {
+            Ok(Some((id, state))) => self.machine.void(to, id, Some(state)),
+            Ok(None) => self.machine.void(to, PaymentId::from_bytes([0; 16]), None),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look up a payment to void");
+                if let Some(r) = self.replies.waiting.remove(&to) {
+                    let _ = r.send(Reply::lookup_failed());
+                }
+            }
+        }
     }
 
     fn answer(&mut self, to: ReplyTo, answer: machine::Answer, replayed: bool) {
@@ -365,6 +401,7 @@ impl Terminal {
         while let Some(t) = self.machine.poll_transmit(now) {
             let msg = match t {
                 Transmit::Void { id } => TerminalMsg::Void { id },
+                Transmit::Cancel { id } => TerminalMsg::Cancel { id },
                 Transmit::Submit { id, answered } => match self.store.payment(id) {
                     Ok(Some(payment)) => TerminalMsg::Submit { payment, answered },
                     Ok(None) => {
@@ -407,6 +444,7 @@ impl Terminal {
                         "forwarded": counts.forwarded,
                         "refused": counts.refused,
                         "voided": counts.voided,
+                        "cancelled": counts.cancelled,
                         "decided": counts.decided,
                     },
                     "outbox": {
@@ -441,6 +479,9 @@ fn log_note(note: Note) {
         Note::CaptureLost(id) => {
             tracing::error!(payment = %id, "capture refused: store did not make it durable")
         }
+        Note::Cancelled(id, outcome) => {
+            tracing::info!(payment = %id, outcome = outcome.as_str(), "payment voided by its sale app")
+        }
     }
 }
 
@@ -451,6 +492,9 @@ pub(crate) fn view_json(v: &inflight_store::SlaveView) -> Value {
         SlaveState::Forwarded => ("forwarded", None, None),
         SlaveState::Refused(r) => ("refused", Some(r), None),
         SlaveState::Voided { .. } => ("voided", Some(RefusalReason::Voided), None),
+        SlaveState::Cancelling => ("void_pending", None, None),
+        SlaveState::Cancelled { reversal: false } => ("voided", None, None),
+        SlaveState::Cancelled { reversal: true } => ("reversal_pending", None, None),
     };
     let p = &v.payment;
     let mut out = json!({

@@ -8,6 +8,9 @@
 //! - `batches`: batch id (16 bytes) → header and whether every decision is stored.
 //! - `batch_items`: batch id ++ position (u32 BE) → payment id.
 //! - `meta`: `accounts_imported`.
+//! - `charged`: payment id → card hash of the account an approval charged (what a reversal
+//!   gives back to).
+//! - `reversals`: payment id → what its reversal did (released amount, or nothing charged).
 //!
 //! A chunk of decisions and the account changes they cause are written in one transaction, so
 //! an account is never charged without its decision being recorded, nor the reverse. A payment id
@@ -22,10 +25,10 @@ use std::collections::HashMap;
 
 use inflight_core::authorize::{Account, CaptureBounds};
 pub use inflight_core::issuer::BatchStart;
-use inflight_core::issuer::{decide, start_of, ItemDecision};
+use inflight_core::issuer::{decide, reverse, start_of, ItemDecision, ReversalDecision};
 use inflight_wire::{
     AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, CardKind, Currency, Expiry, MaskedPan, Money,
-    Pan, PaymentId,
+    Pan, PaymentId, ReversalOutcome, ReversalResult,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -122,6 +125,13 @@ pub struct LedgerLine {
     pub amount: Money,
     /// Approved or declined.
     pub outcome: AuthOutcome,
+    /// Reversed since (its sale app voided it): the amount released, if it was approved.
+    pub reversed: Option<ReversalOutcome>,
+}
+
+#[derive(Debug, Clone, Copy, Encode, Decode)]
+struct ReversalRecord {
+    outcome: ReversalOutcome,
 }
 
 const ACCOUNTS_IMPORTED: &[u8] = b"accounts_imported";
@@ -134,6 +144,8 @@ pub struct IssuerStore {
     batches: sled::Tree,
     batch_items: sled::Tree,
     meta: sled::Tree,
+    charged: sled::Tree,
+    reversals: sled::Tree,
     vault: CardVault,
     committer: Committer,
 }
@@ -148,6 +160,8 @@ impl IssuerStore {
             batches: db.open_tree("batches")?,
             batch_items: db.open_tree("batch_items")?,
             meta: db.open_tree("meta")?,
+            charged: db.open_tree("charged")?,
+            reversals: db.open_tree("reversals")?,
             vault,
             committer: Committer::start(db.clone(), dir)?,
         };
@@ -229,7 +243,8 @@ impl IssuerStore {
         let hashes: Vec<[u8; 32]> = items.iter().map(|i| self.vault.card_hash(i.pan.expose_digits())).collect();
         let contents: Vec<[u8; 32]> = items.iter().map(|i| self.content_digest(i)).collect();
         let abort = ConflictableTransactionError::Abort;
-        let result = (&self.accounts, &self.decisions, &self.batch_items).transaction(|(accts, decs, positions)| {
+        let trees = (&self.accounts, &self.decisions, &self.batch_items, &self.charged);
+        let result = trees.transaction(|(accts, decs, positions, charged)| {
             for (i, ((item, hash), content)) in items.iter().zip(&hashes).zip(&contents).enumerate() {
                 positions.insert(
                     crate::records::batch_item_key(batch, first_seq + i as u32).to_vec(),
@@ -254,6 +269,9 @@ impl IssuerStore {
                         if let (Some(after), Some(before)) = (account_after, &acct) {
                             accts.insert(hash.to_vec(), encode_record(&before.after(&after)))?;
                         }
+                        if matches!(outcome, AuthOutcome::Approved { .. }) {
+                            charged.insert(key.to_vec(), hash.to_vec())?;
+                        }
                         let rec = DecisionRecord {
                             batch,
                             card: item.pan.masked(),
@@ -269,6 +287,55 @@ impl IssuerStore {
         });
         match result {
             Ok(()) => self.committer.note_write(),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    /// Reverses payments (voided by their sale apps after they were sealed), each through
+    /// [`reverse`], in one transaction with the account changes: an approved payment's amount is
+    /// released to its account exactly once, however often its reversal comes.
+    pub fn reverse(&self, ids: &[PaymentId]) -> Result<(Vec<ReversalResult>, Ticket), StoreError> {
+        self.committer.check_writable()?;
+        let abort = ConflictableTransactionError::Abort;
+        let trees = (&self.accounts, &self.decisions, &self.charged, &self.reversals);
+        let results = trees.transaction(|(accts, decs, charged, revs)| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let key = id.to_bytes();
+                let prior = match revs.get(key)? {
+                    Some(b) => Some(decode_record::<ReversalRecord>(&key, &b).map_err(abort)?.outcome),
+                    None => None,
+                };
+                let decided = match decs.get(key)? {
+                    Some(b) => Some(decode_record::<DecisionRecord>(&key, &b).map_err(abort)?),
+                    None => None,
+                };
+                let decision = reverse(decided.as_ref().map(|d| (&d.outcome, d.amount)), prior);
+                match decision {
+                    ReversalDecision::Repeat(_) | ReversalDecision::Unknown => {}
+                    ReversalDecision::NotCharged => {}
+                    ReversalDecision::Release { amount_minor } => {
+                        let hash = charged.get(key)?.ok_or_else(|| {
+                            abort(StoreError::Corrupt { key: hex(&key), detail: "approval without its account".into() })
+                        })?;
+                        let bytes = accts.get(&hash)?.ok_or_else(|| {
+                            abort(StoreError::Corrupt { key: hex(&hash), detail: "charged account missing".into() })
+                        })?;
+                        let mut acct: AccountRecord = decode_record(&hash, &bytes).map_err(abort)?;
+                        acct.available_minor = acct.available_minor.saturating_add(amount_minor);
+                        accts.insert(hash.to_vec(), encode_record(&acct))?;
+                    }
+                }
+                if matches!(decision, ReversalDecision::NotCharged | ReversalDecision::Release { .. }) {
+                    revs.insert(key.to_vec(), encode_record(&ReversalRecord { outcome: decision.outcome() }))?;
+                }
+                out.push(ReversalResult { id: *id, outcome: decision.outcome() });
+            }
+            Ok(out)
+        });
+        match results {
+            Ok(out) => Ok((out, self.committer.note_write()?)),
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
@@ -317,12 +384,17 @@ impl IssuerStore {
             let rec: DecisionRecord = decode_record(&k, &v)?;
             let b: [u8; 16] =
                 k.as_ref().try_into().map_err(|_| StoreError::Corrupt { key: hex(&k), detail: "payment id".into() })?;
+            let reversed = match self.reversals.get(&k)? {
+                Some(r) => Some(decode_record::<ReversalRecord>(&k, &r)?.outcome),
+                None => None,
+            };
             out.push(LedgerLine {
                 payment_id: PaymentId::from_bytes(b),
                 batch_id: rec.batch,
                 card: rec.card,
                 amount: rec.amount,
                 outcome: rec.outcome,
+                reversed,
             });
         }
         Ok(out)

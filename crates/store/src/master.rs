@@ -6,6 +6,8 @@
 //! - `batches`: batch id (16 bytes) → batch header and whether its results are stored.
 //! - `batch_items`: batch id ++ position (u32 BE) → payment id, in batch order.
 //! - `meta`: `open_batch` → batch id; `bin_list` → signed list; `link_override`; `flight`.
+//! - `reversals`: payment id → a sale app's void of a payment already sealed into a batch: the
+//!   reversal asked of the issuer, and its answer once stored.
 //!
 //! A payment's phase is derived, not stored: delivered if marked so; in a batch if it belongs to
 //! the open batch; decided if an outcome is stored; otherwise pending. Sealing therefore writes
@@ -15,12 +17,14 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use bincode::{Decode, Encode};
-use inflight_core::aggregator::{IndexEntry, Phase};
+use inflight_core::aggregator::{IndexEntry, Phase, Reversal};
 use inflight_wire::{
-    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, Payment, PaymentId, RefusalReason, SignedBinList, Verdict,
+    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, Payment, PaymentId, RefusalReason, ReversalOutcome,
+    ReversalResult, SignedBinList, Verdict,
 };
 
 use crate::records::{decode_record, encode_record, PaymentRecord};
+use crate::vault::hex;
 use crate::{open_sled, CardVault, Committer, MaskedView, StoreError, Ticket};
 
 #[derive(Debug, Clone, Encode, Decode)]
@@ -43,6 +47,12 @@ struct MasterRecord {
     delivered: bool,
     /// The terminal confirmed its sale app was told `accepted`: only then may it be sealed.
     answered: bool,
+}
+
+/// A reversal asked of the issuer; `outcome` once it answered.
+#[derive(Debug, Clone, Copy, Encode, Decode)]
+struct ReversalRecord {
+    outcome: Option<ReversalOutcome>,
 }
 
 #[derive(Debug, Clone, Encode, Decode)]
@@ -92,6 +102,7 @@ pub struct MasterStore {
     batches: sled::Tree,
     batch_items: sled::Tree,
     meta: sled::Tree,
+    reversals: sled::Tree,
     vault: CardVault,
     committer: Committer,
 }
@@ -104,8 +115,9 @@ impl MasterStore {
         let batches = db.open_tree("batches")?;
         let batch_items = db.open_tree("batch_items")?;
         let meta = db.open_tree("meta")?;
+        let reversals = db.open_tree("reversals")?;
         let committer = Committer::start(db, dir)?;
-        Ok(Self { payments, batches, batch_items, meta, vault, committer })
+        Ok(Self { payments, batches, batch_items, meta, reversals, vault, committer })
     }
 
     /// The keyed hash of a card number.
@@ -191,6 +203,66 @@ impl MasterStore {
             rec.payment.card = None;
             Ok(true)
         })
+    }
+
+    /// Records a sale app's void of a payment not yet sealed into a batch (answered or not),
+    /// and erases its card data: it is never carried.
+    pub fn cancel(&self, id: PaymentId) -> Result<Ticket, StoreError> {
+        self.update(id, |rec| {
+            if rec.verdict != Verdict::Stored || rec.outcome.is_some() {
+                return Ok(false);
+            }
+            rec.verdict = Verdict::Refused(RefusalReason::Voided);
+            rec.payment.card = None;
+            Ok(true)
+        })
+    }
+
+    /// Records that the issuer is to reverse `id` (its sale app voided it after it was sealed).
+    pub fn request_reversal(&self, id: PaymentId) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        let rec = encode_record(&ReversalRecord { outcome: None });
+        match self.reversals.compare_and_swap(id.to_bytes(), None::<&[u8]>, Some(rec))? {
+            Ok(()) => self.committer.note_write(),
+            Err(_) => Ok(self.committer.latest()),
+        }
+    }
+
+    /// Stores the issuer's answers to reversals (`Unknown` ones are left requested).
+    pub fn store_reversals(&self, results: &[ReversalResult]) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        let mut batch = sled::Batch::default();
+        for r in results.iter().filter(|r| r.outcome != ReversalOutcome::Unknown) {
+            batch.insert(r.id.to_bytes().to_vec(), encode_record(&ReversalRecord { outcome: Some(r.outcome) }));
+        }
+        self.reversals.apply_batch(batch)?;
+        self.committer.note_write()
+    }
+
+    /// Every reversal, to restore the aggregator at start.
+    pub fn reversals(&self) -> Result<Vec<(PaymentId, Reversal)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.reversals.iter() {
+            let (k, v) = kv?;
+            let b: [u8; 16] =
+                k.as_ref().try_into().map_err(|_| StoreError::Corrupt { key: hex(&k), detail: "payment id".into() })?;
+            let rec: ReversalRecord = decode_record(&k, &v)?;
+            let r = rec.outcome.map_or(Reversal::Requested, Reversal::Done);
+            out.push((PaymentId::from_bytes(b), r));
+        }
+        Ok(out)
+    }
+
+    /// The reversal of one payment, if a sale app voided it after it was sealed.
+    pub fn reversal(&self, id: PaymentId) -> Result<Option<Reversal>, StoreError> {
+        let key = id.to_bytes();
+        match self.reversals.get(key)? {
+            None => Ok(None),
+            Some(v) => {
+                let rec: ReversalRecord = decode_record(&key, &v)?;
+                Ok(Some(rec.outcome.map_or(Reversal::Requested, Reversal::Done)))
+            }
+        }
     }
 
     /// Reads, changes and writes one record; `change` returns whether it changed anything.

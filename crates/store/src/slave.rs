@@ -47,6 +47,8 @@ pub struct SlaveCounts {
     pub refused: u64,
     /// Voided: the sale app was never told `accepted`.
     pub voided: u64,
+    /// Voided by the sale app after it was told `accepted` (the master told, or being told).
+    pub cancelled: u64,
     /// With the issuer's decision.
     pub decided: u64,
 }
@@ -135,7 +137,7 @@ impl SlaveStore {
             return Ok(Ticket::NONE);
         }
         rec.state = state;
-        if matches!(state, SlaveState::Refused(_) | SlaveState::Voided { .. }) {
+        if matches!(state, SlaveState::Refused(_) | SlaveState::Voided { .. } | SlaveState::Cancelled { .. }) {
             rec.payment.card = None;
         }
         self.payments.insert(key, encode_record(&rec))?;
@@ -227,13 +229,17 @@ impl SlaveStore {
     }
 
     /// Every payment not yet settled with the master, in capture order, with its state:
-    /// captured (answered or not) or voided without the master's confirmation.
+    /// captured (answered or not), voided without the master's confirmation, or voided by its
+    /// sale app and not yet answered by the master.
     pub fn unacked(&self) -> Result<Vec<(MaskedView, SlaveState)>, StoreError> {
         let mut out = Vec::new();
         for kv in self.payments.iter() {
             let (k, v) = kv?;
             let rec: SlaveRecord = decode_record(&k, &v)?;
-            if matches!(rec.state, SlaveState::Captured { .. } | SlaveState::Voided { master_acked: false }) {
+            if matches!(
+                rec.state,
+                SlaveState::Captured { .. } | SlaveState::Voided { master_acked: false } | SlaveState::Cancelling
+            ) {
                 out.push((rec.payment.view(), rec.state));
             }
         }
@@ -251,6 +257,7 @@ impl SlaveStore {
                 SlaveState::Forwarded => c.forwarded += 1,
                 SlaveState::Refused(_) => c.refused += 1,
                 SlaveState::Voided { .. } => c.voided += 1,
+                SlaveState::Cancelling | SlaveState::Cancelled { .. } => c.cancelled += 1,
             }
             c.decided += u64::from(rec.outcome.is_some());
         }

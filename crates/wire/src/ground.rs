@@ -16,8 +16,9 @@ use crate::{Currency, Expiry, Money, Pan, PaymentId, SignedBinList};
 /// ALPN protocol name of the ground link.
 pub const GROUND_ALPN: &[u8] = b"inflight-ground/1";
 /// Version carried in `Hello`. 2: the header's digest covers no card data; decline reasons
-/// `capture_time_out_of_bounds` and `expiry_mismatch`.
-pub const GROUND_PROTOCOL_VERSION: u16 = 2;
+/// `capture_time_out_of_bounds` and `expiry_mismatch`. 3: reversals (`AircraftMsg::Reverse`,
+/// `IssuerMsg::Reversed`).
+pub const GROUND_PROTOCOL_VERSION: u16 = 3;
 /// Largest frame on the ground link: a chunk of items or results, or a BIN list.
 pub const GROUND_FRAME_BYTES_MAX: usize = 60 * 1024;
 /// Items or results per chunk frame: 512 × under 64 bytes stays under the frame limit.
@@ -177,6 +178,37 @@ pub enum AircraftMsg {
         /// The batch.
         batch: BatchId,
     },
+    /// Reverse these payments (voided by their sale app after they were sealed into a batch
+    /// the issuer has answered). Idempotent per payment id; answered by `Reversed` once durable.
+    Reverse {
+        /// At most [`BATCH_CHUNK_MAX`] payment ids.
+        ids: Vec<PaymentId>,
+    },
+}
+
+/// What the issuer did with one reversal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum ReversalOutcome {
+    /// The payment was approved: its amount is released to the account (once, however often
+    /// the reversal comes).
+    Reversed {
+        /// The amount released, minor units of the payment's currency.
+        released_minor: u64,
+    },
+    /// The payment was declined: nothing was charged, nothing to release.
+    NotCharged,
+    /// The issuer has not decided this payment (its batch never reached it, or was refused):
+    /// nothing recorded; the master keeps the reversal.
+    Unknown,
+}
+
+/// One reversal's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct ReversalResult {
+    /// The payment.
+    pub id: PaymentId,
+    /// What the issuer did.
+    pub outcome: ReversalOutcome,
 }
 
 /// Issuer → master.
@@ -220,6 +252,11 @@ pub enum IssuerMsg {
         batch: BatchId,
         /// Why.
         reason: String,
+    },
+    /// The results of a `Reverse`, in its order, sent once every reversal is durable.
+    Reversed {
+        /// One per id of the `Reverse`.
+        results: Vec<ReversalResult>,
     },
     /// The issuer closes the link.
     Error {

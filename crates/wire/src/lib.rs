@@ -23,13 +23,13 @@ pub use card::{
 };
 pub use codec::{decode, encode, DecodeError, PAYLOAD_BYTES_MAX};
 pub use ground::{
-    AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, DeclineReason, IssuerMsg, BATCH_CHUNK_MAX,
-    BATCH_PAYMENTS_MAX, GROUND_ALPN, GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
+    AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, DeclineReason, IssuerMsg, ReversalOutcome,
+    ReversalResult, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX, GROUND_ALPN, GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
 };
 pub use ids::{IdError, PaymentId, TerminalId, TERMINAL_ID_BYTES_MAX};
 pub use money::{Currency, Money, MoneyError, AMOUNT_MINOR_MAX};
 pub use payment::{LineItem, Payment, PaymentError, LINE_ITEMS_MAX, SEAT_BYTES_MAX, SKU_BYTES_MAX};
 pub use terminal::{
-    ErrorCode, MasterMsg, RefusalReason, TerminalMsg, Verdict, TERMINAL_ALPN, TERMINAL_FRAME_BYTES_MAX,
+    CancelOutcome, ErrorCode, MasterMsg, RefusalReason, TerminalMsg, Verdict, TERMINAL_ALPN, TERMINAL_FRAME_BYTES_MAX,
     TERMINAL_PROTOCOL_VERSION,
 };

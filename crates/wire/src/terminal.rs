@@ -16,8 +16,9 @@ pub const TERMINAL_ALPN: &[u8] = b"inflight-terminal/1";
 /// Version carried in `Hello`; a peer speaking another version gets an error frame, then close.
 /// 2: `Verdict::Held`, `TerminalMsg::Void`, `MasterMsg::VoidAck` (a payment is carried only once
 /// its terminal confirms the sale app was told `accepted`). 3: refusals `terminal_full` and
-/// `aircraft_full`, close codes `Busy` and `Replaced`.
-pub const TERMINAL_PROTOCOL_VERSION: u16 = 3;
+/// `aircraft_full`, close codes `Busy` and `Replaced`. 4: `TerminalMsg::Cancel` and
+/// `MasterMsg::CancelAck` (a sale app voids a payment it was told `accepted` for).
+pub const TERMINAL_PROTOCOL_VERSION: u16 = 4;
 /// Largest frame on the terminal link. A payment with its maximum line items is under 2 KiB;
 /// 16 KiB leaves room for growth while bounding what one peer can make us buffer.
 pub const TERMINAL_FRAME_BYTES_MAX: usize = 16 * 1024;
@@ -54,6 +55,14 @@ pub enum TerminalMsg {
     /// that is durable (or `Stored` if the terminal had confirmed it answered, which an honest
     /// terminal never voids).
     Void {
+        /// The payment.
+        id: PaymentId,
+    },
+    /// The sale app voided `id`, a payment it was told `accepted` for (the passenger changed
+    /// their mind). Sent only after the master acked the payment `Stored`, and again until
+    /// `CancelAck`. The master never seals it if it is not sealed yet; otherwise it has the
+    /// issuer reverse it once decided.
+    Cancel {
         /// The payment.
         id: PaymentId,
     },
@@ -105,6 +114,33 @@ pub enum MasterMsg {
         /// confirmed its sale app was told `accepted`, so the master carries it regardless.
         carried: bool,
     },
+    /// The master's durable answer to a `Cancel`.
+    CancelAck {
+        /// The payment.
+        id: PaymentId,
+        /// What became of it.
+        outcome: CancelOutcome,
+    },
+}
+
+/// What the master did with a sale app's void of a payment it was told `accepted` for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum CancelOutcome {
+    /// Not yet sealed into a batch: it never will be; nothing is charged.
+    Voided,
+    /// Already sealed into a batch (maybe decided): the issuer is asked to reverse it once it
+    /// has decided it, releasing the funds if it approved.
+    ReversalPending,
+}
+
+impl CancelOutcome {
+    /// Stable machine-readable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelOutcome::Voided => "voided",
+            CancelOutcome::ReversalPending => "reversal_pending",
+        }
+    }
 }
 
 /// What the master did with a submitted payment.

@@ -1033,6 +1033,12 @@ impl World {
         let heard = match answer {
             Answer::Accepted(told) => Heard::Accepted(told.id()),
             Answer::Rejected { id, reason } => Heard::Rejected(id, reason),
+            // The model's sale apps do not void yet (see RELIABILITY.md, where the model is
+            // simpler): a void answer to a capture is a defect.
+            Answer::Void { .. } | Answer::VoidFailed { .. } => {
+                self.violation(format!("sale {k} got a void answer to a capture: {answer:?}"));
+                return;
+            }
             Answer::Unknown { .. } => {
                 // "Retry with the same request_id once the terminal is back".
                 s.waiting = false;
@@ -1106,6 +1112,7 @@ impl World {
         while let Some(tx) = self.terms[t].machine.poll_transmit(self.now) {
             let msg = match tx {
                 Transmit::Void { id } => TerminalMsg::Void { id },
+                Transmit::Cancel { id } => TerminalMsg::Cancel { id },
                 Transmit::Submit { id, answered } => {
                     match self.terms[t].disk.current().payments.get(&id).filter(|r| r.card) {
                         Some(rec) => TerminalMsg::Submit { payment: rec.payment.clone(), answered },
@@ -1214,6 +1221,9 @@ impl World {
     fn master_on_terminal(&mut self, t: usize, epoch: u64, msg: TerminalMsg) {
         let tid = self.terms[t].id.clone();
         match msg {
+            TerminalMsg::Cancel { id } => {
+                self.violation(format!("terminal {t} sent a sale app's void of {id}, which the model never asks for"));
+            }
             TerminalMsg::Submit { payment, answered } => {
                 let digest = payment_digest(&payment);
                 let card = fnv(&[payment.pan.expose_digits().as_bytes()]);
@@ -1493,6 +1503,9 @@ impl World {
     /// What `crates/issuer/src/server.rs` and the issuer's store do with a frame.
     fn issuer_on(&mut self, epoch: u64, msg: AircraftMsg) {
         match msg {
+            AircraftMsg::Reverse { ids } => {
+                self.violation(format!("the master sent {} reversals, which the model never asks for", ids.len()));
+            }
             AircraftMsg::BatchBegin(header) => {
                 if !self.sealed.contains(&header.id) {
                     self.violation(format!("batch {} reached the issuer before its seal was durable", header.id));
