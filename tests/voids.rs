@@ -90,7 +90,7 @@ fn a_void_before_sealing_is_never_carried_and_one_after_the_decision_is_reversed
     assert_eq!(dep.master_status(None)["payments"]["reversed"], 1);
     assert_eq!(dep.slave_status(1, Some(&b))["state"], "reversal_pending");
     let again = app.request(&json!({ "op": "void", "payment_id": b })).expect("void answer");
-    assert_eq!(again["outcome"], "already_voided");
+    assert_eq!(again["outcome"], "reversal_pending", "a repeat is told what the first would be now");
     // A retry of B's capture is told it was voided, never `accepted` again.
     let retry = app
         .request(&json!({

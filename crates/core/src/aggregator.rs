@@ -6,7 +6,7 @@
 //! terminal, card key, amount), rebuilt from the store at start. It decides; the driver writes
 //! what it decided, waits until that is durable, and only then acks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use inflight_wire::{
     BatchHeader, BatchId, BinList, CancelOutcome, Currency, Money, Payment, PaymentId, RefusalReason, ReversalOutcome,
@@ -544,12 +544,15 @@ impl Aggregator {
     }
 
     /// Up to `max` reversals to send to the issuer now: requested, and the issuer has decided
-    /// the payment (its result is stored here), so it knows what to reverse.
-    pub fn reversals_due(&self, max: usize) -> Vec<PaymentId> {
+    /// the payment (its result is stored here), so it knows what to reverse; none in `skip`
+    /// (asked already in this session: skipped before the `max` is taken, so that those the
+    /// issuer did not know never starve the others).
+    pub fn reversals_due(&self, max: usize, skip: &HashSet<PaymentId>) -> Vec<PaymentId> {
         self.reversals
             .iter()
             .filter(|(id, r)| {
                 **r == Reversal::Requested
+                    && !skip.contains(*id)
                     && self.index.get(id).is_some_and(|e| matches!(e.phase, Phase::Decided | Phase::Delivered))
             })
             .map(|(id, _)| *id)
@@ -956,7 +959,7 @@ mod tests {
         assert_eq!(a.promise_next_batch(1), NextBatch::Pending(vec![q.id]));
         assert_eq!(a.handle_cancel(&t("t1"), q.id), CancelDecision::Reverse);
         assert_eq!(a.handle_cancel(&t("t1"), q.id), CancelDecision::Repeat(CancelOutcome::ReversalPending));
-        assert!(a.reversals_due(10).is_empty(), "not before the issuer decided it");
+        assert!(a.reversals_due(10, &HashSet::new()).is_empty(), "not before the issuer decided it");
         let h = BatchHeader {
             id: BatchId([9; 16]),
             aircraft: "A1".into(),
@@ -968,11 +971,11 @@ mod tests {
         a.seal_batch(h, vec![q.id]);
         a.close_batch(BatchId([9; 16]));
         a.advance(q.id, Phase::Decided);
-        assert_eq!(a.reversals_due(10), vec![q.id]);
+        assert_eq!(a.reversals_due(10, &HashSet::new()), vec![q.id]);
         a.reversal_answered(q.id, ReversalOutcome::Unknown);
-        assert_eq!(a.reversals_due(10), vec![q.id], "kept while the issuer does not know it");
+        assert_eq!(a.reversals_due(10, &HashSet::new()), vec![q.id], "kept while the issuer does not know it");
         a.reversal_answered(q.id, ReversalOutcome::Reversed { released_minor: 400 });
-        assert!(a.reversals_due(10).is_empty());
+        assert!(a.reversals_due(10, &HashSet::new()).is_empty());
         assert_eq!(a.reversal_counts(), (0, 1));
         // A failed write is undone.
         assert_eq!(a.handle_cancel(&t("t1"), r.id), CancelDecision::Void);

@@ -214,6 +214,11 @@ impl Outbox {
         }
     }
 
+    /// Whether `id` is held here and its sale app was told `accepted`.
+    pub fn is_answered(&self, id: PaymentId) -> bool {
+        self.entries.get(&id).is_some_and(|e| e.answered && !e.stray)
+    }
+
     /// Whether `id` is not yet settled with the master (held here).
     pub fn contains(&self, id: PaymentId) -> bool {
         self.entries.get(&id).is_some_and(|e| !e.stray)

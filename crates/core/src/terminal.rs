@@ -71,6 +71,9 @@ pub fn moves_forward(from: SlaveState, to: SlaveState) -> bool {
         // its own sale app voids it.
         (Captured { answered: true }, Forwarded | Cancelling) => true,
         (Forwarded, Cancelling) => true,
+        // The master voided it at the sale app's request, and the terminal's own void mark was
+        // lost in a crash before it was durable.
+        (Captured { answered: true } | Forwarded, Cancelled { reversal: false }) => true,
         (Cancelling, Cancelled { .. }) => true,
         (Voided { master_acked: false }, Voided { master_acked: true }) => true,
         _ => false,
@@ -163,7 +166,7 @@ pub enum VoidOutcome {
     ReversalPending,
     /// No such payment on this terminal.
     UnknownPayment,
-    /// Voided (or refused) already: nothing is or will be charged, or a reversal is under way.
+    /// Voided (or refused) already, never carried: nothing is or will be charged.
     AlreadyVoided,
 }
 
@@ -372,8 +375,12 @@ pub struct Terminal {
 /// A sale app's void of an answered payment, on its way to the master.
 #[derive(Debug, Default)]
 struct Cancel {
-    /// The void mark is durable: it may be sent (once the master holds the payment).
+    /// The void mark is written: it may be sent (once the master holds the payment).
     durable: bool,
+    /// Its flush failed: it may or may not be on disk, so a repeated void is not told it is
+    /// under way until a restart reads the store (found by the model: a repeat told
+    /// `reversal_pending`, then a crash lost the mark).
+    unconfirmed: bool,
     /// Sent on this connection; sent again after this time.
     resend_at: Option<u64>,
     /// Sale apps waiting for the master's answer, each until its deadline (then told
@@ -405,9 +412,10 @@ impl Terminal {
         }
     }
 
-    /// Restores one stored payment at start (`now_ms`: the driver's monotonic time). A payment
-    /// never answered becomes claimable for the claim grace, then is voided.
-    pub fn restore(&mut self, id: PaymentId, amount: Money, state: SlaveState, now_ms: u64) {
+    /// Restores one stored payment at start (`now_ms`: the driver's monotonic time; `card_data`:
+    /// its card data is still stored). A payment never answered becomes claimable for the claim
+    /// grace, then is voided.
+    pub fn restore(&mut self, id: PaymentId, amount: Money, state: SlaveState, card_data: bool, now_ms: u64) {
         match state {
             SlaveState::Captured { answered } => {
                 self.outbox.insert(id, answered);
@@ -420,10 +428,13 @@ impl Terminal {
             SlaveState::Voided { master_acked: false } => self.outbox.insert_voided(id),
             SlaveState::Cancelling => {
                 // Sent again first (the master repeats its verdict), so that the master surely
-                // holds it when the `Cancel` comes.
-                self.outbox.insert(id, true);
-                self.held.add(amount);
-                self.amounts.insert(id, amount);
+                // holds it when the `Cancel` comes. Without card data its result is stored: the
+                // master holds it, and a submit could not be built anyway (found by the model).
+                if card_data {
+                    self.outbox.insert(id, true);
+                    self.held.add(amount);
+                    self.amounts.insert(id, amount);
+                }
                 self.cancels.insert(id, Cancel { durable: true, ..Cancel::default() });
             }
             _ => {}
@@ -608,13 +619,21 @@ impl Terminal {
                     self.answer_cancel(id, VoidOutcome::ReversalPending, false);
                 }
             }
-            (After::Cancelling { id }, Err(_)) => {
-                // Maybe on disk (then it goes to the master after a restart), maybe not: the sale
-                // app asks again to learn which.
-                if let Some(c) = self.cancels.remove(&id) {
-                    for (r, _) in c.waiters {
-                        self.reply(r, Answer::VoidFailed { id, reason: Refusal::StorageError.as_str() }, false);
-                    }
+            (After::Cancelling { id }, Err(failure)) => {
+                // Not written: nothing changed, the sale app asks again. Written but not durable:
+                // maybe on disk, so it is sent anyway (what the sale app asked for), and the sale
+                // app, told `storage_error`, asks again to learn the outcome (found by review:
+                // dropping it here left a void the store shows and nobody sends).
+                let waiters = match failure {
+                    WriteFailure::NotWritten => self.cancels.remove(&id).map(|c| c.waiters),
+                    WriteFailure::NotDurable => self.cancels.get_mut(&id).map(|c| {
+                        c.durable = true;
+                        c.unconfirmed = true;
+                        std::mem::take(&mut c.waiters)
+                    }),
+                };
+                for (r, _) in waiters.unwrap_or_default() {
+                    self.reply(r, Answer::VoidFailed { id, reason: Refusal::StorageError.as_str() }, false);
                 }
             }
             (After::Settled { id }, Ok(())) => {
@@ -744,14 +763,21 @@ impl Terminal {
             || self.retries.contains_key(&id)
             || self.voiders.contains_key(&id);
         let state = self.state_of(id, stored);
+        // A repeated void is answered what the first would be told now: never carried
+        // (`already_voided`), or a reversal on its way (`reversal_pending`).
+        let repeat = |outcome| Answer::Void { id: Some(id), outcome };
         match state {
-            SlaveState::Refused(_) | SlaveState::Voided { .. } | SlaveState::Cancelled { .. } => {
-                self.reply(to, Answer::Void { id: Some(id), outcome: VoidOutcome::AlreadyVoided }, false)
+            SlaveState::Refused(_) | SlaveState::Voided { .. } | SlaveState::Cancelled { reversal: false } => {
+                self.reply(to, repeat(VoidOutcome::AlreadyVoided), false)
             }
+            SlaveState::Cancelled { reversal: true } => self.reply(to, repeat(VoidOutcome::ReversalPending), false),
             SlaveState::Cancelling => match self.cancels.get_mut(&id) {
-                // Asked again while the first is on its way: the same answer when it comes.
+                // Asked again while the first is being written: the same answer when it comes.
                 Some(c) if !c.durable => c.waiters.push((to, None)),
-                _ => self.reply(to, Answer::Void { id: Some(id), outcome: VoidOutcome::AlreadyVoided }, false),
+                Some(c) if !c.unconfirmed => self.reply(to, repeat(VoidOutcome::ReversalPending), false),
+                // Not known durable, or answered by the master and its answer not stored (a
+                // failing store): not known until a restart reads the store.
+                _ => self.reply(to, Answer::VoidFailed { id, reason: Refusal::StorageError.as_str() }, false),
             },
             _ if busy => self.reply(to, Answer::VoidFailed { id, reason: "void_in_progress" }, false),
             SlaveState::Captured { answered: false } => {
@@ -812,6 +838,19 @@ impl Terminal {
             // app's request: settled; the `Cancel` goes next and is answered `voided`.
             self.outbox.settle(id);
             self.release(id);
+            return;
+        }
+        if verdict == Verdict::Refused(RefusalReason::Voided) && self.outbox.is_answered(id) {
+            // The master voids an answered payment only at its sale app's request: this
+            // terminal sent the `Cancel`, and a crash lost its unconfirmed void mark (found by
+            // the model: re-sent answered, refused `voided`, forever). Settled as voided.
+            self.outbox.settle(id);
+            self.release(id);
+            self.actions.push_back(Action::Note(Note::Cancelled(id, VoidOutcome::Voided)));
+            self.actions.push_back(Action::Write {
+                write: Write::State { id, state: SlaveState::Cancelled { reversal: false } },
+                then: After::Nothing,
+            });
             return;
         }
         let settled = self.outbox.on_verdict(id, verdict);
@@ -986,6 +1025,11 @@ impl Terminal {
     /// Payments not yet settled with the master.
     pub fn unsettled(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// Sale apps' voids the master has not answered yet.
+    pub fn voids_unsettled(&self) -> usize {
+        self.cancels.len()
     }
 
     /// Messages in flight to the master.
@@ -1180,6 +1224,7 @@ mod tests {
             id,
             inflight_wire::Money::new(500, Currency::parse("EUR").expect("eur")).expect("m"),
             SlaveState::Captured { answered: false },
+            true,
             0,
         );
         assert_eq!(t.never_answered(), 1);
@@ -1231,7 +1276,13 @@ mod tests {
         let mut t = terminal(0);
         let id = PaymentId::mint(T0, [3; 10]);
         let eur = Currency::parse("EUR").expect("eur");
-        t.restore(id, inflight_wire::Money::new(500, eur).expect("m"), SlaveState::Captured { answered: true }, 0);
+        t.restore(
+            id,
+            inflight_wire::Money::new(500, eur).expect("m"),
+            SlaveState::Captured { answered: true },
+            true,
+            0,
+        );
         t.on_connected();
         t.on_result(id, AuthOutcome::Declined(inflight_wire::DeclineReason::InsufficientFunds));
         assert_eq!(t.poll_transmit(0), None, "nothing to send: the master has it");
@@ -1248,7 +1299,7 @@ mod tests {
         let mut t = terminal(0);
         let eur = Currency::parse("EUR").expect("eur");
         let id = PaymentId::mint(T0, [5; 10]);
-        t.restore(id, Money::new(500, eur).expect("m"), SlaveState::Captured { answered: false }, 0);
+        t.restore(id, Money::new(500, eur).expect("m"), SlaveState::Captured { answered: false }, true, 0);
         t.on_connected();
         assert_eq!(t.poll_transmit(0), Some(Transmit::Submit { id, answered: false }));
         t.on_verdict(id, Verdict::Refused(RefusalReason::AircraftFull), 1, &AllListening);
@@ -1294,7 +1345,7 @@ mod tests {
         let mut t = terminal(0);
         let id = PaymentId::mint(T0, [6; 10]);
         let m = Money::new(500, Currency::parse("EUR").expect("eur")).expect("m");
-        t.restore(id, m, SlaveState::Captured { answered: true }, 0);
+        t.restore(id, m, SlaveState::Captured { answered: true }, true, 0);
         t.retry(4, id, SlaveState::Captured { answered: true }, m, 1, &AllListening);
         assert!(matches!(actions(&mut t).as_slice(), [Action::Write { then: After::Answered { .. }, .. }]));
         t.on_written(After::Answered { id }, Err(WriteFailure::NotWritten), 2, &AllListening);
@@ -1359,6 +1410,16 @@ mod tests {
             actions(&mut t),
             vec![Action::Reply {
                 to: 3,
+                answer: Answer::Void { id: Some(id), outcome: VoidOutcome::ReversalPending },
+                replayed: false
+            }],
+            "a repeat is told what the first would be now: a reversal is on its way"
+        );
+        t.void(4, id, Some(SlaveState::Cancelled { reversal: false }));
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply {
+                to: 4,
                 answer: Answer::Void { id: Some(id), outcome: VoidOutcome::AlreadyVoided },
                 replayed: false
             }]
@@ -1420,6 +1481,24 @@ mod tests {
         t.on_connected();
         assert_eq!(t.poll_transmit(5_000), Some(Transmit::Submit { id, answered: true }), "still carried");
         assert_eq!(t.poll_transmit(5_000), None, "no void goes out");
+        // Written but not made durable (a failing disk): maybe on disk, so it goes out anyway;
+        // the sale app is told to ask again (found by review).
+        t.void(6, id, Some(SlaveState::Captured { answered: true }));
+        actions(&mut t);
+        t.on_written(After::Cancelling { id }, Err(WriteFailure::NotDurable), 5_000, &AllListening);
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply { to: 6, answer: Answer::VoidFailed { id, reason: "storage_error" }, replayed: false }]
+        );
+        t.on_verdict(id, Verdict::Stored, 5_000, &AllListening);
+        actions(&mut t);
+        assert_eq!(t.poll_transmit(5_000), Some(Transmit::Cancel { id }));
+        t.void(7, id, Some(SlaveState::Cancelling));
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply { to: 7, answer: Answer::VoidFailed { id, reason: "storage_error" }, replayed: false }],
+            "not known durable: never told it is under way"
+        );
 
         let mut t = terminal(0);
         let id = captured(&mut t, 1);
@@ -1460,7 +1539,7 @@ mod tests {
         let mut t = terminal(0);
         let id = PaymentId::mint(T0, [7; 10]);
         let amount = Money::new(500, Currency::parse("EUR").expect("eur")).expect("money");
-        t.restore(id, amount, SlaveState::Cancelling, 0);
+        t.restore(id, amount, SlaveState::Cancelling, true, 0);
         t.on_connected();
         assert_eq!(t.poll_transmit(0), Some(Transmit::Submit { id, answered: true }));
         assert_eq!(t.poll_transmit(0), None);
@@ -1479,12 +1558,26 @@ mod tests {
         assert_eq!(t.holdings().payments, 0, "its amount is released");
     }
 
+    /// Found by the model: a void restored after a restart, of a payment whose result (and so
+    /// the erasure of its card data) was already stored, was put in the outbox; its submit could
+    /// not be built, so neither it nor the void ever went out.
+    #[test]
+    fn a_void_restored_without_card_data_sends_only_the_void() {
+        let mut t = terminal(0);
+        let id = PaymentId::mint(T0, [8; 10]);
+        let amount = Money::new(500, Currency::parse("EUR").expect("eur")).expect("money");
+        t.restore(id, amount, SlaveState::Cancelling, false, 0);
+        t.on_connected();
+        assert_eq!(t.poll_transmit(0), Some(Transmit::Cancel { id }));
+        assert_eq!(t.unsettled(), 0);
+    }
+
     #[test]
     fn a_payment_being_voided_sends_nothing_until_the_void_is_durable() {
         let mut t = terminal(0);
         let id = PaymentId::mint(T0, [8; 10]);
         let m = Money::new(500, Currency::parse("EUR").expect("eur")).expect("m");
-        t.restore(id, m, SlaveState::Captured { answered: false }, 0);
+        t.restore(id, m, SlaveState::Captured { answered: false }, true, 0);
         t.handle_timeout(5_000, &AllListening);
         assert!(matches!(actions(&mut t).as_slice(), [Action::Write { then: After::Voided { .. }, .. }]));
         t.on_connected();

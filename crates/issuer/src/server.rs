@@ -214,7 +214,7 @@ async fn session(
                         ids.len()
                     )));
                 }
-                let (results, ticket) = shared.store.reverse(&ids)?;
+                let (results, ticket) = shared.store.reverse(&ids, aircraft)?;
                 // Answered only once every reversal (and its released amount) is durable.
                 shared.store.durable(ticket).await?;
                 for res in &results {

@@ -63,8 +63,8 @@ pub enum Event {
     Void { terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing> },
     /// A terminal's sale app voided `id` after it was told `accepted`.
     Cancel { terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing> },
-    /// The uploader asks which reversals to send the issuer now.
-    ReversalsDue { reply: oneshot::Sender<Vec<PaymentId>> },
+    /// The uploader asks which reversals to send the issuer now (none of `skip`).
+    ReversalsDue { skip: std::collections::HashSet<PaymentId>, reply: oneshot::Sender<Vec<PaymentId>> },
     /// The issuer's answers to reversals: store them durably.
     Reversed { results: Vec<ReversalResult>, reply: oneshot::Sender<Result<(), StoreError>> },
     /// A terminal stored the result of `id`.
@@ -271,8 +271,8 @@ impl Aircraft {
             }
             Event::Void { terminal, id, reply } => self.void(terminal, id, reply).await,
             Event::Cancel { terminal, id, reply } => self.cancel(terminal, id, reply).await,
-            Event::ReversalsDue { reply } => {
-                let _ = reply.send(self.agg.reversals_due(BATCH_CHUNK_MAX));
+            Event::ReversalsDue { skip, reply } => {
+                let _ = reply.send(self.agg.reversals_due(BATCH_CHUNK_MAX, &skip));
             }
             Event::Reversed { results, reply } => match self.store.store_reversals(&results) {
                 Ok(t) => self.complete(t, Completion::Reversed { results, reply }).await,

@@ -351,8 +351,8 @@ async fn send_reversals(
     unknown_to_issuer: &mut HashSet<PaymentId>,
 ) -> Result<(), SessionError> {
     loop {
-        let mut ids = ask(events, |reply| Event::ReversalsDue { reply }).await?;
-        ids.retain(|id| !unknown_to_issuer.contains(id));
+        let skip = unknown_to_issuer.clone();
+        let ids = ask(events, |reply| Event::ReversalsDue { skip, reply }).await?;
         if ids.is_empty() {
             return Ok(());
         }

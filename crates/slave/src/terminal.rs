@@ -142,7 +142,7 @@ impl Terminal {
         };
         let mut m = machine::Terminal::new(cfg.terminal_id.clone(), settings);
         for (view, state) in store.unacked()? {
-            m.restore(view.id, view.amount, state, 0);
+            m.restore(view.id, view.amount, state, !view.card_data_erased, 0);
         }
         if m.unsettled() > 0 {
             tracing::info!(

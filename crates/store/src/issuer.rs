@@ -292,11 +292,29 @@ impl IssuerStore {
         }
     }
 
-    /// Reverses payments (voided by their sale apps after they were sealed), each through
-    /// [`reverse`], in one transaction with the account changes: an approved payment's amount is
-    /// released to its account exactly once, however often its reversal comes.
-    pub fn reverse(&self, ids: &[PaymentId]) -> Result<(Vec<ReversalResult>, Ticket), StoreError> {
+    /// Reverses payments (voided by their sale apps after they were sealed) for `aircraft`, each
+    /// through [`reverse`], in one transaction with the account changes: an approved payment's
+    /// amount is released to its account exactly once, however often its reversal comes. A
+    /// payment another aircraft sent is not this one's to reverse: it is answered `Unknown`, as
+    /// is an approval whose account cannot be found (never an error that would stop the
+    /// aircraft's uploads).
+    pub fn reverse(&self, ids: &[PaymentId], aircraft: &str) -> Result<(Vec<ReversalResult>, Ticket), StoreError> {
         self.committer.check_writable()?;
+        // Batch headers never change once written: read outside the transaction.
+        let mut theirs = std::collections::HashSet::new();
+        for id in ids {
+            let key = id.to_bytes();
+            if let Some(b) = self.decisions.get(key)? {
+                let batch = decode_record::<DecisionRecord>(&key, &b)?.batch;
+                let sender = match self.batches.get(batch.0)? {
+                    Some(h) => Some(decode_record::<IssuerBatch>(&batch.0, &h)?.header.aircraft),
+                    None => None,
+                };
+                if sender.as_deref() != Some(aircraft) {
+                    theirs.insert(*id);
+                }
+            }
+        }
         let abort = ConflictableTransactionError::Abort;
         let trees = (&self.accounts, &self.decisions, &self.charged, &self.reversals);
         let results = trees.transaction(|(accts, decs, charged, revs)| {
@@ -308,23 +326,25 @@ impl IssuerStore {
                     None => None,
                 };
                 let decided = match decs.get(key)? {
-                    Some(b) => Some(decode_record::<DecisionRecord>(&key, &b).map_err(abort)?),
-                    None => None,
+                    Some(b) if !theirs.contains(id) => Some(decode_record::<DecisionRecord>(&key, &b).map_err(abort)?),
+                    _ => None,
                 };
-                let decision = reverse(decided.as_ref().map(|d| (&d.outcome, d.amount)), prior);
-                match decision {
-                    ReversalDecision::Repeat(_) | ReversalDecision::Unknown => {}
-                    ReversalDecision::NotCharged => {}
-                    ReversalDecision::Release { amount_minor } => {
-                        let hash = charged.get(key)?.ok_or_else(|| {
-                            abort(StoreError::Corrupt { key: hex(&key), detail: "approval without its account".into() })
-                        })?;
-                        let bytes = accts.get(&hash)?.ok_or_else(|| {
-                            abort(StoreError::Corrupt { key: hex(&hash), detail: "charged account missing".into() })
-                        })?;
-                        let mut acct: AccountRecord = decode_record(&hash, &bytes).map_err(abort)?;
-                        acct.available_minor = acct.available_minor.saturating_add(amount_minor);
-                        accts.insert(hash.to_vec(), encode_record(&acct))?;
+                let mut decision = reverse(decided.as_ref().map(|d| (&d.outcome, d.amount)), prior);
+                if let ReversalDecision::Release { amount_minor } = decision {
+                    let account = match charged.get(key)? {
+                        Some(hash) => accts.get(&hash)?.map(|b| (hash, b)),
+                        None => None,
+                    };
+                    match account {
+                        Some((hash, bytes)) => {
+                            let mut acct: AccountRecord = decode_record(&hash, &bytes).map_err(abort)?;
+                            acct.available_minor = acct.available_minor.saturating_add(amount_minor);
+                            accts.insert(hash.to_vec(), encode_record(&acct))?;
+                        }
+                        None => {
+                            tracing::error!(payment = %id, "an approval to reverse has no charged account on record; left for operations");
+                            decision = ReversalDecision::Unknown;
+                        }
                     }
                 }
                 if matches!(decision, ReversalDecision::NotCharged | ReversalDecision::Release { .. }) {

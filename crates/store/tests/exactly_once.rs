@@ -6,7 +6,7 @@ use inflight_core::issuer::AcceptedBatch;
 use inflight_store::{BatchStart, CardVault, IssuerStore, MasterStore};
 use inflight_wire::{
     AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, BinPrefix, BinRule, CardKind, Currency,
-    DeclineReason, Expiry, Money, Pan, Payment, PaymentId, TerminalId, Verdict,
+    DeclineReason, Expiry, Money, Pan, Payment, PaymentId, ReversalOutcome, TerminalId, Verdict,
 };
 
 const CACHE: u64 = 4 << 20;
@@ -238,4 +238,45 @@ fn accounts_are_imported_once() {
     }
     let s = issuer(dir.path());
     assert_eq!(s.accounts().expect("accounts")[0].available_minor, 400, "the charge survives the restart");
+}
+
+#[test]
+fn a_reversal_releases_an_approved_amount_once_and_only_for_the_aircraft_that_sent_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let items = [item(1, 600), item(2, 600)];
+    let (approved, declined, unknown) = (items[0].id, items[1].id, item(3, 1).id);
+    {
+        let s = issuer(dir.path());
+        s.begin_batch(&header(1, 2, 7)).expect("begin");
+        let t = s.decide_chunk(BatchId([1; 16]), 0, &items, &programme(), CaptureBounds::ANY).expect("decide");
+        s.durable_blocking(t).expect("durable");
+        assert_eq!(s.accounts().expect("accounts")[0].available_minor, 400);
+        // Another aircraft knows the id: not its payment to reverse.
+        let (r, _) = s.reverse(&[approved], "d-other").expect("reverse");
+        assert_eq!(r[0].outcome, ReversalOutcome::Unknown);
+        assert_eq!(s.accounts().expect("accounts")[0].available_minor, 400, "nothing released");
+        let (r, t) = s.reverse(&[approved, declined, unknown, approved], "d-test").expect("reverse");
+        s.durable_blocking(t).expect("durable");
+        let outcomes: Vec<_> = r.iter().map(|x| x.outcome).collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                ReversalOutcome::Reversed { released_minor: 600 },
+                ReversalOutcome::NotCharged,
+                ReversalOutcome::Unknown,
+                ReversalOutcome::Reversed { released_minor: 600 },
+            ],
+            "a repeat in the same chunk answers what was recorded"
+        );
+        assert_eq!(s.accounts().expect("accounts")[0].available_minor, 1_000, "released once");
+        s.close();
+    }
+    // After a restart, again: the same answer, nothing more released.
+    let s = issuer(dir.path());
+    let (r, _) = s.reverse(&[approved], "d-test").expect("reverse");
+    assert_eq!(r[0].outcome, ReversalOutcome::Reversed { released_minor: 600 });
+    assert_eq!(s.accounts().expect("accounts")[0].available_minor, 1_000);
+    let ledger = s.ledger().expect("ledger");
+    let line = ledger.iter().find(|l| l.payment_id == approved).expect("line");
+    assert_eq!(line.reversed, Some(ReversalOutcome::Reversed { released_minor: 600 }));
 }

@@ -26,19 +26,21 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use inflight_core::aggregator::{Aggregator, ContentDigest, IndexEntry, Limits, Phase, SubmitPlan, SubmitWrite};
+use inflight_core::aggregator::{
+    Aggregator, CancelDecision, ContentDigest, IndexEntry, Limits, Phase, SubmitPlan, SubmitWrite,
+};
 use inflight_core::authorize::{Account, CaptureBounds};
 use inflight_core::capture::{CaptureRequest, TerminalCaps};
-use inflight_core::issuer::{self, BatchStart, IssuerBatch, ItemDecision};
+use inflight_core::issuer::{self, BatchStart, IssuerBatch, ItemDecision, ReversalDecision};
 use inflight_core::outbox::Transmit;
 use inflight_core::terminal::{
-    self as term, Action, After, Answer, Listeners, ReplyTo, SlaveState, Write, WriteFailure,
+    self as term, Action, After, Answer, Listeners, ReplyTo, SlaveState, VoidOutcome, Write, WriteFailure,
 };
 use inflight_core::uploader::{NextBatch, Uploader};
 use inflight_wire::{
-    AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, BinPrefix, BinRule, CardKind,
-    Currency, Expiry, IssuerMsg, MasterMsg, Pan, Payment, PaymentId, RefusalReason, TerminalId, TerminalMsg, Verdict,
-    BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
+    AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, BinPrefix, BinRule, CancelOutcome,
+    CardKind, Currency, Expiry, IssuerMsg, MasterMsg, Money, Pan, Payment, PaymentId, RefusalReason, ReversalOutcome,
+    ReversalResult, TerminalId, TerminalMsg, Verdict, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
 };
 
 use self::disk::{Apply, Disk};
@@ -79,6 +81,11 @@ pub(crate) enum Mutation {
     /// The master, after a failed upload, seals the open batch again with what is pending now,
     /// under the same batch id: a batch re-sent with different content.
     ResealOnRetry,
+    /// The master hands pending payments to the uploader without promising them to the batch:
+    /// a sale app's void that comes while the batch is being sealed voids a sealed payment.
+    NoPromise,
+    /// The issuer releases a reversed amount every time the reversal comes.
+    ReleaseTwice,
 }
 
 macro_rules! mutant {
@@ -133,6 +140,12 @@ pub struct Stats {
     /// Payments charged whose sale app gave up before hearing `accepted` (the documented window:
     /// their answered mark was durable).
     pub charged_unheard: u64,
+    /// Voids answered `voided` (never carried).
+    pub voided: u64,
+    /// Voids answered `reversal_pending`.
+    pub reversal_pending: u64,
+    /// Reversals applied by the issuer (an approved amount released).
+    pub reversed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -146,6 +159,9 @@ enum Node {
 enum Ev {
     SaleAttempt(usize),
     SaleDeadline(usize, u32),
+    /// A sale app voids its sale (attempt number).
+    SaleVoid(usize),
+    VoidDeadline(usize, u32),
     TermTimer(usize),
     MasterResend,
     Flush(Node),
@@ -154,14 +170,33 @@ enum Ev {
     CabinConnect(usize),
     CabinBreak(usize),
     CabinBlock(usize, u64),
-    ToMaster { t: usize, epoch: u64, msg: Box<TerminalMsg> },
-    ToTerminal { t: usize, epoch: u64, msg: Box<MasterMsg> },
+    ToMaster {
+        t: usize,
+        epoch: u64,
+        msg: Box<TerminalMsg>,
+    },
+    ToTerminal {
+        t: usize,
+        epoch: u64,
+        msg: Box<MasterMsg>,
+    },
     GroundUp,
     GroundDown,
     GroundConnect,
     UploadStep(u64),
-    ToIssuer { epoch: u64, msg: Box<AircraftMsg> },
-    FromIssuer { epoch: u64, msg: Box<IssuerMsg> },
+    /// The upload session has read the items of a new batch: seal it.
+    Seal {
+        session: u64,
+        ids: Vec<PaymentId>,
+    },
+    ToIssuer {
+        epoch: u64,
+        msg: Box<AircraftMsg>,
+    },
+    FromIssuer {
+        epoch: u64,
+        msg: Box<IssuerMsg>,
+    },
     Heal,
 }
 
@@ -201,7 +236,10 @@ impl Apply<Write> for TermDisk {
                 if let Some(rec) = self.payments.get_mut(id) {
                     if term::moves_forward(rec.state, *state) {
                         rec.state = *state;
-                        if matches!(state, SlaveState::Refused(_) | SlaveState::Voided { .. }) {
+                        if matches!(
+                            state,
+                            SlaveState::Refused(_) | SlaveState::Voided { .. } | SlaveState::Cancelled { .. }
+                        ) {
                             rec.card = false;
                         }
                     }
@@ -257,7 +295,16 @@ struct Sale {
     waiting: bool,
     heard: Heard,
     gave_up: bool,
+    /// When the sale app voids the sale, if it does.
+    void_at: Option<u64>,
+    void_attempt: u32,
+    void_waiting: bool,
+    /// The first answer to its void.
+    void_heard: Option<VoidOutcome>,
 }
+
+/// Replies to voids are told apart from replies to captures by this bit.
+const VOID_REPLY: u64 = 1 << 40;
 
 /// Which sale apps still listen: the current attempt, before its deadline.
 struct Who<'a> {
@@ -267,7 +314,10 @@ struct Who<'a> {
 
 impl Listeners for Who<'_> {
     fn listening(&self, to: ReplyTo) -> bool {
-        let (k, a) = ((to >> 16) as usize, (to & 0xffff) as u32);
+        let (k, a) = (((to & !VOID_REPLY) >> 16) as usize, (to & 0xffff) as u32);
+        if to & VOID_REPLY != 0 {
+            return self.sales.get(k).is_some_and(|s| s.void_waiting && s.void_attempt == a);
+        }
         self.sales.get(k).is_some_and(|s| s.waiting && s.attempt == a && self.now < s.deadline)
     }
 }
@@ -282,6 +332,7 @@ struct MasterDisk {
     payments: BTreeMap<PaymentId, Payment>,
     open: Option<(BatchHeader, Vec<PaymentId>)>,
     outcomes: BTreeMap<PaymentId, AuthOutcome>,
+    reversals: BTreeMap<PaymentId, Option<ReversalOutcome>>,
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +341,9 @@ enum MOp {
     CarryRefused(PaymentId),
     Confirm(PaymentId),
     Void(PaymentId),
+    Cancel(PaymentId),
+    RequestReversal(PaymentId),
+    Reversed(Vec<ReversalResult>),
     Seal(BatchHeader, Vec<PaymentId>),
     Results(Vec<AuthResult>),
     Quarantine(BatchId),
@@ -334,6 +388,24 @@ impl Apply<MOp> for MasterDisk {
                 }
                 self.payments.remove(id);
             }
+            // As `MasterStore::cancel`: only a stored payment without an outcome.
+            MOp::Cancel(id) => {
+                let undecided = !self.outcomes.contains_key(id);
+                if let Some(e) = self.entries.get_mut(id) {
+                    if e.verdict == Verdict::Stored && undecided {
+                        e.verdict = Verdict::Refused(RefusalReason::Voided);
+                        self.payments.remove(id);
+                    }
+                }
+            }
+            MOp::RequestReversal(id) => {
+                self.reversals.entry(*id).or_insert(None);
+            }
+            MOp::Reversed(results) => {
+                for r in results.iter().filter(|r| r.outcome != ReversalOutcome::Unknown) {
+                    self.reversals.insert(r.id, Some(r.outcome));
+                }
+            }
             MOp::Seal(header, ids) => {
                 for id in ids {
                     self.set_phase(id, Phase::InBatch);
@@ -373,6 +445,7 @@ enum MCont {
     Sealed { session: u64, header: BatchHeader, ids: Vec<PaymentId> },
     ResultsStored { session: u64, batch: BatchId, results: Vec<AuthResult> },
     Quarantined { session: u64, batch: BatchId },
+    ReversalsStored { session: u64, results: Vec<ReversalResult> },
 }
 
 #[derive(Debug)]
@@ -386,6 +459,12 @@ struct Master {
     conns: BTreeMap<usize, u64>,
     /// The upload session's ground connection, when one is up.
     session: Option<u64>,
+    /// Reversals sent on this session and not answered yet.
+    reversing: bool,
+    /// A new batch's items are being read, its seal not yet asked for.
+    choosing: bool,
+    /// Reversals the issuer did not know, not asked again this session.
+    unknown_to_issuer: BTreeSet<PaymentId>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,6 +485,7 @@ struct IssuerDisk {
     opening: BTreeMap<usize, u64>,
     decisions: BTreeMap<PaymentId, Decided>,
     batches: BTreeMap<BatchId, (BatchHeader, bool, BTreeMap<u32, PaymentId>)>,
+    reversals: BTreeMap<PaymentId, ReversalOutcome>,
 }
 
 #[derive(Debug, Clone)]
@@ -413,6 +493,7 @@ enum IOp {
     Begin(BatchHeader),
     Decide { batch: BatchId, seq: u32, id: PaymentId, decided: Option<Decided>, account: Option<(usize, Account)> },
     Finish(BatchId),
+    Reverse { id: PaymentId, outcome: ReversalOutcome, account: Option<(usize, Account)> },
     Barrier,
 }
 
@@ -438,6 +519,12 @@ impl Apply<IOp> for IssuerDisk {
                     *done = true;
                 }
             }
+            IOp::Reverse { id, outcome, account } => {
+                self.reversals.insert(*id, *outcome);
+                if let Some((card, a)) = account {
+                    self.accounts.insert(*card, a.clone());
+                }
+            }
             IOp::Barrier => {}
         }
     }
@@ -446,6 +533,7 @@ impl Apply<IOp> for IssuerDisk {
 #[derive(Debug, Clone)]
 enum ICont {
     Answer { epoch: u64, batch: BatchId },
+    Reversed { epoch: u64, results: Vec<ReversalResult> },
 }
 
 #[derive(Debug)]
@@ -558,6 +646,8 @@ struct World {
     healed: bool,
     /// Batches whose seal reached the master's disk (the checker's record).
     sealed: BTreeSet<BatchId>,
+    /// Payments whose sale app was told its void left them `voided` (never to be carried).
+    voided_ids: BTreeSet<PaymentId>,
     /// Chance, at each write and each frame sent during the chaos phase, of a crash or a broken
     /// connection right there (FoundationDB's BUGGIFY): the windows between a write and its
     /// flush, or a frame and its ack, are milliseconds wide and random faults alone rarely hit
@@ -683,6 +773,9 @@ impl World {
                 flushing: false,
                 conns: BTreeMap::new(),
                 session: None,
+                reversing: false,
+                choosing: false,
+                unknown_to_issuer: BTreeSet::new(),
             },
             issuer: Issuer { disk: Disk::new(issuer_disk), up: true, flushing: false, receiving: None },
             cabin: (0..n).map(|_| Link::new((1, 20), 0.3)).collect(),
@@ -691,6 +784,7 @@ impl World {
             healed: false,
             buggify: 0.0,
             sealed: BTreeSet::new(),
+            voided_ids: BTreeSet::new(),
             programme,
             settings,
             limits,
@@ -739,10 +833,22 @@ impl World {
                     waiting: false,
                     heard: Heard::Nothing,
                     gave_up: false,
+                    void_at: None,
+                    void_attempt: 0,
+                    void_waiting: false,
+                    void_heard: None,
                 });
                 let k = self.sales.len() - 1;
                 let when = 100 + self.rng.below(25_000);
                 self.at(when, Ev::SaleAttempt(k));
+                // A quarter of the sales are voided later: some soon (before any batch), some
+                // after the ground link took them (reversals), some across faults.
+                if self.rng.chance(0.25) {
+                    let soon = self.rng.chance(0.5);
+                    let void_at = when + 50 + self.rng.below(if soon { 3_000 } else { 40_000 });
+                    self.sales[k].void_at = Some(void_at);
+                    self.at(void_at, Ev::SaleVoid(k));
+                }
             }
             let (crashes, breaks, blocks) = match profile {
                 0 => (0, self.rng.below(2), 0),
@@ -828,6 +934,18 @@ impl World {
                     }
                 }
             }
+            Ev::SaleVoid(k) => self.sale_void(k),
+            Ev::VoidDeadline(k, a) => {
+                let s = &mut self.sales[k];
+                if s.void_waiting && s.void_attempt == a {
+                    s.void_waiting = false;
+                    trace!(self, "sale {k} void attempt {a} timed out");
+                    if self.now < SALES_RETRY_UNTIL_MS {
+                        let d = 200 + self.rng.below(2_000);
+                        self.after(d, Ev::SaleVoid(k));
+                    }
+                }
+            }
             Ev::TermTimer(t) => {
                 self.terms[t].timer = None;
                 if self.terms[t].up {
@@ -909,6 +1027,12 @@ impl World {
                     self.upload_step(epoch);
                 } else {
                     self.ground_maybe_connect_later();
+                }
+            }
+            Ev::Seal { session, ids } => {
+                if self.master.up && self.master.session == Some(session) {
+                    self.master.choosing = false;
+                    self.seal(session, None, ids);
                 }
             }
             Ev::UploadStep(session) => {
@@ -1012,7 +1136,78 @@ impl World {
         self.term_act(t);
     }
 
+    /// The sale app voids its sale: by its request id, else by the payment id it heard.
+    fn sale_void(&mut self, k: usize) {
+        let s = self.sales[k].clone();
+        if s.void_heard.is_some() || s.void_waiting {
+            return;
+        }
+        let t = s.term;
+        if !self.terms[t].up {
+            if self.now < SALES_RETRY_UNTIL_MS {
+                let d = 500 + self.rng.below(2_000);
+                self.after(d, Ev::SaleVoid(k));
+            }
+            return;
+        }
+        let disk = self.terms[t].disk.current();
+        let id = match (&s.request_id, &s.heard) {
+            (Some(r), _) => disk.requests.get(r).copied(),
+            (None, Heard::Accepted(id)) => Some(*id),
+            (None, _) => return,
+        };
+        let stored = id.and_then(|id| disk.payments.get(&id).map(|r| r.state));
+        let sale = &mut self.sales[k];
+        sale.void_attempt += 1;
+        sale.void_waiting = true;
+        let a = sale.void_attempt;
+        self.after(8_000, Ev::VoidDeadline(k, a));
+        let to: ReplyTo = VOID_REPLY | ((k as u64) << 16) | u64::from(a);
+        trace!(self, "sale {k} void attempt {a} of {id:?} at terminal {t}");
+        let id = id.unwrap_or(PaymentId::from_bytes([0; 16]));
+        self.terms[t].machine.void(to, id, stored);
+        self.term_act(t);
+    }
+
+    fn void_hears(&mut self, k: usize, a: u32, answer: Answer) {
+        let s = &mut self.sales[k];
+        if !(s.void_waiting && s.void_attempt == a) {
+            return;
+        }
+        s.void_waiting = false;
+        trace!(self, "sale {k} void attempt {a} hears {answer:?}");
+        match answer {
+            Answer::Void { id, outcome } => {
+                if s.void_heard.is_none() {
+                    s.void_heard = Some(outcome);
+                    match outcome {
+                        VoidOutcome::Voided => self.stats.voided += 1,
+                        VoidOutcome::ReversalPending => self.stats.reversal_pending += 1,
+                        _ => {}
+                    }
+                }
+                if let (VoidOutcome::Voided, Some(id)) = (outcome, id) {
+                    self.voided_ids.insert(id);
+                    if self.issuer.disk.current().decisions.contains_key(&id) {
+                        self.violation(format!("sale {k} was told {id} is voided, but the issuer decided it"));
+                    }
+                }
+            }
+            Answer::VoidFailed { .. } => {
+                if self.now < SALES_RETRY_UNTIL_MS {
+                    let d = 200 + self.rng.below(2_000);
+                    self.after(d, Ev::SaleVoid(k));
+                }
+            }
+            other => self.violation(format!("sale {k}'s void was answered like a capture: {other:?}")),
+        }
+    }
+
     fn sale_hears(&mut self, t: usize, to: ReplyTo, answer: Answer, replayed: bool) {
+        if to & VOID_REPLY != 0 {
+            let (k, a) = (((to & !VOID_REPLY) >> 16) as usize, (to & 0xffff) as u32);
+            return self.void_hears(k, a, answer);
+        }
         let (k, a) = ((to >> 16) as usize, (to & 0xffff) as u32);
         if let Answer::Accepted(told) = &answer {
             let id = told.id();
@@ -1033,8 +1228,6 @@ impl World {
         let heard = match answer {
             Answer::Accepted(told) => Heard::Accepted(told.id()),
             Answer::Rejected { id, reason } => Heard::Rejected(id, reason),
-            // The model's sale apps do not void yet (see RELIABILITY.md, where the model is
-            // simpler): a void answer to a capture is a defect.
             Answer::Void { .. } | Answer::VoidFailed { .. } => {
                 self.violation(format!("sale {k} got a void answer to a capture: {answer:?}"));
                 return;
@@ -1150,6 +1343,7 @@ impl World {
         match msg {
             MasterMsg::Ack { id, verdict } => m.on_verdict(id, verdict, self.now, &who),
             MasterMsg::VoidAck { id, carried } => m.on_void_ack(id, carried),
+            MasterMsg::CancelAck { id, outcome } => m.on_cancel_ack(id, outcome),
             MasterMsg::Result { id, outcome } => m.on_result(id, outcome),
             _ => {}
         }
@@ -1222,7 +1416,17 @@ impl World {
         let tid = self.terms[t].id.clone();
         match msg {
             TerminalMsg::Cancel { id } => {
-                self.violation(format!("terminal {t} sent a sale app's void of {id}, which the model never asks for"));
+                let d = self.master.agg.handle_cancel(&tid, id);
+                trace!(self, "master: sale app's void of {id} from {t}: {d:?}");
+                let (op, outcome) = match d {
+                    CancelDecision::WrongTerminal => return,
+                    CancelDecision::Void => (MOp::Cancel(id), CancelOutcome::Voided),
+                    CancelDecision::Reverse => (MOp::RequestReversal(id), CancelOutcome::ReversalPending),
+                    CancelDecision::Repeat(o) => (MOp::Barrier, o),
+                };
+                let msg = MasterMsg::CancelAck { id, outcome };
+                self.master.disk.write(op, Some(MCont::Ack { t, epoch, msg }));
+                self.schedule_flush(Node::Master);
             }
             TerminalMsg::Submit { payment, answered } => {
                 let digest = payment_digest(&payment);
@@ -1322,6 +1526,15 @@ impl World {
                     self.after(1, Ev::UploadStep(session));
                 }
             }
+            MCont::ReversalsStored { session, results } => {
+                for r in &results {
+                    self.master.agg.reversal_answered(r.id, r.outcome);
+                }
+                if self.master.session == Some(session) {
+                    self.master.reversing = false;
+                    self.after(1, Ev::UploadStep(session));
+                }
+            }
             MCont::Quarantined { session, batch } => {
                 let ids = self.master.agg.open_batch().map(|(_, ids)| ids.to_vec()).unwrap_or_default();
                 for id in ids {
@@ -1357,6 +1570,9 @@ impl World {
             trace!(self, "upload session {s} ends: {why}");
             self.ground.close();
             self.master.uploader.on_failure();
+            self.master.reversing = false;
+            self.master.choosing = false;
+            self.master.unknown_to_issuer.clear();
             self.issuer.receiving = None;
             self.ground_maybe_connect_later();
         }
@@ -1385,7 +1601,24 @@ impl World {
             // Sealing: waiting for the seal to be durable.
             return;
         }
-        let next = self.master.agg.choose_next_batch(BATCH_PAYMENTS_MAX as usize);
+        if self.master.reversing || self.master.choosing {
+            return;
+        }
+        // As `ground.rs` `send_reversals`: reversals due go first, one chunk at a time.
+        let skip: std::collections::HashSet<PaymentId> = self.master.unknown_to_issuer.iter().copied().collect();
+        let due = self.master.agg.reversals_due(BATCH_CHUNK_MAX, &skip);
+        if !due.is_empty() {
+            trace!(self, "master: sending {} reversals", due.len());
+            self.master.reversing = true;
+            self.master.unknown_to_issuer.extend(due.iter().copied());
+            self.send_to_issuer(AircraftMsg::Reverse { ids: due });
+            return;
+        }
+        let next = if mutant!(self, NoPromise) {
+            self.master.agg.choose_next_batch(BATCH_PAYMENTS_MAX as usize)
+        } else {
+            self.master.agg.promise_next_batch(BATCH_PAYMENTS_MAX as usize)
+        };
         match next {
             NextBatch::Nothing => self.after(UPLOAD_IDLE_MS, Ev::UploadStep(session)),
             NextBatch::Open(header, ids) if !mutant!(self, ResealOnRetry) => {
@@ -1400,7 +1633,13 @@ impl World {
                 ids.extend(self.master.agg.next_batch(BATCH_PAYMENTS_MAX as usize));
                 self.seal(session, Some(header.id), ids);
             }
-            NextBatch::Pending(ids) => self.seal(session, None, ids),
+            NextBatch::Pending(ids) => {
+                // As `ground.rs` does: the session reads every item from the store to build the
+                // header before it asks for the seal; the actor serves terminals meanwhile.
+                self.master.choosing = true;
+                let d = 1 + self.rng.below(200);
+                self.after(d, Ev::Seal { session, ids });
+            }
         }
     }
 
@@ -1469,7 +1708,23 @@ impl World {
                 }
             }
         }
+        if let IssuerMsg::Reversed { results } = &msg {
+            for r in results {
+                let durable = self.issuer.disk.durable().reversals.get(&r.id);
+                if r.outcome != ReversalOutcome::Unknown && durable != Some(&r.outcome) {
+                    self.violation(format!(
+                        "the master received a reversal of {} the issuer has not made durable",
+                        r.id
+                    ));
+                }
+            }
+        }
         match msg {
+            IssuerMsg::Reversed { results } if self.master.reversing => {
+                let then = MCont::ReversalsStored { session, results: results.clone() };
+                self.master.disk.write(MOp::Reversed(results), Some(then));
+                self.schedule_flush(Node::Master);
+            }
             IssuerMsg::BatchResults { batch, first_seq, results } => {
                 if let Err(e) = self.master.uploader.on_results(batch, first_seq, results) {
                     self.session_failed(&e.to_string());
@@ -1504,7 +1759,36 @@ impl World {
     fn issuer_on(&mut self, epoch: u64, msg: AircraftMsg) {
         match msg {
             AircraftMsg::Reverse { ids } => {
-                self.violation(format!("the master sent {} reversals, which the model never asks for", ids.len()));
+                // As `IssuerStore::reverse`: each through `issuer::reverse`, the account change
+                // with it; answered once durable.
+                let mut results = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let current = self.issuer.disk.current();
+                    let decided = current.decisions.get(&id).cloned();
+                    let prior = if mutant!(self, ReleaseTwice) { None } else { current.reversals.get(&id).copied() };
+                    let money =
+                        decided.as_ref().map(|d| (d.outcome.clone(), Money::new(d.amount, eur()).expect("money")));
+                    let decision = issuer::reverse(money.as_ref().map(|(o, m)| (o, *m)), prior);
+                    let account = match (decision, &decided) {
+                        (ReversalDecision::Release { amount_minor }, Some(d)) => {
+                            current.accounts.get(&d.card).cloned().map(|mut a| {
+                                a.available_minor += amount_minor;
+                                (d.card, a)
+                            })
+                        }
+                        _ => None,
+                    };
+                    if matches!(decision, ReversalDecision::Release { .. }) {
+                        self.stats.reversed += 1;
+                    }
+                    trace!(self, "issuer: reversal of {id}: {decision:?}");
+                    if matches!(decision, ReversalDecision::NotCharged | ReversalDecision::Release { .. }) {
+                        self.issuer.disk.write(IOp::Reverse { id, outcome: decision.outcome(), account }, None);
+                    }
+                    results.push(ReversalResult { id, outcome: decision.outcome() });
+                }
+                self.issuer.disk.write(IOp::Barrier, Some(ICont::Reversed { epoch, results }));
+                self.schedule_flush(Node::Issuer);
             }
             AircraftMsg::BatchBegin(header) => {
                 if !self.sealed.contains(&header.id) {
@@ -1594,7 +1878,12 @@ impl World {
     }
 
     fn issuer_durable(&mut self, c: ICont) {
-        let ICont::Answer { epoch, batch } = c;
+        let (epoch, batch) = match c {
+            ICont::Answer { epoch, batch } => (epoch, batch),
+            ICont::Reversed { epoch, results } => {
+                return self.send_to_aircraft(epoch, IssuerMsg::Reversed { results });
+            }
+        };
         let disk = self.issuer.disk.current();
         let Some((_, _, positions)) = disk.batches.get(&batch) else { return };
         let results: Vec<AuthResult> = positions
@@ -1620,11 +1909,18 @@ impl World {
         }
         // From the terminal's durable record, not from the mark's write: the store ignores a
         // mark on a voided or refused record.
+        // A sale app's void moves only an answered payment on (`moves_forward`): cancelling or
+        // cancelled means the mark was durable before.
         let marked = self.terms.iter().any(|t| {
             t.marked.contains(&id)
                 && matches!(
                     t.disk.durable().payments.get(&id).map(|r| r.state),
-                    Some(SlaveState::Captured { answered: true } | SlaveState::Forwarded)
+                    Some(
+                        SlaveState::Captured { answered: true }
+                            | SlaveState::Forwarded
+                            | SlaveState::Cancelling
+                            | SlaveState::Cancelled { .. }
+                    )
                 )
         });
         if !marked {
@@ -1632,8 +1928,13 @@ impl World {
                 "the issuer decides {id}, whose sale app was never durably recorded as told `accepted`"
             ));
         }
-        if self.sales.iter().any(|s| matches!(s.heard, Heard::Rejected(Some(x), _) if x == id)) {
+        // (A sale app that voided its own sale may hear `rejected`, `voided` on a retry of the
+        // capture while the issuer decides it: then it must end reversed, checked at the end.)
+        if self.sales.iter().any(|s| matches!(s.heard, Heard::Rejected(Some(x), _) if x == id) && s.void_attempt == 0) {
             self.violation(format!("the issuer decides {id}, whose sale app was told `rejected`"));
+        }
+        if self.voided_ids.contains(&id) {
+            self.violation(format!("the issuer decides {id}, whose sale app was told it is voided"));
         }
     }
 
@@ -1782,8 +2083,13 @@ impl World {
                 let mut m = term::Terminal::new(self.terms[t].id.clone(), self.settings);
                 m.install_bin_list(Some(self.programme.clone()));
                 for rec in self.terms[t].disk.current().payments.values() {
-                    if matches!(rec.state, SlaveState::Captured { .. } | SlaveState::Voided { master_acked: false }) {
-                        m.restore(rec.payment.id, rec.payment.amount, rec.state, self.now);
+                    if matches!(
+                        rec.state,
+                        SlaveState::Captured { .. }
+                            | SlaveState::Voided { master_acked: false }
+                            | SlaveState::Cancelling
+                    ) {
+                        m.restore(rec.payment.id, rec.payment.amount, rec.state, rec.card, self.now);
                     }
                 }
                 let term = &mut self.terms[t];
@@ -1807,6 +2113,13 @@ impl World {
                 }
                 if let Some((h, ids)) = &disk.open {
                     agg.restore_open_batch(h.clone(), ids.clone());
+                }
+                for (id, r) in &disk.reversals {
+                    let r = r.map_or(
+                        inflight_core::aggregator::Reversal::Requested,
+                        inflight_core::aggregator::Reversal::Done,
+                    );
+                    agg.restore_reversal(*id, r);
                 }
                 self.master.agg = agg;
                 self.master.uploader = Uploader::new(AIRCRAFT.into());
@@ -1851,6 +2164,12 @@ impl World {
                 }
                 .map(|what| (*id, what))
             }
+            MasterMsg::CancelAck { id, outcome: CancelOutcome::Voided } => {
+                disk.entries.get(id).is_some_and(|e| e.verdict == Verdict::Stored).then_some((*id, "a sale app's void"))
+            }
+            MasterMsg::CancelAck { id, outcome: CancelOutcome::ReversalPending } => {
+                (!disk.reversals.contains_key(id)).then_some((*id, "a reversal"))
+            }
             MasterMsg::VoidAck { id, carried: false } => disk
                 .entries
                 .get(id)
@@ -1889,7 +2208,24 @@ impl World {
     /// decided once and back on its terminal; nothing is left half-way.
     fn check_end(&mut self) {
         let decisions = self.issuer.disk.durable().decisions.clone();
+        let reversals = self.issuer.disk.durable().reversals.clone();
         for (k, s) in self.sales.clone().iter().enumerate() {
+            if s.void_heard.is_some() || s.void_attempt > 0 {
+                // Voided, or a void asked for: never charged once the void is answered; the
+                // payment may also be decided and reversed.
+                let id = match &s.heard {
+                    Heard::Accepted(id) => Some(*id),
+                    _ => s.request_id.as_ref().and_then(|r| self.terms[s.term].disk.durable().requests.get(r).copied()),
+                };
+                let answered = matches!(s.void_heard, Some(VoidOutcome::Voided | VoidOutcome::ReversalPending));
+                if let (true, Some(id)) = (answered, id) {
+                    let charged = decisions.get(&id).is_some_and(|d| matches!(d.outcome, AuthOutcome::Approved { .. }));
+                    if charged && !matches!(reversals.get(&id), Some(ReversalOutcome::Reversed { .. })) {
+                        self.violation(format!("sale {k} voided {id}, which stays charged at the end"));
+                    }
+                }
+                continue;
+            }
             match &s.heard {
                 Heard::Accepted(id) => {
                     if !decisions.contains_key(id) {
@@ -1936,10 +2272,21 @@ impl World {
                     format!("terminal {t} still has {} payments unsettled with the master", term.machine.unsettled());
                 self.violations.push(v);
             }
+            if term.machine.voids_unsettled() > 0 {
+                let v = format!(
+                    "terminal {t} still has {} voids the master never answered",
+                    term.machine.voids_unsettled()
+                );
+                self.violations.push(v);
+            }
         }
         let c = self.master.agg.counts();
         if c.pending + c.in_batch + c.decided + c.quarantined + c.unconfirmed > 0 {
             self.violation(format!("the master did not finish: {c:?}"));
+        }
+        let (reversals_left, _) = self.master.agg.reversal_counts();
+        if reversals_left > 0 {
+            self.violation(format!("the master never had {reversals_left} reversals answered"));
         }
         if let Some(v) = money_mismatch(self.issuer.disk.durable()) {
             self.violation(format!("issuer's money at the end: {v}"));
@@ -1963,8 +2310,15 @@ fn note_mark(marked: &mut BTreeSet<PaymentId>, op: &Write) {
 /// approved on it, each payment id counted once.
 fn money_mismatch(d: &IssuerDisk) -> Option<String> {
     let mut approved: BTreeMap<usize, u64> = BTreeMap::new();
-    for dec in d.decisions.values() {
-        if matches!(dec.outcome, AuthOutcome::Approved { .. }) {
+    for (id, dec) in &d.decisions {
+        let released = match d.reversals.get(id) {
+            Some(ReversalOutcome::Reversed { released_minor }) if *released_minor == dec.amount => true,
+            Some(ReversalOutcome::Reversed { released_minor }) => {
+                return Some(format!("{id} of {} reversed releasing {released_minor}", dec.amount))
+            }
+            _ => false,
+        };
+        if matches!(dec.outcome, AuthOutcome::Approved { .. }) && !released {
             *approved.entry(dec.card).or_default() += dec.amount;
         }
     }

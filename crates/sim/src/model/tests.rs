@@ -71,3 +71,33 @@ fn finds_an_ack_sent_before_the_masters_write_is_durable() {
     let (_, v) = found.expect("the simulator must find this defect within 200 seeds");
     assert!(v.contains("before the master's disk held it"), "{v}");
 }
+
+#[test]
+fn sale_apps_void_and_reversals_happen_in_a_sweep() {
+    let runs = run_seeds(0, 99, 2);
+    let (mut voided, mut pending, mut reversed) = (0, 0, 0);
+    for r in &runs {
+        assert!(r.violations.is_empty(), "seed {}: {:?}", r.seed, r.violations);
+        voided += r.stats.voided;
+        pending += r.stats.reversal_pending;
+        reversed += r.stats.reversed;
+    }
+    // Voids before the seal, voids after it, and reversals the issuer applies must all occur,
+    // or the checks on them prove nothing.
+    assert!(voided > 20 && pending > 20 && reversed > 5, "voided {voided}, pending {pending}, reversed {reversed}");
+}
+
+#[test]
+fn finds_a_void_of_a_payment_being_sealed() {
+    let found = first_failing(Mutation::NoPromise, 500);
+    eprintln!("NoPromise: {found:?}");
+    assert!(found.is_some(), "the simulator must find this defect within 500 seeds");
+}
+
+#[test]
+fn finds_an_amount_released_twice() {
+    let found = first_failing(Mutation::ReleaseTwice, 500);
+    eprintln!("ReleaseTwice: {found:?}");
+    let (_, v) = found.expect("the simulator must find this defect within 500 seeds");
+    assert!(v.contains("money"), "{v}");
+}
