@@ -124,6 +124,12 @@ impl ConfigReader {
         self.parse(key, |s| s.parse::<SocketAddr>().map_err(|e| format!("{e} (want host:port, e.g. 127.0.0.1:7400)")))
     }
 
+    /// An optional socket address: `None` when absent (or when it does not parse: an error).
+    pub fn optional_socket_addr(&mut self, key: &str) -> Option<SocketAddr> {
+        self.raw(key)?;
+        self.socket_addr(key)
+    }
+
     /// An optional integer in `min..=max`, or `default`.
     pub fn u64_or(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
         match self.raw(key).map(toml::Value::as_integer) {
