@@ -437,6 +437,7 @@ impl Terminal {
                     "terminal_id": self.cfg.terminal_id.as_str(),
                     "master_connected": self.link.is_some(),
                     "bin_list_version": self.machine.bin_list().map(|b| b.version),
+                    "bin_list_valid_until_unix_ms": self.machine.bin_list().map(|b| b.valid_until_unix_ms),
                     "bin_list_valid": self.machine.bin_list().is_some_and(|b| b.is_valid_at(now)),
                     "clock_offset_ms": self.machine.clock_offset_ms(),
                     "payments": {
