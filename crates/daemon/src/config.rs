@@ -277,6 +277,20 @@ mod tests {
     }
 
     #[test]
+    fn an_optional_address_is_none_when_absent_and_an_error_when_bad() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "metrics_listen = \"127.0.0.1:9400\"\nother = \"nowhere\"\n").expect("write");
+        let mut r = ConfigReader::load(&f).expect("valid");
+        assert_eq!(r.optional_socket_addr("metrics_listen"), Some("127.0.0.1:9400".parse().expect("literal")));
+        assert_eq!(r.optional_socket_addr("absent"), None);
+        assert_eq!(r.optional_socket_addr("other"), None);
+        let errs = r.finish().expect_err("invalid").errors;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("other: "), "{errs:?}");
+    }
+
+    #[test]
     fn paths_resolve_against_the_config_folder() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("c.toml");

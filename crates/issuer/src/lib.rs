@@ -100,11 +100,11 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
     );
     let signed = std::sync::Mutex::new(signer.sign(&programme));
     metrics.bin_list(programme.version, programme.valid_until_unix_ms);
-    let ep = endpoint::server_with(cfg.listen, aircraft_server_config(&cfg)?)?;
     let metrics_listener = match cfg.metrics_listen {
         Some(addr) => Some(inflight_daemon::metrics::bind(addr).await?),
         None => None,
     };
+    let ep = endpoint::server_with(cfg.listen, aircraft_server_config(&cfg)?)?;
     let admin = inflight_daemon::local::bind(&cfg.admin_socket, cfg.admin_access.clone())
         .await
         .map_err(|e| IssuerError::Socket { path: cfg.admin_socket.clone(), detail: e.to_string() })?;

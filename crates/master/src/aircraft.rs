@@ -46,6 +46,10 @@ pub const RESULT_RESEND_INTERVAL: std::time::Duration = std::time::Duration::fro
 /// Most results pushed again per terminal per interval (bounded by the connection's queue too).
 pub const RESULTS_PER_RESEND_MAX: usize = 1024;
 
+/// How often a metrics scrape may have the actor recount the aged payments (an hour-scale
+/// flag: a minute late is nothing, a scan of the index at every scrape would slow ingest).
+pub const AGED_RECOUNT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What a connection writer sends.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -86,6 +90,9 @@ pub enum Event {
     Results { batch: BatchHeader, results: Vec<AuthResult>, reply: oneshot::Sender<Result<(), StoreError>> },
     /// Counts and the BIN list version, for status.
     Status { reply: oneshot::Sender<Snapshot> },
+    /// The same for a metrics scrape, with `aged` recounted at most every [`AGED_RECOUNT`]
+    /// (it scans the whole index; scrapes come every few seconds).
+    MetricsSnapshot { reply: oneshot::Sender<Snapshot> },
     /// The crew sets the flight stamped on new payments.
     SetFlight { flight: String, reply: oneshot::Sender<Result<(), StoreError>> },
     /// From the writer: the write behind `completion` is durable (or the flush failed).
@@ -192,6 +199,8 @@ pub(crate) struct Aircraft {
     completions: usize,
     /// Counters of what the actor decides and stores.
     metrics: MasterMetrics,
+    /// The aged count the last metrics scrape got, and when it was counted.
+    aged_for_metrics: Option<(Instant, u64)>,
 }
 
 /// Rebuilds the aircraft's state from the store.
@@ -236,6 +245,7 @@ pub(crate) fn restore(
         durable: Some(durable_rx),
         completions: 0,
         metrics: metrics.clone(),
+        aged_for_metrics: None,
     };
     Ok((actor, Writer { writes: writes_rx, durable: durable_tx, metrics }))
 }
@@ -385,14 +395,18 @@ impl Aircraft {
                 }
             }
             Event::Status { reply } => {
-                let _ = reply.send(Snapshot {
-                    counts: self.agg.counts(),
-                    bin_list_version: self.agg.bin_list().map(|b| b.version),
-                    bin_list_valid_until_unix_ms: self.agg.bin_list().map(|b| b.valid_until_unix_ms),
-                    terminals: self.links.len(),
-                    aged: self.agg.aged(inflight_daemon::unix_ms_now(), self.age_flag.as_millis() as u64),
-                    reversals: self.agg.reversal_counts(),
-                });
+                let _ = reply.send(self.snapshot(self.aged()));
+            }
+            Event::MetricsSnapshot { reply } => {
+                let aged = match self.aged_for_metrics {
+                    Some((at, n)) if at.elapsed() < AGED_RECOUNT => n,
+                    _ => {
+                        let n = self.aged();
+                        self.aged_for_metrics = Some((Instant::now(), n));
+                        n
+                    }
+                };
+                let _ = reply.send(self.snapshot(aged));
             }
             Event::SetFlight { flight, reply } => match self.store.set_setting("flight", &flight) {
                 Ok(t) => self.complete(t, Completion::SetFlight { flight, reply }).await,
@@ -400,6 +414,22 @@ impl Aircraft {
                     let _ = reply.send(Err(e));
                 }
             },
+        }
+    }
+
+    /// Payments waiting for the issuer longer than the flag age (a scan of the index).
+    fn aged(&self) -> u64 {
+        self.agg.aged(inflight_daemon::unix_ms_now(), self.age_flag.as_millis() as u64)
+    }
+
+    fn snapshot(&self, aged: u64) -> Snapshot {
+        Snapshot {
+            counts: self.agg.counts(),
+            bin_list_version: self.agg.bin_list().map(|b| b.version),
+            bin_list_valid_until_unix_ms: self.agg.bin_list().map(|b| b.valid_until_unix_ms),
+            terminals: self.links.len(),
+            aged,
+            reversals: self.agg.reversal_counts(),
         }
     }
 

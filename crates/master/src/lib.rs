@@ -84,6 +84,10 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let store = Arc::new(open_store(&cfg)?);
     let metrics = metrics::MasterMetrics::new();
     store.observe_commits(metrics.commit_observer());
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(inflight_daemon::metrics::bind(addr).await?),
+        None => None,
+    };
     let (actor, writer) = aircraft::restore(
         store.clone(),
         cfg.flight_id.clone(),
@@ -118,10 +122,6 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let ground_ep = ground::GroundEndpoint {
         ep: endpoint::client_bare(bind.parse().expect("literal socket address"))?,
         tls: ground_tls,
-    };
-    let metrics_listener = match cfg.metrics_listen {
-        Some(addr) => Some(inflight_daemon::metrics::bind(addr).await?),
-        None => None,
     };
     let admin = inflight_daemon::local::bind(&cfg.admin_socket, cfg.admin_access.clone())
         .await

@@ -230,7 +230,7 @@ impl MasterMetrics {
     pub(crate) async fn scrape(&self, cfg: &MasterConfig, events: &mpsc::Sender<Event>, link: &LinkState) -> String {
         let (reply, rx) = oneshot::channel();
         let asked = async {
-            events.send(Event::Status { reply }).await.ok()?;
+            events.send(Event::MetricsSnapshot { reply }).await.ok()?;
             rx.await.ok()
         };
         match tokio::time::timeout(SNAPSHOT_WAIT, asked).await {

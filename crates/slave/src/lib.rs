@@ -97,13 +97,13 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     let store = Arc::new(open_store(&cfg)?);
     let metrics = metrics::SlaveMetrics::new();
     store.observe_commits(metrics.commit_observer());
-    let client_tls = client_tls(&cfg)?;
-    let bind = if cfg.master_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-    let ep = endpoint::client(bind.parse().expect("literal socket address"), client_tls, cfg.timers)?;
     let metrics_listener = match cfg.metrics_listen {
         Some(addr) => Some(inflight_daemon::metrics::bind(addr).await?),
         None => None,
     };
+    let client_tls = client_tls(&cfg)?;
+    let bind = if cfg.master_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let ep = endpoint::client(bind.parse().expect("literal socket address"), client_tls, cfg.timers)?;
     let listener = inflight_daemon::local::bind(&cfg.capture_socket, cfg.capture_access.clone())
         .await
         .map_err(|e| SlaveError::Socket { path: cfg.capture_socket.clone(), detail: e.to_string() })?;
@@ -127,10 +127,10 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     let actor_task = tokio::spawn(actor.run(rx, actor_cancel.clone()));
     shutdown.spawn(link::run(cfg.clone(), ep, tx.clone(), metrics.clone(), shutdown.token()));
     if let Some(l) = metrics_listener {
-        let (cfg, events, metrics) = (cfg.clone(), tx.clone(), metrics.clone());
+        let (cfg, events, metrics, store) = (cfg.clone(), tx.clone(), metrics.clone(), store.clone());
         shutdown.spawn(inflight_daemon::metrics::serve(l, shutdown.clone(), move || {
-            let (cfg, events, metrics) = (cfg.clone(), events.clone(), metrics.clone());
-            async move { metrics.scrape(&cfg, &events).await }
+            let (cfg, events, metrics, store) = (cfg.clone(), events.clone(), metrics.clone(), store.clone());
+            async move { metrics.scrape(&cfg, &events, &store).await }
         }));
     }
     loop {

@@ -1,19 +1,20 @@
 //! The terminal's Prometheus metrics (README "Metrics"): capture counters and latency updated
-//! as each answer goes out, state gauges set at scrape time from the actor's status. Labels
-//! take values from closed sets only (the reject reasons are the machine's own literals).
+//! as each answer goes out, state gauges set at scrape time from the actor's cheap gauges and a
+//! count of the store made off the actor (it reads every record: the capture path must not wait
+//! for it). Labels take values from closed sets only (the reject reasons are the machine's own
+//! literals).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use inflight_daemon::metrics::prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use inflight_daemon::metrics::{Common, Metrics, LATENCY_BUCKETS, SNAPSHOT_WAIT};
-use inflight_store::CommitObserver;
-use serde_json::Value;
+use inflight_store::{CommitObserver, SlaveCounts, SlaveStore};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::answer::Told;
 use crate::config::SlaveConfig;
-use crate::terminal::Event;
+use crate::terminal::{Event, Gauges};
 
 /// The payment states of the terminal's status (`payments`), each a label value.
 const STATES: [&str; 4] = ["captured", "forwarded", "refused", "voided"];
@@ -112,34 +113,51 @@ impl SlaveMetrics {
         self.link_drops.inc();
     }
 
-    /// The scrape: the state gauges from the actor's status (waited for at most
-    /// [`SNAPSHOT_WAIT`]; without it they keep their last values), the store and the
-    /// certificate, then the text.
-    pub(crate) async fn scrape(&self, cfg: &SlaveConfig, events: &mpsc::Sender<Event>) -> String {
+    /// The scrape: the actor's gauges (waited for at most [`SNAPSHOT_WAIT`]; without them they
+    /// keep their last values), the payments counted in the store on a blocking thread, the
+    /// store's size and the certificate, then the text.
+    pub(crate) async fn scrape(
+        &self,
+        cfg: &SlaveConfig,
+        events: &mpsc::Sender<Event>,
+        store: &Arc<SlaveStore>,
+    ) -> String {
         let (reply, rx) = oneshot::channel();
         let asked = async {
-            events.send(Event::Status { payment: None, reply }).await.ok()?;
+            events.send(Event::Gauges { reply }).await.ok()?;
             rx.await.ok()
         };
         match tokio::time::timeout(SNAPSHOT_WAIT, asked).await {
-            Ok(Some(status)) => self.set_state(&status),
-            _ => tracing::debug!("no status for the metrics in time"),
+            Ok(Some(g)) => self.set_gauges(&g),
+            _ => tracing::debug!("no gauges from the terminal's actor in time"),
+        }
+        let store = Arc::clone(store);
+        match tokio::task::spawn_blocking(move || store.counts()).await {
+            Ok(Ok(c)) => self.set_counts(&c),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot count payments for the metrics"),
+            Err(_) => {}
         }
         self.common.refresh(&cfg.data_dir, inflight_net::tls::leaf_not_after_unix_s(&cfg.cert_file).ok());
         self.registry.render()
     }
 
-    fn set_state(&self, status: &Value) {
-        let n = |v: &Value| v.as_u64().map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
-        for state in STATES {
-            self.payments.with_label_values(&[state]).set(n(&status["payments"][state]));
-        }
-        self.decided.set(n(&status["payments"]["decided"]));
-        self.unacked.set(n(&status["outbox"]["unacked"]));
-        self.master_connected.set(i64::from(status["master_connected"].as_bool().unwrap_or(false)));
-        self.bin_list_version.set(n(&status["bin_list_version"]));
+    fn set_gauges(&self, g: &Gauges) {
+        self.unacked.set(gauge(g.unacked));
+        self.master_connected.set(i64::from(g.master_connected));
+        self.bin_list_version.set(gauge(g.bin_list_version.unwrap_or(0)));
         let now_s = (inflight_daemon::unix_ms_now() / 1000) as i64;
-        self.bin_list_expiry
-            .set(status["bin_list_valid_until_unix_ms"].as_u64().map_or(0, |t| (t / 1000) as i64 - now_s));
+        self.bin_list_expiry.set(g.bin_list_valid_until_unix_ms.map_or(0, |t| (t / 1000) as i64 - now_s));
     }
+
+    fn set_counts(&self, c: &SlaveCounts) {
+        for (state, n) in STATES.iter().zip([c.captured, c.forwarded, c.refused, c.voided]) {
+            self.payments.with_label_values(&[state]).set(gauge(n));
+        }
+        self.decided.set(gauge(c.decided));
+    }
+}
+
+/// A count as a gauge value.
+fn gauge(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
