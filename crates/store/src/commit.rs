@@ -315,11 +315,13 @@ fn flusher(
                     std::mem::take(&mut st.waiters).into_iter().partition(|(seq, _)| *seq <= durable);
                 st.waiters = rest;
                 drop(st);
-                for (_, tx) in done {
-                    let _ = tx.send(Ok(()));
-                }
+                // Counted before its writers hear of it (two atomic updates), so that whoever
+                // saw a write durable sees it counted.
                 if let Some(observe) = shared.observer.0.get() {
                     observe(writes, started.elapsed());
+                }
+                for (_, tx) in done {
+                    let _ = tx.send(Ok(()));
                 }
                 // Written once the group is answered, off the ack path: it costs a writer no
                 // latency, and the mark lags by at most one group (see RELIABILITY.md).
