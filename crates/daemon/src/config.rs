@@ -124,6 +124,12 @@ impl ConfigReader {
         self.parse(key, |s| s.parse::<SocketAddr>().map_err(|e| format!("{e} (want host:port, e.g. 127.0.0.1:7400)")))
     }
 
+    /// An optional socket address: `None` when absent (or when it does not parse: an error).
+    pub fn optional_socket_addr(&mut self, key: &str) -> Option<SocketAddr> {
+        self.raw(key)?;
+        self.socket_addr(key)
+    }
+
     /// An optional integer in `min..=max`, or `default`.
     pub fn u64_or(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
         match self.raw(key).map(toml::Value::as_integer) {
@@ -268,6 +274,20 @@ mod tests {
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].starts_with("log_format: "), "{errs:?}");
         assert_eq!(errs[1], "timers.keep_alive_ms: must be shorter than timers.idle_timeout_ms");
+    }
+
+    #[test]
+    fn an_optional_address_is_none_when_absent_and_an_error_when_bad() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "metrics_listen = \"127.0.0.1:9400\"\nother = \"nowhere\"\n").expect("write");
+        let mut r = ConfigReader::load(&f).expect("valid");
+        assert_eq!(r.optional_socket_addr("metrics_listen"), Some("127.0.0.1:9400".parse().expect("literal")));
+        assert_eq!(r.optional_socket_addr("absent"), None);
+        assert_eq!(r.optional_socket_addr("other"), None);
+        let errs = r.finish().expect_err("invalid").errors;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("other: "), "{errs:?}");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Plumbing shared by the inflight daemons and their command-line tools: configuration files
 //! read into types with every error reported at once, logging, shutdown signals, process exit
 //! codes, the JSON-lines protocol of local Unix sockets, and the runner every daemon starts
-//! and stops through ([`runner`]: `main_loop`, `Shutdown`, `Slots`).
+//! and stops through ([`runner`]: `main_loop`, `Shutdown`, `Slots`), and the Prometheus metrics
+//! server and registry ([`metrics`]).
 //!
 //! It makes no payment decisions and knows nothing of QUIC or sled.
 
 mod config;
 pub mod local;
+pub mod metrics;
 pub mod runner;
 
 pub use config::{ConfigErrors, ConfigReader};

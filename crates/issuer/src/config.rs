@@ -26,6 +26,8 @@ pub struct IssuerConfig {
     pub admin_access: inflight_daemon::local::Access,
     /// UDP address aircraft connect to.
     pub listen: SocketAddr,
+    /// TCP address of the Prometheus `GET /metrics` server; none when absent.
+    pub metrics_listen: Option<SocketAddr>,
     /// Ed25519 key signing the BIN list (PKCS#8 as hex, mode 0600).
     pub signing_key_file: PathBuf,
     /// The BIN programme (TOML).
@@ -78,6 +80,7 @@ impl IssuerConfig {
         let admin_access = inflight_daemon::local::Access::read(&mut r, "admin", false);
         let log_format = r.log_format();
         let listen = r.socket_addr("listen");
+        let metrics_listen = inflight_daemon::metrics::read_listen(&mut r);
         let signing_key_file = r.path("signing_key_file");
         let programme_file = r.path("programme_file");
         let accounts_file = r.path("accounts_file");
@@ -110,6 +113,7 @@ impl IssuerConfig {
             admin_socket: admin_socket.expect(missing),
             admin_access,
             listen: listen.expect(missing),
+            metrics_listen,
             signing_key_file: signing_key_file.expect(missing),
             programme_file: programme_file.expect(missing),
             accounts_file: accounts_file.expect(missing),

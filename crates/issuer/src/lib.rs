@@ -8,6 +8,7 @@
 //! The binary (`main.rs`) only parses the command line and calls into here.
 
 pub mod config;
+mod metrics;
 mod server;
 
 use std::sync::Arc;
@@ -51,6 +52,9 @@ pub enum IssuerError {
     /// The programme or accounts file is invalid.
     #[error("{}", .0.join("\n"))]
     Data(Vec<String>),
+    /// `metrics_listen` cannot be listened on: a config error.
+    #[error(transparent)]
+    Metrics(#[from] inflight_daemon::metrics::MetricsBindError),
     /// The admin socket could not be bound.
     #[error("admin socket {path}: {detail}")]
     Socket {
@@ -65,7 +69,7 @@ impl DaemonError for IssuerError {
     fn exit_class(&self) -> ExitClass {
         match self {
             IssuerError::Store(_) => ExitClass::Io,
-            IssuerError::Data(_) => ExitClass::Config,
+            IssuerError::Data(_) | IssuerError::Metrics(_) => ExitClass::Config,
             IssuerError::Net(_) | IssuerError::Socket { .. } => ExitClass::Unavailable,
         }
     }
@@ -81,6 +85,8 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
     let (version, rules) = config::load_programme(&cfg.programme_file).map_err(IssuerError::Data)?;
     let signer = BinListSigner::from_hex_file(&cfg.signing_key_file)?;
     let store = Arc::new(open_store(&cfg)?);
+    let metrics = metrics::IssuerMetrics::new();
+    store.observe_commits(metrics.commit_observer());
     if !store.accounts_imported()? {
         let accounts = config::load_accounts(&cfg.accounts_file).map_err(IssuerError::Data)?;
         let t = store.import_accounts(&accounts)?;
@@ -93,6 +99,11 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         inflight_daemon::unix_ms_now(),
     );
     let signed = std::sync::Mutex::new(signer.sign(&programme));
+    metrics.bin_list(programme.version, programme.valid_until_unix_ms);
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(inflight_daemon::metrics::bind(addr).await?),
+        None => None,
+    };
     let ep = endpoint::server_with(cfg.listen, aircraft_server_config(&cfg)?)?;
     let admin = inflight_daemon::local::bind(&cfg.admin_socket, cfg.admin_access.clone())
         .await
@@ -103,6 +114,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         listen = %ep.local_addr().map_or_else(|_| cfg.listen.to_string(), |a| a.to_string()),
         bin_list_version = programme.version,
         bins = programme.rules.len(),
+        metrics = %metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or_else(|| "off".into(), |a| a.to_string()),
         "inflight-issuer running"
     );
     let validity = cfg.bin_list_validity;
@@ -112,6 +124,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         programme,
         signed,
         items_budget: tokio::sync::Semaphore::new(server::ITEMS_IN_MEMORY_MAX),
+        metrics: metrics.clone(),
     });
     let shutdown = Shutdown::new(cancel);
     // Renewal: the same version signed again with a fresh window, every quarter of the validity,
@@ -127,6 +140,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
                 let list = windowed(shared.programme.clone(), validity, inflight_daemon::unix_ms_now());
                 let renewed = signer.sign(&list);
                 *shared.signed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = renewed;
+                shared.metrics.bin_list(list.version, list.valid_until_unix_ms);
                 tracing::info!(
                     version = list.version,
                     valid_until_unix_ms = list.valid_until_unix_ms,
@@ -134,6 +148,13 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
                 );
             }
         });
+    }
+    if let Some(l) = metrics_listener {
+        let shared = shared.clone();
+        shutdown.spawn(inflight_daemon::metrics::serve(l, shutdown.clone(), move || {
+            let shared = shared.clone();
+            async move { shared.metrics.scrape(&shared.cfg) }
+        }));
     }
     let slots = Slots::new(AIRCRAFT_MAX);
     {
@@ -168,7 +189,10 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
             _ = shutdown.cancelled() => break,
             i = ep.accept() => match i { Some(i) => i, None => break },
         };
-        let Some((incoming, slot)) = gate.admit(incoming, "aircraft") else { continue };
+        let Some((incoming, slot)) = gate.admit(incoming, "aircraft") else {
+            metrics.handshake_refused(metrics::Refusal::NotAdmitted);
+            continue;
+        };
         let (shared, slots, peers, gate) = (shared.clone(), slots.clone(), peers.clone(), gate.clone());
         let cancel = shutdown.token();
         shutdown.spawn(async move {
@@ -176,6 +200,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
                 Ok(conn) => conn,
                 Err(e) => {
                     tracing::info!(error = %e, "aircraft handshake failed");
+                    shared.metrics.handshake_refused(metrics::Refusal::Handshake);
                     return;
                 }
             };
@@ -184,12 +209,14 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
             let Some(_slot) = slots.try_take() else {
                 tracing::warn!(remote = %conn.remote_address(), max = AIRCRAFT_MAX, "aircraft limit reached; refusing connection");
                 conn.close(CLOSE_BUSY.into(), b"aircraft limit reached");
+                shared.metrics.handshake_refused(metrics::Refusal::AircraftLimit);
                 return;
             };
             let _registered = match peers.register(&conn, CLOSE_REPLACED.into()) {
                 Ok(r) => r,
                 Err(e) => {
                     conn.close(1u32.into(), e.to_string().as_bytes());
+                    shared.metrics.handshake_refused(metrics::Refusal::Identity);
                     return;
                 }
             };

@@ -31,6 +31,8 @@ pub struct Shared {
     /// queues instead of holding `AIRCRAFT_MAX` batches (QUIC flow control holds the rest back
     /// at the sender).
     pub items_budget: tokio::sync::Semaphore,
+    /// The issuer's metrics.
+    pub metrics: crate::metrics::IssuerMetrics,
 }
 
 /// Batch items the issuer holds in memory at once, across all aircraft: one largest batch
@@ -61,10 +63,14 @@ pub async fn serve(shared: Arc<Shared>, conn: Connection, cancel: tokio_util::sy
         }
     };
     tracing::info!(%aircraft, %remote, "aircraft connected");
+    let _connected = shared.metrics.aircraft_connected();
     match session(&shared, &aircraft, &mut w, &mut r, &cancel).await {
         Ok(()) => tracing::debug!(%aircraft, "aircraft disconnected"),
         Err(e) => {
             e.log(&aircraft);
+            if matches!(e, SessionError::Refused { .. }) {
+                shared.metrics.batch_refused();
+            }
             if let Some(frame) = e.answer() {
                 // Bounded: an aircraft that stopped reading must not hold this task.
                 w.send_final(&frame).await;
@@ -295,6 +301,8 @@ async fn batch(
         }
     }
     let accepted = machine.on_end().map_err(refused)?;
+    let deciding = tokio::time::Instant::now();
+    let decided_now = accepted.needs_deciding();
     // The header's digest covers no card data (see `BatchDigest`): each payment id already
     // decided is compared with what was decided, under this issuer's own key.
     let prior = store.prior_contents(&accepted.items)?;
@@ -327,6 +335,11 @@ async fn batch(
     tracing::info!(%aircraft, batch = %id, count, ?start, "batch decided and durable");
     inflight_daemon::crash_point("issuer.after_results_stored");
     let results = store.results(id)?;
+    if decided_now {
+        shared.metrics.batch_decided(deciding.elapsed(), results.iter().map(|r| &r.outcome));
+    } else {
+        shared.metrics.batch_replayed();
+    }
     let stalled = || SessionError::Stalled { batch: id, what: "the aircraft stopped reading its results".into() };
     for (k, chunk) in results.chunks(BATCH_CHUNK_MAX).enumerate() {
         let frame =

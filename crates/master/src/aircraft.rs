@@ -20,7 +20,10 @@ use inflight_wire::{
     ReversalResult, SignedBinList, TerminalId, Verdict, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::MasterMetrics;
 
 /// Capacity of the actor's queue. Connection readers wait when it is full, which
 /// back-pressures terminals through QUIC flow control instead of growing memory.
@@ -42,6 +45,10 @@ pub const CONN_OUTGOING_MAX: usize = 4 * inflight_core::outbox::WINDOW_MAX;
 pub const RESULT_RESEND_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most results pushed again per terminal per interval (bounded by the connection's queue too).
 pub const RESULTS_PER_RESEND_MAX: usize = 1024;
+
+/// How often a metrics scrape may have the actor recount the aged payments (an hour-scale
+/// flag: a minute late is nothing, a scan of the index at every scrape would slow ingest).
+pub const AGED_RECOUNT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a connection writer sends.
 #[derive(Debug)]
@@ -83,6 +90,9 @@ pub enum Event {
     Results { batch: BatchHeader, results: Vec<AuthResult>, reply: oneshot::Sender<Result<(), StoreError>> },
     /// Counts and the BIN list version, for status.
     Status { reply: oneshot::Sender<Snapshot> },
+    /// The same for a metrics scrape, with `aged` recounted at most every [`AGED_RECOUNT`]
+    /// (it scans the whole index; scrapes come every few seconds).
+    MetricsSnapshot { reply: oneshot::Sender<Snapshot> },
     /// The crew sets the flight stamped on new payments.
     SetFlight { flight: String, reply: oneshot::Sender<Result<(), StoreError>> },
     /// From the writer: the write behind `completion` is durable (or the flush failed).
@@ -129,6 +139,8 @@ pub struct Snapshot {
     pub counts: Counts,
     /// Version of the BIN list in force.
     pub bin_list_version: Option<u64>,
+    /// When the BIN list in force expires (milliseconds since the Unix epoch).
+    pub bin_list_valid_until_unix_ms: Option<u64>,
     /// Terminals connected.
     pub terminals: usize,
     /// Payments waiting for the issuer longer than the configured age.
@@ -146,7 +158,12 @@ pub(crate) struct Write {
 }
 
 enum Then {
-    Ack { msg: Outgoing, reply: mpsc::Sender<Outgoing> },
+    /// `taken`: when the actor took the submit (for its latency), `None` for a void.
+    Ack {
+        msg: Outgoing,
+        reply: mpsc::Sender<Outgoing>,
+        taken: Option<Instant>,
+    },
     Complete(Completion),
 }
 
@@ -154,6 +171,8 @@ enum Then {
 pub(crate) struct Writer {
     writes: mpsc::Receiver<Write>,
     durable: mpsc::Sender<Event>,
+    /// Where the submit → ack latency goes.
+    metrics: MasterMetrics,
 }
 
 struct Link {
@@ -178,6 +197,10 @@ pub(crate) struct Aircraft {
     durable: Option<mpsc::Receiver<Event>>,
     /// Completions handed to the writer and not yet handled (at most [`COMPLETIONS_MAX`]).
     completions: usize,
+    /// Counters of what the actor decides and stores.
+    metrics: MasterMetrics,
+    /// The aged count the last metrics scrape got, and when it was counted.
+    aged_for_metrics: Option<(Instant, u64)>,
 }
 
 /// Rebuilds the aircraft's state from the store.
@@ -187,6 +210,7 @@ pub(crate) fn restore(
     issuer_key: &[u8; 32],
     age_flag: std::time::Duration,
     limits: inflight_core::aggregator::Limits,
+    metrics: MasterMetrics,
 ) -> Result<(Aircraft, Writer), StoreError> {
     let mut agg = Aggregator::with_limits(limits);
     for (id, entry) in store.index()? {
@@ -220,8 +244,10 @@ pub(crate) fn restore(
         age_flag,
         durable: Some(durable_rx),
         completions: 0,
+        metrics: metrics.clone(),
+        aged_for_metrics: None,
     };
-    Ok((actor, Writer { writes: writes_rx, durable: durable_tx }))
+    Ok((actor, Writer { writes: writes_rx, durable: durable_tx, metrics }))
 }
 
 impl Aircraft {
@@ -369,13 +395,18 @@ impl Aircraft {
                 }
             }
             Event::Status { reply } => {
-                let _ = reply.send(Snapshot {
-                    counts: self.agg.counts(),
-                    bin_list_version: self.agg.bin_list().map(|b| b.version),
-                    terminals: self.links.len(),
-                    aged: self.agg.aged(inflight_daemon::unix_ms_now(), self.age_flag.as_millis() as u64),
-                    reversals: self.agg.reversal_counts(),
-                });
+                let _ = reply.send(self.snapshot(self.aged()));
+            }
+            Event::MetricsSnapshot { reply } => {
+                let aged = match self.aged_for_metrics {
+                    Some((at, n)) if at.elapsed() < AGED_RECOUNT => n,
+                    _ => {
+                        let n = self.aged();
+                        self.aged_for_metrics = Some((Instant::now(), n));
+                        n
+                    }
+                };
+                let _ = reply.send(self.snapshot(aged));
             }
             Event::SetFlight { flight, reply } => match self.store.set_setting("flight", &flight) {
                 Ok(t) => self.complete(t, Completion::SetFlight { flight, reply }).await,
@@ -383,6 +414,22 @@ impl Aircraft {
                     let _ = reply.send(Err(e));
                 }
             },
+        }
+    }
+
+    /// Payments waiting for the issuer longer than the flag age (a scan of the index).
+    fn aged(&self) -> u64 {
+        self.agg.aged(inflight_daemon::unix_ms_now(), self.age_flag.as_millis() as u64)
+    }
+
+    fn snapshot(&self, aged: u64) -> Snapshot {
+        Snapshot {
+            counts: self.agg.counts(),
+            bin_list_version: self.agg.bin_list().map(|b| b.version),
+            bin_list_valid_until_unix_ms: self.agg.bin_list().map(|b| b.valid_until_unix_ms),
+            terminals: self.links.len(),
+            aged,
+            reversals: self.agg.reversal_counts(),
         }
     }
 
@@ -414,6 +461,7 @@ impl Aircraft {
             Completion::Results { batch, results, reply } => {
                 inflight_daemon::crash_point("master.after_results_stored_before_push");
                 self.agg.close_batch(batch.id);
+                self.metrics.batch_decided(results.iter().map(|r| &r.outcome));
                 for r in &results {
                     self.agg.advance(r.id, Phase::Decided);
                     let Some(entry) = self.agg.entry(&r.id) else { continue };
@@ -433,6 +481,7 @@ impl Aircraft {
                      issuer's operations, later payments go in new batches"
                 );
                 self.agg.close_batch(batch.id);
+                self.metrics.batch_quarantined();
                 for id in ids {
                     self.agg.advance(id, Phase::Quarantined);
                 }
@@ -460,6 +509,7 @@ impl Aircraft {
     }
 
     async fn submit(&mut self, terminal: TerminalId, payment: Payment, answered: bool, reply: mpsc::Sender<Outgoing>) {
+        let taken = Instant::now();
         let digest = self.store.content_digest(&payment);
         let card = self.store.card_hash(&payment);
         let decision = self.agg.handle_submit(&terminal, &payment, answered, digest, card);
@@ -486,13 +536,23 @@ impl Aircraft {
                             }
                             _ => {}
                         }
-                        self.store.put(&payment, digest, verdict, flag, &self.flight, answered)
+                        let put = self.store.put(&payment, digest, verdict, flag, &self.flight, answered);
+                        if put.is_ok() {
+                            self.metrics.payment_received(verdict);
+                        }
+                        put
                     }
                     SubmitWrite::CarryRefused(r) => {
                         tracing::warn!(payment = %id, flag = r.as_str(), "carrying a refused payment its terminal had already accepted");
                         self.store.carry_refused(&payment, r)
                     }
-                    SubmitWrite::Confirm => self.store.confirm_answered(id),
+                    SubmitWrite::Confirm => {
+                        let confirmed = self.store.confirm_answered(id);
+                        if confirmed.is_ok() {
+                            self.metrics.payment_confirmed();
+                        }
+                        confirmed
+                    }
                     SubmitWrite::Barrier => Ok(self.store.latest()),
                 };
                 ticket.map(|t| (t, ack))
@@ -520,7 +580,7 @@ impl Aircraft {
         match written {
             Ok((ticket, verdict)) => {
                 let msg = Outgoing::Msg(MasterMsg::Ack { id: payment.id, verdict });
-                let _ = self.writes.send(Write { ticket, then: Then::Ack { msg, reply } }).await;
+                let _ = self.writes.send(Write { ticket, then: Then::Ack { msg, reply, taken: Some(taken) } }).await;
             }
             Err(e) => {
                 // No ack: the terminal keeps the payment and sends it again.
@@ -551,7 +611,7 @@ impl Aircraft {
         match written {
             Ok(ticket) => {
                 let msg = Outgoing::Msg(MasterMsg::VoidAck { id, carried });
-                let _ = self.writes.send(Write { ticket, then: Then::Ack { msg, reply } }).await;
+                let _ = self.writes.send(Write { ticket, then: Then::Ack { msg, reply, taken: None } }).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, payment = %id, "cannot record the void; the terminal will send it again");
@@ -585,7 +645,7 @@ impl Aircraft {
         match written {
             Ok(ticket) => {
                 let msg = Outgoing::Msg(MasterMsg::CancelAck { id, outcome });
-                let _ = self.writes.send(Write { ticket, then: Then::Ack { msg, reply } }).await;
+                let _ = self.writes.send(Write { ticket, then: Then::Ack { msg, reply, taken: None } }).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, payment = %id, "cannot record the void; the terminal will send it again");
@@ -599,7 +659,7 @@ impl Aircraft {
 /// hands its completions back to the actor (`Event::Durable`). Ends when the actor is gone and
 /// every write handed to it is answered.
 pub(crate) async fn run_writer(store: Arc<MasterStore>, writer: Writer) {
-    let Writer { writes: mut rx, durable } = writer;
+    let Writer { writes: mut rx, durable, metrics } = writer;
     let mut group: Vec<Write> = Vec::new();
     while let Some(first) = rx.recv().await {
         group.push(first);
@@ -617,10 +677,13 @@ pub(crate) async fn run_writer(store: Arc<MasterStore>, writer: Writer) {
         }
         for w in group.drain(..) {
             match w.then {
-                Then::Ack { msg, reply } => {
+                Then::Ack { msg, reply, taken } => {
                     if flushed.is_ok() {
                         // A full or closed connection loses the ack; the terminal re-sends.
                         let _ = reply.try_send(msg);
+                        if let Some(taken) = taken {
+                            metrics.submit_acked(taken.elapsed());
+                        }
                     }
                 }
                 // Never waits: the queue has room for every completion in flight (see
@@ -680,6 +743,7 @@ mod tests {
             &[0; 32],
             Duration::from_secs(3600),
             inflight_core::aggregator::Limits::default(),
+            MasterMetrics::new(),
         )
         .expect("restore");
         let (tx, rx) = mpsc::channel(16);

@@ -23,6 +23,8 @@ pub struct MasterConfig {
     pub admin_access: inflight_daemon::local::Access,
     /// UDP address terminals connect to.
     pub listen: SocketAddr,
+    /// TCP address of the Prometheus `GET /metrics` server; none when absent.
+    pub metrics_listen: Option<SocketAddr>,
     /// CA whose certificates terminals must present.
     pub ca_file: PathBuf,
     /// Revocation list of the terminal CA (PEM), if any: a revoked terminal is refused at its
@@ -101,6 +103,7 @@ impl MasterConfig {
         let admin_access = inflight_daemon::local::Access::read(&mut r, "admin", true);
         let log_format = r.log_format();
         let listen = r.socket_addr("listen");
+        let metrics_listen = inflight_daemon::metrics::read_listen(&mut r);
         let ca_file = r.path("tls.ca_file");
         let crl_file = r.optional_path("tls.crl_file");
         let cert_file = r.path("tls.cert_file");
@@ -167,6 +170,7 @@ impl MasterConfig {
             admin_socket: admin_socket.expect(missing),
             admin_access,
             listen: listen.expect(missing),
+            metrics_listen,
             ca_file: ca_file.expect(missing),
             crl_file,
             cert_file: cert_file.expect(missing),

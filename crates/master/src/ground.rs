@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aircraft::Event;
 use crate::config::MasterConfig;
+use crate::metrics::MasterMetrics;
 
 /// How often an idle upload session looks for new payments to send.
 const IDLE_POLL: Duration = Duration::from_millis(250);
@@ -108,21 +109,26 @@ impl SessionError {
 pub struct LinkState {
     watcher: Arc<Mutex<LinkWatcher>>,
     up: watch::Sender<bool>,
+    /// Counts the flaps (up to down).
+    metrics: MasterMetrics,
 }
 
 impl LinkState {
     /// Starts down, with the crew's stored override.
-    pub fn new(cfg: &MasterConfig, mode: LinkOverride) -> Self {
+    pub(crate) fn new(cfg: &MasterConfig, mode: LinkOverride, metrics: MasterMetrics) -> Self {
         let mut w = LinkWatcher::new(cfg.ground.probe_up_after, cfg.ground.probe_down_after);
         w.set_override(mode);
         let up = watch::Sender::new(w.is_up());
-        Self { watcher: Arc::new(Mutex::new(w)), up }
+        Self { watcher: Arc::new(Mutex::new(w)), up, metrics }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut LinkWatcher) -> R) -> R {
         let mut w = self.watcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let r = f(&mut w);
-        self.up.send_replace(w.is_up());
+        let was_up = self.up.send_replace(w.is_up());
+        if was_up && !w.is_up() {
+            self.metrics.link_flapped();
+        }
         r
     }
 
@@ -243,6 +249,7 @@ pub async fn upload_loop(
     link: LinkState,
     store: Arc<MasterStore>,
     events: mpsc::Sender<Event>,
+    metrics: MasterMetrics,
     cancel: CancellationToken,
 ) {
     let mut up = link.subscribe();
@@ -254,7 +261,7 @@ pub async fn upload_loop(
         }
         let result = tokio::select! {
             _ = cancel.cancelled() => Err(SessionError::ShuttingDown),
-            r = session(&cfg, &ep, &store, &events, &mut uploader) => r,
+            r = session(&cfg, &ep, &store, &events, &metrics, &mut uploader) => r,
             _ = up.wait_for(|u| !*u) => Err(SessionError::LinkDown),
         };
         if let Err(e) = result {
@@ -280,6 +287,7 @@ async fn session(
     ep: &GroundEndpoint,
     store: &MasterStore,
     events: &mpsc::Sender<Event>,
+    metrics: &MasterMetrics,
     uploader: &mut Uploader,
 ) -> Result<(), SessionError> {
     let (conn, mut w, mut r) = open(cfg, ep).await?;
@@ -301,13 +309,19 @@ async fn session(
                     tracing::info!(batch = %header.id, count = header.count, "re-sending the open batch");
                     uploader.resume(header, ids);
                 }
-                NextBatch::Pending(ids) => seal(cfg, store, &ids, events, uploader).await?,
+                NextBatch::Pending(ids) => {
+                    let started = tokio::time::Instant::now();
+                    seal(cfg, store, &ids, events, uploader).await?;
+                    metrics.sealed(started.elapsed());
+                }
             }
             if uploader.state() == UploadState::Sealing {
                 // The uploader kept a batch it holds, never recorded: record it first.
                 record(events, uploader).await?;
             }
+            let started = tokio::time::Instant::now();
             send_batch(store, &mut w, &mut r, events, uploader).await?;
+            metrics.uploaded(started.elapsed());
         }
     }
     .await;

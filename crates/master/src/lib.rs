@@ -13,6 +13,7 @@ mod aircraft;
 pub mod config;
 mod conn;
 mod ground;
+mod metrics;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub enum MasterError {
     /// TLS material or the socket could not be set up.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// `metrics_listen` cannot be listened on: a config error.
+    #[error(transparent)]
+    Metrics(#[from] inflight_daemon::metrics::MetricsBindError),
     /// The admin socket could not be bound.
     #[error("admin socket {path}: {detail}")]
     Socket {
@@ -55,6 +59,7 @@ impl DaemonError for MasterError {
         match self {
             MasterError::Store(_) => ExitClass::Io,
             MasterError::Net(_) | MasterError::Socket { .. } => ExitClass::Unavailable,
+            MasterError::Metrics(_) => ExitClass::Config,
         }
     }
 }
@@ -77,15 +82,22 @@ pub fn open_store(cfg: &MasterConfig) -> Result<MasterStore, StoreError> {
 pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), MasterError> {
     let cfg = Arc::new(cfg);
     let store = Arc::new(open_store(&cfg)?);
+    let metrics = metrics::MasterMetrics::new();
+    store.observe_commits(metrics.commit_observer());
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(inflight_daemon::metrics::bind(addr).await?),
+        None => None,
+    };
     let (actor, writer) = aircraft::restore(
         store.clone(),
         cfg.flight_id.clone(),
         &cfg.ground.issuer_public_key,
         cfg.payment_age_flag,
         cfg.limits(),
+        metrics.clone(),
     )?;
     let mode = store.setting("link_override")?.and_then(|m| LinkOverride::parse(&m).ok()).unwrap_or_default();
-    let link = LinkState::new(&cfg, mode);
+    let link = LinkState::new(&cfg, mode, metrics.clone());
     let ground_tls = {
         let c = cfg.clone();
         let build: inflight_net::reload::BuildClient = Box::new(move || {
@@ -121,6 +133,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         admin = %cfg.admin_socket.display(),
         issuer = %cfg.ground.issuer_addr,
         link_override = mode.as_str(),
+        metrics = %metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or_else(|| "off".into(), |a| a.to_string()),
         "inflight-master running"
     );
 
@@ -136,8 +149,16 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         link.clone(),
         store.clone(),
         events_tx.clone(),
+        metrics.clone(),
         shutdown.token(),
     ));
+    if let Some(listener) = metrics_listener {
+        let (cfg, events, link, metrics) = (cfg.clone(), events_tx.clone(), link.clone(), metrics.clone());
+        shutdown.spawn(inflight_daemon::metrics::serve(listener, shutdown.clone(), move || {
+            let (cfg, events, link, metrics) = (cfg.clone(), events.clone(), link.clone(), metrics.clone());
+            async move { metrics.scrape(&cfg, &events, &link).await }
+        }));
+    }
     let connected = Arc::new(AtomicUsize::new(0));
     // Only authenticated connections take a terminal slot; handshakes are admitted by `gate`.
     let slots = Slots::new(cfg.terminals_max);
@@ -174,14 +195,19 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
             _ = shutdown.cancelled() => break,
             i = ep.accept() => match i { Some(i) => i, None => break },
         };
-        let Some((incoming, slot)) = gate.admit(incoming, "terminal") else { continue };
+        let Some((incoming, slot)) = gate.admit(incoming, "terminal") else {
+            metrics.handshake_refused(metrics::Refusal::NotAdmitted);
+            continue;
+        };
         let (cfg, events_tx, connected, cancel) = (cfg.clone(), events_tx.clone(), connected.clone(), shutdown.token());
+        let metrics = metrics.clone();
         let (slots, peers, gate) = (slots.clone(), peers.clone(), gate.clone());
         shutdown.spawn(async move {
             let conn = match admission::handshake(incoming, slot, cfg.timers.connect).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     tracing::info!(error = %e, "terminal handshake failed");
+                    metrics.handshake_refused(metrics::Refusal::Handshake);
                     return;
                 }
             };
@@ -192,12 +218,14 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
                 Ok(r) => r,
                 Err(e) => {
                     conn.close(ErrorCode::WrongTerminal.as_u32().into(), e.to_string().as_bytes());
+                    metrics.handshake_refused(metrics::Refusal::Identity);
                     return;
                 }
             };
             let Some(_slot) = slots.take_within(REPLACED_SLOT_WAIT).await else {
                 tracing::warn!(remote = %conn.remote_address(), max = cfg.terminals_max, "terminal limit reached; refusing connection");
                 conn.close(ErrorCode::Busy.as_u32().into(), b"terminal limit reached");
+                metrics.handshake_refused(metrics::Refusal::TerminalLimit);
                 return;
             };
             let _registered = registered;

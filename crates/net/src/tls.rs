@@ -168,6 +168,15 @@ pub fn dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, NetError> {
         .unwrap_or_default())
 }
 
+/// When the leaf certificate in a PEM file stops being valid (its `notAfter`), in seconds since
+/// the Unix epoch: what a daemon reports as its certificate's expiry.
+pub fn leaf_not_after_unix_s(path: &Path) -> Result<i64, NetError> {
+    let chain = certs_from_pem(path)?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(chain[0].as_ref())
+        .map_err(|e| NetError::Identity(format!("unparsable certificate: {e}")))?;
+    Ok(parsed.validity().not_after.timestamp())
+}
+
 /// A certificate's serial number (the bytes of its DER integer), as revocation lists name it.
 pub fn serial(cert: &CertificateDer<'_>) -> Result<Vec<u8>, NetError> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())

@@ -149,6 +149,9 @@ card_key_file = "{root}/keys/issuer.card.key"
 # Local admin API (ledger), JSON lines on a Unix socket.
 admin_socket = "{root}/run/issuer.sock"
 log_format = "plain"
+# Prometheus metrics: GET /metrics (text format) on this TCP address; absent, no metrics
+# server. Plain HTTP without TLS: keep it on loopback or a management network.
+# metrics_listen = "127.0.0.1:{metrics_port}"
 # UDP address aircraft connect to (QUIC, ALPN inflight-ground/1).
 listen = "127.0.0.1:{port}"
 # Ed25519 key (PKCS#8, hex, mode 0600) that signs the BIN list. Terminals and the master hold
@@ -198,6 +201,7 @@ idle_timeout_ms = 5000
 cache_bytes = 33554432
 "#,
         port = plan.base_port + 1,
+        metrics_port = metrics_port(plan, 1),
     )
 }
 
@@ -218,6 +222,9 @@ card_key_file = "{root}/keys/master.card.key"
 admin_socket = "{root}/run/master.sock"
 # "plain" or "json"; the level comes from RUST_LOG (default info).
 log_format = "plain"
+# Prometheus metrics: GET /metrics (text format) on this TCP address; absent, no metrics
+# server. Plain HTTP without TLS: keep it on loopback or a management network.
+# metrics_listen = "127.0.0.1:{metrics_port}"
 # UDP address terminals connect to (QUIC, ALPN inflight-terminal/1).
 listen = "127.0.0.1:{port}"
 # Stamped on every payment and batch; the crew may change it (admin API).
@@ -300,6 +307,7 @@ connect_timeout_ms = 3000
         aircraft = plan.aircraft,
         port = plan.base_port,
         issuer_port = plan.base_port + 1,
+        metrics_port = metrics_port(plan, 0),
         issuer_name = ISSUER_SERVER_NAME,
         flight = FLIGHT_ID,
     )
@@ -324,6 +332,9 @@ capture_socket = "{root}/run/{id}.sock"
 # unexpired list every card is refused (no_valid_bin_list).
 issuer_public_key_file = "{root}/keys/issuer-signing.pub"
 log_format = "plain"
+# Prometheus metrics: GET /metrics (text format) on this TCP address; absent, no metrics
+# server. Plain HTTP without TLS: keep it on loopback or a management network.
+# metrics_listen = "127.0.0.1:{metrics_port}"
 
 [capture]
 # Who may use capture_socket (the sale app) besides root and this daemon's own user (checked
@@ -378,7 +389,14 @@ cache_bytes = 2097152
 "#,
         port = plan.base_port,
         master = master_server_name(&plan.aircraft),
+        metrics_port = metrics_port(plan, 1 + k),
     )
+}
+
+/// The TCP port suggested (commented out) for a daemon's `metrics_listen`: 2000 above the
+/// base port, the master first, then the issuer, then terminal k at `1 + k`.
+fn metrics_port(plan: &LocalPlan, n: u32) -> u32 {
+    u32::from(plan.base_port) + 2000 + n
 }
 
 /// One published test card (DESIGN.md §8 field names).

@@ -25,6 +25,8 @@ pub struct SlaveConfig {
     pub capture_access: inflight_daemon::local::Access,
     /// The master's UDP address.
     pub master_addr: SocketAddr,
+    /// TCP address of the Prometheus `GET /metrics` server; none when absent.
+    pub metrics_listen: Option<SocketAddr>,
     /// Name on the master's certificate.
     pub master_server_name: String,
     /// CA that signs the master's certificate.
@@ -73,6 +75,7 @@ impl SlaveConfig {
         let capture_access = inflight_daemon::local::Access::read(&mut r, "capture", false);
         let log_format = r.log_format();
         let master_addr = r.socket_addr("master.addr");
+        let metrics_listen = inflight_daemon::metrics::read_listen(&mut r);
         let master_server_name = r.string("master.server_name");
         let ca_file = r.path("tls.ca_file");
         let issuer_public_key = r.path("issuer_public_key_file").and_then(|p| {
@@ -123,6 +126,7 @@ impl SlaveConfig {
             capture_socket: capture_socket.expect(missing),
             capture_access,
             master_addr: master_addr.expect(missing),
+            metrics_listen,
             master_server_name: master_server_name.expect(missing),
             ca_file: ca_file.expect(missing),
             issuer_public_key: issuer_public_key.expect(missing),

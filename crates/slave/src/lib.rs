@@ -11,6 +11,7 @@ mod answer;
 pub mod api;
 pub mod config;
 mod link;
+mod metrics;
 mod terminal;
 
 use crate::terminal::VoidOf;
@@ -44,6 +45,9 @@ pub enum SlaveError {
     /// never holds what was read.
     #[error("--pan -: {0}")]
     PanInput(&'static str),
+    /// `metrics_listen` cannot be listened on: a config error.
+    #[error(transparent)]
+    Metrics(#[from] inflight_daemon::metrics::MetricsBindError),
     /// The capture socket could not be bound.
     #[error("capture socket {path}: {detail}")]
     Socket {
@@ -59,7 +63,7 @@ impl DaemonError for SlaveError {
         match self {
             SlaveError::Store(_) => ExitClass::Io,
             SlaveError::Net(_) | SlaveError::Socket { .. } => ExitClass::Unavailable,
-            SlaveError::PanInput(_) => ExitClass::Config,
+            SlaveError::PanInput(_) | SlaveError::Metrics(_) => ExitClass::Config,
         }
     }
 }
@@ -91,6 +95,12 @@ pub(crate) fn tls_files(cfg: &SlaveConfig) -> Vec<std::path::PathBuf> {
 pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), SlaveError> {
     let cfg = Arc::new(cfg);
     let store = Arc::new(open_store(&cfg)?);
+    let metrics = metrics::SlaveMetrics::new();
+    store.observe_commits(metrics.commit_observer());
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(inflight_daemon::metrics::bind(addr).await?),
+        None => None,
+    };
     let client_tls = client_tls(&cfg)?;
     let bind = if cfg.master_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     let ep = endpoint::client(bind.parse().expect("literal socket address"), client_tls, cfg.timers)?;
@@ -105,6 +115,7 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
         version = env!("CARGO_PKG_VERSION"),
         socket = %cfg.capture_socket.display(),
         master = %cfg.master_addr,
+        metrics = %metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or_else(|| "off".into(), |a| a.to_string()),
         "inflight-slave running"
     );
 
@@ -114,7 +125,14 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
     // answered; it is stopped after the drain.
     let actor_cancel = CancellationToken::new();
     let actor_task = tokio::spawn(actor.run(rx, actor_cancel.clone()));
-    shutdown.spawn(link::run(cfg.clone(), ep, tx.clone(), shutdown.token()));
+    shutdown.spawn(link::run(cfg.clone(), ep, tx.clone(), metrics.clone(), shutdown.token()));
+    if let Some(l) = metrics_listener {
+        let (cfg, events, metrics, store) = (cfg.clone(), tx.clone(), metrics.clone(), store.clone());
+        shutdown.spawn(inflight_daemon::metrics::serve(l, shutdown.clone(), move || {
+            let (cfg, events, metrics, store) = (cfg.clone(), events.clone(), metrics.clone(), store.clone());
+            async move { metrics.scrape(&cfg, &events, &store).await }
+        }));
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -122,7 +140,7 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
             // the others); the sale app's ops (capture, status) need nothing more.
             conn = listener.accept() => match conn {
                 Ok(admitted) => {
-                    shutdown.spawn(serve_local(admitted, tx.clone(), shutdown.token()));
+                    shutdown.spawn(serve_local(admitted, tx.clone(), metrics.clone(), shutdown.token()));
                 }
                 Err(e) => tracing::warn!(error = %e, "capture socket accept failed"),
             },
@@ -143,6 +161,7 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
 async fn serve_local(
     admitted: inflight_daemon::local::Admitted,
     events: mpsc::Sender<Event>,
+    metrics: metrics::SlaveMetrics,
     cancel: CancellationToken,
 ) {
     // The connection's slot is held until this task ends.
@@ -172,7 +191,7 @@ async fn serve_local(
             Err(e) => {
                 json!({ "error": "bad_request", "detail": format!("not a valid request (line {}, column {})", e.line(), e.column()) })
             }
-            Ok(Request::Capture(body)) => capture_answer(body, &events).await,
+            Ok(Request::Capture(body)) => capture_answer(body, &events, &metrics).await,
             Ok(Request::Status { payment_id }) => status_answer(payment_id, &events).await,
             Ok(Request::Void { payment_id, request_id }) => void_answer(payment_id, request_id, &events).await,
         };
@@ -182,7 +201,8 @@ async fn serve_local(
     }
 }
 
-async fn capture_answer(body: CaptureBody, events: &mpsc::Sender<Event>) -> Value {
+async fn capture_answer(body: CaptureBody, events: &mpsc::Sender<Event>, metrics: &metrics::SlaveMetrics) -> Value {
+    let taken = tokio::time::Instant::now();
     let request_id = body.request_id;
     let req = CaptureRequest {
         pan: body.pan,
@@ -201,7 +221,10 @@ async fn capture_answer(body: CaptureBody, events: &mpsc::Sender<Event>) -> Valu
         return json!({ "error": "shutting_down" });
     }
     match rx.await {
-        Ok(a) => a.into_inner(),
+        Ok(a) => {
+            metrics.answered(a.told(), taken.elapsed());
+            a.into_inner()
+        }
         Err(_) => json!({ "error": "shutting_down" }),
     }
 }

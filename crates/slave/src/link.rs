@@ -59,6 +59,7 @@ pub(crate) async fn run(
     cfg: Arc<SlaveConfig>,
     mut ep: Endpoint,
     events: mpsc::Sender<Event>,
+    metrics: crate::metrics::SlaveMetrics,
     cancel: CancellationToken,
 ) {
     let mut backoff = cfg.reconnect_min;
@@ -103,6 +104,7 @@ pub(crate) async fn run(
             Err(e) => e.log(),
         }
         if was_connected {
+            metrics.link_dropped();
             backoff = cfg.reconnect_min;
         }
         let delay = jitter(backoff, &mut seed);

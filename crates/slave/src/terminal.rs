@@ -56,6 +56,9 @@ pub(crate) enum Event {
     Void { which: VoidOf, reply: oneshot::Sender<Reply> },
     /// The master's answer to a sale app's void.
     CancelAck { id: PaymentId, outcome: CancelOutcome },
+    /// What a metrics scrape shows of the actor's state: cheap, no store read (the scrape
+    /// counts the store's payments itself, off the actor).
+    Gauges { reply: oneshot::Sender<Gauges> },
 }
 
 /// Which payment a void names.
@@ -245,6 +248,14 @@ impl Terminal {
             Event::Void { which, reply } => self.void(which, reply),
             Event::Status { payment, reply } => {
                 let _ = reply.send(self.status(payment));
+            }
+            Event::Gauges { reply } => {
+                let _ = reply.send(Gauges {
+                    master_connected: self.link.is_some(),
+                    bin_list_version: self.machine.bin_list().map(|b| b.version),
+                    bin_list_valid_until_unix_ms: self.machine.bin_list().map(|b| b.valid_until_unix_ms),
+                    unacked: self.machine.unsettled() as u64,
+                });
             }
         }
     }
@@ -457,6 +468,19 @@ impl Terminal {
             }
         }
     }
+}
+
+/// The actor's state a metrics scrape shows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gauges {
+    /// Connected to the master.
+    pub master_connected: bool,
+    /// The BIN list in force.
+    pub bin_list_version: Option<u64>,
+    /// When it expires (milliseconds since the Unix epoch).
+    pub bin_list_valid_until_unix_ms: Option<u64>,
+    /// Payments the master has not acked yet.
+    pub unacked: u64,
 }
 
 /// What a failed write means for the machine: applied but unconfirmed (it may reach the disk:

@@ -2,8 +2,9 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -19,6 +20,10 @@ impl Ticket {
     pub const NONE: Ticket = Ticket(0);
 }
 
+/// Told about every group commit, on the flusher thread: how many writes it made durable and
+/// how long its flush and fsync took. It must be quick (a daemon's metrics: atomic updates).
+pub type CommitObserver = Arc<dyn Fn(u64, Duration) + Send + Sync>;
+
 /// The flusher shared by every writer of one sled database.
 #[derive(Debug)]
 pub struct Committer {
@@ -28,6 +33,16 @@ pub struct Committer {
     dir: PathBuf,
     /// What the flusher handed back when it stopped normally (not poisoned): the mark to close.
     stopped: Mutex<Option<Durable>>,
+}
+
+/// Where the flusher finds the observer, set once at most ([`Committer::observe`]).
+#[derive(Default)]
+struct ObserverSlot(OnceLock<CommitObserver>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "ObserverSlot(set)" } else { "ObserverSlot(unset)" })
+    }
 }
 
 /// The durable mark and the sequence number of the latest group commit it records.
@@ -44,6 +59,8 @@ struct Durable {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// Told about every group commit (a daemon's metrics), once one is set.
+    observer: ObserverSlot,
 }
 
 #[derive(Debug, Default)]
@@ -78,7 +95,11 @@ impl Committer {
         // crash) or the mark (a store whose sled key was never written).
         let seq = durable::sled_seq(&db).map_err(open_err)?.max(mark.last().seq);
         let power_images = test_hook_var(POWER_IMAGES_ENV).map(|d| (dir.to_owned(), PathBuf::from(d)));
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new() });
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            observer: ObserverSlot::default(),
+        });
         let s = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("store-flusher".into())
@@ -115,6 +136,11 @@ impl Committer {
             (None, true) => Err(StoreError::Closed),
             (None, false) => Ok(()),
         }
+    }
+
+    /// Has `observer` told about every group commit from now on (once: a second is ignored).
+    pub fn observe(&self, observer: CommitObserver) {
+        let _ = self.shared.observer.0.set(observer);
     }
 
     /// The ticket of the latest write: waiting on it covers everything written so far.
@@ -265,6 +291,7 @@ fn flusher(
         // sequence number is written after all of them, so it lies later in sled's log: a sled
         // that recovers it recovered them (see the `durable` module).
         fsyncs += 1;
+        let started = Instant::now();
         let injected = fail_after.is_some_and(|n| fsyncs > n);
         let seq = d.seq + 1;
         let result = db
@@ -281,12 +308,18 @@ fn flusher(
         match result {
             Ok(()) => {
                 d.seq = seq;
+                let writes = target.saturating_sub(st.durable);
                 st.durable = st.durable.max(target);
                 let durable = st.durable;
                 let (done, rest): (Vec<_>, Vec<_>) =
                     std::mem::take(&mut st.waiters).into_iter().partition(|(seq, _)| *seq <= durable);
                 st.waiters = rest;
                 drop(st);
+                // Counted before its writers hear of it (two atomic updates), so that whoever
+                // saw a write durable sees it counted.
+                if let Some(observe) = shared.observer.0.get() {
+                    observe(writes, started.elapsed());
+                }
                 for (_, tx) in done {
                     let _ = tx.send(Ok(()));
                 }
@@ -367,5 +400,25 @@ mod tests {
         // it and may still write it (found by review: a terminal told a sale app `rejected` for
         // an answered mark that reached the disk anyway).
         assert!(matches!(c.note_write(), Err(StoreError::Unconfirmed(_))));
+    }
+
+    /// The observer hears of each group commit with the writes it made durable.
+    #[test]
+    fn the_observer_is_told_each_group_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::open_sled(dir.path(), 1 << 20).expect("open");
+        let c = Committer::start_with(db.clone(), dir.path(), None).expect("start");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        c.observe(Arc::new(move |writes, _took| lock(&s).push(writes)));
+        for k in 0..3u8 {
+            db.insert([k], b"v".as_slice()).expect("insert");
+            c.note_write().expect("ticket");
+        }
+        c.wait_blocking(c.latest()).expect("durable");
+        assert_eq!(lock(&seen).as_slice(), [3], "one group of three writes");
+        db.insert(b"x", b"v".as_slice()).expect("insert");
+        c.wait_blocking(c.note_write().expect("ticket")).expect("durable");
+        assert_eq!(lock(&seen).as_slice(), [3, 1]);
     }
 }

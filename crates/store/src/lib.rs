@@ -23,7 +23,7 @@ mod signing;
 mod slave;
 mod vault;
 
-pub use commit::{Committer, Ticket};
+pub use commit::{CommitObserver, Committer, Ticket};
 pub use error::StoreError;
 pub use inflight_core::batch::BatchDigest;
 pub use issuer::{AccountLine, BatchStart, IssuerStore, LedgerLine};

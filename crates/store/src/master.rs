@@ -544,6 +544,11 @@ impl MasterStore {
         self.committer.latest()
     }
 
+    /// Has `observer` told about every group commit (a daemon's metrics).
+    pub fn observe_commits(&self, observer: crate::CommitObserver) {
+        self.committer.observe(observer);
+    }
+
     /// Flushes everything and stops the flusher.
     pub fn close(&self) {
         self.committer.close();

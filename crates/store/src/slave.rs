@@ -274,6 +274,11 @@ impl SlaveStore {
         self.committer.wait_blocking(ticket)
     }
 
+    /// Has `observer` told about every group commit (a daemon's metrics).
+    pub fn observe_commits(&self, observer: crate::CommitObserver) {
+        self.committer.observe(observer);
+    }
+
     /// Flushes everything and stops the flusher.
     pub fn close(&self) {
         self.committer.close();
