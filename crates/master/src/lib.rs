@@ -394,7 +394,8 @@ pub enum ReportError {
     /// The daemon is stopped and its store cannot be opened or read (exit 74).
     #[error("the store cannot be read: {0}")]
     Store(#[from] StoreError),
-    /// The running daemon refused or failed the request (exit 70).
+    /// The running daemon refused or failed the request: exit 64 (`bad_request`), 69
+    /// (`forbidden`, `busy`, `shutting_down`), 74 (`storage_error`), else 70.
     #[error("the daemon answered {0}")]
     Daemon(Value),
 }
@@ -405,7 +406,12 @@ impl ReportError {
         match self {
             ReportError::BadFlight(_) => inflight_daemon::EXIT_CONFIG,
             ReportError::Store(_) => inflight_daemon::EXIT_IO,
-            ReportError::Daemon(_) => inflight_daemon::EXIT_SOFTWARE,
+            ReportError::Daemon(v) => match v["error"].as_str() {
+                Some("bad_request") => inflight_daemon::EXIT_CONFIG,
+                Some("forbidden" | "busy" | "shutting_down") => inflight_daemon::EXIT_UNAVAILABLE,
+                Some("storage_error") => inflight_daemon::EXIT_IO,
+                _ => inflight_daemon::EXIT_SOFTWARE,
+            },
         }
     }
 }
@@ -647,6 +653,18 @@ mod tests {
         assert!(unknown["detail"].as_str().is_some_and(|d| d.contains("unknown variant `reboot`")), "{unknown}");
         let missing = parse(json!({"op": "link"})).expect_err("refused");
         assert!(missing["detail"].as_str().is_some_and(|d| d.contains("missing field `mode`")), "{missing}");
+    }
+
+    #[test]
+    fn report_errors_exit_with_the_documented_codes() {
+        let code = |e: ReportError| e.exit_code();
+        assert_eq!(code(ReportError::BadFlight("bad")), inflight_daemon::EXIT_CONFIG);
+        assert_eq!(code(ReportError::Store(StoreError::Io("disk".into()))), inflight_daemon::EXIT_IO);
+        let daemon = |error: &str| code(ReportError::Daemon(json!({ "error": error })));
+        assert_eq!(daemon("bad_request"), inflight_daemon::EXIT_CONFIG);
+        assert_eq!(daemon("forbidden"), inflight_daemon::EXIT_UNAVAILABLE);
+        assert_eq!(daemon("storage_error"), inflight_daemon::EXIT_IO);
+        assert_eq!(daemon("internal"), inflight_daemon::EXIT_SOFTWARE);
     }
 
     #[test]

@@ -55,7 +55,7 @@ struct Cli {
     #[arg(long)]
     report: Option<PathBuf>,
     /// Write the flight as one self-contained HTML page here (timeline and outcomes).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "model")]
     html: Option<PathBuf>,
     /// Keep the run directory (stores, logs, configs) here instead of a temporary one.
     #[arg(long)]

@@ -128,10 +128,13 @@ pub fn render(r: &FlightReport) -> String {
         b,
         "<h1>Flight <span id=\"flight\">{}</span>: payments</h1>\n<p class=\"note\">What the aircraft server recorded for this \
          flight. Cards refused at the seat never reach it and are not counted here. Amounts in major units; \
-         <em>aged</em>: waiting for the issuer for more than {} h. Other flights on record: {}.</p>\n",
+         <em>aged</em>: waiting for the issuer for more than {} h.{}</p>\n",
         escape(&r.flight),
         r.aged_after_ms / 3_600_000,
-        escape(&r.flights.iter().filter(|f| **f != r.flight).cloned().collect::<Vec<_>>().join(", "))
+        match r.flights.iter().filter(|f| **f != r.flight).cloned().collect::<Vec<_>>() {
+            others if others.is_empty() => String::new(),
+            others => format!(" Other flights on record: {}.", escape(&others.join(", "))),
+        }
     );
     if r.currencies.is_empty() {
         b.push_str("<p id=\"empty\">No payment recorded for this flight.</p>\n");
@@ -158,14 +161,14 @@ fn currency_section(b: &mut String, r: &FlightReport, currency: &str, t: &Totals
     let _ = write!(b, "<section class=\"currency\" data-currency=\"{cur}\">\n<h2>{cur}</h2>\n");
     // The outcome breakdown: one bar for the whole flight, then the table.
     let segments = |terminal: &str, t: &Totals| -> Vec<Segment> {
+        let name = if terminal == ALL_TERMINALS { "all terminals" } else { terminal };
         Outcome::ALL
             .iter()
             .map(|o| {
                 let n = t.outcome(*o);
                 Segment {
                     label: format!(
-                        "{} {}: {} payments, {} {currency}",
-                        terminal,
+                        "{name} {}: {} payment(s), {} {currency}",
                         o.as_str(),
                         n.count,
                         amount(n.amount_minor, currency)
@@ -183,7 +186,7 @@ fn currency_section(b: &mut String, r: &FlightReport, currency: &str, t: &Totals
         w = LABEL_WIDTH + BAR_WIDTH + 10.0
     );
     let _ = write!(b, "<text x=\"0\" y=\"19\">all terminals</text>");
-    stacked_bar(b, LABEL_WIDTH, 5.0, BAR_WIDTH, 20.0, t.captured.amount_minor, &segments("all terminals", t));
+    stacked_bar(b, LABEL_WIDTH, 5.0, BAR_WIDTH, 20.0, t.captured.amount_minor, &segments(ALL_TERMINALS, t));
     b.push_str(
         "</svg>\n<table class=\"totals\">\n<tr><th>measure</th><th>reason</th><th>payments</th><th>amount</th></tr>\n",
     );
@@ -350,6 +353,12 @@ mod tests {
                     t.currency,
                     o.as_str()
                 );
+            }
+        }
+        for c in &r.currencies {
+            for o in Outcome::ALL.iter().filter(|o| c.totals.outcome(**o).count > 0) {
+                let bar = bars.iter().find(|b| b.0 == ALL_TERMINALS && b.1 == c.currency && b.2 == o.as_str());
+                assert_eq!(bar.map(|b| b.4), Some(c.totals.outcome(*o)), "breakdown {} {}", c.currency, o.as_str());
             }
         }
         let flagged = doc.descendants().find(|n| n.attribute("id") == Some("flagged-total")).expect("flagged total");
