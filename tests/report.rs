@@ -172,7 +172,7 @@ fn the_crew_report_is_the_same_running_or_stopped_and_adds_up_in_every_form() {
         a
     };
     // Seat labels are printable ASCII from the sale app: the page must escape them.
-    take(&mut a1, 0, 1_250, "12A");
+    let first = accepted_id(&take(&mut a1, 0, 1_250, "12A")).expect("accepted");
     take(&mut a1, 4, 9_900, "<1&\"A'>");
     assert_eq!(take(&mut a1, 6, 1_000, "3C")["reason"], "bin_not_enrolled", "refused at the seat");
     take(&mut a2, 1, 150_000, "14B");
@@ -201,6 +201,13 @@ fn the_crew_report_is_the_same_running_or_stopped_and_adds_up_in_every_form() {
     let mut master = dep.start_master();
     dep.master_link("auto");
     dep.wait_for("all delivered", Duration::from_secs(60), || dep.master_status(None)["payments"]["delivered"] == 5);
+    // The first passenger changes their mind after the issuer approved: reversed.
+    let mut a1 = SaleApp::connect(&dep.slave_socket(1)).expect("socket");
+    let v = a1.request(&serde_json::json!({ "op": "void", "payment_id": first })).expect("void answer");
+    assert_eq!(v["outcome"], "reversal_pending", "{v}");
+    dep.wait_for("the reversal recorded", Duration::from_secs(60), || {
+        dep.master_status(Some(&first))["void"] == "reversed"
+    });
     let r = check_all_forms(&dep, &mut master, &[]);
     assert_eq!((r.flight.as_str(), r.flights.as_slice()), ("IF300", ["IF300".to_owned()].as_slice()));
     assert_eq!(r.currencies.len(), 1);
@@ -212,13 +219,14 @@ fn the_crew_report_is_the_same_running_or_stopped_and_adds_up_in_every_form() {
         "the seat's refusal never reached the master"
     );
     assert_eq!(t.accepted, tally(5, 1_250 + 9_900 + 300_000 + 2_000));
-    assert_eq!(t.outcome(Outcome::Approved), tally(3, 301_250));
+    assert_eq!(t.outcome(Outcome::Approved), tally(2, 300_000));
+    assert_eq!(t.outcome(Outcome::Reversed), tally(1, 1_250));
     assert_eq!(t.declined_by_reason["insufficient_funds"], tally(1, 9_900));
     assert_eq!(t.declined_by_reason["account_blocked"], tally(1, 2_000));
     assert_eq!(t.refused_by_reason["over_card_flight_limit"], tally(1, 150_000));
     assert_eq!((t.outcome(Outcome::Pending), t.aged), (tally(0, 0), tally(0, 0)));
     assert_eq!(r.flagged_total, 0);
-    // The issuer's ledger agrees, in money.
+    // The issuer's ledger agrees, in money (the reversed payment shows `reversed`).
     let approved: u64 = dep
         .ledger()
         .iter()

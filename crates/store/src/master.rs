@@ -13,7 +13,7 @@
 //! the open batch; decided if an outcome is stored; otherwise pending. Sealing therefore writes
 //! the batch's item list and then its header (the commit point) without touching every payment.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use bincode::{Decode, Encode};
@@ -104,6 +104,9 @@ pub struct ReportRow {
     pub answered: bool,
     /// Derived as at start-up ([`MasterStore::index`]).
     pub phase: Phase,
+    /// Its sale app voided it after it was sealed: the reversal asked of the issuer, answered or
+    /// not.
+    pub reversal: Option<Reversal>,
 }
 
 /// The batch memberships a payment's phase is derived from.
@@ -376,6 +379,7 @@ impl MasterStore {
     /// for the crew's flight report.
     pub fn report_rows(&self, flight: &str) -> Result<(Vec<ReportRow>, BTreeSet<String>), StoreError> {
         let phases = self.phases()?;
+        let reversals: HashMap<PaymentId, Reversal> = self.reversals()?.into_iter().collect();
         let (mut rows, mut flights) = (Vec::new(), BTreeSet::new());
         for kv in self.payments.iter() {
             let (k, v) = kv?;
@@ -386,8 +390,8 @@ impl MasterStore {
             if rec.flight != flight {
                 continue;
             }
-            let (phase, answered) = (phases.of(&rec), rec.answered);
-            rows.push(ReportRow { view: MasterView::from(rec), answered, phase });
+            let (phase, answered, reversal) = (phases.of(&rec), rec.answered, reversals.get(&rec.payment.id).copied());
+            rows.push(ReportRow { view: MasterView::from(rec), answered, phase, reversal });
         }
         Ok((rows, flights))
     }

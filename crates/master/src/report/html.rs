@@ -85,6 +85,8 @@ pub fn colour(o: Outcome) -> &'static str {
         Outcome::Declined => "#c62828",
         Outcome::Pending => "#f9a825",
         Outcome::Quarantined => "#6a1b9a",
+        Outcome::ReversalPending => "#8d6e63",
+        Outcome::Reversed => "#00838f",
         Outcome::Unconfirmed => "#90a4ae",
         Outcome::Refused => "#ef6c00",
         Outcome::Voided => "#546e7a",

@@ -20,9 +20,9 @@ pub mod html;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use inflight_core::aggregator::Phase;
+use inflight_core::aggregator::{Phase, Reversal};
 use inflight_store::ReportRow;
-use inflight_wire::{AuthOutcome, RefusalReason, Verdict};
+use inflight_wire::{AuthOutcome, RefusalReason, ReversalOutcome, Verdict};
 use serde::{Deserialize, Serialize};
 
 /// The version of the report's JSON form; raised only if a field changes meaning.
@@ -49,6 +49,12 @@ pub enum Outcome {
     Pending,
     /// In a batch the issuer refused: kept for the crew and the issuer's operations.
     Quarantined,
+    /// Voided by its sale app after it was sealed into a batch: the issuer is asked to reverse
+    /// it and has not answered yet.
+    ReversalPending,
+    /// Voided by its sale app after the issuer approved it: the issuer released the amount.
+    /// (One the issuer had declined stays `declined`: nothing was charged.)
+    Reversed,
     /// Stored, but its terminal has not confirmed the sale app was told `accepted`: not carried
     /// unless it does, voided if it never does.
     Unconfirmed,
@@ -60,11 +66,13 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in the order the report shows them.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Approved,
         Outcome::Declined,
         Outcome::Pending,
         Outcome::Quarantined,
+        Outcome::ReversalPending,
+        Outcome::Reversed,
         Outcome::Unconfirmed,
         Outcome::Refused,
         Outcome::Voided,
@@ -77,16 +85,26 @@ impl Outcome {
             Outcome::Declined => "declined",
             Outcome::Pending => "pending",
             Outcome::Quarantined => "quarantined",
+            Outcome::ReversalPending => "reversal_pending",
+            Outcome::Reversed => "reversed",
             Outcome::Unconfirmed => "unconfirmed",
             Outcome::Refused => "refused",
             Outcome::Voided => "voided",
         }
     }
 
-    /// Whether a payment with this outcome is one the master carries to the issuer (counted in
-    /// `accepted`).
+    /// Whether a payment with this outcome is one the master carried (or carries) to the
+    /// issuer (counted in `accepted`).
     pub fn accepted(self) -> bool {
-        matches!(self, Outcome::Approved | Outcome::Declined | Outcome::Pending | Outcome::Quarantined)
+        match self {
+            Outcome::Approved
+            | Outcome::Declined
+            | Outcome::Pending
+            | Outcome::Quarantined
+            | Outcome::ReversalPending
+            | Outcome::Reversed => true,
+            Outcome::Unconfirmed | Outcome::Refused | Outcome::Voided => false,
+        }
     }
 }
 
@@ -111,7 +129,8 @@ impl Tally {
 pub struct Totals {
     /// Every payment the master recorded: the sum of all `outcomes`.
     pub captured: Tally,
-    /// Carried to the issuer: `approved` + `declined` + `pending` + `quarantined`.
+    /// Carried to the issuer: `approved` + `declined` + `pending` + `quarantined` +
+    /// `reversal_pending` + `reversed`.
     pub accepted: Tally,
     /// Still waiting for the issuer (`pending` or `quarantined`) and captured more than
     /// `aged_after_ms` ago; never dropped for age.
@@ -244,11 +263,16 @@ fn classify(row: &ReportRow, aged_before_unix_ms: u64) -> Classified {
         Verdict::Refused(RefusalReason::Voided) => (Outcome::Voided, None),
         Verdict::Refused(r) => (Outcome::Refused, Some(r.as_str())),
         Verdict::Stored | Verdict::Held if !row.answered => (Outcome::Unconfirmed, None),
-        Verdict::Stored | Verdict::Held => match &v.outcome {
-            Some(AuthOutcome::Approved { .. }) => (Outcome::Approved, None),
-            Some(AuthOutcome::Declined(r)) => (Outcome::Declined, Some(r.as_str())),
-            None if row.phase == Phase::Quarantined => (Outcome::Quarantined, None),
-            None => (Outcome::Pending, None),
+        Verdict::Stored | Verdict::Held => match (row.reversal, &v.outcome) {
+            (Some(Reversal::Requested | Reversal::Done(ReversalOutcome::Unknown)), _) => {
+                (Outcome::ReversalPending, None)
+            }
+            (Some(Reversal::Done(ReversalOutcome::Reversed { .. })), _) => (Outcome::Reversed, None),
+            // A reversal of a declined payment (`NotCharged`) leaves it declined.
+            (_, Some(AuthOutcome::Approved { .. })) => (Outcome::Approved, None),
+            (_, Some(AuthOutcome::Declined(r))) => (Outcome::Declined, Some(r.as_str())),
+            (_, None) if row.phase == Phase::Quarantined => (Outcome::Quarantined, None),
+            (_, None) => (Outcome::Pending, None),
         },
     };
     let waiting = matches!(outcome, Outcome::Pending | Outcome::Quarantined);
@@ -375,6 +399,7 @@ pub(crate) mod tests {
             },
             answered: true,
             phase: Phase::Pending,
+            reversal: None,
         }
     }
 
@@ -404,6 +429,13 @@ pub(crate) mod tests {
         quarantined.view.payment.captured_unix_ms = NOW - 30 * HOUR;
         let mut flagged = approved(row(9, "t-2", 1_100, "EUR"));
         flagged.view.flags = vec![RefusalReason::OverCardFlightLimit];
+        let mut reversal_pending = row(10, "t-2", 1_200, "USD");
+        reversal_pending.phase = Phase::InBatch;
+        reversal_pending.reversal = Some(Reversal::Requested);
+        let mut reversed = approved(row(11, "t-1", 1_300, "USD"));
+        reversed.reversal = Some(Reversal::Done(ReversalOutcome::Reversed { released_minor: 1_300 }));
+        let mut not_charged = declined(row(12, "t-1", 1_400, "USD"), DeclineReason::AccountBlocked);
+        not_charged.reversal = Some(Reversal::Done(ReversalOutcome::NotCharged));
         vec![
             approved(row(1, "t-1", 100, "EUR")),
             approved(row(2, "t-2", 200, "EUR")),
@@ -414,6 +446,9 @@ pub(crate) mod tests {
             unconfirmed,
             quarantined,
             flagged,
+            reversal_pending,
+            reversed,
+            not_charged,
         ]
     }
 
@@ -443,7 +478,11 @@ pub(crate) mod tests {
         let usd = &r.currencies[1].totals;
         assert_eq!(usd.outcome(Outcome::Pending), tally(1, 400));
         assert_eq!(usd.outcome(Outcome::Quarantined), tally(1, 1_000));
-        assert_eq!(usd.accepted, tally(2, 1_400));
+        assert_eq!(usd.outcome(Outcome::ReversalPending), tally(1, 1_200));
+        assert_eq!(usd.outcome(Outcome::Reversed), tally(1, 1_300));
+        assert_eq!(usd.outcome(Outcome::Declined), tally(1, 1_400), "a declined payment voided later stays declined");
+        assert_eq!(usd.declined_by_reason["account_blocked"], tally(1, 1_400));
+        assert_eq!(usd.accepted, tally(5, 400 + 1_000 + 1_200 + 1_300 + 1_400));
         assert_eq!(usd.aged, tally(1, 1_000), "only the quarantined payment waited over 24 h");
         for c in &r.currencies {
             let t = &c.totals;
@@ -463,7 +502,7 @@ pub(crate) mod tests {
     fn terminals_add_up_to_the_flight() {
         let r = report(&every_outcome());
         let keys: Vec<_> = r.terminals.iter().map(|t| (t.terminal.as_str(), t.currency.as_str())).collect();
-        assert_eq!(keys, [("t-1", "EUR"), ("t-1", "USD"), ("t-2", "EUR")]);
+        assert_eq!(keys, [("t-1", "EUR"), ("t-1", "USD"), ("t-2", "EUR"), ("t-2", "USD")]);
         for c in &r.currencies {
             for o in Outcome::ALL {
                 let sum: u64 = r
