@@ -130,5 +130,21 @@ async fn a_refused_batch_is_quarantined_and_later_batches_still_go() {
             assert_eq!(dep.master_status(Some(id))["card_data_erased"], false, "kept for resolution");
         }
         assert_eq!(seen.load(Ordering::SeqCst), 2, "the refused batch was not offered again");
+        // The crew's report shows them apart from what is merely pending.
+        let out = std::process::Command::new(inflight_e2e::bin("inflight-master"))
+            .args(["report", "--config"])
+            .arg(dep.config("master"))
+            .output()
+            .expect("run report");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let outcomes = &report["currencies"][0]["totals"]["outcomes"];
+        assert_eq!(
+            outcomes["quarantined"],
+            serde_json::json!({"count": 3, "amount_minor": 100 + 101 + 102}),
+            "{report}"
+        );
+        assert_eq!(outcomes["approved"], serde_json::json!({"count": 2, "amount_minor": 200 + 201}), "{report}");
+        assert_eq!(outcomes["pending"]["count"], 0, "{report}");
     });
 }

@@ -14,6 +14,7 @@ pub mod config;
 mod conn;
 mod ground;
 mod metrics;
+pub mod report;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -183,8 +184,13 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         ));
     }
     {
-        let admin_ctx =
-            Admin { events: events_tx.clone(), connected: connected.clone(), store: store.clone(), link: link.clone() };
+        let admin_ctx = Admin {
+            events: events_tx.clone(),
+            connected: connected.clone(),
+            store: store.clone(),
+            link: link.clone(),
+            cfg: cfg.clone(),
+        };
         shutdown.spawn(inflight_daemon::local::serve(admin, CREW_OPS, shutdown.clone(), move |req| {
             let ctx = admin_ctx.clone();
             async move { admin_answer(&ctx, req).await }
@@ -264,6 +270,8 @@ struct Admin {
     connected: Arc<AtomicUsize>,
     store: Arc<MasterStore>,
     link: LinkState,
+    /// The configured flight (before the crew sets one) and the age flag, for reports.
+    cfg: Arc<MasterConfig>,
 }
 
 /// Admin ops that change how the master behaves: only the crew lists may use them
@@ -291,6 +299,12 @@ pub enum AdminRequest {
         /// 1-16 letters, digits and '-'.
         flight: String,
     },
+    /// The crew's flight report (JSON form), of `flight` or of the current flight.
+    Report {
+        /// 1-16 letters, digits and '-'; absent for the current flight.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flight: Option<String>,
+    },
 }
 
 impl AdminRequest {
@@ -300,12 +314,13 @@ impl AdminRequest {
             AdminRequest::Status { .. } => "status",
             AdminRequest::Link { .. } => "link",
             AdminRequest::Flight { .. } => "flight",
+            AdminRequest::Report { .. } => "report",
         }
     }
 }
 
 /// The ops, for a `bad_request` answer.
-const ADMIN_OPS: &str = "ops: status [payment_id], link {mode}, flight {flight}";
+const ADMIN_OPS: &str = "ops: status [payment_id], link {mode}, flight {flight}, report [flight]";
 
 async fn admin_answer(ctx: &Admin, req: Value) -> Value {
     let req = match inflight_daemon::local::parse_request::<AdminRequest>(req, ADMIN_OPS) {
@@ -364,6 +379,86 @@ async fn admin_answer(ctx: &Admin, req: Value) -> Value {
             }
             Err(e) => json!({ "error": "bad_request", "detail": e }),
         },
+        AdminRequest::Report { flight } => {
+            if let Some(Err(e)) = flight.as_deref().map(config::parse_flight_id) {
+                return json!({ "error": "bad_request", "detail": format!("flight {e}") });
+            }
+            let (store, cfg) = (ctx.store.clone(), ctx.cfg.clone());
+            // A full scan of the store: off the async workers.
+            let built = tokio::task::spawn_blocking(move || flight_report(&store, &cfg, flight.as_deref())).await;
+            match built {
+                Ok(Ok(r)) => {
+                    serde_json::to_value(&r).unwrap_or_else(|e| json!({ "error": "internal", "detail": e.to_string() }))
+                }
+                Ok(Err(e)) => json!({ "error": "storage_error", "detail": e.to_string() }),
+                Err(e) => json!({ "error": "internal", "detail": e.to_string() }),
+            }
+        }
+    }
+}
+
+/// The report of `flight` (default: the current flight, as the crew last set it, else the
+/// config's `flight_id`) from the store, as of now. Reads only masked card data.
+pub fn flight_report(
+    store: &MasterStore,
+    cfg: &MasterConfig,
+    flight: Option<&str>,
+) -> Result<report::FlightReport, StoreError> {
+    let flight = match flight {
+        Some(f) => f.to_owned(),
+        None => store.setting("flight")?.unwrap_or_else(|| cfg.flight_id.clone()),
+    };
+    let (rows, flights) = store.report_rows(&flight)?;
+    let age_ms = cfg.payment_age_flag.as_millis() as u64;
+    Ok(report::build(&flight, &flights, &rows, inflight_daemon::unix_ms_now(), age_ms))
+}
+
+/// Why `inflight-master report` could not make a report (each with its exit code).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The flight asked for is not a flight id (exit 64).
+    #[error("--flight {0}")]
+    BadFlight(&'static str),
+    /// The daemon is stopped and its store cannot be opened or read (exit 74).
+    #[error("the store cannot be read: {0}")]
+    Store(#[from] StoreError),
+    /// The running daemon refused or failed the request: exit 64 (`bad_request`), 69
+    /// (`forbidden`, `busy`, `shutting_down`), 74 (`storage_error`), else 70.
+    #[error("the daemon answered {0}")]
+    Daemon(Value),
+}
+
+impl ReportError {
+    /// The documented exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ReportError::BadFlight(_) => inflight_daemon::EXIT_CONFIG,
+            ReportError::Store(_) => inflight_daemon::EXIT_IO,
+            ReportError::Daemon(v) => match v["error"].as_str() {
+                Some("bad_request") => inflight_daemon::EXIT_CONFIG,
+                Some("forbidden" | "busy" | "shutting_down") => inflight_daemon::EXIT_UNAVAILABLE,
+                Some("storage_error") => inflight_daemon::EXIT_IO,
+                _ => inflight_daemon::EXIT_SOFTWARE,
+            },
+        }
+    }
+}
+
+/// The report of `flight` (default: the current one): from the running daemon, or read from
+/// the store when it is stopped. Either way the same computation on the same records.
+pub async fn report(cfg: &MasterConfig, flight: Option<String>) -> Result<report::FlightReport, ReportError> {
+    if let Some(f) = &flight {
+        config::parse_flight_id(f).map_err(ReportError::BadFlight)?;
+    }
+    match admin_request(cfg, &AdminRequest::Report { flight: flight.clone() }).await {
+        Ok(v) if v.get("error").is_some() => Err(ReportError::Daemon(v)),
+        Ok(v) => serde_json::from_value(v.clone()).map_err(|_| ReportError::Daemon(v)),
+        Err(_) => {
+            let store = open_store(cfg)?;
+            let r = flight_report(&store, cfg, flight.as_deref());
+            store.close();
+            Ok(r?)
+        }
     }
 }
 
@@ -541,6 +636,12 @@ mod tests {
                 AdminRequest::Flight { flight: "IF200".into() },
                 r#"{"op":"flight","flight":"IF200"}"#.into(),
             ),
+            (json!({"op": "report"}), AdminRequest::Report { flight: None }, r#"{"op":"report"}"#.into()),
+            (
+                json!({"op": "report", "flight": "IF200"}),
+                AdminRequest::Report { flight: Some("IF200".into()) },
+                r#"{"op":"report","flight":"IF200"}"#.into(),
+            ),
         ];
         for (wire, req, text) in cases {
             assert_eq!(parse(wire.clone()).as_ref(), Ok(&req), "{wire}");
@@ -567,6 +668,7 @@ mod tests {
             json!({"op": "link", "mode": 1}),
             json!({"op": "flight"}),
             json!({"op": "status", "payment_id": 5}),
+            json!({"op": "report", "flight": 5}),
             json!({"mode": "up"}),
             json!([]),
             Value::Null,
@@ -579,6 +681,18 @@ mod tests {
         assert!(unknown["detail"].as_str().is_some_and(|d| d.contains("unknown variant `reboot`")), "{unknown}");
         let missing = parse(json!({"op": "link"})).expect_err("refused");
         assert!(missing["detail"].as_str().is_some_and(|d| d.contains("missing field `mode`")), "{missing}");
+    }
+
+    #[test]
+    fn report_errors_exit_with_the_documented_codes() {
+        let code = |e: ReportError| e.exit_code();
+        assert_eq!(code(ReportError::BadFlight("bad")), inflight_daemon::EXIT_CONFIG);
+        assert_eq!(code(ReportError::Store(StoreError::Io("disk".into()))), inflight_daemon::EXIT_IO);
+        let daemon = |error: &str| code(ReportError::Daemon(json!({ "error": error })));
+        assert_eq!(daemon("bad_request"), inflight_daemon::EXIT_CONFIG);
+        assert_eq!(daemon("forbidden"), inflight_daemon::EXIT_UNAVAILABLE);
+        assert_eq!(daemon("storage_error"), inflight_daemon::EXIT_IO);
+        assert_eq!(daemon("internal"), inflight_daemon::EXIT_SOFTWARE);
     }
 
     #[test]

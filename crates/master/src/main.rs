@@ -40,6 +40,18 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the crew's report of a flight: totals per currency and terminal, flagged payments.
+    Report {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The flight (default: the current one).
+        #[arg(long)]
+        flight: Option<String>,
+        /// json (the stable form), csv or html (one self-contained page).
+        #[arg(long, default_value = "json", value_parser = ["json", "csv", "html"])]
+        format: String,
+    },
     /// Print the master's status, or one payment's, as JSON.
     Status {
         /// Config file.
@@ -56,8 +68,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let (Cmd::Run { config } | Cmd::Status { config, .. } | Cmd::Link { config, .. } | Cmd::Flight { config, .. }) =
-        &cli.cmd;
+    let (Cmd::Run { config }
+    | Cmd::Status { config, .. }
+    | Cmd::Link { config, .. }
+    | Cmd::Flight { config, .. }
+    | Cmd::Report { config, .. }) = &cli.cmd;
     let cfg = match inflight_daemon::config_or_exit(MasterConfig::load(config)) {
         Ok(c) => c,
         Err(code) => return code,
@@ -75,6 +90,22 @@ fn main() -> ExitCode {
         }
         Cmd::Link { mode, .. } => admin(&rt, &cfg, AdminRequest::Link { mode }),
         Cmd::Flight { flight, .. } => admin(&rt, &cfg, AdminRequest::Flight { flight }),
+        Cmd::Report { flight, format, .. } => {
+            // clap has checked the name against the same three.
+            let Ok(format) = inflight_master::report::Format::parse(&format) else {
+                return inflight_daemon::exit(EXIT_CONFIG);
+            };
+            match rt.block_on(inflight_master::report(&cfg, flight)) {
+                Ok(r) => {
+                    print!("{}", format.render(&r));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("inflight-master: {e}");
+                    inflight_daemon::exit(e.exit_code())
+                }
+            }
+        }
         Cmd::Status { payment, .. } => match rt.block_on(inflight_master::status(&cfg, payment)) {
             Ok(v) => {
                 println!("{v}");

@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod html;
 pub mod leaks;
 pub mod link;
 pub mod model;
@@ -35,7 +36,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::link::{Impairments, LinkEmulator};
-use crate::report::{Capture, Report};
+use crate::report::{Capture, Report, Sample, Timeline};
 use crate::rng::Rng;
 
 /// What to simulate.
@@ -120,6 +121,9 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
         }
     };
     let progress = Progress { on: opts.progress, t0 };
+    // The flight over time, for the HTML page; flaps record their outages from their task.
+    let timeline = Arc::new(std::sync::Mutex::new(Timeline::default()));
+    let at_ms = move || t0.elapsed().as_millis() as u64;
     progress.say(&format!(
         "flight of {} terminals × {} payments, seed {}, run dir {}",
         opts.slaves,
@@ -207,13 +211,24 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
     .context("gate: not every terminal received the BIN list")?;
     let gate_ms = t_gate.elapsed().as_millis() as u64;
     progress.say("gate: ground link up, BIN list on every terminal");
+    {
+        let mut tl = lock(&timeline);
+        tl.link_seen(at_ms(), true);
+        tl.mark(at_ms(), "gate");
+    }
 
     // Take-off.
     admin(&master_cfg, AdminRequest::Link { mode: "down".into() }).await?;
+    {
+        let mut tl = lock(&timeline);
+        tl.link_seen(at_ms(), false);
+        tl.mark(at_ms(), "take_off");
+    }
     progress.say("take-off: ground link down");
 
     // Cabin sales, every terminal at once.
     let t_sales = Instant::now();
+    lock(&timeline).sales_start_ms = at_ms();
     let done = Arc::new(AtomicU64::new(0));
     let total_captures = u64::from(opts.slaves) * u64::from(opts.payments_per_slave);
     let cut = if opts.cut_terminal {
@@ -255,6 +270,7 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
                     card: idx,
                     answer: answer.map_err(|e| e.to_string()),
                     latency,
+                    answered_at_ms: at_ms(),
                 });
             }
             out
@@ -283,6 +299,7 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
         let _ = c.await;
     }
     let sales_ms = t_sales.elapsed().as_millis() as u64;
+    lock(&timeline).count_captures(&captures, sales_ms);
     let accepted = captures.iter().filter(|c| c.answer.as_ref().is_ok_and(|a| a.outcome == "accepted")).count() as u64;
     progress.say(&format!(
         "cabin sales: {} captures, {accepted} accepted, in {:.1} s",
@@ -304,7 +321,13 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
         loss: opts.loss,
         duplicate: opts.duplicate,
     });
-    let flaps = spawn_flaps(&ground, opts.flaps, opts.flap_half_period, Rng::new(opts.seed).fork(0xf1a9));
+    let flaps = spawn_flaps(
+        &ground,
+        opts.flaps,
+        opts.flap_half_period,
+        Rng::new(opts.seed).fork(0xf1a9),
+        (timeline.clone(), t0),
+    );
     // The ambiguous case: the downlink is cut at the exact moment the issuer has made its
     // decisions durable and is about to answer (its `issuer.after_results_stored` point), for
     // longer than the ground link's idle timeout (5 s): the answer is lost, the connection dies,
@@ -317,6 +340,7 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
     });
     let t_land = Instant::now();
     admin(&master_cfg, AdminRequest::Link { mode: "auto".into() }).await?;
+    lock(&timeline).mark(at_ms(), "landing");
     progress.say(&format!(
         "landing: ground link back (loss {:.0}%, delay {} ms, {} flaps)",
         opts.loss * 100.0,
@@ -324,13 +348,34 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
         opts.flaps
     ));
     let mut decided_ms = None;
+    let mut batch_seen = false;
     let landed = loop {
-        if let Ok(p) = master_counts(&master_cfg).await {
-            let finished = p["decided"].as_u64().unwrap_or(0) + p["delivered"].as_u64().unwrap_or(0);
+        if let Ok(v) = admin(&master_cfg, AdminRequest::Status { payment_id: None }).await {
+            let p = &v["payments"];
+            let n = |k: &str| p[k].as_u64().unwrap_or(0);
+            let finished = n("decided") + n("delivered");
+            let mut tl = lock(&timeline);
+            let now = at_ms();
+            tl.sample(Sample {
+                t_ms: now,
+                link_up: v["link"] == "up",
+                in_batch: n("in_batch"),
+                decided: n("decided"),
+                delivered: n("delivered"),
+            });
+            if !batch_seen && n("in_batch") > 0 {
+                batch_seen = true;
+                tl.mark(now, "batch_sealed");
+            } else if batch_seen && n("in_batch") == 0 {
+                batch_seen = false;
+                tl.mark(now, "batch_answered");
+            }
             if decided_ms.is_none() && finished == accepted {
                 decided_ms = Some(t_land.elapsed().as_millis() as u64);
+                tl.mark(now, "all_decided");
             }
             if p["delivered"] == accepted && p["pending"] == 0 && p["in_batch"] == 0 {
+                tl.mark(now, "all_delivered");
                 break Ok(());
             }
         }
@@ -342,6 +387,7 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
     flaps.abort();
     ground.set_blackhole(false);
     let delivered_ms = t_land.elapsed().as_millis() as u64;
+    lock(&timeline).finish(at_ms());
     let ground_bytes =
         (ground.stats.up_bytes.load(Ordering::Relaxed) - up0, ground.stats.down_bytes.load(Ordering::Relaxed) - down0);
     if landed.is_ok() {
@@ -395,6 +441,10 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
         ANSWER_CUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         match *cut.fired_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
             Some(at) => {
+                let mut tl = lock(&timeline);
+                tl.mark(at.saturating_duration_since(t0).as_millis() as u64, "answer_cut");
+                let end = tl.end_ms;
+                tl.finish(end);
                 report
                     .timings_ms
                     .insert("answer_cut_after_landing".into(), at.saturating_duration_since(t_land).as_millis() as u64);
@@ -405,6 +455,7 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
         }
     }
     report.run_dir = opts.keep_dir.as_ref().map(|d| d.display().to_string());
+    report.timeline = std::mem::take(&mut *lock(&timeline));
     Ok(report)
 }
 
@@ -445,7 +496,9 @@ fn spawn_flaps(
     n: u32,
     half_period: Option<Duration>,
     mut rng: Rng,
+    (timeline, t0): (Arc<std::sync::Mutex<Timeline>>, Instant),
 ) -> tokio::task::JoinHandle<()> {
+    let mark = move |event: &str| lock(&timeline).mark(t0.elapsed().as_millis() as u64, event);
     let ground = ground.clone();
     tokio::spawn(async move {
         for _ in 0..n {
@@ -455,8 +508,10 @@ fn spawn_flaps(
             };
             tokio::time::sleep(up).await;
             ground.set_blackhole(true);
+            mark("ground_outage_start");
             tokio::time::sleep(down).await;
             ground.set_blackhole(false);
+            mark("ground_outage_end");
         }
     })
 }
@@ -479,6 +534,11 @@ async fn admin(cfg: &MasterConfig, req: AdminRequest) -> anyhow::Result<Value> {
     let v = inflight_master::admin_request(cfg, &req).await?;
     anyhow::ensure!(v.get("error").is_none(), "master refused {req:?}: {v}");
     Ok(v)
+}
+
+/// The timeline, even if a task panicked holding it (it is only ever appended to).
+fn lock(t: &std::sync::Mutex<Timeline>) -> std::sync::MutexGuard<'_, Timeline> {
+    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn master_counts(cfg: &MasterConfig) -> anyhow::Result<Value> {

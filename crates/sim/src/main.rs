@@ -54,6 +54,9 @@ struct Cli {
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write the flight as one self-contained HTML page here (timeline and outcomes).
+    #[arg(long, conflicts_with = "model")]
+    html: Option<PathBuf>,
     /// Keep the run directory (stores, logs, configs) here instead of a temporary one.
     #[arg(long)]
     keep_dir: Option<PathBuf>,
@@ -214,6 +217,12 @@ fn main() -> ExitCode {
                         eprintln!("inflight-sim: cannot encode the report: {e}");
                         return ExitCode::from(2);
                     }
+                }
+            }
+            if let Some(path) = cli.html {
+                if let Err(e) = std::fs::write(&path, inflight_sim::html::render(&report)) {
+                    eprintln!("inflight-sim: cannot write {}: {e}", path.display());
+                    return ExitCode::from(2);
                 }
             }
             if report.ok() {

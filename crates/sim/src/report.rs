@@ -18,6 +18,125 @@ pub struct Capture {
     pub answer: Result<CaptureAnswer, String>,
     /// Capture → answer.
     pub latency: Duration,
+    /// When the answer came, ms after the run began (for the timeline).
+    pub answered_at_ms: u64,
+}
+
+/// The flight over time (`--html`, and `timeline` in the JSON report). Every `*_ms` counts from
+/// the start of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timeline {
+    /// Start of the cabin sales.
+    pub sales_start_ms: u64,
+    /// Width of the capture buckets: 1 s, or 100 ms (10 ms) when the sales took less than
+    /// 10 s (1 s), so that a short flight still shows a rate over time.
+    pub capture_bucket_ms: u64,
+    /// Captures answered in each bucket of the sales, the first from `sales_start_ms`: they add
+    /// up to `captures`.
+    pub captures_per_bucket: Vec<u64>,
+    /// The ground link as the master reported it, in consecutive intervals.
+    pub link: Vec<LinkInterval>,
+    /// What happened when, in time order (see [`Timeline::mark`] for the names).
+    pub events: Vec<TimelineEvent>,
+    /// The master's counts after landing, sampled about every 100 ms (an unchanged sample is
+    /// not repeated): the batch in flight and results decided and delivered over time.
+    pub samples: Vec<Sample>,
+    /// The end of the flight (everything delivered, or the landing timed out).
+    pub end_ms: u64,
+}
+
+/// An interval of the ground link's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LinkInterval {
+    /// Start.
+    pub from_ms: u64,
+    /// End.
+    pub to_ms: u64,
+    /// Up (true) or down.
+    pub up: bool,
+}
+
+/// One moment of the flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimelineEvent {
+    /// When.
+    pub t_ms: u64,
+    /// `gate` (link up, BIN list on every terminal), `take_off` (link down), `landing` (link
+    /// back to automatic), `ground_outage_start`/`_end` (an emulated drop-out), `answer_cut`,
+    /// `batch_sealed`, `batch_answered`, `all_decided`, `all_delivered`.
+    pub event: String,
+}
+
+/// The master's counts at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Sample {
+    /// When.
+    pub t_ms: u64,
+    /// The master saw the ground link up.
+    pub link_up: bool,
+    /// Payments in the batch being uploaded.
+    pub in_batch: u64,
+    /// Decided by the issuer, result not yet at its terminal.
+    pub decided: u64,
+    /// Result delivered to its terminal.
+    pub delivered: u64,
+}
+
+impl Timeline {
+    /// Records `event` at `t_ms`.
+    pub fn mark(&mut self, t_ms: u64, event: &str) {
+        self.events.push(TimelineEvent { t_ms, event: event.to_owned() });
+    }
+
+    /// Records the link seen `up` (or not) at `t_ms`: extends the last interval, or starts one.
+    pub fn link_seen(&mut self, t_ms: u64, up: bool) {
+        match self.link.last_mut() {
+            Some(last) if last.up == up => last.to_ms = last.to_ms.max(t_ms),
+            Some(last) => {
+                last.to_ms = last.to_ms.max(t_ms);
+                self.link.push(LinkInterval { from_ms: t_ms, to_ms: t_ms, up });
+            }
+            None => self.link.push(LinkInterval { from_ms: t_ms, to_ms: t_ms, up }),
+        }
+    }
+
+    /// Records a sample of the master's counts (and the link it saw).
+    pub fn sample(&mut self, s: Sample) {
+        self.link_seen(s.t_ms, s.link_up);
+        let same = |l: &Sample| {
+            (l.link_up, l.in_batch, l.decided, l.delivered) == (s.link_up, s.in_batch, s.decided, s.delivered)
+        };
+        if !self.samples.last().is_some_and(same) {
+            self.samples.push(s);
+        }
+    }
+
+    /// Counts the captures answered in each bucket of the sales, which took `sales_ms`.
+    pub fn count_captures(&mut self, captures: &[Capture], sales_ms: u64) {
+        self.capture_bucket_ms = match sales_ms {
+            0..1_000 => 10,
+            1_000..10_000 => 100,
+            _ => 1_000,
+        };
+        let mut per_bucket: Vec<u64> = Vec::new();
+        for c in captures {
+            let i = (c.answered_at_ms.saturating_sub(self.sales_start_ms) / self.capture_bucket_ms) as usize;
+            if per_bucket.len() <= i {
+                per_bucket.resize(i + 1, 0);
+            }
+            per_bucket[i] += 1;
+        }
+        self.captures_per_bucket = per_bucket;
+    }
+
+    /// Ends the timeline at `t_ms`: the last link interval reaches it, events are in time order.
+    pub fn finish(&mut self, t_ms: u64) {
+        self.end_ms = t_ms;
+        if let Some(last) = self.link.last_mut() {
+            last.to_ms = last.to_ms.max(t_ms);
+        }
+        self.events.sort_by_key(|e| e.t_ms);
+    }
 }
 
 /// Everything measured and checked (DESIGN.md §8 names: `accepted`, `rejected`, `approved`,
@@ -80,6 +199,8 @@ pub struct Report {
     pub violations: Vec<String>,
     /// The run directory, when kept.
     pub run_dir: Option<String>,
+    /// The flight over time.
+    pub timeline: Timeline,
 }
 
 impl Report {

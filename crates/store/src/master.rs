@@ -13,7 +13,7 @@
 //! the open batch; decided if an outcome is stored; otherwise pending. Sealing therefore writes
 //! the batch's item list and then its header (the commit point) without touching every payment.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use bincode::{Decode, Encode};
@@ -79,6 +79,57 @@ pub struct MasterView {
     pub outcome: Option<AuthOutcome>,
     /// Whether the terminal has the outcome.
     pub delivered: bool,
+}
+
+impl From<MasterRecord> for MasterView {
+    fn from(rec: MasterRecord) -> Self {
+        MasterView {
+            payment: rec.payment.view(),
+            verdict: rec.verdict,
+            flags: rec.flags,
+            flight: rec.flight,
+            outcome: rec.outcome,
+            delivered: rec.delivered,
+        }
+    }
+}
+
+/// A payment as the crew's flight report counts it: the masked view, whether its terminal
+/// confirmed the sale app was told `accepted`, and where it is on its way to the issuer.
+#[derive(Debug, Clone)]
+pub struct ReportRow {
+    /// The masked payment, verdict, flags and outcome.
+    pub view: MasterView,
+    /// The terminal confirmed its sale app was told `accepted` (only then is it carried).
+    pub answered: bool,
+    /// Derived as at start-up ([`MasterStore::index`]).
+    pub phase: Phase,
+    /// Its sale app voided it after it was sealed: the reversal asked of the issuer, answered or
+    /// not.
+    pub reversal: Option<Reversal>,
+}
+
+/// The batch memberships a payment's phase is derived from.
+struct Phases {
+    in_open: HashSet<PaymentId>,
+    quarantined: HashSet<PaymentId>,
+}
+
+impl Phases {
+    fn of(&self, rec: &MasterRecord) -> Phase {
+        let id = rec.payment.id;
+        if rec.delivered {
+            Phase::Delivered
+        } else if self.in_open.contains(&id) {
+            Phase::InBatch
+        } else if self.quarantined.contains(&id) && rec.outcome.is_none() {
+            Phase::Quarantined
+        } else if rec.outcome.is_some() {
+            Phase::Decided
+        } else {
+            Phase::Pending
+        }
+    }
 }
 
 /// Counts by verdict (for status when the daemon is stopped).
@@ -285,30 +336,13 @@ impl MasterStore {
     /// Every payment's index entry, in capture order, with phases derived (to rebuild the
     /// aggregator at start).
     pub fn index(&self) -> Result<Vec<(PaymentId, IndexEntry)>, StoreError> {
-        let in_open: HashSet<PaymentId> = match self.open_batch()? {
-            Some(h) => self.batch_ids(h.id)?.into_iter().collect(),
-            None => HashSet::new(),
-        };
-        let mut quarantined: HashSet<PaymentId> = HashSet::new();
-        for (h, _) in self.quarantined_batches()? {
-            quarantined.extend(self.batch_ids(h.id)?);
-        }
+        let phases = self.phases()?;
         let mut out = Vec::new();
         for kv in self.payments.iter() {
             let (k, v) = kv?;
             let rec: MasterRecord = decode_record(&k, &v)?;
             let id = rec.payment.id;
-            let phase = if rec.delivered {
-                Phase::Delivered
-            } else if in_open.contains(&id) {
-                Phase::InBatch
-            } else if quarantined.contains(&id) && rec.outcome.is_none() {
-                Phase::Quarantined
-            } else if rec.outcome.is_some() {
-                Phase::Decided
-            } else {
-                Phase::Pending
-            };
+            let phase = phases.of(&rec);
             out.push((
                 id,
                 IndexEntry {
@@ -324,6 +358,42 @@ impl MasterStore {
             ));
         }
         Ok(out)
+    }
+
+    /// Which payments are in the open batch and in quarantined ones: what a payment's phase is
+    /// derived from.
+    fn phases(&self) -> Result<Phases, StoreError> {
+        let in_open: HashSet<PaymentId> = match self.open_batch()? {
+            Some(h) => self.batch_ids(h.id)?.into_iter().collect(),
+            None => HashSet::new(),
+        };
+        let mut quarantined: HashSet<PaymentId> = HashSet::new();
+        for (h, _) in self.quarantined_batches()? {
+            quarantined.extend(self.batch_ids(h.id)?);
+        }
+        Ok(Phases { in_open, quarantined })
+    }
+
+    /// Every payment stamped with `flight`, masked (the sealed card data is never opened), with
+    /// its phase, in payment id order; and every flight the store holds payments of. A full scan:
+    /// for the crew's flight report.
+    pub fn report_rows(&self, flight: &str) -> Result<(Vec<ReportRow>, BTreeSet<String>), StoreError> {
+        let phases = self.phases()?;
+        let reversals: HashMap<PaymentId, Reversal> = self.reversals()?.into_iter().collect();
+        let (mut rows, mut flights) = (Vec::new(), BTreeSet::new());
+        for kv in self.payments.iter() {
+            let (k, v) = kv?;
+            let rec: MasterRecord = decode_record(&k, &v)?;
+            if !flights.contains(&rec.flight) {
+                flights.insert(rec.flight.clone());
+            }
+            if rec.flight != flight {
+                continue;
+            }
+            let (phase, answered, reversal) = (phases.of(&rec), rec.answered, reversals.get(&rec.payment.id).copied());
+            rows.push(ReportRow { view: MasterView::from(rec), answered, phase, reversal });
+        }
+        Ok((rows, flights))
     }
 
     /// The full payment, `None` if unknown or its card data is erased.
@@ -351,17 +421,7 @@ impl MasterStore {
         let key = id.to_bytes();
         match self.payments.get(key)? {
             None => Ok(None),
-            Some(bytes) => {
-                let rec: MasterRecord = decode_record(&key, &bytes)?;
-                Ok(Some(MasterView {
-                    payment: rec.payment.view(),
-                    verdict: rec.verdict,
-                    flags: rec.flags,
-                    flight: rec.flight,
-                    outcome: rec.outcome,
-                    delivered: rec.delivered,
-                }))
-            }
+            Some(bytes) => Ok(Some(MasterView::from(decode_record::<MasterRecord>(&key, &bytes)?))),
         }
     }
 
