@@ -7,6 +7,7 @@
 //!
 //! The binary (`main.rs`) only parses the command line and calls into here.
 
+pub mod check;
 pub mod config;
 mod server;
 
@@ -105,6 +106,8 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         bins = programme.rules.len(),
         "inflight-issuer running"
     );
+    // Every socket is bound: a `Type=notify` unit is started now (nothing without systemd).
+    inflight_daemon::runner::notify_ready();
     let validity = cfg.bin_list_validity;
     let shared = Arc::new(Shared {
         cfg,
@@ -160,6 +163,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
             build,
             installed,
             "aircraft",
+            inflight_net::reload::Triggers::new(inflight_daemon::runner::on_hangup()),
             shutdown.token(),
         ));
     }

@@ -9,6 +9,7 @@
 
 mod answer;
 pub mod api;
+pub mod check;
 pub mod config;
 mod link;
 mod terminal;
@@ -106,6 +107,8 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
         master = %cfg.master_addr,
         "inflight-slave running"
     );
+    // Every socket is bound: a `Type=notify` unit is started now (nothing without systemd).
+    inflight_daemon::runner::notify_ready();
 
     let shutdown = Shutdown::new(cancel);
     // The actor is not one of the drained tasks: it outlives the link task, so that the link's
