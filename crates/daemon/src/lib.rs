@@ -301,6 +301,16 @@ pub fn unix_ms_now() -> u64 {
     (real + skew).max(0) as u64
 }
 
+/// Environment variable (tests only, and only in builds with the `test-hooks` feature): how
+/// often, in milliseconds, a server looks at its TLS files (`inflight_net::reload::TLS_RELOAD_POLL`
+/// otherwise). A test sets it to an hour to show that SIGHUP alone reloads them.
+pub const TLS_RELOAD_POLL_ENV: &str = "INFLIGHT_TLS_RELOAD_POLL_MS";
+
+/// The TLS poll interval [`TLS_RELOAD_POLL_ENV`] sets, if it does (test-hooks builds only).
+pub fn tls_reload_poll_hook() -> Option<std::time::Duration> {
+    test_hook_var(TLS_RELOAD_POLL_ENV).and_then(|v| v.parse().ok()).map(std::time::Duration::from_millis)
+}
+
 /// Environment variable (tests only, and only in builds with the `test-hooks` feature) that
 /// shifts this process's wall clock by a signed number of milliseconds, to play a terminal whose
 /// clock is off. Read once; unset, it costs nothing.

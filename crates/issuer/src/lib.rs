@@ -163,7 +163,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
             build,
             installed,
             "aircraft",
-            inflight_net::reload::Triggers::new(inflight_daemon::runner::on_hangup()),
+            tls_triggers(),
             shutdown.token(),
         ));
     }
@@ -328,6 +328,15 @@ async fn lines(
             lines
         }
     }
+}
+
+/// When the server's TLS files are looked at: every second and on each SIGHUP.
+fn tls_triggers() -> inflight_net::reload::Triggers {
+    let mut triggers = inflight_net::reload::Triggers::new(inflight_daemon::runner::on_hangup());
+    if let Some(poll) = inflight_daemon::tls_reload_poll_hook() {
+        triggers.poll = poll;
+    }
+    triggers
 }
 
 #[cfg(test)]

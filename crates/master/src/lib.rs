@@ -154,7 +154,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
             build,
             installed,
             "terminals",
-            inflight_net::reload::Triggers::new(inflight_daemon::runner::on_hangup()),
+            tls_triggers(),
             shutdown.token(),
         ));
     }
@@ -462,6 +462,15 @@ pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value
 /// Sends one admin request to the running daemon.
 pub async fn admin_request(cfg: &MasterConfig, req: &AdminRequest) -> std::io::Result<Value> {
     inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, req).await
+}
+
+/// When the server's TLS files are looked at: every second and on each SIGHUP.
+fn tls_triggers() -> inflight_net::reload::Triggers {
+    let mut triggers = inflight_net::reload::Triggers::new(inflight_daemon::runner::on_hangup());
+    if let Some(poll) = inflight_daemon::tls_reload_poll_hook() {
+        triggers.poll = poll;
+    }
+    triggers
 }
 
 #[cfg(test)]
