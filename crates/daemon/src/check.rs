@@ -18,6 +18,9 @@ use crate::ConfigErrors;
 /// Longest path a Unix socket can be bound at (`sun_path` is 108 bytes with the final NUL).
 pub const SOCKET_PATH_BYTES_MAX: usize = 107;
 
+/// Longest lead-in before a path that [`CheckReport`] drops with it ("key file ").
+const PATH_LEAD_CHARS_MAX: usize = 16;
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -86,10 +89,11 @@ impl CheckReport {
 
     fn push(&mut self, severity: Severity, key: &str, file: Option<&Path>, what: impl fmt::Display) {
         let mut what = what.to_string();
-        // Errors of the loading code often start with the path; the line names it already.
+        // Errors of the loading code often open with the path ("key file <path>: ..."); the
+        // line names the key and the file already.
         if let Some(prefix) = file.map(|f| format!("{}: ", f.display())) {
-            if let Some(rest) = what.strip_prefix(&prefix) {
-                what = rest.to_owned();
+            if let Some(at) = what.find(&prefix).filter(|&at| at <= PATH_LEAD_CHARS_MAX) {
+                what = what[at + prefix.len()..].to_owned();
             }
         }
         self.findings.push(Finding { severity, key: key.to_owned(), file: file.map(Path::to_path_buf), what });
@@ -349,6 +353,7 @@ mod tests {
         let mut r = CheckReport::new(Path::new("/etc/inflight/master.toml"));
         let key = Path::new("/k/master.key");
         r.problem("tls.key_file", Some(key), "/k/master.key: no private key in file");
+        r.problem("card_key_file", Some(key), "key file /k/master.key: not found");
         r.warning("tls.cert_file", Some(Path::new("/k/master.pem")), "ends in 3 day(s)");
         r.config_errors(&ConfigErrors {
             file: "/etc/inflight/master.toml".into(),
@@ -359,6 +364,7 @@ mod tests {
             lines,
             [
                 "problem: tls.key_file (/k/master.key): no private key in file",
+                "problem: card_key_file (/k/master.key): not found",
                 "warning: tls.cert_file (/k/master.pem): ends in 3 day(s)",
                 "problem: limits.window: must be an integer",
                 "problem: config (/etc/inflight/master.toml): cannot read: denied",
@@ -366,7 +372,7 @@ mod tests {
         );
         assert_eq!(
             r.summary("inflight-master"),
-            "inflight-master check /etc/inflight/master.toml: 3 problem(s), 1 warning(s): the daemon would not start"
+            "inflight-master check /etc/inflight/master.toml: 4 problem(s), 1 warning(s): the daemon would not start"
         );
         assert_eq!(r.finish("inflight-master"), crate::exit(64));
         let ok = CheckReport::new(Path::new("c.toml"));
