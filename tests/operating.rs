@@ -254,7 +254,8 @@ fn systemd_units_verify_and_are_hardened() {
     let (name, text) = &units[1];
     let typo = text.replace("ProtectSystem=strict", "ProtectSytem=strict");
     assert!(verify(name, &typo).is_err_and(|e| e.contains("ProtectSytem")), "a misspelt key must fail");
-    let bad_value = text.replace("MemoryMax=256M", "MemoryMax=lots");
+    let memory_max = text.lines().find(|l| l.starts_with("MemoryMax=")).expect("MemoryMax");
+    let bad_value = text.replace(memory_max, "MemoryMax=lots");
     assert!(verify(name, &bad_value).is_err(), "a bad value must fail");
     let missing = text.replace("/usr/local/bin/inflight-master run", "/nonexistent/inflight-master run");
     assert!(verify(name, &missing).is_err(), "a missing binary must fail");
