@@ -17,7 +17,7 @@ fn main() {
     let terminals = args.get(1).copied().unwrap_or(10) as u32;
     let apps = 8u64;
     let dep = Deployment::new(terminals);
-    let _flight = dep.start_flight();
+    let flight = dep.start_flight();
     dep.master_link("down");
     let card = dep.cards()[1].clone();
     let per_app = payments / (u64::from(terminals) * apps);
@@ -72,4 +72,6 @@ fn main() {
     println!("link up -> every result stored at the master: {decided:.2?}");
     println!("link up -> every result delivered to its terminal: {delivered:.2?}");
     println!("master log: {}", upload.split("INFO ").nth(1).unwrap_or(upload));
+    let mib = |d: &inflight_e2e::Daemon| d.peak_rss_mib().map_or("?".to_owned(), |m| format!("{m:.1} MiB"));
+    println!("peak memory (VmHWM): issuer {}, master {}", mib(&flight.0), mib(&flight.1));
 }

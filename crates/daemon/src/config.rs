@@ -168,6 +168,13 @@ impl ConfigReader {
         self.parse_or("log_format", crate::LogFormat::Plain, crate::LogFormat::parse)
     }
 
+    /// `log_level`, which every daemon may have: a `tracing` filter (`RUST_LOG` syntax) that
+    /// wins over `RUST_LOG`; absent, `RUST_LOG` (else `info`) decides. Re-read on SIGHUP.
+    pub fn log_level(&mut self) -> Option<crate::LogLevel> {
+        self.raw("log_level")?;
+        self.parse("log_level", crate::LogLevel::parse)
+    }
+
     /// The keep-alive interval and idle timeout of a daemon's QUIC link, which every daemon
     /// has under `timers`: `timers.keep_alive_ms` (default 2 s, 100 ms to 60 s) and
     /// `timers.idle_timeout_ms` (default 10 s, 500 ms to 600 s); a keep-alive that is not
@@ -255,8 +262,21 @@ mod tests {
         std::fs::write(&f, "").expect("write");
         let mut r = ConfigReader::load(&f).expect("valid");
         assert_eq!(r.log_format(), Some(crate::LogFormat::Plain));
+        assert_eq!(r.log_level(), None);
         assert_eq!(r.link_keep_alive_and_idle(), (Duration::from_secs(2), Duration::from_secs(10)));
         assert!(r.finish().is_ok());
+
+        std::fs::write(&f, "log_level = \"warn,inflight_master=debug\"\n").expect("write");
+        let mut r = ConfigReader::load(&f).expect("valid");
+        assert_eq!(r.log_level().as_ref().map(crate::LogLevel::as_str), Some("warn,inflight_master=debug"));
+        assert!(r.finish().is_ok());
+        for bad in ["log_level = \"\"", "log_level = \"info,[\"", "log_level = 3"] {
+            std::fs::write(&f, bad).expect("write");
+            let mut r = ConfigReader::load(&f).expect("valid");
+            assert_eq!(r.log_level(), None, "{bad}");
+            let errs = r.finish().expect_err(bad).errors;
+            assert!(errs.len() == 1 && errs[0].starts_with("log_level: "), "{bad}: {errs:?}");
+        }
 
         std::fs::write(&f, "log_format = \"json\"\n[timers]\nkeep_alive_ms = 300\nidle_timeout_ms = 900\n")
             .expect("write");

@@ -1,18 +1,20 @@
 //! Plumbing shared by the inflight daemons and their command-line tools: configuration files
 //! read into types with every error reported at once, logging, shutdown signals, process exit
-//! codes, the JSON-lines protocol of local Unix sockets, and the runner every daemon starts
-//! and stops through ([`runner`]: `main_loop`, `Shutdown`, `Slots`), and the Prometheus metrics
-//! server and registry ([`metrics`]).
+//! codes, the JSON-lines protocol of local Unix sockets, the runner every daemon starts
+//! and stops through ([`runner`]: `main_loop`, `Shutdown`, `Slots`, SIGHUP and sd_notify), the
+//! file checks of `<daemon> check` ([`check`]), and the Prometheus metrics server and registry
+//! ([`metrics`]).
 //!
 //! It makes no payment decisions and knows nothing of QUIC or sled.
 
+pub mod check;
 mod config;
 pub mod local;
 pub mod metrics;
 pub mod runner;
 
 pub use config::{ConfigErrors, ConfigReader};
-pub use runner::{DaemonError, ExitClass, Shutdown, Slots, SHUTDOWN_GRACE};
+pub use runner::{DaemonError, ExitClass, Logging, Shutdown, Slots, SHUTDOWN_GRACE};
 
 use tokio_util::sync::CancellationToken;
 
@@ -126,15 +128,75 @@ impl LogFormat {
     }
 }
 
+/// The `log_level` config key: a `tracing` filter (`info`, `warn,inflight_master=debug`: the
+/// syntax of `RUST_LOG`), checked when the config is read. When a config has it, it wins over
+/// `RUST_LOG`; it is re-read on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLevel(String);
+
+impl LogLevel {
+    /// Parses a filter; the error says what is wrong with it.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("must not be empty (e.g. \"info\" or \"warn,inflight_master=debug\")".into());
+        }
+        tracing_subscriber::EnvFilter::try_new(s).map_err(|e| format!("not a log filter: {e}"))?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The filter as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The filter in force: the config's `log_level`, else `RUST_LOG`, else `info`.
+fn log_filter(level: Option<&LogLevel>) -> tracing_subscriber::EnvFilter {
+    level
+        .and_then(|l| tracing_subscriber::EnvFilter::try_new(l.as_str()).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// The handle that swaps the filter of the subscriber [`init_logging_with`] installed.
+type FilterHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Set once, by the first [`init_logging_with`] of the process (the one that installed the
+/// global subscriber); [`set_log_level`] uses it.
+static LOG_FILTER: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new();
+
 /// Installs the global tracing subscriber: filter from `RUST_LOG` (default `info`), to stderr.
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
-    let _ = match format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    init_logging_with(format, None);
+}
+
+/// Installs the global tracing subscriber, to stderr, with its filter from `level` (the
+/// config's `log_level`), else `RUST_LOG`, else `info`; the filter can be swapped later by
+/// [`set_log_level`] (SIGHUP).
+pub fn init_logging_with(format: LogFormat, level: Option<&LogLevel>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(level));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match format {
+        LogFormat::Plain => registry.with(fmt).try_init(),
+        LogFormat::Json => registry.with(fmt.json()).try_init(),
     };
+    if installed.is_ok() {
+        let _ = LOG_FILTER.set(handle);
+    }
+}
+
+/// Swaps the filter of the subscriber [`init_logging_with`] installed for the one `level`
+/// gives (absent: `RUST_LOG`, else `info`). Returns the filter now in force, as text.
+pub fn set_log_level(level: Option<&LogLevel>) -> Result<String, String> {
+    let handle = LOG_FILTER.get().ok_or("logging was not installed by init_logging_with")?;
+    let filter = log_filter(level);
+    let shown = filter.to_string();
+    handle.reload(filter).map_err(|e| e.to_string())?;
+    Ok(shown)
 }
 
 /// A token cancelled on the first SIGTERM or SIGINT.
@@ -239,6 +301,16 @@ pub fn unix_ms_now() -> u64 {
     let skew = *SKEW.get_or_init(|| test_hook_var(CLOCK_SKEW_ENV).and_then(|v| v.parse().ok()).unwrap_or(0));
     let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     (real + skew).max(0) as u64
+}
+
+/// Environment variable (tests only, and only in builds with the `test-hooks` feature): how
+/// often, in milliseconds, a server looks at its TLS files (`inflight_net::reload::TLS_RELOAD_POLL`
+/// otherwise). A test sets it to an hour to show that SIGHUP alone reloads them.
+pub const TLS_RELOAD_POLL_ENV: &str = "INFLIGHT_TLS_RELOAD_POLL_MS";
+
+/// The TLS poll interval [`TLS_RELOAD_POLL_ENV`] sets, if it does (test-hooks builds only).
+pub fn tls_reload_poll_hook() -> Option<std::time::Duration> {
+    test_hook_var(TLS_RELOAD_POLL_ENV).and_then(|v| v.parse().ok()).map(std::time::Duration::from_millis)
 }
 
 /// Environment variable (tests only, and only in builds with the `test-hooks` feature) that

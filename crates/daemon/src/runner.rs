@@ -203,19 +203,130 @@ pub fn exit_status<E: DaemonError>(name: &str, result: Result<(), E>) -> ExitCod
     }
 }
 
+/// How a daemon logs, and how it reads its `log_level` again on SIGHUP.
+pub struct Logging {
+    /// `log_format` (read once: a change needs a restart).
+    pub format: LogFormat,
+    /// `log_level` at start (absent: `RUST_LOG`, else `info`).
+    pub level: Option<crate::LogLevel>,
+    /// Reads the whole config file again (every check, as at start) and gives its
+    /// `log_level`; on SIGHUP. A config that no longer loads keeps the level in force.
+    pub reread: Box<dyn Fn() -> Result<Option<crate::LogLevel>, crate::ConfigErrors> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Logging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logging").field("format", &self.format).field("level", &self.level).finish_non_exhaustive()
+    }
+}
+
+impl Logging {
+    /// `format` and `level` from the config at start; `reread` loads the config file again.
+    pub fn new(
+        format: LogFormat,
+        level: Option<crate::LogLevel>,
+        reread: impl Fn() -> Result<Option<crate::LogLevel>, crate::ConfigErrors> + Send + Sync + 'static,
+    ) -> Self {
+        Self { format, level, reread: Box::new(reread) }
+    }
+
+    /// Logging that never changes (tests, tools): `reread` gives the same level.
+    pub fn fixed(format: LogFormat) -> Self {
+        Self::new(format, None, || Ok(None))
+    }
+}
+
 /// What `main` does for `<daemon> run`: installs logging, runs `daemon` on `rt` with a token
-/// cancelled on SIGTERM or SIGINT, and maps its end to the exit status ([`exit_status`]).
-pub fn main_loop<E, F, Fut>(rt: &tokio::runtime::Runtime, name: &str, log_format: LogFormat, daemon: F) -> ExitCode
+/// cancelled on SIGTERM or SIGINT, reloads on SIGHUP ([`on_hangup`]), tells systemd
+/// `STOPPING=1` once asked to stop (the daemon itself says [`notify_ready`] once it listens),
+/// and maps its end to the exit status ([`exit_status`]).
+pub fn main_loop<E, F, Fut>(rt: &tokio::runtime::Runtime, name: &str, logging: Logging, daemon: F) -> ExitCode
 where
     E: DaemonError,
     F: FnOnce(CancellationToken) -> Fut,
     Fut: Future<Output = Result<(), E>>,
 {
-    crate::init_logging(log_format);
+    crate::init_logging_with(logging.format, logging.level.as_ref());
     rt.block_on(async {
+        // Before anything else: SIGHUP's default action ends the process.
+        install_hangup(logging.reread);
         let cancel = crate::shutdown_on_signals();
+        {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                notify(&[sd_notify::NotifyState::Stopping]);
+            });
+        }
         exit_status(name, daemon(cancel).await)
     })
+}
+
+/// Tells the service manager the daemon is ready: it listens on every socket it serves
+/// (`Type=notify` units wait for this). Without `NOTIFY_SOCKET` (not under systemd) it does
+/// nothing.
+pub fn notify_ready() {
+    notify(&[sd_notify::NotifyState::Ready]);
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
+}
+
+/// The SIGHUP counter every reloadable part watches: it goes up by one on each SIGHUP, after
+/// the log level is re-read. Signals are process-wide, and so is this (a daemon run in-process
+/// by the simulator, which installs no SIGHUP handler, never sees it move).
+static HANGUPS: std::sync::OnceLock<tokio::sync::watch::Sender<u64>> = std::sync::OnceLock::new();
+
+fn hangups_sender() -> &'static tokio::sync::watch::Sender<u64> {
+    HANGUPS.get_or_init(|| tokio::sync::watch::channel(0).0)
+}
+
+/// A receiver that sees each later SIGHUP (`changed()` resolves once per SIGHUP or more; none is
+/// missed between two looks). What a daemon reloads on it: its TLS files at once (the revocation
+/// lists, certificates and keys its servers use), besides the log level `main_loop` handles.
+pub fn on_hangup() -> tokio::sync::watch::Receiver<u64> {
+    hangups_sender().subscribe()
+}
+
+/// What one SIGHUP does: the config's `log_level` read again and put in force (a config that no
+/// longer loads is logged, with every problem, and the level kept), then every [`on_hangup`]
+/// receiver told. Logs what was reloaded. Never stops the daemon.
+pub fn hangup(reread: &(dyn Fn() -> Result<Option<crate::LogLevel>, crate::ConfigErrors> + Send + Sync)) {
+    match reread() {
+        Ok(level) => match crate::set_log_level(level.as_ref()) {
+            Ok(filter) => tracing::info!(log_filter = %filter, "SIGHUP: config re-read; log level in force"),
+            Err(e) => tracing::warn!(error = %e, "SIGHUP: log level not changed"),
+        },
+        Err(e) => tracing::error!(
+            problems = %e.errors.join("; "),
+            "SIGHUP: the config no longer loads; log level kept (fix it before the next restart)"
+        ),
+    }
+    hangups_sender().send_modify(|n| *n += 1);
+}
+
+/// Handles SIGHUP for the rest of the process's life (see [`hangup`]).
+fn install_hangup(reread: Box<dyn Fn() -> Result<Option<crate::LogLevel>, crate::ConfigErrors> + Send + Sync>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading the log level and TLS files");
+                        hangup(reread.as_ref());
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP; reload by restarting"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reread);
 }
 
 #[cfg(test)]
@@ -310,13 +421,27 @@ mod tests {
     #[test]
     fn main_loop_runs_the_daemon_and_maps_its_end() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let code = main_loop(&rt, "d", LogFormat::Plain, |cancel| async move {
+        let code = main_loop(&rt, "d", Logging::fixed(LogFormat::Plain), |cancel| async move {
             assert!(!cancel.is_cancelled(), "no signal yet");
             Err(Failed(ExitClass::Io))
         });
         assert_eq!(code, crate::exit(74));
-        let ok = main_loop(&rt, "d", LogFormat::Plain, |_| async { Ok::<(), Failed>(()) });
+        let ok = main_loop(&rt, "d", Logging::fixed(LogFormat::Plain), |_| async { Ok::<(), Failed>(()) });
         assert_eq!(ok, ExitCode::SUCCESS);
+    }
+
+    #[tokio::test]
+    async fn a_hangup_reaches_every_receiver_even_when_the_config_no_longer_loads() {
+        let mut tls = on_hangup();
+        let mut other = on_hangup();
+        let broken =
+            || Err(crate::ConfigErrors { file: "c.toml".into(), errors: vec!["log_level: not a log filter".into()] });
+        hangup(&broken);
+        for rx in [&mut tls, &mut other] {
+            tokio::time::timeout(Duration::from_secs(10), rx.changed()).await.expect("told").expect("sender kept");
+        }
+        hangup(&|| Ok(None));
+        tokio::time::timeout(Duration::from_secs(10), tls.changed()).await.expect("told again").expect("sender kept");
     }
 
     /// Log output captured for one test.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use inflight_core::authorize::Account;
-use inflight_daemon::{ConfigErrors, ConfigReader, LogFormat};
+use inflight_daemon::{ConfigErrors, ConfigReader, LogFormat, LogLevel};
 use inflight_net::endpoint::LinkTimers;
 use inflight_wire::{BinPrefix, BinRule, CardKind, Currency, Expiry, Pan, BIN_RULES_MAX};
 use serde::Deserialize;
@@ -60,6 +60,8 @@ pub struct IssuerConfig {
     pub cache_bytes: u64,
     /// Log format.
     pub log_format: LogFormat,
+    /// Log filter (`log_level`), which wins over `RUST_LOG`; re-read on SIGHUP.
+    pub log_level: Option<LogLevel>,
 }
 
 impl IssuerConfig {
@@ -79,6 +81,7 @@ impl IssuerConfig {
         let admin_socket = r.path("admin_socket");
         let admin_access = inflight_daemon::local::Access::read(&mut r, "admin", false);
         let log_format = r.log_format();
+        let log_level = r.log_level();
         let listen = r.socket_addr("listen");
         let metrics_listen = inflight_daemon::metrics::read_listen(&mut r);
         let signing_key_file = r.path("signing_key_file");
@@ -129,6 +132,7 @@ impl IssuerConfig {
             timers,
             cache_bytes,
             log_format: log_format.expect(missing),
+            log_level,
         })
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! The binary (`main.rs`) only parses the command line and calls into here.
 
+pub mod check;
 pub mod config;
 mod metrics;
 mod server;
@@ -117,6 +118,8 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         metrics = %metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or_else(|| "off".into(), |a| a.to_string()),
         "inflight-issuer running"
     );
+    // Every socket is bound: a `Type=notify` unit is started now (nothing without systemd).
+    inflight_daemon::runner::notify_ready();
     let validity = cfg.bin_list_validity;
     let shared = Arc::new(Shared {
         cfg,
@@ -181,6 +184,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
             build,
             installed,
             "aircraft",
+            tls_triggers(),
             shutdown.token(),
         ));
     }
@@ -362,6 +366,15 @@ async fn lines(
             lines
         }
     }
+}
+
+/// When the server's TLS files are looked at: every second and on each SIGHUP.
+fn tls_triggers() -> inflight_net::reload::Triggers {
+    let mut triggers = inflight_net::reload::Triggers::new(inflight_daemon::runner::on_hangup());
+    if let Some(poll) = inflight_daemon::tls_reload_poll_hook() {
+        triggers.poll = poll;
+    }
+    triggers
 }
 
 #[cfg(test)]

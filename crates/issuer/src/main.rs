@@ -23,6 +23,14 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Check the config and every file it names (keys, certificates, revocation lists, the
+    /// programme and accounts, folders): every problem on stderr, one per line, then a summary;
+    /// exit 64 on any problem, 0 when the issuer would start.
+    Check {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print every decided payment as JSON lines (works while the daemon is stopped).
     Ledger {
         /// Config file.
@@ -44,7 +52,10 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let (Cmd::Run { config } | Cmd::Ledger { config } | Cmd::Accounts { config }) = &cli.cmd;
+    let config = match &cli.cmd {
+        Cmd::Check { config } => return inflight_issuer::check::check(config).finish("inflight-issuer"),
+        Cmd::Run { config } | Cmd::Ledger { config } | Cmd::Accounts { config } => config,
+    };
     let cfg = match inflight_daemon::config_or_exit(IssuerConfig::load(config)) {
         Ok(c) => c,
         Err(code) => return code,
@@ -54,12 +65,15 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match cli.cmd {
-        Cmd::Run { .. } => {
-            let log_format = cfg.log_format;
-            inflight_daemon::runner::main_loop(&rt, "inflight-issuer", log_format, |cancel| {
+        Cmd::Run { config } => {
+            let logging = inflight_daemon::Logging::new(cfg.log_format, cfg.log_level.clone(), move || {
+                IssuerConfig::load(&config).map(|c| c.log_level)
+            });
+            inflight_daemon::runner::main_loop(&rt, "inflight-issuer", logging, |cancel| {
                 inflight_issuer::run(cfg, cancel)
             })
         }
+        Cmd::Check { .. } => unreachable!("answered before the config is loaded"),
         Cmd::Ledger { .. } => print_lines(rt.block_on(inflight_issuer::ledger(&cfg))),
         Cmd::Accounts { .. } => print_lines(rt.block_on(inflight_issuer::accounts(&cfg))),
     }

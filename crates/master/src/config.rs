@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use inflight_daemon::{ConfigErrors, ConfigReader, LogFormat};
+use inflight_daemon::{ConfigErrors, ConfigReader, LogFormat, LogLevel};
 use inflight_net::endpoint::LinkTimers;
 
 /// Everything `inflight-master` needs, validated.
@@ -56,6 +56,8 @@ pub struct MasterConfig {
     pub ground: GroundConfig,
     /// Log format.
     pub log_format: LogFormat,
+    /// Log filter (`log_level`), which wins over `RUST_LOG`; re-read on SIGHUP.
+    pub log_level: Option<LogLevel>,
 }
 
 /// The ground link.
@@ -102,6 +104,7 @@ impl MasterConfig {
         let admin_socket = r.path("admin_socket");
         let admin_access = inflight_daemon::local::Access::read(&mut r, "admin", true);
         let log_format = r.log_format();
+        let log_level = r.log_level();
         let listen = r.socket_addr("listen");
         let metrics_listen = inflight_daemon::metrics::read_listen(&mut r);
         let ca_file = r.path("tls.ca_file");
@@ -182,6 +185,7 @@ impl MasterConfig {
             timers,
             cache_bytes,
             log_format: log_format.expect(missing),
+            log_level,
             flight_id: flight_id.expect(missing),
             payment_age_flag,
             ground: GroundConfig {

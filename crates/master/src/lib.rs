@@ -10,6 +10,7 @@
 //! The binary (`main.rs`) only parses the command line and calls into here.
 
 mod aircraft;
+pub mod check;
 pub mod config;
 mod conn;
 mod ground;
@@ -101,15 +102,8 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
     let link = LinkState::new(&cfg, mode, metrics.clone());
     let ground_tls = {
         let c = cfg.clone();
-        let build: inflight_net::reload::BuildClient = Box::new(move || {
-            let t = tls::client_config_with_crls(
-                tls::Identity::from_pem_files(&c.cert_file, &c.key_file)?,
-                tls::roots(&c.ground.issuer_ca_file)?,
-                c.ground.issuer_crl_file.as_deref().map(tls::crls).transpose()?.unwrap_or_default(),
-                GROUND_ALPN,
-            )?;
-            endpoint::client_config(t, c.ground.timers)
-        });
+        let build: inflight_net::reload::BuildClient =
+            Box::new(move || endpoint::client_config(ground_tls_config(&c)?, c.ground.timers));
         let files = [
             Some(&cfg.ground.issuer_ca_file),
             cfg.ground.issuer_crl_file.as_ref(),
@@ -137,6 +131,8 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         metrics = %metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or_else(|| "off".into(), |a| a.to_string()),
         "inflight-master running"
     );
+    // Every socket is bound: a `Type=notify` unit is started now (nothing without systemd).
+    inflight_daemon::runner::notify_ready();
 
     let shutdown = Shutdown::new(cancel);
     let (events_tx, events_rx) = mpsc::channel(EVENTS_MAX);
@@ -180,6 +176,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
             build,
             installed,
             "terminals",
+            tls_triggers(),
             shutdown.token(),
         ));
     }
@@ -257,6 +254,17 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
 /// The terminal side's QUIC configuration, from the files (built again when they change).
 fn terminal_server_config(cfg: &MasterConfig) -> Result<inflight_net::ServerConfig, NetError> {
     endpoint::server_config(terminal_tls_files(cfg).load(tls::PeerKind::Terminal, TERMINAL_ALPN)?, cfg.timers)
+}
+
+/// The ground side's TLS configuration (towards the issuer), from the files (read again before
+/// a connection when they changed).
+fn ground_tls_config(c: &MasterConfig) -> Result<tls::ClientConfig, NetError> {
+    tls::client_config_with_crls(
+        tls::Identity::from_pem_files(&c.cert_file, &c.key_file)?,
+        tls::roots(&c.ground.issuer_ca_file)?,
+        c.ground.issuer_crl_file.as_deref().map(tls::crls).transpose()?.unwrap_or_default(),
+        GROUND_ALPN,
+    )
 }
 
 fn terminal_tls_files(cfg: &MasterConfig) -> tls::ServerFiles<'_> {
@@ -606,6 +614,15 @@ pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value
 /// Sends one admin request to the running daemon.
 pub async fn admin_request(cfg: &MasterConfig, req: &AdminRequest) -> std::io::Result<Value> {
     inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, req).await
+}
+
+/// When the server's TLS files are looked at: every second and on each SIGHUP.
+fn tls_triggers() -> inflight_net::reload::Triggers {
+    let mut triggers = inflight_net::reload::Triggers::new(inflight_daemon::runner::on_hangup());
+    if let Some(poll) = inflight_daemon::tls_reload_poll_hook() {
+        triggers.poll = poll;
+    }
+    triggers
 }
 
 #[cfg(test)]

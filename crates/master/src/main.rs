@@ -52,6 +52,14 @@ enum Cmd {
         #[arg(long, default_value = "json", value_parser = ["json", "csv", "html"])]
         format: String,
     },
+    /// Check the config and every file it names (keys, certificates, revocation lists, folders):
+    /// every problem on stderr, one per line, then a summary; exit 64 on any problem, 0 when
+    /// the daemon would start.
+    Check {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print the master's status, or one payment's, as JSON.
     Status {
         /// Config file.
@@ -68,11 +76,14 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let (Cmd::Run { config }
-    | Cmd::Status { config, .. }
-    | Cmd::Link { config, .. }
-    | Cmd::Flight { config, .. }
-    | Cmd::Report { config, .. }) = &cli.cmd;
+    let config = match &cli.cmd {
+        Cmd::Check { config } => return inflight_master::check::check(config).finish("inflight-master"),
+        Cmd::Run { config }
+        | Cmd::Status { config, .. }
+        | Cmd::Link { config, .. }
+        | Cmd::Flight { config, .. }
+        | Cmd::Report { config, .. } => config,
+    };
     let cfg = match inflight_daemon::config_or_exit(MasterConfig::load(config)) {
         Ok(c) => c,
         Err(code) => return code,
@@ -82,9 +93,11 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match cli.cmd {
-        Cmd::Run { .. } => {
-            let log_format = cfg.log_format;
-            inflight_daemon::runner::main_loop(&rt, "inflight-master", log_format, |cancel| {
+        Cmd::Run { config } => {
+            let logging = inflight_daemon::Logging::new(cfg.log_format, cfg.log_level.clone(), move || {
+                MasterConfig::load(&config).map(|c| c.log_level)
+            });
+            inflight_daemon::runner::main_loop(&rt, "inflight-master", logging, |cancel| {
                 inflight_master::run(cfg, cancel)
             })
         }
@@ -106,6 +119,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Check { .. } => unreachable!("answered before the config is loaded"),
         Cmd::Status { payment, .. } => match rt.block_on(inflight_master::status(&cfg, payment)) {
             Ok(v) => {
                 println!("{v}");

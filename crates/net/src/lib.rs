@@ -8,12 +8,16 @@
 //!   timeouts, and our own connect timeout.
 //! - [`identity`]: who is on the other end, taken from its verified certificate.
 //! - [`framed`]: length-delimited frames with a maximum size, carrying `inflight-wire` messages.
-//! - [`reload`]: certificates and revocation lists picked up from disk without a restart.
+//! - [`reload`]: certificates and revocation lists picked up from disk without a restart
+//!   (polled, and at once on a nudge: SIGHUP).
+//! - [`check`]: what `<daemon> check` verifies of TLS files beyond loading them (dates, names,
+//!   usages, which CA signed a revocation list).
 //! - [`pki`]: a development CA and certificates, for `inflight-setup` and tests.
 //!
 //! What it is not: it makes no payment decisions and stores nothing.
 
 pub mod admission;
+pub mod check;
 pub mod endpoint;
 mod error;
 pub mod framed;

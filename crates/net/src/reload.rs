@@ -39,27 +39,55 @@ pub fn stamp(files: &[PathBuf]) -> Stamp {
     )
 }
 
-/// Until `cancel`: whenever `files` change, `build` a new server configuration, install it on
-/// `ep`, then call `installed` (which closes the connections already up whose certificate is now
-/// revoked: a revoked peer is shut out, not just kept from reconnecting). `what` names the
-/// endpoint in logs.
+/// When [`watch_server`] looks at its files.
+#[derive(Debug)]
+pub struct Triggers {
+    /// Every this long ([`TLS_RELOAD_POLL`] in the daemons).
+    pub poll: Duration,
+    /// And at once whenever this moves (the daemon's SIGHUP counter).
+    pub nudge: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Triggers {
+    /// Every [`TLS_RELOAD_POLL`], and on each move of `nudge`.
+    pub fn new(nudge: tokio::sync::watch::Receiver<u64>) -> Self {
+        Self { poll: TLS_RELOAD_POLL, nudge }
+    }
+}
+
+/// Until `cancel`: whenever `files` change (looked at every `poll`, and at once when `nudge`
+/// moves: the daemon's SIGHUP), `build` a new server configuration, install it on `ep`, then
+/// call `installed` (which closes the connections already up whose certificate is now revoked:
+/// a revoked peer is shut out, not just kept from reconnecting). `what` names the endpoint in
+/// logs. A nudge with nothing changed on disk is logged as such.
 pub async fn watch_server(
     ep: Endpoint,
     files: Vec<PathBuf>,
     build: impl Fn() -> Result<ServerConfig, NetError>,
     installed: impl Fn(),
     what: &'static str,
+    triggers: Triggers,
     cancel: CancellationToken,
 ) {
+    let Triggers { poll, mut nudge } = triggers;
     let mut seen = stamp(&files);
     let mut failed: Option<Stamp> = None;
+    // A nudge whose sender is gone (a daemon run without SIGHUP handling) leaves the poll.
+    let mut nudges = true;
     loop {
-        tokio::select! {
+        let nudged = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(TLS_RELOAD_POLL) => {}
-        }
+            _ = tokio::time::sleep(poll) => false,
+            r = nudge.changed(), if nudges => {
+                nudges = r.is_ok();
+                nudges
+            }
+        };
         let now = stamp(&files);
         if now == seen {
+            if nudged {
+                tracing::info!(endpoint = what, "reload asked: TLS files unchanged on disk");
+            }
             continue;
         }
         // Until it loads, a change is tried again at every poll (a file still being copied, a
@@ -70,7 +98,11 @@ pub async fn watch_server(
                 installed();
                 seen = now;
                 failed = None;
-                tracing::info!(endpoint = what, "TLS material changed on disk; new handshakes use it");
+                tracing::info!(
+                    endpoint = what,
+                    on = if nudged { "reload" } else { "poll" },
+                    "TLS material changed on disk; new handshakes use it"
+                );
             }
             Err(e) => {
                 if failed.as_ref() != Some(&now) {
@@ -156,6 +188,64 @@ mod tests {
         assert_eq!(second, stamp(&files), "same content");
         std::fs::remove_file(&f).expect("remove");
         assert_eq!(stamp(&files), Stamp(vec![Err(std::io::ErrorKind::NotFound)]));
+    }
+
+    /// With a poll of an hour, only the nudge can make the watcher look: it does, at once, and
+    /// installs what changed.
+    #[tokio::test]
+    async fn a_nudge_reloads_changed_files_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = crate::pki::DevCa::new("CA").expect("ca");
+        let pair = ca.issue("server.test", false, true, crate::pki::Validity::default()).expect("cert");
+        let (ca_file, cert, key) = (dir.path().join("ca.pem"), dir.path().join("s.pem"), dir.path().join("s.key"));
+        std::fs::write(&ca_file, ca.cert_pem()).expect("write");
+        std::fs::write(&cert, &pair.cert_pem).expect("write");
+        std::fs::write(&key, &pair.key_pem).expect("write");
+        let files = crate::tls::ServerFiles { ca: &ca_file, crl: None, cert: &cert, key: &key };
+        let first = files.load(crate::tls::PeerKind::Terminal, b"test").expect("tls");
+        let ep =
+            crate::endpoint::server("127.0.0.1:0".parse().expect("addr"), first, Default::default()).expect("endpoint");
+        let installed = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let cancel = CancellationToken::new();
+        let watcher = {
+            let (paths, installed) = (files.paths(), installed.clone());
+            let (ca_file, cert, key) = (ca_file.clone(), cert.clone(), key.clone());
+            let build = move || {
+                let files = crate::tls::ServerFiles { ca: &ca_file, crl: None, cert: &cert, key: &key };
+                crate::endpoint::server_config(files.load(crate::tls::PeerKind::Terminal, b"test")?, Default::default())
+            };
+            let triggers = Triggers { poll: Duration::from_secs(3600), nudge: rx };
+            tokio::spawn(watch_server(
+                ep.clone(),
+                paths,
+                build,
+                move || {
+                    installed.fetch_add(1, Ordering::SeqCst);
+                },
+                "test",
+                triggers,
+                cancel.clone(),
+            ))
+        };
+        // The watcher takes its first stamp when it first runs (this runtime has one thread: at
+        // this test's next await), so the files change after that.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        std::fs::write(&ca_file, ca.cert_pem() + "\n").expect("rewrite");
+        tx.send_modify(|n| *n += 1);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while installed.load(Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the nudge did not reload the changed files");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A nudge with nothing changed installs nothing.
+        tx.send_modify(|n| *n += 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(installed.load(Ordering::SeqCst), 1);
+        cancel.cancel();
+        watcher.await.expect("watcher ends on cancel");
     }
 
     #[test]

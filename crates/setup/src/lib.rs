@@ -220,7 +220,8 @@ data_dir = "{root}/data/master"
 card_key_file = "{root}/keys/master.card.key"
 # Local admin API (status), JSON lines on a Unix socket.
 admin_socket = "{root}/run/master.sock"
-# "plain" or "json"; the level comes from RUST_LOG (default info).
+# "plain" or "json". The level: add log_level = "info" (RUST_LOG's syntax; re-read on SIGHUP),
+# else RUST_LOG (default info).
 log_format = "plain"
 # Prometheus metrics: GET /metrics (text format) on this TCP address; absent, no metrics
 # server. Plain HTTP without TLS: keep it on loopback or a management network.

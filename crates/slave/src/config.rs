@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use inflight_core::capture::TerminalCaps;
-use inflight_daemon::{ConfigErrors, ConfigReader, LogFormat};
+use inflight_daemon::{ConfigErrors, ConfigReader, LogFormat, LogLevel};
 use inflight_net::endpoint::LinkTimers;
 use inflight_wire::{TerminalId, AMOUNT_MINOR_MAX};
 
@@ -61,6 +61,8 @@ pub struct SlaveConfig {
     pub cache_bytes: u64,
     /// Log format.
     pub log_format: LogFormat,
+    /// Log filter (`log_level`), which wins over `RUST_LOG`; re-read on SIGHUP.
+    pub log_level: Option<LogLevel>,
 }
 
 impl SlaveConfig {
@@ -74,6 +76,7 @@ impl SlaveConfig {
         let capture_socket = r.path("capture_socket");
         let capture_access = inflight_daemon::local::Access::read(&mut r, "capture", false);
         let log_format = r.log_format();
+        let log_level = r.log_level();
         let master_addr = r.socket_addr("master.addr");
         let metrics_listen = inflight_daemon::metrics::read_listen(&mut r);
         let master_server_name = r.string("master.server_name");
@@ -143,6 +146,7 @@ impl SlaveConfig {
             reconnect_max,
             cache_bytes,
             log_format: log_format.expect(missing),
+            log_level,
         })
     }
 }

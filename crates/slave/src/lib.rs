@@ -9,6 +9,7 @@
 
 mod answer;
 pub mod api;
+pub mod check;
 pub mod config;
 mod link;
 mod metrics;
@@ -118,6 +119,8 @@ pub async fn run(cfg: SlaveConfig, cancel: CancellationToken) -> Result<(), Slav
         metrics = %metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or_else(|| "off".into(), |a| a.to_string()),
         "inflight-slave running"
     );
+    // Every socket is bound: a `Type=notify` unit is started now (nothing without systemd).
+    inflight_daemon::runner::notify_ready();
 
     let shutdown = Shutdown::new(cancel);
     // The actor is not one of the drained tasks: it outlives the link task, so that the link's

@@ -64,6 +64,14 @@ enum Cmd {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Check the config and every file it names (keys, certificates, revocation lists, folders):
+    /// every problem on stderr, one per line, then a summary; exit 64 on any problem, 0 when
+    /// the terminal would start.
+    Check {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print the terminal's status, or one payment's, as JSON.
     Status {
         /// Config file.
@@ -128,11 +136,14 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let log_format = cfg.log_format;
-            inflight_daemon::runner::main_loop(&rt, "inflight-slave", log_format, |cancel| {
+            let logging = inflight_daemon::Logging::new(cfg.log_format, cfg.log_level.clone(), move || {
+                SlaveConfig::load(&config).map(|c| c.log_level)
+            });
+            inflight_daemon::runner::main_loop(&rt, "inflight-slave", logging, |cancel| {
                 inflight_slave::run(cfg, cancel)
             })
         }
+        Cmd::Check { config } => inflight_slave::check::check(&config).finish("inflight-slave"),
         Cmd::Capture { config, pan, expiry, amount, currency, seat, request_id } => {
             let pan = match pan.resolve() {
                 Ok(p) => p,
