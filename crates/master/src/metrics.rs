@@ -61,6 +61,7 @@ pub(crate) struct MasterMetrics {
     seal_seconds: Histogram,
     upload_seconds: Histogram,
     payments: IntGaugeVec,
+    reversals: IntGaugeVec,
     results_pending: IntGauge,
     aged: IntGauge,
     terminals: IntGauge,
@@ -121,6 +122,11 @@ impl MasterMetrics {
             payments: m.gauge_vec(
                 "inflight_master_payments",
                 "Payments held by the master, by state (as in `inflight-master status`).",
+                &["state"],
+            ),
+            reversals: m.gauge_vec(
+                "inflight_master_reversals",
+                "Sale apps' voids of sealed payments, by state: pending (the issuer has not answered) or answered.",
                 &["state"],
             ),
             results_pending: m.gauge(
@@ -249,6 +255,9 @@ impl MasterMetrics {
         for (state, n) in STATES.iter().zip(by_state) {
             self.payments.with_label_values(&[state]).set(gauge(n));
         }
+        let (pending, answered) = snap.reversals;
+        self.reversals.with_label_values(&["pending"]).set(gauge(pending));
+        self.reversals.with_label_values(&["answered"]).set(gauge(answered));
         self.results_pending.set(gauge(c.decided));
         self.aged.set(gauge(snap.aged));
         self.terminals.set(gauge(snap.terminals as u64));

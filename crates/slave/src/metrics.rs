@@ -17,7 +17,7 @@ use crate::config::SlaveConfig;
 use crate::terminal::{Event, Gauges};
 
 /// The payment states of the terminal's status (`payments`), each a label value.
-const STATES: [&str; 4] = ["captured", "forwarded", "refused", "voided"];
+const STATES: [&str; 5] = ["captured", "forwarded", "refused", "voided", "cancelled"];
 
 /// Every metric of the terminal. Clones share the metrics.
 #[derive(Debug, Clone)]
@@ -150,7 +150,7 @@ impl SlaveMetrics {
     }
 
     fn set_counts(&self, c: &SlaveCounts) {
-        for (state, n) in STATES.iter().zip([c.captured, c.forwarded, c.refused, c.voided]) {
+        for (state, n) in STATES.iter().zip([c.captured, c.forwarded, c.refused, c.voided, c.cancelled]) {
             self.payments.with_label_values(&[state]).set(gauge(n));
         }
         self.decided.set(gauge(c.decided));

@@ -253,14 +253,15 @@ pub enum IssuerMsg {
         /// Why.
         reason: String,
     },
-    /// The results of a `Reverse`, in its order, sent once every reversal is durable.
-    Reversed {
-        /// One per id of the `Reverse`.
-        results: Vec<ReversalResult>,
-    },
     /// The issuer closes the link.
     Error {
         /// Why.
         message: String,
+    },
+    /// The results of a `Reverse`, in its order, sent once every reversal is durable. (After
+    /// `Error`, so that every earlier message keeps its encoding.)
+    Reversed {
+        /// One per id of the `Reverse`.
+        results: Vec<ReversalResult>,
     },
 }

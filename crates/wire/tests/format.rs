@@ -25,7 +25,7 @@ fn hex(b: &[u8]) -> String {
 fn golden_bytes() {
     let hello =
         TerminalMsg::Hello { version: TERMINAL_PROTOCOL_VERSION, terminal: TerminalId::parse("t1").expect("valid") };
-    assert_eq!(hex(&encode(&hello)), "0003027431");
+    assert_eq!(hex(&encode(&hello)), "0004027431");
 
     let submit = TerminalMsg::Submit { payment: sample_payment(), answered: false };
     assert_eq!(hex(&encode(&submit)), GOLDEN_SUBMIT);
@@ -56,6 +56,35 @@ fn golden_bytes() {
     };
     assert_eq!(hex(&encode(&aircraft)), format!("01{}0104", "ab".repeat(16)));
     assert_eq!((ErrorCode::Busy.as_u32(), ErrorCode::Replaced.as_u32()), (6, 7));
+
+    // Protocol 4: a sale app's void of a payment it was told `accepted` for, and its answer.
+    let cancel = TerminalMsg::Cancel { id: PaymentId::from_bytes([0xcd; 16]) };
+    assert_eq!(hex(&encode(&cancel)), format!("04{}", "cd".repeat(16)));
+    let voided = MasterMsg::CancelAck { id: PaymentId::from_bytes([0xcd; 16]), outcome: CancelOutcome::Voided };
+    assert_eq!(hex(&encode(&voided)), format!("06{}00", "cd".repeat(16)));
+    let reversal =
+        MasterMsg::CancelAck { id: PaymentId::from_bytes([0xcd; 16]), outcome: CancelOutcome::ReversalPending };
+    assert_eq!(hex(&encode(&reversal)), format!("06{}01", "cd".repeat(16)));
+}
+
+/// The ground link's reversals (protocol 3), frozen like the terminal link.
+#[test]
+fn golden_bytes_of_reversals() {
+    assert_eq!(GROUND_PROTOCOL_VERSION, 3);
+    let id = PaymentId::from_bytes([0xef; 16]);
+    let reverse = AircraftMsg::Reverse { ids: vec![id] };
+    assert_eq!(hex(&encode(&reverse)), format!("0601{}", "ef".repeat(16)));
+    let reversed = IssuerMsg::Reversed {
+        results: vec![
+            ReversalResult { id, outcome: ReversalOutcome::Reversed { released_minor: 1250 } },
+            ReversalResult { id, outcome: ReversalOutcome::NotCharged },
+            ReversalResult { id, outcome: ReversalOutcome::Unknown },
+        ],
+    };
+    let e = "ef".repeat(16);
+    assert_eq!(hex(&encode(&reversed)), format!("0703{e}00fbe204{e}01{e}02"));
+    // Appended: every earlier message keeps its encoding (`Error` is still 6).
+    assert_eq!(hex(&encode(&IssuerMsg::Error { message: "x".into() }))[..2], *"06");
 }
 
 const GOLDEN_SUBMIT: &str = concat!(
