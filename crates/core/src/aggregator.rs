@@ -476,13 +476,20 @@ impl Aggregator {
             Verdict::Refused(_) => VoidDecision::Repeat,
             Verdict::Stored | Verdict::Held if e.answered => VoidDecision::Carried,
             Verdict::Stored | Verdict::Held => {
-                let mut e = e.clone();
-                self.unaccount(id, &e);
-                e.verdict = Verdict::Refused(RefusalReason::Voided);
-                self.account(id, &e);
-                self.index.insert(id, e);
+                self.set_voided(id);
                 VoidDecision::Void
             }
+        }
+    }
+
+    /// Records `id` voided in the index and the books (never carried; its amount no longer
+    /// counts against its card's flight limit).
+    fn set_voided(&mut self, id: PaymentId) {
+        if let Some(mut e) = self.index.remove(&id) {
+            self.unaccount(id, &e);
+            e.verdict = Verdict::Refused(RefusalReason::Voided);
+            self.account(id, &e);
+            self.index.insert(id, e);
         }
     }
 
@@ -504,11 +511,7 @@ impl Aggregator {
         match (e.verdict, e.phase) {
             (Verdict::Refused(_), _) => CancelDecision::Repeat(CancelOutcome::Voided),
             (_, Phase::Pending) if !self.promised.contains(&id) => {
-                let mut e = e.clone();
-                self.unaccount(id, &e);
-                e.verdict = Verdict::Refused(RefusalReason::Voided);
-                self.account(id, &e);
-                self.index.insert(id, e);
+                self.set_voided(id);
                 CancelDecision::Void
             }
             _ => {
@@ -521,16 +524,7 @@ impl Aggregator {
     /// Undoes a sale app's void whose write failed.
     pub fn revert_cancel(&mut self, id: &PaymentId, decision: CancelDecision) {
         match decision {
-            CancelDecision::Void => {
-                if let Some(mut e) = self.index.remove(id) {
-                    self.unaccount(*id, &e);
-                    if is_void(e.verdict) {
-                        e.verdict = Verdict::Stored;
-                    }
-                    self.account(*id, &e);
-                    self.index.insert(*id, e);
-                }
-            }
+            CancelDecision::Void => self.revert_void(id),
             CancelDecision::Reverse => {
                 self.reversals.remove(id);
             }

@@ -81,6 +81,14 @@ impl CheckReport {
         self.push(Severity::Warning, key, file, what);
     }
 
+    /// Records findings about `key` and `file`, each `(is a problem, what it says)` (what
+    /// `inflight_net::check`'s notes turn into).
+    pub fn found_all(&mut self, key: &str, file: &Path, findings: impl IntoIterator<Item = (bool, String)>) {
+        for (problem, what) in findings {
+            self.found(problem, key, file, what);
+        }
+    }
+
     /// Records a problem (`problem`) or a warning about `key` and `file`.
     pub fn found(&mut self, problem: bool, key: &str, file: &Path, what: impl fmt::Display) {
         let severity = if problem { Severity::Problem } else { Severity::Warning };

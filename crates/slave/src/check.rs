@@ -45,8 +45,5 @@ pub fn check(config: &Path) -> CheckReport {
 }
 
 fn add(r: &mut CheckReport, key: &str, file: &Path, notes: Vec<tls_check::Note>) {
-    for n in notes {
-        let (problem, what) = n.into_parts();
-        r.found(problem, key, file, what);
-    }
+    r.found_all(key, file, notes.into_iter().map(tls_check::Note::into_parts));
 }
