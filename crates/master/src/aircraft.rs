@@ -538,7 +538,9 @@ impl Aircraft {
                         }
                         let put = self.store.put(&payment, digest, verdict, flag, &self.flight, answered);
                         if put.is_ok() {
-                            self.metrics.payment_received(verdict);
+                            // The index records a held payment as `Stored` until confirmed.
+                            let label = if answered || verdict != Verdict::Stored { verdict } else { Verdict::Held };
+                            self.metrics.payment_received(label);
                         }
                         put
                     }

@@ -60,7 +60,8 @@ pub enum Outcome {
     Unconfirmed,
     /// Refused by an aircraft-wide check and recorded (by reason in `refused_by_reason`).
     Refused,
-    /// Voided by its terminal: the sale app was never told `accepted`; never carried.
+    /// Never carried: voided by its terminal (the sale app was never told `accepted`), or by
+    /// its sale app before it was sealed into a batch.
     Voided,
 }
 
