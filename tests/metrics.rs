@@ -1,7 +1,8 @@
 //! Prometheus metrics of the three daemons: scraped during a real flight with a plain HTTP GET,
 //! the values that must hold asserted, no card number in any scrape, every scrape checked with
 //! `promtool check metrics` (skipped, with a message, only when promtool is not installed:
-//! `.ci/run` installs it). A `metrics_listen` that cannot be used stops the daemon with 64.
+//! `.ci/run` installs it). A `metrics_listen` that does not parse stops the daemon with 64, one
+//! that cannot be bound with 69.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -236,10 +237,10 @@ fn promtool_refuses_metrics_that_break_the_conventions() {
     assert!(!ok && said.contains("no help text"), "{said}");
 }
 
-/// A `metrics_listen` that does not parse, or that cannot be bound, stops the daemon at start
-/// with exit 64 (a config error) and says so.
+/// A `metrics_listen` that does not parse stops the daemon at start with exit 64 (a config
+/// error); one that cannot be bound (in use) with 69, so a supervisor retries it; both say so.
 #[test]
-fn a_metrics_listen_that_cannot_be_used_is_a_config_error() {
+fn a_metrics_listen_that_cannot_be_used_stops_the_daemon_and_says_why() {
     let dep = Deployment::new(1);
     dep.prepend_config("issuer", "metrics_listen = \"nowhere\"");
     let mut issuer = Daemon::spawn("inflight-issuer", &dep.config("issuer"), &dep.path("issuer.log"));
@@ -253,7 +254,7 @@ fn a_metrics_listen_that_cannot_be_used_is_a_config_error() {
         let bin = if name == "master" { "inflight-master" } else { "inflight-slave" };
         let log = dep.path(&format!("{name}.log"));
         let mut d = Daemon::spawn(bin, &dep.config(name), &log);
-        assert_eq!(d.wait_exit(Duration::from_secs(20)).code(), Some(64), "{name}: {}", dep.log(name));
+        assert_eq!(d.wait_exit(Duration::from_secs(20)).code(), Some(69), "{name}: {}", dep.log(name));
         let text = dep.log(name);
         assert!(text.contains("metrics_listen") && text.contains(&addr.to_string()), "{name}: {text}");
     }

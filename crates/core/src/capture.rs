@@ -256,6 +256,16 @@ mod tests {
                 CaptureRequest { seat: String::new(), ..req("4111111111111111", "12/29", 100, "EUR") },
                 Err(Refusal::BadSeat),
             ),
+            // A card number typed into the seat field would reach the crew's report in clear.
+            (
+                CaptureRequest { seat: "4111111111111111".into(), ..req("4111111111111111", "12/29", 100, "EUR") },
+                Err(Refusal::BadSeat),
+            ),
+            (
+                CaptureRequest { seat: "crew-411111".into(), ..req("4111111111111111", "12/29", 100, "EUR") },
+                Err(Refusal::BadSeat),
+            ),
+            (CaptureRequest { seat: "row-12345".into(), ..req("4111111111111111", "12/29", 100, "EUR") }, Ok(())),
             (
                 CaptureRequest {
                     items: vec![LineItem { sku: "A".into(), quantity: 0, unit_amount_minor: 1 }],

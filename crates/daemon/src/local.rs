@@ -374,6 +374,14 @@ pub fn parse_request<R: DeserializeOwned>(req: serde_json::Value, ops: &str) -> 
     serde_json::from_value(req).map_err(|e| json!({ "error": "bad_request", "detail": format!("{e}; {ops}") }))
 }
 
+/// Whether a failed [`request`] means no daemon is running there (no socket, or nobody
+/// listening): only then may a command read the daemon's store itself. Any other failure (a
+/// daemon that is there but did not answer) must not: opening the store would hold its lock
+/// and could keep the daemon from restarting (found by review).
+pub fn daemon_absent(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused)
+}
+
 /// Client side: sends one request and reads one answer.
 pub async fn request<Q: Serialize, A: DeserializeOwned>(path: &Path, req: &Q) -> std::io::Result<A> {
     let s = UnixStream::connect(path).await?;

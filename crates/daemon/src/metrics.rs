@@ -48,7 +48,9 @@ pub const BATCH_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 /// Buckets of group-commit sizes, in writes.
 pub const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0];
 
-/// Why the metrics server could not start: a config error (exit 64), like a bad key.
+/// Why the metrics server could not start: the address is in use or not available (exit 69, so
+/// that a supervisor retries: found by review, a busy monitoring port stopped a payment daemon for
+/// good with 64).
 #[derive(Debug, thiserror::Error)]
 #[error("metrics_listen {addr}: cannot listen: {source}")]
 pub struct MetricsBindError {
@@ -194,7 +196,7 @@ pub fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// Binds `addr` for [`serve`]; failing is a config error for the caller (exit 64).
+/// Binds `addr` for [`serve`]; failing is [`MetricsBindError`] (exit 69 for the caller).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsBindError> {
     TcpListener::bind(addr).await.map_err(|source| MetricsBindError { addr, source })
 }

@@ -53,7 +53,8 @@ pub enum IssuerError {
     /// The programme or accounts file is invalid.
     #[error("{}", .0.join("\n"))]
     Data(Vec<String>),
-    /// `metrics_listen` cannot be listened on: a config error.
+    /// `metrics_listen` cannot be listened on (in use, an interface not up yet): exit 69, so a
+    /// supervisor retries it (a value that does not parse is a config error, 64).
     #[error(transparent)]
     Metrics(#[from] inflight_daemon::metrics::MetricsBindError),
     /// The admin socket could not be bound.
@@ -70,7 +71,8 @@ impl DaemonError for IssuerError {
     fn exit_class(&self) -> ExitClass {
         match self {
             IssuerError::Store(_) => ExitClass::Io,
-            IssuerError::Data(_) | IssuerError::Metrics(_) => ExitClass::Config,
+            IssuerError::Data(_) => ExitClass::Config,
+            IssuerError::Metrics(_) => ExitClass::Unavailable,
             IssuerError::Net(_) | IssuerError::Socket { .. } => ExitClass::Unavailable,
         }
     }
@@ -359,6 +361,7 @@ async fn lines(
     let op = req.op();
     match inflight_daemon::local::request::<_, Value>(&cfg.admin_socket, &req).await {
         Ok(v) => v.get(op).and_then(Value::as_array).cloned().ok_or_else(|| format!("unexpected answer: {v}")),
+        Err(e) if !inflight_daemon::local::daemon_absent(&e) => Err(format!("the daemon did not answer: {e}")),
         Err(_) => {
             let store = open_store(cfg).map_err(|e| e.to_string())?;
             let lines = read(&store).map_err(|e| e.to_string());

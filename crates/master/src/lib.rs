@@ -43,7 +43,8 @@ pub enum MasterError {
     /// TLS material or the socket could not be set up.
     #[error(transparent)]
     Net(#[from] NetError),
-    /// `metrics_listen` cannot be listened on: a config error.
+    /// `metrics_listen` cannot be listened on (in use, an interface not up yet): exit 69, so a
+    /// supervisor retries it (a value that does not parse is a config error, 64).
     #[error(transparent)]
     Metrics(#[from] inflight_daemon::metrics::MetricsBindError),
     /// The admin socket could not be bound.
@@ -61,7 +62,7 @@ impl DaemonError for MasterError {
         match self {
             MasterError::Store(_) => ExitClass::Io,
             MasterError::Net(_) | MasterError::Socket { .. } => ExitClass::Unavailable,
-            MasterError::Metrics(_) => ExitClass::Config,
+            MasterError::Metrics(_) => ExitClass::Unavailable,
         }
     }
 }
@@ -187,6 +188,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
             store: store.clone(),
             link: link.clone(),
             cfg: cfg.clone(),
+            reporting: Arc::default(),
         };
         shutdown.spawn(inflight_daemon::local::serve(admin, CREW_OPS, shutdown.clone(), move |req| {
             let ctx = admin_ctx.clone();
@@ -280,6 +282,9 @@ struct Admin {
     link: LinkState,
     /// The configured flight (before the crew sets one) and the age flag, for reports.
     cfg: Arc<MasterConfig>,
+    /// A report is being built: one at a time (each is a full scan of the store; found by
+    /// review: 64 at once could exhaust the master's memory mid-flight).
+    reporting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Admin ops that change how the master behaves: only the crew lists may use them
@@ -391,9 +396,17 @@ async fn admin_answer(ctx: &Admin, req: Value) -> Value {
             if let Some(Err(e)) = flight.as_deref().map(config::parse_flight_id) {
                 return json!({ "error": "bad_request", "detail": format!("flight {e}") });
             }
-            let (store, cfg) = (ctx.store.clone(), ctx.cfg.clone());
+            if ctx.reporting.swap(true, Ordering::AcqRel) {
+                return json!({ "error": "busy", "detail": "another report is being built; ask again" });
+            }
+            let (store, cfg, reporting) = (ctx.store.clone(), ctx.cfg.clone(), ctx.reporting.clone());
             // A full scan of the store: off the async workers.
-            let built = tokio::task::spawn_blocking(move || flight_report(&store, &cfg, flight.as_deref())).await;
+            let built = tokio::task::spawn_blocking(move || {
+                let r = flight_report(&store, &cfg, flight.as_deref());
+                reporting.store(false, Ordering::Release);
+                r
+            })
+            .await;
             match built {
                 Ok(Ok(r)) => {
                     serde_json::to_value(&r).unwrap_or_else(|e| json!({ "error": "internal", "detail": e.to_string() }))
@@ -430,6 +443,10 @@ pub enum ReportError {
     /// The daemon is stopped and its store cannot be opened or read (exit 74).
     #[error("the store cannot be read: {0}")]
     Store(#[from] StoreError),
+    /// The daemon's socket is there but it did not answer (exit 69): its store is not read
+    /// behind its back.
+    #[error("the daemon did not answer: {0}")]
+    Unreachable(String),
     /// The running daemon refused or failed the request: exit 64 (`bad_request`), 69
     /// (`forbidden`, `busy`, `shutting_down`), 74 (`storage_error`), else 70.
     #[error("the daemon answered {0}")]
@@ -442,6 +459,7 @@ impl ReportError {
         match self {
             ReportError::BadFlight(_) => inflight_daemon::EXIT_CONFIG,
             ReportError::Store(_) => inflight_daemon::EXIT_IO,
+            ReportError::Unreachable(_) => inflight_daemon::EXIT_UNAVAILABLE,
             ReportError::Daemon(v) => match v["error"].as_str() {
                 Some("bad_request") => inflight_daemon::EXIT_CONFIG,
                 Some("forbidden" | "busy" | "shutting_down") => inflight_daemon::EXIT_UNAVAILABLE,
@@ -461,6 +479,7 @@ pub async fn report(cfg: &MasterConfig, flight: Option<String>) -> Result<report
     match admin_request(cfg, &AdminRequest::Report { flight: flight.clone() }).await {
         Ok(v) if v.get("error").is_some() => Err(ReportError::Daemon(v)),
         Ok(v) => serde_json::from_value(v.clone()).map_err(|_| ReportError::Daemon(v)),
+        Err(e) if !inflight_daemon::local::daemon_absent(&e) => Err(ReportError::Unreachable(e.to_string())),
         Err(_) => {
             let store = open_store(cfg)?;
             let r = flight_report(&store, cfg, flight.as_deref());
@@ -575,6 +594,7 @@ pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value
     let req = AdminRequest::Status { payment_id: payment.clone() };
     match admin_request(cfg, &req).await {
         Ok(v) => Ok(v),
+        Err(e) if !inflight_daemon::local::daemon_absent(&e) => Err(format!("the daemon did not answer: {e}")),
         Err(_) => {
             let store = open_store(cfg).map_err(|e| e.to_string())?;
             let v = match payment {

@@ -46,7 +46,8 @@ pub enum SlaveError {
     /// never holds what was read.
     #[error("--pan -: {0}")]
     PanInput(&'static str),
-    /// `metrics_listen` cannot be listened on: a config error.
+    /// `metrics_listen` cannot be listened on (in use, an interface not up yet): exit 69, so a
+    /// supervisor retries it (a value that does not parse is a config error, 64).
     #[error(transparent)]
     Metrics(#[from] inflight_daemon::metrics::MetricsBindError),
     /// The capture socket could not be bound.
@@ -64,7 +65,8 @@ impl DaemonError for SlaveError {
         match self {
             SlaveError::Store(_) => ExitClass::Io,
             SlaveError::Net(_) | SlaveError::Socket { .. } => ExitClass::Unavailable,
-            SlaveError::PanInput(_) | SlaveError::Metrics(_) => ExitClass::Config,
+            SlaveError::PanInput(_) => ExitClass::Config,
+            SlaveError::Metrics(_) => ExitClass::Unavailable,
         }
     }
 }
@@ -312,6 +314,7 @@ pub async fn status(cfg: &SlaveConfig, payment: Option<String>) -> Result<Value,
     let req = Request::Status { payment_id: payment.clone() };
     match inflight_daemon::local::request::<_, Value>(&cfg.capture_socket, &req).await {
         Ok(v) => Ok(v),
+        Err(e) if !inflight_daemon::local::daemon_absent(&e) => Err(format!("the daemon did not answer: {e}")),
         Err(_) => {
             // Daemon not running: the store is not locked, read it directly.
             let store = open_store(cfg).map_err(|e| e.to_string())?;

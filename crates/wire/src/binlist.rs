@@ -40,7 +40,8 @@ impl CardKind {
             "credit" => Ok(CardKind::Credit),
             "debit" => Ok(CardKind::Debit),
             "check" => Ok(CardKind::Check),
-            _ => Err(format!("card kind must be credit, debit or check, not {s:?}")),
+            // Never quote the input: in a file with shifted columns it may be a card number.
+            _ => Err("card kind must be credit, debit or check".into()),
         }
     }
 }
@@ -55,7 +56,8 @@ impl BinPrefix {
         if (6..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
             Ok(Self(s.to_owned()))
         } else {
-            Err(format!("BIN prefix must be 6-8 digits, not {s:?}"))
+            // Never quote the input: it may be a whole card number.
+            Err(format!("BIN prefix must be 6-8 digits, not {} characters", s.len()))
         }
     }
 

@@ -28,7 +28,7 @@ pub use ground::{
 };
 pub use ids::{IdError, PaymentId, TerminalId, TERMINAL_ID_BYTES_MAX};
 pub use money::{Currency, Money, MoneyError, AMOUNT_MINOR_MAX};
-pub use payment::{LineItem, Payment, PaymentError, LINE_ITEMS_MAX, SEAT_BYTES_MAX, SKU_BYTES_MAX};
+pub use payment::{LineItem, Payment, PaymentError, LINE_ITEMS_MAX, SEAT_BYTES_MAX, SEAT_DIGIT_RUN_MAX, SKU_BYTES_MAX};
 pub use terminal::{
     CancelOutcome, ErrorCode, MasterMsg, RefusalReason, TerminalMsg, Verdict, TERMINAL_ALPN, TERMINAL_FRAME_BYTES_MAX,
     TERMINAL_PROTOCOL_VERSION,

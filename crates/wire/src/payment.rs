@@ -10,12 +10,19 @@ pub const LINE_ITEMS_MAX: usize = 32;
 pub const SEAT_BYTES_MAX: usize = 16;
 /// Longest article code on a line item, in bytes.
 pub const SKU_BYTES_MAX: usize = 32;
+/// Longest run of digits a seat label may hold: no seat or crew position needs more, and a
+/// card number typed into the seat field (it reaches the crew's report and status in clear) has
+/// many more.
+pub const SEAT_DIGIT_RUN_MAX: usize = 5;
 
 /// Why a payment record is malformed (beyond its card and money, which validate themselves).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
-    /// Seat labels are 1-16 printable ASCII characters.
-    #[error("seat must be 1-{SEAT_BYTES_MAX} printable ASCII characters")]
+    /// Seat labels are 1-16 printable ASCII characters, with no run of more than
+    /// [`SEAT_DIGIT_RUN_MAX`] digits.
+    #[error(
+        "seat must be 1-{SEAT_BYTES_MAX} printable ASCII characters, with at most {SEAT_DIGIT_RUN_MAX} digits in a row"
+    )]
     BadSeat,
     /// At most [`LINE_ITEMS_MAX`] line items, each with a 1-32 byte printable SKU and a quantity > 0.
     #[error("line items: at most {LINE_ITEMS_MAX}, each with a 1-{SKU_BYTES_MAX} character SKU and quantity > 0")]
@@ -59,7 +66,8 @@ impl Payment {
     /// Checks the fields whose types cannot carry their own limits.
     pub fn check_shape(seat: &str, items: &[LineItem]) -> Result<(), PaymentError> {
         let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
-        if seat.is_empty() || seat.len() > SEAT_BYTES_MAX || !printable(seat) {
+        let digit_run = seat.as_bytes().split(|b| !b.is_ascii_digit()).map(<[u8]>::len).max().unwrap_or(0);
+        if seat.is_empty() || seat.len() > SEAT_BYTES_MAX || !printable(seat) || digit_run > SEAT_DIGIT_RUN_MAX {
             return Err(PaymentError::BadSeat);
         }
         let items_ok = items.len() <= LINE_ITEMS_MAX

@@ -264,6 +264,11 @@ fn classify(row: &ReportRow, aged_before_unix_ms: u64) -> Classified {
         Verdict::Refused(RefusalReason::Voided) => (Outcome::Voided, None),
         Verdict::Refused(r) => (Outcome::Refused, Some(r.as_str())),
         Verdict::Stored | Verdict::Held if !row.answered => (Outcome::Unconfirmed, None),
+        // Quarantined first: a reversal there waits for the crew and the issuer's operations to
+        // resolve the batch, and must not hide it (found by review).
+        Verdict::Stored | Verdict::Held if v.outcome.is_none() && row.phase == Phase::Quarantined => {
+            (Outcome::Quarantined, None)
+        }
         Verdict::Stored | Verdict::Held => match (row.reversal, &v.outcome) {
             (Some(Reversal::Requested | Reversal::Done(ReversalOutcome::Unknown)), _) => {
                 (Outcome::ReversalPending, None)
@@ -459,6 +464,21 @@ pub(crate) mod tests {
 
     fn tally(count: u64, amount_minor: u64) -> Tally {
         Tally { count, amount_minor }
+    }
+
+    /// Found by review: a reversal of a payment in a refused (quarantined) batch waits for the
+    /// crew and the issuer's operations like the batch itself; it must not hide it.
+    #[test]
+    fn a_quarantined_payment_stays_quarantined_and_aged_when_its_sale_app_voids_it() {
+        let mut q = row(1, "t-1", 1_000, "EUR");
+        q.phase = Phase::Quarantined;
+        q.reversal = Some(Reversal::Requested);
+        q.view.payment.captured_unix_ms = NOW - 30 * HOUR;
+        let r = report(&[q]);
+        let eur = &r.currencies[0].totals;
+        assert_eq!(eur.outcomes["quarantined"], tally(1, 1_000));
+        assert_eq!(eur.outcomes["reversal_pending"], tally(0, 0));
+        assert_eq!(eur.aged, tally(1, 1_000));
     }
 
     #[test]
