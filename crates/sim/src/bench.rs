@@ -114,10 +114,13 @@ pub async fn ingest(
 
     let go = Arc::new(tokio::sync::Barrier::new(terminals as usize + 1));
     let mut tasks = Vec::new();
+    // Fresh payment ids every round: a second round against the same (external) master must
+    // measure new payments, not the duplicate path (issue 11 found the ids repeated).
+    let round = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     for (k, (ep, conn, mut w, mut r, terminal)) in sessions.into_iter().enumerate() {
         let go = go.clone();
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng::new(k as u64 + 1);
+            let mut rng = Rng::new(round ^ (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let payments: Vec<Payment> = (0..per_terminal).map(|i| payment(&terminal, &mut rng, i)).collect();
             let mut sent_at = std::collections::HashMap::with_capacity(payments.len());
             let mut latencies = Vec::with_capacity(payments.len());
