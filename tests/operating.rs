@@ -184,6 +184,14 @@ fn sighup_reloads_the_log_level_and_the_revocation_list_and_keeps_serving() {
     assert_eq!(answer["outcome"], "accepted", "{answer}");
     dep.wait_for("terminal 2's payment reaches the master", Duration::from_secs(20), || dep.master_total() == 1);
     assert!(dep.log("master").contains("on=\"reload\""), "the revocation was read on SIGHUP");
+    // A key SIGHUP cannot reload is not silently ignored.
+    const RESTART: &str = "they take effect at the next restart";
+    assert!(!dep.log("master").contains(RESTART), "only log_level changed so far");
+    dep.set_config("master", "flight_id", "\"IF999\"");
+    kill("-HUP", master.child.id());
+    dep.wait_for("the warning that a restart is needed", Duration::from_secs(20), || {
+        dep.log("master").contains(RESTART)
+    });
     drop((issuer, slaves));
 }
 

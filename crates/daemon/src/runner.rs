@@ -308,6 +308,21 @@ pub fn hangup(reread: &(dyn Fn() -> Result<Option<crate::LogLevel>, crate::Confi
     hangups_sender().send_modify(|n| *n += 1);
 }
 
+/// On SIGHUP, after the config was read again: whether keys other than `log_level` changed
+/// (`started`, `now`: the config at start and now, each rendered with its `log_level` left out);
+/// if so, a warning says they take effect only at the next restart (found by review: an access
+/// list edited and "reloaded" silently kept the old one).
+pub fn restart_needed(started: &str, now: &str) -> bool {
+    let changed = started != now;
+    if changed {
+        tracing::warn!(
+            "SIGHUP: config keys other than log_level changed; they take effect at the next restart \
+             (only log_level and the TLS files are reloaded)"
+        );
+    }
+    changed
+}
+
 /// Handles SIGHUP for the rest of the process's life (see [`hangup`]).
 fn install_hangup(reread: Box<dyn Fn() -> Result<Option<crate::LogLevel>, crate::ConfigErrors> + Send + Sync>) {
     #[cfg(unix)]

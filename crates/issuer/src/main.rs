@@ -66,8 +66,14 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Run { config } => {
+            // What SIGHUP cannot reload is compared, so that a change to it is not silently ignored.
+            let fingerprint = |c: &IssuerConfig| format!("{:?}", IssuerConfig { log_level: None, ..c.clone() });
+            let started = fingerprint(&cfg);
             let logging = inflight_daemon::Logging::new(cfg.log_format, cfg.log_level.clone(), move || {
-                IssuerConfig::load(&config).map(|c| c.log_level)
+                IssuerConfig::load(&config).map(|c| {
+                    inflight_daemon::runner::restart_needed(&started, &fingerprint(&c));
+                    c.log_level
+                })
             });
             inflight_daemon::runner::main_loop(&rt, "inflight-issuer", logging, |cancel| {
                 inflight_issuer::run(cfg, cancel)

@@ -94,8 +94,14 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Run { config } => {
+            // What SIGHUP cannot reload is compared, so that a change to it is not silently ignored.
+            let fingerprint = |c: &MasterConfig| format!("{:?}", MasterConfig { log_level: None, ..c.clone() });
+            let started = fingerprint(&cfg);
             let logging = inflight_daemon::Logging::new(cfg.log_format, cfg.log_level.clone(), move || {
-                MasterConfig::load(&config).map(|c| c.log_level)
+                MasterConfig::load(&config).map(|c| {
+                    inflight_daemon::runner::restart_needed(&started, &fingerprint(&c));
+                    c.log_level
+                })
             });
             inflight_daemon::runner::main_loop(&rt, "inflight-master", logging, |cancel| {
                 inflight_master::run(cfg, cancel)

@@ -136,8 +136,14 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            // What SIGHUP cannot reload is compared, so that a change to it is not silently ignored.
+            let fingerprint = |c: &SlaveConfig| format!("{:?}", SlaveConfig { log_level: None, ..c.clone() });
+            let started = fingerprint(&cfg);
             let logging = inflight_daemon::Logging::new(cfg.log_format, cfg.log_level.clone(), move || {
-                SlaveConfig::load(&config).map(|c| c.log_level)
+                SlaveConfig::load(&config).map(|c| {
+                    inflight_daemon::runner::restart_needed(&started, &fingerprint(&c));
+                    c.log_level
+                })
             });
             inflight_daemon::runner::main_loop(&rt, "inflight-slave", logging, |cancel| {
                 inflight_slave::run(cfg, cancel)
