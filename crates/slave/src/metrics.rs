@@ -34,6 +34,9 @@ pub(crate) struct SlaveMetrics {
     master_connected: IntGauge,
     bin_list_version: IntGauge,
     bin_list_expiry: IntGauge,
+    /// A count of the store is running: one at a time (a full scan a scraper cannot cancel;
+    /// found by review: a hostile scraper could keep several running on a seatback CPU).
+    counting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SlaveMetrics {
@@ -74,6 +77,7 @@ impl SlaveMetrics {
                 "inflight_bin_list_expiry_seconds",
                 "Seconds until the BIN list in force expires (0: none, negative once expired).",
             ),
+            counting: Arc::default(),
             registry: m,
         };
         for o in ["accepted", "rejected", "unknown"] {
@@ -131,11 +135,20 @@ impl SlaveMetrics {
             Ok(Some(g)) => self.set_gauges(&g),
             _ => tracing::debug!("no gauges from the terminal's actor in time"),
         }
-        let store = Arc::clone(store);
-        match tokio::task::spawn_blocking(move || store.counts()).await {
-            Ok(Ok(c)) => self.set_counts(&c),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot count payments for the metrics"),
-            Err(_) => {}
+        // The last counts stay in force while another scrape's count runs.
+        if !self.counting.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let (store, counting) = (Arc::clone(store), Arc::clone(&self.counting));
+            let counted = tokio::task::spawn_blocking(move || {
+                let c = store.counts();
+                counting.store(false, std::sync::atomic::Ordering::Release);
+                c
+            })
+            .await;
+            match counted {
+                Ok(Ok(c)) => self.set_counts(&c),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot count payments for the metrics"),
+                Err(_) => {}
+            }
         }
         self.common.refresh(&cfg.data_dir, inflight_net::tls::leaf_not_after_unix_s(&cfg.cert_file).ok());
         self.registry.render()
