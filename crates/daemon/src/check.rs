@@ -81,8 +81,8 @@ impl CheckReport {
         self.push(Severity::Warning, key, file, what);
     }
 
-    /// Records findings about `key` and `file`, each `(is a problem, what it says)` (what
-    /// `inflight_net::check`'s notes turn into).
+    /// Records findings about `key` and `file`, each `(is a problem, what it says)` (as
+    /// `inflight_net::check::tls_files` gives them).
     pub fn found_all(&mut self, key: &str, file: &Path, findings: impl IntoIterator<Item = (bool, String)>) {
         for (problem, what) in findings {
             self.found(problem, key, file, what);
@@ -116,6 +116,12 @@ impl CheckReport {
                 _ => self.problem("config", Some(&errors.file), e),
             }
         }
+    }
+
+    /// The loaded config, or `None` with every problem of it recorded ([`CheckReport::config_errors`]):
+    /// the checks of the files it names then have nothing to go on.
+    pub fn config<T>(&mut self, loaded: Result<T, ConfigErrors>) -> Option<T> {
+        loaded.map_err(|e| self.config_errors(&e)).ok()
     }
 
     /// `r`'s value, or its error recorded as a problem with `key` and `file`.

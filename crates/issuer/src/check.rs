@@ -14,13 +14,7 @@ use crate::IssuerConfig;
 /// start: once the store's folder holds anything, a bad accounts file is a warning.
 pub fn check(config: &Path) -> CheckReport {
     let mut r = CheckReport::new(config);
-    let cfg = match IssuerConfig::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            r.config_errors(&e);
-            return r;
-        }
-    };
+    let Some(cfg) = r.config(IssuerConfig::load(config)) else { return r };
     let now_s = inflight_daemon::unix_ms_now() / 1_000;
     r.result("card_key_file", Some(&cfg.card_key_file), CardVault::from_key_file(&cfg.card_key_file));
     r.result("signing_key_file", Some(&cfg.signing_key_file), BinListSigner::from_hex_file(&cfg.signing_key_file));
@@ -47,19 +41,14 @@ pub fn check(config: &Path) -> CheckReport {
     // Aircraft check the issuer's name against their own config (ground.issuer_server_name),
     // which is not here: only the usage is checked.
     let expect = Expect { names: &[], client: false, server: true };
-    add(&mut r, "tls.cert_file", &cfg.cert_file, tls_check::own_certificate(&cfg.cert_file, now_s, &expect));
     r.private_key_file("tls.key_file", &cfg.key_file);
-    add(&mut r, "tls.ca_file", &cfg.ca_file, tls_check::ca_file(&cfg.ca_file, now_s));
-    if let Some(crl) = &cfg.crl_file {
-        add(&mut r, "tls.crl_file", crl, tls_check::crl_file(crl, &cfg.ca_file));
+    let own = Some((cfg.cert_file.as_path(), &expect));
+    for f in tls_check::tls_files("tls.", own, &cfg.ca_file, cfg.crl_file.as_deref(), now_s) {
+        r.found_all(&f.key, &f.file, f.findings);
     }
     // Then the configuration `run` builds from them, when the files themselves passed.
     if r.problems() == before {
         r.result("tls", None, crate::aircraft_server_config(&cfg));
     }
     r
-}
-
-fn add(r: &mut CheckReport, key: &str, file: &Path, notes: Vec<tls_check::Note>) {
-    r.found_all(key, file, notes.into_iter().map(tls_check::Note::into_parts));
 }

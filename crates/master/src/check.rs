@@ -15,13 +15,7 @@ pub fn check(config: &Path) -> CheckReport {
     let mut r = CheckReport::new(config);
     // The config itself, as `run` reads it: every bad or unknown key, and the BIN list's public
     // key (ground.issuer_public_key_file), which it parses.
-    let cfg = match MasterConfig::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            r.config_errors(&e);
-            return r;
-        }
-    };
+    let Some(cfg) = r.config(MasterConfig::load(config)) else { return r };
     let now_s = inflight_daemon::unix_ms_now() / 1_000;
     r.result("card_key_file", Some(&cfg.card_key_file), CardVault::from_key_file(&cfg.card_key_file));
     r.directory("data_dir", &cfg.data_dir);
@@ -32,16 +26,14 @@ pub fn check(config: &Path) -> CheckReport {
     // aircraft, which the issuer checks).
     let names = [inflight_net::identity::aircraft_cert_name(&cfg.aircraft_id)];
     let expect = Expect { names: &names, client: true, server: true };
-    add(&mut r, "tls.cert_file", &cfg.cert_file, tls_check::own_certificate(&cfg.cert_file, now_s, &expect));
     r.private_key_file("tls.key_file", &cfg.key_file);
-    add(&mut r, "tls.ca_file", &cfg.ca_file, tls_check::ca_file(&cfg.ca_file, now_s));
-    if let Some(crl) = &cfg.crl_file {
-        add(&mut r, "tls.crl_file", crl, tls_check::crl_file(crl, &cfg.ca_file));
-    }
     let ground = &cfg.ground;
-    add(&mut r, "ground.issuer_ca_file", &ground.issuer_ca_file, tls_check::ca_file(&ground.issuer_ca_file, now_s));
-    if let Some(crl) = &ground.issuer_crl_file {
-        add(&mut r, "ground.issuer_crl_file", crl, tls_check::crl_file(crl, &ground.issuer_ca_file));
+    let terminals =
+        tls_check::tls_files("tls.", Some((&cfg.cert_file, &expect)), &cfg.ca_file, cfg.crl_file.as_deref(), now_s);
+    let issuer =
+        tls_check::tls_files("ground.issuer_", None, &ground.issuer_ca_file, ground.issuer_crl_file.as_deref(), now_s);
+    for f in terminals.into_iter().chain(issuer) {
+        r.found_all(&f.key, &f.file, f.findings);
     }
     // Then the configurations `run` builds from them (a key that does not match its
     // certificate...), when the files themselves passed: the same fault is reported once.
@@ -50,8 +42,4 @@ pub fn check(config: &Path) -> CheckReport {
         r.result("ground", None, crate::ground_tls_config(&cfg));
     }
     r
-}
-
-fn add(r: &mut CheckReport, key: &str, file: &Path, notes: Vec<tls_check::Note>) {
-    r.found_all(key, file, notes.into_iter().map(tls_check::Note::into_parts));
 }

@@ -15,7 +15,7 @@
 //! the peers' configuration (the master's certificate comes from the aircraft CA, which only
 //! terminals and the issuer hold), so it is checked there, by the handshake.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
@@ -44,6 +44,44 @@ impl Note {
             Note::Warning(s) => (false, s),
         }
     }
+}
+
+/// What was found about one file a config key names: `(is a problem, what)` each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileFindings {
+    /// The config key (`tls.ca_file`, `ground.issuer_crl_file`).
+    pub key: String,
+    /// The file.
+    pub file: PathBuf,
+    /// What was found.
+    pub findings: Vec<(bool, String)>,
+}
+
+/// The TLS files of one side of a daemon, under config keys `<prefix>cert_file` (when `own`
+/// gives its own certificate and what its peers expect of it), `<prefix>ca_file` and
+/// `<prefix>crl_file`: every daemon's `check` asks the same three questions (the private key's
+/// mode and owner are the caller's, which knows who runs it).
+pub fn tls_files(
+    prefix: &str,
+    own: Option<(&Path, &Expect<'_>)>,
+    ca: &Path,
+    crl: Option<&Path>,
+    now_unix_s: u64,
+) -> Vec<FileFindings> {
+    let of = |key: &str, file: &Path, notes: Vec<Note>| FileFindings {
+        key: format!("{prefix}{key}"),
+        file: file.to_owned(),
+        findings: notes.into_iter().map(Note::into_parts).collect(),
+    };
+    let mut out = Vec::new();
+    if let Some((cert, expect)) = own {
+        out.push(of("cert_file", cert, own_certificate(cert, now_unix_s, expect)));
+    }
+    out.push(of("ca_file", ca, ca_file(ca, now_unix_s)));
+    if let Some(crl) = crl {
+        out.push(of("crl_file", crl, crl_file(crl, ca)));
+    }
+    out
 }
 
 /// What a daemon's own certificate must carry for its peers to accept it.

@@ -15,13 +15,7 @@ pub fn check(config: &Path) -> CheckReport {
     let mut r = CheckReport::new(config);
     // The config itself, as `run` reads it: every bad or unknown key, and the BIN list's public
     // key (issuer_public_key_file), which it parses.
-    let cfg = match SlaveConfig::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            r.config_errors(&e);
-            return r;
-        }
-    };
+    let Some(cfg) = r.config(SlaveConfig::load(config)) else { return r };
     let now_s = inflight_daemon::unix_ms_now() / 1_000;
     r.result("card_key_file", Some(&cfg.card_key_file), CardVault::from_key_file(&cfg.card_key_file));
     r.directory("data_dir", &cfg.data_dir);
@@ -31,19 +25,14 @@ pub fn check(config: &Path) -> CheckReport {
     // The master takes the terminal id from the certificate's name.
     let names = [inflight_net::identity::terminal_cert_name(&cfg.terminal_id)];
     let expect = Expect { names: &names, client: true, server: false };
-    add(&mut r, "tls.cert_file", &cfg.cert_file, tls_check::own_certificate(&cfg.cert_file, now_s, &expect));
     r.private_key_file("tls.key_file", &cfg.key_file);
-    add(&mut r, "tls.ca_file", &cfg.ca_file, tls_check::ca_file(&cfg.ca_file, now_s));
-    if let Some(crl) = &cfg.crl_file {
-        add(&mut r, "tls.crl_file", crl, tls_check::crl_file(crl, &cfg.ca_file));
+    let own = Some((cfg.cert_file.as_path(), &expect));
+    for f in tls_check::tls_files("tls.", own, &cfg.ca_file, cfg.crl_file.as_deref(), now_s) {
+        r.found_all(&f.key, &f.file, f.findings);
     }
     // Then the configuration `run` builds from them, when the files themselves passed.
     if r.problems() == before {
         r.result("tls", None, crate::client_tls(&cfg));
     }
     r
-}
-
-fn add(r: &mut CheckReport, key: &str, file: &Path, notes: Vec<tls_check::Note>) {
-    r.found_all(key, file, notes.into_iter().map(tls_check::Note::into_parts));
 }
