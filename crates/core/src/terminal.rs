@@ -746,15 +746,15 @@ impl Terminal {
         Some(Transmit::Cancel { id: *id })
     }
 
-    /// A sale app asks to void payment `id` (found by its payment id or request id; `stored`:
-    /// its state in the store, `None` if there is no such payment).
+    /// A sale app asks to void a payment: `found` is its id and stored state (looked up by its
+    /// payment id or request id), `None` when there is no such payment.
     ///
     /// Never answered `accepted`: voided here like an orphan (never carried). Answered: the
     /// void is recorded durably, then the master is told once it holds the payment; it voids it
     /// if not yet sealed, else has the issuer reverse it. The sale app hears the master's
     /// answer, or `reversal_pending` if none comes within the verdict wait.
-    pub fn void(&mut self, to: ReplyTo, id: PaymentId, stored: Option<SlaveState>) {
-        let Some(stored) = stored else {
+    pub fn void(&mut self, to: ReplyTo, found: Option<(PaymentId, SlaveState)>) {
+        let Some((id, stored)) = found else {
             return self.reply(to, Answer::Void { id: None, outcome: VoidOutcome::UnknownPayment }, false);
         };
         let busy = self.capturing.contains_key(&id)
@@ -1372,7 +1372,7 @@ mod tests {
         let id = accepted(&mut t, 1);
         t.on_connected();
         assert_eq!(t.poll_transmit(0), Some(Transmit::Submit { id, answered: true }));
-        t.void(2, id, Some(SlaveState::Captured { answered: true }));
+        t.void(2, Some((id, SlaveState::Captured { answered: true })));
         assert_eq!(
             actions(&mut t),
             vec![Action::Write {
@@ -1405,7 +1405,7 @@ mod tests {
         );
         t.on_cancel_ack(id, CancelOutcome::ReversalPending);
         assert!(actions(&mut t).is_empty(), "a repeated ack changes nothing");
-        t.void(3, id, Some(SlaveState::Cancelled { reversal: true }));
+        t.void(3, Some((id, SlaveState::Cancelled { reversal: true })));
         assert_eq!(
             actions(&mut t),
             vec![Action::Reply {
@@ -1415,7 +1415,7 @@ mod tests {
             }],
             "a repeat is told what the first would be now: a reversal is on its way"
         );
-        t.void(4, id, Some(SlaveState::Cancelled { reversal: false }));
+        t.void(4, Some((id, SlaveState::Cancelled { reversal: false })));
         assert_eq!(
             actions(&mut t),
             vec![Action::Reply {
@@ -1434,7 +1434,7 @@ mod tests {
         assert_eq!(t.poll_transmit(0), Some(Transmit::Submit { id, answered: true }));
         t.on_verdict(id, Verdict::Stored, 0, &AllListening);
         actions(&mut t);
-        t.void(2, id, Some(SlaveState::Forwarded));
+        t.void(2, Some((id, SlaveState::Forwarded)));
         actions(&mut t);
         t.on_written(After::Cancelling { id }, Ok(()), 0, &AllListening);
         assert_eq!(t.poll_transmit(0), Some(Transmit::Cancel { id }));
@@ -1457,7 +1457,7 @@ mod tests {
     fn a_void_of_a_payment_never_answered_is_an_orphan_void_and_a_failed_void_write_says_so() {
         let mut t = terminal(5_000);
         let id = captured(&mut t, 1);
-        t.void(2, id, Some(SlaveState::Captured { answered: false }));
+        t.void(2, Some((id, SlaveState::Captured { answered: false })));
         assert_eq!(
             actions(&mut t),
             vec![Action::Reply {
@@ -1471,7 +1471,7 @@ mod tests {
         actions(&mut t);
         t.on_written(After::Answered { id }, Ok(()), 5_000, &AllListening);
         actions(&mut t);
-        t.void(3, id, Some(SlaveState::Captured { answered: true }));
+        t.void(3, Some((id, SlaveState::Captured { answered: true })));
         actions(&mut t);
         t.on_written(After::Cancelling { id }, Err(WriteFailure::NotWritten), 5_000, &AllListening);
         assert_eq!(
@@ -1483,7 +1483,7 @@ mod tests {
         assert_eq!(t.poll_transmit(5_000), None, "no void goes out");
         // Written but not made durable (a failing disk): maybe on disk, so it goes out anyway;
         // the sale app is told to ask again (found by review).
-        t.void(6, id, Some(SlaveState::Captured { answered: true }));
+        t.void(6, Some((id, SlaveState::Captured { answered: true })));
         actions(&mut t);
         t.on_written(After::Cancelling { id }, Err(WriteFailure::NotDurable), 5_000, &AllListening);
         assert_eq!(
@@ -1493,7 +1493,7 @@ mod tests {
         t.on_verdict(id, Verdict::Stored, 5_000, &AllListening);
         actions(&mut t);
         assert_eq!(t.poll_transmit(5_000), Some(Transmit::Cancel { id }));
-        t.void(7, id, Some(SlaveState::Cancelling));
+        t.void(7, Some((id, SlaveState::Cancelling)));
         assert_eq!(
             actions(&mut t),
             vec![Action::Reply { to: 7, answer: Answer::VoidFailed { id, reason: "storage_error" }, replayed: false }],
@@ -1506,7 +1506,7 @@ mod tests {
         t.drain_actions().for_each(drop);
         t.on_written(After::Answered { id }, Err(WriteFailure::NotWritten), 0, &AllListening);
         actions(&mut t);
-        t.void(4, id, Some(SlaveState::Captured { answered: false }));
+        t.void(4, Some((id, SlaveState::Captured { answered: false })));
         assert_eq!(
             actions(&mut t),
             vec![Action::Write {
@@ -1523,7 +1523,7 @@ mod tests {
                 replayed: false
             }]
         );
-        t.void(5, id, None);
+        t.void(5, None);
         assert_eq!(
             actions(&mut t),
             vec![Action::Reply {

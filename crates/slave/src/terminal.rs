@@ -293,8 +293,7 @@ impl Terminal {
             }),
         };
         match found {
-            Ok(Some((id, state))) => self.machine.void(to, id, Some(state)),
-            Ok(None) => self.machine.void(to, PaymentId::from_bytes([0; 16]), None),
+            Ok(found) => self.machine.void(to, found),
             Err(e) => {
                 tracing::error!(error = %e, "cannot look up a payment to void");
                 if let Some(r) = self.replies.waiting.remove(&to) {

@@ -463,7 +463,8 @@ struct Master {
     reversing: bool,
     /// A new batch's items are being read, its seal not yet asked for.
     choosing: bool,
-    /// Reversals the issuer did not know, not asked again this session.
+    /// Reversals sent on this session: each asked once per session (the daemon skips those the
+    /// issuer did not know; the others are no longer due once answered).
     unknown_to_issuer: BTreeSet<PaymentId>,
 }
 
@@ -1156,7 +1157,7 @@ impl World {
             (None, Heard::Accepted(id)) => Some(*id),
             (None, _) => return,
         };
-        let stored = id.and_then(|id| disk.payments.get(&id).map(|r| r.state));
+        let found = id.and_then(|id| disk.payments.get(&id).map(|r| (id, r.state)));
         let sale = &mut self.sales[k];
         sale.void_attempt += 1;
         sale.void_waiting = true;
@@ -1164,8 +1165,7 @@ impl World {
         self.after(8_000, Ev::VoidDeadline(k, a));
         let to: ReplyTo = VOID_REPLY | ((k as u64) << 16) | u64::from(a);
         trace!(self, "sale {k} void attempt {a} of {id:?} at terminal {t}");
-        let id = id.unwrap_or(PaymentId::from_bytes([0; 16]));
-        self.terms[t].machine.void(to, id, stored);
+        self.terms[t].machine.void(to, found);
         self.term_act(t);
     }
 
