@@ -7,6 +7,7 @@
 //! what it decided, waits until that is durable, and only then acks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use inflight_wire::{
     BatchHeader, BatchId, BinList, CancelOutcome, Currency, Money, Payment, PaymentId, RefusalReason, ReversalOutcome,
@@ -66,13 +67,30 @@ impl Default for Limits {
     }
 }
 
-/// A digest of a payment's content, computed by the driver (an HMAC of its encoding under the card key file: never a plain hash of card data), used to
-/// tell an honest re-send from a different payment re-using an id.
-pub type ContentDigest = [u8; 32];
+/// A digest of a payment's content, computed by the driver (an HMAC of its encoding under the
+/// card key file: never a plain hash of card data), used to tell an honest re-send from a
+/// different payment re-using an id. The first [`KEY_BYTES`] of the stored 32-byte HMAC: the
+/// index holds one per payment, and 128 bits keep a collision out of reach (a terminal would
+/// need about 2^64 tries to make one) at half the memory.
+pub type ContentDigest = [u8; KEY_BYTES];
 
 /// A keyed hash of a card number (computed by the driver with the store's key): equal for the
-/// same card, meaningless without the key.
-pub type CardKey = [u8; 32];
+/// same card, meaningless without the key. Truncated like [`ContentDigest`].
+pub type CardKey = [u8; KEY_BYTES];
+
+/// Bytes of the keyed digests the index keeps in memory (the store keeps all 32).
+pub const KEY_BYTES: usize = 16;
+
+/// The in-memory form of a stored 32-byte keyed digest ([`ContentDigest`], [`CardKey`]).
+pub fn index_key(full: &[u8; 32]) -> [u8; KEY_BYTES] {
+    let mut k = [0; KEY_BYTES];
+    k.copy_from_slice(&full[..KEY_BYTES]);
+    k
+}
+
+/// A terminal's id, shared: the index names the terminal of every payment, and a cabin has a
+/// few hundred terminals for up to [`PAYMENTS_MAX`] payments, so each name is kept once.
+pub type TerminalRef = Arc<TerminalId>;
 
 /// Where a stored payment is on its way to the issuer and back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -99,8 +117,8 @@ pub struct IndexEntry {
     pub verdict: Verdict,
     /// Progress (meaningful for stored payments).
     pub phase: Phase,
-    /// The terminal that captured it: where its result goes.
-    pub terminal: TerminalId,
+    /// The terminal that captured it: where its result goes (shared, see [`TerminalRef`]).
+    pub terminal: TerminalRef,
     /// The card, for the per-card-per-flight limit.
     pub card: CardKey,
     /// The amount.
@@ -302,15 +320,18 @@ pub struct Aggregator {
     /// Stored payments waiting for a batch, in capture order.
     pending: BTreeSet<PaymentId>,
     /// Decided payments whose result the terminal has not confirmed, per terminal.
-    undelivered: HashMap<TerminalId, BTreeSet<PaymentId>>,
+    undelivered: HashMap<TerminalRef, BTreeSet<PaymentId>>,
     /// Total carried per card and currency this flight, for the per-card limit.
     card_totals: HashMap<(CardKey, Currency), u64>,
     /// The issuer's current list (its rules carry the per-card-per-flight limits).
     bins: Option<BinList>,
     /// Open payments per terminal (stored, not yet delivered back), for [`Limits`].
-    open: HashMap<TerminalId, usize>,
+    open: HashMap<TerminalRef, usize>,
     /// Voided and refused payments per terminal (they stay recorded), for [`Limits`].
-    spent: HashMap<TerminalId, usize>,
+    spent: HashMap<TerminalRef, usize>,
+    /// Every terminal name the index holds, once (see [`TerminalRef`]). Bounded by the
+    /// terminals with a certificate: a connection's payments must carry its own name.
+    terminals: HashSet<TerminalRef>,
     /// What one terminal may hold.
     limits: Limits,
     /// Running totals, kept in step with `index`.
@@ -380,7 +401,8 @@ impl Aggregator {
     }
 
     /// Restores one entry from the store at start.
-    pub fn restore(&mut self, id: PaymentId, entry: IndexEntry) {
+    pub fn restore(&mut self, id: PaymentId, mut entry: IndexEntry) {
+        entry.terminal = self.intern(&entry.terminal);
         if let Some(old) = self.index.remove(&id) {
             self.unaccount(id, &old);
         }
@@ -450,7 +472,7 @@ impl Aggregator {
             digest,
             verdict,
             phase: Phase::Pending,
-            terminal: payment.terminal.clone(),
+            terminal: self.intern(&payment.terminal),
             card,
             amount: payment.amount,
             captured_unix_ms: payment.captured_unix_ms,
@@ -469,7 +491,7 @@ impl Aggregator {
             // stored unconfirmed, and never sealed.)
             return VoidDecision::Repeat;
         };
-        if &e.terminal != conn_terminal {
+        if *e.terminal != *conn_terminal {
             return VoidDecision::WrongTerminal;
         }
         match e.verdict {
@@ -502,7 +524,7 @@ impl Aggregator {
             // an unknown id was never held here (or the store was lost): nothing to carry.
             return CancelDecision::Repeat(CancelOutcome::Voided);
         };
-        if &e.terminal != conn_terminal {
+        if *e.terminal != *conn_terminal {
             return CancelDecision::WrongTerminal;
         }
         if self.reversals.contains_key(&id) {
@@ -694,7 +716,7 @@ impl Aggregator {
     /// terminal confirms it, and only once it is decided (a repeat or a stray ack changes
     /// nothing). The driver records it, then [`Aggregator::advance`]s it to `Delivered`.
     pub fn delivers(&self, terminal: &TerminalId, id: &PaymentId) -> bool {
-        self.index.get(id).is_some_and(|e| &e.terminal == terminal && e.phase == Phase::Decided)
+        self.index.get(id).is_some_and(|e| *e.terminal == *terminal && e.phase == Phase::Decided)
     }
 
     /// Decided payments of `terminal` whose result it has not confirmed.
@@ -755,7 +777,7 @@ impl Aggregator {
             return Err("per-card totals out of step with the index".into());
         }
         let flat =
-            |m: &HashMap<TerminalId, BTreeSet<PaymentId>>| m.values().flatten().copied().collect::<BTreeSet<_>>();
+            |m: &HashMap<TerminalRef, BTreeSet<PaymentId>>| m.values().flatten().copied().collect::<BTreeSet<_>>();
         if flat(&fresh.undelivered) != flat(&self.undelivered) {
             return Err("undelivered results out of step with the index".into());
         }
@@ -812,8 +834,18 @@ impl Aggregator {
         }
     }
 
+    /// The shared copy of `terminal`'s name.
+    fn intern(&mut self, terminal: &TerminalId) -> TerminalRef {
+        if let Some(t) = self.terminals.get(terminal) {
+            return t.clone();
+        }
+        let t = Arc::new(terminal.clone());
+        self.terminals.insert(t.clone());
+        t
+    }
+
     /// One open payment of `terminal` fewer.
-    fn close_one(open: &mut HashMap<TerminalId, usize>, terminal: &TerminalId) {
+    fn close_one(open: &mut HashMap<TerminalRef, usize>, terminal: &TerminalId) {
         if let Some(n) = open.get_mut(terminal) {
             *n -= 1;
             if *n == 0 {
@@ -918,12 +950,21 @@ mod tests {
     fn stores_once_and_repeats_the_verdict() {
         let mut a = Aggregator::new();
         let p = payment(1, "t1", 100);
-        assert_eq!(a.handle_submit(&t("t1"), &p, false, [1; 32], [0; 32]), Decision::Store { flag: None });
-        assert_eq!(a.handle_submit(&t("t1"), &p, false, [1; 32], [0; 32]), Decision::Repeat(Verdict::Held));
+        assert_eq!(
+            a.handle_submit(&t("t1"), &p, false, [1; KEY_BYTES], [0; KEY_BYTES]),
+            Decision::Store { flag: None }
+        );
+        assert_eq!(
+            a.handle_submit(&t("t1"), &p, false, [1; KEY_BYTES], [0; KEY_BYTES]),
+            Decision::Repeat(Verdict::Held)
+        );
         assert_eq!(a.counts(), Counts { unconfirmed: 1, ..Counts::default() });
         assert!(a.next_batch(10).is_empty(), "never sealed before the terminal confirms its answer");
-        assert_eq!(a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]), Decision::Confirm);
-        assert_eq!(a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]), Decision::Repeat(Verdict::Stored));
+        assert_eq!(a.handle_submit(&t("t1"), &p, true, [1; KEY_BYTES], [0; KEY_BYTES]), Decision::Confirm);
+        assert_eq!(
+            a.handle_submit(&t("t1"), &p, true, [1; KEY_BYTES], [0; KEY_BYTES]),
+            Decision::Repeat(Verdict::Stored)
+        );
         assert_eq!(a.counts(), Counts { total: 1, pending: 1, ..Counts::default() });
         assert_eq!(a.next_batch(10), vec![p.id]);
     }
@@ -934,7 +975,7 @@ mod tests {
         let (p, q, r) = (payment(1, "t1", 400), payment(2, "t1", 400), payment(3, "t1", 100));
         for x in [&p, &q, &r] {
             assert_eq!(
-                a.handle_submit(&t("t1"), x, true, [x.id.to_bytes()[15]; 32], [0; 32]),
+                a.handle_submit(&t("t1"), x, true, [x.id.to_bytes()[15]; KEY_BYTES], [0; KEY_BYTES]),
                 Decision::Store { flag: None }
             );
         }
@@ -945,7 +986,7 @@ mod tests {
         assert_eq!(a.handle_cancel(&t("t1"), p.id), CancelDecision::Repeat(CancelOutcome::Voided));
         let s = payment(4, "t1", 500);
         assert_eq!(
-            a.handle_submit(&t("t1"), &s, false, [4; 32], [0; 32]),
+            a.handle_submit(&t("t1"), &s, false, [4; KEY_BYTES], [0; KEY_BYTES]),
             Decision::Store { flag: None },
             "room again"
         );
@@ -986,7 +1027,7 @@ mod tests {
         let ps: Vec<Payment> = (1..=3).map(|n| payment(n, "t1", 100)).collect();
         for p in &ps {
             assert_eq!(
-                a.handle_submit(&t("t1"), p, true, [p.id.to_bytes()[15]; 32], [0; 32]),
+                a.handle_submit(&t("t1"), p, true, [p.id.to_bytes()[15]; KEY_BYTES], [0; KEY_BYTES]),
                 Decision::Store { flag: None }
             );
         }
@@ -1019,20 +1060,23 @@ mod tests {
     fn a_void_keeps_an_unanswered_payment_out_of_every_batch_and_releases_its_limit() {
         let mut a = with_limit(1_000);
         let p = payment(1, "t1", 800);
-        assert_eq!(a.handle_submit(&t("t1"), &p, false, [1; 32], [0; 32]), Decision::Store { flag: None });
+        assert_eq!(
+            a.handle_submit(&t("t1"), &p, false, [1; KEY_BYTES], [0; KEY_BYTES]),
+            Decision::Store { flag: None }
+        );
         assert_eq!(a.handle_void(&t("t2"), p.id), VoidDecision::WrongTerminal);
         assert_eq!(a.handle_void(&t("t1"), p.id), VoidDecision::Void);
         assert_eq!(a.counts(), Counts { voided: 1, ..Counts::default() });
         assert_eq!(a.handle_void(&t("t1"), p.id), VoidDecision::Repeat, "idempotent");
         // A late submit, even one claiming an answer, never brings it back.
         assert_eq!(
-            a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]),
+            a.handle_submit(&t("t1"), &p, true, [1; KEY_BYTES], [0; KEY_BYTES]),
             Decision::Repeat(Verdict::Refused(RefusalReason::Voided))
         );
         assert!(a.next_batch(10).is_empty());
         let q = payment(2, "t1", 800);
         assert_eq!(
-            a.handle_submit(&t("t1"), &q, true, [2; 32], [0; 32]),
+            a.handle_submit(&t("t1"), &q, true, [2; KEY_BYTES], [0; KEY_BYTES]),
             Decision::Store { flag: None },
             "limit freed"
         );
@@ -1044,14 +1088,17 @@ mod tests {
     #[test]
     fn refuses_another_terminals_payment_and_id_reuse() {
         let mut a = Aggregator::new();
-        assert_eq!(a.handle_submit(&t("t2"), &payment(1, "t1", 100), false, [1; 32], [0; 32]), Decision::WrongTerminal);
+        assert_eq!(
+            a.handle_submit(&t("t2"), &payment(1, "t1", 100), false, [1; KEY_BYTES], [0; KEY_BYTES]),
+            Decision::WrongTerminal
+        );
         assert_eq!(a.counts(), Counts::default(), "nothing recorded from an impostor");
         assert_eq!(
-            a.handle_submit(&t("t2"), &payment(1, "t2", 100), false, [1; 32], [0; 32]),
+            a.handle_submit(&t("t2"), &payment(1, "t2", 100), false, [1; KEY_BYTES], [0; KEY_BYTES]),
             Decision::Store { flag: None }
         );
         assert_eq!(
-            a.handle_submit(&t("t2"), &payment(1, "t2", 100), false, [2; 32], [0; 32]),
+            a.handle_submit(&t("t2"), &payment(1, "t2", 100), false, [2; KEY_BYTES], [0; KEY_BYTES]),
             Decision::Repeat(Verdict::Refused(RefusalReason::IdConflict))
         );
         assert_eq!(a.verdict(&payment(1, "t2", 100).id), Some(Verdict::Stored), "the stored payment is untouched");
@@ -1060,22 +1107,24 @@ mod tests {
     #[test]
     fn per_card_flight_limit_across_terminals() {
         let mut a = with_limit(1_000);
-        let card = [7; 32];
+        let card = [7; KEY_BYTES];
         // Five terminals, 300 each: the fourth and fifth would exceed 1,000.
         let decisions: Vec<Decision> = (1..=5)
-            .map(|n| a.handle_submit(&t(&format!("t{n}")), &payment(n, &format!("t{n}"), 300), false, [n; 32], card))
+            .map(|n| {
+                a.handle_submit(&t(&format!("t{n}")), &payment(n, &format!("t{n}"), 300), false, [n; KEY_BYTES], card)
+            })
             .collect();
         let refused =
             decisions.iter().filter(|d| matches!(d, Decision::Refuse(RefusalReason::OverCardFlightLimit))).count();
         assert_eq!(refused, 2, "{decisions:?}");
         // Another card is unaffected.
         assert_eq!(
-            a.handle_submit(&t("t1"), &payment(9, "t1", 900), false, [9; 32], [8; 32]),
+            a.handle_submit(&t("t1"), &payment(9, "t1", 900), false, [9; KEY_BYTES], [8; KEY_BYTES]),
             Decision::Store { flag: None }
         );
         // Over the limit but already answered `accepted` by its terminal: carried, flagged.
         assert_eq!(
-            a.handle_submit(&t("t1"), &payment(10, "t1", 900), true, [10; 32], card),
+            a.handle_submit(&t("t1"), &payment(10, "t1", 900), true, [10; KEY_BYTES], card),
             Decision::Store { flag: Some(RefusalReason::OverCardFlightLimit) }
         );
         assert_eq!(a.counts().refused, 2);
@@ -1086,15 +1135,15 @@ mod tests {
         let mut a = with_limit(100);
         let p = payment(3, "t1", 500);
         assert_eq!(
-            a.handle_submit(&t("t1"), &p, false, [3; 32], [0; 32]),
+            a.handle_submit(&t("t1"), &p, false, [3; KEY_BYTES], [0; KEY_BYTES]),
             Decision::Refuse(RefusalReason::OverCardFlightLimit)
         );
         assert_eq!(
-            a.handle_submit(&t("t1"), &p, false, [3; 32], [0; 32]),
+            a.handle_submit(&t("t1"), &p, false, [3; KEY_BYTES], [0; KEY_BYTES]),
             Decision::Repeat(Verdict::Refused(RefusalReason::OverCardFlightLimit))
         );
         assert_eq!(
-            a.handle_submit(&t("t1"), &p, true, [3; 32], [0; 32]),
+            a.handle_submit(&t("t1"), &p, true, [3; KEY_BYTES], [0; KEY_BYTES]),
             Decision::CarryRefused(RefusalReason::OverCardFlightLimit)
         );
         assert_eq!(a.counts(), Counts { total: 1, pending: 1, ..Counts::default() });
@@ -1106,11 +1155,11 @@ mod tests {
     fn a_failed_write_is_reverted_and_decided_again() {
         let mut a = with_limit(1_000);
         let p = payment(4, "t1", 800);
-        let d = a.handle_submit(&t("t1"), &p, false, [4; 32], [0; 32]);
+        let d = a.handle_submit(&t("t1"), &p, false, [4; KEY_BYTES], [0; KEY_BYTES]);
         a.revert(&p.id, d);
         assert_eq!(a.counts(), Counts::default());
         assert_eq!(
-            a.handle_submit(&t("t1"), &p, false, [4; 32], [0; 32]),
+            a.handle_submit(&t("t1"), &p, false, [4; KEY_BYTES], [0; KEY_BYTES]),
             Decision::Store { flag: None },
             "limit released too"
         );
@@ -1120,7 +1169,7 @@ mod tests {
     fn phases_move_forward_and_route_results() {
         let mut a = Aggregator::new();
         for n in 1..=3 {
-            a.handle_submit(&t("t1"), &payment(n, "t1", 100), true, [n; 32], [0; 32]);
+            a.handle_submit(&t("t1"), &payment(n, "t1", 100), true, [n; KEY_BYTES], [0; KEY_BYTES]);
         }
         let batch = a.next_batch(2);
         assert_eq!(batch, vec![payment(1, "t1", 1).id, payment(2, "t1", 1).id], "capture order");
@@ -1152,21 +1201,21 @@ mod tests {
         let mut a = with_limit(1_000);
         assert_eq!(a.bin_list().map(|b| b.version), Some(1));
         let p = payment(1, "t1", 400);
-        assert_eq!(a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]), Decision::Store { flag: None });
+        assert_eq!(a.handle_submit(&t("t1"), &p, true, [1; KEY_BYTES], [0; KEY_BYTES]), Decision::Store { flag: None });
         let q = payment(2, "t1", 600);
         assert_eq!(
-            a.handle_submit(&t("t1"), &q, true, [2; 32], [0; 32]),
+            a.handle_submit(&t("t1"), &q, true, [2; KEY_BYTES], [0; KEY_BYTES]),
             Decision::Store { flag: None },
             "exactly at the limit"
         );
 
         let mut b = Aggregator::new();
         let entry = |phase: Phase, verdict: Verdict, answered: bool| IndexEntry {
-            digest: [9; 32],
+            digest: [9; KEY_BYTES],
             verdict,
             phase,
-            terminal: t("t1"),
-            card: [1; 32],
+            terminal: t("t1").into(),
+            card: [1; KEY_BYTES],
             amount: Money::new(100, eur()).expect("valid"),
             captured_unix_ms: 0,
             answered,
@@ -1203,7 +1252,7 @@ mod tests {
         // A void whose write failed is undone: the payment is unconfirmed again.
         let mut c = Aggregator::new();
         let r = payment(3, "t1", 100);
-        c.handle_submit(&t("t1"), &r, false, [3; 32], [0; 32]);
+        c.handle_submit(&t("t1"), &r, false, [3; KEY_BYTES], [0; KEY_BYTES]);
         assert_eq!(c.handle_void(&t("t1"), r.id), VoidDecision::Void);
         c.revert_void(&r.id);
         assert_eq!(c.counts(), Counts { unconfirmed: 1, ..Counts::default() });
@@ -1213,14 +1262,14 @@ mod tests {
         c.counts.total += 1;
         assert!(c.check_invariants().is_err(), "counts");
         c.counts.total -= 1;
-        c.card_totals.insert(([7; 32], eur()), 5);
+        c.card_totals.insert(([7; KEY_BYTES], eur()), 5);
         assert!(c.check_invariants().is_err(), "per-card totals");
     }
 
     /// Submits payment `n` of `terminal` (ids unique per `n`).
     fn submit(a: &mut Aggregator, n: u8, terminal: &str, answered: bool) -> Decision {
         let p = payment(n, terminal, 1);
-        a.handle_submit(&t(terminal), &p, answered, [n; 32], [n; 32])
+        a.handle_submit(&t(terminal), &p, answered, [n; KEY_BYTES], [n; KEY_BYTES])
     }
 
     #[test]
@@ -1363,7 +1412,7 @@ mod tests {
     fn only_its_own_terminal_delivers_a_decided_payment() {
         let mut a = Aggregator::new();
         let p = payment(1, "t1", 100);
-        a.handle_submit(&t("t1"), &p, true, [1; 32], [0; 32]);
+        a.handle_submit(&t("t1"), &p, true, [1; KEY_BYTES], [0; KEY_BYTES]);
         assert!(!a.delivers(&t("t1"), &p.id), "not decided yet");
         a.advance(p.id, Phase::InBatch);
         a.advance(p.id, Phase::Decided);

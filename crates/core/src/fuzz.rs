@@ -60,12 +60,12 @@ pub fn aggregator_session(data: &[u8]) -> SessionStats {
             // A frame as received on the connection.
             0..=3 => {
                 if let Ok(TerminalMsg::Submit { payment, answered }) = decode::<TerminalMsg>(rest) {
-                    let digest = *digest32(&encode(&payment));
-                    let card = *digest32(payment.pan.expose_digits().as_bytes());
+                    let digest = crate::aggregator::index_key(&digest32(&encode(&payment)));
+                    let card = crate::aggregator::index_key(&digest32(payment.pan.expose_digits().as_bytes()));
                     let d = agg.handle_submit(conn, &payment, answered, digest, card);
                     if &payment.terminal != conn {
                         assert_eq!(d, Decision::WrongTerminal);
-                        assert!(agg.entry(&payment.id).is_none_or(|e| e.terminal == payment.terminal));
+                        assert!(agg.entry(&payment.id).is_none_or(|e| *e.terminal == payment.terminal));
                     }
                     if matches!(d, Decision::Store { .. } | Decision::CarryRefused(_)) {
                         stored.insert(payment.id);
@@ -75,8 +75,14 @@ pub fn aggregator_session(data: &[u8]) -> SessionStats {
             // A generated payment (so sessions reach deep states without valid encodings).
             4 | 5 => {
                 let p = synthetic(rest, &terminals[usize::from(op & 1)]);
-                let digest = *digest32(&encode(&p));
-                let d = agg.handle_submit(conn, &p, op & 2 != 0, digest, [p.pan.expose_digits().as_bytes()[0]; 32]);
+                let digest = crate::aggregator::index_key(&digest32(&encode(&p)));
+                let d = agg.handle_submit(
+                    conn,
+                    &p,
+                    op & 2 != 0,
+                    digest,
+                    [p.pan.expose_digits().as_bytes()[0]; crate::aggregator::KEY_BYTES],
+                );
                 if matches!(d, Decision::Store { .. } | Decision::CarryRefused(_)) {
                     stored.insert(p.id);
                 }

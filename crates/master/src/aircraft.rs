@@ -12,7 +12,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use inflight_core::aggregator::{Aggregator, CancelDecision, Counts, Decision, Phase, SubmitPlan, SubmitWrite};
+use inflight_core::aggregator::{
+    index_key, Aggregator, CancelDecision, Counts, Decision, Phase, SubmitPlan, SubmitWrite,
+};
 pub use inflight_core::uploader::NextBatch;
 use inflight_store::{MasterStore, StoreError, Ticket};
 use inflight_wire::{
@@ -65,7 +67,7 @@ pub enum Event {
     /// A payment from the terminal whose certificate is `terminal`.
     Submit { terminal: TerminalId, payment: Box<Payment>, answered: bool, reply: mpsc::Sender<Outgoing> },
     /// The issuer refused `batch`: set it aside (durably) so later payments can go.
-    Quarantine { batch: BatchHeader, reason: String, reply: oneshot::Sender<Result<(), StoreError>> },
+    Quarantine { batch: Box<BatchHeader>, reason: String, reply: oneshot::Sender<Result<(), StoreError>> },
     /// A terminal voided `id` (its sale app was never told `accepted`).
     Void { terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing> },
     /// A terminal's sale app voided `id` after it was told `accepted`.
@@ -81,13 +83,13 @@ pub enum Event {
     /// A terminal's connection ended.
     Disconnected { terminal: TerminalId, serial: u64 },
     /// A verified BIN list from the issuer.
-    BinList { signed: SignedBinList, list: BinList },
+    BinList { signed: Box<SignedBinList>, list: Box<BinList> },
     /// The uploader asks what the next batch holds: the open one, or pending payments.
     NextBatch { reply: oneshot::Sender<NextBatch> },
     /// The uploader has built a batch header for `ids`: record it durably.
-    Seal { header: BatchHeader, ids: Vec<PaymentId>, reply: oneshot::Sender<Result<(), StoreError>> },
+    Seal { header: Box<BatchHeader>, ids: Vec<PaymentId>, reply: oneshot::Sender<Result<(), StoreError>> },
     /// The issuer's results for a batch: store them durably, then deliver.
-    Results { batch: BatchHeader, results: Vec<AuthResult>, reply: oneshot::Sender<Result<(), StoreError>> },
+    Results { batch: Box<BatchHeader>, results: Vec<AuthResult>, reply: oneshot::Sender<Result<(), StoreError>> },
     /// Counts and the BIN list version, for status.
     Status { reply: oneshot::Sender<Snapshot> },
     /// The same for a metrics scrape, with `aged` recounted at most every [`AGED_RECOUNT`]
@@ -96,7 +98,7 @@ pub enum Event {
     /// The crew sets the flight stamped on new payments.
     SetFlight { flight: String, reply: oneshot::Sender<Result<(), StoreError>> },
     /// From the writer: the write behind `completion` is durable (or the flush failed).
-    Durable { completion: Completion, result: Result<(), StoreError> },
+    Durable { completion: Box<Completion>, result: Result<(), StoreError> },
 }
 
 /// What the actor does once a write is durable: what used to follow an awaited flush.
@@ -164,7 +166,7 @@ enum Then {
         reply: mpsc::Sender<Outgoing>,
         taken: Option<Instant>,
     },
-    Complete(Completion),
+    Complete(Box<Completion>),
 }
 
 /// The writer task's ends: the writes to wait on, and the actor's report-back queue.
@@ -312,7 +314,9 @@ impl Aircraft {
                     Ok((t, ids))
                 });
                 match written {
-                    Ok((t, ids)) => self.complete(t, Completion::Quarantine { batch, ids, reason, reply }).await,
+                    Ok((t, ids)) => {
+                        self.complete(t, Completion::Quarantine { batch: *batch, ids, reason, reply }).await
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -321,7 +325,7 @@ impl Aircraft {
             Event::Durable { completion, result } => {
                 self.completions = self.completions.saturating_sub(1);
                 match result {
-                    Ok(()) => self.completed(completion),
+                    Ok(()) => self.completed(*completion),
                     Err(e) => completion.fail(e),
                 }
             }
@@ -352,6 +356,7 @@ impl Aircraft {
                 }
             }
             Event::BinList { signed, list } => {
+                let (signed, list) = (*signed, *list);
                 if !inflight_core::binlist::prefer(self.agg.bin_list(), &list, inflight_daemon::unix_ms_now()) {
                     return;
                 }
@@ -379,7 +384,7 @@ impl Aircraft {
                     // The batch becomes the open one once durable: until then a new session
                     // asking for the next batch gets its payments as pending, and the uploader,
                     // which still holds this header, has it recorded again.
-                    Ok(t) => self.complete(t, Completion::Seal { header, ids, reply }).await,
+                    Ok(t) => self.complete(t, Completion::Seal { header: *header, ids, reply }).await,
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -388,7 +393,7 @@ impl Aircraft {
             Event::Results { batch, results, reply } => {
                 let written = self.store.store_results(&results).and_then(|_| self.store.finish_batch(batch.id));
                 match written {
-                    Ok(t) => self.complete(t, Completion::Results { batch, results, reply }).await,
+                    Ok(t) => self.complete(t, Completion::Results { batch: *batch, results, reply }).await,
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -441,7 +446,7 @@ impl Aircraft {
             completion.fail(StoreError::Io("too many writes waiting for durability; try again".into()));
             return;
         }
-        match self.writes.send(Write { ticket, then: Then::Complete(completion) }).await {
+        match self.writes.send(Write { ticket, then: Then::Complete(Box::new(completion)) }).await {
             Ok(()) => self.completions += 1,
             Err(mpsc::error::SendError(w)) => {
                 if let Then::Complete(c) = w.then {
@@ -511,8 +516,8 @@ impl Aircraft {
     async fn submit(&mut self, terminal: TerminalId, payment: Payment, answered: bool, reply: mpsc::Sender<Outgoing>) {
         let taken = Instant::now();
         let digest = self.store.content_digest(&payment);
-        let card = self.store.card_hash(&payment);
-        let decision = self.agg.handle_submit(&terminal, &payment, answered, digest, card);
+        let card = index_key(&self.store.card_hash(&payment));
+        let decision = self.agg.handle_submit(&terminal, &payment, answered, index_key(&digest), card);
         let id = payment.id;
         if let Decision::Turn(r) = decision {
             tracing::warn!(
@@ -761,7 +766,9 @@ mod tests {
             digest: [0; 32],
         };
         let (seal_reply, mut sealed) = oneshot::channel();
-        tx.send(Event::Seal { header: header.clone(), ids: vec![], reply: seal_reply }).await.expect("running");
+        tx.send(Event::Seal { header: Box::new(header.clone()), ids: vec![], reply: seal_reply })
+            .await
+            .expect("running");
         let terminal = TerminalId::parse("t1").expect("valid id");
         let (conn_tx, mut conn_rx) = mpsc::channel(4);
         let submit = Event::Submit { payment: Box::new(payment(&terminal)), terminal, answered: true, reply: conn_tx };
@@ -788,5 +795,17 @@ mod tests {
         actor_task.await.expect("actor");
         writer_task.await.expect("writer");
         store.close();
+    }
+}
+#[cfg(test)]
+mod queue_entry_size {
+    /// The actor's queue holds up to `EVENTS_MAX` events and the writer's up to `ACK_QUEUE_MAX`
+    /// writes, each slot as large as the largest variant: a batch header or a BIN list inline
+    /// made every slot 240 and 192 bytes (up to 16 MiB when a thousand terminals fill them).
+    /// Large variants are boxed; this keeps it so.
+    #[test]
+    fn the_actor_s_queue_entries_stay_small() {
+        assert!(std::mem::size_of::<super::Event>() <= 64, "Event is {} bytes", std::mem::size_of::<super::Event>());
+        assert!(std::mem::size_of::<super::Write>() <= 96, "Write is {} bytes", std::mem::size_of::<super::Write>());
     }
 }

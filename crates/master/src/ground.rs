@@ -342,7 +342,10 @@ async fn fetch_bin_list(
         Some(IssuerMsg::BinList(Some(signed))) => {
             match inflight_store::verify_bin_list(&cfg.ground.issuer_public_key, &signed) {
                 Ok(list) => {
-                    events.send(Event::BinList { signed, list }).await.map_err(|_| SessionError::ShuttingDown)?;
+                    events
+                        .send(Event::BinList { signed: Box::new(signed), list: Box::new(list) })
+                        .await
+                        .map_err(|_| SessionError::ShuttingDown)?;
                     Ok(())
                 }
                 Err(e) => {
@@ -427,7 +430,7 @@ async fn seal(
 async fn record(events: &mpsc::Sender<Event>, uploader: &mut Uploader) -> Result<(), SessionError> {
     let header = uploader.header().cloned().expect("a batch being sealed");
     let ids = uploader.ids().to_vec();
-    ask(events, |reply| Event::Seal { header, ids, reply }).await??;
+    ask(events, |reply| Event::Seal { header: Box::new(header), ids, reply }).await??;
     uploader.on_sealed();
     Ok(())
 }
@@ -467,14 +470,15 @@ async fn send_batch(
                 // Offering it again would be refused again and block every later batch: set it
                 // aside, visible to the crew, and carry on with the rest.
                 let refused = uploader.on_refused(batch, reason.clone())?;
-                ask(events, |reply| Event::Quarantine { batch: refused, reason: reason.clone(), reply }).await??;
+                ask(events, |reply| Event::Quarantine { batch: Box::new(refused), reason: reason.clone(), reply })
+                    .await??;
                 return Err(SessionError::Quarantined { batch, reason });
             }
             other => return Err(SessionError::unexpected("during a batch", other)),
         }
     };
     inflight_daemon::crash_point("master.after_batch_sent_before_results_stored");
-    ask(events, |reply| Event::Results { batch: header.clone(), results, reply }).await??;
+    ask(events, |reply| Event::Results { batch: Box::new(header.clone()), results, reply }).await??;
     tracing::info!(batch = %header.id, count = header.count, elapsed_ms = started.elapsed().as_millis() as u64, "batch decided; results stored");
     Ok(())
 }

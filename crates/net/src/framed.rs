@@ -34,6 +34,12 @@ pub fn codec(frame_bytes_max: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder().length_field_length(4).max_frame_length(frame_bytes_max).new_codec()
 }
 
+/// Initial buffer of each half of a framed stream (tokio-util's default is 8 KiB). A master holds
+/// two per terminal, a thousand terminals at once, and their frames are a few hundred bytes: 2
+/// KiB holds a forward window of acks, and a buffer grows when a larger frame (a batch chunk)
+/// needs it. It is also the writer's flush threshold: past it, frames fed go out at once.
+pub const FRAME_BUFFER_BYTES: usize = 2 << 10;
+
 /// The receiving half of a framed stream.
 #[derive(Debug)]
 pub struct FrameReader {
@@ -49,8 +55,8 @@ pub struct FrameWriter {
 /// Wraps a bidirectional stream.
 pub fn framed(send: quinn::SendStream, recv: quinn::RecvStream, frame_bytes_max: usize) -> (FrameWriter, FrameReader) {
     (
-        FrameWriter { inner: FramedWrite::new(send, codec(frame_bytes_max)) },
-        FrameReader { inner: FramedRead::new(recv, codec(frame_bytes_max)) },
+        FrameWriter { inner: FramedWrite::with_capacity(send, codec(frame_bytes_max), FRAME_BUFFER_BYTES) },
+        FrameReader { inner: FramedRead::with_capacity(recv, codec(frame_bytes_max), FRAME_BUFFER_BYTES) },
     )
 }
 

@@ -346,11 +346,11 @@ impl MasterStore {
             out.push((
                 id,
                 IndexEntry {
-                    digest: rec.digest,
+                    digest: inflight_core::aggregator::index_key(&rec.digest),
                     verdict: rec.verdict,
                     phase,
-                    terminal: rec.payment.terminal,
-                    card: rec.card_hash,
+                    terminal: std::sync::Arc::new(rec.payment.terminal),
+                    card: inflight_core::aggregator::index_key(&rec.card_hash),
                     amount: rec.payment.amount,
                     captured_unix_ms: rec.payment.captured_unix_ms,
                     answered: rec.answered,

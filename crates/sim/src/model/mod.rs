@@ -608,14 +608,14 @@ fn fnv(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 fn payment_digest(p: &Payment) -> ContentDigest {
-    fnv(&[
+    inflight_core::aggregator::index_key(&fnv(&[
         &p.id.to_bytes(),
         p.terminal.as_str().as_bytes(),
         p.pan.expose_digits().as_bytes(),
         &p.amount.amount_minor().to_be_bytes(),
         &p.captured_unix_ms.to_be_bytes(),
         p.seat.as_bytes(),
-    ])
+    ]))
 }
 
 fn item_content(i: &BatchItem) -> [u8; 32] {
@@ -1430,7 +1430,7 @@ impl World {
             }
             TerminalMsg::Submit { payment, answered } => {
                 let digest = payment_digest(&payment);
-                let card = fnv(&[payment.pan.expose_digits().as_bytes()]);
+                let card = inflight_core::aggregator::index_key(&fnv(&[payment.pan.expose_digits().as_bytes()]));
                 let decision = self.master.agg.handle_submit(&tid, &payment, answered, digest, card);
                 trace!(self, "master: submit {} from {t} answered={answered}: {decision:?}", payment.id);
                 let id = payment.id;
@@ -1438,7 +1438,7 @@ impl World {
                     digest,
                     verdict,
                     phase: Phase::Pending,
-                    terminal: tid.clone(),
+                    terminal: tid.clone().into(),
                     card,
                     amount: payment.amount,
                     answered,
@@ -1511,7 +1511,7 @@ impl World {
                 let mut to: BTreeSet<usize> = BTreeSet::new();
                 for r in &results {
                     if let Some(e) = self.master.agg.entry(&r.id) {
-                        if let Some(t) = self.terms.iter().position(|x| x.id == e.terminal) {
+                        if let Some(t) = self.terms.iter().position(|x| x.id == *e.terminal) {
                             to.insert(t);
                         }
                     }
