@@ -268,3 +268,26 @@ fn systemd_units_verify_and_are_hardened() {
     let missing = text.replace("/usr/local/bin/inflight-master run", "/nonexistent/inflight-master run");
     assert!(verify(name, &missing).is_err(), "a missing binary must fail");
 }
+
+/// `runtime.worker_threads` sets how many async worker threads the master runs; a value out of
+/// range is a config problem, named.
+#[test]
+fn the_master_runs_the_worker_threads_its_config_names() {
+    let dep = Deployment::new(1);
+    dep.set_config("master", "worker_threads", "300");
+    let (code, err) = check("master", &dep.config("master"));
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("runtime.worker_threads"), "{err}");
+
+    dep.set_config("master", "worker_threads", "1");
+    let master = dep.start_master();
+    let workers = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("threads")
+            .filter_map(|t| std::fs::read_to_string(t.expect("thread").path().join("comm")).ok())
+            .filter(|name| name.starts_with("tokio-rt-worker") || name.starts_with("tokio-runtime-w"))
+            .count()
+    };
+    assert_eq!(workers(master.child.id()), 1, "one worker thread");
+    assert!(dep.master_status(None)["link"].is_string(), "and it serves");
+}

@@ -100,9 +100,18 @@ pub fn config_or_exit<T>(loaded: Result<T, ConfigErrors>) -> Result<T, std::proc
     })
 }
 
-/// The multi-threaded runtime every binary runs on.
+/// The multi-threaded runtime every binary runs on, one worker thread per core.
 pub fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+    runtime_with(None)
+}
+
+/// [`runtime`] with `workers` worker threads (`None`: one per core).
+pub fn runtime_with(workers: Option<usize>) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all().build().map_err(|e| {
         eprintln!("cannot start the async runtime: {e}");
         exit(EXIT_SOFTWARE)
     })

@@ -47,6 +47,10 @@ pub struct MasterConfig {
     pub timers: LinkTimers,
     /// sled page cache size.
     pub cache_bytes: u64,
+    /// Async worker threads (`runtime.worker_threads`; absent: one per core). The payment path
+    /// is one actor and one flusher thread, so fewer workers than cores wake each other less:
+    /// see BENCHMARKS.md for what it changes.
+    pub worker_threads: Option<usize>,
     /// Payments still waiting for the issuer after this long are flagged to the crew (never
     /// dropped).
     pub payment_age_flag: Duration,
@@ -133,6 +137,10 @@ impl MasterConfig {
             window_bytes: Some(inflight_net::endpoint::TERMINAL_WINDOW_BYTES),
         };
         let cache_bytes = r.u64_or("store.cache_bytes", 32 << 20, 1 << 20, 4 << 30);
+        let worker_threads = match r.u64_or("runtime.worker_threads", 0, 0, 256) {
+            0 => None,
+            n => Some(n as usize),
+        };
         let flight_id = r.parse("flight_id", parse_flight_id);
         let payment_age_flag = Duration::from_secs(3600 * r.u64_or("report.payment_age_flag_hours", 24, 1, 24 * 365));
         let issuer_addr = r.socket_addr("ground.issuer_addr");
@@ -184,6 +192,7 @@ impl MasterConfig {
             hello_timeout,
             timers,
             cache_bytes,
+            worker_threads,
             log_format: log_format.expect(missing),
             log_level,
             flight_id: flight_id.expect(missing),

@@ -88,7 +88,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let rt = match inflight_daemon::runtime() {
+    let rt = match inflight_daemon::runtime_with(cfg.worker_threads) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -276,6 +276,11 @@ idle_timeout_ms = 10000
 # sled page cache. 8 MiB ingests as fast as 32 MiB here and keeps the master's memory down.
 cache_bytes = 8388608
 
+[runtime]
+# Async worker threads; 0: one per core. The payment path is one actor and one flusher thread:
+# on a small server 1 costs less CPU per payment (BENCHMARKS.md, "Worker threads").
+worker_threads = 0
+
 [report]
 # Payments still waiting for the issuer after this many hours are counted in status as
 # "aged" for the crew. They are never dropped.
