@@ -6,7 +6,9 @@
 //! - `decisions`: payment id (16 bytes) → the decision, with its batch, masked card and the keyed
 //!   digest of the item it decided (an id re-used with other content is refused by it).
 //! - `batches`: batch id (16 bytes) → header and whether every decision is stored.
-//! - `batch_items`: batch id ++ position (u32 BE) → payment id.
+//! - `batch_chunks`: batch id ++ position (u32 BE) → the payment ids from there on, up to 256.
+//! - `batch_items`: batch id ++ position (u32 BE) → payment id: batches decided before ids were
+//!   grouped (read when a batch has no `batch_chunks`).
 //! - `meta`: `accounts_imported`.
 //! - `charged`: payment id → card hash of the account an approval charged (what a reversal
 //!   gives back to).
@@ -143,6 +145,7 @@ pub struct IssuerStore {
     decisions: sled::Tree,
     batches: sled::Tree,
     batch_items: sled::Tree,
+    batch_chunks: sled::Tree,
     meta: sled::Tree,
     charged: sled::Tree,
     reversals: sled::Tree,
@@ -159,6 +162,7 @@ impl IssuerStore {
             decisions: db.open_tree("decisions")?,
             batches: db.open_tree("batches")?,
             batch_items: db.open_tree("batch_items")?,
+            batch_chunks: db.open_tree("batch_chunks")?,
             meta: db.open_tree("meta")?,
             charged: db.open_tree("charged")?,
             reversals: db.open_tree("reversals")?,
@@ -243,13 +247,16 @@ impl IssuerStore {
         let hashes: Vec<[u8; 32]> = items.iter().map(|i| self.vault.card_hash(i.pan.expose_digits())).collect();
         let contents: Vec<[u8; 32]> = items.iter().map(|i| self.content_digest(i)).collect();
         let abort = ConflictableTransactionError::Abort;
-        let trees = (&self.accounts, &self.decisions, &self.batch_items, &self.charged);
+        let ids: Vec<PaymentId> = items.iter().map(|i| i.id).collect();
+        let positions_of = crate::records::batch_id_values(batch, first_seq, &ids);
+        let trees = (&self.accounts, &self.decisions, &self.batch_chunks, &self.charged);
         let result = trees.transaction(|(accts, decs, positions, charged)| {
-            for (i, ((item, hash), content)) in items.iter().zip(&hashes).zip(&contents).enumerate() {
-                positions.insert(
-                    crate::records::batch_item_key(batch, first_seq + i as u32).to_vec(),
-                    item.id.to_bytes().to_vec(),
-                )?;
+            // Rewritten whole each time the chunk is decided (a batch resumed after a crash):
+            // every chunk of a batch is decided again before it is finished.
+            for (k, v) in &positions_of {
+                positions.insert(k.to_vec(), v.clone())?;
+            }
+            for ((item, hash), content) in items.iter().zip(&hashes).zip(&contents) {
                 let key = item.id.to_bytes();
                 let prior = match decs.get(key)? {
                     Some(b) => Some(decode_record::<DecisionRecord>(&key, &b).map_err(abort)?.content),
@@ -378,7 +385,12 @@ impl IssuerStore {
     }
 
     fn batch_ids(&self, batch: BatchId) -> Result<Vec<PaymentId>, StoreError> {
-        crate::records::batch_ids(&self.batch_items, batch)
+        let grouped = crate::records::batch_ids(&self.batch_chunks, batch)?;
+        if grouped.is_empty() {
+            // Decided before ids were grouped.
+            return crate::records::batch_ids(&self.batch_items, batch);
+        }
+        Ok(grouped)
     }
 
     /// The results of a batch, in batch order.

@@ -4,7 +4,8 @@
 //! Key layout:
 //! - `payments`: payment id (16 bytes) → payment record (verdict, outcome, delivered).
 //! - `batches`: batch id (16 bytes) → batch header and whether its results are stored.
-//! - `batch_items`: batch id ++ position (u32 BE) → payment id, in batch order.
+//! - `batch_items`: batch id ++ position (u32 BE) → the payment ids from there on, up to 256 (one
+//!   in stores written before ids were grouped), in batch order.
 //! - `meta`: `open_batch` → batch id; `bin_list` → signed list; `link_override`; `flight`.
 //! - `reversals`: payment id → a sale app's void of a payment already sealed into a batch: the
 //!   reversal asked of the issuer, and its answer once stored.
@@ -441,8 +442,8 @@ impl MasterStore {
     ) -> Result<Ticket, StoreError> {
         self.committer.check_writable()?;
         let mut items = sled::Batch::default();
-        for (seq, id) in ids.iter().enumerate() {
-            items.insert(crate::records::batch_item_key(header.id, seq as u32).to_vec(), id.to_bytes().to_vec());
+        for (k, v) in crate::records::batch_id_values(header.id, 0, ids) {
+            items.insert(k.to_vec(), v);
         }
         self.batch_items.apply_batch(items)?;
         between();
