@@ -11,6 +11,9 @@
 //! - `charged`: payment id → card hash of the account an approval charged (what a reversal
 //!   gives back to).
 //! - `reversals`: payment id → what its reversal did (released amount, or nothing charged).
+//! - `late`: payment id → nothing: the item it was decided from was marked `late` (sealed after
+//!   its deferred-authorization deadline). A tree of its own so that decisions stored before it
+//!   existed read as they did.
 //!
 //! A chunk of decisions and the account changes they cause are written in one transaction, so
 //! an account is never charged without its decision being recorded, nor the reverse. A payment id
@@ -127,6 +130,9 @@ pub struct LedgerLine {
     pub outcome: AuthOutcome,
     /// Reversed since (its sale app voided it): the amount released, if it was approved.
     pub reversed: Option<ReversalOutcome>,
+    /// The item decided was marked `late`: sealed by the aircraft after its
+    /// deferred-authorization deadline.
+    pub late: bool,
 }
 
 #[derive(Debug, Clone, Copy, Encode, Decode)]
@@ -146,6 +152,7 @@ pub struct IssuerStore {
     meta: sled::Tree,
     charged: sled::Tree,
     reversals: sled::Tree,
+    late: sled::Tree,
     vault: CardVault,
     committer: Committer,
 }
@@ -162,6 +169,7 @@ impl IssuerStore {
             meta: db.open_tree("meta")?,
             charged: db.open_tree("charged")?,
             reversals: db.open_tree("reversals")?,
+            late: db.open_tree("late")?,
             vault,
             committer: Committer::start(db.clone(), dir)?,
         };
@@ -243,8 +251,8 @@ impl IssuerStore {
         let hashes: Vec<[u8; 32]> = items.iter().map(|i| self.vault.card_hash(i.pan.expose_digits())).collect();
         let contents: Vec<[u8; 32]> = items.iter().map(|i| self.content_digest(i)).collect();
         let abort = ConflictableTransactionError::Abort;
-        let trees = (&self.accounts, &self.decisions, &self.batch_items, &self.charged);
-        let result = trees.transaction(|(accts, decs, positions, charged)| {
+        let trees = (&self.accounts, &self.decisions, &self.batch_items, &self.charged, &self.late);
+        let result = trees.transaction(|(accts, decs, positions, charged, late)| {
             for (i, ((item, hash), content)) in items.iter().zip(&hashes).zip(&contents).enumerate() {
                 positions.insert(
                     crate::records::batch_item_key(batch, first_seq + i as u32).to_vec(),
@@ -271,6 +279,11 @@ impl IssuerStore {
                         }
                         if matches!(outcome, AuthOutcome::Approved { .. }) {
                             charged.insert(key.to_vec(), hash.to_vec())?;
+                        }
+                        // Recorded with the decision it describes, from the item decided: a
+                        // later copy (a re-send, another batch) is never decided, nor re-marked.
+                        if item.late {
+                            late.insert(key.to_vec(), Vec::<u8>::new())?;
                         }
                         let rec = DecisionRecord {
                             batch,
@@ -415,6 +428,7 @@ impl IssuerStore {
                 amount: rec.amount,
                 outcome: rec.outcome,
                 reversed,
+                late: self.late.contains_key(&k)?,
             });
         }
         Ok(out)

@@ -1443,6 +1443,7 @@ impl World {
                     amount: payment.amount,
                     answered,
                     captured_unix_ms: payment.captured_unix_ms,
+                    sealed_unix_ms: None,
                 };
                 let (op, verdict) = match decision.plan(answered) {
                     SubmitPlan::Ack { write, ack } => (
@@ -1675,6 +1676,7 @@ impl World {
                 expiry: p.expiry,
                 amount: p.amount,
                 captured_unix_ms: p.captured_unix_ms,
+                late: false,
             });
         }
         Some(items)
