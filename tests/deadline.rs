@@ -135,3 +135,45 @@ fn a_30_hour_diversion_loses_nothing_and_marks_the_late_payments() {
     dep.assert_no_full_pan_anywhere();
     drop((issuer, master));
 }
+
+/// The window and the lead time are the master's config keys: a lead longer than the window is
+/// refused before anything starts (exit 64, the key named); a window of seconds (instead of the
+/// clock skew above) runs a whole missed deadline in real time: the test only waits for states,
+/// it never times anything.
+#[test]
+fn a_window_of_seconds_from_the_config_is_honoured() {
+    let dep = Deployment::new(1);
+    dep.set_config("master", "window_secs", "2");
+    dep.set_config("master", "warn_lead_secs", "3");
+    let out = Command::new(bin("inflight-master"))
+        .args(["check", "--config"])
+        .arg(dep.config("master"))
+        .output()
+        .expect("run check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("deadline.warn_lead_secs") && err.contains("longer than the window"), "{err}");
+
+    // Warned from capture (lead = window), missed 2 s later.
+    dep.set_config("master", "warn_lead_secs", "2");
+    let (_issuer, _master, _slaves) = dep.start_flight();
+    dep.master_link("down");
+    let card = dep.cards()[0].clone();
+    let mut app = SaleApp::connect(&dep.slave_socket(1)).expect("socket");
+    let ids: BTreeSet<String> = [210, 220]
+        .into_iter()
+        .map(|amount| {
+            let a = app.capture(&card, amount, "8D").expect("answer");
+            accepted_id(&a).unwrap_or_else(|| panic!("refused: {a}"))
+        })
+        .collect();
+    dep.wait_for("both sales at the master", Duration::from_secs(30), || dep.master_total() == 2);
+    dep.wait_for("both deadlines missed", Duration::from_secs(30), || deadline_counts(&dep) == (0, 2));
+    dep.master_link("auto");
+    dep.wait_for("both decided and delivered", Duration::from_secs(60), || {
+        dep.master_status(None)["payments"]["delivered"] == 2
+    });
+    let ledger = dep.assert_exactly_once_in_money(&ids);
+    assert!(ledger.iter().all(|l| l["late"] == true), "{ledger:?}");
+    assert_eq!(deadline_counts(&dep), (0, 2));
+}
