@@ -73,6 +73,11 @@ fn a_30_hour_diversion_loses_nothing_and_marks_the_late_payments() {
     // Cabin sales, then a diversion: no link.
     let late: BTreeSet<String> = [110, 120, 130].into_iter().map(capture).collect();
     dep.wait_for("the first sales at the master", Duration::from_secs(30), || dep.master_total() == 3);
+    for id in &late {
+        let p = dep.master_status(Some(id));
+        let due = p["captured_unix_ms"].as_i64().expect("captured_unix_ms") + 24 * HOUR_MS;
+        assert_eq!(p["deadline_unix_ms"].as_i64(), Some(due), "{p}");
+    }
     assert_eq!(deadline_counts(&dep), (0, 0), "just captured: on time");
 
     // 21 hours on: within the 4-hour lead time of the 24-hour deadline. The crew is warned.

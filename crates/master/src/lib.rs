@@ -342,7 +342,7 @@ async fn admin_answer(ctx: &Admin, req: Value) -> Value {
         Err(bad_request) => return bad_request,
     };
     match req {
-        AdminRequest::Status { payment_id: Some(id) } => payment_json(&ctx.store, &id),
+        AdminRequest::Status { payment_id: Some(id) } => payment_json(&ctx.store, &ctx.cfg.deadline, &id),
         AdminRequest::Status { payment_id: None } => {
             let (reply, rx) = oneshot::channel();
             if ctx.events.send(Event::Status { reply }).await.is_err() {
@@ -495,7 +495,7 @@ pub async fn report(cfg: &MasterConfig, flight: Option<String>) -> Result<report
 }
 
 /// One payment as the crew sees it: masked card, verdict, flags, outcome.
-fn payment_json(store: &MasterStore, id: &str) -> Value {
+fn payment_json(store: &MasterStore, deadline: &inflight_core::deadline::Deadline, id: &str) -> Value {
     let pid = match PaymentId::parse(id) {
         Ok(p) => p,
         Err(e) => return json!({ "error": "bad_request", "detail": e.to_string() }),
@@ -523,6 +523,8 @@ fn payment_json(store: &MasterStore, id: &str) -> Value {
                 "currency": v.payment.amount.currency().as_str(),
                 "seat": v.payment.seat,
                 "captured_unix_ms": v.payment.captured_unix_ms,
+                // When it must be sealed for the issuer by, or be sent `late` (README, "The 24-hour deadline").
+                "deadline_unix_ms": deadline.due_unix_ms(v.payment.captured_unix_ms),
                 "card_data_erased": v.payment.card_data_erased,
             });
             outcome_fields(&mut out, v.outcome.as_ref());
@@ -612,7 +614,7 @@ pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value
         Err(_) => {
             let store = open_store(cfg).map_err(|e| e.to_string())?;
             let v = match payment {
-                Some(p) => payment_json(&store, &p),
+                Some(p) => payment_json(&store, &cfg.deadline, &p),
                 None => {
                     let mut agg = inflight_core::aggregator::Aggregator::new();
                     for (id, e) in store.index().map_err(|e| e.to_string())? {
