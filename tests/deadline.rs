@@ -85,13 +85,17 @@ fn a_30_hour_diversion_loses_nothing_and_marks_the_late_payments() {
     master = dep.start_master_env(&[("INFLIGHT_CLOCK_SKEW_MS", &skew(21))]);
     assert_eq!(deadline_counts(&dep), (3, 0), "warned 4 h before the deadline");
     assert_eq!(report(&dep)["deadline_soon"], 3);
-    assert_eq!(metric(metrics, "inflight_master_payments_deadline{state=\"soon\"}"), 3.0);
+    dep.wait_for("the warning in the metrics", Duration::from_secs(15), || {
+        metric(metrics, "inflight_master_payments_deadline{state=\"soon\"}") == 3.0
+    });
 
     // 30 hours on: the deadline is past; nothing is dropped.
     master.terminate();
     master = dep.start_master_env(&[("INFLIGHT_CLOCK_SKEW_MS", &skew(30))]);
     assert_eq!(deadline_counts(&dep), (0, 3), "missed, still carried");
-    assert_eq!(metric(metrics, "inflight_master_payments_deadline{state=\"missed\"}"), 3.0);
+    dep.wait_for("the missed deadlines in the metrics", Duration::from_secs(15), || {
+        metric(metrics, "inflight_master_payments_deadline{state=\"missed\"}") == 3.0
+    });
     assert_eq!(dep.master_total(), 3, "nothing dropped for lateness");
 
     // Sales go on at the diversion airport: the terminal takes the master's time (+30 h), so
