@@ -619,6 +619,7 @@ async fn a_store_failure_during_a_batch_is_told_to_the_aircraft() {
         expiry: Expiry::parse(&card.expiry).expect("expiry"),
         amount: Money::new(100, Currency::parse(&card.currency).expect("currency")).expect("money"),
         captured_unix_ms: now,
+        late: false,
     };
     let mut digest = inflight_store::BatchDigest::default();
     digest.update(&item);

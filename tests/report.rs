@@ -183,7 +183,8 @@ fn the_crew_report_is_the_same_running_or_stopped_and_adds_up_in_every_form() {
     assert_eq!(accepted.len(), 5);
     dep.wait_for("all at the master", Duration::from_secs(30), || dep.master_total() == 5);
 
-    // A day later, nothing has reached the ground: every accepted payment is aged and flagged.
+    // A day later (25 h), nothing has reached the ground: every accepted payment is aged and
+    // past its 24 h deadline, flagged for both.
     master.terminate();
     let mut master = dep.start_master_env(&[DAY_LATER]);
     let aged = check_all_forms(&dep, &mut master, &[DAY_LATER]);
@@ -191,7 +192,12 @@ fn the_crew_report_is_the_same_running_or_stopped_and_adds_up_in_every_form() {
     assert_eq!(eur.aged, Tally { count: 5, amount_minor: 1_250 + 9_900 + 300_000 + 2_000 });
     assert_eq!(eur.outcome(Outcome::Pending), eur.aged);
     assert_eq!(aged.flagged_total, 5);
-    assert!(aged.flagged.iter().all(|f| f.flags == ["aged"] && f.state == "pending"), "{:?}", aged.flagged);
+    assert!(
+        aged.flagged.iter().all(|f| f.flags == ["aged", "deadline_missed"] && f.state == "pending"),
+        "{:?}",
+        aged.flagged
+    );
+    assert_eq!((eur.deadline_missed, aged.deadline_missed, aged.deadline_soon), (eur.aged, 5, 0));
     let cards_shown: BTreeSet<&str> = aged.flagged.iter().map(|f| f.card.as_str()).collect();
     let masked = |k: usize| format!("{}******{}", &cards[k].pan[..6], &cards[k].pan[cards[k].pan.len() - 4..]);
     let want: Vec<String> = [0, 4, 1, 5].into_iter().map(masked).collect();
@@ -225,6 +231,8 @@ fn the_crew_report_is_the_same_running_or_stopped_and_adds_up_in_every_form() {
     assert_eq!(t.declined_by_reason["account_blocked"], tally(1, 2_000));
     assert_eq!(t.refused_by_reason["over_card_flight_limit"], tally(1, 150_000));
     assert_eq!((t.outcome(Outcome::Pending), t.aged), (tally(0, 0), tally(0, 0)));
+    // Sealed by a master back on the real clock: within the deadline, nothing late.
+    assert_eq!((t.deadline_missed, r.deadline_missed), (tally(0, 0), 0));
     assert_eq!(r.flagged_total, 0);
     // The issuer's ledger agrees, in money (the reversed payment shows `reversed`).
     let approved: u64 = dep

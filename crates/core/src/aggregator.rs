@@ -14,6 +14,7 @@ use inflight_wire::{
     TerminalId, Verdict,
 };
 
+use crate::deadline::{Deadline, DeadlineState};
 use crate::uploader::NextBatch;
 
 /// Most open payments (stored, not yet delivered back) the whole aircraft holds before a full
@@ -127,8 +128,12 @@ pub struct IndexEntry {
     /// answered). Only such payments are sealed into a batch: one whose sale app was never told
     /// is never charged, and is voided by its terminal instead.
     pub answered: bool,
-    /// When it was captured (terminal's time, corrected to the master's): for the age flag.
+    /// When it was captured (terminal's time, corrected to the master's): for the age flag and
+    /// the deferred-authorization deadline.
     pub captured_unix_ms: u64,
+    /// When the batch that carries it was sealed (its batch id's time prefix), once sealed: an
+    /// item sealed after its deadline is sent `late` ([`crate::deadline`]).
+    pub sealed_unix_ms: Option<u64>,
 }
 
 /// What to do with a submitted payment.
@@ -307,6 +312,18 @@ pub struct Counts {
     pub refused: u64,
 }
 
+/// Carried payments against their deferred-authorization deadline
+/// ([`Aggregator::deadline_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeadlineCounts {
+    /// Waiting for the issuer with the deadline within the warning lead time (or past it, for
+    /// one sealed on time whose batch has not been answered): the crew should get a link.
+    pub soon: u64,
+    /// Sealed into a batch after its deadline (its item says `late: true`), or not sealed yet
+    /// with its deadline past (it will be).
+    pub missed: u64,
+}
+
 /// Whether a verdict is the void of a payment (not a refusal at capture).
 fn is_void(v: Verdict) -> bool {
     v == Verdict::Refused(RefusalReason::Voided)
@@ -477,6 +494,7 @@ impl Aggregator {
             amount: payment.amount,
             captured_unix_ms: payment.captured_unix_ms,
             answered,
+            sealed_unix_ms: None,
         };
         self.account(payment.id, &entry);
         self.index.insert(payment.id, entry);
@@ -677,9 +695,13 @@ impl Aggregator {
     /// A batch is sealed (its write applied): its payments leave `pending`, and it is the open
     /// batch until [`Aggregator::close_batch`].
     pub fn seal_batch(&mut self, header: BatchHeader, ids: Vec<PaymentId>) {
+        let sealed = header.id.sealed_unix_ms();
         for id in &ids {
             self.advance(*id, Phase::InBatch);
             self.promised.remove(id);
+            if let Some(e) = self.index.get_mut(id) {
+                e.sealed_unix_ms = Some(sealed);
+            }
         }
         self.open_batch = Some((header, ids));
     }
@@ -747,6 +769,23 @@ impl Aggregator {
                     && e.captured_unix_ms < cutoff
             })
             .count() as u64
+    }
+
+    /// Carried payments (stored, confirmed) against their deferred-authorization deadline at
+    /// `now_unix_ms`, as [`Deadline::judge`] sees each: the crew's warning (`soon`) and the
+    /// payments sealed, or to be sealed, after their deadline (`missed`). A full pass over the
+    /// index, like [`Aggregator::aged`]: for status and metrics, not the hot path.
+    pub fn deadline_counts(&self, now_unix_ms: u64, deadline: &Deadline) -> DeadlineCounts {
+        let mut out = DeadlineCounts::default();
+        for e in self.index.values().filter(|e| e.verdict == Verdict::Stored && e.answered) {
+            let waiting = matches!(e.phase, Phase::Pending | Phase::InBatch | Phase::Quarantined);
+            match deadline.judge(e.captured_unix_ms, e.sealed_unix_ms, waiting, now_unix_ms) {
+                DeadlineState::OnTime => {}
+                DeadlineState::Soon => out.soon += 1,
+                DeadlineState::Missed => out.missed += 1,
+            }
+        }
+        out
     }
 
     /// Running totals.
@@ -1193,6 +1232,50 @@ mod tests {
         assert_eq!(a.aged(100, 200), 0);
     }
 
+    /// A carried payment is judged by the time its batch was sealed (the batch id's time
+    /// prefix) once sealed, by the clock before; an unconfirmed one is not carried, not judged.
+    #[test]
+    fn deadline_counts_judge_each_carried_payment_by_its_seal() {
+        use crate::deadline::Deadline;
+        let d = Deadline::new(100, 30).expect("valid");
+        let mut a = with_limit(1_000_000);
+        let ids: Vec<PaymentId> = (1..=3).map(|n| payment(n, "t1", 10).id).collect();
+        for n in 1..=3u8 {
+            assert_eq!(
+                a.handle_submit(&t("t1"), &payment(n, "t1", 10), true, [n; KEY_BYTES], [0; KEY_BYTES]),
+                Decision::Store { flag: None }
+            );
+        }
+        a.handle_submit(&t("t1"), &payment(4, "t1", 10), false, [4; KEY_BYTES], [0; KEY_BYTES]);
+        // Captured at 0: due at 100, warned from 70.
+        assert_eq!(a.deadline_counts(69, &d), DeadlineCounts::default());
+        assert_eq!(a.deadline_counts(70, &d), DeadlineCounts { soon: 3, missed: 0 });
+        assert_eq!(a.deadline_counts(101, &d), DeadlineCounts { soon: 0, missed: 3 });
+        let sealed_at = |ms: u64| BatchHeader {
+            id: BatchId(PaymentId::mint(ms, [7; 10]).to_bytes()),
+            aircraft: "A1".into(),
+            flight: "F1".into(),
+            count: 1,
+            totals: vec![],
+            digest: [0; 32],
+        };
+        // Payment 1 sealed on time and decided; payment 2 sealed late, still waiting.
+        a.seal_batch(sealed_at(90), vec![ids[0]]);
+        assert_eq!(a.entry(&ids[0]).and_then(|e| e.sealed_unix_ms), Some(90));
+        a.close_batch(sealed_at(90).id);
+        a.advance(ids[0], Phase::Decided);
+        a.seal_batch(sealed_at(150), vec![ids[1]]);
+        assert_eq!(
+            a.deadline_counts(200, &d),
+            DeadlineCounts { soon: 0, missed: 2 },
+            "1 on time; 2 sealed late; 3 not sealed, past"
+        );
+        // Decided late stays missed: the issuer holds it as late.
+        a.close_batch(sealed_at(150).id);
+        a.advance(ids[1], Phase::Decided);
+        assert_eq!(a.deadline_counts(200, &d), DeadlineCounts { soon: 0, missed: 2 });
+    }
+
     /// Mutation testing found these unchecked: the installed list is the one returned; a payment
     /// exactly at the per-card limit is stored; restoring an entry twice counts it once in
     /// every phase; a failed void is undone; the self-check catches books out of step.
@@ -1219,6 +1302,7 @@ mod tests {
             amount: Money::new(100, eur()).expect("valid"),
             captured_unix_ms: 0,
             answered,
+            sealed_unix_ms: None,
         };
         let entries = [
             entry(Phase::Pending, Verdict::Stored, false),

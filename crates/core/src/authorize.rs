@@ -142,6 +142,7 @@ mod tests {
             expiry: Expiry::parse("12/29").expect("valid"),
             amount: Money::new(amount, Currency::parse(cur).expect("known")).expect("valid"),
             captured_unix_ms: CAPTURED,
+            late: false,
         }
     }
 
@@ -183,6 +184,7 @@ mod tests {
             (
                 BatchItem {
                     captured_unix_ms: 0,
+                    late: false,
                     expiry: Expiry::parse("10/26").expect("valid"),
                     ..item(visa, 5_000, "EUR")
                 },
@@ -192,6 +194,7 @@ mod tests {
             (
                 BatchItem {
                     captured_unix_ms: RECEIVED + CaptureBounds::CLOCK_ALLOWANCE_MS + 1,
+                    late: false,
                     ..item(visa, 5_000, "EUR")
                 },
                 Some(account(8_000, true)),

@@ -336,6 +336,7 @@ mod tests {
             expiry: Expiry::parse("12/29").expect("valid"),
             amount: Money::new(amount, eur()).expect("valid"),
             captured_unix_ms: CAPTURED + u64::from(n),
+            late: false,
         }
     }
 

@@ -10,6 +10,8 @@
 //! - [`outbox`]: which stored payments a terminal must (re)send to the master, and when.
 //! - [`aggregator`]: the master's verdict on each submitted payment, exactly once per id, the
 //!   per-card-per-flight limit, and each payment's progress to the issuer and back.
+//! - [`deadline`]: the deferred-authorization deadline: when a payment is late, when the crew
+//!   is warned.
 //! - [`uploader`]: the header of each batch the master seals, the checks on the issuer's
 //!   answers, and the rule that a sealed batch is sent again unchanged until it is answered.
 //! - [`link`]: is the ground link up? (probes with hysteresis, crew override)
@@ -24,6 +26,7 @@ pub mod authorize;
 pub mod batch;
 pub mod binlist;
 pub mod capture;
+pub mod deadline;
 pub mod fuzz;
 pub mod issuer;
 pub mod link;

@@ -426,6 +426,7 @@ mod tests {
             expiry: Expiry::parse("12/29").expect("valid expiry"),
             amount: Money::new(amount, cur(currency)).expect("valid"),
             captured_unix_ms: 1_700_000_000_000 + u64::from(n),
+            late: false,
         }
     }
 

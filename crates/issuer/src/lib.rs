@@ -306,6 +306,8 @@ pub fn ledger_json(l: &LedgerLine) -> Value {
         "card": l.card.to_string(),
         "amount_minor": l.amount.amount_minor(),
         "currency": l.amount.currency().as_str(),
+        // Always present: a checker can tell "on time" from a field it forgot to read.
+        "late": l.late,
     });
     match &l.outcome {
         AuthOutcome::Approved { auth_code } => {

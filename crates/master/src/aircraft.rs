@@ -13,8 +13,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use inflight_core::aggregator::{
-    index_key, Aggregator, CancelDecision, Counts, Decision, Phase, SubmitPlan, SubmitWrite,
+    index_key, Aggregator, CancelDecision, Counts, DeadlineCounts, Decision, Phase, SubmitPlan, SubmitWrite,
 };
+use inflight_core::deadline::Deadline;
 pub use inflight_core::uploader::NextBatch;
 use inflight_store::{MasterStore, StoreError, Ticket};
 use inflight_wire::{
@@ -48,8 +49,9 @@ pub const RESULT_RESEND_INTERVAL: std::time::Duration = std::time::Duration::fro
 /// Most results pushed again per terminal per interval (bounded by the connection's queue too).
 pub const RESULTS_PER_RESEND_MAX: usize = 1024;
 
-/// How often a metrics scrape may have the actor recount the aged payments (an hour-scale
-/// flag: a minute late is nothing, a scan of the index at every scrape would slow ingest).
+/// How often a metrics scrape may have the actor recount the aged payments and the deadline
+/// counts (hour-scale flags: a minute late is nothing, a scan of the index at every scrape
+/// would slow ingest). `status` always recounts.
 pub const AGED_RECOUNT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a connection writer sends.
@@ -145,11 +147,21 @@ pub struct Snapshot {
     pub bin_list_valid_until_unix_ms: Option<u64>,
     /// Terminals connected.
     pub terminals: usize,
-    /// Payments waiting for the issuer longer than the configured age.
-    pub aged: u64,
+    /// Payments waiting for the issuer longer than the configured age, and carried payments
+    /// against their deferred-authorization deadline.
+    pub scan: Scan,
     /// Reversals (sale apps' voids of sealed payments) not yet answered by the issuer, and
     /// answered.
     pub reversals: (u64, u64),
+}
+
+/// What a scan of the whole index counts (hour-scale flags, see [`AGED_RECOUNT`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Payments waiting for the issuer longer than `report.payment_age_flag_hours`.
+    pub aged: u64,
+    /// Carried payments against their deadline (`deadline_soon`, `deadline_missed`).
+    pub deadline: DeadlineCounts,
 }
 
 /// A write the writer task waits on: once its ticket is durable, an ack is sent or a
@@ -194,6 +206,8 @@ pub(crate) struct Aircraft {
     flight: String,
     /// Waiting longer than this is flagged in the status.
     age_flag: std::time::Duration,
+    /// The deferred-authorization deadline the status counts payments against.
+    deadline: Deadline,
     writes: mpsc::Sender<Write>,
     /// The writer's reports (`Event::Durable`), taken by [`Aircraft::run`].
     durable: Option<mpsc::Receiver<Event>>,
@@ -201,8 +215,8 @@ pub(crate) struct Aircraft {
     completions: usize,
     /// Counters of what the actor decides and stores.
     metrics: MasterMetrics,
-    /// The aged count the last metrics scrape got, and when it was counted.
-    aged_for_metrics: Option<(Instant, u64)>,
+    /// The scan the last metrics scrape got, and when it was made.
+    scan_for_metrics: Option<(Instant, Scan)>,
 }
 
 /// Rebuilds the aircraft's state from the store.
@@ -211,6 +225,7 @@ pub(crate) fn restore(
     flight: String,
     issuer_key: &[u8; 32],
     age_flag: std::time::Duration,
+    deadline: Deadline,
     limits: inflight_core::aggregator::Limits,
     metrics: MasterMetrics,
 ) -> Result<(Aircraft, Writer), StoreError> {
@@ -244,10 +259,11 @@ pub(crate) fn restore(
         flight,
         writes,
         age_flag,
+        deadline,
         durable: Some(durable_rx),
         completions: 0,
         metrics: metrics.clone(),
-        aged_for_metrics: None,
+        scan_for_metrics: None,
     };
     Ok((actor, Writer { writes: writes_rx, durable: durable_tx, metrics }))
 }
@@ -400,18 +416,18 @@ impl Aircraft {
                 }
             }
             Event::Status { reply } => {
-                let _ = reply.send(self.snapshot(self.aged()));
+                let _ = reply.send(self.snapshot(self.scan()));
             }
             Event::MetricsSnapshot { reply } => {
-                let aged = match self.aged_for_metrics {
-                    Some((at, n)) if at.elapsed() < AGED_RECOUNT => n,
+                let scan = match self.scan_for_metrics {
+                    Some((at, scan)) if at.elapsed() < AGED_RECOUNT => scan,
                     _ => {
-                        let n = self.aged();
-                        self.aged_for_metrics = Some((Instant::now(), n));
-                        n
+                        let scan = self.scan();
+                        self.scan_for_metrics = Some((Instant::now(), scan));
+                        scan
                     }
                 };
-                let _ = reply.send(self.snapshot(aged));
+                let _ = reply.send(self.snapshot(scan));
             }
             Event::SetFlight { flight, reply } => match self.store.set_setting("flight", &flight) {
                 Ok(t) => self.complete(t, Completion::SetFlight { flight, reply }).await,
@@ -422,18 +438,23 @@ impl Aircraft {
         }
     }
 
-    /// Payments waiting for the issuer longer than the flag age (a scan of the index).
-    fn aged(&self) -> u64 {
-        self.agg.aged(inflight_daemon::unix_ms_now(), self.age_flag.as_millis() as u64)
+    /// Payments waiting for the issuer longer than the flag age, and the deadline counts (two
+    /// passes over the index).
+    fn scan(&self) -> Scan {
+        let now = inflight_daemon::unix_ms_now();
+        Scan {
+            aged: self.agg.aged(now, self.age_flag.as_millis() as u64),
+            deadline: self.agg.deadline_counts(now, &self.deadline),
+        }
     }
 
-    fn snapshot(&self, aged: u64) -> Snapshot {
+    fn snapshot(&self, scan: Scan) -> Snapshot {
         Snapshot {
             counts: self.agg.counts(),
             bin_list_version: self.agg.bin_list().map(|b| b.version),
             bin_list_valid_until_unix_ms: self.agg.bin_list().map(|b| b.valid_until_unix_ms),
             terminals: self.links.len(),
-            aged,
+            scan,
             reversals: self.agg.reversal_counts(),
         }
     }
@@ -749,6 +770,7 @@ mod tests {
             "F1".into(),
             &[0; 32],
             Duration::from_secs(3600),
+            Deadline::default(),
             inflight_core::aggregator::Limits::default(),
             MasterMetrics::new(),
         )

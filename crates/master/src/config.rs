@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use inflight_core::deadline::Deadline;
 use inflight_daemon::{ConfigErrors, ConfigReader, LogFormat, LogLevel};
 use inflight_net::endpoint::LinkTimers;
 
@@ -54,6 +55,9 @@ pub struct MasterConfig {
     /// Payments still waiting for the issuer after this long are flagged to the crew (never
     /// dropped).
     pub payment_age_flag: Duration,
+    /// The deferred-authorization deadline (`deadline.window_secs` after capture) and the
+    /// crew's warning lead time (`deadline.warn_lead_secs`).
+    pub deadline: Deadline,
     /// The flight stamped on new payments (the crew may change it).
     pub flight_id: String,
     /// How to reach the issuer.
@@ -143,6 +147,23 @@ impl MasterConfig {
         };
         let flight_id = r.parse("flight_id", parse_flight_id);
         let payment_age_flag = Duration::from_secs(3600 * r.u64_or("report.payment_age_flag_hours", 24, 1, 24 * 365));
+        // Seconds, so that a test can run a whole missed deadline in seconds; 24 h by the card
+        // schemes' deferred-authorization rules.
+        let window_secs =
+            r.u64_or("deadline.window_secs", inflight_core::deadline::WINDOW_DEFAULT_MS / 1000, 1, 30 * 24 * 3600);
+        let warn_lead_secs = r.u64_or(
+            "deadline.warn_lead_secs",
+            inflight_core::deadline::WARN_LEAD_DEFAULT_MS / 1000,
+            0,
+            30 * 24 * 3600,
+        );
+        let deadline = match Deadline::new(window_secs * 1000, warn_lead_secs * 1000) {
+            Ok(d) => d,
+            Err(e) => {
+                r.error("deadline.warn_lead_secs", e.to_string());
+                Deadline::default()
+            }
+        };
         let issuer_addr = r.socket_addr("ground.issuer_addr");
         let issuer_server_name = r.string("ground.issuer_server_name");
         let issuer_ca_file = r.path("ground.issuer_ca_file");
@@ -197,6 +218,7 @@ impl MasterConfig {
             log_level,
             flight_id: flight_id.expect(missing),
             payment_age_flag,
+            deadline,
             ground: GroundConfig {
                 issuer_addr: issuer_addr.expect(missing),
                 issuer_server_name: issuer_server_name.expect(missing),

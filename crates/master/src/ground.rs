@@ -320,7 +320,7 @@ async fn session(
                 record(events, uploader).await?;
             }
             let started = tokio::time::Instant::now();
-            send_batch(store, &mut w, &mut r, events, uploader).await?;
+            send_batch(cfg, store, &mut w, &mut r, events, uploader).await?;
             metrics.uploaded(started.elapsed());
         }
     }
@@ -437,6 +437,7 @@ async fn record(events: &mpsc::Sender<Event>, uploader: &mut Uploader) -> Result
 
 /// Streams the uploader's batch, then collects its results and has them stored.
 async fn send_batch(
+    cfg: &MasterConfig,
     store: &MasterStore,
     w: &mut FrameWriter,
     r: &mut FrameReader,
@@ -447,10 +448,16 @@ async fn send_batch(
     let header = uploader.header().cloned().expect("a batch to send");
     debug_assert_eq!(uploader.state(), UploadState::Sending);
     w.feed(&AircraftMsg::BatchBegin(header.clone())).await?;
+    // Late is judged against the seal, fixed for the batch: every re-send marks the same items.
+    let sealed_unix_ms = header.id.sealed_unix_ms();
+    let mut late = 0u32;
     for (k, chunk) in uploader.ids().chunks(BATCH_CHUNK_MAX).enumerate() {
         let mut items = Vec::with_capacity(chunk.len());
         for id in chunk {
-            items.push(store.batch_item(*id)?.ok_or(SessionError::MissingItem(*id))?);
+            let mut item = store.batch_item(*id)?.ok_or(SessionError::MissingItem(*id))?;
+            item.late = cfg.deadline.is_late(item.captured_unix_ms, sealed_unix_ms);
+            late += u32::from(item.late);
+            items.push(item);
         }
         w.feed(&AircraftMsg::BatchItems { batch: header.id, first_seq: (k * BATCH_CHUNK_MAX) as u32, items }).await?;
         if k == 0 {
@@ -459,6 +466,15 @@ async fn send_batch(
         }
     }
     w.send(&AircraftMsg::BatchEnd { batch: header.id }).await?;
+    if late > 0 {
+        tracing::warn!(
+            batch = %header.id,
+            late,
+            count = header.count,
+            window_secs = cfg.deadline.window_ms() / 1000,
+            "batch carries payments sealed after their deferred-authorization deadline, marked late"
+        );
+    }
     uploader.on_sent();
     let results = loop {
         match r.recv::<IssuerMsg>().await? {

@@ -96,6 +96,7 @@ pub async fn run(cfg: MasterConfig, cancel: CancellationToken) -> Result<(), Mas
         cfg.flight_id.clone(),
         &cfg.ground.issuer_public_key,
         cfg.payment_age_flag,
+        cfg.deadline,
         cfg.limits(),
         metrics.clone(),
     )?;
@@ -341,7 +342,7 @@ async fn admin_answer(ctx: &Admin, req: Value) -> Value {
         Err(bad_request) => return bad_request,
     };
     match req {
-        AdminRequest::Status { payment_id: Some(id) } => payment_json(&ctx.store, &id),
+        AdminRequest::Status { payment_id: Some(id) } => payment_json(&ctx.store, &ctx.cfg.deadline, &id),
         AdminRequest::Status { payment_id: None } => {
             let (reply, rx) = oneshot::channel();
             if ctx.events.send(Event::Status { reply }).await.is_err() {
@@ -355,7 +356,7 @@ async fn admin_answer(ctx: &Admin, req: Value) -> Value {
                         snap.terminals.max(ctx.connected.load(Ordering::Relaxed)),
                         true,
                     );
-                    v["payments"]["aged"] = json!(snap.aged);
+                    scan_json(&mut v, &snap.scan);
                     v["payments"]["reversal_pending"] = json!(snap.reversals.0);
                     v["payments"]["reversed"] = json!(snap.reversals.1);
                     v["link"] = json!(if ctx.link.is_up() { "up" } else { "down" });
@@ -430,8 +431,12 @@ pub fn flight_report(
         None => store.setting("flight")?.unwrap_or_else(|| cfg.flight_id.clone()),
     };
     let (rows, flights) = store.report_rows(&flight)?;
-    let age_ms = cfg.payment_age_flag.as_millis() as u64;
-    Ok(report::build(&flight, &flights, &rows, inflight_daemon::unix_ms_now(), age_ms))
+    let as_of = report::AsOf {
+        now_unix_ms: inflight_daemon::unix_ms_now(),
+        aged_after_ms: cfg.payment_age_flag.as_millis() as u64,
+        deadline: cfg.deadline,
+    };
+    Ok(report::build(&flight, &flights, &rows, &as_of))
 }
 
 /// Why `inflight-master report` could not make a report (each with its exit code).
@@ -490,7 +495,7 @@ pub async fn report(cfg: &MasterConfig, flight: Option<String>) -> Result<report
 }
 
 /// One payment as the crew sees it: masked card, verdict, flags, outcome.
-fn payment_json(store: &MasterStore, id: &str) -> Value {
+fn payment_json(store: &MasterStore, deadline: &inflight_core::deadline::Deadline, id: &str) -> Value {
     let pid = match PaymentId::parse(id) {
         Ok(p) => p,
         Err(e) => return json!({ "error": "bad_request", "detail": e.to_string() }),
@@ -518,6 +523,8 @@ fn payment_json(store: &MasterStore, id: &str) -> Value {
                 "currency": v.payment.amount.currency().as_str(),
                 "seat": v.payment.seat,
                 "captured_unix_ms": v.payment.captured_unix_ms,
+                // When it must be sealed for the issuer by, or be sent `late` (README, "The 24-hour deadline").
+                "deadline_unix_ms": deadline.due_unix_ms(v.payment.captured_unix_ms),
                 "card_data_erased": v.payment.card_data_erased,
             });
             outcome_fields(&mut out, v.outcome.as_ref());
@@ -588,6 +595,15 @@ fn status_json(
     })
 }
 
+/// The status document's counts that need a scan of the index: `aged`, and the carried
+/// payments against their deferred-authorization deadline (`deadline_soon`: the crew's warning;
+/// `deadline_missed`: sealed, or to be sealed, after it: carried with `late: true`).
+fn scan_json(v: &mut Value, scan: &aircraft::Scan) {
+    v["payments"]["aged"] = json!(scan.aged);
+    v["payments"]["deadline_soon"] = json!(scan.deadline.soon);
+    v["payments"]["deadline_missed"] = json!(scan.deadline.missed);
+}
+
 /// The status JSON (of the master, or of one payment): from the running daemon, or read from
 /// the store when it is stopped.
 pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value, String> {
@@ -598,7 +614,7 @@ pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value
         Err(_) => {
             let store = open_store(cfg).map_err(|e| e.to_string())?;
             let v = match payment {
-                Some(p) => payment_json(&store, &p),
+                Some(p) => payment_json(&store, &cfg.deadline, &p),
                 None => {
                     let mut agg = inflight_core::aggregator::Aggregator::new();
                     for (id, e) in store.index().map_err(|e| e.to_string())? {
@@ -616,8 +632,12 @@ pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value
                     let (pending, done) = agg.reversal_counts();
                     v["payments"]["reversal_pending"] = json!(pending);
                     v["payments"]["reversed"] = json!(done);
-                    v["payments"]["aged"] =
-                        json!(agg.aged(inflight_daemon::unix_ms_now(), cfg.payment_age_flag.as_millis() as u64));
+                    let now = inflight_daemon::unix_ms_now();
+                    let scan = aircraft::Scan {
+                        aged: agg.aged(now, cfg.payment_age_flag.as_millis() as u64),
+                        deadline: agg.deadline_counts(now, &cfg.deadline),
+                    };
+                    scan_json(&mut v, &scan);
                     v["link_override"] = json!(store
                         .setting("link_override")
                         .map_err(|e| e.to_string())?

@@ -64,6 +64,7 @@ pub(crate) struct MasterMetrics {
     reversals: IntGaugeVec,
     results_pending: IntGauge,
     aged: IntGauge,
+    deadline: IntGaugeVec,
     terminals: IntGauge,
     link_up: IntGauge,
     bin_list_version: IntGauge,
@@ -137,6 +138,11 @@ impl MasterMetrics {
                 "inflight_master_payments_aged",
                 "Payments waiting for the issuer longer than report.payment_age_flag_hours.",
             ),
+            deadline: m.gauge_vec(
+                "inflight_master_payments_deadline",
+                "Carried payments against their deferred-authorization deadline: soon (within deadline.warn_lead_secs, waiting for the issuer), missed (sealed, or to be sealed, after it: sent late).",
+                &["state"],
+            ),
             terminals: m.gauge("inflight_master_terminals_connected", "Terminals connected now."),
             link_up: m
                 .gauge("inflight_master_ground_link_up", "1 when the ground link is up (probes or crew override)."),
@@ -161,6 +167,9 @@ impl MasterMetrics {
         }
         for state in STATES {
             s.payments.with_label_values(&[state]);
+        }
+        for state in ["soon", "missed"] {
+            s.deadline.with_label_values(&[state]);
         }
         s
     }
@@ -259,7 +268,9 @@ impl MasterMetrics {
         self.reversals.with_label_values(&["pending"]).set(gauge(pending));
         self.reversals.with_label_values(&["answered"]).set(gauge(answered));
         self.results_pending.set(gauge(c.decided));
-        self.aged.set(gauge(snap.aged));
+        self.aged.set(gauge(snap.scan.aged));
+        self.deadline.with_label_values(&["soon"]).set(gauge(snap.scan.deadline.soon));
+        self.deadline.with_label_values(&["missed"]).set(gauge(snap.scan.deadline.missed));
         self.terminals.set(gauge(snap.terminals as u64));
         self.bin_list_version.set(gauge(snap.bin_list_version.unwrap_or(0)));
         let now_s = (inflight_daemon::unix_ms_now() / 1000) as i64;

@@ -286,6 +286,14 @@ worker_threads = 0
 # "aged" for the crew. They are never dropped.
 payment_age_flag_hours = 24
 
+[deadline]
+# Deferred authorizations must reach the issuer within this many seconds of capture (24 h, the
+# card schemes' rule). A payment sealed into a batch later is still carried, marked late: true.
+window_secs = 86400
+# The crew is warned (status deadline_soon, the report, a metric) this long before a payment's
+# deadline while it waits for the issuer: time to find a link.
+warn_lead_secs = 14400
+
 [ground]
 # The issuer (QUIC, ALPN inflight-ground/1). The master presents pki/master.pem, which also
 # carries the name <aircraft_id>.aircraft.inflight.

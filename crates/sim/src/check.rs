@@ -72,6 +72,7 @@ pub fn check(
     let mut batches = BTreeSet::new();
     for l in &ledger {
         batches.insert(l.batch_id);
+        r.late += u64::from(l.late);
         if decided.insert(l.payment_id, l.outcome.clone()).is_some() {
             r.duplicated += 1;
         }

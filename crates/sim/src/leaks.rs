@@ -87,6 +87,7 @@ impl CardScanner {
             expiry: p.expiry,
             amount: p.amount,
             captured_unix_ms: p.captured_unix_ms,
+            late: false,
         };
         self.add(sha256(&encode(&item)).to_vec(), format!("unkeyed SHA-256 of the batch item of {name}"));
     }

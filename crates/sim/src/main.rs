@@ -118,10 +118,12 @@ fn model(seeds: (u64, u64), trace: bool, threads: Option<usize>) -> ExitCode {
     let mut events = 0u64;
     let mut accepted = 0u64;
     let mut decided = 0u64;
+    let mut late = 0u64;
     for r in &runs {
         events += r.stats.events;
         accepted += r.stats.accepted;
         decided += r.stats.decided;
+        late += r.stats.late;
         if !r.violations.is_empty() {
             failed += 1;
         }
@@ -131,7 +133,7 @@ fn model(seeds: (u64, u64), trace: bool, threads: Option<usize>) -> ExitCode {
     }
     let n = runs.len() as f64;
     println!(
-        "model: seeds {}-{}: {} runs, {} with violations; {} events, {} payments accepted, {} decided; {:.1} s ({:.0} seeds/s){}",
+        "model: seeds {}-{}: {} runs, {} with violations; {} events, {} payments accepted, {} decided ({} late: sealed after their deadline); {:.1} s ({:.0} seeds/s){}",
         seeds.0,
         seeds.1,
         runs.len(),
@@ -139,6 +141,7 @@ fn model(seeds: (u64, u64), trace: bool, threads: Option<usize>) -> ExitCode {
         events,
         accepted,
         decided,
+        late,
         elapsed,
         n / elapsed.max(1e-9),
         if failed > 0 { "; replay one with: inflight-sim --model --seeds S --trace" } else { "" }

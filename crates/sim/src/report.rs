@@ -182,6 +182,10 @@ pub struct Report {
     pub pan_leaks: u64,
     /// Batches the issuer decided.
     pub batches: u64,
+    /// Payments the issuer decided from an item marked `late` (sealed after its
+    /// deferred-authorization deadline; with the master's default 24 h window a simulated
+    /// flight has none, `tests/deadline.rs` runs a diversion).
+    pub late: u64,
     /// Phase durations.
     pub timings_ms: BTreeMap<String, u64>,
     /// Capture → answer latency, milliseconds.
@@ -224,6 +228,10 @@ impl Report {
             row(&format!("  declined: {r}"), n.to_string());
         }
         row("batches", self.batches.to_string());
+        row(
+            "decided late (past the deadline)",
+            format!("{} of {}", self.late, self.approved + self.declined.values().sum::<u64>()),
+        );
         row("lost / duplicated / phantom", format!("{} / {} / {}", self.lost, self.duplicated, self.phantom));
         row("money mismatches", self.money_mismatches.to_string());
         row("undelivered / mismatched results", format!("{} / {}", self.undelivered, self.mismatched));

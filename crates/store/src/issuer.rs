@@ -13,6 +13,9 @@
 //! - `charged`: payment id → card hash of the account an approval charged (what a reversal
 //!   gives back to).
 //! - `reversals`: payment id → what its reversal did (released amount, or nothing charged).
+//! - `late`: payment id → nothing: the item it was decided from was marked `late` (sealed after
+//!   its deferred-authorization deadline). A tree of its own so that decisions stored before it
+//!   existed read as they did.
 //!
 //! A chunk of decisions and the account changes they cause are written in one transaction, so
 //! an account is never charged without its decision being recorded, nor the reverse. A payment id
@@ -129,6 +132,9 @@ pub struct LedgerLine {
     pub outcome: AuthOutcome,
     /// Reversed since (its sale app voided it): the amount released, if it was approved.
     pub reversed: Option<ReversalOutcome>,
+    /// The item decided was marked `late`: sealed by the aircraft after its
+    /// deferred-authorization deadline.
+    pub late: bool,
 }
 
 #[derive(Debug, Clone, Copy, Encode, Decode)]
@@ -149,6 +155,7 @@ pub struct IssuerStore {
     meta: sled::Tree,
     charged: sled::Tree,
     reversals: sled::Tree,
+    late: sled::Tree,
     vault: CardVault,
     committer: Committer,
 }
@@ -166,6 +173,7 @@ impl IssuerStore {
             meta: db.open_tree("meta")?,
             charged: db.open_tree("charged")?,
             reversals: db.open_tree("reversals")?,
+            late: db.open_tree("late")?,
             vault,
             committer: Committer::start(db.clone(), dir)?,
         };
@@ -249,8 +257,8 @@ impl IssuerStore {
         let abort = ConflictableTransactionError::Abort;
         let ids: Vec<PaymentId> = items.iter().map(|i| i.id).collect();
         let positions_of = crate::records::batch_id_values(batch, first_seq, &ids);
-        let trees = (&self.accounts, &self.decisions, &self.batch_chunks, &self.charged);
-        let result = trees.transaction(|(accts, decs, positions, charged)| {
+        let trees = (&self.accounts, &self.decisions, &self.batch_chunks, &self.charged, &self.late);
+        let result = trees.transaction(|(accts, decs, positions, charged, late)| {
             // Rewritten whole each time the chunk is decided (a batch resumed after a crash):
             // every chunk of a batch is decided again before it is finished.
             for (k, v) in &positions_of {
@@ -278,6 +286,11 @@ impl IssuerStore {
                         }
                         if matches!(outcome, AuthOutcome::Approved { .. }) {
                             charged.insert(key.to_vec(), hash.to_vec())?;
+                        }
+                        // Recorded with the decision it describes, from the item decided: a
+                        // later copy (a re-send, another batch) is never decided, nor re-marked.
+                        if item.late {
+                            late.insert(key.to_vec(), Vec::<u8>::new())?;
                         }
                         let rec = DecisionRecord {
                             batch,
@@ -427,6 +440,7 @@ impl IssuerStore {
                 amount: rec.amount,
                 outcome: rec.outcome,
                 reversed,
+                late: self.late.contains_key(&k)?,
             });
         }
         Ok(out)

@@ -108,6 +108,8 @@ pub struct ReportRow {
     /// Its sale app voided it after it was sealed: the reversal asked of the issuer, answered or
     /// not.
     pub reversal: Option<Reversal>,
+    /// When the batch that carries it was sealed, once sealed: its deadline is judged against it.
+    pub sealed_unix_ms: Option<u64>,
 }
 
 /// The batch memberships a payment's phase is derived from.
@@ -338,6 +340,7 @@ impl MasterStore {
     /// aggregator at start).
     pub fn index(&self) -> Result<Vec<(PaymentId, IndexEntry)>, StoreError> {
         let phases = self.phases()?;
+        let sealed = self.sealed_at()?;
         let mut out = Vec::new();
         for kv in self.payments.iter() {
             let (k, v) = kv?;
@@ -355,8 +358,29 @@ impl MasterStore {
                     amount: rec.payment.amount,
                     captured_unix_ms: rec.payment.captured_unix_ms,
                     answered: rec.answered,
+                    sealed_unix_ms: sealed.get(&id).copied(),
                 },
             ));
+        }
+        Ok(out)
+    }
+
+    /// When each payment in a batch was sealed (the batch id's time prefix): what its
+    /// deferred-authorization deadline is judged against. A full scan of the batch item lists,
+    /// at start and for the report. Items without a header (a seal that crashed half-way) are
+    /// not sealed. A payment is in one batch at most (a quarantined batch's payments are never
+    /// offered again); were it in two, the first seal counts, as the issuer decides it once.
+    fn sealed_at(&self) -> Result<HashMap<PaymentId, u64>, StoreError> {
+        let mut out = HashMap::new();
+        for kv in self.batches.iter() {
+            let (k, _) = kv?;
+            let b: [u8; 16] =
+                k.as_ref().try_into().map_err(|_| StoreError::Corrupt { key: hex(&k), detail: "batch id".into() })?;
+            let batch = BatchId(b);
+            for id in self.batch_ids(batch)? {
+                let at = out.entry(id).or_insert(batch.sealed_unix_ms());
+                *at = (*at).min(batch.sealed_unix_ms());
+            }
         }
         Ok(out)
     }
@@ -381,6 +405,7 @@ impl MasterStore {
     pub fn report_rows(&self, flight: &str) -> Result<(Vec<ReportRow>, BTreeSet<String>), StoreError> {
         let phases = self.phases()?;
         let reversals: HashMap<PaymentId, Reversal> = self.reversals()?.into_iter().collect();
+        let sealed = self.sealed_at()?;
         let (mut rows, mut flights) = (Vec::new(), BTreeSet::new());
         for kv in self.payments.iter() {
             let (k, v) = kv?;
@@ -392,7 +417,8 @@ impl MasterStore {
                 continue;
             }
             let (phase, answered, reversal) = (phases.of(&rec), rec.answered, reversals.get(&rec.payment.id).copied());
-            rows.push(ReportRow { view: MasterView::from(rec), answered, phase, reversal });
+            let sealed_unix_ms = sealed.get(&rec.payment.id).copied();
+            rows.push(ReportRow { view: MasterView::from(rec), answered, phase, reversal, sealed_unix_ms });
         }
         Ok((rows, flights))
     }
@@ -414,6 +440,7 @@ impl MasterStore {
             expiry: p.expiry,
             amount: p.amount,
             captured_unix_ms: p.captured_unix_ms,
+            late: false,
         }))
     }
 

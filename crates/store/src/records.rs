@@ -107,8 +107,13 @@ pub fn content_digest(vault: &CardVault, p: &Payment) -> [u8; 32] {
 
 /// Keyed digest of one batch item (card number included), under the vault's content key: what
 /// the issuer keeps per payment id to tell an honest re-send from an id re-used.
+///
+/// It covers the payment (id, card, expiry, amount, capture time), not `late`: that says when
+/// the batch was sealed, and a payment re-sent in another batch is the same payment. The fields
+/// are encoded as the item was before `late` existed, so digests stored by an earlier issuer
+/// still match.
 pub fn item_digest(vault: &CardVault, item: &BatchItem) -> [u8; 32] {
-    vault.content_digest(&encode(item))
+    vault.content_digest(&encode(&(&item.id, &item.pan, &item.expiry, &item.amount, item.captured_unix_ms)))
 }
 
 pub(crate) fn encode_record<T: Encode>(r: &T) -> Vec<u8> {
@@ -207,6 +212,7 @@ mod tests {
                 expiry: p.expiry,
                 amount: Money::new(amount, p.amount.currency()).expect("money"),
                 captured_unix_ms: p.captured_unix_ms,
+                late: false,
             }
         };
         let of = |items: &[BatchItem]| {
@@ -249,5 +255,25 @@ mod tests {
         assert_eq!(batch_ids(&items, other).expect("read"), ids[..5].to_vec());
         items.insert(batch_item_key(other, 1), &[7u8; 20]).expect("write");
         assert!(matches!(batch_ids(&items, other), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn item_digest_covers_the_payment_and_not_its_late_mark() {
+        let vault = CardVault::from_key(&[1; 32]);
+        let p = payment("4111111111111111");
+        let item = BatchItem {
+            id: p.id,
+            pan: p.pan.clone(),
+            expiry: p.expiry,
+            amount: p.amount,
+            captured_unix_ms: p.captured_unix_ms,
+            late: false,
+        };
+        let late = BatchItem { late: true, ..item.clone() };
+        assert_eq!(item_digest(&vault, &item), item_digest(&vault, &late), "the same payment, sealed later");
+        let other = BatchItem { amount: Money::new(1_251, p.amount.currency()).expect("money"), ..item.clone() };
+        assert_ne!(item_digest(&vault, &item), item_digest(&vault, &other));
+        let other_card = BatchItem { pan: Pan::parse("4000056655665556").expect("pan"), ..item.clone() };
+        assert_ne!(item_digest(&vault, &item), item_digest(&vault, &other_card));
     }
 }

@@ -128,6 +128,7 @@ impl Open {
                         expiry: Expiry::parse("12/30").expect("valid"),
                         amount: p.amount,
                         captured_unix_ms: p.captured_unix_ms,
+                        late: false,
                     };
                     let t = s
                         .decide_chunk(header.id, n, &[item], &programme(), inflight_core::authorize::CaptureBounds::ANY)

@@ -39,6 +39,7 @@ fn item(n: u8, amount: u64) -> BatchItem {
         expiry: Expiry::parse("12/30").expect("valid"),
         amount: Money::new(amount, eur()).expect("valid"),
         captured_unix_ms: 1_790_000_000_000,
+        late: false,
     }
 }
 
@@ -103,6 +104,35 @@ fn a_payment_is_decided_once_across_resends_batches_and_restarts() {
     let ledger = s.ledger().expect("ledger");
     assert_eq!(ledger.len(), 2, "two payments, two decisions");
     assert!(ledger.iter().all(|l| l.batch_id == BatchId([1; 16])));
+}
+
+/// An item sealed after its deadline is recorded `late` with its decision, across a restart;
+/// a later copy of a payment already decided (marked otherwise) neither re-decides nor re-marks it.
+#[test]
+fn the_ledger_records_late_items_from_the_copy_it_decided() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let late = BatchItem { late: true, ..item(1, 100) };
+    let on_time = item(2, 100);
+    {
+        let s = issuer(dir.path());
+        assert_eq!(s.begin_batch(&header(1, 2, 7)).expect("begin").0, BatchStart::New);
+        let t = s
+            .decide_chunk(BatchId([1; 16]), 0, &[late.clone(), on_time.clone()], &programme(), CaptureBounds::ANY)
+            .expect("decide");
+        s.durable_blocking(t).expect("durable");
+        s.close();
+    }
+    let s = issuer(dir.path());
+    // The same payments again in another batch, marks swapped: the first copies' marks stay.
+    assert_eq!(s.begin_batch(&header(2, 2, 9)).expect("begin").0, BatchStart::New);
+    let swapped = [BatchItem { late: false, ..late.clone() }, BatchItem { late: true, ..on_time.clone() }];
+    let t = s.decide_chunk(BatchId([2; 16]), 0, &swapped, &programme(), CaptureBounds::ANY).expect("not a conflict");
+    s.durable_blocking(t).expect("durable");
+    let ledger = s.ledger().expect("ledger");
+    let late_of = |id: PaymentId| ledger.iter().find(|l| l.payment_id == id).map(|l| l.late);
+    assert_eq!(late_of(late.id), Some(true));
+    assert_eq!(late_of(on_time.id), Some(false));
+    assert_eq!(ledger.len(), 2);
 }
 
 #[test]

@@ -17,8 +17,8 @@ use crate::{Currency, Expiry, Money, Pan, PaymentId, SignedBinList};
 pub const GROUND_ALPN: &[u8] = b"inflight-ground/1";
 /// Version carried in `Hello`. 2: the header's digest covers no card data; decline reasons
 /// `capture_time_out_of_bounds` and `expiry_mismatch`. 3: reversals (`AircraftMsg::Reverse`,
-/// `IssuerMsg::Reversed`).
-pub const GROUND_PROTOCOL_VERSION: u16 = 3;
+/// `IssuerMsg::Reversed`). 4: `BatchItem::late` (the deferred-authorization deadline).
+pub const GROUND_PROTOCOL_VERSION: u16 = 4;
 /// Largest frame on the ground link: a chunk of items or results, or a BIN list.
 pub const GROUND_FRAME_BYTES_MAX: usize = 60 * 1024;
 /// Items or results per chunk frame: 512 × under 64 bytes stays under the frame limit.
@@ -30,6 +30,15 @@ pub const BATCH_PAYMENTS_MAX: u32 = 1_000_000;
 /// The id of a batch, minted by the master like a payment id (capture-time prefix + random).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
 pub struct BatchId(pub [u8; 16]);
+
+impl BatchId {
+    /// When the master sealed the batch: the time prefix it minted the id with (milliseconds
+    /// since the Unix epoch, as in a payment id). Fixed for every re-send of the batch, which
+    /// is why an item's `late` is judged against it.
+    pub fn sealed_unix_ms(self) -> u64 {
+        PaymentId::from_bytes(self.0).unix_ms()
+    }
+}
 
 impl fmt::Display for BatchId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,6 +87,11 @@ pub struct BatchItem {
     pub amount: Money,
     /// When it was captured (terminal clock).
     pub captured_unix_ms: u64,
+    /// Sealed after its deferred-authorization deadline (capture + the master's
+    /// `deadline.window_secs`, 24 h by default): carried anyway, never dropped; the issuer
+    /// records it. Not covered by the header's digest nor by the issuer's content digest: it
+    /// describes the delivery, not the payment.
+    pub late: bool,
 }
 
 /// Why the issuer declined a payment. Stable names via [`DeclineReason::as_str`].

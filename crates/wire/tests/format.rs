@@ -70,7 +70,7 @@ fn golden_bytes() {
 /// The ground link's reversals (protocol 3), frozen like the terminal link.
 #[test]
 fn golden_bytes_of_reversals() {
-    assert_eq!(GROUND_PROTOCOL_VERSION, 3);
+    // Since protocol 3; the version in force is pinned by `golden_bytes_of_late_items`.
     let id = PaymentId::from_bytes([0xef; 16]);
     let reverse = AircraftMsg::Reverse { ids: vec![id] };
     assert_eq!(hex(&encode(&reverse)), format!("0601{}", "ef".repeat(16)));
@@ -85,6 +85,36 @@ fn golden_bytes_of_reversals() {
     assert_eq!(hex(&encode(&reversed)), format!("0703{e}00fbe204{e}01{e}02"));
     // Appended: every earlier message keeps its encoding (`Error` is still 6).
     assert_eq!(hex(&encode(&IssuerMsg::Error { message: "x".into() }))[..2], *"06");
+}
+
+/// The ground link's batch item with its deadline mark (protocol 4): `late` is appended, so an
+/// item's earlier fields keep their encoding.
+#[test]
+fn golden_bytes_of_late_items() {
+    assert_eq!(GROUND_PROTOCOL_VERSION, 4);
+    let p = sample_payment();
+    let item = |late| BatchItem {
+        id: p.id,
+        pan: p.pan.clone(),
+        expiry: p.expiry,
+        amount: p.amount,
+        captured_unix_ms: p.captured_unix_ms,
+        late,
+    };
+    let msg =
+        AircraftMsg::BatchItems { batch: BatchId([0xba; 16]), first_seq: 0, items: vec![item(true), item(false)] };
+    let item_bytes = concat!(
+        "01a0c4506c000102030405060708090a",   // payment id
+        "1034313131313131313131313131313131", // pan
+        "fbed070c",                           // expiry 2029 / 12
+        "fbe204455552",                       // 1250 EUR
+        "fd006c50c4a0010000",                 // captured_unix_ms
+    );
+    let golden = format!(
+        "04{}0002{item_bytes}01{item_bytes}00", // BatchItems, batch, first_seq 0, 2 items; late true, false
+        "ba".repeat(16)
+    );
+    assert_eq!(hex(&encode(&msg)), golden);
 }
 
 const GOLDEN_SUBMIT: &str = concat!(

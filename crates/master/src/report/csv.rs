@@ -3,7 +3,8 @@
 //!
 //! One header row, then one row per (terminal, currency, measure[, reason]): first the rows
 //! totalling every terminal (`terminal` = [`ALL_TERMINALS`]) for each currency, then each
-//! terminal's. `measure` is `captured`, `accepted`, `aged` or an outcome name
+//! terminal's. `measure` is `captured`, `accepted`, `aged`, `deadline_soon`, `deadline_missed`
+//! or an outcome name
 //! ([`Outcome::ALL`]); `reason` is empty, except on the by-reason rows of `refused` and
 //! `declined`, which add up to their measure's row. Flagged payments are in the JSON and HTML
 //! forms only.
@@ -34,6 +35,8 @@ fn rows(out: &mut String, flight: &str, terminal: &str, currency: &str, t: &Tota
     row("captured", "", t.captured);
     row("accepted", "", t.accepted);
     row("aged", "", t.aged);
+    row("deadline_soon", "", t.deadline_soon);
+    row("deadline_missed", "", t.deadline_missed);
     for o in Outcome::ALL {
         row(o.as_str(), "", t.outcome(o));
         let by_reason = match o {
@@ -133,7 +136,9 @@ mod tests {
                 .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
         };
         for c in &r.currencies {
-            let measures = ["captured", "accepted", "aged"].into_iter().chain(Outcome::ALL.iter().map(|o| o.as_str()));
+            let measures = ["captured", "accepted", "aged", "deadline_soon", "deadline_missed"]
+                .into_iter()
+                .chain(Outcome::ALL.iter().map(|o| o.as_str()));
             for m in measures {
                 assert_eq!(sum(true, &c.currency, m, ""), sum(false, &c.currency, m, ""), "{} {m}", c.currency);
             }

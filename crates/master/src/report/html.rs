@@ -123,6 +123,15 @@ const LABEL_WIDTH: f64 = 110.0;
 /// Height of one terminal's bar, px.
 const BAR_HEIGHT: f64 = 14.0;
 
+/// A duration in hours, with a decimal when it is not whole (a test's window of seconds).
+fn hours(ms: u64) -> String {
+    if ms % 3_600_000 == 0 {
+        (ms / 3_600_000).to_string()
+    } else {
+        format!("{:.3}", ms as f64 / 3_600_000.0)
+    }
+}
+
 /// The report as one page.
 pub fn render(r: &FlightReport) -> String {
     let mut b = String::new();
@@ -130,9 +139,15 @@ pub fn render(r: &FlightReport) -> String {
         b,
         "<h1>Flight <span id=\"flight\">{}</span>: payments</h1>\n<p class=\"note\">What the aircraft server recorded for this \
          flight. Cards refused at the seat never reach it and are not counted here. Amounts in major units; \
-         <em>aged</em>: waiting for the issuer for more than {} h.{}</p>\n",
+         <em>aged</em>: waiting for the issuer for more than {} h; <em>deadline missed</em>: sealed for the issuer \
+         more than {} h after capture (sent late, never dropped), <span id=\"deadline-missed\">{}</span> in all; \
+         <em>deadline soon</em>: waiting, within {} h of that deadline, <span id=\"deadline-soon\">{}</span> in all.{}</p>\n",
         escape(&r.flight),
         r.aged_after_ms / 3_600_000,
+        hours(r.deadline_window_ms),
+        r.deadline_missed,
+        hours(r.deadline_warn_lead_ms),
+        r.deadline_soon,
         match r.flights.iter().filter(|f| **f != r.flight).cloned().collect::<Vec<_>>() {
             others if others.is_empty() => String::new(),
             others => format!(" Other flights on record: {}.", escape(&others.join(", "))),
@@ -217,6 +232,8 @@ fn currency_section(b: &mut String, r: &FlightReport, currency: &str, t: &Totals
         }
     }
     row("aged", None, t.aged);
+    row("deadline_soon", None, t.deadline_soon);
+    row("deadline_missed", None, t.deadline_missed);
     b.push_str("</table>\n");
     // Per terminal: one stacked bar each, on one scale (the largest terminal).
     let terminals: Vec<_> = r.terminals.iter().filter(|x| x.currency == currency).collect();
@@ -336,6 +353,8 @@ mod tests {
             assert_eq!(find("captured", ""), c.totals.captured);
             assert_eq!(find("accepted", ""), c.totals.accepted);
             assert_eq!(find("aged", ""), c.totals.aged);
+            assert_eq!(find("deadline_soon", ""), c.totals.deadline_soon);
+            assert_eq!(find("deadline_missed", ""), c.totals.deadline_missed);
             for o in Outcome::ALL {
                 assert_eq!(find(o.as_str(), ""), c.totals.outcome(o), "{}", o.as_str());
             }

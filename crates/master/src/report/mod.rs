@@ -21,6 +21,7 @@ pub mod html;
 use std::collections::{BTreeMap, BTreeSet};
 
 use inflight_core::aggregator::{Phase, Reversal};
+use inflight_core::deadline::{Deadline, DeadlineState};
 use inflight_store::ReportRow;
 use inflight_wire::{AuthOutcome, RefusalReason, ReversalOutcome, Verdict};
 use serde::{Deserialize, Serialize};
@@ -136,6 +137,15 @@ pub struct Totals {
     /// Still waiting for the issuer (`pending` or `quarantined`) and captured more than
     /// `aged_after_ms` ago; never dropped for age.
     pub aged: Tally,
+    /// Carried and waiting for the issuer with its deferred-authorization deadline within
+    /// `deadline_warn_lead_ms` (or past it, for one sealed on time whose batch is not answered
+    /// yet): the crew should get a link.
+    #[serde(default)]
+    pub deadline_soon: Tally,
+    /// Carried and sealed into a batch after its deadline (sent `late: true`, decided or not),
+    /// or not sealed yet with its deadline past (it will be). Never dropped.
+    #[serde(default)]
+    pub deadline_missed: Tally,
     /// Every captured payment under exactly one outcome name; every name present, zeros too.
     pub outcomes: BTreeMap<String, Tally>,
     /// The master's recorded refusals by reason (they add up to `outcomes.refused`).
@@ -150,6 +160,8 @@ impl Default for Totals {
             captured: Tally::default(),
             accepted: Tally::default(),
             aged: Tally::default(),
+            deadline_soon: Tally::default(),
+            deadline_missed: Tally::default(),
             outcomes: Outcome::ALL.iter().map(|o| (o.as_str().to_owned(), Tally::default())).collect(),
             refused_by_reason: BTreeMap::new(),
             declined_by_reason: BTreeMap::new(),
@@ -170,6 +182,11 @@ impl Totals {
         }
         if c.aged {
             self.aged.add(amount_minor);
+        }
+        match c.deadline {
+            DeadlineState::OnTime => {}
+            DeadlineState::Soon => self.deadline_soon.add(amount_minor),
+            DeadlineState::Missed => self.deadline_missed.add(amount_minor),
         }
         self.outcomes.entry(c.outcome.as_str().to_owned()).or_default().add(amount_minor);
         let by_reason = match c.outcome {
@@ -240,6 +257,20 @@ pub struct FlightReport {
     /// Payments waiting for the issuer longer than this are `aged`
     /// (`report.payment_age_flag_hours`).
     pub aged_after_ms: u64,
+    /// The deferred-authorization window (`deadline.window_secs`), ms after capture.
+    #[serde(default)]
+    pub deadline_window_ms: u64,
+    /// The crew is warned this long before a payment's deadline (`deadline.warn_lead_secs`).
+    #[serde(default)]
+    pub deadline_warn_lead_ms: u64,
+    /// Payments of the flight, every currency, that missed their deadline: the sum of every
+    /// currency's `totals.deadline_missed.count` (amounts are per currency, in the totals).
+    #[serde(default)]
+    pub deadline_missed: u64,
+    /// Payments of the flight, every currency, whose deadline is soon: the sum of every
+    /// currency's `totals.deadline_soon.count`.
+    #[serde(default)]
+    pub deadline_soon: u64,
     /// Per currency, over every terminal, sorted by currency.
     pub currencies: Vec<CurrencyTotals>,
     /// Per terminal and currency, sorted by terminal, then currency.
@@ -250,15 +281,29 @@ pub struct FlightReport {
     pub flagged: Vec<FlaggedPayment>,
 }
 
-/// A payment's outcome, the reason behind it, and whether it is aged.
+/// A payment's outcome, the reason behind it, whether it is aged, and where it stands against
+/// its deadline.
 struct Classified {
     outcome: Outcome,
     reason: Option<&'static str>,
     aged: bool,
+    deadline: DeadlineState,
+}
+
+/// When the report is made and what it flags: the clock and the configured times.
+#[derive(Debug, Clone, Copy)]
+pub struct AsOf {
+    /// Now, ms since the Unix epoch.
+    pub now_unix_ms: u64,
+    /// `report.payment_age_flag_hours`, in ms.
+    pub aged_after_ms: u64,
+    /// The deferred-authorization deadline.
+    pub deadline: Deadline,
 }
 
 /// Where a stored payment ended, and why.
-fn classify(row: &ReportRow, aged_before_unix_ms: u64) -> Classified {
+fn classify(row: &ReportRow, as_of: &AsOf) -> Classified {
+    let aged_before_unix_ms = as_of.now_unix_ms.saturating_sub(as_of.aged_after_ms);
     let v = &row.view;
     let (outcome, reason) = match v.verdict {
         Verdict::Refused(RefusalReason::Voided) => (Outcome::Voided, None),
@@ -282,31 +327,36 @@ fn classify(row: &ReportRow, aged_before_unix_ms: u64) -> Classified {
         },
     };
     let waiting = matches!(outcome, Outcome::Pending | Outcome::Quarantined);
-    Classified { outcome, reason, aged: waiting && v.payment.captured_unix_ms < aged_before_unix_ms }
+    // Judged for every payment carried to the issuer, as the master's status judges it.
+    let deadline = if outcome.accepted() {
+        let waiting_for_issuer = matches!(row.phase, Phase::Pending | Phase::InBatch | Phase::Quarantined);
+        as_of.deadline.judge(v.payment.captured_unix_ms, row.sealed_unix_ms, waiting_for_issuer, as_of.now_unix_ms)
+    } else {
+        DeadlineState::OnTime
+    };
+    Classified { outcome, reason, aged: waiting && v.payment.captured_unix_ms < aged_before_unix_ms, deadline }
 }
 
 /// The report of `flight` from its stored payments (`rows`: those of this flight; `flights`:
-/// every flight in the store), as of `now_unix_ms`. Pure: the same input, the same report.
-pub fn build(
-    flight: &str,
-    flights: &BTreeSet<String>,
-    rows: &[ReportRow],
-    now_unix_ms: u64,
-    aged_after_ms: u64,
-) -> FlightReport {
-    let aged_before = now_unix_ms.saturating_sub(aged_after_ms);
+/// every flight in the store), as of `as_of`. Pure: the same input, the same report.
+pub fn build(flight: &str, flights: &BTreeSet<String>, rows: &[ReportRow], as_of: &AsOf) -> FlightReport {
     let mut currencies: BTreeMap<String, Totals> = BTreeMap::new();
     let mut terminals: BTreeMap<(String, String), Totals> = BTreeMap::new();
     let (mut flagged, mut flagged_total) = (Vec::new(), 0u64);
     for row in rows.iter().filter(|r| r.view.flight == flight) {
         let p = &row.view.payment;
-        let c = classify(row, aged_before);
+        let c = classify(row, as_of);
         let (currency, amount) = (p.amount.currency().as_str().to_owned(), p.amount.amount_minor());
         currencies.entry(currency.clone()).or_default().add(&c, amount);
         terminals.entry((p.terminal.as_str().to_owned(), currency.clone())).or_default().add(&c, amount);
         let mut flags: Vec<String> = row.view.flags.iter().map(|f| f.as_str().to_owned()).collect();
         if c.aged {
             flags.push("aged".into());
+        }
+        match c.deadline {
+            DeadlineState::OnTime => {}
+            DeadlineState::Soon => flags.push("deadline_soon".into()),
+            DeadlineState::Missed => flags.push("deadline_missed".into()),
         }
         if flags.is_empty() {
             continue;
@@ -330,7 +380,11 @@ pub fn build(
         report_version: REPORT_VERSION,
         flight: flight.to_owned(),
         flights: flights.iter().cloned().collect(),
-        aged_after_ms,
+        aged_after_ms: as_of.aged_after_ms,
+        deadline_window_ms: as_of.deadline.window_ms(),
+        deadline_warn_lead_ms: as_of.deadline.warn_lead_ms(),
+        deadline_missed: currencies.values().map(|t| t.deadline_missed.count).sum(),
+        deadline_soon: currencies.values().map(|t| t.deadline_soon.count).sum(),
         currencies: currencies.into_iter().map(|(currency, totals)| CurrencyTotals { currency, totals }).collect(),
         terminals: terminals
             .into_iter()
@@ -406,6 +460,7 @@ pub(crate) mod tests {
             answered: true,
             phase: Phase::Pending,
             reversal: None,
+            sealed_unix_ms: None,
         }
     }
 
@@ -433,6 +488,8 @@ pub(crate) mod tests {
         let mut quarantined = row(8, "t-1", 1_000, "USD");
         quarantined.phase = Phase::Quarantined;
         quarantined.view.payment.captured_unix_ms = NOW - 30 * HOUR;
+        // Sealed on time; the issuer refused the batch, so it is still waiting past its deadline.
+        quarantined.sealed_unix_ms = Some(NOW - 29 * HOUR);
         let mut flagged = approved(row(9, "t-2", 1_100, "EUR"));
         flagged.view.flags = vec![RefusalReason::OverCardFlightLimit];
         let mut reversal_pending = row(10, "t-2", 1_200, "USD");
@@ -459,11 +516,68 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn report(rows: &[ReportRow]) -> FlightReport {
-        build("IF200", &BTreeSet::from(["IF199".to_owned(), "IF200".to_owned()]), rows, NOW, 24 * HOUR)
+        build("IF200", &BTreeSet::from(["IF199".to_owned(), "IF200".to_owned()]), rows, &as_of(24 * HOUR))
     }
 
     fn tally(count: u64, amount_minor: u64) -> Tally {
         Tally { count, amount_minor }
+    }
+
+    /// As of [`NOW`], aged after `aged_after_ms`, the default 24 h deadline warned 4 h before.
+    pub(crate) fn as_of(aged_after_ms: u64) -> AsOf {
+        AsOf { now_unix_ms: NOW, aged_after_ms, deadline: Deadline::default() }
+    }
+
+    /// A 30-hour diversion: what was sealed after its deadline stays `deadline_missed` once
+    /// decided; what was sealed on time and answered is not; what waits past its deadline (not
+    /// sealed yet) is missed, and what waits within the lead time is `deadline_soon`. Only
+    /// payments carried to the issuer are judged.
+    #[test]
+    fn deadline_totals_follow_the_seal_and_the_clock() {
+        let at = |hours_ago: u64| NOW - hours_ago * HOUR;
+        let captured = |mut r: ReportRow, hours_ago: u64| {
+            r.view.payment.captured_unix_ms = at(hours_ago);
+            r
+        };
+        let sealed = |mut r: ReportRow, hours_ago: u64| {
+            r.sealed_unix_ms = Some(at(hours_ago));
+            r
+        };
+        let mut not_carried = captured(row(6, "t-1", 600, "EUR"), 31);
+        not_carried.view.verdict = Verdict::Refused(RefusalReason::Voided);
+        let rows = vec![
+            // Captured 31 h ago, sealed 1 h ago (30 h after capture), approved: missed.
+            sealed(approved(captured(row(1, "t-1", 100, "EUR"), 31)), 1),
+            // Captured 31 h ago, sealed 10 h ago (on time), declined: on time.
+            sealed(declined(captured(row(2, "t-1", 200, "EUR"), 31), DeclineReason::InsufficientFunds), 10),
+            // Captured 25 h ago, still pending: missed, and will be sent late.
+            captured(row(3, "t-2", 300, "EUR"), 25),
+            // Captured 21 h ago, pending: within the 4 h lead time.
+            captured(row(4, "t-2", 400, "USD"), 21),
+            // Captured 2 h ago: on time.
+            captured(row(5, "t-2", 500, "USD"), 2),
+            not_carried,
+        ];
+        let r = build("IF200", &BTreeSet::from(["IF200".to_owned()]), &rows, &as_of(48 * HOUR));
+        let (eur, usd) = (&r.currencies[0].totals, &r.currencies[1].totals);
+        assert_eq!(eur.deadline_missed, tally(2, 400));
+        assert_eq!(eur.deadline_soon, tally(0, 0));
+        assert_eq!(usd.deadline_missed, tally(0, 0));
+        assert_eq!(usd.deadline_soon, tally(1, 400));
+        assert_eq!((r.deadline_missed, r.deadline_soon), (2, 1));
+        assert_eq!((r.deadline_window_ms, r.deadline_warn_lead_ms), (24 * HOUR, 4 * HOUR));
+        let flags: Vec<(&str, &[String])> = r.flagged.iter().map(|f| (f.seat.as_str(), f.flags.as_slice())).collect();
+        assert_eq!(
+            flags,
+            [
+                ("1A", &["deadline_missed".to_owned()][..]),
+                ("3A", &["deadline_missed".to_owned()][..]),
+                ("4A", &["deadline_soon".to_owned()][..]),
+            ]
+        );
+        // Per terminal too, adding up to the currency's.
+        let t1 = r.terminals.iter().find(|t| t.terminal == "t-1" && t.currency == "EUR").expect("t-1 EUR");
+        assert_eq!(t1.totals.deadline_missed, tally(1, 100));
     }
 
     /// Found by review: a reversal of a payment in a refused (quarantined) batch waits for the
@@ -546,7 +660,7 @@ pub(crate) mod tests {
         assert_eq!(
             f,
             [
-                ("8A", vec!["aged".to_owned()], "quarantined"),
+                ("8A", vec!["aged".to_owned(), "deadline_soon".to_owned()], "quarantined"),
                 ("9A", vec!["over_card_flight_limit".to_owned()], "approved")
             ]
         );
@@ -562,7 +676,7 @@ pub(crate) mod tests {
         let r = report(&rows);
         assert_eq!(r.currencies[0].totals.captured.count, 6);
         assert_eq!(r.flights, ["IF199", "IF200"]);
-        let empty = build("IF300", &BTreeSet::new(), &rows, NOW, HOUR);
+        let empty = build("IF300", &BTreeSet::new(), &rows, &as_of(HOUR));
         assert!(empty.currencies.is_empty() && empty.terminals.is_empty() && empty.flagged.is_empty());
     }
 

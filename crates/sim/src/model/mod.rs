@@ -31,6 +31,7 @@ use inflight_core::aggregator::{
 };
 use inflight_core::authorize::{Account, CaptureBounds};
 use inflight_core::capture::{CaptureRequest, TerminalCaps};
+use inflight_core::deadline::Deadline;
 use inflight_core::issuer::{self, BatchStart, IssuerBatch, ItemDecision, ReversalDecision};
 use inflight_core::outbox::Transmit;
 use inflight_core::terminal::{
@@ -65,6 +66,15 @@ const UPLOAD_IDLE_MS: u64 = 250;
 const UPLOAD_RETRY_MS: u64 = 1_000;
 /// How old a payment may be at the issuer.
 const CAPTURE_AGE_MAX_MS: u64 = 30 * 86_400_000;
+/// The deferred-authorization window of the model's flights (24 h in service): short enough
+/// that ground black-outs and crashes make some payments late, so the late marks are checked.
+const DEADLINE_WINDOW_MS: u64 = 8_000;
+/// The crew's warning lead time before that deadline.
+const DEADLINE_LEAD_MS: u64 = 3_000;
+
+fn deadline() -> Deadline {
+    Deadline::new(DEADLINE_WINDOW_MS, DEADLINE_LEAD_MS).expect("the lead fits in the window")
+}
 
 /// A defect put back on purpose, to show the simulator finds it (tests only).
 #[cfg(test)]
@@ -86,6 +96,9 @@ pub(crate) enum Mutation {
     NoPromise,
     /// The issuer releases a reversed amount every time the reversal comes.
     ReleaseTwice,
+    /// The master judges an item late against the time it sends it, not the batch's seal: a
+    /// batch re-sent after a failure can carry another mark than the copy the issuer decided.
+    LateAtSend,
 }
 
 macro_rules! mutant {
@@ -146,6 +159,8 @@ pub struct Stats {
     pub reversal_pending: u64,
     /// Reversals applied by the issuer (an approved amount released).
     pub reversed: u64,
+    /// Payments the issuer decided from an item marked `late` (sealed after its deadline).
+    pub late: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -409,6 +424,11 @@ impl Apply<MOp> for MasterDisk {
             MOp::Seal(header, ids) => {
                 for id in ids {
                     self.set_phase(id, Phase::InBatch);
+                    // As `MasterStore::index` derives it from the batch item lists: the first
+                    // seal of the payment.
+                    if let Some(e) = self.entries.get_mut(id) {
+                        e.sealed_unix_ms.get_or_insert(header.id.sealed_unix_ms());
+                    }
                 }
                 self.open = Some((header.clone(), ids.clone()));
             }
@@ -475,6 +495,8 @@ struct Master {
 struct Decided {
     content: [u8; 32],
     outcome: AuthOutcome,
+    /// The item decided was marked late (as `IssuerStore`'s `late` tree records it).
+    late: bool,
     card: usize,
     amount: u64,
 }
@@ -1443,6 +1465,7 @@ impl World {
                     amount: payment.amount,
                     answered,
                     captured_unix_ms: payment.captured_unix_ms,
+                    sealed_unix_ms: None,
                 };
                 let (op, verdict) = match decision.plan(answered) {
                     SubmitPlan::Ack { write, ack } => (
@@ -1650,7 +1673,11 @@ impl World {
             for x in &mut b {
                 *x = self.rng.below(256) as u8;
             }
-            BatchId(b)
+            // As `ground.rs` mints it: the seal time in front (what an item's `late` is judged
+            // against), random after. All 16 bytes are drawn, so every seed's events stay as
+            // they were before the deadline existed.
+            let random: [u8; 10] = b[6..].try_into().expect("10 bytes");
+            BatchId(PaymentId::mint(UNIX_START + self.now, random).to_bytes())
         });
         let header = self.master.uploader.seal(batch_id, "SIM001".into(), &items);
         trace!(self, "master: sealing batch {} of {}", header.id, header.count);
@@ -1675,6 +1702,7 @@ impl World {
                 expiry: p.expiry,
                 amount: p.amount,
                 captured_unix_ms: p.captured_unix_ms,
+                late: false,
             });
         }
         Some(items)
@@ -1685,7 +1713,12 @@ impl World {
         let ids = self.master.uploader.ids().to_vec();
         self.send_to_issuer(AircraftMsg::BatchBegin(header.clone()));
         for (k, chunk) in ids.chunks(BATCH_CHUNK_MAX).enumerate() {
-            let Some(items) = self.batch_items(chunk, "send") else { return };
+            let Some(mut items) = self.batch_items(chunk, "send") else { return };
+            // As `ground.rs`: judged against the seal, fixed for every re-send of the batch.
+            let at = if mutant!(self, LateAtSend) { UNIX_START + self.now } else { header.id.sealed_unix_ms() };
+            for item in &mut items {
+                item.late = deadline().is_late(item.captured_unix_ms, at);
+            }
             self.send_to_issuer(AircraftMsg::BatchItems {
                 batch: header.id,
                 first_seq: (k * BATCH_CHUNK_MAX) as u32,
@@ -1850,7 +1883,13 @@ impl World {
                                 trace!(self, "issuer: {} {outcome:?}", item.id);
                                 self.check_charge(item.id, &outcome);
                                 (
-                                    Some(Decided { content, outcome, card, amount: item.amount.amount_minor() }),
+                                    Some(Decided {
+                                        content,
+                                        outcome,
+                                        late: item.late,
+                                        card,
+                                        amount: item.amount.amount_minor(),
+                                    }),
                                     account_after.map(|a| (card, a)),
                                 )
                             }
@@ -2290,6 +2329,39 @@ impl World {
         }
         if let Some(v) = money_mismatch(self.issuer.disk.durable()) {
             self.violation(format!("issuer's money at the end: {v}"));
+        }
+        self.check_deadline(&decisions);
+    }
+
+    /// The deadline at the end: every decided payment was sealed by the master, and the issuer
+    /// holds it `late` exactly when the master sealed it after its deadline (a mark from
+    /// another copy, or a master that forgot the seal across a crash, breaks this); the
+    /// master's `deadline_missed` is the issuer's late count, nothing is left warned about.
+    fn check_deadline(&mut self, decisions: &BTreeMap<PaymentId, Decided>) {
+        let d = deadline();
+        for (id, decided) in decisions {
+            let Some(e) = self.master.agg.entry(id).cloned() else { continue };
+            let Some(sealed) = e.sealed_unix_ms else {
+                self.violation(format!("the issuer decided {id}, which the master holds as never sealed"));
+                continue;
+            };
+            let late = d.is_late(e.captured_unix_ms, sealed);
+            if decided.late != late {
+                self.violation(format!(
+                    "the issuer holds {id} late={} but the master sealed it {} ms after capture (window {} ms)",
+                    decided.late,
+                    sealed.saturating_sub(e.captured_unix_ms),
+                    DEADLINE_WINDOW_MS
+                ));
+            }
+        }
+        self.stats.late = decisions.values().filter(|x| x.late).count() as u64;
+        let counts = self.master.agg.deadline_counts(UNIX_START + END_MS, &d);
+        if counts.missed != self.stats.late || counts.soon != 0 {
+            self.violation(format!(
+                "the master counts {counts:?} at the end; the issuer holds {} late",
+                self.stats.late
+            ));
         }
     }
 }

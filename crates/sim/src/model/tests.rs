@@ -101,3 +101,24 @@ fn finds_an_amount_released_twice() {
     let (_, v) = found.expect("the simulator must find this defect within 500 seeds");
     assert!(v.contains("money"), "{v}");
 }
+
+#[test]
+fn late_items_happen_in_a_sweep() {
+    let runs = run_seeds(0, 99, 2);
+    let (mut late, mut decided) = (0, 0);
+    for r in &runs {
+        assert!(r.violations.is_empty(), "seed {}: {:?}", r.seed, r.violations);
+        late += r.stats.late;
+        decided += r.stats.decided;
+    }
+    // Late and on-time items must both occur, or the check on the marks proves nothing.
+    assert!(late > 10 && late < decided, "late {late} of {decided} decided");
+}
+
+#[test]
+fn finds_a_late_mark_judged_when_sent_instead_of_sealed() {
+    let found = first_failing(Mutation::LateAtSend, 500);
+    eprintln!("LateAtSend: {found:?}");
+    let (_, v) = found.expect("the simulator must find this defect within 500 seeds");
+    assert!(v.contains("late"), "{v}");
+}
