@@ -86,7 +86,7 @@ pub fn open_store(cfg: &IssuerConfig) -> Result<IssuerStore, StoreError> {
 /// Runs the daemon until `cancel`.
 pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), IssuerError> {
     let (version, rules) = config::load_programme(&cfg.programme_file).map_err(IssuerError::Data)?;
-    let signer = BinListSigner::from_hex_file(&cfg.signing_key_file)?;
+    let signer = Arc::new(BinListSigner::from_hex_file(&cfg.signing_key_file)?);
     let store = Arc::new(open_store(&cfg)?);
     let metrics = metrics::IssuerMetrics::new();
     store.observe_commits(metrics.commit_observer());
@@ -130,6 +130,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         signed,
         items_budget: tokio::sync::Semaphore::new(server::ITEMS_IN_MEMORY_MAX),
         metrics: metrics.clone(),
+        signer: signer.clone(),
     });
     let shutdown = Shutdown::new(cancel);
     // Renewal: the same version signed again with a fresh window, every quarter of the validity,

@@ -11,6 +11,8 @@
 //! - `charged`: payment id → card hash of the account an approval charged (what a reversal
 //!   gives back to).
 //! - `reversals`: payment id → what its reversal did (released amount, or nothing charged).
+//! - `hot_cards`: hot-list entry (8 bytes, keyed and truncated: no card number) → the list
+//!   version that added it (u64 BE); `meta` `hot_version` → the list's version (u64 BE).
 //!
 //! A chunk of decisions and the account changes they cause are written in one transaction, so
 //! an account is never charged without its decision being recorded, nor the reverse. A payment id
@@ -27,8 +29,8 @@ use inflight_core::authorize::{Account, CaptureBounds};
 pub use inflight_core::issuer::BatchStart;
 use inflight_core::issuer::{decide, reverse, start_of, ItemDecision, ReversalDecision};
 use inflight_wire::{
-    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, CardKind, Currency, Expiry, MaskedPan, Money,
-    Pan, PaymentId, ReversalOutcome, ReversalResult,
+    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, CardKind, Currency, Expiry, HotEntry, MaskedPan,
+    Money, Pan, PaymentId, ReversalOutcome, ReversalResult, HOT_ENTRIES_MAX, HOT_ENTRY_BYTES,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -135,6 +137,17 @@ struct ReversalRecord {
 }
 
 const ACCOUNTS_IMPORTED: &[u8] = b"accounts_imported";
+const HOT_VERSION: &[u8] = b"hot_version";
+
+/// The issuer's hot-card list as stored: its version and every entry with the version that
+/// added it (what a delta from an older version carries).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HotCards {
+    /// The list's version: 0 before any card was listed.
+    pub version: u64,
+    /// Every entry and the version that added it, in entry order.
+    pub entries: Vec<(HotEntry, u64)>,
+}
 
 /// The issuer's durable store.
 #[derive(Debug)]
@@ -146,6 +159,7 @@ pub struct IssuerStore {
     meta: sled::Tree,
     charged: sled::Tree,
     reversals: sled::Tree,
+    hot_cards: sled::Tree,
     vault: CardVault,
     committer: Committer,
 }
@@ -162,6 +176,7 @@ impl IssuerStore {
             meta: db.open_tree("meta")?,
             charged: db.open_tree("charged")?,
             reversals: db.open_tree("reversals")?,
+            hot_cards: db.open_tree("hot_cards")?,
             vault,
             committer: Committer::start(db.clone(), dir)?,
         };
@@ -187,6 +202,65 @@ impl IssuerStore {
         self.accounts.apply_batch(b)?;
         self.meta.insert(ACCOUNTS_IMPORTED, b"1".as_slice())?;
         self.committer.note_write()
+    }
+
+    /// The hot-card list's HMAC key (published with the list; see [`CardVault::hot_list_key`]).
+    pub fn hot_list_key(&self) -> [u8; 32] {
+        self.vault.hot_list_key()
+    }
+
+    /// The hot-card list as stored.
+    pub fn hot_cards(&self) -> Result<HotCards, StoreError> {
+        let version = match self.meta.get(HOT_VERSION)? {
+            Some(b) => u64_be(HOT_VERSION, &b)?,
+            None => 0,
+        };
+        let mut entries = Vec::new();
+        for kv in self.hot_cards.iter() {
+            let (k, v) = kv?;
+            let entry: [u8; HOT_ENTRY_BYTES] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt { key: hex(&k), detail: "hot-card entry of wrong length".into() })?;
+            entries.push((HotEntry(entry), u64_be(&k, &v)?));
+        }
+        Ok(HotCards { version, entries })
+    }
+
+    /// Lists `pans` as hot (under the list key; no card number is stored), as one new list
+    /// version if any of them is not listed yet. Stops at [`HOT_ENTRIES_MAX`]. Returns the
+    /// write's ticket and how many cards could not be listed because the list is full.
+    pub fn add_hot_cards(&self, pans: &[&Pan]) -> Result<(Ticket, usize), StoreError> {
+        self.committer.check_writable()?;
+        let key = self.vault.hot_list_key();
+        let mut fresh: Vec<HotEntry> = pans.iter().map(|p| inflight_core::hotlist::entry_for(&key, p)).collect();
+        fresh.sort_unstable();
+        fresh.dedup();
+        let mut new = Vec::new();
+        for e in fresh {
+            if !self.hot_cards.contains_key(e.0)? {
+                new.push(e);
+            }
+        }
+        if new.is_empty() {
+            return Ok((Ticket::NONE, 0));
+        }
+        let room = HOT_ENTRIES_MAX.saturating_sub(self.hot_cards.len());
+        let full = new.len().saturating_sub(room);
+        new.truncate(room);
+        if new.is_empty() {
+            return Ok((Ticket::NONE, full));
+        }
+        let version = self.hot_cards()?.version + 1;
+        let mut b = sled::Batch::default();
+        for e in &new {
+            b.insert(e.0.to_vec(), version.to_be_bytes().to_vec());
+        }
+        // Entries first, then the version: a crash between the two leaves entries the next
+        // version (re-)announces, never a version without its entries.
+        self.hot_cards.apply_batch(b)?;
+        self.meta.insert(HOT_VERSION, version.to_be_bytes().as_slice())?;
+        Ok((self.committer.note_write()?, full))
     }
 
     /// Records the start of a batch and says how to treat it ([`start_of`]): a batch id never
@@ -460,4 +534,11 @@ impl IssuerStore {
     pub fn close(&self) {
         self.committer.close();
     }
+}
+
+/// A stored u64 (big-endian, 8 bytes) under `key`.
+fn u64_be(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
+    let b: [u8; 8] =
+        bytes.try_into().map_err(|_| StoreError::Corrupt { key: hex(key), detail: "not an 8-byte number".into() })?;
+    Ok(u64::from_be_bytes(b))
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use inflight_wire::{decode, encode, BinList, SignedBinList};
+use inflight_wire::{decode, encode, BinList, HotListHead, SignedBinList, SignedHotHead};
 use ring::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 
 use crate::StoreError;
@@ -56,6 +56,16 @@ impl BinListSigner {
         let body = encode(list);
         let signature = self.key.sign(&body).as_ref().to_vec();
         SignedBinList { body, signature }
+    }
+}
+
+impl BinListSigner {
+    /// Signs a hot-card list head (under its domain label, so it can never pass for a BIN list;
+    /// verified by `inflight_core::hotlist::HotSet`).
+    pub fn sign_hot_head(&self, head: &HotListHead) -> SignedHotHead {
+        let body = inflight_core::hotlist::encode_head(head);
+        let signature = self.key.sign(&inflight_core::hotlist::signing_input(&body)).as_ref().to_vec();
+        SignedHotHead { body, signature }
     }
 }
 

@@ -10,6 +10,7 @@ mod binlist;
 mod card;
 mod codec;
 mod ground;
+mod hotlist;
 mod ids;
 mod money;
 mod payment;
@@ -20,6 +21,10 @@ pub use binlist::{BinList, BinPrefix, BinRule, CardKind, SignedBinList, BIN_RULE
 pub use card::{
     mask_leading_digits, CardError, Expiry, MaskedPan, Pan, MASK_HIDDEN_MIN, MASK_LEADING_MAX, MASK_TRAILING,
     PAN_DIGITS_MAX, PAN_DIGITS_MIN,
+};
+pub use hotlist::{
+    HotEntry, HotList, HotListHead, HotListUpdate, SignedHotHead, HOT_ENTRIES_MAX, HOT_ENTRY_BYTES,
+    HOT_LIST_SIGNING_LABEL,
 };
 pub use codec::{decode, encode, DecodeError, PAYLOAD_BYTES_MAX};
 pub use ground::{

@@ -1868,7 +1868,10 @@ impl World {
                 self.issuer.disk.write(IOp::Barrier, Some(ICont::Answer { epoch, batch }));
                 self.schedule_flush(Node::Issuer);
             }
-            AircraftMsg::Hello { .. } | AircraftMsg::Ping { .. } | AircraftMsg::FetchBinList { .. } => {}
+            AircraftMsg::Hello { .. }
+            | AircraftMsg::Ping { .. }
+            | AircraftMsg::FetchBinList { .. }
+            | AircraftMsg::FetchHotList { .. } => {}
         }
     }
 
