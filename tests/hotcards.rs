@@ -14,7 +14,8 @@ const TERMINALS: u32 = 3;
 fn a_card_declined_account_blocked_is_refused_hot_card_at_every_seat_on_the_next_flight() {
     let dep = Deployment::new(TERMINALS);
     let cards = dep.cards();
-    let good = cards.iter().find(|c| c.status == "open" && c.enrolled && c.available_minor >= 100_000).expect("a good card");
+    let good =
+        cards.iter().find(|c| c.status == "open" && c.enrolled && c.available_minor >= 100_000).expect("a good card");
     let blocked = cards.iter().find(|c| c.status == "blocked").expect("the blocked test card");
     let (_issuer, mut master, _slaves) = dep.start_flight();
     // Before any decline the issuer's list is empty, and every terminal holds it.
@@ -61,7 +62,11 @@ fn a_card_declined_account_blocked_is_refused_hot_card_at_every_seat_on_the_next
     for k in 1..=TERMINALS {
         let mut app = SaleApp::connect(&dep.slave_socket(k)).expect("socket");
         let refused = app.capture(blocked, 1_000, "5C").expect("answer");
-        assert_eq!((refused["outcome"].as_str(), refused["reason"].as_str()), (Some("rejected"), Some("hot_card")), "slave-{k}: {refused}");
+        assert_eq!(
+            (refused["outcome"].as_str(), refused["reason"].as_str()),
+            (Some("rejected"), Some("hot_card")),
+            "slave-{k}: {refused}"
+        );
         let passed = app.capture(good, 1_000, "5C").expect("answer");
         assert!(accepted_id(&passed).is_some(), "slave-{k} refused a card not on the list: {passed}");
     }

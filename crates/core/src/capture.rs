@@ -294,7 +294,8 @@ mod tests {
     #[test]
     fn bin_list_rules_and_fail_closed() {
         let held = Holdings::default();
-        let check = |r: CaptureRequest, bins: Option<&BinList>| validate(&r, NOW, bins, None, &caps(), &held).map(|_| ());
+        let check =
+            |r: CaptureRequest, bins: Option<&BinList>| validate(&r, NOW, bins, None, &caps(), &held).map(|_| ());
         let list = bins();
         assert_eq!(check(req("378282246310005", "12/29", 100, "EUR"), Some(&list)), Err(Refusal::BinNotEnrolled));
         assert_eq!(check(req("5555555555554444", "12/29", 100, "USD"), Some(&list)), Err(Refusal::CurrencyNotAccepted));
@@ -318,7 +319,9 @@ mod tests {
         let r = req("4111111111111111", "12/29", 1_001, "EUR");
         assert_eq!(validate(&r, NOW, Some(&bins()), None, &caps(), &held).map(|_| ()), Err(Refusal::TerminalStoreFull));
         // Another currency has its own amount cap...
-        assert!(validate(&req("4111111111111111", "12/29", 1_001, "USD"), NOW, Some(&bins()), None, &caps(), &held).is_ok());
+        assert!(
+            validate(&req("4111111111111111", "12/29", 1_001, "USD"), NOW, Some(&bins()), None, &caps(), &held).is_ok()
+        );
         // ...but the count cap is shared.
         held.add(Money::new(1, eur).expect("valid"));
         assert_eq!(
@@ -360,7 +363,9 @@ mod tests {
         let eur = Currency::parse("EUR").expect("known");
         let mut held = Holdings::default();
         held.add(Money::new(6_000, eur).expect("valid"));
-        assert!(validate(&req("4111111111111111", "12/29", 4_000, "EUR"), NOW, Some(&bins()), None, &caps(), &held).is_ok());
+        assert!(
+            validate(&req("4111111111111111", "12/29", 4_000, "EUR"), NOW, Some(&bins()), None, &caps(), &held).is_ok()
+        );
     }
 
     #[test]

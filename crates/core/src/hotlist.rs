@@ -331,10 +331,7 @@ mod tests {
         assert!(applied.contains(&pan(BLOCKED)) && applied.contains(&pan(LOST)));
         assert_eq!(applied, HotSet::verify(&public(&k), &v2).expect("valid"), "delta = full list");
         // From another base: refused, and the held list is unchanged (it is not consumed).
-        assert_eq!(
-            v1.apply_delta(&public(&k), 0, &v2.head, &added),
-            Err(HotListError::WrongBase { base: 0, held: 1 })
-        );
+        assert_eq!(v1.apply_delta(&public(&k), 0, &v2.head, &added), Err(HotListError::WrongBase { base: 0, held: 1 }));
         // Missing an addition: the signed digest does not match.
         assert_eq!(v1.apply_delta(&public(&k), 1, &v2.head, &[]), Err(HotListError::DigestMismatch));
         // Going backwards.
@@ -363,8 +360,7 @@ mod tests {
     #[test]
     fn too_many_entries_are_refused() {
         let k = issuer_key();
-        let mut entries: Vec<HotEntry> =
-            (0..=HOT_ENTRIES_MAX as u64).map(|i| HotEntry(i.to_be_bytes())).collect();
+        let mut entries: Vec<HotEntry> = (0..=HOT_ENTRIES_MAX as u64).map(|i| HotEntry(i.to_be_bytes())).collect();
         let head = head_for(1, "bank", (0, 1_000), KEY, &mut entries);
         let l = HotList { head: sign(&k, &head), entries };
         assert_eq!(HotSet::verify(&public(&k), &l), Err(HotListError::TooManyEntries(HOT_ENTRIES_MAX + 1)));

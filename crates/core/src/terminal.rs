@@ -476,14 +476,15 @@ impl Terminal {
             return;
         }
         let now = self.sane_now(local_unix_ms);
-        let valid = match capture::validate(req, now, self.bins.as_ref(), self.hot.as_ref(), &self.settings.caps, &self.held) {
-            Ok(v) => v,
-            Err(r) => {
-                self.actions.push_back(Action::Note(Note::Refused(r)));
-                self.reply(to, Answer::rejected(None, r.as_str()), false);
-                return;
-            }
-        };
+        let valid =
+            match capture::validate(req, now, self.bins.as_ref(), self.hot.as_ref(), &self.settings.caps, &self.held) {
+                Ok(v) => v,
+                Err(r) => {
+                    self.actions.push_back(Action::Note(Note::Refused(r)));
+                    self.reply(to, Answer::rejected(None, r.as_str()), false);
+                    return;
+                }
+            };
         let payment = Payment {
             id: PaymentId::mint(now, random),
             terminal: self.id.clone(),

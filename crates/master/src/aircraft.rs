@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use inflight_core::aggregator::{Aggregator, CancelDecision, Counts, Decision, Phase, SubmitPlan, SubmitWrite};
+use inflight_core::hotlist::HotSet;
 pub use inflight_core::uploader::NextBatch;
 use inflight_store::{MasterStore, StoreError, Ticket};
-use inflight_core::hotlist::HotSet;
 use inflight_wire::{
     AuthResult, BatchHeader, BinList, CancelOutcome, ErrorCode, MasterMsg, Payment, PaymentId, ReversalOutcome,
     ReversalResult, SignedBinList, TerminalId, Verdict, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,

@@ -18,8 +18,8 @@ use inflight_net::framed::{framed, FrameReader, FrameWriter};
 use inflight_net::{endpoint, Endpoint, NetError};
 use inflight_store::{MasterStore, StoreError};
 use inflight_wire::{
-    AircraftMsg, BatchId, HotListUpdate, IssuerMsg, PaymentId, ReversalOutcome, BATCH_CHUNK_MAX, GROUND_FRAME_BYTES_MAX,
-    GROUND_PROTOCOL_VERSION,
+    AircraftMsg, BatchId, HotListUpdate, IssuerMsg, PaymentId, ReversalOutcome, BATCH_CHUNK_MAX,
+    GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use inflight_core::capture::CaptureRequest;
+use inflight_core::hotlist::HotSet;
 use inflight_core::outbox::Transmit;
 use inflight_core::terminal::{self as machine, Action, After, Listeners, Note, ReplyTo, Write, WriteFailure};
 use inflight_store::{SlaveState, SlaveStore, StoreError};
-use inflight_core::hotlist::HotSet;
 use inflight_wire::{
     AuthOutcome, CancelOutcome, HotList, PaymentId, RefusalReason, SignedBinList, TerminalMsg, Verdict,
 };

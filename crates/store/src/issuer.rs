@@ -542,3 +542,71 @@ fn u64_be(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
         bytes.try_into().map_err(|_| StoreError::Corrupt { key: hex(key), detail: "not an 8-byte number".into() })?;
     Ok(u64::from_be_bytes(b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pan(serial: u64) -> Pan {
+        // Luhn-valid numbers of one BIN: the check digit found by trying all ten.
+        let body = format!("510055{serial:09}");
+        (0..10).find_map(|c| Pan::parse(&format!("{body}{c}")).ok()).expect("one check digit fits")
+    }
+
+    #[test]
+    fn hot_cards_are_versioned_idempotent_survive_a_restart_and_store_no_card_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = [3; 32];
+        let s = IssuerStore::open(dir.path(), CardVault::from_key(&key), 4 << 20).expect("open");
+        assert_eq!(s.hot_cards().expect("read"), HotCards::default());
+        let (t, full) = s.add_hot_cards(&[&pan(1)]).expect("add");
+        s.durable_blocking(t).expect("durable");
+        assert_eq!(full, 0);
+        // Listed again: no new version (a replayed batch adds nothing).
+        let (t, _) = s.add_hot_cards(&[&pan(1)]).expect("add again");
+        assert_eq!(t, Ticket::NONE);
+        let (t, _) = s.add_hot_cards(&[&pan(2), &pan(1)]).expect("add one more");
+        s.durable_blocking(t).expect("durable");
+        let cards = s.hot_cards().expect("read");
+        assert_eq!(cards.version, 2);
+        let hot_key = s.hot_list_key();
+        let mut want = vec![
+            (inflight_core::hotlist::entry_for(&hot_key, &pan(1)), 1),
+            (inflight_core::hotlist::entry_for(&hot_key, &pan(2)), 2),
+        ];
+        want.sort_unstable();
+        assert_eq!(cards.entries, want, "each entry with the version that added it");
+        s.close();
+        drop(s);
+        // After a restart: the same list, and the same key (deltas stay possible).
+        let s = IssuerStore::open(dir.path(), CardVault::from_key(&key), 4 << 20).expect("reopen");
+        assert_eq!(s.hot_cards().expect("read"), cards);
+        assert_eq!(s.hot_list_key(), hot_key);
+        s.close();
+        drop(s);
+        // No card number on disk: neither its digits nor its bytes in any file of the store.
+        for f in std::fs::read_dir(dir.path()).expect("dir").flatten() {
+            if f.path().is_file() {
+                let bytes = std::fs::read(f.path()).expect("read");
+                for p in [pan(1), pan(2)] {
+                    let digits = p.expose_digits().as_bytes();
+                    assert!(!bytes.windows(digits.len()).any(|w| w == digits), "{}", f.path().display());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_hot_list_stops_at_its_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = IssuerStore::open(dir.path(), CardVault::from_key(&[4; 32]), 4 << 20).expect("open");
+        let pans: Vec<Pan> = (0..HOT_ENTRIES_MAX as u64 + 3).map(pan).collect();
+        let refs: Vec<&Pan> = pans.iter().collect();
+        let (_, full) = s.add_hot_cards(&refs).expect("add");
+        assert_eq!(full, 3, "three cards past the limit are reported, not listed");
+        assert_eq!(s.hot_cards().expect("read").entries.len(), HOT_ENTRIES_MAX);
+        let (t, full) = s.add_hot_cards(&[&pan(1_000_000)]).expect("add to a full list");
+        assert_eq!((t, full), (Ticket::NONE, 1));
+        s.close();
+    }
+}

@@ -19,8 +19,8 @@ use std::path::Path;
 use bincode::{Decode, Encode};
 use inflight_core::aggregator::{IndexEntry, Phase, Reversal};
 use inflight_wire::{
-    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, Payment, PaymentId, RefusalReason, ReversalOutcome,
-    ReversalResult, HotList, SignedBinList, Verdict,
+    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, HotList, Payment, PaymentId, RefusalReason,
+    ReversalOutcome, ReversalResult, SignedBinList, Verdict,
 };
 
 use crate::records::{decode_record, encode_record, PaymentRecord};

@@ -132,4 +132,18 @@ mod tests {
         let other = BinListSigner::from_pkcs8(&BinListSigner::generate().expect("keygen")).expect("key");
         assert_eq!(verify_bin_list(&other.public_key(), &signed), Err(BinListError::BadSignature));
     }
+
+    #[test]
+    fn the_issuer_key_signs_hot_list_heads_that_cannot_pass_for_a_bin_list() {
+        let signer = BinListSigner::from_pkcs8(&BinListSigner::generate().expect("keygen")).expect("key");
+        let mut entries = vec![inflight_wire::HotEntry([5; 8])];
+        let head = inflight_core::hotlist::head_for(2, "bank", (0, 10), [1; 32], &mut entries);
+        let signed = signer.sign_hot_head(&head);
+        let list = inflight_wire::HotList { head: signed.clone(), entries };
+        let set = inflight_core::hotlist::HotSet::verify(&signer.public_key(), &list).expect("verifies");
+        assert_eq!(set.head(), &head);
+        // The same bytes and signature presented as a BIN list do not verify (domain label).
+        let as_bin = SignedBinList { body: signed.body, signature: signed.signature };
+        assert_eq!(verify_bin_list(&signer.public_key(), &as_bin), Err(BinListError::BadSignature));
+    }
 }

@@ -22,14 +22,14 @@ pub use card::{
     mask_leading_digits, CardError, Expiry, MaskedPan, Pan, MASK_HIDDEN_MIN, MASK_LEADING_MAX, MASK_TRAILING,
     PAN_DIGITS_MAX, PAN_DIGITS_MIN,
 };
-pub use hotlist::{
-    HotEntry, HotList, HotListHead, HotListUpdate, SignedHotHead, HOT_ENTRIES_MAX, HOT_ENTRY_BYTES,
-    HOT_LIST_SIGNING_LABEL,
-};
 pub use codec::{decode, encode, DecodeError, PAYLOAD_BYTES_MAX};
 pub use ground::{
     AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, DeclineReason, IssuerMsg, ReversalOutcome,
     ReversalResult, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX, GROUND_ALPN, GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
+};
+pub use hotlist::{
+    HotEntry, HotList, HotListHead, HotListUpdate, SignedHotHead, HOT_ENTRIES_MAX, HOT_ENTRY_BYTES,
+    HOT_LIST_SIGNING_LABEL,
 };
 pub use ids::{IdError, PaymentId, TerminalId, TERMINAL_ID_BYTES_MAX};
 pub use money::{Currency, Money, MoneyError, AMOUNT_MINOR_MAX};
