@@ -399,8 +399,7 @@ async fn list_blocked_cards(
 pub(crate) fn hot_list_update(shared: &Shared, have_version: Option<u64>) -> Result<HotListUpdate, StoreError> {
     let cards = shared.store.hot_cards()?;
     let mut entries: Vec<HotEntry> = cards.entries.iter().map(|(e, _)| *e).collect();
-    let now = inflight_daemon::unix_ms_now();
-    let window = (now.saturating_sub(3_600_000), now + shared.cfg.bin_list_validity.as_millis() as u64);
+    let window = hot_list_window(inflight_daemon::unix_ms_now(), shared.cfg.bin_list_validity.as_millis() as u64);
     let head = inflight_core::hotlist::head_for(
         cards.version,
         &shared.cfg.issuer_name,
@@ -418,9 +417,31 @@ pub(crate) fn hot_list_update(shared: &Shared, have_version: Option<u64>) -> Res
     })
 }
 
+/// The validity window of a hot-card list signed at `now_unix_ms`: it starts at the last
+/// quarter-of-validity boundary (less an hour for clocks behind the issuer's) and lasts
+/// `validity_ms`, so it always has at least three quarters left. Within a quarter every fetch
+/// gets the same head (and, Ed25519 being deterministic, the same signature): the master sees
+/// nothing new and does not rewrite its store or push the list to every terminal each minute.
+fn hot_list_window(now_unix_ms: u64, validity_ms: u64) -> (u64, u64) {
+    let step = (validity_ms / 4).max(1);
+    let from = now_unix_ms - now_unix_ms % step;
+    (from.saturating_sub(3_600_000), from + validity_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use inflight_wire::PaymentId;
+
+    #[test]
+    fn hot_list_windows_change_once_a_quarter_and_always_cover_now() {
+        let validity = 48 * 3_600_000;
+        let now = 1_795_564_800_000 + 5;
+        let w = hot_list_window(now, validity);
+        assert!(w.0 <= now && now + validity * 3 / 4 <= w.1, "{w:?}");
+        assert_eq!(hot_list_window(now + 60_000, validity), w, "a fetch a minute later renews nothing");
+        let later = hot_list_window(now + validity / 4, validity);
+        assert!(later.1 > w.1, "the next quarter extends the window");
+    }
 
     use super::*;
 
