@@ -32,6 +32,7 @@ fn a_flight_of_ten_terminals_decides_every_payment_once_with_the_expected_outcom
     const TERMINALS: u32 = 10;
     let dep = Deployment::new(TERMINALS);
     let (mut issuer, mut master, mut slaves) = dep.start_flight();
+    dep.wait_hot_lists(1); // the demo's lost card is listed from the issuer's first start
     dep.master_link("down"); // take-off
     let cards = dep.cards();
     let mut accepted = BTreeSet::new();
@@ -40,6 +41,10 @@ fn a_flight_of_ten_terminals_decides_every_payment_once_with_the_expected_outcom
         let mut app = SaleApp::connect(&dep.slave_socket(k)).expect("socket");
         for card in &cards {
             let a = capture(&mut app, card, 1_000 + u64::from(k));
+            if card.status == "lost" {
+                assert_eq!((a["outcome"].as_str(), a["reason"].as_str()), (Some("rejected"), Some("hot_card")), "{a}");
+                continue;
+            }
             match card.enrolled && !card.expiry.ends_with("/24") {
                 true => {
                     let id = accepted_id(&a).unwrap_or_else(|| panic!("{} refused: {a}", &card.pan[..6]));

@@ -67,7 +67,7 @@ pub struct Card {
     pub available_minor: u64,
     /// Currency.
     pub currency: String,
-    /// open or blocked.
+    /// open, blocked, or lost (on the issuer's hot-card list from the start).
     pub status: String,
 }
 
@@ -155,6 +155,15 @@ impl Deployment {
         for k in 1..=self.terminals {
             self.wait_for(&format!("slave-{k} has the BIN list"), Duration::from_secs(30), || {
                 self.slave_status(k, None)["bin_list_valid"] == true
+            });
+        }
+    }
+
+    /// Waits until every terminal holds the issuer's hot-card list at `version` or later.
+    pub fn wait_hot_lists(&self, version: u64) {
+        for k in 1..=self.terminals {
+            self.wait_for(&format!("slave-{k} has hot-card list {version}"), Duration::from_secs(30), || {
+                self.slave_status(k, None)["hot_list_version"].as_u64().is_some_and(|v| v >= version)
             });
         }
     }

@@ -62,13 +62,13 @@ async fn hello(w: &mut FrameWriter, r: &mut FrameReader, as_terminal: &str) -> R
     }
 }
 
-/// The next message that answers the client (the BIN list and results pushed on connect are
-/// skipped), or why none came.
+/// The next message that answers the client (the BIN list, the hot-card list and results
+/// pushed on connect are skipped), or why none came.
 async fn next(r: &mut FrameReader) -> Result<Option<MasterMsg>, String> {
     loop {
         match tokio::time::timeout(Duration::from_secs(5), r.recv::<MasterMsg>()).await {
             Err(_) => return Err("no answer".into()),
-            Ok(Ok(Some(MasterMsg::BinList(_) | MasterMsg::Result { .. }))) => continue,
+            Ok(Ok(Some(MasterMsg::BinList(_) | MasterMsg::HotList(_) | MasterMsg::Result { .. }))) => continue,
             Ok(r) => return r.map_err(|e| e.to_string()),
         }
     }

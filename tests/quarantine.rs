@@ -12,8 +12,8 @@ use inflight_net::framed::framed;
 use inflight_net::{endpoint, tls};
 use inflight_store::BinListSigner;
 use inflight_wire::{
-    AircraftMsg, AuthOutcome, AuthResult, BinList, IssuerMsg, GROUND_ALPN, GROUND_FRAME_BYTES_MAX,
-    GROUND_PROTOCOL_VERSION,
+    AircraftMsg, AuthOutcome, AuthResult, BinList, HotList, HotListUpdate, IssuerMsg, GROUND_ALPN,
+    GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
 };
 
 /// Serves the ground protocol until the test ends: refuses the first batch, approves the rest.
@@ -28,12 +28,16 @@ async fn refusing_issuer(dep: &Deployment, batches_seen: Arc<AtomicU32>) -> toki
         valid_until_unix_ms: u64::MAX,
         rules,
     });
+    // An empty hot-card list, signed by the same key (the master fetches it after the BIN list).
+    let mut no_entries = Vec::new();
+    let head = inflight_core::hotlist::head_for(1, &cfg.issuer_name, (0, u64::MAX), [0; 32], &mut no_entries);
+    let hot = HotList { head: signer.sign_hot_head(&head), entries: no_entries };
     let id = tls::Identity::from_pem_files(&cfg.cert_file, &cfg.key_file).expect("issuer certificate");
     let server = tls::server_config(id, tls::roots(&cfg.ca_file).expect("CA"), GROUND_ALPN).expect("TLS");
     let ep = endpoint::server(cfg.listen, server, cfg.timers).expect("endpoint");
     tokio::spawn(async move {
         while let Some(incoming) = ep.accept().await {
-            let (signed, seen) = (signed.clone(), batches_seen.clone());
+            let (signed, hot, seen) = (signed.clone(), hot.clone(), batches_seen.clone());
             tokio::spawn(async move {
                 let Ok(conn) = incoming.await else { return };
                 let Ok((s, r)) = conn.accept_bi().await else { return };
@@ -49,6 +53,7 @@ async fn refusing_issuer(dep: &Deployment, batches_seen: Arc<AtomicU32>) -> toki
                         // This flight voids nothing: a reversal here is a defect.
                         AircraftMsg::Reverse { .. } => return,
                         AircraftMsg::FetchBinList { .. } => IssuerMsg::BinList(Some(signed.clone())),
+                        AircraftMsg::FetchHotList { .. } => IssuerMsg::HotList(HotListUpdate::Full(hot.clone())),
                         AircraftMsg::BatchBegin(header) => {
                             batch = Some(header);
                             items.clear();

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::hotlist::HotSet;
 use inflight_wire::{BinList, CardError, Currency, Expiry, LineItem, Money, Pan, Payment, PaymentError};
 
 /// A sale app's request, as received: strings and numbers not yet trusted.
@@ -94,6 +95,9 @@ pub enum Refusal {
     BinNotEnrolled,
     /// The BIN rule does not accept this currency.
     CurrencyNotAccepted,
+    /// The card is on the issuer's hot-card list (blocked, lost, or declined `account_blocked`
+    /// on an earlier flight): not accepted offline.
+    HotCard,
     /// Seat label malformed.
     BadSeat,
     /// Line items malformed.
@@ -118,6 +122,7 @@ impl Refusal {
             Refusal::NoValidBinList => "no_valid_bin_list",
             Refusal::BinNotEnrolled => "bin_not_enrolled",
             Refusal::CurrencyNotAccepted => "currency_not_accepted",
+            Refusal::HotCard => "hot_card",
             Refusal::BadSeat => "bad_seat",
             Refusal::BadItems => "bad_items",
             Refusal::TerminalStoreFull => "terminal_store_full",
@@ -147,13 +152,16 @@ pub struct ValidCapture {
     pub items: Vec<LineItem>,
 }
 
-/// Checks a capture request at `now_unix_ms` against the issuer's BIN list, the caps and what
-/// the terminal holds. Checks run cheapest and most specific first, so the reason names the
-/// first thing wrong. Without a list valid at `now_unix_ms`, every card is refused (fail closed).
+/// Checks a capture request at `now_unix_ms` against the issuer's BIN list and hot-card list,
+/// the caps and what the terminal holds. Checks run cheapest and most specific first, so the
+/// reason names the first thing wrong. Without a BIN list valid at `now_unix_ms`, every card is
+/// refused (fail closed); without a hot-card list, none is refused for being hot (the hot list
+/// only removes cards the BIN list admits; see `crate::hotlist` on expired lists).
 pub fn validate(
     req: &CaptureRequest,
     now_unix_ms: u64,
     bins: Option<&BinList>,
+    hot: Option<&HotSet>,
     caps: &TerminalCaps,
     held: &Holdings,
 ) -> Result<ValidCapture, Refusal> {
@@ -177,6 +185,9 @@ pub fn validate(
     }
     if amount.amount_minor() > rule.txn_limit_minor {
         return Err(Refusal::OverTxnLimit);
+    }
+    if hot.is_some_and(|h| h.contains(&pan)) {
+        return Err(Refusal::HotCard);
     }
     Payment::check_shape(&req.seat, &req.items).map_err(|e| match e {
         PaymentError::BadSeat => Refusal::BadSeat,
@@ -275,7 +286,7 @@ mod tests {
             ),
         ];
         for (r, want) in cases {
-            let got = validate(r, NOW, Some(&bins()), &caps(), &held).map(|_| ());
+            let got = validate(r, NOW, Some(&bins()), None, &caps(), &held).map(|_| ());
             assert_eq!(&got, want, "{r:?}");
         }
     }
@@ -283,7 +294,8 @@ mod tests {
     #[test]
     fn bin_list_rules_and_fail_closed() {
         let held = Holdings::default();
-        let check = |r: CaptureRequest, bins: Option<&BinList>| validate(&r, NOW, bins, &caps(), &held).map(|_| ());
+        let check =
+            |r: CaptureRequest, bins: Option<&BinList>| validate(&r, NOW, bins, None, &caps(), &held).map(|_| ());
         let list = bins();
         assert_eq!(check(req("378282246310005", "12/29", 100, "EUR"), Some(&list)), Err(Refusal::BinNotEnrolled));
         assert_eq!(check(req("5555555555554444", "12/29", 100, "USD"), Some(&list)), Err(Refusal::CurrencyNotAccepted));
@@ -305,17 +317,19 @@ mod tests {
         held.add(Money::new(5_000, eur).expect("valid"));
         held.add(Money::new(4_000, eur).expect("valid"));
         let r = req("4111111111111111", "12/29", 1_001, "EUR");
-        assert_eq!(validate(&r, NOW, Some(&bins()), &caps(), &held).map(|_| ()), Err(Refusal::TerminalStoreFull));
+        assert_eq!(validate(&r, NOW, Some(&bins()), None, &caps(), &held).map(|_| ()), Err(Refusal::TerminalStoreFull));
         // Another currency has its own amount cap...
-        assert!(validate(&req("4111111111111111", "12/29", 1_001, "USD"), NOW, Some(&bins()), &caps(), &held).is_ok());
+        assert!(
+            validate(&req("4111111111111111", "12/29", 1_001, "USD"), NOW, Some(&bins()), None, &caps(), &held).is_ok()
+        );
         // ...but the count cap is shared.
         held.add(Money::new(1, eur).expect("valid"));
         assert_eq!(
-            validate(&req("4111111111111111", "12/29", 1, "USD"), NOW, Some(&bins()), &caps(), &held).map(|_| ()),
+            validate(&req("4111111111111111", "12/29", 1, "USD"), NOW, Some(&bins()), None, &caps(), &held).map(|_| ()),
             Err(Refusal::TerminalStoreFull)
         );
         held.remove(Money::new(5_000, eur).expect("valid"));
-        assert!(validate(&r, NOW, Some(&bins()), &caps(), &held).is_ok());
+        assert!(validate(&r, NOW, Some(&bins()), None, &caps(), &held).is_ok());
     }
 
     #[test]
@@ -349,6 +363,22 @@ mod tests {
         let eur = Currency::parse("EUR").expect("known");
         let mut held = Holdings::default();
         held.add(Money::new(6_000, eur).expect("valid"));
-        assert!(validate(&req("4111111111111111", "12/29", 4_000, "EUR"), NOW, Some(&bins()), &caps(), &held).is_ok());
+        assert!(
+            validate(&req("4111111111111111", "12/29", 4_000, "EUR"), NOW, Some(&bins()), None, &caps(), &held).is_ok()
+        );
+    }
+
+    #[test]
+    fn a_hot_card_is_refused_after_the_bin_checks_and_others_pass() {
+        let held = Holdings::default();
+        let hot = crate::hotlist::test_set(&["4111111111111111"]);
+        let check = |pan: &str, amount| {
+            validate(&req(pan, "12/29", amount, "USD"), NOW, Some(&bins()), Some(&hot), &caps(), &held).map(|_| ())
+        };
+        assert_eq!(check("4111111111111111", 100), Err(Refusal::HotCard));
+        assert_eq!(Refusal::HotCard.as_str(), "hot_card");
+        assert_eq!(check("4111111111111129", 100), Ok(()), "another card of the same BIN passes");
+        // More specific reasons first: the hot card over the BIN's limit is refused for that.
+        assert_eq!(check("4111111111111111", 1_000_000), Err(Refusal::OverTxnLimit));
     }
 }

@@ -536,6 +536,24 @@ mod tests {
         assert_eq!(got, ItemDecision::Decide { outcome: want, account_after: None });
     }
 
+    /// No decline is ever retried: the same payment sent again (a batch re-sent after a lost
+    /// answer, or in another batch) keeps its decision even when the account could now approve
+    /// it. This is the whole of inflight's "retry" of a declined payment (README, "Declines are
+    /// final").
+    #[test]
+    fn a_declined_payment_sent_again_is_never_authorized_again() {
+        let p = programme();
+        let it = item(1, 9_000);
+        let ItemDecision::Decide { outcome, .. } =
+            decide(&it, &[1; 32], None, Some(&account(8_000)), &p, CaptureBounds::ANY)
+        else {
+            panic!("a fresh item is decided");
+        };
+        assert_eq!(outcome, AuthOutcome::Declined(DeclineReason::InsufficientFunds));
+        let again = decide(&it, &[1; 32], Some(&[1; 32]), Some(&account(1_000_000)), &p, CaptureBounds::ANY);
+        assert_eq!(again, ItemDecision::Keep, "the stored decline is answered, not re-authorized");
+    }
+
     /// The items of a valid batch and a way to cut them into chunks.
     fn batch_and_chunking() -> impl Strategy<Value = (Vec<BatchItem>, Vec<usize>)> {
         (1u16..1_200).prop_flat_map(|n| {

@@ -16,6 +16,7 @@
 //!   answers, and the rule that a sealed batch is sent again unchanged until it is answered.
 //! - [`link`]: is the ground link up? (probes with hysteresis, crew override)
 //! - [`binlist`]: which signed BIN list to hold (renewals, expired lists never win).
+//! - [`hotlist`]: the issuer's hot-card list: verified, delta-updated, looked up by keyed hash.
 //! - [`authorize`]: the issuer's decision on one payment.
 //! - [`batch`]: the batch header's digest.
 //! - [`issuer`]: the issuer's acceptance of a batch (header, chunks, count, digest, payment ids
@@ -28,6 +29,7 @@ pub mod binlist;
 pub mod capture;
 pub mod deadline;
 pub mod fuzz;
+pub mod hotlist;
 pub mod issuer;
 pub mod link;
 pub mod outbox;

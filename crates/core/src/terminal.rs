@@ -363,6 +363,8 @@ pub struct Terminal {
     settling: BTreeMap<PaymentId, SlaveState>,
     /// The issuer's list, signature verified; `None` until one arrives (every card refused).
     bins: Option<BinList>,
+    /// The issuer's hot-card list, verified; `None` until one arrives (no card refused as hot).
+    hot: Option<crate::hotlist::HotSet>,
     /// The master's clock minus ours; `None` until a master said `Hello` since start.
     clock_offset_ms: Option<i64>,
     /// Sale apps waiting for the void of a payment never answered (its void mark being written).
@@ -405,6 +407,7 @@ impl Terminal {
             orphans: BTreeMap::new(),
             settling: BTreeMap::new(),
             bins: None,
+            hot: None,
             clock_offset_ms: None,
             voiders: BTreeMap::new(),
             cancels: BTreeMap::new(),
@@ -473,14 +476,15 @@ impl Terminal {
             return;
         }
         let now = self.sane_now(local_unix_ms);
-        let valid = match capture::validate(req, now, self.bins.as_ref(), &self.settings.caps, &self.held) {
-            Ok(v) => v,
-            Err(r) => {
-                self.actions.push_back(Action::Note(Note::Refused(r)));
-                self.reply(to, Answer::rejected(None, r.as_str()), false);
-                return;
-            }
-        };
+        let valid =
+            match capture::validate(req, now, self.bins.as_ref(), self.hot.as_ref(), &self.settings.caps, &self.held) {
+                Ok(v) => v,
+                Err(r) => {
+                    self.actions.push_back(Action::Note(Note::Refused(r)));
+                    self.reply(to, Answer::rejected(None, r.as_str()), false);
+                    return;
+                }
+            };
         let payment = Payment {
             id: PaymentId::mint(now, random),
             terminal: self.id.clone(),
@@ -936,6 +940,21 @@ impl Terminal {
         self.bins.as_ref()
     }
 
+    /// Whether `list` (verified) should replace the hot-card list held.
+    pub fn prefers_hot_list(&self, list: &crate::hotlist::HotSet, local_unix_ms: u64) -> bool {
+        crate::hotlist::prefer(self.hot.as_ref(), list, self.sane_now(local_unix_ms))
+    }
+
+    /// Installs a hot-card list (stored first by the driver, or restored).
+    pub fn install_hot_list(&mut self, list: Option<crate::hotlist::HotSet>) {
+        self.hot = list;
+    }
+
+    /// The hot-card list in force.
+    pub fn hot_list(&self) -> Option<&crate::hotlist::HotSet> {
+        self.hot.as_ref()
+    }
+
     /// When [`Terminal::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<u64> {
         let outbox = self.outbox.poll_timeout();
@@ -1246,6 +1265,24 @@ mod tests {
         assert_eq!(
             actions(&mut t),
             vec![Action::Reply { to: 9, answer: Answer::rejected(Some(id), "voided"), replayed: true }]
+        );
+    }
+
+    #[test]
+    fn a_hot_card_is_refused_at_once_and_nothing_is_stored() {
+        let mut t = terminal(0);
+        t.install_hot_list(Some(crate::hotlist::test_set(&["4111111111111111"])));
+        t.capture(1, &req(), None, [1; 10], T0);
+        assert_eq!(
+            actions(&mut t),
+            vec![Action::Reply { to: 1, answer: Answer::rejected(None, "hot_card"), replayed: false }]
+        );
+        assert_eq!(t.holdings().payments, 0, "a refused card holds nothing against the caps");
+        // Another card (same BIN) passes: the list names cards, not ranges.
+        t.capture(2, &CaptureRequest { pan: "4111111111111129".into(), ..req() }, None, [2; 10], T0);
+        assert!(
+            t.drain_actions().any(|a| matches!(a, Action::Write { .. })),
+            "a card not on the list goes on to be stored"
         );
     }
 

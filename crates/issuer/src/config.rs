@@ -204,14 +204,26 @@ struct AccountEntry {
     status: String,
 }
 
+/// The accounts of the accounts file, and the cards among them reported lost (status `lost`:
+/// blocked, and on the hot-card list from the first start).
+#[derive(Debug)]
+pub struct Accounts {
+    /// Every account.
+    pub accounts: Vec<(Pan, Account)>,
+    /// The cards to list hot when the accounts are imported.
+    pub lost: Vec<Pan>,
+}
+
 /// The accounts file: a JSON array of `{pan, kind, expiry, available_minor, currency, status}`
-/// (the same fields as `test-cards.json`; other fields are ignored). Errors never quote a PAN.
-pub fn load_accounts(path: &Path) -> Result<Vec<(Pan, Account)>, Vec<String>> {
+/// (the same fields as `test-cards.json`; other fields are ignored). `status` is `open`,
+/// `blocked`, or `lost` (blocked and listed hot). Errors never quote a PAN.
+pub fn load_accounts(path: &Path) -> Result<Accounts, Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
     let entries: Vec<AccountEntry> = serde_json::from_str(&text)
         .map_err(|e| vec![format!("{}: not a JSON array of accounts (line {})", path.display(), e.line())])?;
     let mut errors = Vec::new();
     let mut out = Vec::new();
+    let mut lost = Vec::new();
     for (i, a) in entries.iter().enumerate() {
         let at = |what: String| format!("{} account #{}: {what}", path.display(), i + 1);
         let pan = Pan::parse(&a.pan).map_err(|e| errors.push(at(e.to_string()))).ok();
@@ -222,19 +234,22 @@ pub fn load_accounts(path: &Path) -> Result<Vec<(Pan, Account)>, Vec<String>> {
         let currency = Currency::parse(&a.currency).map_err(|e| errors.push(at(e.to_string()))).ok();
         let open = match a.status.as_str() {
             "open" => Some(true),
-            "blocked" => Some(false),
+            "blocked" | "lost" => Some(false),
             other => {
                 let _ = other;
-                errors.push(at("status must be open or blocked".into()));
+                errors.push(at("status must be open, blocked or lost".into()));
                 None
             }
         };
         if let (Some(pan), Some(kind), Some(expiry), Some(currency), Some(open)) = (pan, kind, expiry, currency, open) {
+            if a.status == "lost" {
+                lost.push(pan.clone());
+            }
             out.push((pan, Account { kind, expiry, available_minor: a.available_minor, currency, open }));
         }
     }
     if errors.is_empty() {
-        Ok(out)
+        Ok(Accounts { accounts: out, lost })
     } else {
         Err(errors)
     }

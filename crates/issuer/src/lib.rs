@@ -86,15 +86,23 @@ pub fn open_store(cfg: &IssuerConfig) -> Result<IssuerStore, StoreError> {
 /// Runs the daemon until `cancel`.
 pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), IssuerError> {
     let (version, rules) = config::load_programme(&cfg.programme_file).map_err(IssuerError::Data)?;
-    let signer = BinListSigner::from_hex_file(&cfg.signing_key_file)?;
+    let signer = Arc::new(BinListSigner::from_hex_file(&cfg.signing_key_file)?);
     let store = Arc::new(open_store(&cfg)?);
     let metrics = metrics::IssuerMetrics::new();
     store.observe_commits(metrics.commit_observer());
     if !store.accounts_imported()? {
-        let accounts = config::load_accounts(&cfg.accounts_file).map_err(IssuerError::Data)?;
-        let t = store.import_accounts(&accounts)?;
-        store.durable(t).await?;
-        tracing::info!(accounts = accounts.len(), "accounts imported");
+        let config::Accounts { accounts, lost } =
+            config::load_accounts(&cfg.accounts_file).map_err(IssuerError::Data)?;
+        // Cards reported lost are on the hot-card list from the start. Listed before the
+        // accounts are marked imported: a crash between the two imports again on the next start
+        // (listing is idempotent), never leaves lost cards unlisted.
+        let (_, full) = store.add_hot_cards(&lost.iter().collect::<Vec<_>>())?;
+        let _ = store.import_accounts(&accounts)?;
+        store.durable(store.latest()).await?;
+        if full > 0 {
+            tracing::warn!(not_listed = full, "hot-card list full: some lost cards are not listed");
+        }
+        tracing::info!(accounts = accounts.len(), lost = lost.len(), "accounts imported");
     }
     let programme = windowed(
         BinList { version, issuer: cfg.issuer_name.clone(), valid_from_unix_ms: 0, valid_until_unix_ms: 0, rules },
@@ -130,6 +138,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         signed,
         items_budget: tokio::sync::Semaphore::new(server::ITEMS_IN_MEMORY_MAX),
         metrics: metrics.clone(),
+        signer: signer.clone(),
     });
     let shutdown = Shutdown::new(cancel);
     // Renewal: the same version signed again with a fresh window, every quarter of the validity,

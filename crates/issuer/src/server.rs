@@ -6,10 +6,11 @@ use std::sync::Arc;
 use inflight_core::issuer::{check_header, BatchRefusal, IssuerBatch};
 use inflight_net::framed::{framed, FrameReader, FrameWriter};
 use inflight_net::{identity, Connection, NetError};
-use inflight_store::{IssuerStore, StoreError};
+use inflight_store::{BinListSigner, IssuerStore, StoreError};
 use inflight_wire::{
-    AircraftMsg, BatchHeader, BatchId, BinList, IssuerMsg, SignedBinList, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
-    GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
+    AircraftMsg, AuthOutcome, BatchHeader, BatchId, BinList, DeclineReason, HotEntry, HotList, HotListUpdate,
+    IssuerMsg, SignedBinList, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX, GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
+    HOT_ENTRIES_MAX,
 };
 
 use crate::config::IssuerConfig;
@@ -33,6 +34,9 @@ pub struct Shared {
     pub items_budget: tokio::sync::Semaphore,
     /// The issuer's metrics.
     pub metrics: crate::metrics::IssuerMetrics,
+    /// The list signing key: the hot-card list's head is signed at each fetch (with a fresh
+    /// validity window), the BIN list by the renewal task.
+    pub signer: Arc<BinListSigner>,
 }
 
 /// Batch items the issuer holds in memory at once, across all aircraft: one largest batch
@@ -212,6 +216,9 @@ async fn session(
                     newer.then(|| shared.signed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone());
                 w.send(&IssuerMsg::BinList(signed)).await?;
             }
+            Some(AircraftMsg::FetchHotList { have_version }) => {
+                w.send(&IssuerMsg::HotList(hot_list_update(shared, have_version)?)).await?;
+            }
             Some(AircraftMsg::BatchBegin(header)) => batch(shared, aircraft, header, w, r).await?,
             Some(AircraftMsg::Reverse { ids }) => {
                 if ids.is_empty() || ids.len() > BATCH_CHUNK_MAX {
@@ -244,6 +251,7 @@ fn msg_name(m: &AircraftMsg) -> &'static str {
         AircraftMsg::BatchItems { .. } => "BatchItems",
         AircraftMsg::BatchEnd { .. } => "BatchEnd",
         AircraftMsg::Reverse { .. } => "Reverse",
+        AircraftMsg::FetchHotList { .. } => "FetchHotList",
     }
 }
 
@@ -328,6 +336,10 @@ async fn batch(
     // Every answer waits for durability, also a known batch's: another connection may have
     // written its decisions and not yet seen them fsynced.
     store.durable(store.latest()).await?;
+    // A card declined `account_blocked` goes on the hot-card list, so the next flight refuses it
+    // at the seat. Done for a replayed batch too (idempotent: a listed card adds no version), so
+    // a crash between the decisions and this write loses no listing.
+    list_blocked_cards(shared, aircraft, id, &accepted.items).await?;
     // Decided and durable: the items and their memory share are no longer needed (results are
     // read from the store), so a peer that stops reading results holds nothing of the budget.
     drop(accepted);
@@ -352,9 +364,84 @@ async fn batch(
     Ok(())
 }
 
+/// Adds to the hot-card list the cards of `items` that batch `id` declined `account_blocked`,
+/// durably (before the results are sent, so an aircraft that saw the decline finds the card on
+/// its next fetch).
+async fn list_blocked_cards(
+    shared: &Shared,
+    aircraft: &str,
+    id: BatchId,
+    items: &[inflight_wire::BatchItem],
+) -> Result<(), SessionError> {
+    let blocked: std::collections::HashSet<_> = shared
+        .store
+        .results(id)?
+        .into_iter()
+        .filter(|r| r.outcome == AuthOutcome::Declined(DeclineReason::AccountBlocked))
+        .map(|r| r.id)
+        .collect();
+    if blocked.is_empty() {
+        return Ok(());
+    }
+    let pans: Vec<&inflight_wire::Pan> = items.iter().filter(|i| blocked.contains(&i.id)).map(|i| &i.pan).collect();
+    let (ticket, full) = shared.store.add_hot_cards(&pans)?;
+    shared.store.durable(ticket).await?;
+    if full > 0 {
+        tracing::warn!(%aircraft, batch = %id, not_listed = full, max = HOT_ENTRIES_MAX, "hot-card list full");
+    }
+    Ok(())
+}
+
+/// The answer to `FetchHotList { have_version }`: a delta when the master's version is one this
+/// issuer published (entries only ever get added, each with the version that added it), else
+/// the whole list. Either way the head is signed afresh, with a validity window from now, so a
+/// fetch also renews the master's list.
+pub(crate) fn hot_list_update(shared: &Shared, have_version: Option<u64>) -> Result<HotListUpdate, StoreError> {
+    let cards = shared.store.hot_cards()?;
+    let mut entries: Vec<HotEntry> = cards.entries.iter().map(|(e, _)| *e).collect();
+    let window = hot_list_window(inflight_daemon::unix_ms_now(), shared.cfg.bin_list_validity.as_millis() as u64);
+    let head = inflight_core::hotlist::head_for(
+        cards.version,
+        &shared.cfg.issuer_name,
+        window,
+        shared.store.hot_list_key(),
+        &mut entries,
+    );
+    let head = shared.signer.sign_hot_head(&head);
+    Ok(match have_version {
+        Some(base) if base <= cards.version => {
+            let added = cards.entries.iter().filter(|(_, v)| *v > base).map(|(e, _)| *e).collect();
+            HotListUpdate::Delta { base_version: base, head, added }
+        }
+        _ => HotListUpdate::Full(HotList { head, entries }),
+    })
+}
+
+/// The validity window of a hot-card list signed at `now_unix_ms`: it starts at the last
+/// quarter-of-validity boundary (less an hour for clocks behind the issuer's) and lasts
+/// `validity_ms`, so it always has at least three quarters left. Within a quarter every fetch
+/// gets the same head (and, Ed25519 being deterministic, the same signature): the master sees
+/// nothing new and does not rewrite its store or push the list to every terminal each minute.
+fn hot_list_window(now_unix_ms: u64, validity_ms: u64) -> (u64, u64) {
+    let step = (validity_ms / 4).max(1);
+    let from = now_unix_ms - now_unix_ms % step;
+    (from.saturating_sub(3_600_000), from + validity_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use inflight_wire::PaymentId;
+
+    #[test]
+    fn hot_list_windows_change_once_a_quarter_and_always_cover_now() {
+        let validity = 48 * 3_600_000;
+        let now = 1_795_564_800_000 + 5;
+        let w = hot_list_window(now, validity);
+        assert!(w.0 <= now && now + validity * 3 / 4 <= w.1, "{w:?}");
+        assert_eq!(hot_list_window(now + 60_000, validity), w, "a fetch a minute later renews nothing");
+        let later = hot_list_window(now + validity / 4, validity);
+        assert!(later.1 > w.1, "the next quarter extends the window");
+    }
 
     use super::*;
 

@@ -16,6 +16,7 @@ use inflight_core::aggregator::{
     index_key, Aggregator, CancelDecision, Counts, DeadlineCounts, Decision, Phase, SubmitPlan, SubmitWrite,
 };
 use inflight_core::deadline::Deadline;
+use inflight_core::hotlist::HotSet;
 pub use inflight_core::uploader::NextBatch;
 use inflight_store::{MasterStore, StoreError, Ticket};
 use inflight_wire::{
@@ -86,6 +87,10 @@ pub enum Event {
     Disconnected { terminal: TerminalId, serial: u64 },
     /// A verified BIN list from the issuer.
     BinList { signed: Box<SignedBinList>, list: Box<BinList> },
+    /// A verified hot-card list from the issuer (whole, any delta already applied).
+    HotList(Box<HotSet>),
+    /// The uploader asks for the hot-card list held, to apply a delta to it.
+    HotListHeld { reply: oneshot::Sender<Option<HotSet>> },
     /// The uploader asks what the next batch holds: the open one, or pending payments.
     NextBatch { reply: oneshot::Sender<NextBatch> },
     /// The uploader has built a batch header for `ids`: record it durably.
@@ -145,6 +150,8 @@ pub struct Snapshot {
     pub bin_list_version: Option<u64>,
     /// When the BIN list in force expires (milliseconds since the Unix epoch).
     pub bin_list_valid_until_unix_ms: Option<u64>,
+    /// Version and entry count of the hot-card list held.
+    pub hot_list: Option<(u64, usize)>,
     /// Terminals connected.
     pub terminals: usize,
     /// Payments waiting for the issuer longer than the configured age, and carried payments
@@ -200,6 +207,8 @@ pub(crate) struct Aircraft {
     store: Arc<MasterStore>,
     /// Verified list currently in force, as signed (pushed to terminals).
     signed: Option<SignedBinList>,
+    /// The issuer's hot-card list, verified: pushed to terminals, kept to apply deltas to.
+    hot: Option<HotSet>,
     /// Connected terminals.
     links: HashMap<TerminalId, Link>,
     /// Flight stamped on new payments.
@@ -247,6 +256,16 @@ pub(crate) fn restore(
             Err(e) => tracing::error!(error = %e, "stored BIN list does not verify; ignoring it"),
         }
     }
+    let hot = match store.hot_list()? {
+        None => None,
+        Some(l) => match HotSet::verify(issuer_key, &l) {
+            Ok(set) => Some(set),
+            Err(e) => {
+                tracing::error!(error = %e, "stored hot-card list does not verify; ignoring it");
+                None
+            }
+        },
+    };
     let flight = store.setting("flight")?.unwrap_or(flight);
     let (writes, writes_rx) = mpsc::channel(ACK_QUEUE_MAX);
     let (durable_tx, durable_rx) = mpsc::channel(COMPLETIONS_MAX);
@@ -255,6 +274,7 @@ pub(crate) fn restore(
         agg,
         store,
         signed,
+        hot,
         links: HashMap::new(),
         flight,
         writes,
@@ -359,6 +379,9 @@ impl Aircraft {
                 if let Some(s) = &self.signed {
                     let _ = tx.try_send(Outgoing::Msg(MasterMsg::BinList(s.clone())));
                 }
+                if let Some(h) = &self.hot {
+                    let _ = tx.try_send(Outgoing::Msg(MasterMsg::HotList(Box::new(h.to_wire()))));
+                }
                 for id in self.agg.undelivered(&terminal) {
                     if let Ok(Some(outcome)) = self.store.outcome(id) {
                         let _ = tx.try_send(Outgoing::Msg(MasterMsg::Result { id, outcome }));
@@ -391,6 +414,29 @@ impl Aircraft {
                     }
                     Err(e) => tracing::error!(error = %e, "cannot store the BIN list"),
                 }
+            }
+            Event::HotList(set) => {
+                if !inflight_core::hotlist::prefer(self.hot.as_ref(), &set, inflight_daemon::unix_ms_now()) {
+                    return;
+                }
+                let wire = set.to_wire();
+                match self.store.set_hot_list(&wire) {
+                    Ok(_) => {
+                        tracing::info!(
+                            version = set.version(),
+                            entries = set.len(),
+                            "new hot-card list; pushing to terminals"
+                        );
+                        for l in self.links.values() {
+                            let _ = l.tx.try_send(Outgoing::Msg(MasterMsg::HotList(Box::new(wire.clone()))));
+                        }
+                        self.hot = Some(*set);
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot store the hot-card list"),
+                }
+            }
+            Event::HotListHeld { reply } => {
+                let _ = reply.send(self.hot.clone());
             }
             Event::NextBatch { reply } => {
                 let _ = reply.send(self.agg.promise_next_batch(BATCH_PAYMENTS_MAX as usize));
@@ -453,6 +499,7 @@ impl Aircraft {
             counts: self.agg.counts(),
             bin_list_version: self.agg.bin_list().map(|b| b.version),
             bin_list_valid_until_unix_ms: self.agg.bin_list().map(|b| b.valid_until_unix_ms),
+            hot_list: self.hot.as_ref().map(|h| (h.version(), h.len())),
             terminals: self.links.len(),
             scan,
             reversals: self.agg.reversal_counts(),

@@ -11,14 +11,15 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use inflight_core::hotlist::{HotListError, HotSet};
 use inflight_core::link::{LinkOverride, LinkWatcher};
 use inflight_core::uploader::{NextBatch, Sealer, UploadError, UploadState, Uploader};
 use inflight_net::framed::{framed, FrameReader, FrameWriter};
 use inflight_net::{endpoint, Endpoint, NetError};
 use inflight_store::{MasterStore, StoreError};
 use inflight_wire::{
-    AircraftMsg, BatchId, IssuerMsg, PaymentId, ReversalOutcome, BATCH_CHUNK_MAX, GROUND_FRAME_BYTES_MAX,
-    GROUND_PROTOCOL_VERSION,
+    AircraftMsg, BatchId, HotListUpdate, IssuerMsg, PaymentId, ReversalOutcome, BATCH_CHUNK_MAX,
+    GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -297,6 +298,7 @@ async fn session(
         loop {
             if last_fetch.is_none_or(|t| t.elapsed() >= cfg.ground.bin_list_refresh) {
                 fetch_bin_list(cfg, &mut w, &mut r, events).await?;
+                fetch_hot_list(cfg, &mut w, &mut r, events).await?;
                 last_fetch = Some(tokio::time::Instant::now());
             }
             send_reversals(&mut w, &mut r, events, &mut unknown_to_issuer).await?;
@@ -355,6 +357,56 @@ async fn fetch_bin_list(
             }
         }
         other => Err(SessionError::unexpected("answering FetchBinList", other)),
+    }
+}
+
+/// Fetches the hot-card list: a delta from the version held when the issuer can, else the
+/// whole list. A delta that does not apply (the issuer's list was rebuilt, or it does not match
+/// its signed digest) is followed by one request for the whole list; a list that does not
+/// verify is not taken, and the one held stays in force.
+async fn fetch_hot_list(
+    cfg: &MasterConfig,
+    w: &mut FrameWriter,
+    r: &mut FrameReader,
+    events: &mpsc::Sender<Event>,
+) -> Result<(), SessionError> {
+    let held = ask(events, |reply| Event::HotListHeld { reply }).await?;
+    let key = &cfg.ground.issuer_public_key;
+    let mut have_version = held.as_ref().map(HotSet::version);
+    loop {
+        w.send(&AircraftMsg::FetchHotList { have_version }).await?;
+        let update = match r.recv::<IssuerMsg>().await? {
+            Some(IssuerMsg::HotList(u)) => u,
+            other => return Err(SessionError::unexpected("answering FetchHotList", other)),
+        };
+        let (kind, taken) = match (&update, &held) {
+            (HotListUpdate::Full(list), _) => ("full", HotSet::verify(key, list)),
+            (HotListUpdate::Delta { base_version, head, added }, Some(h)) => {
+                ("delta", h.apply_delta(key, *base_version, head, added))
+            }
+            (HotListUpdate::Delta { .. }, None) => {
+                ("delta", Err(HotListError::Malformed("a delta, but no list is held to apply it to".into())))
+            }
+        };
+        match taken {
+            Ok(set) => {
+                if held.as_ref().map(HotSet::version) == Some(set.version()) {
+                    tracing::debug!(kind, version = set.version(), "hot-card list renewed");
+                } else {
+                    tracing::info!(kind, version = set.version(), entries = set.len(), "hot-card list fetched");
+                }
+                events.send(Event::HotList(Box::new(set))).await.map_err(|_| SessionError::ShuttingDown)?;
+                return Ok(());
+            }
+            Err(e) if have_version.is_some() => {
+                tracing::warn!(error = %e, kind, "the issuer's hot-card update does not apply; asking for the whole list");
+                have_version = None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, kind, "the issuer's hot-card list does not verify; keeping the current one");
+                return Ok(());
+            }
+        }
     }
 }
 

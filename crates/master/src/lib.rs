@@ -357,6 +357,8 @@ async fn admin_answer(ctx: &Admin, req: Value) -> Value {
                         true,
                     );
                     scan_json(&mut v, &snap.scan);
+                    v["hot_list_version"] = json!(snap.hot_list.map(|h| h.0));
+                    v["hot_list_entries"] = json!(snap.hot_list.map(|h| h.1));
                     v["payments"]["reversal_pending"] = json!(snap.reversals.0);
                     v["payments"]["reversed"] = json!(snap.reversals.1);
                     v["link"] = json!(if ctx.link.is_up() { "up" } else { "down" });
@@ -629,6 +631,12 @@ pub async fn status(cfg: &MasterConfig, payment: Option<String>) -> Result<Value
                         .and_then(|s| inflight_store::verify_bin_list(&cfg.ground.issuer_public_key, &s).ok())
                         .map(|l| l.version);
                     let mut v = status_json(&agg.counts(), version, 0, false);
+                    let hot = store
+                        .hot_list()
+                        .map_err(|e| e.to_string())?
+                        .and_then(|l| inflight_core::hotlist::HotSet::verify(&cfg.ground.issuer_public_key, &l).ok());
+                    v["hot_list_version"] = json!(hot.as_ref().map(|h| h.version()));
+                    v["hot_list_entries"] = json!(hot.as_ref().map(|h| h.len()));
                     let (pending, done) = agg.reversal_counts();
                     v["payments"]["reversal_pending"] = json!(pending);
                     v["payments"]["reversed"] = json!(done);

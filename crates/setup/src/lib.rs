@@ -428,7 +428,7 @@ pub struct TestCard {
     pub available_minor: u64,
     /// Account currency.
     pub currency: &'static str,
-    /// `open` or `blocked`.
+    /// `open`, `blocked`, or `lost` (blocked, and on the issuer's hot-card list from the start).
     pub status: &'static str,
     /// What a capture with it should lead to.
     pub expect: &'static str,
@@ -469,6 +469,7 @@ pub fn test_cards() -> Vec<TestCard> {
         c("371449", 7, "12/30", "credit", false, 500_000, "open", "rejected:bin_not_enrolled"),
         c("400011", 8, "12/30", "credit", true, 5_000_000, "open", "rejected:over_txn_limit above 200000"),
         c("400011", 9, "01/24", "credit", true, 500_000, "open", "rejected:expired"),
+        c("510055", 10, "12/30", "debit", true, 100_000, "lost", "rejected:hot_card"),
     ]
 }
 

@@ -140,7 +140,7 @@ pub async fn ingest(
                             acked += 1;
                         }
                     }
-                    Some(MasterMsg::BinList(_) | MasterMsg::Result { .. }) => {}
+                    Some(MasterMsg::BinList(_) | MasterMsg::HotList(_) | MasterMsg::Result { .. }) => {}
                     other => anyhow::bail!("unexpected frame: {other:?}"),
                 }
             }

@@ -202,6 +202,11 @@ async fn session(
                             return Ok(());
                         }
                     }
+                    Some(MasterMsg::HotList(list)) => {
+                        if events.send(Event::HotList(*list)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
                     Some(MasterMsg::Result { id, outcome }) => {
                         if events.send(Event::Result { id, outcome }).await.is_err() {
                             return Ok(());
@@ -246,6 +251,7 @@ fn msg_name(m: &MasterMsg) -> &'static str {
         MasterMsg::Result { .. } => "Result",
         MasterMsg::VoidAck { .. } => "VoidAck",
         MasterMsg::CancelAck { .. } => "CancelAck",
+        MasterMsg::HotList(_) => "HotList",
     }
 }
 

@@ -7,10 +7,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use inflight_core::capture::CaptureRequest;
+use inflight_core::hotlist::HotSet;
 use inflight_core::outbox::Transmit;
 use inflight_core::terminal::{self as machine, Action, After, Listeners, Note, ReplyTo, Write, WriteFailure};
 use inflight_store::{SlaveState, SlaveStore, StoreError};
-use inflight_wire::{AuthOutcome, CancelOutcome, PaymentId, RefusalReason, SignedBinList, TerminalMsg, Verdict};
+use inflight_wire::{
+    AuthOutcome, CancelOutcome, HotList, PaymentId, RefusalReason, SignedBinList, TerminalMsg, Verdict,
+};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -46,6 +49,8 @@ pub(crate) enum Event {
     VoidAck { id: PaymentId, carried: bool },
     /// A signed BIN list pushed by the master (not yet verified).
     BinList(SignedBinList),
+    /// The issuer's hot-card list pushed by the master (not yet verified).
+    HotList(HotList),
     /// The issuer's decision on one of this terminal's payments.
     Result { id: PaymentId, outcome: AuthOutcome },
     /// The master's clock minus ours, learnt at `Hello`.
@@ -166,6 +171,17 @@ impl Terminal {
             },
         };
         m.install_bin_list(bins);
+        let hot = match store.hot_list()? {
+            None => None,
+            Some(list) => match HotSet::verify(&cfg.issuer_public_key, &list) {
+                Ok(set) => Some(set),
+                Err(e) => {
+                    tracing::error!(error = %e, "stored hot-card list does not verify; ignoring it until a valid one arrives");
+                    None
+                }
+            },
+        };
+        m.install_hot_list(hot);
         Ok(Self { cfg, store, machine: m, replies: Replies::default(), link: None, events, epoch: Instant::now() })
     }
 
@@ -243,6 +259,7 @@ impl Terminal {
                 self.machine.on_clock_offset(offset);
             }
             Event::BinList(signed) => self.bin_list(signed),
+            Event::HotList(list) => self.hot_list(list),
             Event::Result { id, outcome } => self.machine.on_result(id, outcome),
             Event::CancelAck { id, outcome } => self.machine.on_cancel_ack(id, outcome),
             Event::Void { which, reply } => self.void(which, reply),
@@ -402,6 +419,26 @@ impl Terminal {
         }
     }
 
+    fn hot_list(&mut self, list: HotList) {
+        let set = match HotSet::verify(&self.cfg.issuer_public_key, &list) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "hot-card list from the master rejected; keeping the current one");
+                return;
+            }
+        };
+        if !self.machine.prefers_hot_list(&set, inflight_daemon::unix_ms_now()) {
+            return;
+        }
+        match self.store.set_hot_list(&list) {
+            Ok(_) => {
+                tracing::info!(version = set.version(), entries = set.len(), "hot-card list installed");
+                self.machine.install_hot_list(Some(set));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot store the hot-card list"),
+        }
+    }
+
     /// Sends whatever the outbox releases.
     fn pump(&mut self) {
         let Some(link) = self.link.clone() else {
@@ -448,6 +485,8 @@ impl Terminal {
                     "master_connected": self.link.is_some(),
                     "bin_list_version": self.machine.bin_list().map(|b| b.version),
                     "bin_list_valid": self.machine.bin_list().is_some_and(|b| b.is_valid_at(now)),
+                    "hot_list_version": self.machine.hot_list().map(|h| h.version()),
+                    "hot_list_entries": self.machine.hot_list().map(|h| h.len()),
                     "clock_offset_ms": self.machine.clock_offset_ms(),
                     "payments": {
                         "captured": counts.captured,

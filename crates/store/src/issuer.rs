@@ -16,6 +16,8 @@
 //! - `late`: payment id → nothing: the item it was decided from was marked `late` (sealed after
 //!   its deferred-authorization deadline). A tree of its own so that decisions stored before it
 //!   existed read as they did.
+//! - `hot_cards`: hot-list entry (8 bytes, keyed and truncated: no card number) → the list
+//!   version that added it (u64 BE); `meta` `hot_version` → the list's version (u64 BE).
 //!
 //! A chunk of decisions and the account changes they cause are written in one transaction, so
 //! an account is never charged without its decision being recorded, nor the reverse. A payment id
@@ -32,8 +34,8 @@ use inflight_core::authorize::{Account, CaptureBounds};
 pub use inflight_core::issuer::BatchStart;
 use inflight_core::issuer::{decide, reverse, start_of, ItemDecision, ReversalDecision};
 use inflight_wire::{
-    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, CardKind, Currency, Expiry, MaskedPan, Money,
-    Pan, PaymentId, ReversalOutcome, ReversalResult,
+    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, CardKind, Currency, Expiry, HotEntry, MaskedPan,
+    Money, Pan, PaymentId, ReversalOutcome, ReversalResult, HOT_ENTRIES_MAX, HOT_ENTRY_BYTES,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -143,6 +145,17 @@ struct ReversalRecord {
 }
 
 const ACCOUNTS_IMPORTED: &[u8] = b"accounts_imported";
+const HOT_VERSION: &[u8] = b"hot_version";
+
+/// The issuer's hot-card list as stored: its version and every entry with the version that
+/// added it (what a delta from an older version carries).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HotCards {
+    /// The list's version: 0 before any card was listed.
+    pub version: u64,
+    /// Every entry and the version that added it, in entry order.
+    pub entries: Vec<(HotEntry, u64)>,
+}
 
 /// The issuer's durable store.
 #[derive(Debug)]
@@ -156,6 +169,7 @@ pub struct IssuerStore {
     charged: sled::Tree,
     reversals: sled::Tree,
     late: sled::Tree,
+    hot_cards: sled::Tree,
     vault: CardVault,
     committer: Committer,
 }
@@ -174,6 +188,7 @@ impl IssuerStore {
             charged: db.open_tree("charged")?,
             reversals: db.open_tree("reversals")?,
             late: db.open_tree("late")?,
+            hot_cards: db.open_tree("hot_cards")?,
             vault,
             committer: Committer::start(db.clone(), dir)?,
         };
@@ -199,6 +214,65 @@ impl IssuerStore {
         self.accounts.apply_batch(b)?;
         self.meta.insert(ACCOUNTS_IMPORTED, b"1".as_slice())?;
         self.committer.note_write()
+    }
+
+    /// The hot-card list's HMAC key (published with the list; see [`CardVault::hot_list_key`]).
+    pub fn hot_list_key(&self) -> [u8; 32] {
+        self.vault.hot_list_key()
+    }
+
+    /// The hot-card list as stored.
+    pub fn hot_cards(&self) -> Result<HotCards, StoreError> {
+        let version = match self.meta.get(HOT_VERSION)? {
+            Some(b) => u64_be(HOT_VERSION, &b)?,
+            None => 0,
+        };
+        let mut entries = Vec::new();
+        for kv in self.hot_cards.iter() {
+            let (k, v) = kv?;
+            let entry: [u8; HOT_ENTRY_BYTES] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt { key: hex(&k), detail: "hot-card entry of wrong length".into() })?;
+            entries.push((HotEntry(entry), u64_be(&k, &v)?));
+        }
+        Ok(HotCards { version, entries })
+    }
+
+    /// Lists `pans` as hot (under the list key; no card number is stored), as one new list
+    /// version if any of them is not listed yet. Stops at [`HOT_ENTRIES_MAX`]. Returns the
+    /// write's ticket and how many cards could not be listed because the list is full.
+    pub fn add_hot_cards(&self, pans: &[&Pan]) -> Result<(Ticket, usize), StoreError> {
+        self.committer.check_writable()?;
+        let key = self.vault.hot_list_key();
+        let mut fresh: Vec<HotEntry> = pans.iter().map(|p| inflight_core::hotlist::entry_for(&key, p)).collect();
+        fresh.sort_unstable();
+        fresh.dedup();
+        let mut new = Vec::new();
+        for e in fresh {
+            if !self.hot_cards.contains_key(e.0)? {
+                new.push(e);
+            }
+        }
+        if new.is_empty() {
+            return Ok((Ticket::NONE, 0));
+        }
+        let room = HOT_ENTRIES_MAX.saturating_sub(self.hot_cards.len());
+        let full = new.len().saturating_sub(room);
+        new.truncate(room);
+        if new.is_empty() {
+            return Ok((Ticket::NONE, full));
+        }
+        let version = self.hot_cards()?.version + 1;
+        let mut b = sled::Batch::default();
+        for e in &new {
+            b.insert(e.0.to_vec(), version.to_be_bytes().to_vec());
+        }
+        // Entries first, then the version: a crash between the two leaves entries the next
+        // version (re-)announces, never a version without its entries.
+        self.hot_cards.apply_batch(b)?;
+        self.meta.insert(HOT_VERSION, version.to_be_bytes().as_slice())?;
+        Ok((self.committer.note_write()?, full))
     }
 
     /// Records the start of a batch and says how to treat it ([`start_of`]): a batch id never
@@ -485,5 +559,80 @@ impl IssuerStore {
     /// Flushes everything and stops the flusher.
     pub fn close(&self) {
         self.committer.close();
+    }
+}
+
+/// A stored u64 (big-endian, 8 bytes) under `key`.
+fn u64_be(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
+    let b: [u8; 8] =
+        bytes.try_into().map_err(|_| StoreError::Corrupt { key: hex(key), detail: "not an 8-byte number".into() })?;
+    Ok(u64::from_be_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pan(serial: u64) -> Pan {
+        // Luhn-valid numbers of one BIN: the check digit found by trying all ten.
+        let body = format!("510055{serial:09}");
+        (0..10).find_map(|c| Pan::parse(&format!("{body}{c}")).ok()).expect("one check digit fits")
+    }
+
+    #[test]
+    fn hot_cards_are_versioned_idempotent_survive_a_restart_and_store_no_card_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = [3; 32];
+        let s = IssuerStore::open(dir.path(), CardVault::from_key(&key), 4 << 20).expect("open");
+        assert_eq!(s.hot_cards().expect("read"), HotCards::default());
+        let (t, full) = s.add_hot_cards(&[&pan(1)]).expect("add");
+        s.durable_blocking(t).expect("durable");
+        assert_eq!(full, 0);
+        // Listed again: no new version (a replayed batch adds nothing).
+        let (t, _) = s.add_hot_cards(&[&pan(1)]).expect("add again");
+        assert_eq!(t, Ticket::NONE);
+        let (t, _) = s.add_hot_cards(&[&pan(2), &pan(1)]).expect("add one more");
+        s.durable_blocking(t).expect("durable");
+        let cards = s.hot_cards().expect("read");
+        assert_eq!(cards.version, 2);
+        let hot_key = s.hot_list_key();
+        let mut want = vec![
+            (inflight_core::hotlist::entry_for(&hot_key, &pan(1)), 1),
+            (inflight_core::hotlist::entry_for(&hot_key, &pan(2)), 2),
+        ];
+        want.sort_unstable();
+        assert_eq!(cards.entries, want, "each entry with the version that added it");
+        s.close();
+        drop(s);
+        // After a restart: the same list, and the same key (deltas stay possible).
+        let s = IssuerStore::open(dir.path(), CardVault::from_key(&key), 4 << 20).expect("reopen");
+        assert_eq!(s.hot_cards().expect("read"), cards);
+        assert_eq!(s.hot_list_key(), hot_key);
+        s.close();
+        drop(s);
+        // No card number on disk: neither its digits nor its bytes in any file of the store.
+        for f in std::fs::read_dir(dir.path()).expect("dir").flatten() {
+            if f.path().is_file() {
+                let bytes = std::fs::read(f.path()).expect("read");
+                for p in [pan(1), pan(2)] {
+                    let digits = p.expose_digits().as_bytes();
+                    assert!(!bytes.windows(digits.len()).any(|w| w == digits), "{}", f.path().display());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_hot_list_stops_at_its_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = IssuerStore::open(dir.path(), CardVault::from_key(&[4; 32]), 4 << 20).expect("open");
+        let pans: Vec<Pan> = (0..HOT_ENTRIES_MAX as u64 + 3).map(pan).collect();
+        let refs: Vec<&Pan> = pans.iter().collect();
+        let (_, full) = s.add_hot_cards(&refs).expect("add");
+        assert_eq!(full, 3, "three cards past the limit are reported, not listed");
+        assert_eq!(s.hot_cards().expect("read").entries.len(), HOT_ENTRIES_MAX);
+        let (t, full) = s.add_hot_cards(&[&pan(1_000_000)]).expect("add to a full list");
+        assert_eq!((t, full), (Ticket::NONE, 1));
+        s.close();
     }
 }

@@ -26,7 +26,7 @@ mod vault;
 pub use commit::{CommitObserver, Committer, Ticket};
 pub use error::StoreError;
 pub use inflight_core::batch::BatchDigest;
-pub use issuer::{AccountLine, BatchStart, IssuerStore, LedgerLine};
+pub use issuer::{AccountLine, BatchStart, HotCards, IssuerStore, LedgerLine};
 pub use master::{MasterCounts, MasterStore, MasterView, ReportRow};
 pub use records::MaskedView;
 pub use signing::{parse_public_key_hex, verify_bin_list, BinListError, BinListSigner};

@@ -6,7 +6,7 @@
 //! - `batches`: batch id (16 bytes) → batch header and whether its results are stored.
 //! - `batch_items`: batch id ++ position (u32 BE) → the payment ids from there on, up to 256 (one
 //!   in stores written before ids were grouped), in batch order.
-//! - `meta`: `open_batch` → batch id; `bin_list` → signed list; `link_override`; `flight`.
+//! - `meta`: `open_batch` → batch id; `bin_list` → signed list; `hot_list` → hot-card list (signed head, entries); `link_override`; `flight`.
 //! - `reversals`: payment id → a sale app's void of a payment already sealed into a batch: the
 //!   reversal asked of the issuer, and its answer once stored.
 //!
@@ -20,8 +20,8 @@ use std::path::Path;
 use bincode::{Decode, Encode};
 use inflight_core::aggregator::{IndexEntry, Phase, Reversal};
 use inflight_wire::{
-    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, Payment, PaymentId, RefusalReason, ReversalOutcome,
-    ReversalResult, SignedBinList, Verdict,
+    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, HotList, Payment, PaymentId, RefusalReason,
+    ReversalOutcome, ReversalResult, SignedBinList, Verdict,
 };
 
 use crate::records::{decode_record, encode_record, PaymentRecord};
@@ -148,6 +148,7 @@ const OPEN_BATCH: &[u8] = b"open_batch";
 /// Results written per sled batch.
 const RESULTS_WRITE_CHUNK: usize = 4096;
 const BIN_LIST: &[u8] = b"bin_list";
+const HOT_LIST: &[u8] = b"hot_list";
 
 /// The aircraft server's durable store.
 #[derive(Debug)]
@@ -578,6 +579,19 @@ impl MasterStore {
     /// Stores the signed BIN list.
     pub fn set_bin_list(&self, list: &SignedBinList) -> Result<Ticket, StoreError> {
         self.set_meta(BIN_LIST, &encode_record(list))
+    }
+
+    /// The hot-card list last fetched (whole, after any delta was applied and verified).
+    pub fn hot_list(&self) -> Result<Option<HotList>, StoreError> {
+        match self.meta.get(HOT_LIST)? {
+            None => Ok(None),
+            Some(b) => decode_record(HOT_LIST, &b).map(Some),
+        }
+    }
+
+    /// Stores the hot-card list.
+    pub fn set_hot_list(&self, list: &HotList) -> Result<Ticket, StoreError> {
+        self.set_meta(HOT_LIST, &encode_record(list))
     }
 
     /// A small setting (`link_override`, `flight`).

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use inflight_wire::{decode, encode, BinList, SignedBinList};
+use inflight_wire::{decode, encode, BinList, HotListHead, SignedBinList, SignedHotHead};
 use ring::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 
 use crate::StoreError;
@@ -56,6 +56,16 @@ impl BinListSigner {
         let body = encode(list);
         let signature = self.key.sign(&body).as_ref().to_vec();
         SignedBinList { body, signature }
+    }
+}
+
+impl BinListSigner {
+    /// Signs a hot-card list head (under its domain label, so it can never pass for a BIN list;
+    /// verified by `inflight_core::hotlist::HotSet`).
+    pub fn sign_hot_head(&self, head: &HotListHead) -> SignedHotHead {
+        let body = inflight_core::hotlist::encode_head(head);
+        let signature = self.key.sign(&inflight_core::hotlist::signing_input(&body)).as_ref().to_vec();
+        SignedHotHead { body, signature }
     }
 }
 
@@ -121,5 +131,19 @@ mod tests {
         assert_eq!(verify_bin_list(&signer.public_key(), &tampered), Err(BinListError::BadSignature));
         let other = BinListSigner::from_pkcs8(&BinListSigner::generate().expect("keygen")).expect("key");
         assert_eq!(verify_bin_list(&other.public_key(), &signed), Err(BinListError::BadSignature));
+    }
+
+    #[test]
+    fn the_issuer_key_signs_hot_list_heads_that_cannot_pass_for_a_bin_list() {
+        let signer = BinListSigner::from_pkcs8(&BinListSigner::generate().expect("keygen")).expect("key");
+        let mut entries = vec![inflight_wire::HotEntry([5; 8])];
+        let head = inflight_core::hotlist::head_for(2, "bank", (0, 10), [1; 32], &mut entries);
+        let signed = signer.sign_hot_head(&head);
+        let list = inflight_wire::HotList { head: signed.clone(), entries };
+        let set = inflight_core::hotlist::HotSet::verify(&signer.public_key(), &list).expect("verifies");
+        assert_eq!(set.head(), &head);
+        // The same bytes and signature presented as a BIN list do not verify (domain label).
+        let as_bin = SignedBinList { body: signed.body, signature: signed.signature };
+        assert_eq!(verify_bin_list(&signer.public_key(), &as_bin), Err(BinListError::BadSignature));
     }
 }

@@ -1,12 +1,12 @@
 //! The terminal's store: its outbox of captured payments and their states.
 //!
 //! Key layout: tree `payments`, key = payment id (16 bytes, capture-time order) → record;
-//! tree `requests`, key = the sale app's request id → payment id; tree `meta`: the BIN list.
+//! tree `requests`, key = the sale app's request id → payment id; tree `meta`: the BIN list and the hot-card list.
 
 use std::path::Path;
 
 use bincode::{Decode, Encode};
-use inflight_wire::{AuthOutcome, Payment, PaymentId, SignedBinList};
+use inflight_wire::{AuthOutcome, HotList, Payment, PaymentId, SignedBinList};
 use sled::Transactional;
 
 use crate::records::{decode_record, encode_record, PaymentRecord};
@@ -24,6 +24,7 @@ struct SlaveRecord {
 }
 
 const BIN_LIST: &[u8] = b"bin_list";
+const HOT_LIST: &[u8] = b"hot_list";
 
 /// A payment as the terminal's status shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +176,22 @@ impl SlaveStore {
     pub fn set_bin_list(&self, list: &SignedBinList) -> Result<Ticket, StoreError> {
         self.committer.check_writable()?;
         self.meta.insert(BIN_LIST, encode_record(list))?;
+        self.committer.note_write()
+    }
+
+    /// The hot-card list last received from the master (verified before it was stored). Its
+    /// entries are keyed, truncated hashes: no card number is on this disk because of it.
+    pub fn hot_list(&self) -> Result<Option<HotList>, StoreError> {
+        match self.meta.get(HOT_LIST)? {
+            None => Ok(None),
+            Some(b) => decode_record(HOT_LIST, &b).map(Some),
+        }
+    }
+
+    /// Stores the hot-card list.
+    pub fn set_hot_list(&self, list: &HotList) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        self.meta.insert(HOT_LIST, encode_record(list))?;
         self.committer.note_write()
     }
 

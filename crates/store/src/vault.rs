@@ -24,6 +24,9 @@ pub struct CardVault {
     aead: LessSafeKey,
     card_key: hmac::Key,
     content_key: hmac::Key,
+    /// The hot-card list's HMAC key. It is published with the list (terminals hash the cards
+    /// they are given with it), so it is derived apart from every key that stays here.
+    hot_list_key: [u8; 32],
     rng: SystemRandom,
 }
 
@@ -58,12 +61,15 @@ impl CardVault {
         let aead_key = derive(b"inflight/v1/card-aead");
         let card_key = derive(b"inflight/v1/card-hash");
         let content_key = derive(b"inflight/v1/content-digest");
+        let mut hot_list_key = [0u8; 32];
+        hot_list_key.copy_from_slice(derive(b"inflight/v1/hot-list-key").as_ref());
         let unbound = UnboundKey::new(&CHACHA20_POLY1305, aead_key.as_ref())
             .expect("HMAC-SHA256 output is 32 bytes, the ChaCha20-Poly1305 key length");
         Self {
             aead: LessSafeKey::new(unbound),
             card_key: hmac::Key::new(hmac::HMAC_SHA256, card_key.as_ref()),
             content_key: hmac::Key::new(hmac::HMAC_SHA256, content_key.as_ref()),
+            hot_list_key,
             rng: SystemRandom::new(),
         }
     }
@@ -110,6 +116,14 @@ impl CardVault {
         let mut out = [0u8; 32];
         out.copy_from_slice(tag.as_ref());
         out
+    }
+
+    /// The key of the hot-card list's entries (`inflight_core::hotlist::entry_for`). Public by
+    /// design: it travels in the signed list. HMAC derivation keeps the key file unrecoverable
+    /// from it, and the same key file always gives the same list key, so the list survives an
+    /// issuer restart and deltas stay possible.
+    pub fn hot_list_key(&self) -> [u8; 32] {
+        self.hot_list_key
     }
 
     /// Fills `buf` from the system's secure random source.

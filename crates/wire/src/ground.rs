@@ -11,14 +11,15 @@ use std::fmt;
 
 use bincode::{Decode, Encode};
 
-use crate::{Currency, Expiry, Money, Pan, PaymentId, SignedBinList};
+use crate::{Currency, Expiry, HotListUpdate, Money, Pan, PaymentId, SignedBinList};
 
 /// ALPN protocol name of the ground link.
 pub const GROUND_ALPN: &[u8] = b"inflight-ground/1";
 /// Version carried in `Hello`. 2: the header's digest covers no card data; decline reasons
 /// `capture_time_out_of_bounds` and `expiry_mismatch`. 3: reversals (`AircraftMsg::Reverse`,
-/// `IssuerMsg::Reversed`). 4: `BatchItem::late` (the deferred-authorization deadline).
-pub const GROUND_PROTOCOL_VERSION: u16 = 4;
+/// `IssuerMsg::Reversed`). 4: `BatchItem::late` (the deferred-authorization deadline). 5: the
+/// hot-card list (`AircraftMsg::FetchHotList`, `IssuerMsg::HotList`).
+pub const GROUND_PROTOCOL_VERSION: u16 = 5;
 /// Largest frame on the ground link: a chunk of items or results, or a BIN list.
 pub const GROUND_FRAME_BYTES_MAX: usize = 60 * 1024;
 /// Items or results per chunk frame: 512 × under 64 bytes stays under the frame limit.
@@ -198,6 +199,12 @@ pub enum AircraftMsg {
         /// At most [`BATCH_CHUNK_MAX`] payment ids.
         ids: Vec<PaymentId>,
     },
+    /// Asks for the hot-card list: only what changed since `have_version` when the issuer can,
+    /// else the whole list. Answered by `IssuerMsg::HotList`.
+    FetchHotList {
+        /// The version the master holds.
+        have_version: Option<u64>,
+    },
 }
 
 /// What the issuer did with one reversal.
@@ -278,4 +285,6 @@ pub enum IssuerMsg {
         /// One per id of the `Reverse`.
         results: Vec<ReversalResult>,
     },
+    /// The answer to `FetchHotList`: a delta from the master's version, or the whole list.
+    HotList(HotListUpdate),
 }

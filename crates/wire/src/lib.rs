@@ -10,6 +10,7 @@ mod binlist;
 mod card;
 mod codec;
 mod ground;
+mod hotlist;
 mod ids;
 mod money;
 mod payment;
@@ -25,6 +26,10 @@ pub use codec::{decode, encode, DecodeError, PAYLOAD_BYTES_MAX};
 pub use ground::{
     AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, DeclineReason, IssuerMsg, ReversalOutcome,
     ReversalResult, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX, GROUND_ALPN, GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
+};
+pub use hotlist::{
+    HotEntry, HotList, HotListHead, HotListUpdate, SignedHotHead, HOT_ENTRIES_MAX, HOT_ENTRY_BYTES,
+    HOT_LIST_SIGNING_LABEL,
 };
 pub use ids::{IdError, PaymentId, TerminalId, TERMINAL_ID_BYTES_MAX};
 pub use money::{Currency, Money, MoneyError, AMOUNT_MINOR_MAX};

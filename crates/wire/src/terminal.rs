@@ -9,7 +9,7 @@ use std::fmt;
 
 use bincode::{Decode, Encode};
 
-use crate::{AuthOutcome, Payment, PaymentId, SignedBinList, TerminalId};
+use crate::{AuthOutcome, HotList, Payment, PaymentId, SignedBinList, TerminalId};
 
 /// ALPN protocol name of the terminal link.
 pub const TERMINAL_ALPN: &[u8] = b"inflight-terminal/1";
@@ -17,8 +17,9 @@ pub const TERMINAL_ALPN: &[u8] = b"inflight-terminal/1";
 /// 2: `Verdict::Held`, `TerminalMsg::Void`, `MasterMsg::VoidAck` (a payment is carried only once
 /// its terminal confirms the sale app was told `accepted`). 3: refusals `terminal_full` and
 /// `aircraft_full`, close codes `Busy` and `Replaced`. 4: `TerminalMsg::Cancel` and
-/// `MasterMsg::CancelAck` (a sale app voids a payment it was told `accepted` for).
-pub const TERMINAL_PROTOCOL_VERSION: u16 = 4;
+/// `MasterMsg::CancelAck` (a sale app voids a payment it was told `accepted` for). 5:
+/// `MasterMsg::HotList` (the issuer's signed hot-card list).
+pub const TERMINAL_PROTOCOL_VERSION: u16 = 5;
 /// Largest frame on the terminal link. A payment with its maximum line items is under 2 KiB;
 /// 16 KiB leaves room for growth while bounding what one peer can make us buffer.
 pub const TERMINAL_FRAME_BYTES_MAX: usize = 16 * 1024;
@@ -121,6 +122,11 @@ pub enum MasterMsg {
         /// What became of it.
         outcome: CancelOutcome,
     },
+    /// The issuer's hot-card list the master holds (sent on connect and whenever it changes).
+    /// The terminal verifies the issuer's signature itself. (Last, so every earlier message
+    /// keeps its encoding.) Boxed: every queued frame is as large as the largest variant, and a
+    /// master queues acks for a thousand terminals (the box encodes as the list itself).
+    HotList(Box<HotList>),
 }
 
 /// What the master did with a sale app's void of a payment it was told `accepted` for.

@@ -25,7 +25,7 @@ fn hex(b: &[u8]) -> String {
 fn golden_bytes() {
     let hello =
         TerminalMsg::Hello { version: TERMINAL_PROTOCOL_VERSION, terminal: TerminalId::parse("t1").expect("valid") };
-    assert_eq!(hex(&encode(&hello)), "0004027431");
+    assert_eq!(hex(&encode(&hello)), "0005027431");
 
     let submit = TerminalMsg::Submit { payment: sample_payment(), answered: false };
     assert_eq!(hex(&encode(&submit)), GOLDEN_SUBMIT);
@@ -91,7 +91,7 @@ fn golden_bytes_of_reversals() {
 /// item's earlier fields keep their encoding.
 #[test]
 fn golden_bytes_of_late_items() {
-    assert_eq!(GROUND_PROTOCOL_VERSION, 4);
+    // Since protocol 4; the version in force is pinned by `golden_bytes_of_the_hot_list`.
     let p = sample_payment();
     let item = |late| BatchItem {
         id: p.id,
@@ -115,6 +115,40 @@ fn golden_bytes_of_late_items() {
         "ba".repeat(16)
     );
     assert_eq!(hex(&encode(&msg)), golden);
+}
+
+/// The hot-card list (ground protocol 5, terminal protocol 5), frozen like the rest.
+#[test]
+fn golden_bytes_of_the_hot_list() {
+    assert_eq!((GROUND_PROTOCOL_VERSION, TERMINAL_PROTOCOL_VERSION), (5, 5));
+    let fetch = AircraftMsg::FetchHotList { have_version: Some(7) };
+    assert_eq!(hex(&encode(&fetch)), "070107");
+    let head = HotListHead {
+        version: 3,
+        issuer: "bank".into(),
+        valid_from_unix_ms: 1,
+        valid_until_unix_ms: 2,
+        key: [0x11; 32],
+        count: 1,
+        entries_digest: [0x22; 32],
+    };
+    assert_eq!(hex(&encode(&head)), format!("030462616e6b0102{}01{}", "11".repeat(32), "22".repeat(32)));
+    let delta = IssuerMsg::HotList(HotListUpdate::Delta {
+        base_version: 7,
+        head: SignedHotHead { body: vec![1, 2], signature: vec![3] },
+        added: vec![HotEntry([0xaa; 8])],
+    });
+    assert_eq!(hex(&encode(&delta)), format!("080107020102010301{}", "aa".repeat(8)));
+    let full = IssuerMsg::HotList(HotListUpdate::Full(HotList {
+        head: SignedHotHead { body: vec![1], signature: vec![2] },
+        entries: vec![HotEntry([0xbb; 8])],
+    }));
+    assert_eq!(hex(&encode(&full)), format!("08000101010201{}", "bb".repeat(8)));
+    let to_terminal = MasterMsg::HotList(Box::new(HotList {
+        head: SignedHotHead { body: vec![1], signature: vec![2] },
+        entries: vec![HotEntry([0xbb; 8])],
+    }));
+    assert_eq!(hex(&encode(&to_terminal)), format!("070101010201{}", "bb".repeat(8)));
 }
 
 const GOLDEN_SUBMIT: &str = concat!(

@@ -99,6 +99,8 @@ pub(crate) enum Mutation {
     /// The master judges an item late against the time it sends it, not the batch's seal: a
     /// batch re-sent after a failure can carry another mark than the copy the issuer decided.
     LateAtSend,
+    /// A terminal that restarts does not restore the hot-card list it had stored.
+    ForgetHotListOnRestart,
 }
 
 macro_rules! mutant {
@@ -612,6 +614,29 @@ fn programme() -> BinList {
     }
 }
 
+/// The card on the issuer's hot-card list (the blocked account's card).
+const HOT_CARD: &str = "4000056655665556";
+
+/// Whether terminal `t` holds the hot-card list: the odd ones, so that the even ones still
+/// take the card and the issuer's `account_blocked` decline stays exercised.
+fn holds_hot_list(t: usize) -> bool {
+    t % 2 == 1
+}
+
+/// The issuer's hot-card list naming [`HOT_CARD`], signed and verified as a terminal does. The
+/// signing key is random, but nothing of the signature reaches the trace.
+fn hot_list() -> inflight_core::hotlist::HotSet {
+    let signer = inflight_store::BinListSigner::from_pkcs8(
+        &inflight_store::BinListSigner::generate().expect("the system random source works"),
+    )
+    .expect("a key just generated");
+    let key = [0x5a; 32];
+    let mut entries = vec![inflight_core::hotlist::entry_for(&key, &Pan::parse(HOT_CARD).expect("a valid card"))];
+    let head = inflight_core::hotlist::head_for(1, "sim-issuer", (0, u64::MAX), key, &mut entries);
+    let list = inflight_wire::HotList { head: signer.sign_hot_head(&head), entries };
+    inflight_core::hotlist::HotSet::verify(&signer.public_key(), &list).expect("a list just signed verifies")
+}
+
 /// A stand-in for the HMAC the stores compute under their card key: the model keeps nothing on
 /// disk, so an FNV over the fields is enough to tell contents apart.
 fn fnv(parts: &[&[u8]]) -> [u8; 32] {
@@ -677,6 +702,8 @@ struct World {
     /// them.
     buggify: f64,
     programme: BinList,
+    /// The hot-card list the odd terminals hold ([`holds_hot_list`]), restored at their restarts.
+    hot: inflight_core::hotlist::HotSet,
     settings: term::Settings,
     limits: Limits,
     stats: Stats,
@@ -748,6 +775,7 @@ impl World {
         // Small shares now and then, so that full terminals and a full aircraft happen.
         let limits = if rng.chance(0.2) { Limits::new(6, 12, n) } else { Limits::new(1_000, 10_000, n) };
         let programme = programme();
+        let hot = hot_list();
         let mut issuer_disk = IssuerDisk::default();
         for (k, c) in CARDS.iter().enumerate() {
             if let Some((available, open)) = c.account {
@@ -769,6 +797,9 @@ impl World {
                 let id = TerminalId::parse(&format!("seat-{i}")).expect("a valid terminal id");
                 let mut machine = term::Terminal::new(id.clone(), settings);
                 machine.install_bin_list(Some(programme.clone()));
+                if holds_hot_list(i) {
+                    machine.install_hot_list(Some(hot.clone()));
+                }
                 Term {
                     id,
                     machine,
@@ -809,6 +840,7 @@ impl World {
             sealed: BTreeSet::new(),
             voided_ids: BTreeSet::new(),
             programme,
+            hot,
             settings,
             limits,
             stats: Stats { terminals: n as u64, ..Stats::default() },
@@ -1451,6 +1483,9 @@ impl World {
                 self.schedule_flush(Node::Master);
             }
             TerminalMsg::Submit { payment, answered } => {
+                if holds_hot_list(t) && payment.pan.expose_digits() == HOT_CARD {
+                    self.violation(format!("terminal {t} holds the hot-card list and captured the listed card"));
+                }
                 let digest = payment_digest(&payment);
                 let card = inflight_core::aggregator::index_key(&fnv(&[payment.pan.expose_digits().as_bytes()]));
                 let decision = self.master.agg.handle_submit(&tid, &payment, answered, digest, card);
@@ -1907,7 +1942,10 @@ impl World {
                 self.issuer.disk.write(IOp::Barrier, Some(ICont::Answer { epoch, batch }));
                 self.schedule_flush(Node::Issuer);
             }
-            AircraftMsg::Hello { .. } | AircraftMsg::Ping { .. } | AircraftMsg::FetchBinList { .. } => {}
+            AircraftMsg::Hello { .. }
+            | AircraftMsg::Ping { .. }
+            | AircraftMsg::FetchBinList { .. }
+            | AircraftMsg::FetchHotList { .. } => {}
         }
     }
 
@@ -2121,6 +2159,9 @@ impl World {
                 trace!(self, "terminal {t} restarts");
                 let mut m = term::Terminal::new(self.terms[t].id.clone(), self.settings);
                 m.install_bin_list(Some(self.programme.clone()));
+                if holds_hot_list(t) && !mutant!(self, ForgetHotListOnRestart) {
+                    m.install_hot_list(Some(self.hot.clone()));
+                }
                 for rec in self.terms[t].disk.current().payments.values() {
                     if matches!(
                         rec.state,

@@ -65,6 +65,14 @@ fn finds_a_batch_sent_again_with_different_content() {
 }
 
 #[test]
+fn finds_a_terminal_that_forgets_its_hot_card_list_at_a_restart() {
+    let found = first_failing(Mutation::ForgetHotListOnRestart, 200);
+    eprintln!("ForgetHotListOnRestart: {found:?}");
+    let (_, v) = found.expect("the simulator must find this defect within 200 seeds");
+    assert!(v.contains("hot-card list"), "{v}");
+}
+
+#[test]
 fn finds_an_ack_sent_before_the_masters_write_is_durable() {
     let found = first_failing(Mutation::AckBeforeDurable, 200);
     eprintln!("AckBeforeDurable: {found:?}");
