@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use inflight_core::aggregator::{
     index_key, Aggregator, CancelDecision, Counts, DeadlineCounts, Decision, Phase, SubmitPlan, SubmitWrite,
+    TerminalRef,
 };
 use inflight_core::deadline::Deadline;
 use inflight_core::hotlist::HotSet;
@@ -21,7 +22,7 @@ pub use inflight_core::uploader::NextBatch;
 use inflight_store::{MasterStore, StoreError, Ticket};
 use inflight_wire::{
     AuthResult, BatchHeader, BinList, CancelOutcome, ErrorCode, MasterMsg, Payment, PaymentId, ReversalOutcome,
-    ReversalResult, SignedBinList, TerminalId, Verdict, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
+    ReversalResult, SignedBinList, Verdict, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -68,23 +69,23 @@ pub enum Outgoing {
 #[derive(Debug)]
 pub enum Event {
     /// A payment from the terminal whose certificate is `terminal`.
-    Submit { terminal: TerminalId, payment: Box<Payment>, answered: bool, reply: mpsc::Sender<Outgoing> },
+    Submit { terminal: TerminalRef, payment: Box<Payment>, answered: bool, reply: mpsc::Sender<Outgoing> },
     /// The issuer refused `batch`: set it aside (durably) so later payments can go.
     Quarantine { batch: Box<BatchHeader>, reason: String, reply: oneshot::Sender<Result<(), StoreError>> },
     /// A terminal voided `id` (its sale app was never told `accepted`).
-    Void { terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing> },
+    Void { terminal: TerminalRef, id: PaymentId, reply: mpsc::Sender<Outgoing> },
     /// A terminal's sale app voided `id` after it was told `accepted`.
-    Cancel { terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing> },
+    Cancel { terminal: TerminalRef, id: PaymentId, reply: mpsc::Sender<Outgoing> },
     /// The uploader asks which reversals to send the issuer now (none of `skip`).
     ReversalsDue { skip: std::collections::HashSet<PaymentId>, reply: oneshot::Sender<Vec<PaymentId>> },
     /// The issuer's answers to reversals: store them durably.
     Reversed { results: Vec<ReversalResult>, reply: oneshot::Sender<Result<(), StoreError>> },
     /// A terminal stored the result of `id`.
-    ResultAck { terminal: TerminalId, id: PaymentId },
+    ResultAck { terminal: TerminalRef, id: PaymentId },
     /// A terminal connected (`serial` tells its connections apart).
-    Connected { terminal: TerminalId, serial: u64, tx: mpsc::Sender<Outgoing> },
+    Connected { terminal: TerminalRef, serial: u64, tx: mpsc::Sender<Outgoing> },
     /// A terminal's connection ended.
-    Disconnected { terminal: TerminalId, serial: u64 },
+    Disconnected { terminal: TerminalRef, serial: u64 },
     /// A verified BIN list from the issuer.
     BinList { signed: Box<SignedBinList>, list: Box<BinList> },
     /// A verified hot-card list from the issuer (whole, any delta already applied).
@@ -210,7 +211,7 @@ pub(crate) struct Aircraft {
     /// The issuer's hot-card list, verified: pushed to terminals, kept to apply deltas to.
     hot: Option<HotSet>,
     /// Connected terminals.
-    links: HashMap<TerminalId, Link>,
+    links: HashMap<TerminalRef, Link>,
     /// Flight stamped on new payments.
     flight: String,
     /// Waiting longer than this is flagged in the status.
@@ -581,7 +582,7 @@ impl Aircraft {
         }
     }
 
-    async fn submit(&mut self, terminal: TerminalId, payment: Payment, answered: bool, reply: mpsc::Sender<Outgoing>) {
+    async fn submit(&mut self, terminal: TerminalRef, payment: Payment, answered: bool, reply: mpsc::Sender<Outgoing>) {
         let taken = Instant::now();
         let digest = self.store.content_digest(&payment);
         let card = index_key(&self.store.card_hash(&payment));
@@ -668,7 +669,7 @@ impl Aircraft {
 
 impl Aircraft {
     /// A terminal voids a payment its sale app was never told `accepted` about.
-    async fn void(&mut self, terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing>) {
+    async fn void(&mut self, terminal: TerminalRef, id: PaymentId, reply: mpsc::Sender<Outgoing>) {
         let decision = self.agg.handle_void(&terminal, id);
         let Some((void, carried)) = decision.plan() else {
             tracing::warn!(%terminal, payment = %id, "terminal voided another terminal's payment");
@@ -698,7 +699,7 @@ impl Aircraft {
 
 impl Aircraft {
     /// A terminal's sale app voids a payment it was told `accepted` for.
-    async fn cancel(&mut self, terminal: TerminalId, id: PaymentId, reply: mpsc::Sender<Outgoing>) {
+    async fn cancel(&mut self, terminal: TerminalRef, id: PaymentId, reply: mpsc::Sender<Outgoing>) {
         let decision = self.agg.handle_cancel(&terminal, id);
         let (written, outcome) = match decision {
             CancelDecision::WrongTerminal => {
@@ -781,7 +782,7 @@ mod tests {
     use std::time::Duration;
 
     use inflight_store::CardVault;
-    use inflight_wire::{BatchId, Expiry, Money, Pan};
+    use inflight_wire::{BatchId, Expiry, Money, Pan, TerminalId};
 
     use super::*;
 
@@ -840,7 +841,12 @@ mod tests {
             .expect("running");
         let terminal = TerminalId::parse("t1").expect("valid id");
         let (conn_tx, mut conn_rx) = mpsc::channel(4);
-        let submit = Event::Submit { payment: Box::new(payment(&terminal)), terminal, answered: true, reply: conn_tx };
+        let submit = Event::Submit {
+            payment: Box::new(payment(&terminal)),
+            terminal: terminal.into(),
+            answered: true,
+            reply: conn_tx,
+        };
         tx.send(submit).await.expect("running");
         let status = ask(&tx, |reply| Event::Status { reply }).await;
         assert_ne!(status.counts, Counts::default(), "the payment was decided while the seal waits");

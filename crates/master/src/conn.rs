@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aircraft::{Event, Outgoing, CONN_OUTGOING_MAX};
 use crate::config::MasterConfig;
+use inflight_core::aggregator::TerminalRef;
 
 /// Serves one terminal until it goes away, misbehaves, or `cancel`.
 pub async fn serve(
@@ -37,6 +38,8 @@ pub async fn serve(
             return;
         }
     };
+    // Shared by every event of this connection (one allocation, not one per payment).
+    let terminal: TerminalRef = Arc::new(terminal);
     connected.fetch_add(1, Ordering::Relaxed);
     tracing::info!(%terminal, %remote, "terminal connected");
     let (out_tx, out_rx) = mpsc::channel(CONN_OUTGOING_MAX);
@@ -100,7 +103,7 @@ async fn handshake(cfg: &MasterConfig, conn: &Connection) -> Result<(TerminalId,
 }
 
 async fn read_loop(
-    terminal: &TerminalId,
+    terminal: &TerminalRef,
     mut r: FrameReader,
     events: &mpsc::Sender<Event>,
     out: &mpsc::Sender<Outgoing>,
@@ -120,7 +123,7 @@ async fn read_loop(
             }
             Ok(Some(TerminalMsg::Hello { .. })) => return Err((ErrorCode::Protocol, "second Hello".into())),
             Ok(Some(TerminalMsg::Submit { payment, answered })) => {
-                if &payment.terminal != terminal {
+                if payment.terminal != **terminal {
                     return Err((
                         ErrorCode::WrongTerminal,
                         format!("payment carries terminal id {}, connection is {terminal}", payment.terminal),
