@@ -5,7 +5,7 @@
 # and, last, the ratio of the medians. Installs nothing: without redis-server, redis-benchmark
 # and openssl it says how to get them and measures only the master.
 #
-#   bench/ingest-vs-redis.sh [CLIENTS] [PER_CLIENT] [DEPTH] [ROUNDS]     (default 100 1000 16 3)
+#   [WORKERS=N] bench/ingest-vs-redis.sh [CLIENTS] [PER_CLIENT] [DEPTH] [ROUNDS]   (default 100 1000 16 3)
 #
 # Builds the release binaries it needs (cargo build --release). CPU is user + sys of the server
 # process from /proc/PID/stat, over the round; the load generators run on the same cores.
@@ -26,6 +26,8 @@ us_per() { echo "$1 $2 $3" | awk '{printf "%.1f", ($1 * 1e6 / $3) / $2}'; }   # 
 # The master, as its own process, on a fresh deployment.
 PORT=$(( 20000 + RANDOM % 20000 ))
 "$R/inflight-setup" local --out "$WORK/fleet" --terminals "$CLIENTS" --base-port "$PORT" >/dev/null
+# WORKERS=N: the master's runtime.worker_threads (default: one per core).
+[ -n "${WORKERS:-}" ] && sed -i "s/^worker_threads = .*/worker_threads = $WORKERS/" "$WORK/fleet/config/master.toml"
 "$R/inflight-master" run --config "$WORK/fleet/config/master.toml" 2>"$WORK/master.log" &
 MASTER=$!; PIDS+=("$MASTER")
 
