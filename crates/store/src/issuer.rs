@@ -635,4 +635,47 @@ mod tests {
         assert_eq!((t, full), (Ticket::NONE, 1));
         s.close();
     }
+
+    /// A batch decided in chunks reads back whole and in order (ids grouped 256 per value, from
+    /// each chunk's own position), and a batch decided before ids were grouped (one id per value
+    /// in `batch_items`) still reads back.
+    #[test]
+    fn a_batch_s_results_read_back_in_order_grouped_or_one_id_per_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = IssuerStore::open(dir.path(), CardVault::from_key(&[3; 32]), 4 << 20).expect("open");
+        let eur = Currency::parse("EUR").expect("known");
+        let items: Vec<BatchItem> = (0..600u32)
+            .map(|n| BatchItem {
+                id: PaymentId::mint(1_790_000_000_000 + u64::from(n), [n as u8; 10]),
+                pan: pan(u64::from(n)),
+                expiry: Expiry::parse("12/30").expect("valid"),
+                amount: Money::new(100, eur).expect("valid"),
+                captured_unix_ms: 1_790_000_000_000,
+                late: false,
+            })
+            .collect();
+        let programme = BinList {
+            version: 1,
+            issuer: "bank".into(),
+            valid_from_unix_ms: 0,
+            valid_until_unix_ms: u64::MAX,
+            rules: vec![],
+        };
+        let batch = BatchId([5; 16]);
+        for (k, chunk) in items.chunks(512).enumerate() {
+            let first_seq = (k * 512) as u32;
+            s.decide_chunk(batch, first_seq, chunk, &programme, CaptureBounds::ANY).expect("decide");
+        }
+        let ids = |r: Vec<AuthResult>| r.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let want: Vec<PaymentId> = items.iter().map(|i| i.id).collect();
+        assert_eq!(ids(s.results(batch).expect("results")), want);
+
+        let before = BatchId([6; 16]);
+        for (seq, id) in want.iter().enumerate().take(3) {
+            s.batch_items
+                .insert(crate::records::batch_item_key(before, seq as u32), &id.to_bytes())
+                .expect("write the old layout");
+        }
+        assert_eq!(ids(s.results(before).expect("results")), want[..3].to_vec());
+    }
 }
