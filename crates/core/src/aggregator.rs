@@ -71,8 +71,8 @@ impl Default for Limits {
 /// A digest of a payment's content, computed by the driver (an HMAC of its encoding under the
 /// card key file: never a plain hash of card data), used to tell an honest re-send from a
 /// different payment re-using an id. The first [`KEY_BYTES`] of the stored 32-byte HMAC: the
-/// index holds one per payment, and 128 bits keep a collision out of reach (a terminal would
-/// need about 2^64 tries to make one) at half the memory.
+/// index holds one per payment. A terminal never sees the key or the digest; to pass other
+/// content off under an id it must hit the one digest stored for that id, about 2^128 tries.
 pub type ContentDigest = [u8; KEY_BYTES];
 
 /// A keyed hash of a card number (computed by the driver with the store's key): equal for the
@@ -346,7 +346,8 @@ pub struct Aggregator {
     open: HashMap<TerminalRef, usize>,
     /// Voided and refused payments per terminal (they stay recorded), for [`Limits`].
     spent: HashMap<TerminalRef, usize>,
-    /// Every terminal name the index holds, once (see [`TerminalRef`]). Bounded by the
+    /// Terminal names, once each (see [`TerminalRef`]): every name the index holds, and names
+    /// of reverted payments (it only grows until a restart rebuilds it). Bounded by the
     /// terminals with a certificate: a connection's payments must carry its own name.
     terminals: HashSet<TerminalRef>,
     /// What one terminal may hold.

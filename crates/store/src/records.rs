@@ -139,6 +139,10 @@ pub(crate) fn batch_item_key(batch: BatchId, seq: u32) -> [u8; 20] {
 /// and a leaf holds up to 17 values.
 pub(crate) const BATCH_IDS_PER_VALUE: usize = 256;
 
+// The issuer decides in chunks of `BATCH_CHUNK_MAX` from position 0: every chunk's values start
+// at a multiple of the grouping, so a batch decided again writes the same keys.
+const _: () = assert!(inflight_wire::BATCH_CHUNK_MAX % BATCH_IDS_PER_VALUE == 0);
+
 /// The values of a batch's id list, `ids` from position `first_seq` on, each keyed by the
 /// position of its first id (see [`batch_ids`]).
 pub(crate) fn batch_id_values(batch: BatchId, first_seq: u32, ids: &[PaymentId]) -> Vec<([u8; 20], Vec<u8>)> {
@@ -160,6 +164,17 @@ pub(crate) fn batch_ids(items: &sled::Tree, batch: BatchId) -> Result<Vec<Paymen
         let (k, v) = kv?;
         if v.is_empty() || v.len() % 16 != 0 {
             return Err(StoreError::Corrupt { key: hex(&k), detail: format!("{} bytes of payment ids", v.len()) });
+        }
+        // Each value starts where the list so far ends: a value left by another grouping (a
+        // crash under another version) would otherwise read back as duplicate or missing ids.
+        let seq = u32::from_be_bytes(
+            k[16..20].try_into().map_err(|_| StoreError::Corrupt { key: hex(&k), detail: "key".into() })?,
+        );
+        if seq as usize != out.len() {
+            return Err(StoreError::Corrupt {
+                key: hex(&k),
+                detail: format!("ids from position {seq}, but {} ids precede it", out.len()),
+            });
         }
         for id in v.chunks_exact(16) {
             let b: [u8; 16] =
@@ -253,6 +268,16 @@ mod tests {
         assert_eq!(batch_ids(&items, grouped).expect("read"), ids);
         assert_eq!(batch_ids(&items, single).expect("read"), ids);
         assert_eq!(batch_ids(&items, other).expect("read"), ids[..5].to_vec());
+        let gap = BatchId([4; 16]);
+        items.insert(batch_item_key(gap, 0), &ids[0].to_bytes()).expect("write");
+        items.insert(batch_item_key(gap, 2), &ids[2].to_bytes()).expect("write");
+        assert!(matches!(batch_ids(&items, gap), Err(StoreError::Corrupt { .. })), "a gap in the list");
+        let overlap = BatchId([5; 16]);
+        for (k, v) in batch_id_values(overlap, 0, &ids[..300]) {
+            items.insert(k, v).expect("write");
+        }
+        items.insert(batch_item_key(overlap, 299), &ids[299].to_bytes()).expect("write");
+        assert!(matches!(batch_ids(&items, overlap), Err(StoreError::Corrupt { .. })), "ids listed twice");
         items.insert(batch_item_key(other, 1), &[7u8; 20]).expect("write");
         assert!(matches!(batch_ids(&items, other), Err(StoreError::Corrupt { .. })));
     }
