@@ -39,7 +39,8 @@ fn a_flight_of_ten_terminals_decides_every_payment_once_with_the_expected_outcom
     let mut expected: BTreeMap<String, String> = BTreeMap::new();
     for k in 1..=TERMINALS {
         let mut app = SaleApp::connect(&dep.slave_socket(k)).expect("socket");
-        for card in &cards {
+        // Key-entered captures of the cards without a chip (tests/chip.rs takes the chip cards).
+        for card in cards.iter().filter(|c| !c.chip) {
             let a = capture(&mut app, card, 1_000 + u64::from(k));
             if card.status == "lost" {
                 assert_eq!((a["outcome"].as_str(), a["reason"].as_str()), (Some("rejected"), Some("hot_card")), "{a}");
@@ -148,6 +149,8 @@ fn without_a_valid_signed_list_every_card_is_refused() {
             txn_limit_minor: 1_000_000,
             card_flight_limit_minor: 1_000_000,
             currencies: vec![inflight_wire::Currency::parse("EUR").expect("known")],
+            cvm_required: false,
+            entry_modes: inflight_wire::EntryMode::ALL.to_vec(),
         }],
     };
     {

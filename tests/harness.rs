@@ -69,6 +69,12 @@ pub struct Card {
     pub currency: String,
     /// open, blocked, or lost (on the issuer's hot-card list from the start).
     pub status: String,
+    /// A chip card (`inflight-setup chip-data` makes its chip data).
+    #[serde(default)]
+    pub chip: bool,
+    /// Its PAN sequence number.
+    #[serde(default)]
+    pub pan_sequence: u8,
 }
 
 /// A deployment written by `inflight-setup local` into a temporary folder.
@@ -383,6 +389,8 @@ impl Deployment {
                 seat: v["seat"].as_str().expect("seat").to_owned(),
                 captured_unix_ms: v["captured_unix_ms"].as_u64().expect("captured_unix_ms"),
                 items: vec![],
+                emv: None,
+                pos: inflight_wire::PointOfSale::LEGACY,
             });
             payments += 1;
         }

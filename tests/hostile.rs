@@ -84,6 +84,8 @@ fn payment(terminal: &str, pan: &str) -> Payment {
         seat: "9Z".into(),
         captured_unix_ms: 1_790_000_000_000,
         items: vec![],
+        emv: None,
+        pos: inflight_wire::PointOfSale::LEGACY,
     }
 }
 
@@ -620,6 +622,9 @@ async fn a_store_failure_during_a_batch_is_told_to_the_aircraft() {
         amount: Money::new(100, Currency::parse(&card.currency).expect("currency")).expect("money"),
         captured_unix_ms: now,
         late: false,
+        deferred: true,
+        emv: None,
+        pos: inflight_wire::PointOfSale::LEGACY,
     };
     let mut digest = inflight_store::BatchDigest::default();
     digest.update(&item);

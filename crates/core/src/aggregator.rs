@@ -961,6 +961,8 @@ mod tests {
             seat: "1A".into(),
             captured_unix_ms: 0,
             items: vec![],
+            emv: None,
+            pos: inflight_wire::PointOfSale::LEGACY,
         }
     }
 
@@ -981,6 +983,8 @@ mod tests {
                 txn_limit_minor: limit,
                 card_flight_limit_minor: limit,
                 currencies: vec![eur()],
+                cvm_required: false,
+                entry_modes: inflight_wire::EntryMode::ALL.to_vec(),
             }],
         }));
         a

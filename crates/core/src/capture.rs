@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::hotlist::HotSet;
-use inflight_wire::{BinList, CardError, Currency, Expiry, LineItem, Money, Pan, Payment, PaymentError};
+use inflight_wire::{
+    BinList, CardError, CryptogramKind, Currency, EmvData, EntryMode, Expiry, LineItem, Mcc, Money, Pan, Payment,
+    PaymentError, PointOfSale, TerminalType,
+};
 
 /// A sale app's request, as received: strings and numbers not yet trusted.
 #[derive(Clone)]
@@ -21,6 +24,12 @@ pub struct CaptureRequest {
     pub seat: String,
     /// Articles sold.
     pub items: Vec<LineItem>,
+    /// `chip`, `contactless` or `key_entered`; absent: `chip` with chip data, else `key_entered`.
+    pub entry_mode: Option<String>,
+    /// The chip's data as TLV in hexadecimal (card data: never logged).
+    pub emv: Option<String>,
+    /// Merchant category code of what was sold; absent: the terminal's own.
+    pub mcc: Option<String>,
 }
 
 impl fmt::Debug for CaptureRequest {
@@ -30,6 +39,8 @@ impl fmt::Debug for CaptureRequest {
             .field("amount_minor", &self.amount_minor)
             .field("currency", &self.currency)
             .field("seat", &self.seat)
+            .field("entry_mode", &self.entry_mode)
+            .field("emv", &self.emv.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
 }
@@ -44,6 +55,21 @@ pub struct TerminalCaps {
     pub stored_amount_minor_max: u64,
     /// Largest single payment, in minor units of its currency.
     pub txn_amount_minor_max: u64,
+}
+
+/// What a terminal is, for the point of sale of every payment it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Site {
+    /// Crew (attended) or seatback (unattended).
+    pub terminal_type: TerminalType,
+    /// Merchant category of a sale that names none.
+    pub mcc: Mcc,
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Site { terminal_type: TerminalType::UnattendedOfflineOnly, mcc: Mcc::DUTY_FREE }
+    }
 }
 
 /// What the terminal currently holds un-forwarded, maintained by the driver from its store.
@@ -102,6 +128,23 @@ pub enum Refusal {
     BadSeat,
     /// Line items malformed.
     BadItems,
+    /// Not `chip`, `contactless` or `key_entered`.
+    BadEntryMode,
+    /// Chip data malformed (not TLV, an unknown or forbidden tag, a required one missing, too
+    /// long), or sent with a key-entered payment.
+    BadChipData,
+    /// A chip or contactless payment without chip data.
+    ChipDataMissing,
+    /// The chip signed another amount or currency than the payment's.
+    ChipDataMismatch,
+    /// The chip declined the payment itself (an application authentication cryptogram).
+    ChipDeclined,
+    /// Not a four-digit merchant category code, or an airline's.
+    BadMcc,
+    /// The card's programme does not take this entry mode offline.
+    EntryModeNotAllowed,
+    /// The card's programme requires the PIN, verified by the chip, and it was not.
+    CvmRequired,
     /// The terminal holds as many payments, or as much money, as its caps allow.
     TerminalStoreFull,
     /// The terminal could not store the payment durably (disk full, I/O error).
@@ -125,6 +168,14 @@ impl Refusal {
             Refusal::HotCard => "hot_card",
             Refusal::BadSeat => "bad_seat",
             Refusal::BadItems => "bad_items",
+            Refusal::BadEntryMode => "bad_entry_mode",
+            Refusal::BadChipData => "bad_chip_data",
+            Refusal::ChipDataMissing => "chip_data_missing",
+            Refusal::ChipDataMismatch => "chip_data_mismatch",
+            Refusal::ChipDeclined => "chip_declined",
+            Refusal::BadMcc => "bad_mcc",
+            Refusal::EntryModeNotAllowed => "entry_mode_not_allowed",
+            Refusal::CvmRequired => "cvm_required",
             Refusal::TerminalStoreFull => "terminal_store_full",
             Refusal::StorageError => "storage_error",
         }
@@ -150,6 +201,10 @@ pub struct ValidCapture {
     pub seat: String,
     /// Articles sold.
     pub items: Vec<LineItem>,
+    /// How and where it was taken.
+    pub pos: PointOfSale,
+    /// The chip's data, for a chip or contactless payment.
+    pub emv: Option<EmvData>,
 }
 
 /// Checks a capture request at `now_unix_ms` against the issuer's BIN list and hot-card list,
@@ -157,11 +212,15 @@ pub struct ValidCapture {
 /// reason names the first thing wrong. Without a BIN list valid at `now_unix_ms`, every card is
 /// refused (fail closed); without a hot-card list, none is refused for being hot (the hot list
 /// only removes cards the BIN list admits; see `crate::hotlist` on expired lists).
+///
+/// Chip data is checked for its shape and against the payment (amount, currency, the card's
+/// own decision); its cryptogram cannot be: a terminal holds no card key. The issuer verifies it.
 pub fn validate(
     req: &CaptureRequest,
     now_unix_ms: u64,
     bins: Option<&BinList>,
     hot: Option<&HotSet>,
+    site: Site,
     caps: &TerminalCaps,
     held: &Holdings,
 ) -> Result<ValidCapture, Refusal> {
@@ -178,8 +237,15 @@ pub fn validate(
     if amount.amount_minor() > caps.txn_amount_minor_max {
         return Err(Refusal::OverTxnLimit);
     }
+    let (pos, emv) = evidence(req, amount, site)?;
     let bins = bins.filter(|b| b.is_valid_at(now_unix_ms)).ok_or(Refusal::NoValidBinList)?;
     let rule = bins.rule_for(&pan).ok_or(Refusal::BinNotEnrolled)?;
+    if !rule.allows(pos.entry_mode) {
+        return Err(Refusal::EntryModeNotAllowed);
+    }
+    if rule.cvm_required && !emv.as_ref().is_some_and(EmvData::pin_verified) {
+        return Err(Refusal::CvmRequired);
+    }
     if !rule.currencies.contains(&currency) {
         return Err(Refusal::CurrencyNotAccepted);
     }
@@ -192,12 +258,41 @@ pub fn validate(
     Payment::check_shape(&req.seat, &req.items).map_err(|e| match e {
         PaymentError::BadSeat => Refusal::BadSeat,
         PaymentError::BadLineItems => Refusal::BadItems,
+        PaymentError::ChipDataMismatch => Refusal::BadChipData,
     })?;
     let held_amount = held.amount_minor.get(&currency).copied().unwrap_or(0);
     if held.payments >= caps.stored_payments_max || held_amount + amount.amount_minor() > caps.stored_amount_minor_max {
         return Err(Refusal::TerminalStoreFull);
     }
-    Ok(ValidCapture { pan, expiry, amount, seat: req.seat.clone(), items: req.items.clone() })
+    Ok(ValidCapture { pan, expiry, amount, seat: req.seat.clone(), items: req.items.clone(), pos, emv })
+}
+
+/// The point of sale and chip data of a request, checked against each other and the amount.
+fn evidence(req: &CaptureRequest, amount: Money, site: Site) -> Result<(PointOfSale, Option<EmvData>), Refusal> {
+    let emv = req.emv.as_deref().map(EmvData::from_hex).transpose().map_err(|_| Refusal::BadChipData)?;
+    let entry_mode = match req.entry_mode.as_deref() {
+        Some(m) => EntryMode::parse(m).map_err(|_| Refusal::BadEntryMode)?,
+        None if emv.is_some() => EntryMode::Chip,
+        None => EntryMode::KeyEntered,
+    };
+    let mcc = match req.mcc.as_deref() {
+        Some(m) => Mcc::parse(m).map_err(|_| Refusal::BadMcc)?,
+        None => site.mcc,
+    };
+    match (&emv, entry_mode.reads_chip()) {
+        (None, true) => return Err(Refusal::ChipDataMissing),
+        (Some(_), false) => return Err(Refusal::BadChipData),
+        (Some(e), true) => {
+            if e.amount_minor() != amount.amount_minor() || e.currency_numeric() != amount.currency().numeric() {
+                return Err(Refusal::ChipDataMismatch);
+            }
+            if !matches!(e.cryptogram_kind(), CryptogramKind::Arqc | CryptogramKind::Tc) {
+                return Err(Refusal::ChipDeclined);
+            }
+        }
+        (None, false) => {}
+    }
+    Ok((PointOfSale { entry_mode, terminal_type: site.terminal_type, mcc }, emv))
 }
 
 #[cfg(test)]
@@ -221,6 +316,8 @@ mod tests {
                     txn_limit_minor: 5_000,
                     card_flight_limit_minor: 10_000,
                     currencies: vec![Currency::parse("EUR").expect("known"), Currency::parse("USD").expect("known")],
+                    entry_modes: EntryMode::ALL.to_vec(),
+                    cvm_required: false,
                 },
                 BinRule {
                     prefix: BinPrefix::parse("55555555").expect("valid"),
@@ -228,6 +325,8 @@ mod tests {
                     txn_limit_minor: 1_000,
                     card_flight_limit_minor: 2_000,
                     currencies: vec![Currency::parse("EUR").expect("known")],
+                    entry_modes: EntryMode::ALL.to_vec(),
+                    cvm_required: false,
                 },
             ],
         }
@@ -245,6 +344,9 @@ mod tests {
             currency: cur.into(),
             seat: "12A".into(),
             items: vec![],
+            entry_mode: None,
+            emv: None,
+            mcc: None,
         }
     }
 
@@ -286,7 +388,7 @@ mod tests {
             ),
         ];
         for (r, want) in cases {
-            let got = validate(r, NOW, Some(&bins()), None, &caps(), &held).map(|_| ());
+            let got = validate(r, NOW, Some(&bins()), None, Site::default(), &caps(), &held).map(|_| ());
             assert_eq!(&got, want, "{r:?}");
         }
     }
@@ -294,8 +396,9 @@ mod tests {
     #[test]
     fn bin_list_rules_and_fail_closed() {
         let held = Holdings::default();
-        let check =
-            |r: CaptureRequest, bins: Option<&BinList>| validate(&r, NOW, bins, None, &caps(), &held).map(|_| ());
+        let check = |r: CaptureRequest, bins: Option<&BinList>| {
+            validate(&r, NOW, bins, None, Site::default(), &caps(), &held).map(|_| ())
+        };
         let list = bins();
         assert_eq!(check(req("378282246310005", "12/29", 100, "EUR"), Some(&list)), Err(Refusal::BinNotEnrolled));
         assert_eq!(check(req("5555555555554444", "12/29", 100, "USD"), Some(&list)), Err(Refusal::CurrencyNotAccepted));
@@ -317,19 +420,95 @@ mod tests {
         held.add(Money::new(5_000, eur).expect("valid"));
         held.add(Money::new(4_000, eur).expect("valid"));
         let r = req("4111111111111111", "12/29", 1_001, "EUR");
-        assert_eq!(validate(&r, NOW, Some(&bins()), None, &caps(), &held).map(|_| ()), Err(Refusal::TerminalStoreFull));
-        // Another currency has its own amount cap...
-        assert!(
-            validate(&req("4111111111111111", "12/29", 1_001, "USD"), NOW, Some(&bins()), None, &caps(), &held).is_ok()
+        assert_eq!(
+            validate(&r, NOW, Some(&bins()), None, Site::default(), &caps(), &held).map(|_| ()),
+            Err(Refusal::TerminalStoreFull)
         );
+        // Another currency has its own amount cap...
+        assert!(validate(
+            &req("4111111111111111", "12/29", 1_001, "USD"),
+            NOW,
+            Some(&bins()),
+            None,
+            Site::default(),
+            &caps(),
+            &held
+        )
+        .is_ok());
         // ...but the count cap is shared.
         held.add(Money::new(1, eur).expect("valid"));
         assert_eq!(
-            validate(&req("4111111111111111", "12/29", 1, "USD"), NOW, Some(&bins()), None, &caps(), &held).map(|_| ()),
+            validate(
+                &req("4111111111111111", "12/29", 1, "USD"),
+                NOW,
+                Some(&bins()),
+                None,
+                Site::default(),
+                &caps(),
+                &held
+            )
+            .map(|_| ()),
             Err(Refusal::TerminalStoreFull)
         );
         held.remove(Money::new(5_000, eur).expect("valid"));
-        assert!(validate(&r, NOW, Some(&bins()), None, &caps(), &held).is_ok());
+        assert!(validate(&r, NOW, Some(&bins()), None, Site::default(), &caps(), &held).is_ok());
+    }
+
+    /// Chip data and the programme's policy: each problem has its own reason; the cryptogram
+    /// itself is left to the issuer.
+    #[test]
+    fn chip_evidence_and_entry_mode_policy() {
+        use crate::chip::{ChipCard, ChipTxn, IssuerMasterKey};
+        let held = Holdings::default();
+        let imk = IssuerMasterKey::from_bytes([7; 16]);
+        let pan = "5555555555554444";
+        let card = ChipCard::new(&imk, &Pan::parse(pan).expect("valid"), 0);
+        let eur = Currency::parse("EUR").expect("known");
+        let tlv = |amount: u64, pin: bool| {
+            let money = Money::new(amount, eur).expect("valid");
+            card.generate_ac(ChipTxn { atc: 1, amount: money, unix_ms: NOW, unpredictable: [1; 4], pin_verified: pin })
+                .to_hex()
+        };
+        let chip =
+            |amount: u64, pin: bool| CaptureRequest { emv: Some(tlv(amount, pin)), ..req(pan, "12/29", amount, "EUR") };
+        let mut strict = bins();
+        strict.rules[1].entry_modes = vec![EntryMode::Chip, EntryMode::Contactless];
+        strict.rules[1].cvm_required = true;
+        let check = |r: &CaptureRequest, list: &BinList| {
+            validate(r, NOW, Some(list), None, Site::default(), &caps(), &held).map(|v| (v.pos.entry_mode, v.pos.mcc))
+        };
+        let open = bins();
+        // Chip data makes a chip payment; the terminal's merchant category unless the sale names one.
+        assert_eq!(check(&chip(500, false), &open), Ok((EntryMode::Chip, Mcc::DUTY_FREE)));
+        let food =
+            CaptureRequest { mcc: Some("5812".into()), entry_mode: Some("contactless".into()), ..chip(500, false) };
+        assert_eq!(check(&food, &open), Ok((EntryMode::Contactless, Mcc::RESTAURANTS)));
+        let cases: Vec<(CaptureRequest, &BinList, Refusal)> = vec![
+            (CaptureRequest { entry_mode: Some("swipe".into()), ..chip(500, false) }, &open, Refusal::BadEntryMode),
+            (CaptureRequest { emv: Some("9f2601".into()), ..chip(500, false) }, &open, Refusal::BadChipData),
+            (
+                CaptureRequest { entry_mode: Some("key_entered".into()), ..chip(500, false) },
+                &open,
+                Refusal::BadChipData,
+            ),
+            (
+                CaptureRequest { entry_mode: Some("chip".into()), ..req(pan, "12/29", 500, "EUR") },
+                &open,
+                Refusal::ChipDataMissing,
+            ),
+            (CaptureRequest { emv: Some(tlv(400, false)), ..chip(500, false) }, &open, Refusal::ChipDataMismatch),
+            (CaptureRequest { currency: "USD".into(), ..chip(500, false) }, &open, Refusal::ChipDataMismatch),
+            (CaptureRequest { mcc: Some("4511".into()), ..chip(500, false) }, &open, Refusal::BadMcc),
+            (req(pan, "12/29", 500, "EUR"), &strict, Refusal::EntryModeNotAllowed),
+            (chip(500, false), &strict, Refusal::CvmRequired),
+        ];
+        for (r, list, want) in cases {
+            assert_eq!(check(&r, list), Err(want), "{r:?}");
+        }
+        assert_eq!(check(&chip(500, true), &strict), Ok((EntryMode::Chip, Mcc::DUTY_FREE)), "PIN verified by the chip");
+        // The card declined it itself (an AAC in 9F27).
+        let aac = tlv(500, false).replacen("9f270180", "9f270100", 1);
+        assert_eq!(check(&CaptureRequest { emv: Some(aac), ..chip(500, false) }, &open), Err(Refusal::ChipDeclined));
     }
 
     #[test]
@@ -363,9 +542,16 @@ mod tests {
         let eur = Currency::parse("EUR").expect("known");
         let mut held = Holdings::default();
         held.add(Money::new(6_000, eur).expect("valid"));
-        assert!(
-            validate(&req("4111111111111111", "12/29", 4_000, "EUR"), NOW, Some(&bins()), None, &caps(), &held).is_ok()
-        );
+        assert!(validate(
+            &req("4111111111111111", "12/29", 4_000, "EUR"),
+            NOW,
+            Some(&bins()),
+            None,
+            Site::default(),
+            &caps(),
+            &held
+        )
+        .is_ok());
     }
 
     #[test]
@@ -373,7 +559,8 @@ mod tests {
         let held = Holdings::default();
         let hot = crate::hotlist::test_set(&["4111111111111111"]);
         let check = |pan: &str, amount| {
-            validate(&req(pan, "12/29", amount, "USD"), NOW, Some(&bins()), Some(&hot), &caps(), &held).map(|_| ())
+            validate(&req(pan, "12/29", amount, "USD"), NOW, Some(&bins()), Some(&hot), Site::default(), &caps(), &held)
+                .map(|_| ())
         };
         assert_eq!(check("4111111111111111", 100), Err(Refusal::HotCard));
         assert_eq!(Refusal::HotCard.as_str(), "hot_card");

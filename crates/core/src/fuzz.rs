@@ -3,8 +3,8 @@
 //! property breaks: that panic is what the fuzzer reports.
 
 use inflight_wire::{
-    decode, encode, AircraftMsg, BinList, BinPrefix, BinRule, CardKind, Currency, Expiry, IssuerMsg, MasterMsg, Money,
-    Pan, Payment, PaymentId, TerminalId, TerminalMsg, Verdict,
+    decode, encode, AircraftMsg, BinList, BinPrefix, BinRule, CardKind, Currency, EntryMode, Expiry, IssuerMsg,
+    MasterMsg, Money, Pan, Payment, PaymentId, PointOfSale, TerminalId, TerminalMsg, Verdict,
 };
 
 use crate::aggregator::{Aggregator, Decision, Phase, VoidDecision};
@@ -141,6 +141,8 @@ fn fuzz_bin_list() -> BinList {
         txn_limit_minor: limit,
         card_flight_limit_minor: limit,
         currencies: vec![Currency::parse("EUR").expect("known")],
+        entry_modes: EntryMode::ALL.to_vec(),
+        cvm_required: false,
     };
     BinList {
         version: 1,
@@ -213,6 +215,8 @@ fn synthetic(bytes: &[u8], terminal: &TerminalId) -> Payment {
         seat: "1A".into(),
         captured_unix_ms: u64::from(b(5)),
         items: vec![],
+        pos: PointOfSale::LEGACY,
+        emv: None,
     }
 }
 

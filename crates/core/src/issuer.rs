@@ -14,12 +14,12 @@
 use std::collections::HashSet;
 
 use inflight_wire::{
-    AuthOutcome, BatchHeader, BatchItem, BinList, Money, PaymentId, ReversalOutcome, BATCH_CHUNK_MAX,
-    BATCH_PAYMENTS_MAX,
+    AuthOutcome, BatchHeader, BatchItem, Money, PaymentId, ReversalOutcome, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
 };
 
-use crate::authorize::{authorize, Account, CaptureBounds};
+use crate::authorize::{authorize, Account, CardFile, Rules};
 use crate::batch::BatchDigest;
+use crate::chip::AtcWindow;
 
 /// How the issuer treats a batch id when its header arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +216,8 @@ pub enum ItemDecision {
         /// The account after the decision: `Some` when it changed (to be written in the same
         /// transaction as the decision).
         account_after: Option<Account>,
+        /// The card's chip counters after: `Some` when they changed (same transaction).
+        atc_after: Option<AtcWindow>,
     },
     /// Already decided with other content: nothing is decided, the chunk is refused.
     Conflict,
@@ -223,23 +225,23 @@ pub enum ItemDecision {
 
 /// The "already decided" guard and the authorization of one item. `content` is the keyed digest
 /// of `item`; `prior` the one stored with an earlier decision of its payment id, if any;
-/// `account` the card's account (`None`: unknown card). A payment id is decided at most once,
-/// whatever batch carries it.
+/// `card` what the issuer holds of the card. A payment id is decided at most once, whatever
+/// batch carries it.
 pub fn decide(
     item: &BatchItem,
     content: &[u8; 32],
     prior: Option<&[u8; 32]>,
-    account: Option<&Account>,
-    programme: &BinList,
-    bounds: CaptureBounds,
+    card: CardFile<'_>,
+    rules: &Rules<'_>,
 ) -> ItemDecision {
     match prior {
         Some(p) if p == content => ItemDecision::Keep,
         Some(_) => ItemDecision::Conflict,
         None => {
-            let (outcome, after) = authorize(item, account, programme, bounds);
-            let account_after = after.filter(|a| Some(a) != account);
-            ItemDecision::Decide { outcome, account_after }
+            let a = authorize(item, card, rules);
+            let account_after = a.account_after.filter(|a| Some(a) != card.account);
+            let atc_after = a.atc_after.filter(|w| Some(*w) != card.atc);
+            ItemDecision::Decide { outcome: a.outcome, account_after, atc_after }
         }
     }
 }
@@ -289,7 +291,11 @@ impl ReversalDecision {
 
 #[cfg(test)]
 mod tests {
-    use inflight_wire::{BinPrefix, BinRule, CardKind, Currency, DeclineReason, Expiry, Money, Pan};
+    use crate::authorize::CaptureBounds;
+    use inflight_wire::BinList;
+    use inflight_wire::{
+        BinPrefix, BinRule, CardKind, Currency, DeclineReason, EntryMode, Expiry, Money, Pan, PointOfSale,
+    };
     use proptest::prelude::*;
 
     use super::*;
@@ -313,8 +319,18 @@ mod tests {
                 txn_limit_minor: 10_000,
                 card_flight_limit_minor: 20_000,
                 currencies: vec![eur()],
+                entry_modes: EntryMode::ALL.to_vec(),
+                cvm_required: false,
             }],
         }
+    }
+
+    fn card(account: Option<&Account>) -> CardFile<'_> {
+        CardFile { account, atc: None }
+    }
+
+    fn rules(programme: &BinList) -> Rules<'_> {
+        Rules { programme, bounds: CaptureBounds::ANY, chip_key: None }
     }
 
     fn account(available: u64) -> Account {
@@ -337,6 +353,9 @@ mod tests {
             amount: Money::new(amount, eur()).expect("valid"),
             captured_unix_ms: CAPTURED + u64::from(n),
             late: false,
+            pos: PointOfSale::LEGACY,
+            deferred: true,
+            emv: None,
         }
     }
 
@@ -499,27 +518,28 @@ mod tests {
     fn decide_keeps_an_earlier_decision_of_the_same_content() {
         let it = item(1, 5_000);
         let content = [1u8; 32];
-        let got = decide(&it, &content, Some(&content), Some(&account(8_000)), &programme(), CaptureBounds::ANY);
+        let got = decide(&it, &content, Some(&content), card(Some(&account(8_000))), &rules(&programme()));
         assert_eq!(got, ItemDecision::Keep, "decided once: the account is not charged again");
     }
 
     #[test]
     fn decide_refuses_an_earlier_decision_of_other_content() {
         let it = item(1, 5_000);
-        let got = decide(&it, &[1; 32], Some(&[2; 32]), Some(&account(8_000)), &programme(), CaptureBounds::ANY);
+        let got = decide(&it, &[1; 32], Some(&[2; 32]), card(Some(&account(8_000))), &rules(&programme()));
         assert_eq!(got, ItemDecision::Conflict);
     }
 
     #[test]
     fn decide_approves_a_fresh_item_and_charges_its_account() {
         let it = item(1, 5_000);
-        let got = decide(&it, &[1; 32], None, Some(&account(8_000)), &programme(), CaptureBounds::ANY);
+        let got = decide(&it, &[1; 32], None, card(Some(&account(8_000))), &rules(&programme()));
         let code = crate::authorize::auth_code(it.id);
         assert_eq!(
             got,
             ItemDecision::Decide {
                 outcome: AuthOutcome::Approved { auth_code: code },
-                account_after: Some(account(3_000))
+                account_after: Some(account(3_000)),
+                atc_after: None,
             }
         );
     }
@@ -528,12 +548,12 @@ mod tests {
     fn decide_declines_a_fresh_item_and_leaves_its_account() {
         let p = programme();
         let it = item(1, 9_000);
-        let got = decide(&it, &[1; 32], None, Some(&account(8_000)), &p, CaptureBounds::ANY);
+        let got = decide(&it, &[1; 32], None, card(Some(&account(8_000))), &rules(&p));
         let want = AuthOutcome::Declined(DeclineReason::InsufficientFunds);
-        assert_eq!(got, ItemDecision::Decide { outcome: want, account_after: None });
-        let got = decide(&it, &[1; 32], None, None, &p, CaptureBounds::ANY);
+        assert_eq!(got, ItemDecision::Decide { outcome: want, account_after: None, atc_after: None });
+        let got = decide(&it, &[1; 32], None, card(None), &rules(&p));
         let want = AuthOutcome::Declined(DeclineReason::UnknownCard);
-        assert_eq!(got, ItemDecision::Decide { outcome: want, account_after: None });
+        assert_eq!(got, ItemDecision::Decide { outcome: want, account_after: None, atc_after: None });
     }
 
     /// No decline is ever retried: the same payment sent again (a batch re-sent after a lost
@@ -544,13 +564,12 @@ mod tests {
     fn a_declined_payment_sent_again_is_never_authorized_again() {
         let p = programme();
         let it = item(1, 9_000);
-        let ItemDecision::Decide { outcome, .. } =
-            decide(&it, &[1; 32], None, Some(&account(8_000)), &p, CaptureBounds::ANY)
+        let ItemDecision::Decide { outcome, .. } = decide(&it, &[1; 32], None, card(Some(&account(8_000))), &rules(&p))
         else {
             panic!("a fresh item is decided");
         };
         assert_eq!(outcome, AuthOutcome::Declined(DeclineReason::InsufficientFunds));
-        let again = decide(&it, &[1; 32], Some(&[1; 32]), Some(&account(1_000_000)), &p, CaptureBounds::ANY);
+        let again = decide(&it, &[1; 32], Some(&[1; 32]), card(Some(&account(1_000_000))), &rules(&p));
         assert_eq!(again, ItemDecision::Keep, "the stored decline is answered, not re-authorized");
     }
 

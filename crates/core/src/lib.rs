@@ -27,6 +27,7 @@ pub mod authorize;
 pub mod batch;
 pub mod binlist;
 pub mod capture;
+pub mod chip;
 pub mod deadline;
 pub mod fuzz;
 pub mod hotlist;

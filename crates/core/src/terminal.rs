@@ -20,7 +20,7 @@ use inflight_wire::{
     AuthOutcome, BinList, CancelOutcome, Money, Payment, PaymentId, RefusalReason, TerminalId, Verdict,
 };
 
-use crate::capture::{self, CaptureRequest, Holdings, Refusal, TerminalCaps};
+use crate::capture::{self, CaptureRequest, Holdings, Refusal, Site, TerminalCaps};
 use crate::outbox::{Outbox, Settled, Transmit};
 
 /// Longest request id a sale app may give, in bytes.
@@ -331,6 +331,8 @@ pub struct Settings {
     pub claim_grace_ms: u64,
     /// The terminal's own caps.
     pub caps: TerminalCaps,
+    /// Its terminal type and default merchant category.
+    pub site: Site,
 }
 
 /// The terminal's decisions.
@@ -476,15 +478,22 @@ impl Terminal {
             return;
         }
         let now = self.sane_now(local_unix_ms);
-        let valid =
-            match capture::validate(req, now, self.bins.as_ref(), self.hot.as_ref(), &self.settings.caps, &self.held) {
-                Ok(v) => v,
-                Err(r) => {
-                    self.actions.push_back(Action::Note(Note::Refused(r)));
-                    self.reply(to, Answer::rejected(None, r.as_str()), false);
-                    return;
-                }
-            };
+        let valid = match capture::validate(
+            req,
+            now,
+            self.bins.as_ref(),
+            self.hot.as_ref(),
+            self.settings.site,
+            &self.settings.caps,
+            &self.held,
+        ) {
+            Ok(v) => v,
+            Err(r) => {
+                self.actions.push_back(Action::Note(Note::Refused(r)));
+                self.reply(to, Answer::rejected(None, r.as_str()), false);
+                return;
+            }
+        };
         let payment = Payment {
             id: PaymentId::mint(now, random),
             terminal: self.id.clone(),
@@ -494,6 +503,8 @@ impl Terminal {
             seat: valid.seat,
             captured_unix_ms: now,
             items: valid.items,
+            pos: valid.pos,
+            emv: valid.emv,
         };
         let (id, amount) = (payment.id, payment.amount);
         if self.capturing.contains_key(&id) || self.amounts.contains_key(&id) {
@@ -1091,6 +1102,7 @@ mod tests {
                 stored_amount_minor_max: 1_000_000,
                 txn_amount_minor_max: 100_000,
             },
+            site: Site::default(),
         }
     }
 
@@ -1108,6 +1120,8 @@ mod tests {
                 txn_limit_minor: 100_000,
                 card_flight_limit_minor: 1_000_000,
                 currencies: vec![eur],
+                cvm_required: false,
+                entry_modes: inflight_wire::EntryMode::ALL.to_vec(),
             }],
         }));
         t
@@ -1121,6 +1135,9 @@ mod tests {
             currency: "EUR".into(),
             seat: "12A".into(),
             items: vec![],
+            emv: None,
+            entry_mode: None,
+            mcc: None,
         }
     }
 

@@ -427,6 +427,9 @@ mod tests {
             amount: Money::new(amount, cur(currency)).expect("valid"),
             captured_unix_ms: 1_700_000_000_000 + u64::from(n),
             late: false,
+            deferred: true,
+            emv: None,
+            pos: inflight_wire::PointOfSale::LEGACY,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use inflight_core::authorize::Account;
 use inflight_daemon::{ConfigErrors, ConfigReader, LogFormat, LogLevel};
 use inflight_net::endpoint::LinkTimers;
-use inflight_wire::{BinPrefix, BinRule, CardKind, Currency, Expiry, Pan, BIN_RULES_MAX};
+use inflight_wire::{BinPrefix, BinRule, CardKind, Currency, EntryMode, Expiry, Pan, BIN_RULES_MAX};
 use serde::Deserialize;
 
 /// Everything `inflight-issuer` needs, validated.
@@ -19,6 +19,9 @@ pub struct IssuerConfig {
     pub data_dir: PathBuf,
     /// Key for the card hash that keys accounts (mode 0600).
     pub card_key_file: PathBuf,
+    /// The issuer master key for chip cryptograms (AES-128, 32 hex digits, mode 0600); without
+    /// it chip and contactless payments cannot be verified and are declined `cryptogram_invalid`.
+    pub chip_key_file: Option<PathBuf>,
     /// Unix socket of the admin API (ledger).
     pub admin_socket: PathBuf,
     /// Who may use the admin socket (`[admin]`: `allowed_uids`, `allowed_gids`). Its ops
@@ -78,6 +81,7 @@ impl IssuerConfig {
         });
         let data_dir = r.path("data_dir");
         let card_key_file = r.path("card_key_file");
+        let chip_key_file = r.optional_path("chip_key_file");
         let admin_socket = r.path("admin_socket");
         let admin_access = inflight_daemon::local::Access::read(&mut r, "admin", false);
         let log_format = r.log_format();
@@ -113,6 +117,7 @@ impl IssuerConfig {
             issuer_name: issuer_name.expect(missing),
             data_dir: data_dir.expect(missing),
             card_key_file: card_key_file.expect(missing),
+            chip_key_file,
             admin_socket: admin_socket.expect(missing),
             admin_access,
             listen: listen.expect(missing),
@@ -153,6 +158,10 @@ struct BinEntry {
     txn_limit_minor: u64,
     card_flight_limit_minor: u64,
     currencies: Vec<String>,
+    /// Absent: every entry mode (as before the field existed).
+    entry_modes: Option<Vec<String>>,
+    #[serde(default)]
+    cvm_required: bool,
 }
 
 /// The BIN programme: its version and rules. Every bad entry is reported.
@@ -174,6 +183,26 @@ pub fn load_programme(path: &Path) -> Result<(u64, Vec<BinRule>), Vec<String>> {
             .iter()
             .filter_map(|c| Currency::parse(c).map_err(|e| errors.push(at(format!("{c}: {e}")))).ok())
             .collect();
+        let entry_modes: Vec<EntryMode> = match &b.entry_modes {
+            None => EntryMode::ALL.to_vec(),
+            Some(modes) => {
+                let parsed: Vec<EntryMode> = modes
+                    .iter()
+                    .filter_map(|m| EntryMode::parse(m).map_err(|e| errors.push(at(format!("{m}: {e}")))).ok())
+                    .collect();
+                if modes.is_empty() || (1..parsed.len()).any(|i| parsed[..i].contains(&parsed[i])) {
+                    errors.push(at(
+                        "entry_modes must list one or more of chip, contactless, key_entered, once each".into()
+                    ));
+                }
+                parsed
+            }
+        };
+        if b.cvm_required && entry_modes.contains(&EntryMode::KeyEntered) {
+            errors.push(at(
+                "cvm_required takes no key_entered payment (no chip verifies a PIN): remove it from entry_modes".into(),
+            ));
+        }
         if b.txn_limit_minor == 0 || b.card_flight_limit_minor < b.txn_limit_minor {
             errors.push(at("limits must be positive, with card_flight_limit_minor >= txn_limit_minor".into()));
         }
@@ -184,6 +213,8 @@ pub fn load_programme(path: &Path) -> Result<(u64, Vec<BinRule>), Vec<String>> {
                 txn_limit_minor: b.txn_limit_minor,
                 card_flight_limit_minor: b.card_flight_limit_minor,
                 currencies,
+                entry_modes,
+                cvm_required: b.cvm_required,
             });
         }
     }

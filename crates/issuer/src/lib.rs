@@ -87,6 +87,10 @@ pub fn open_store(cfg: &IssuerConfig) -> Result<IssuerStore, StoreError> {
 pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), IssuerError> {
     let (version, rules) = config::load_programme(&cfg.programme_file).map_err(IssuerError::Data)?;
     let signer = Arc::new(BinListSigner::from_hex_file(&cfg.signing_key_file)?);
+    let chip_key = cfg.chip_key_file.as_deref().map(inflight_store::chip_master_key_from_file).transpose()?;
+    if chip_key.is_none() {
+        tracing::warn!("no chip_key_file: chip and contactless payments cannot be verified and will be declined cryptogram_invalid");
+    }
     let store = Arc::new(open_store(&cfg)?);
     let metrics = metrics::IssuerMetrics::new();
     store.observe_commits(metrics.commit_observer());
@@ -135,6 +139,7 @@ pub async fn run(cfg: IssuerConfig, cancel: CancellationToken) -> Result<(), Iss
         cfg,
         store: store.clone(),
         programme,
+        chip_key,
         signed,
         items_budget: tokio::sync::Semaphore::new(server::ITEMS_IN_MEMORY_MAX),
         metrics: metrics.clone(),

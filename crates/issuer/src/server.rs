@@ -24,6 +24,8 @@ pub struct Shared {
     pub store: Arc<IssuerStore>,
     /// The programme (the list's rules decide authorizations too).
     pub programme: BinList,
+    /// The issuer master key that verifies chip cryptograms (`chip_key_file`), if configured.
+    pub chip_key: Option<inflight_core::chip::IssuerMasterKey>,
     /// The list as published: the programme with its current validity window, signed; renewed
     /// (same version, fresh window) by a task in `run`.
     pub signed: std::sync::Mutex<SignedBinList>,
@@ -323,7 +325,12 @@ async fn batch(
             shared.cfg.capture_age_max.as_millis() as u64,
         );
         for (k, chunk) in accepted.items.chunks(BATCH_CHUNK_MAX).enumerate() {
-            let t = store.decide_chunk(id, (k * BATCH_CHUNK_MAX) as u32, chunk, &shared.programme, bounds)?;
+            let rules = inflight_core::authorize::Rules {
+                programme: &shared.programme,
+                bounds,
+                chip_key: shared.chip_key.as_ref(),
+            };
+            let t = store.decide_chunk(id, (k * BATCH_CHUNK_MAX) as u32, chunk, &rules)?;
             if k + 1 < chunks && inflight_daemon::crash_armed("issuer.mid_decide") {
                 // The crash must leave the batch half decided *on disk*, the case the "already
                 // decided" guard exists for; without this the flusher may not have run yet.

@@ -796,6 +796,8 @@ mod tests {
             seat: "1A".into(),
             captured_unix_ms: 1_700_000_000_000,
             items: vec![],
+            emv: None,
+            pos: inflight_wire::PointOfSale::LEGACY,
         }
     }
 

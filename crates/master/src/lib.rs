@@ -528,6 +528,9 @@ fn payment_json(store: &MasterStore, deadline: &inflight_core::deadline::Deadlin
                 // When it must be sealed for the issuer by, or be sent `late` (README, "The 24-hour deadline").
                 "deadline_unix_ms": deadline.due_unix_ms(v.payment.captured_unix_ms),
                 "card_data_erased": v.payment.card_data_erased,
+                "entry_mode": v.payment.pos.entry_mode.as_str(),
+                "terminal_type": v.payment.pos.terminal_type.as_str(),
+                "mcc": v.payment.pos.mcc.to_string(),
             });
             outcome_fields(&mut out, v.outcome.as_ref());
             match store.reversal(pid) {

@@ -63,6 +63,8 @@ pub fn write_local(plan: &LocalPlan) -> anyhow::Result<()> {
 
     provision::enroll(out, Role::Issuer, "issuer", &[ISSUER_SERVER_NAME])?;
     write(out, "keys/issuer.card.key", &random_key_hex()?, true)?;
+    // The issuer master key of the chip test cards: the issuer's alone (never on the aircraft).
+    write(out, "keys/issuer.chip.key", &(random_key_hex()?[..32].to_owned() + "\n"), true)?;
     let signing = BinListSigner::generate()?;
     let public = BinListSigner::from_pkcs8(&signing).map_err(|e| anyhow::anyhow!(e))?.public_key();
     write(out, "keys/issuer-signing.key", &(hex(&signing) + "\n"), true)?;
@@ -80,6 +82,50 @@ pub fn write_local(plan: &LocalPlan) -> anyhow::Result<()> {
     let cards = serde_json::to_string_pretty(&test_cards())?;
     write(out, "test-cards.json", &(cards + "\n"), false)?;
     Ok(())
+}
+
+/// One chip test card's transaction, as `inflight-setup chip-data` makes it.
+#[derive(Debug, Clone)]
+pub struct ChipTap {
+    /// The card number.
+    pub pan: String,
+    /// Its PAN sequence number (test cards: 1).
+    pub pan_sequence: u8,
+    /// Amount, minor units.
+    pub amount_minor: u64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// The card's transaction counter for this transaction: a new one every time (the issuer
+    /// declines a counter it has seen, `atc_replayed`).
+    pub atc: u16,
+    /// Whether the cardholder's PIN was entered and verified by the chip.
+    pub pin: bool,
+}
+
+/// The chip data (TLV, hexadecimal) a test card makes for `tap`, under the issuer master key in
+/// `chip_key_file`: what a card reader hands the sale app, for `inflight-slave capture --emv`.
+pub fn chip_data(chip_key_file: &Path, tap: &ChipTap, unix_ms: u64) -> anyhow::Result<String> {
+    let imk = inflight_store::chip_master_key_from_file(chip_key_file)?;
+    // Never quote the card number: the error names the check that failed.
+    let pan = Pan::parse(&tap.pan).map_err(|e| anyhow::anyhow!("--pan: {e}"))?;
+    let currency = inflight_wire::Currency::parse(&tap.currency).map_err(|e| anyhow::anyhow!("--currency: {e}"))?;
+    let amount = inflight_wire::Money::new(tap.amount_minor, currency).map_err(|e| anyhow::anyhow!("--amount: {e}"))?;
+    let card = inflight_core::chip::ChipCard::new(&imk, &pan, tap.pan_sequence);
+    let txn = inflight_core::chip::ChipTxn {
+        atc: tap.atc,
+        amount,
+        unix_ms,
+        unpredictable: unpredictable_number()?,
+        pin_verified: tap.pin,
+    };
+    Ok(card.generate_ac(txn).to_hex())
+}
+
+/// The terminal's unpredictable number (EMV 9F37): fresh for every transaction.
+pub fn unpredictable_number() -> anyhow::Result<[u8; 4]> {
+    let mut n = [0u8; 4];
+    SystemRandom::new().fill(&mut n).map_err(|_| anyhow::anyhow!("system random source failed"))?;
+    Ok(n)
 }
 
 /// The name on an aircraft's server certificate, which its terminals verify: one per aircraft,
@@ -118,6 +164,20 @@ txn_limit_minor = 200000
 # Largest total per card per flight, across all terminals of the aircraft.
 card_flight_limit_minor = 300000
 currencies = ["EUR", "USD"]
+# How these cards may be read for an offline payment (default: all three); and whether the
+# cardholder's PIN, verified by the chip, is required (default false).
+entry_modes = ["chip", "contactless", "key_entered"]
+cvm_required = false
+
+[[bin]]
+# Chip-and-PIN only: a typed number or a tap without PIN is refused at the seat.
+prefix = "520077"
+kind = "debit"
+txn_limit_minor = 100000
+card_flight_limit_minor = 150000
+currencies = ["EUR"]
+entry_modes = ["chip"]
+cvm_required = true
 
 [[bin]]
 prefix = "510055"
@@ -146,6 +206,9 @@ issuer_name = "Demo Bank"
 data_dir = "{root}/data/issuer"
 # Key of the card hash that keys accounts; 64 hex digits, mode 0600.
 card_key_file = "{root}/keys/issuer.card.key"
+# Issuer master key of the chip cards (AES-128, 32 hex digits, mode 0600): verifies each chip
+# payment's application cryptogram. Absent: chip payments are declined cryptogram_invalid.
+chip_key_file = "{root}/keys/issuer.chip.key"
 # Local admin API (ledger), JSON lines on a Unix socket.
 admin_socket = "{root}/run/issuer.sock"
 log_format = "plain"
@@ -432,6 +495,11 @@ pub struct TestCard {
     pub status: &'static str,
     /// What a capture with it should lead to.
     pub expect: &'static str,
+    /// A chip card: its chip data is made by `inflight-setup chip-data` with the issuer's
+    /// `keys/issuer.chip.key` (the card's own keys are derived from it); it can still be keyed.
+    pub chip: bool,
+    /// The card's PAN sequence number (EMV tag 5F34).
+    pub pan_sequence: u8,
 }
 
 /// A Luhn-valid card number: `prefix`, then `serial` zero-padded, then the check digit.
@@ -458,7 +526,10 @@ pub fn test_cards() -> Vec<TestCard> {
         currency: "EUR",
         status,
         expect,
+        chip: false,
+        pan_sequence: 0,
     };
+    let chip = |card: TestCard| TestCard { chip: true, pan_sequence: 1, ..card };
     vec![
         c("400011", 1, "12/30", "credit", true, 500_000, "open", "approved"),
         c("400011", 2, "12/30", "credit", true, 2_000_000, "open", "approved"),
@@ -470,6 +541,26 @@ pub fn test_cards() -> Vec<TestCard> {
         c("400011", 8, "12/30", "credit", true, 5_000_000, "open", "rejected:over_txn_limit above 200000"),
         c("400011", 9, "01/24", "credit", true, 500_000, "open", "rejected:expired"),
         c("510055", 10, "12/30", "debit", true, 100_000, "lost", "rejected:hot_card"),
+        chip(c(
+            "400011",
+            11,
+            "12/30",
+            "credit",
+            true,
+            500_000,
+            "open",
+            "approved; altered after the card signed: declined:cryptogram_invalid",
+        )),
+        chip(c(
+            "520077",
+            12,
+            "12/30",
+            "debit",
+            true,
+            100_000,
+            "open",
+            "approved with chip and PIN; rejected:cvm_required without PIN, rejected:entry_mode_not_allowed keyed",
+        )),
     ]
 }
 

@@ -31,6 +31,32 @@ enum Cmd {
         #[arg(long, default_value_t = 7400)]
         base_port: u16,
     },
+    /// A chip test card's chip data for one transaction (TLV as hexadecimal, for
+    /// `inflight-slave capture --emv`): what a card reader would read from the card. Needs the
+    /// issuer's chip master key: a test tool, never run on an aircraft.
+    ChipData {
+        /// The issuer's `keys/issuer.chip.key`.
+        #[arg(long)]
+        chip_key: PathBuf,
+        /// A chip test card's number (test-cards.json, `"chip": true`).
+        #[arg(long)]
+        pan: String,
+        /// Its PAN sequence number.
+        #[arg(long, default_value_t = 1)]
+        pan_sequence: u8,
+        /// Amount in minor units.
+        #[arg(long)]
+        amount: u64,
+        /// ISO 4217 code.
+        #[arg(long)]
+        currency: String,
+        /// The card's transaction counter: a new one each time.
+        #[arg(long)]
+        atc: u16,
+        /// The cardholder entered their PIN and the chip verified it.
+        #[arg(long)]
+        pin: bool,
+    },
     /// Creates the three CAs in DIR/pki (terminal, aircraft, issuer), each with an empty
     /// revocation list. Never overwrites a CA.
     Ca {
@@ -137,6 +163,19 @@ fn main() -> ExitCode {
     };
     use inflight_setup::provision;
     match cli.cmd {
+        Cmd::ChipData { chip_key, pan, pan_sequence, amount, currency, atc, pin } => {
+            let tap = inflight_setup::ChipTap { pan, pan_sequence, amount_minor: amount, currency, atc, pin };
+            match inflight_setup::chip_data(&chip_key, &tap, inflight_daemon::unix_ms_now()) {
+                Ok(tlv) => {
+                    println!("{tlv}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("inflight-setup: {e:#}");
+                    inflight_daemon::exit(inflight_daemon::EXIT_CONFIG)
+                }
+            }
+        }
         Cmd::Ca { dir } => {
             done(provision::create_cas(&dir).map(|()| format!("created three CAs in {}", dir.join("pki").display())))
         }

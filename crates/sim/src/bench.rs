@@ -225,5 +225,7 @@ fn payment(terminal: &TerminalId, rng: &mut Rng, i: u32) -> Payment {
         seat: "1A".into(),
         captured_unix_ms: 1_790_000_000_000,
         items: vec![],
+        emv: None,
+        pos: inflight_wire::PointOfSale::LEGACY,
     }
 }

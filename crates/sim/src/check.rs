@@ -8,7 +8,7 @@ use std::time::Duration;
 use inflight_issuer::IssuerConfig;
 use inflight_slave::SlaveConfig;
 use inflight_store::{CardVault, IssuerStore, SlaveStore};
-use inflight_wire::{AuthOutcome, Expiry, Pan, Payment, PaymentId};
+use inflight_wire::{AuthOutcome, DeclineReason, EmvData, Expiry, Pan, Payment, PaymentId};
 
 use crate::report::{Capture, Report};
 use crate::scenario::Flight;
@@ -26,14 +26,18 @@ pub fn check(
     // What each accepted payment was captured for: the ledger must show the same amount.
     let mut captured_minor: BTreeMap<PaymentId, u64> = BTreeMap::new();
     let mut refused_ids = BTreeSet::new();
+    // Accepted chip payments a hostile terminal altered: each must be declined
+    // `cryptogram_invalid`, and nothing else may be.
+    let mut tampered: BTreeSet<PaymentId> = BTreeSet::new();
     for c in captures {
         match &c.answer {
             Ok(a) if a.outcome == "accepted" => {
                 let id = a.payment_id.as_deref().and_then(|s| PaymentId::parse(s).ok());
                 match id {
                     Some(id) => {
-                        if let Some(card) = flight.cards.get(c.card) {
-                            captured_minor.insert(id, card.amount_minor);
+                        captured_minor.insert(id, c.amount_minor);
+                        if c.tampered {
+                            tampered.insert(id);
                         }
                         if accepted.insert(id, c.terminal).is_some() {
                             r.violations.push(format!("payment id {id} answered accepted twice"));
@@ -82,6 +86,16 @@ pub fn check(
         }
     }
     r.batches = batches.len() as u64;
+    r.tampered = tampered.len() as u64;
+    let invalid = AuthOutcome::Declined(DeclineReason::CryptogramInvalid);
+    let not_caught = tampered.iter().filter(|id| decided.get(id).is_some_and(|o| *o != invalid)).count();
+    let wrongly = decided.iter().filter(|(id, o)| **o == invalid && !tampered.contains(id)).count();
+    if not_caught > 0 {
+        r.violations.push(format!("{not_caught} altered chip payments not declined cryptogram_invalid"));
+    }
+    if wrongly > 0 {
+        r.violations.push(format!("{wrongly} genuine payments declined cryptogram_invalid"));
+    }
     // Exactly once, in money: a payment charged twice leaves one ledger line (the ledger is keyed
     // by payment id) but takes its amount twice from the account.
     let mut approved: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -135,18 +149,25 @@ pub fn check(
     for c in &flight.cards {
         scanner.add_pan(&c.pan);
     }
-    let card_of: BTreeMap<PaymentId, usize> = captures
+    let card_of: BTreeMap<PaymentId, (usize, Option<EmvData>)> = captures
         .iter()
         .filter_map(|c| {
             let a = c.answer.as_ref().ok()?;
-            Some((PaymentId::parse(a.payment_id.as_deref()?).ok()?, c.card))
+            let emv = c.emv.as_deref().and_then(|e| EmvData::from_hex(e).ok());
+            Some((PaymentId::parse(a.payment_id.as_deref()?).ok()?, (c.card, emv)))
         })
         .collect();
+    for (id, (_, emv)) in &card_of {
+        if let Some(emv) = emv {
+            scanner.add_chip_data(emv, &format!("payment {id}"));
+        }
+    }
     for (k, cfg) in slaves.iter().enumerate() {
         let s = SlaveStore::open(&cfg.data_dir, CardVault::from_key_file(&cfg.card_key_file)?, 2 << 20)?;
         for (id, _) in accepted.iter().filter(|(_, t)| **t == k as u32 + 1) {
             let view = s.view(*id)?;
-            if let (Some(v), Some(card)) = (&view, card_of.get(id).and_then(|i| flight.cards.get(*i))) {
+            let of = card_of.get(id);
+            if let (Some(v), Some(card)) = (&view, of.and_then(|(i, _)| flight.cards.get(*i))) {
                 if let (Ok(pan), Ok(expiry)) = (Pan::parse(&card.pan), Expiry::parse(&card.expiry)) {
                     scanner.add_payment(&Payment {
                         id: *id,
@@ -157,6 +178,8 @@ pub fn check(
                         seat: v.payment.seat.clone(),
                         captured_unix_ms: v.payment.captured_unix_ms,
                         items: vec![],
+                        emv: of.and_then(|(_, e)| e.clone()),
+                        pos: v.payment.pos,
                     });
                 }
             }

@@ -77,6 +77,18 @@ impl CardScanner {
         self.add(utf16, format!("card {name} in UTF-16LE"));
     }
 
+    /// Looks for a payment's chip data: its application cryptogram (with its tag, and alone) and
+    /// the whole TLV. Chip data is sealed like the card number and erased after delivery.
+    pub fn add_chip_data(&mut self, emv: &inflight_wire::EmvData, name: &str) {
+        let ac = emv.cryptogram();
+        let mut tagged = vec![0x9F, 0x26, 0x08];
+        tagged.extend_from_slice(&ac);
+        self.add(tagged, format!("the chip cryptogram of {name}, as TLV"));
+        self.add(ac.to_vec(), format!("the chip cryptogram of {name}"));
+        self.add(emv.as_bytes().to_vec(), format!("the chip data of {name}"));
+        self.add(emv.to_hex().into_bytes(), format!("the chip data of {name}, as hex"));
+    }
+
     /// Looks for the unkeyed digests an earlier version kept of this payment.
     pub fn add_payment(&mut self, p: &Payment) {
         let name = format!("payment {} (card {})", p.id, p.pan.masked());
@@ -88,6 +100,9 @@ impl CardScanner {
             amount: p.amount,
             captured_unix_ms: p.captured_unix_ms,
             late: false,
+            deferred: true,
+            emv: p.emv.clone(),
+            pos: p.pos,
         };
         self.add(sha256(&encode(&item)).to_vec(), format!("unkeyed SHA-256 of the batch item of {name}"));
     }
@@ -188,6 +203,8 @@ mod tests {
             seat: "12A".into(),
             captured_unix_ms: 1_795_000_000_000,
             items: vec![],
+            emv: None,
+            pos: inflight_wire::PointOfSale::LEGACY,
         }
     }
 

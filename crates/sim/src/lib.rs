@@ -23,15 +23,17 @@ pub mod scenario;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use inflight_core::chip::{ChipCard, ChipTxn};
 use inflight_issuer::IssuerConfig;
 use inflight_master::{AdminRequest, MasterConfig};
 use inflight_slave::api::CaptureBody;
 use inflight_slave::SlaveConfig;
+use inflight_wire::{EmvData, Money};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +74,9 @@ pub struct SimOptions {
     pub cabin_loss: f64,
     /// Cut terminal 1 off the cabin network for longer than the idle timeout during sales.
     pub cut_terminal: bool,
+    /// Percent of chip payments a hostile terminal alters after the card signed them (amount
+    /// raised by one minor unit in the payment and in the chip data; the cryptogram kept).
+    pub tamper: f64,
     /// Run directory to use and keep; `None`: a temporary one, removed at the end.
     pub keep_dir: Option<PathBuf>,
     /// Print progress lines to stderr.
@@ -96,11 +101,30 @@ impl Default for SimOptions {
             rebind_cabin: false,
             cabin_loss: 0.0,
             cut_terminal: false,
+            tamper: 0.0,
             keep_dir: None,
             progress: false,
             landing_timeout: Duration::from_secs(300),
         }
     }
+}
+
+fn eur() -> inflight_wire::Currency {
+    inflight_wire::Currency::parse("EUR").unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What a hostile terminal does to chip data after the card signed it: the amount (9F02)
+/// rewritten, everything else (the cryptogram above all) kept.
+pub fn raise_amount(emv: &EmvData, amount_minor: u64) -> EmvData {
+    const TAGS: [u16; 12] = [0x9F26, 0x9F27, 0x9F10, 0x9F36, 0x95, 0x9A, 0x9C, 0x9F02, 0x5F2A, 0x9F37, 0x9F34, 0x5F34];
+    let amount = inflight_wire::bcd(amount_minor, 6);
+    let tags: Vec<(u16, &[u8])> =
+        TAGS.iter().filter_map(|t| Some((*t, if *t == 0x9F02 { &amount[..] } else { emv.get(*t)? }))).collect();
+    EmvData::from_tags(&tags).unwrap_or_else(|e| unreachable!("chip data stays well formed: {e}"))
 }
 
 /// Idle timeout of the cabin links in the simulation (terminals notice a dead master this fast).
@@ -242,25 +266,64 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
     } else {
         None
     };
+    // The cards' chips: one transaction counter per card, shared by every seat that uses it.
+    let imk = inflight_store::chip_master_key_from_file(&dir.join("keys/issuer.chip.key"))?;
+    let chips: Arc<Vec<(Option<ChipCard>, AtomicU16)>> = Arc::new(
+        flight
+            .cards
+            .iter()
+            .map(|c| {
+                let chip = inflight_wire::Pan::parse(&c.pan).ok().map(|pan| ChipCard::new(&imk, &pan, 1));
+                (chip, AtomicU16::new(0))
+            })
+            .collect(),
+    );
     let mut sellers = Vec::new();
     for (k, c) in slave_cfgs.iter().enumerate() {
         let plan = flight.captures[k].clone();
         let cards = flight.cards.clone();
+        let chips = chips.clone();
+        let mut hostile = Rng::new(opts.seed).fork(0x7a3e_0000 + k as u64);
+        let tamper = opts.tamper / 100.0;
         let (socket, done, seat) =
             (c.capture_socket.clone(), done.clone(), format!("{}{}", 1 + k / 6, (b'A' + (k % 6) as u8) as char));
         sellers.push(tokio::spawn(async move {
             let mut out = Vec::with_capacity(plan.len());
             for idx in plan {
                 let card = &cards[idx];
+                let (chip, atc) = &chips[idx];
+                let tampered = chip.is_some() && hostile.chance(tamper);
+                let emv = chip.as_ref().map(|chip| {
+                    let amount = Money::new(card.amount_minor, eur()).unwrap_or_else(|e| unreachable!("{e}"));
+                    let atc = atc.fetch_add(1, Ordering::Relaxed) + 1;
+                    let unpredictable = (u32::from(atc) ^ (k as u32) << 16).to_be_bytes();
+                    let emv = chip.generate_ac(ChipTxn {
+                        atc,
+                        amount,
+                        unix_ms: now_ms(),
+                        unpredictable,
+                        pin_verified: false,
+                    });
+                    if tampered {
+                        raise_amount(&emv, card.amount_minor + 1)
+                    } else {
+                        emv
+                    }
+                });
+                let amount_minor = card.amount_minor + u64::from(tampered);
                 let body = CaptureBody {
                     pan: card.pan.clone(),
                     expiry: card.expiry.clone(),
-                    amount_minor: card.amount_minor,
+                    amount_minor,
                     currency: "EUR".into(),
                     seat: seat.clone(),
                     items: vec![],
                     request_id: None,
+                    entry_mode: emv.is_some().then(|| card.entry_mode.to_owned()),
+                    emv: emv.map(|e| e.to_hex()),
+                    mcc: None,
                 };
+                let sent_emv = body.emv.clone();
                 let t = Instant::now();
                 let answer = inflight_slave::capture_via_socket(&socket, body).await;
                 let latency = t.elapsed();
@@ -271,6 +334,9 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
                     answer: answer.map_err(|e| e.to_string()),
                     latency,
                     answered_at_ms: at_ms(),
+                    amount_minor,
+                    emv: sent_emv,
+                    tampered,
                 });
             }
             out

@@ -51,6 +51,11 @@ struct Cli {
     /// Cut terminal 1 off the cabin network for longer than the idle timeout during sales.
     #[arg(long)]
     cut_terminal: bool,
+    /// Percent of chip payments a hostile terminal alters after the card signed them (amount
+    /// raised in the payment and the chip data, cryptogram kept): the issuer must decline each
+    /// `cryptogram_invalid` (`declined.cryptogram_invalid` = `tampered`), and nothing else.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_percent)]
+    tamper: f64,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -81,6 +86,13 @@ struct Cli {
     /// With --model: threads running seeds (default: the machine's cores).
     #[arg(long)]
     threads: Option<usize>,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{s}` is not a percentage from 0 to 100")),
+    }
 }
 
 fn parse_seeds(s: &str) -> Result<(u64, u64), String> {
@@ -177,6 +189,7 @@ fn main() -> ExitCode {
         rebind_cabin: cli.rebind_cabin,
         cabin_loss: percent(cli.cabin_loss),
         cut_terminal: cli.cut_terminal,
+        tamper: cli.tamper,
         keep_dir: cli.keep_dir,
         progress: true,
         ..SimOptions::default()

@@ -20,6 +20,13 @@ pub struct Capture {
     pub latency: Duration,
     /// When the answer came, ms after the run began (for the timeline).
     pub answered_at_ms: u64,
+    /// The amount the sale app sent (minor units).
+    pub amount_minor: u64,
+    /// The chip data the sale app sent (hexadecimal TLV), for the leak scan.
+    pub emv: Option<String>,
+    /// Altered after the card signed (`--tamper`): amount and chip data's amount raised by one
+    /// minor unit, the cryptogram left as the card made it.
+    pub tampered: bool,
 }
 
 /// The flight over time (`--html`, and `timeline` in the JSON report). Every `*_ms` counts from
@@ -169,6 +176,9 @@ pub struct Report {
     pub duplicated: u64,
     /// Decisions with no accepted capture behind them.
     pub phantom: u64,
+    /// Accepted chip payments altered after capture (`--tamper`): each must be declined
+    /// `cryptogram_invalid`, and nothing else.
+    pub tampered: u64,
     /// Accounts whose available amount is not opening − approved, and payments decided for
     /// another amount than captured: exactly once, checked in money.
     pub money_mismatches: u64,
@@ -226,6 +236,9 @@ impl Report {
         row("approved", self.approved.to_string());
         for (r, n) in &self.declined {
             row(&format!("  declined: {r}"), n.to_string());
+        }
+        if self.tampered > 0 {
+            row("altered after capture (--tamper)", self.tampered.to_string());
         }
         row("batches", self.batches.to_string());
         row(

@@ -54,6 +54,9 @@ pub struct SimCard {
     pub amount_minor: u64,
     /// Its profile.
     pub profile: Profile,
+    /// How the passenger presents it: `chip` or `contactless` (every simulated card is a chip
+    /// card: its chip data is made with the issuer's test master key, as a real card would).
+    pub entry_mode: &'static str,
 }
 
 /// The flight: every card and, per terminal, which card each capture uses.
@@ -99,6 +102,8 @@ pub fn generate(seed: u64, terminals: u32, per_terminal: u32) -> Flight {
             status,
             amount_minor,
             profile,
+            // Every fourth card is tapped; from the serial, so the seed's draws are unchanged.
+            entry_mode: if serial % 4 == 0 { "contactless" } else { "chip" },
         }
     };
     let shared: Vec<usize> = (0..SHARED_CARDS)

@@ -48,6 +48,17 @@ pub struct CaptureBody {
     /// never makes a second payment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// How the card was read: `chip`, `contactless` or `key_entered`. Absent: `chip` when `emv`
+    /// is given, else `key_entered`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_mode: Option<String>,
+    /// The card reader's chip data, BER-TLV as hexadecimal (card data: never logged or echoed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emv: Option<String>,
+    /// Merchant category code of what was sold (four digits); absent: the terminal's
+    /// `merchant_category`. A sale of several categories is one capture per category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcc: Option<String>,
 }
 
 impl std::fmt::Debug for CaptureBody {
@@ -55,6 +66,8 @@ impl std::fmt::Debug for CaptureBody {
         f.debug_struct("CaptureBody")
             .field("amount_minor", &self.amount_minor)
             .field("currency", &self.currency)
+            .field("entry_mode", &self.entry_mode)
+            .field("mcc", &self.mcc)
             .finish_non_exhaustive()
     }
 }

@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use inflight_core::capture::TerminalCaps;
+use inflight_core::capture::{Site, TerminalCaps};
 use inflight_daemon::{ConfigErrors, ConfigReader, LogFormat, LogLevel};
 use inflight_net::endpoint::LinkTimers;
-use inflight_wire::{TerminalId, AMOUNT_MINOR_MAX};
+use inflight_wire::{Mcc, TerminalId, TerminalType, AMOUNT_MINOR_MAX};
 
 /// Everything `inflight-slave` needs, validated.
 #[derive(Debug, Clone)]
@@ -42,6 +42,9 @@ pub struct SlaveConfig {
     pub key_file: PathBuf,
     /// Risk caps of this terminal.
     pub caps: TerminalCaps,
+    /// What this terminal is (`terminal_type`: `unattended` seatback or `attended` crew) and the
+    /// merchant category of a sale that names none (`merchant_category`, default 5309).
+    pub site: Site,
     /// How long a capture waits for the master's verdict before answering `accepted` anyway.
     pub verdict_wait: Duration,
     /// How long, after a restart, a payment whose sale app was never answered may still be
@@ -101,6 +104,12 @@ impl SlaveConfig {
             stored_amount_minor_max: r.u64_or("limits.stored_amount_minor_max", 10_000_000, 1, AMOUNT_MINOR_MAX),
             txn_amount_minor_max: r.u64_or("limits.txn_amount_minor_max", 500_000, 1, AMOUNT_MINOR_MAX),
         };
+        let site = Site {
+            terminal_type: r
+                .parse_or("terminal_type", TerminalType::UnattendedOfflineOnly, TerminalType::parse)
+                .unwrap_or(TerminalType::UnattendedOfflineOnly),
+            mcc: r.parse_or("merchant_category", Mcc::DUTY_FREE, Mcc::parse).unwrap_or(Mcc::DUTY_FREE),
+        };
         let verdict_wait = r.millis_or("limits.verdict_wait_ms", ms(500), ms(0), ms(30_000));
         let claim_grace = r.millis_or("limits.claim_grace_ms", ms(60_000), ms(100), ms(86_400_000));
         let forward_window =
@@ -137,6 +146,7 @@ impl SlaveConfig {
             crl_file,
             key_file: key_file.expect(missing),
             caps,
+            site,
             verdict_wait,
             claim_grace,
             forward_window,

@@ -220,6 +220,9 @@ async fn capture_answer(body: CaptureBody, events: &mpsc::Sender<Event>, metrics
             .into_iter()
             .map(|i| LineItem { sku: i.sku, quantity: i.quantity, unit_amount_minor: i.unit_amount_minor })
             .collect(),
+        entry_mode: body.entry_mode,
+        emv: body.emv,
+        mcc: body.mcc,
     };
     let (reply, rx) = oneshot::channel();
     if events.send(Event::Capture { req, request_id, reply }).await.is_err() {

@@ -50,6 +50,16 @@ enum Cmd {
         /// The sale's own id: a retry with the same id never makes a second payment.
         #[arg(long)]
         request_id: Option<String>,
+        /// The card reader's chip data: BER-TLV as hexadecimal (makes a chip payment).
+        #[arg(long, value_name = "TLV_HEX")]
+        emv: Option<String>,
+        /// How the card was read: chip, contactless or key_entered (default: chip with --emv,
+        /// else key_entered).
+        #[arg(long)]
+        entry_mode: Option<String>,
+        /// Merchant category code of what was sold (default: the terminal's merchant_category).
+        #[arg(long)]
+        mcc: Option<String>,
     },
     /// Void a payment (the passenger changed their mind; the sale was not completed). JSON:
     /// `payment_id`, `outcome` (voided, reversal_pending, unknown_payment, already_voided).
@@ -150,7 +160,7 @@ fn main() -> ExitCode {
             })
         }
         Cmd::Check { config } => inflight_slave::check::check(&config).finish("inflight-slave"),
-        Cmd::Capture { config, pan, expiry, amount, currency, seat, request_id } => {
+        Cmd::Capture { config, pan, expiry, amount, currency, seat, request_id, emv, entry_mode, mcc } => {
             let pan = match pan.resolve() {
                 Ok(p) => p,
                 Err(e) => {
@@ -162,7 +172,18 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let body = CaptureBody { pan, expiry, amount_minor: amount, currency, seat, items: vec![], request_id };
+            let body = CaptureBody {
+                pan,
+                expiry,
+                amount_minor: amount,
+                currency,
+                seat,
+                items: vec![],
+                request_id,
+                entry_mode,
+                emv,
+                mcc,
+            };
             match rt.block_on(inflight_slave::capture_via_socket(&cfg.capture_socket, body)) {
                 Ok(answer) => {
                     println!("{}", serde_json::to_string(&answer).unwrap_or_default());

@@ -147,6 +147,7 @@ impl Terminal {
             verdict_wait_ms: cfg.verdict_wait.as_millis() as u64,
             claim_grace_ms: cfg.claim_grace.as_millis() as u64,
             caps: cfg.caps,
+            site: cfg.site,
         };
         let mut m = machine::Terminal::new(cfg.terminal_id.clone(), settings);
         for (view, state) in store.unacked()? {
@@ -568,6 +569,8 @@ pub(crate) fn view_json(v: &inflight_store::SlaveView) -> Value {
         "seat": p.seat,
         "captured_unix_ms": p.captured_unix_ms,
         "card_data_erased": p.card_data_erased,
+        "entry_mode": p.pos.entry_mode.as_str(),
+        "mcc": p.pos.mcc.to_string(),
     });
     if let Some(r) = reason {
         out["reason"] = json!(r.as_str());

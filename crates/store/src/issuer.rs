@@ -16,6 +16,8 @@
 //! - `late`: payment id → nothing: the item it was decided from was marked `late` (sealed after
 //!   its deferred-authorization deadline). A tree of its own so that decisions stored before it
 //!   existed read as they did.
+//! - `atc`: card hash (32 bytes) → the chip transaction counters seen of that card
+//!   (`inflight_core::chip::AtcWindow`), written with the decision that used one.
 //! - `hot_cards`: hot-list entry (8 bytes, keyed and truncated: no card number) → the list
 //!   version that added it (u64 BE); `meta` `hot_version` → the list's version (u64 BE).
 //!
@@ -30,12 +32,13 @@ use std::path::Path;
 use bincode::{Decode, Encode};
 use std::collections::HashMap;
 
-use inflight_core::authorize::{Account, CaptureBounds};
+use inflight_core::authorize::{Account, CardFile, Rules};
+use inflight_core::chip::AtcWindow;
 pub use inflight_core::issuer::BatchStart;
 use inflight_core::issuer::{decide, reverse, start_of, ItemDecision, ReversalDecision};
 use inflight_wire::{
-    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, CardKind, Currency, Expiry, HotEntry, MaskedPan,
-    Money, Pan, PaymentId, ReversalOutcome, ReversalResult, HOT_ENTRIES_MAX, HOT_ENTRY_BYTES,
+    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, CardKind, Currency, Expiry, HotEntry, MaskedPan, Money,
+    Pan, PaymentId, ReversalOutcome, ReversalResult, HOT_ENTRIES_MAX, HOT_ENTRY_BYTES,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -169,6 +172,7 @@ pub struct IssuerStore {
     charged: sled::Tree,
     reversals: sled::Tree,
     late: sled::Tree,
+    atc: sled::Tree,
     hot_cards: sled::Tree,
     vault: CardVault,
     committer: Committer,
@@ -188,6 +192,7 @@ impl IssuerStore {
             charged: db.open_tree("charged")?,
             reversals: db.open_tree("reversals")?,
             late: db.open_tree("late")?,
+            atc: db.open_tree("atc")?,
             hot_cards: db.open_tree("hot_cards")?,
             vault,
             committer: Committer::start(db.clone(), dir)?,
@@ -322,8 +327,7 @@ impl IssuerStore {
         batch: BatchId,
         first_seq: u32,
         items: &[BatchItem],
-        programme: &BinList,
-        bounds: CaptureBounds,
+        rules: &Rules<'_>,
     ) -> Result<Ticket, StoreError> {
         self.committer.check_writable()?;
         let hashes: Vec<[u8; 32]> = items.iter().map(|i| self.vault.card_hash(i.pan.expose_digits())).collect();
@@ -331,8 +335,8 @@ impl IssuerStore {
         let abort = ConflictableTransactionError::Abort;
         let ids: Vec<PaymentId> = items.iter().map(|i| i.id).collect();
         let positions_of = crate::records::batch_id_values(batch, first_seq, &ids);
-        let trees = (&self.accounts, &self.decisions, &self.batch_chunks, &self.charged, &self.late);
-        let result = trees.transaction(|(accts, decs, positions, charged, late)| {
+        let trees = (&self.accounts, &self.decisions, &self.batch_chunks, &self.charged, &self.late, &self.atc);
+        let result = trees.transaction(|(accts, decs, positions, charged, late, atcs)| {
             // Rewritten whole each time the chunk is decided (a batch resumed after a crash):
             // every chunk of a batch is decided again before it is finished.
             for (k, v) in &positions_of {
@@ -349,14 +353,24 @@ impl IssuerStore {
                     None => None,
                 };
                 let account = acct.as_ref().map(Account::from);
-                match decide(item, content, prior.as_ref(), account.as_ref(), programme, bounds) {
+                let atc = match atcs.get(hash)? {
+                    Some(b) => Some(decode_record::<AtcWindow>(hash, &b).map_err(abort)?),
+                    None => None,
+                };
+                match decide(item, content, prior.as_ref(), CardFile { account: account.as_ref(), atc }, rules) {
                     ItemDecision::Keep => {}
                     ItemDecision::Conflict => {
                         return Err(abort(StoreError::ContentConflict { payment: item.id.to_string() }));
                     }
-                    ItemDecision::Decide { outcome, account_after } => {
+                    ItemDecision::Decide { outcome, account_after, atc_after } => {
                         if let (Some(after), Some(before)) = (account_after, &acct) {
                             accts.insert(hash.to_vec(), encode_record(&before.after(&after)))?;
+                        }
+                        // The counters this chip has used, with the decision that used one: a
+                        // later copy of its cryptogram finds it (replay), whatever batch or
+                        // flight carries it.
+                        if let Some(w) = atc_after {
+                            atcs.insert(hash.to_vec(), encode_record(&w))?;
                         }
                         if matches!(outcome, AuthOutcome::Approved { .. }) {
                             charged.insert(key.to_vec(), hash.to_vec())?;
@@ -652,9 +666,12 @@ mod tests {
                 amount: Money::new(100, eur).expect("valid"),
                 captured_unix_ms: 1_790_000_000_000,
                 late: false,
+                deferred: true,
+                emv: None,
+                pos: inflight_wire::PointOfSale::LEGACY,
             })
             .collect();
-        let programme = BinList {
+        let programme = inflight_wire::BinList {
             version: 1,
             issuer: "bank".into(),
             valid_from_unix_ms: 0,
@@ -664,7 +681,13 @@ mod tests {
         let batch = BatchId([5; 16]);
         for (k, chunk) in items.chunks(512).enumerate() {
             let first_seq = (k * 512) as u32;
-            s.decide_chunk(batch, first_seq, chunk, &programme, CaptureBounds::ANY).expect("decide");
+            s.decide_chunk(
+                batch,
+                first_seq,
+                chunk,
+                &Rules { programme: &programme, bounds: inflight_core::authorize::CaptureBounds::ANY, chip_key: None },
+            )
+            .expect("decide");
         }
         let ids = |r: Vec<AuthResult>| r.into_iter().map(|r| r.id).collect::<Vec<_>>();
         let want: Vec<PaymentId> = items.iter().map(|i| i.id).collect();

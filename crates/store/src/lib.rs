@@ -31,7 +31,7 @@ pub use master::{MasterCounts, MasterStore, MasterView, ReportRow};
 pub use records::MaskedView;
 pub use signing::{parse_public_key_hex, verify_bin_list, BinListError, BinListSigner};
 pub use slave::{SlaveCounts, SlaveState, SlaveStore, SlaveView};
-pub use vault::{CardVault, KEY_FILE_HEX_LEN};
+pub use vault::{chip_master_key_from_file, CardVault, KEY_FILE_HEX_LEN};
 
 /// How many times (100 ms apart) to retry a store locked by another process.
 const LOCK_RETRIES: u32 = 20;
@@ -44,8 +44,11 @@ const CREATED_KEY: &[u8] = b"__inflight_created";
 /// The record layout this version reads and writes. 2 (2026-11-27): keyed content digests,
 /// the terminal's answered confirmation on the master, voids, issuer accounts with opening
 /// amounts and per-payment keyed content. Format 1 stores hold unkeyed digests of card data
-/// and records this version cannot decode: refused, never half-read.
-const STORE_FORMAT: &[u8] = b"2";
+/// and records this version cannot decode: refused, never half-read. 3 (2026-11-28): payments
+/// carry their point of sale, and chip data sealed with the card; the issuer keeps each card's
+/// chip transaction counters. Format 2 records do not decode as format 3 ones: refused the same
+/// way, and a format 2 binary refuses a format 3 store by the same check.
+const STORE_FORMAT: &[u8] = b"3";
 
 /// Opens sled at `dir` with the settings every daemon uses, refusing a damaged store.
 ///

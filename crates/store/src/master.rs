@@ -442,6 +442,9 @@ impl MasterStore {
             amount: p.amount,
             captured_unix_ms: p.captured_unix_ms,
             late: false,
+            pos: p.pos,
+            deferred: true,
+            emv: p.emv,
         }))
     }
 

@@ -2,7 +2,8 @@
 
 use bincode::{Decode, Encode};
 use inflight_wire::{
-    decode, encode, BatchId, BatchItem, Expiry, LineItem, MaskedPan, Money, Pan, Payment, PaymentId, TerminalId,
+    decode, encode, BatchId, BatchItem, EmvData, Expiry, LineItem, MaskedPan, Money, Pan, Payment, PaymentId,
+    PointOfSale, TerminalId,
 };
 
 use crate::vault::{hex, Sealed};
@@ -15,24 +16,28 @@ pub(crate) struct PaymentRecord {
     pub terminal: TerminalId,
     /// BIN + last 4: what remains for the crew's report after the card data is erased.
     pub masked: MaskedPan,
-    /// PAN and expiry, sealed; `None` once erased.
+    /// PAN, expiry and chip data, sealed; `None` once erased.
     pub card: Option<Sealed>,
     pub amount: Money,
     pub seat: String,
     pub captured_unix_ms: u64,
     pub items: Vec<LineItem>,
+    /// How and where it was taken: not card data, kept after erasure for the books.
+    pub pos: PointOfSale,
 }
 
-/// The sealed plaintext: the card number and its expiry.
+/// The sealed plaintext: the card number, its expiry, and the chip's data (its cryptogram and
+/// counters are card data too: erased with the number).
 #[derive(Encode, Decode)]
 struct CardPlain {
     pan: Pan,
     expiry: Expiry,
+    emv: Option<EmvData>,
 }
 
 impl PaymentRecord {
     pub fn seal(vault: &CardVault, p: &Payment) -> Result<Self, StoreError> {
-        let plain = encode(&CardPlain { pan: p.pan.clone(), expiry: p.expiry });
+        let plain = encode(&CardPlain { pan: p.pan.clone(), expiry: p.expiry, emv: p.emv.clone() });
         Ok(Self {
             id: p.id,
             terminal: p.terminal.clone(),
@@ -42,6 +47,7 @@ impl PaymentRecord {
             seat: p.seat.clone(),
             captured_unix_ms: p.captured_unix_ms,
             items: p.items.clone(),
+            pos: p.pos,
         })
     }
 
@@ -63,6 +69,8 @@ impl PaymentRecord {
             seat: self.seat.clone(),
             captured_unix_ms: self.captured_unix_ms,
             items: self.items.clone(),
+            pos: self.pos,
+            emv: card.emv,
         }))
     }
 
@@ -75,6 +83,7 @@ impl PaymentRecord {
             seat: self.seat.clone(),
             captured_unix_ms: self.captured_unix_ms,
             card_data_erased: self.card.is_none(),
+            pos: self.pos,
         }
     }
 }
@@ -96,6 +105,8 @@ pub struct MaskedView {
     pub captured_unix_ms: u64,
     /// True once the sealed card data has been erased.
     pub card_data_erased: bool,
+    /// How and where it was taken.
+    pub pos: PointOfSale,
 }
 
 /// Keyed digest (HMAC-SHA256 under the vault's content key) of a payment's encoding: equal for
@@ -108,12 +119,19 @@ pub fn content_digest(vault: &CardVault, p: &Payment) -> [u8; 32] {
 /// Keyed digest of one batch item (card number included), under the vault's content key: what
 /// the issuer keeps per payment id to tell an honest re-send from an id re-used.
 ///
-/// It covers the payment (id, card, expiry, amount, capture time), not `late`: that says when
-/// the batch was sealed, and a payment re-sent in another batch is the same payment. The fields
-/// are encoded as the item was before `late` existed, so digests stored by an earlier issuer
-/// still match.
+/// It covers the payment (id, card, expiry, amount, capture time, point of sale, chip data), not
+/// `late` nor `deferred`: they say how the batch was delivered, and a payment re-sent in another
+/// batch is the same payment.
 pub fn item_digest(vault: &CardVault, item: &BatchItem) -> [u8; 32] {
-    vault.content_digest(&encode(&(&item.id, &item.pan, &item.expiry, &item.amount, item.captured_unix_ms)))
+    vault.content_digest(&encode(&(
+        &item.id,
+        &item.pan,
+        &item.expiry,
+        &item.amount,
+        item.captured_unix_ms,
+        &item.pos,
+        &item.emv,
+    )))
 }
 
 pub(crate) fn encode_record<T: Encode>(r: &T) -> Vec<u8> {
@@ -202,6 +220,8 @@ mod tests {
             seat: "12A".into(),
             captured_unix_ms: 1_700_000_000_000,
             items: vec![],
+            emv: None,
+            pos: inflight_wire::PointOfSale::LEGACY,
         }
     }
 
@@ -228,6 +248,9 @@ mod tests {
                 amount: Money::new(amount, p.amount.currency()).expect("money"),
                 captured_unix_ms: p.captured_unix_ms,
                 late: false,
+                deferred: true,
+                emv: None,
+                pos: inflight_wire::PointOfSale::LEGACY,
             }
         };
         let of = |items: &[BatchItem]| {
@@ -293,6 +316,9 @@ mod tests {
             amount: p.amount,
             captured_unix_ms: p.captured_unix_ms,
             late: false,
+            deferred: true,
+            emv: None,
+            pos: inflight_wire::PointOfSale::LEGACY,
         };
         let late = BatchItem { late: true, ..item.clone() };
         assert_eq!(item_digest(&vault, &item), item_digest(&vault, &late), "the same payment, sealed later");

@@ -121,6 +121,8 @@ mod tests {
                 txn_limit_minor: 1,
                 card_flight_limit_minor: 2,
                 currencies: vec![Currency::parse("EUR").expect("known")],
+                cvm_required: false,
+                entry_modes: inflight_wire::EntryMode::ALL.to_vec(),
             }],
         };
         let signed = signer.sign(&list);

@@ -42,6 +42,8 @@ fn payment(n: u32) -> Payment {
         seat: "1A".into(),
         captured_unix_ms: 1_790_000_000_000,
         items: vec![],
+        emv: None,
+        pos: inflight_wire::PointOfSale::LEGACY,
     }
 }
 
@@ -57,6 +59,8 @@ fn programme() -> BinList {
             txn_limit_minor: 100_000,
             card_flight_limit_minor: 100_000,
             currencies: vec![eur()],
+            cvm_required: false,
+            entry_modes: inflight_wire::EntryMode::ALL.to_vec(),
         }],
     }
 }
@@ -129,9 +133,21 @@ impl Open {
                         amount: p.amount,
                         captured_unix_ms: p.captured_unix_ms,
                         late: false,
+                        deferred: true,
+                        emv: None,
+                        pos: inflight_wire::PointOfSale::LEGACY,
                     };
                     let t = s
-                        .decide_chunk(header.id, n, &[item], &programme(), inflight_core::authorize::CaptureBounds::ANY)
+                        .decide_chunk(
+                            header.id,
+                            n,
+                            &[item],
+                            &inflight_core::authorize::Rules {
+                                programme: &programme(),
+                                bounds: inflight_core::authorize::CaptureBounds::ANY,
+                                chip_key: None,
+                            },
+                        )
                         .expect("decide");
                     s.durable_blocking(t).expect("durable");
                 }

@@ -29,6 +29,8 @@ fn payment(n: u32) -> Payment {
         seat: "1A".into(),
         captured_unix_ms: 1_790_000_000_000,
         items: vec![],
+        emv: None,
+        pos: inflight_wire::PointOfSale::LEGACY,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The issuer's store decides a payment once, whatever batch carries it and however often; the
 //! master's batch survives a restart intact.
 
-use inflight_core::authorize::{Account, CaptureBounds};
+use inflight_core::authorize::{Account, CaptureBounds, Rules};
 use inflight_core::issuer::AcceptedBatch;
 use inflight_store::{BatchStart, CardVault, IssuerStore, MasterStore};
 use inflight_wire::{
@@ -16,6 +16,10 @@ fn eur() -> Currency {
     Currency::parse("EUR").expect("known")
 }
 
+fn rules(programme: &BinList) -> Rules<'_> {
+    Rules { programme, bounds: CaptureBounds::ANY, chip_key: None }
+}
+
 fn programme() -> BinList {
     BinList {
         version: 1,
@@ -28,6 +32,8 @@ fn programme() -> BinList {
             txn_limit_minor: 100_000,
             card_flight_limit_minor: 100_000,
             currencies: vec![eur()],
+            cvm_required: false,
+            entry_modes: inflight_wire::EntryMode::ALL.to_vec(),
         }],
     }
 }
@@ -40,6 +46,9 @@ fn item(n: u8, amount: u64) -> BatchItem {
         amount: Money::new(amount, eur()).expect("valid"),
         captured_unix_ms: 1_790_000_000_000,
         late: false,
+        deferred: true,
+        emv: None,
+        pos: inflight_wire::PointOfSale::LEGACY,
     }
 }
 
@@ -77,10 +86,10 @@ fn a_payment_is_decided_once_across_resends_batches_and_restarts() {
     {
         let s = issuer(dir.path());
         assert_eq!(s.begin_batch(&header(1, 2, 7)).expect("begin").0, BatchStart::New);
-        s.decide_chunk(BatchId([1; 16]), 0, &items, &programme(), CaptureBounds::ANY).expect("decide");
+        s.decide_chunk(BatchId([1; 16]), 0, &items, &rules(&programme())).expect("decide");
         // The connection broke; the same batch comes again and is decided again.
         assert_eq!(s.begin_batch(&header(1, 2, 7)).expect("begin").0, BatchStart::Resume);
-        let t = s.decide_chunk(BatchId([1; 16]), 0, &items, &programme(), CaptureBounds::ANY).expect("decide again");
+        let t = s.decide_chunk(BatchId([1; 16]), 0, &items, &rules(&programme())).expect("decide again");
         s.durable_blocking(t).expect("durable");
         s.close();
     }
@@ -99,11 +108,67 @@ fn a_payment_is_decided_once_across_resends_batches_and_restarts() {
 
     // The same payment in another batch keeps its first decision.
     assert_eq!(s.begin_batch(&header(2, 1, 9)).expect("begin").0, BatchStart::New);
-    s.decide_chunk(BatchId([2; 16]), 0, &items[..1], &programme(), CaptureBounds::ANY).expect("decide");
+    s.decide_chunk(BatchId([2; 16]), 0, &items[..1], &rules(&programme())).expect("decide");
     assert_eq!(s.results(BatchId([2; 16])).expect("results"), results[..1].to_vec());
     let ledger = s.ledger().expect("ledger");
     assert_eq!(ledger.len(), 2, "two payments, two decisions");
     assert!(ledger.iter().all(|l| l.batch_id == BatchId([1; 16])));
+}
+
+/// A chip's transaction counter is used once, whatever batch carries it, across a restart: a
+/// copy of a decided payment's chip data under a new payment id is declined `atc_replayed`, while
+/// the original payment re-sent keeps its decision. An altered amount is `cryptogram_invalid`.
+#[test]
+fn a_chip_counter_is_used_once_across_batches_and_restarts() {
+    use inflight_core::chip::{ChipCard, ChipTxn, IssuerMasterKey};
+    let imk = IssuerMasterKey::from_bytes([9; 16]);
+    let card = ChipCard::new(&imk, &Pan::parse(PAN).expect("valid"), 0);
+    let chip = |n: u8, atc: u16, amount: u64| {
+        let money = Money::new(amount, eur()).expect("valid");
+        let emv = card.generate_ac(ChipTxn {
+            atc,
+            amount: money,
+            unix_ms: 1_790_000_000_000,
+            unpredictable: [n; 4],
+            pin_verified: false,
+        });
+        BatchItem {
+            pos: inflight_wire::PointOfSale {
+                entry_mode: inflight_wire::EntryMode::Chip,
+                ..inflight_wire::PointOfSale::LEGACY
+            },
+            emv: Some(emv),
+            ..item(n, amount)
+        }
+    };
+    let p = programme();
+    let rules = Rules { programme: &p, bounds: CaptureBounds::ANY, chip_key: Some(&imk) };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = chip(1, 40, 100);
+    {
+        let s = issuer(dir.path());
+        s.begin_batch(&header(1, 1, 1)).expect("begin");
+        let t = s.decide_chunk(BatchId([1; 16]), 0, std::slice::from_ref(&first), &rules).expect("decide");
+        s.durable_blocking(t).expect("durable");
+        s.close();
+    }
+    let s = issuer(dir.path());
+    let replay = BatchItem { id: PaymentId::mint(1_790_000_000_000, [2; 10]), ..first.clone() };
+    let mut altered = chip(3, 41, 100);
+    altered.amount = Money::new(99, eur()).expect("valid");
+    let fresh = chip(4, 39, 100);
+    s.begin_batch(&header(2, 4, 2)).expect("begin");
+    let t = s.decide_chunk(BatchId([2; 16]), 0, &[first.clone(), replay, altered, fresh], &rules).expect("decide");
+    s.durable_blocking(t).expect("durable");
+    let outcomes: Vec<AuthOutcome> = s.ledger().expect("ledger").into_iter().map(|l| l.outcome).collect();
+    assert_eq!(outcomes.len(), 4);
+    assert!(matches!(outcomes[0], AuthOutcome::Approved { .. }), "decided once, kept: {outcomes:?}");
+    assert!(outcomes.contains(&AuthOutcome::Declined(DeclineReason::AtcReplayed)), "{outcomes:?}");
+    assert!(outcomes.contains(&AuthOutcome::Declined(DeclineReason::CryptogramInvalid)), "{outcomes:?}");
+    let approved = outcomes.iter().filter(|o| matches!(o, AuthOutcome::Approved { .. })).count();
+    assert_eq!(approved, 2, "the first, and counter 39 (behind 40, never seen): {outcomes:?}");
+    let acct = &s.accounts().expect("accounts")[0];
+    assert_eq!(acct.available_minor, 1_000 - 200, "charged for the two genuine payments only");
 }
 
 /// An item sealed after its deadline is recorded `late` with its decision, across a restart;
@@ -117,7 +182,7 @@ fn the_ledger_records_late_items_from_the_copy_it_decided() {
         let s = issuer(dir.path());
         assert_eq!(s.begin_batch(&header(1, 2, 7)).expect("begin").0, BatchStart::New);
         let t = s
-            .decide_chunk(BatchId([1; 16]), 0, &[late.clone(), on_time.clone()], &programme(), CaptureBounds::ANY)
+            .decide_chunk(BatchId([1; 16]), 0, &[late.clone(), on_time.clone()], &rules(&programme()))
             .expect("decide");
         s.durable_blocking(t).expect("durable");
         s.close();
@@ -126,7 +191,7 @@ fn the_ledger_records_late_items_from_the_copy_it_decided() {
     // The same payments again in another batch, marks swapped: the first copies' marks stay.
     assert_eq!(s.begin_batch(&header(2, 2, 9)).expect("begin").0, BatchStart::New);
     let swapped = [BatchItem { late: false, ..late.clone() }, BatchItem { late: true, ..on_time.clone() }];
-    let t = s.decide_chunk(BatchId([2; 16]), 0, &swapped, &programme(), CaptureBounds::ANY).expect("not a conflict");
+    let t = s.decide_chunk(BatchId([2; 16]), 0, &swapped, &rules(&programme())).expect("not a conflict");
     s.durable_blocking(t).expect("durable");
     let ledger = s.ledger().expect("ledger");
     let late_of = |id: PaymentId| ledger.iter().find(|l| l.payment_id == id).map(|l| l.late);
@@ -178,6 +243,8 @@ fn master_with_a_sealed_batch(dir: &std::path::Path, vault: CardVault) -> (Maste
             seat: "1A".into(),
             captured_unix_ms: 1_790_000_000_000,
             items: vec![],
+            emv: None,
+            pos: inflight_wire::PointOfSale::LEGACY,
         })
         .collect();
     let ids: Vec<PaymentId> = payments.iter().map(|p| p.id).collect();
@@ -209,14 +276,13 @@ fn a_payment_id_reused_with_other_content_is_refused_never_given_the_first_decis
     let s = issuer(dir.path());
     let first = item(1, 600);
     s.begin_batch(&header(1, 1, 7)).expect("begin");
-    s.decide_chunk(BatchId([1; 16]), 0, std::slice::from_ref(&first), &programme(), CaptureBounds::ANY)
-        .expect("decide");
+    s.decide_chunk(BatchId([1; 16]), 0, std::slice::from_ref(&first), &rules(&programme())).expect("decide");
     // The same id, another amount (or card, or time), in another batch: a bug or an attack.
     let mut other = item(1, 500);
     assert_eq!(first_conflict(&s, &first), None, "an honest re-send");
     assert_eq!(first_conflict(&s, &other), Some(other.id));
     s.begin_batch(&header(2, 1, 9)).expect("begin");
-    let err = s.decide_chunk(BatchId([2; 16]), 0, std::slice::from_ref(&other), &programme(), CaptureBounds::ANY);
+    let err = s.decide_chunk(BatchId([2; 16]), 0, std::slice::from_ref(&other), &rules(&programme()));
     assert!(matches!(err, Err(inflight_store::StoreError::ContentConflict { .. })), "{err:?}");
     other.amount = first.amount;
     other.captured_unix_ms += 1;
@@ -262,7 +328,7 @@ fn accounts_are_imported_once() {
         let s = issuer(dir.path());
         assert!(s.accounts_imported().expect("meta"));
         s.begin_batch(&header(1, 1, 7)).expect("begin");
-        let t = s.decide_chunk(BatchId([1; 16]), 0, &[item(1, 600)], &programme(), CaptureBounds::ANY).expect("decide");
+        let t = s.decide_chunk(BatchId([1; 16]), 0, &[item(1, 600)], &rules(&programme())).expect("decide");
         s.durable_blocking(t).expect("durable");
         s.close();
     }
@@ -278,7 +344,7 @@ fn a_reversal_releases_an_approved_amount_once_and_only_for_the_aircraft_that_se
     {
         let s = issuer(dir.path());
         s.begin_batch(&header(1, 2, 7)).expect("begin");
-        let t = s.decide_chunk(BatchId([1; 16]), 0, &items, &programme(), CaptureBounds::ANY).expect("decide");
+        let t = s.decide_chunk(BatchId([1; 16]), 0, &items, &rules(&programme())).expect("decide");
         s.durable_blocking(t).expect("durable");
         assert_eq!(s.accounts().expect("accounts")[0].available_minor, 400);
         // Another aircraft knows the id: not its payment to reverse.

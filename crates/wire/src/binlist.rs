@@ -8,7 +8,7 @@ use std::fmt;
 
 use bincode::{Decode, Encode};
 
-use crate::{Currency, Pan};
+use crate::{Currency, EntryMode, Pan};
 
 /// Most rules in one list: an issuer enrolls a few programmes, not thousands.
 pub const BIN_RULES_MAX: usize = 1024;
@@ -99,6 +99,18 @@ pub struct BinRule {
     pub card_flight_limit_minor: u64,
     /// Currencies accepted for these cards.
     pub currencies: Vec<Currency>,
+    /// How these cards may be read for an offline payment (at most the three modes).
+    pub entry_modes: Vec<EntryMode>,
+    /// Whether the cardholder's PIN must have been verified by the chip (offline PIN): a
+    /// key-entered payment can then never qualify.
+    pub cvm_required: bool,
+}
+
+impl BinRule {
+    /// Whether this programme takes `mode` offline.
+    pub fn allows(&self, mode: EntryMode) -> bool {
+        self.entry_modes.contains(&mode)
+    }
 }
 
 /// The list itself.

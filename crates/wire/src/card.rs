@@ -234,6 +234,12 @@ bincode::impl_borrow_decode!(Expiry);
 
 /// Calendar year and month (UTC) of a Unix time in milliseconds.
 fn year_month_utc(unix_ms: u64) -> (i64, u8) {
+    let (y, m, _) = utc_date(unix_ms);
+    (y, m)
+}
+
+/// Calendar date (UTC) of a Unix time in milliseconds: year, month 1-12, day 1-31.
+pub fn utc_date(unix_ms: u64) -> (i64, u8, u8) {
     // Howard Hinnant's civil-from-days algorithm.
     let z = (unix_ms / 86_400_000) as i64 + 719_468;
     let era = z.div_euclid(146_097);
@@ -241,9 +247,10 @@ fn year_month_utc(unix_ms: u64) -> (i64, u8) {
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
     let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month)
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -330,5 +337,7 @@ mod tests {
         assert_eq!(year_month_utc(0), (1970, 1));
         assert_eq!(year_month_utc(951_782_400_000), (2000, 2)); // 2000-02-29
         assert_eq!(year_month_utc(1_798_761_600_000), (2027, 1)); // 2027-01-01
+        assert_eq!(utc_date(951_782_400_000), (2000, 2, 29));
+        assert_eq!(utc_date(1_798_761_599_999), (2026, 12, 31));
     }
 }

@@ -11,18 +11,22 @@ use std::fmt;
 
 use bincode::{Decode, Encode};
 
-use crate::{Currency, Expiry, HotListUpdate, Money, Pan, PaymentId, SignedBinList};
+use crate::{Currency, EmvData, Expiry, HotListUpdate, Money, Pan, PaymentId, PointOfSale, SignedBinList};
 
 /// ALPN protocol name of the ground link.
 pub const GROUND_ALPN: &[u8] = b"inflight-ground/1";
 /// Version carried in `Hello`. 2: the header's digest covers no card data; decline reasons
 /// `capture_time_out_of_bounds` and `expiry_mismatch`. 3: reversals (`AircraftMsg::Reverse`,
 /// `IssuerMsg::Reversed`). 4: `BatchItem::late` (the deferred-authorization deadline). 5: the
-/// hot-card list (`AircraftMsg::FetchHotList`, `IssuerMsg::HotList`).
-pub const GROUND_PROTOCOL_VERSION: u16 = 5;
-/// Largest frame on the ground link: a chunk of items or results, or a BIN list.
-pub const GROUND_FRAME_BYTES_MAX: usize = 60 * 1024;
-/// Items or results per chunk frame: 512 × under 64 bytes stays under the frame limit.
+/// hot-card list (`AircraftMsg::FetchHotList`, `IssuerMsg::HotList`). 6: card-present evidence
+/// (`BatchItem::pos`, `deferred`, `emv`; BIN rules' entry modes and CVM; decline reasons
+/// `cryptogram_invalid`, `atc_replayed`, `entry_mode_not_allowed`, `cvm_required`).
+pub const GROUND_PROTOCOL_VERSION: u16 = 6;
+/// Largest frame on the ground link: a chunk of items or results, or a BIN list. A chunk of
+/// [`BATCH_CHUNK_MAX`] items with chip data is up to about 115 KiB (each item at most about 225
+/// bytes: the chip data, every tag once, is at most 152); `tests/format.rs` encodes the largest.
+pub const GROUND_FRAME_BYTES_MAX: usize = 128 * 1024;
+/// Items or results per chunk frame.
 pub const BATCH_CHUNK_MAX: usize = 512;
 /// Most payments in one batch. A flight's sales are far fewer; past this the master seals
 /// several batches one after the other.
@@ -93,6 +97,13 @@ pub struct BatchItem {
     /// records it. Not covered by the header's digest nor by the issuer's content digest: it
     /// describes the delivery, not the payment.
     pub late: bool,
+    /// How and where it was taken.
+    pub pos: PointOfSale,
+    /// A deferred authorization: the card was present, but the issuer decides later, offline
+    /// from the sale. Always true from an aircraft; explicit so the issuer never has to infer it.
+    pub deferred: bool,
+    /// The chip's data (chip and contactless payments), whose cryptogram the issuer verifies.
+    pub emv: Option<EmvData>,
 }
 
 /// Why the issuer declined a payment. Stable names via [`DeclineReason::as_str`].
@@ -117,6 +128,17 @@ pub enum DeclineReason {
     CaptureTimeOutOfBounds,
     /// The card's expiry is not the one on file.
     ExpiryMismatch,
+    /// The chip's application cryptogram does not verify over the item's data (an amount or
+    /// currency altered after the card signed it, or chip data that is not the card's), or a
+    /// chip entry mode without chip data.
+    CryptogramInvalid,
+    /// The chip's transaction counter was seen before for this card, or is far behind the
+    /// highest seen: a replayed cryptogram.
+    AtcReplayed,
+    /// The programme does not take this entry mode offline.
+    EntryModeNotAllowed,
+    /// The programme requires the cardholder's PIN, verified by the chip, and it was not.
+    CvmRequired,
 }
 
 impl DeclineReason {
@@ -132,6 +154,10 @@ impl DeclineReason {
             DeclineReason::OverTxnLimit => "over_txn_limit",
             DeclineReason::CaptureTimeOutOfBounds => "capture_time_out_of_bounds",
             DeclineReason::ExpiryMismatch => "expiry_mismatch",
+            DeclineReason::CryptogramInvalid => "cryptogram_invalid",
+            DeclineReason::AtcReplayed => "atc_replayed",
+            DeclineReason::EntryModeNotAllowed => "entry_mode_not_allowed",
+            DeclineReason::CvmRequired => "cvm_required",
         }
     }
 }

@@ -9,6 +9,7 @@
 mod binlist;
 mod card;
 mod codec;
+mod evidence;
 mod ground;
 mod hotlist;
 mod ids;
@@ -19,10 +20,14 @@ mod terminal;
 pub use bincode::{Decode, Encode};
 pub use binlist::{BinList, BinPrefix, BinRule, CardKind, SignedBinList, BIN_RULES_MAX};
 pub use card::{
-    mask_leading_digits, CardError, Expiry, MaskedPan, Pan, MASK_HIDDEN_MIN, MASK_LEADING_MAX, MASK_TRAILING,
+    mask_leading_digits, utc_date, CardError, Expiry, MaskedPan, Pan, MASK_HIDDEN_MIN, MASK_LEADING_MAX, MASK_TRAILING,
     PAN_DIGITS_MAX, PAN_DIGITS_MIN,
 };
 pub use codec::{decode, encode, DecodeError, PAYLOAD_BYTES_MAX};
+pub use evidence::{
+    bcd, CryptogramKind, EmvData, EntryMode, EvidenceError, Mcc, PointOfSale, TerminalType, CAT_LEVEL_IN_FLIGHT,
+    EMV_TLV_BYTES_MAX,
+};
 pub use ground::{
     AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, DeclineReason, IssuerMsg, ReversalOutcome,
     ReversalResult, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX, GROUND_ALPN, GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,

@@ -19,36 +19,37 @@ pub enum MoneyError {
     BadCurrency,
 }
 
-/// ISO 4217 codes this system takes, with their minor-unit exponent. Travel currencies an
-/// airline meets on board; extend as routes require.
-const KNOWN_CURRENCIES: &[(&str, u8)] = &[
-    ("AED", 2),
-    ("AUD", 2),
-    ("BRL", 2),
-    ("CAD", 2),
-    ("CHF", 2),
-    ("CNY", 2),
-    ("CZK", 2),
-    ("DKK", 2),
-    ("EUR", 2),
-    ("GBP", 2),
-    ("HKD", 2),
-    ("HUF", 2),
-    ("INR", 2),
-    ("JPY", 0),
-    ("KRW", 0),
-    ("MXN", 2),
-    ("NOK", 2),
-    ("NZD", 2),
-    ("PLN", 2),
-    ("QAR", 2),
-    ("SAR", 2),
-    ("SEK", 2),
-    ("SGD", 2),
-    ("THB", 2),
-    ("TRY", 2),
-    ("USD", 2),
-    ("ZAR", 2),
+/// ISO 4217 codes this system takes, with their minor-unit exponent and numeric code (what chip
+/// data carries in tag 5F2A). Travel currencies an airline meets on board; extend as routes
+/// require.
+const KNOWN_CURRENCIES: &[(&str, u8, u16)] = &[
+    ("AED", 2, 784),
+    ("AUD", 2, 36),
+    ("BRL", 2, 986),
+    ("CAD", 2, 124),
+    ("CHF", 2, 756),
+    ("CNY", 2, 156),
+    ("CZK", 2, 203),
+    ("DKK", 2, 208),
+    ("EUR", 2, 978),
+    ("GBP", 2, 826),
+    ("HKD", 2, 344),
+    ("HUF", 2, 348),
+    ("INR", 2, 356),
+    ("JPY", 0, 392),
+    ("KRW", 0, 410),
+    ("MXN", 2, 484),
+    ("NOK", 2, 578),
+    ("NZD", 2, 554),
+    ("PLN", 2, 985),
+    ("QAR", 2, 634),
+    ("SAR", 2, 682),
+    ("SEK", 2, 752),
+    ("SGD", 2, 702),
+    ("THB", 2, 764),
+    ("TRY", 2, 949),
+    ("USD", 2, 840),
+    ("ZAR", 2, 710),
 ];
 
 /// A known ISO 4217 currency code.
@@ -60,8 +61,8 @@ impl Currency {
     pub fn parse(s: &str) -> Result<Self, MoneyError> {
         KNOWN_CURRENCIES
             .iter()
-            .find(|(code, _)| *code == s)
-            .map(|(code, _)| {
+            .find(|(code, ..)| *code == s)
+            .map(|(code, ..)| {
                 let b = code.as_bytes();
                 Self([b[0], b[1], b[2]])
             })
@@ -76,7 +77,18 @@ impl Currency {
 
     /// Number of minor-unit digits (2 for EUR, 0 for JPY).
     pub fn exponent(&self) -> u8 {
-        KNOWN_CURRENCIES.iter().find(|(c, _)| c.as_bytes() == self.0).map_or(2, |(_, e)| *e)
+        KNOWN_CURRENCIES.iter().find(|(c, ..)| c.as_bytes() == self.0).map_or(2, |(_, e, _)| *e)
+    }
+
+    /// The ISO 4217 numeric code (978 for EUR), as EMV tag 5F2A carries it.
+    pub fn numeric(&self) -> u16 {
+        // Every constructed code is in the table.
+        KNOWN_CURRENCIES.iter().find(|(c, ..)| c.as_bytes() == self.0).map_or(0, |(.., n)| *n)
+    }
+
+    /// The currency with ISO 4217 numeric code `n`, if this system knows it.
+    pub fn from_numeric(n: u16) -> Option<Self> {
+        KNOWN_CURRENCIES.iter().find(|(.., k)| *k == n).and_then(|(c, ..)| Self::parse(c).ok())
     }
 }
 

@@ -2,7 +2,7 @@
 
 use bincode::{Decode, Encode};
 
-use crate::{Expiry, Money, Pan, PaymentId, TerminalId};
+use crate::{EmvData, Expiry, Money, Pan, PaymentId, PointOfSale, TerminalId};
 
 /// Most line items on one payment: a cabin sale is a handful of articles.
 pub const LINE_ITEMS_MAX: usize = 32;
@@ -27,6 +27,9 @@ pub enum PaymentError {
     /// At most [`LINE_ITEMS_MAX`] line items, each with a 1-32 byte printable SKU and a quantity > 0.
     #[error("line items: at most {LINE_ITEMS_MAX}, each with a 1-{SKU_BYTES_MAX} character SKU and quantity > 0")]
     BadLineItems,
+    /// A chip or contactless payment carries chip data; a key-entered one none.
+    #[error("chip data must come with a chip or contactless entry mode, and only with one")]
+    ChipDataMismatch,
 }
 
 /// One article of a sale. Informational: the issuer authorizes the payment's total.
@@ -60,6 +63,11 @@ pub struct Payment {
     pub captured_unix_ms: u64,
     /// Articles sold, informational.
     pub items: Vec<LineItem>,
+    /// How and where it was taken (entry mode, terminal type, merchant category).
+    pub pos: PointOfSale,
+    /// The chip's data for a chip or contactless payment (card data: sealed at rest like the
+    /// card number, erased with it).
+    pub emv: Option<EmvData>,
 }
 
 impl Payment {
@@ -79,6 +87,14 @@ impl Payment {
         }
         Ok(())
     }
+
+    /// Checks that chip data comes with, and only with, an entry mode that reads the chip.
+    pub fn check_evidence(pos: &PointOfSale, emv: Option<&EmvData>) -> Result<(), PaymentError> {
+        if pos.entry_mode.reads_chip() != emv.is_some() {
+            return Err(PaymentError::ChipDataMismatch);
+        }
+        Ok(())
+    }
 }
 
 impl<C> Decode<C> for Payment {
@@ -92,8 +108,12 @@ impl<C> Decode<C> for Payment {
             seat: Decode::decode(d)?,
             captured_unix_ms: Decode::decode(d)?,
             items: Decode::decode(d)?,
+            pos: Decode::decode(d)?,
+            emv: Decode::decode(d)?,
         };
-        Payment::check_shape(&p.seat, &p.items).map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))?;
+        Payment::check_shape(&p.seat, &p.items)
+            .and_then(|()| Payment::check_evidence(&p.pos, p.emv.as_ref()))
+            .map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))?;
         Ok(p)
     }
 }

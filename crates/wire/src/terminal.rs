@@ -18,8 +18,9 @@ pub const TERMINAL_ALPN: &[u8] = b"inflight-terminal/1";
 /// its terminal confirms the sale app was told `accepted`). 3: refusals `terminal_full` and
 /// `aircraft_full`, close codes `Busy` and `Replaced`. 4: `TerminalMsg::Cancel` and
 /// `MasterMsg::CancelAck` (a sale app voids a payment it was told `accepted` for). 5:
-/// `MasterMsg::HotList` (the issuer's signed hot-card list).
-pub const TERMINAL_PROTOCOL_VERSION: u16 = 5;
+/// `MasterMsg::HotList` (the issuer's signed hot-card list). 6: `Payment::pos` and `emv`
+/// (card-present evidence), BIN rules' entry modes and CVM.
+pub const TERMINAL_PROTOCOL_VERSION: u16 = 6;
 /// Largest frame on the terminal link. A payment with its maximum line items is under 2 KiB;
 /// 16 KiB leaves room for growth while bounding what one peer can make us buffer.
 pub const TERMINAL_FRAME_BYTES_MAX: usize = 16 * 1024;

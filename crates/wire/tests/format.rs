@@ -13,7 +13,28 @@ fn sample_payment() -> Payment {
         seat: "12A".into(),
         captured_unix_ms: 1_790_000_000_000,
         items: vec![LineItem { sku: "PERFUME-50".into(), quantity: 1, unit_amount_minor: 1250 }],
+        pos: PointOfSale::LEGACY,
+        emv: None,
     }
+}
+
+/// Chip data with every required tag (values made up; this crate does not verify them).
+fn sample_emv() -> EmvData {
+    EmvData::from_tags(&[
+        (0x9F26, &[1, 2, 3, 4, 5, 6, 7, 8]),
+        (0x9F27, &[0x80]),
+        (0x9F10, &[0x06]),
+        (0x9F36, &[0x00, 0x2A]),
+        (0x95, &[0; 5]),
+        (0x9A, &[0x26, 0x11, 0x27]),
+        (0x9C, &[0x00]),
+        (0x9F02, &[0, 0, 0, 0, 0x12, 0x50]),
+        (0x5F2A, &[0x09, 0x78]),
+        (0x9F37, &[9, 8, 7, 6]),
+        (0x9F34, &[0x1F, 0x00, 0x02]),
+        (0x5F34, &[0x01]),
+    ])
+    .expect("valid chip data")
 }
 
 fn hex(b: &[u8]) -> String {
@@ -25,7 +46,7 @@ fn hex(b: &[u8]) -> String {
 fn golden_bytes() {
     let hello =
         TerminalMsg::Hello { version: TERMINAL_PROTOCOL_VERSION, terminal: TerminalId::parse("t1").expect("valid") };
-    assert_eq!(hex(&encode(&hello)), "0005027431");
+    assert_eq!(hex(&encode(&hello)), "0006027431");
 
     let submit = TerminalMsg::Submit { payment: sample_payment(), answered: false };
     assert_eq!(hex(&encode(&submit)), GOLDEN_SUBMIT);
@@ -100,6 +121,9 @@ fn golden_bytes_of_late_items() {
         amount: p.amount,
         captured_unix_ms: p.captured_unix_ms,
         late,
+        pos: PointOfSale::LEGACY,
+        deferred: true,
+        emv: None,
     };
     let msg =
         AircraftMsg::BatchItems { batch: BatchId([0xba; 16]), first_seq: 0, items: vec![item(true), item(false)] };
@@ -110,17 +134,109 @@ fn golden_bytes_of_late_items() {
         "fbe204455552",                       // 1250 EUR
         "fd006c50c4a0010000",                 // captured_unix_ms
     );
+    // Since protocol 6 each item ends with its point of sale (key entered, unattended, 5309),
+    // deferred = true and no chip data.
+    let evidence = "0201fbbd140100";
     let golden = format!(
-        "04{}0002{item_bytes}01{item_bytes}00", // BatchItems, batch, first_seq 0, 2 items; late true, false
+        "04{}0002{item_bytes}01{evidence}{item_bytes}00{evidence}", // BatchItems, batch, first_seq 0, 2 items; late true, false
         "ba".repeat(16)
     );
     assert_eq!(hex(&encode(&msg)), golden);
 }
 
+/// Card-present evidence (ground protocol 6, terminal protocol 6): a chip payment's point of
+/// sale and its chip data, appended to the payment and to the batch item.
+#[test]
+fn golden_bytes_of_chip_evidence() {
+    assert_eq!((GROUND_PROTOCOL_VERSION, TERMINAL_PROTOCOL_VERSION), (6, 6));
+    let pos = PointOfSale {
+        entry_mode: EntryMode::Chip,
+        terminal_type: TerminalType::AttendedOfflineOnly,
+        mcc: Mcc::parse("5812").expect("valid"),
+    };
+    assert_eq!(hex(&encode(&pos)), "0000fbb416");
+    let tlv = concat!(
+        "9f26080102030405060708",
+        "9f270180",
+        "9f100106",
+        "9f3602002a",
+        "95050000000000",
+        "9a03261127",
+        "9c0100",
+        "9f0206000000001250",
+        "5f2a020978",
+        "9f370409080706",
+        "9f34031f0002",
+        "5f340101",
+    );
+    assert_eq!(sample_emv().to_hex(), tlv);
+    // The chip data is a length-prefixed byte string (70 bytes).
+    assert_eq!(hex(&encode(&Some(sample_emv()))), format!("0146{tlv}"));
+    let chip = Payment { pos, emv: Some(sample_emv()), ..sample_payment() };
+    let bytes = encode(&TerminalMsg::Submit { payment: chip.clone(), answered: true });
+    let tail = format!("0000fbb4160146{tlv}01");
+    assert!(hex(&bytes).ends_with(&tail), "{}", hex(&bytes));
+    assert_eq!(hex(&bytes).len(), GOLDEN_SUBMIT.len() + tail.len() - 2 - "0201fbbd1400".len());
+    // Chip data without a chip entry mode, or a chip entry mode without it, does not decode.
+    for bad in [Payment { emv: None, ..chip.clone() }, Payment { pos: PointOfSale::LEGACY, ..chip }] {
+        let bytes = encode(&TerminalMsg::Submit { payment: bad, answered: true });
+        assert!(matches!(decode::<TerminalMsg>(&bytes), Err(DecodeError::Malformed(m)) if m.contains("chip data")));
+    }
+}
+
+/// A chunk of the largest items the master can send (19-digit card, the largest amount, chip
+/// data with every tag at its longest) fits one ground frame: a chunk that does not is never
+/// delivered (the batch would be re-sent forever). Caught the frame limit of protocol 5.
+#[test]
+fn a_chunk_of_the_largest_items_fits_a_ground_frame() {
+    let longest: Vec<(u16, Vec<u8>)> = vec![
+        (0x9F26, vec![0xff; 8]),
+        (0x9F27, vec![0x80]),
+        (0x9F10, vec![0xff; 32]),
+        (0x9F36, vec![0xff; 2]),
+        (0x95, vec![0xff; 5]),
+        (0x9A, vec![0x99; 3]),
+        (0x9C, vec![0xff]),
+        (0x9F02, vec![0x99; 6]),
+        (0x5F2A, vec![0x99; 2]),
+        (0x9F37, vec![0xff; 4]),
+        (0x9F34, vec![0xff; 3]),
+        (0x5F34, vec![0xff]),
+        (0x82, vec![0xff; 2]),
+        (0x84, vec![0xff; 16]),
+        (0x9F03, vec![0x99; 6]),
+        (0x9F1A, vec![0xff; 2]),
+        (0x9F33, vec![0xff; 3]),
+        (0x9F35, vec![0xff]),
+        (0x9F09, vec![0xff; 2]),
+    ];
+    let refs: Vec<(u16, &[u8])> = longest.iter().map(|(t, v)| (*t, v.as_slice())).collect();
+    let emv = EmvData::from_tags(&refs).expect("every tag once, each at its longest");
+    assert_eq!(emv.as_bytes().len(), 152);
+    let item = BatchItem {
+        id: PaymentId::from_bytes([0xff; 16]),
+        pan: Pan::parse("4111111111111111110").expect("a 19-digit card"),
+        expiry: Expiry::parse("12/99").expect("valid"),
+        amount: Money::new(AMOUNT_MINOR_MAX, Currency::parse("EUR").expect("known")).expect("valid"),
+        captured_unix_ms: u64::MAX,
+        late: true,
+        pos: PointOfSale {
+            entry_mode: EntryMode::KeyEntered,
+            terminal_type: TerminalType::UnattendedOfflineOnly,
+            mcc: Mcc::parse("9999").expect("valid"),
+        },
+        deferred: true,
+        emv: Some(emv),
+    };
+    let chunk =
+        AircraftMsg::BatchItems { batch: BatchId([0xff; 16]), first_seq: u32::MAX, items: vec![item; BATCH_CHUNK_MAX] };
+    let bytes = encode(&chunk).len();
+    assert!(bytes <= GROUND_FRAME_BYTES_MAX, "{bytes} bytes in a chunk, over the frame limit {GROUND_FRAME_BYTES_MAX}");
+}
+
 /// The hot-card list (ground protocol 5, terminal protocol 5), frozen like the rest.
 #[test]
 fn golden_bytes_of_the_hot_list() {
-    assert_eq!((GROUND_PROTOCOL_VERSION, TERMINAL_PROTOCOL_VERSION), (5, 5));
     let fetch = AircraftMsg::FetchHotList { have_version: Some(7) };
     assert_eq!(hex(&encode(&fetch)), "070107");
     let head = HotListHead {
@@ -170,6 +286,10 @@ const GOLDEN_SUBMIT: &str = concat!(
     "0a50455246554d452d3530",
     "01",
     "fbe204", // one line item
+    "02",     // entry mode: key entered
+    "01",     // terminal type: unattended, offline only
+    "fbbd14", // merchant category 5309
+    "00",     // no chip data
     "00",     // answered = false
 );
 
@@ -212,8 +332,9 @@ fn arb_payment() -> impl Strategy<Value = Payment> {
         "[!-~]{1,16}",
         any::<u64>(),
         prop::collection::vec(("[!-~]{1,32}", 1u32.., any::<u64>()), 0..LINE_ITEMS_MAX),
+        any::<bool>(),
     )
-        .prop_map(|(id, term, pan, (y, m), (amt, cur), seat, t, items)| Payment {
+        .prop_map(|(id, term, pan, (y, m), (amt, cur), seat, t, items, chip)| Payment {
             id: PaymentId::from_bytes(id),
             terminal: TerminalId::parse(&term).expect("strategy yields valid ids"),
             pan: Pan::parse(pan).expect("strategy yields valid cards"),
@@ -225,6 +346,12 @@ fn arb_payment() -> impl Strategy<Value = Payment> {
                 .into_iter()
                 .map(|(sku, quantity, unit_amount_minor)| LineItem { sku, quantity, unit_amount_minor })
                 .collect(),
+            pos: if chip {
+                PointOfSale { entry_mode: EntryMode::Contactless, ..PointOfSale::LEGACY }
+            } else {
+                PointOfSale::LEGACY
+            },
+            emv: chip.then(sample_emv),
         })
 }
 

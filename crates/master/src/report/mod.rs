@@ -450,6 +450,7 @@ pub(crate) mod tests {
                     seat: format!("{n}A"),
                     captured_unix_ms: NOW - HOUR,
                     card_data_erased: true,
+                    pos: inflight_wire::PointOfSale::LEGACY,
                 },
                 verdict: Verdict::Stored,
                 flags: vec![],

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use inflight_core::aggregator::{
     Aggregator, CancelDecision, ContentDigest, IndexEntry, Limits, Phase, SubmitPlan, SubmitWrite,
 };
-use inflight_core::authorize::{Account, CaptureBounds};
+use inflight_core::authorize::{Account, CaptureBounds, CardFile, Rules};
 use inflight_core::capture::{CaptureRequest, TerminalCaps};
 use inflight_core::deadline::Deadline;
 use inflight_core::issuer::{self, BatchStart, IssuerBatch, ItemDecision, ReversalDecision};
@@ -604,6 +604,8 @@ fn programme() -> BinList {
         // Low enough that busy cards meet the aircraft-wide limit now and then.
         card_flight_limit_minor: 20_000,
         currencies: vec![eur()],
+        cvm_required: false,
+        entry_modes: inflight_wire::EntryMode::ALL.to_vec(),
     };
     BinList {
         version: 1,
@@ -771,6 +773,7 @@ impl World {
                 stored_amount_minor_max: 200_000,
                 txn_amount_minor_max: 50_000,
             },
+            site: Default::default(),
         };
         // Small shares now and then, so that full terminals and a full aircraft happen.
         let limits = if rng.chance(0.2) { Limits::new(6, 12, n) } else { Limits::new(1_000, 10_000, n) };
@@ -1180,6 +1183,9 @@ impl World {
                     currency: "EUR".into(),
                     seat: format!("{}A", t + 1),
                     items: vec![],
+                    emv: None,
+                    entry_mode: None,
+                    mcc: None,
                 };
                 let mut random = [0u8; 10];
                 for b in &mut random {
@@ -1738,6 +1744,9 @@ impl World {
                 amount: p.amount,
                 captured_unix_ms: p.captured_unix_ms,
                 late: false,
+                deferred: true,
+                emv: None,
+                pos: inflight_wire::PointOfSale::LEGACY,
             });
         }
         Some(items)
@@ -1910,11 +1919,14 @@ impl World {
                         };
                         let card = card_index(&item.pan);
                         let account = current.accounts.get(&card).cloned();
-                        let decision =
-                            issuer::decide(item, &content, prior.as_ref(), account.as_ref(), &self.programme, bounds);
+                        // The model's cards are key-entered: chip evidence is checked by the
+                        // issuer's own tests and the real-process flight (`--tamper`).
+                        let rules = Rules { programme: &self.programme, bounds, chip_key: None };
+                        let file = CardFile { account: account.as_ref(), atc: None };
+                        let decision = issuer::decide(item, &content, prior.as_ref(), file, &rules);
                         let (decided, account) = match decision {
                             ItemDecision::Keep => (None, None),
-                            ItemDecision::Decide { outcome, account_after } => {
+                            ItemDecision::Decide { outcome, account_after, .. } => {
                                 trace!(self, "issuer: {} {outcome:?}", item.id);
                                 self.check_charge(item.id, &outcome);
                                 (
