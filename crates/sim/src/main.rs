@@ -131,7 +131,10 @@ fn model(seeds: (u64, u64), trace: bool, threads: Option<usize>) -> ExitCode {
     let mut accepted = 0u64;
     let mut decided = 0u64;
     let mut late = 0u64;
+    let (mut altered, mut replays) = (0u64, 0u64);
     for r in &runs {
+        altered += r.stats.altered;
+        replays += r.stats.replays_declined;
         events += r.stats.events;
         accepted += r.stats.accepted;
         decided += r.stats.decided;
@@ -145,7 +148,7 @@ fn model(seeds: (u64, u64), trace: bool, threads: Option<usize>) -> ExitCode {
     }
     let n = runs.len() as f64;
     println!(
-        "model: seeds {}-{}: {} runs, {} with violations; {} events, {} payments accepted, {} decided ({} late: sealed after their deadline); {:.1} s ({:.0} seeds/s){}",
+        "model: seeds {}-{}: {} runs, {} with violations; {} events, {} payments accepted, {} decided ({} late: sealed after their deadline; {} altered chip payments, {} replayed cryptograms declined); {:.1} s ({:.0} seeds/s){}",
         seeds.0,
         seeds.1,
         runs.len(),
@@ -154,6 +157,8 @@ fn model(seeds: (u64, u64), trace: bool, threads: Option<usize>) -> ExitCode {
         accepted,
         decided,
         late,
+        altered,
+        replays,
         elapsed,
         n / elapsed.max(1e-9),
         if failed > 0 { "; replay one with: inflight-sim --model --seeds S --trace" } else { "" }

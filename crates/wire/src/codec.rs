@@ -4,9 +4,13 @@
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use bincode::{Decode, Encode};
 
-/// Largest payload accepted by [`decode`]. Link frames are smaller still; this bounds what any
-/// length prefix inside a payload can make the decoder allocate.
-pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+/// Largest payload accepted by [`decode`]: the largest link frame (the ground link's). It bounds
+/// what any length prefix inside a payload can make the decoder allocate.
+pub const PAYLOAD_BYTES_MAX: usize = 128 * 1024;
+
+// Every frame a link accepts must decode.
+const _: () = assert!(crate::GROUND_FRAME_BYTES_MAX <= PAYLOAD_BYTES_MAX);
+const _: () = assert!(crate::TERMINAL_FRAME_BYTES_MAX <= PAYLOAD_BYTES_MAX);
 
 type Config = Configuration<LittleEndian, Varint, Limit<PAYLOAD_BYTES_MAX>>;
 

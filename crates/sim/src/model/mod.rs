@@ -31,6 +31,7 @@ use inflight_core::aggregator::{
 };
 use inflight_core::authorize::{Account, CaptureBounds, CardFile, Rules};
 use inflight_core::capture::{CaptureRequest, TerminalCaps};
+use inflight_core::chip::{AtcWindow, ChipCard, ChipTxn, IssuerMasterKey};
 use inflight_core::deadline::Deadline;
 use inflight_core::issuer::{self, BatchStart, IssuerBatch, ItemDecision, ReversalDecision};
 use inflight_core::outbox::Transmit;
@@ -40,8 +41,9 @@ use inflight_core::terminal::{
 use inflight_core::uploader::{NextBatch, Uploader};
 use inflight_wire::{
     AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, BinList, BinPrefix, BinRule, CancelOutcome,
-    CardKind, Currency, Expiry, IssuerMsg, MasterMsg, Money, Pan, Payment, PaymentId, RefusalReason, ReversalOutcome,
-    ReversalResult, TerminalId, TerminalMsg, Verdict, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX,
+    CardKind, Currency, DeclineReason, EmvData, Expiry, IssuerMsg, MasterMsg, Money, Pan, Payment, PaymentId,
+    RefusalReason, ReversalOutcome, ReversalResult, TerminalId, TerminalMsg, Verdict, BATCH_CHUNK_MAX,
+    BATCH_PAYMENTS_MAX,
 };
 
 use self::disk::{Apply, Disk};
@@ -101,6 +103,12 @@ pub(crate) enum Mutation {
     LateAtSend,
     /// A terminal that restarts does not restore the hot-card list it had stored.
     ForgetHotListOnRestart,
+    /// The issuer's store does not keep the chip transaction counters it has seen: a replayed
+    /// cryptogram is charged again.
+    ForgetAtc,
+    /// The issuer decides chip items as if they were keyed: no cryptogram checked, no counter
+    /// kept. An altered payment is charged.
+    IgnoreChip,
 }
 
 macro_rules! mutant {
@@ -163,6 +171,10 @@ pub struct Stats {
     pub reversed: u64,
     /// Payments the issuer decided from an item marked `late` (sealed after its deadline).
     pub late: u64,
+    /// Chip payments a hostile terminal altered, decided by the issuer (all `cryptogram_invalid`).
+    pub altered: u64,
+    /// Payments declined `atc_replayed` (a hostile terminal's copy of a card's chip data).
+    pub replays_declined: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -511,14 +523,27 @@ struct IssuerDisk {
     decisions: BTreeMap<PaymentId, Decided>,
     batches: BTreeMap<BatchId, (BatchHeader, bool, BTreeMap<u32, PaymentId>)>,
     reversals: BTreeMap<PaymentId, ReversalOutcome>,
+    /// Per card, the chip transaction counters seen (the store's `atc` tree).
+    atc: BTreeMap<usize, AtcWindow>,
 }
 
 #[derive(Debug, Clone)]
 enum IOp {
     Begin(BatchHeader),
-    Decide { batch: BatchId, seq: u32, id: PaymentId, decided: Option<Decided>, account: Option<(usize, Account)> },
+    Decide {
+        batch: BatchId,
+        seq: u32,
+        id: PaymentId,
+        decided: Option<Decided>,
+        account: Option<(usize, Account)>,
+        atc: Option<(usize, AtcWindow)>,
+    },
     Finish(BatchId),
-    Reverse { id: PaymentId, outcome: ReversalOutcome, account: Option<(usize, Account)> },
+    Reverse {
+        id: PaymentId,
+        outcome: ReversalOutcome,
+        account: Option<(usize, Account)>,
+    },
     Barrier,
 }
 
@@ -528,9 +553,12 @@ impl Apply<IOp> for IssuerDisk {
             IOp::Begin(h) => {
                 self.batches.entry(h.id).or_insert_with(|| (h.clone(), false, BTreeMap::new()));
             }
-            IOp::Decide { batch, seq, id, decided, account } => {
+            IOp::Decide { batch, seq, id, decided, account, atc } => {
                 if let Some((_, _, positions)) = self.batches.get_mut(batch) {
                     positions.insert(*seq, *id);
+                }
+                if let Some((card, w)) = atc {
+                    self.atc.insert(*card, *w);
                 }
                 if let Some(d) = decided {
                     self.decisions.insert(*id, d.clone());
@@ -614,6 +642,21 @@ fn programme() -> BinList {
         valid_until_unix_ms: u64::MAX,
         rules: ["424242", "411111", "401288", "400005", "555555", "400000"].into_iter().map(rule).collect(),
     }
+}
+
+/// The issuer master key of the model's chip cards.
+fn chip_key() -> IssuerMasterKey {
+    IssuerMasterKey::from_bytes([0x1c; 16])
+}
+
+/// What a sale app's card reader and its terminal do with the chip: most sales are genuine; a
+/// hostile terminal raises the amount after the card signed, or sends a card's last chip data
+/// again as a new sale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChipUse {
+    Genuine,
+    Tampered,
+    Replayed,
 }
 
 /// The card on the issuer's hot-card list (the blocked account's card).
@@ -706,6 +749,22 @@ struct World {
     programme: BinList,
     /// The hot-card list the odd terminals hold ([`holds_hot_list`]), restored at their restarts.
     hot: inflight_core::hotlist::HotSet,
+    /// The cards' chips, their transaction counters, and the chip data each card made last
+    /// (what a replaying terminal copies).
+    chips: Vec<ChipCard>,
+    atc: Vec<u16>,
+    last_chip: Vec<Option<(EmvData, u64)>>,
+    /// Which sales a hostile terminal alters or replays (drawn from a stream of its own, so the
+    /// rest of each seed's world is what it was before chip cards).
+    hostile: Rng,
+    /// Cryptograms of captures altered after the card signed, with the amount they were raised
+    /// to: never to be charged.
+    tampered: BTreeMap<[u8; 8], u64>,
+    /// (card, counter) pairs a terminal replayed: the only ones that may be declined `atc_replayed`.
+    replayed: BTreeSet<(usize, u16)>,
+    /// (card, counter) → the payment charged for it or declined for another reason than the
+    /// chip's: one payment per cryptogram.
+    counted: BTreeMap<(usize, u16), PaymentId>,
     settings: term::Settings,
     limits: Limits,
     stats: Stats,
@@ -779,6 +838,8 @@ impl World {
         let limits = if rng.chance(0.2) { Limits::new(6, 12, n) } else { Limits::new(1_000, 10_000, n) };
         let programme = programme();
         let hot = hot_list();
+        let chips: Vec<ChipCard> =
+            CARDS.iter().map(|c| ChipCard::new(&chip_key(), &Pan::parse(c.pan).expect("a valid card"), 1)).collect();
         let mut issuer_disk = IssuerDisk::default();
         for (k, c) in CARDS.iter().enumerate() {
             if let Some((available, open)) = c.account {
@@ -844,6 +905,13 @@ impl World {
             voided_ids: BTreeSet::new(),
             programme,
             hot,
+            atc: vec![0; chips.len()],
+            last_chip: vec![None; chips.len()],
+            chips,
+            hostile: Rng::new(seed).fork(0xc41b),
+            tampered: BTreeMap::new(),
+            replayed: BTreeSet::new(),
+            counted: BTreeMap::new(),
             settings,
             limits,
             stats: Stats { terminals: n as u64, ..Stats::default() },
@@ -1176,14 +1244,15 @@ impl World {
             }
             None => {
                 trace!(self, "sale {k} attempt {a}: capture {} EUR at terminal {t}", s.amount);
+                let (emv, amount) = self.chip_data(s.card, s.amount);
                 let req = CaptureRequest {
                     pan: CARDS[s.card].pan.into(),
                     expiry: "12/30".into(),
-                    amount_minor: s.amount,
+                    amount_minor: amount,
                     currency: "EUR".into(),
                     seat: format!("{}A", t + 1),
                     items: vec![],
-                    emv: None,
+                    emv: Some(emv.to_hex()),
                     entry_mode: None,
                     mcc: None,
                 };
@@ -1745,8 +1814,8 @@ impl World {
                 captured_unix_ms: p.captured_unix_ms,
                 late: false,
                 deferred: true,
-                emv: None,
-                pos: inflight_wire::PointOfSale::LEGACY,
+                emv: p.emv.clone(),
+                pos: p.pos,
             });
         }
         Some(items)
@@ -1919,16 +1988,22 @@ impl World {
                         };
                         let card = card_index(&item.pan);
                         let account = current.accounts.get(&card).cloned();
-                        // The model's cards are key-entered: chip evidence is checked by the
-                        // issuer's own tests and the real-process flight (`--tamper`).
-                        let rules = Rules { programme: &self.programme, bounds, chip_key: None };
-                        let file = CardFile { account: account.as_ref(), atc: None };
-                        let decision = issuer::decide(item, &content, prior.as_ref(), file, &rules);
-                        let (decided, account) = match decision {
-                            ItemDecision::Keep => (None, None),
-                            ItemDecision::Decide { outcome, account_after, .. } => {
+                        let key = chip_key();
+                        let rules = Rules { programme: &self.programme, bounds, chip_key: Some(&key) };
+                        let atc = if mutant!(self, ForgetAtc) { None } else { current.atc.get(&card).copied() };
+                        let file = CardFile { account: account.as_ref(), atc };
+                        let mut judged = item.clone();
+                        if mutant!(self, IgnoreChip) {
+                            judged.pos.entry_mode = inflight_wire::EntryMode::KeyEntered;
+                            judged.emv = None;
+                        }
+                        let decision = issuer::decide(&judged, &content, prior.as_ref(), file, &rules);
+                        let (decided, account, atc) = match decision {
+                            ItemDecision::Keep => (None, None, None),
+                            ItemDecision::Decide { outcome, account_after, atc_after } => {
                                 trace!(self, "issuer: {} {outcome:?}", item.id);
                                 self.check_charge(item.id, &outcome);
+                                self.check_chip(item, card, &outcome);
                                 (
                                     Some(Decided {
                                         content,
@@ -1938,6 +2013,7 @@ impl World {
                                         amount: item.amount.amount_minor(),
                                     }),
                                     account_after.map(|a| (card, a)),
+                                    atc_after.map(|w| (card, w)),
                                 )
                             }
                             ItemDecision::Conflict => {
@@ -1946,7 +2022,7 @@ impl World {
                         };
                         self.issuer
                             .disk
-                            .write(IOp::Decide { batch, seq: seq as u32, id: item.id, decided, account }, None);
+                            .write(IOp::Decide { batch, seq: seq as u32, id: item.id, decided, account, atc }, None);
                     }
                     self.issuer.disk.write(IOp::Finish(batch), None);
                 }
@@ -1991,6 +2067,72 @@ impl World {
 
     /// The issuer decides `id` now: its terminal must have recorded durably that its sale app
     /// was told `accepted`, and no sale app may have been told it was rejected.
+    /// The chip data of a new capture of `card` for `amount`, and the amount the terminal sends:
+    /// a fresh tap (the card's counter moves on), or, from a hostile terminal, the same chip data
+    /// with the amount raised, or the card's last chip data again.
+    fn chip_data(&mut self, card: usize, amount: u64) -> (EmvData, u64) {
+        let roll = self.hostile.below(100);
+        let use_ = match (roll, &self.last_chip[card]) {
+            (0..=3, _) => ChipUse::Tampered,
+            (4..=6, Some(_)) => ChipUse::Replayed,
+            _ => ChipUse::Genuine,
+        };
+        if let (ChipUse::Replayed, Some((emv, signed))) = (use_, &self.last_chip[card]) {
+            self.replayed.insert((card, emv.atc()));
+            trace!(self, "hostile terminal: replays card {card}'s counter {}", emv.atc());
+            return (emv.clone(), *signed);
+        }
+        self.atc[card] += 1;
+        let money = Money::new(amount, eur()).expect("a positive amount");
+        let unpredictable = (self.atc[card] as u32 ^ (card as u32) << 16).to_be_bytes();
+        let txn = ChipTxn {
+            atc: self.atc[card],
+            amount: money,
+            unix_ms: UNIX_START + self.now,
+            unpredictable,
+            pin_verified: false,
+        };
+        let emv = self.chips[card].generate_ac(txn);
+        self.last_chip[card] = Some((emv.clone(), amount));
+        if use_ == ChipUse::Tampered {
+            trace!(self, "hostile terminal: alters card {card}'s counter {} to {} EUR", emv.atc(), amount + 1);
+            self.tampered.insert(emv.cryptogram(), amount + 1);
+            return (crate::raise_amount(&emv, amount + 1), amount + 1);
+        }
+        (emv, amount)
+    }
+
+    /// The chip rules, at each decision: an altered payment is never charged and a genuine one
+    /// never declined `cryptogram_invalid`; a counter is declined `atc_replayed` only when a
+    /// terminal replayed it; and one cryptogram is decided on its merits for one payment only.
+    fn check_chip(&mut self, item: &BatchItem, card: usize, outcome: &AuthOutcome) {
+        let Some(emv) = &item.emv else { return };
+        let altered = self.tampered.get(&emv.cryptogram()) == Some(&emv.amount_minor());
+        let invalid = *outcome == AuthOutcome::Declined(DeclineReason::CryptogramInvalid);
+        self.stats.altered += u64::from(altered);
+        self.stats.replays_declined += u64::from(*outcome == AuthOutcome::Declined(DeclineReason::AtcReplayed));
+        if altered && !invalid {
+            self.violation(format!("{} was altered after the card signed, and the issuer {outcome:?}", item.id));
+        }
+        if !altered && invalid {
+            self.violation(format!("{} is genuine chip data, declined cryptogram_invalid", item.id));
+        }
+        let key = (card, emv.atc());
+        if *outcome == AuthOutcome::Declined(DeclineReason::AtcReplayed) {
+            if !self.replayed.contains(&key) {
+                self.violation(format!("{} declined atc_replayed, but no terminal replayed that counter", item.id));
+            }
+        } else if !invalid {
+            if let Some(first) = self.counted.insert(key, item.id).filter(|first| *first != item.id) {
+                self.violation(format!(
+                    "card {card}'s chip counter {} decided for two payments, {first} and {}",
+                    emv.atc(),
+                    item.id
+                ));
+            }
+        }
+    }
+
     fn check_charge(&mut self, id: PaymentId, outcome: &AuthOutcome) {
         self.stats.decided += 1;
         if matches!(outcome, AuthOutcome::Approved { .. }) {
