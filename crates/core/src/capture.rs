@@ -332,6 +332,11 @@ mod tests {
         }
     }
 
+    /// `validate` with the test BIN list, no hot list, the default site and [`caps`].
+    fn valid(r: &CaptureRequest, held: &Holdings) -> Result<ValidCapture, Refusal> {
+        validate(r, NOW, Some(&bins()), None, Site::default(), &caps(), held)
+    }
+
     fn caps() -> TerminalCaps {
         TerminalCaps { stored_payments_max: 3, stored_amount_minor_max: 10_000, txn_amount_minor_max: 5_000 }
     }
@@ -388,7 +393,7 @@ mod tests {
             ),
         ];
         for (r, want) in cases {
-            let got = validate(r, NOW, Some(&bins()), None, Site::default(), &caps(), &held).map(|_| ());
+            let got = valid(r, &held).map(|_| ());
             assert_eq!(&got, want, "{r:?}");
         }
     }
@@ -425,29 +430,11 @@ mod tests {
             Err(Refusal::TerminalStoreFull)
         );
         // Another currency has its own amount cap...
-        assert!(validate(
-            &req("4111111111111111", "12/29", 1_001, "USD"),
-            NOW,
-            Some(&bins()),
-            None,
-            Site::default(),
-            &caps(),
-            &held
-        )
-        .is_ok());
+        assert!(valid(&req("4111111111111111", "12/29", 1_001, "USD"), &held).is_ok());
         // ...but the count cap is shared.
         held.add(Money::new(1, eur).expect("valid"));
         assert_eq!(
-            validate(
-                &req("4111111111111111", "12/29", 1, "USD"),
-                NOW,
-                Some(&bins()),
-                None,
-                Site::default(),
-                &caps(),
-                &held
-            )
-            .map(|_| ()),
+            valid(&req("4111111111111111", "12/29", 1, "USD"), &held).map(|_| ()),
             Err(Refusal::TerminalStoreFull)
         );
         held.remove(Money::new(5_000, eur).expect("valid"));
@@ -542,16 +529,7 @@ mod tests {
         let eur = Currency::parse("EUR").expect("known");
         let mut held = Holdings::default();
         held.add(Money::new(6_000, eur).expect("valid"));
-        assert!(validate(
-            &req("4111111111111111", "12/29", 4_000, "EUR"),
-            NOW,
-            Some(&bins()),
-            None,
-            Site::default(),
-            &caps(),
-            &held
-        )
-        .is_ok());
+        assert!(valid(&req("4111111111111111", "12/29", 4_000, "EUR"), &held).is_ok());
     }
 
     #[test]
