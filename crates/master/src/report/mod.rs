@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use inflight_core::aggregator::{Phase, Reversal};
 use inflight_core::deadline::{Deadline, DeadlineState};
+use inflight_core::manifest::{ManifestPayment, Standing};
 use inflight_store::ReportRow;
 use inflight_wire::{AuthOutcome, RefusalReason, ReversalOutcome, Verdict};
 use serde::{Deserialize, Serialize};
@@ -393,6 +394,37 @@ pub fn build(flight: &str, flights: &BTreeSet<String>, rows: &[ReportRow], as_of
         flagged_total,
         flagged,
     }
+}
+
+/// The payments of `flight` as the closing manifest takes them
+/// (`inflight_core::manifest::close`): each with the standing its report outcome gives, so the
+/// manifest and the crew's report never classify a payment differently.
+pub fn manifest_payments(flight: &str, rows: &[ReportRow], as_of: &AsOf) -> Vec<ManifestPayment> {
+    rows.iter()
+        .filter(|r| r.view.flight == flight)
+        .map(|row| {
+            let p = &row.view.payment;
+            let standing = match classify(row, as_of).outcome {
+                Outcome::Approved => Standing::Approved,
+                Outcome::Declined => Standing::Declined,
+                Outcome::Pending => Standing::Pending,
+                Outcome::Quarantined => Standing::Quarantined,
+                Outcome::ReversalPending => Standing::ReversalPending,
+                Outcome::Reversed => Standing::Reversed,
+                Outcome::Unconfirmed => Standing::Unconfirmed,
+                Outcome::Refused => Standing::Refused,
+                Outcome::Voided => Standing::Voided,
+            };
+            ManifestPayment {
+                id: p.id,
+                terminal: p.terminal.as_str().to_owned(),
+                currency: p.amount.currency(),
+                amount_minor: p.amount.amount_minor(),
+                captured_unix_ms: p.captured_unix_ms,
+                standing,
+            }
+        })
+        .collect()
 }
 
 /// The output formats of `inflight-master report`.
