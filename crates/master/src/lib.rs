@@ -496,6 +496,13 @@ pub async fn close_flight(cfg: &MasterConfig, flight: Option<String>, force: boo
         config::parse_flight_id(f).map_err(ReportError::BadFlight)?;
     }
     match admin_request(cfg, &AdminRequest::CloseFlight { flight: flight.clone(), force }).await {
+        // The same refusal, in the same words, whether the daemon runs or not.
+        Ok(v) if v["error"] == "pending" => match (v["flight"].as_str(), v["pending"].as_u64()) {
+            (Some(f), Some(pending)) => {
+                Err(ReportError::NotClosable(CloseError::Pending { flight: f.to_owned(), pending }))
+            }
+            _ => Err(ReportError::Daemon(v)),
+        },
         Ok(v) if v.get("error").is_some() => Err(ReportError::Daemon(v)),
         Ok(v) => serde_json::from_value(v.clone()).map_err(|_| ReportError::Daemon(v)),
         Err(e) if !inflight_daemon::local::daemon_absent(&e) => Err(ReportError::Unreachable(e.to_string())),
