@@ -15,6 +15,21 @@ use inflight_e2e::{accepted_id, bin, Deployment, SaleApp};
 use inflight_wire::{Currency, PaymentId};
 use serde_json::{json, Value};
 
+/// `inflight-issuer reconcile --config … --manifest <file with m>`: exit code and JSON answer.
+fn issuer_reconcile(dep: &Deployment, m: &Value, name: &str) -> (Option<i32>, Value) {
+    let file = dep.path(name);
+    std::fs::write(&file, serde_json::to_vec(m).expect("json")).expect("write manifest");
+    let out = Command::new(bin("inflight-issuer"))
+        .args(["reconcile", "--config"])
+        .arg(dep.config("issuer"))
+        .arg("--manifest")
+        .arg(&file)
+        .output()
+        .expect("run reconcile");
+    let answer = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), answer)
+}
+
 fn close_cmd(dep: &Deployment, args: &[&str]) -> Output {
     Command::new(bin("inflight-master"))
         .arg("close-flight")
@@ -149,6 +164,33 @@ fn a_flight_closes_only_when_settled_and_its_books_match_the_issuer() {
     let found = manifest::reconcile(&dropped, &issuer_view(&ledger));
     assert!(found.iter().any(|x| matches!(x, manifest::Mismatch::UnknownToAircraft { .. })), "{found:?}");
     assert!(dropped.verify(&key).contains(&manifest::Mismatch::ChainInvalid));
+
+    // The issuer's side: the manifest against its ledger, scoped to the flight's batches.
+    let as_json = serde_json::to_value(&m).expect("json");
+    let (code, answer) = issuer_reconcile(&dep, &as_json, "manifest.json");
+    assert_eq!((code, &answer["mismatches"]), (Some(0), &json!([])), "{answer}");
+    assert_eq!((answer["payments"].as_u64(), answer["decisions"].as_u64()), (Some(5), Some(4)), "{answer}");
+    // A manifest that hides the approval and lowers a decline: each listed, exit 1.
+    let mut tampered = as_json.clone();
+    let list = tampered["payments"].as_array_mut().expect("payments");
+    let approved = list.iter().position(|e| e["standing"] == "approved").expect("one approval");
+    let hidden = list.remove(approved)["payment_id"].clone();
+    let declined = list.iter_mut().find(|e| e["standing"] == "declined").expect("a decline");
+    declined["amount_minor"] = json!(1);
+    let lowered = declined["payment_id"].clone();
+    let (code, answer) = issuer_reconcile(&dep, &tampered, "tampered.json");
+    assert_eq!(code, Some(1), "{answer}");
+    let kinds: Vec<(&str, &Value)> = answer["mismatches"]
+        .as_array()
+        .expect("mismatches")
+        .iter()
+        .map(|x| (x["kind"].as_str().expect("kind"), &x["payment_id"]))
+        .collect();
+    assert!(kinds.contains(&("unknown_to_aircraft", &hidden)), "{answer}");
+    assert!(kinds.contains(&("amount_differs", &lowered)), "{answer}");
+    assert!(kinds.iter().any(|k| k.0 == "books_disagree"), "{answer}");
+    let (code, _) = issuer_reconcile(&dep, &json!({ "not": "a manifest" }), "junk.json");
+    assert_eq!(code, Some(64));
 
     // The same books from the stopped daemon's store; and a flight id that is not one: exit 64.
     master.terminate();

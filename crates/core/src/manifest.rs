@@ -588,6 +588,28 @@ pub fn reconcile(manifest: &Manifest, issuer: &[IssuerDecision]) -> Vec<Mismatch
     out
 }
 
+/// One line of the issuer's ledger, with the batch that carried it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerDecision {
+    /// The batch id (text form): payments carried together.
+    pub batch: String,
+    /// The decision.
+    pub decision: IssuerDecision,
+}
+
+/// The issuer's decisions that concern `manifest`: every decision in a batch that carried at
+/// least one of the manifest's payments. The issuer does not know flights, so it cannot pick a
+/// flight's decisions directly; by batch, a payment the aircraft left out of its manifest but
+/// carried with the others shows as `unknown_to_aircraft`. A batch that carried payments of two
+/// flights (a flight changed while payments waited for the ground) shows the other flight's
+/// payments there too: listed for a person to look at, never hidden.
+pub fn issuer_scope(manifest: &Manifest, ledger: &[LedgerDecision]) -> Vec<IssuerDecision> {
+    let ids: std::collections::HashSet<&str> = manifest.payments.iter().map(|e| e.payment_id.as_str()).collect();
+    let batches: std::collections::HashSet<&str> =
+        ledger.iter().filter(|l| ids.contains(l.decision.id.to_string().as_str())).map(|l| l.batch.as_str()).collect();
+    ledger.iter().filter(|l| batches.contains(l.batch.as_str())).map(|l| l.decision.clone()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -793,5 +815,35 @@ mod tests {
             assert!(found.contains(w), "missing {w:?} in {found:?}");
         }
         assert_eq!(found.len(), want.len(), "{found:?}");
+    }
+
+    #[test]
+    fn the_issuer_scope_is_the_batches_that_carried_the_flight() {
+        let p = landed();
+        let m = close("IF200", &p, &key(), T0, false).expect("closed");
+        let mut ledger: Vec<LedgerDecision> =
+            issuer_of(&p).into_iter().map(|decision| LedgerDecision { batch: "b1".into(), decision }).collect();
+        let eur = Currency::parse("EUR").expect("EUR");
+        let other = |n: u8, batch: &str| LedgerDecision {
+            batch: batch.into(),
+            decision: IssuerDecision {
+                id: PaymentId::from_bytes([n; 16]),
+                currency: eur,
+                amount_minor: 10,
+                outcome: IssuerOutcome::Approved,
+            },
+        };
+        // #20 rode in the flight's batch but is not in the manifest; #21 is another flight's.
+        ledger.push(other(20, "b1"));
+        ledger.push(other(21, "b2"));
+        let scope = issuer_scope(&m, &ledger);
+        assert_eq!(scope.len(), issuer_of(&p).len() + 1);
+        assert_eq!(
+            reconcile(&m, &scope),
+            [Mismatch::UnknownToAircraft {
+                payment_id: PaymentId::from_bytes([20; 16]).to_string(),
+                issuer: IssuerOutcome::Approved
+            }]
+        );
     }
 }
