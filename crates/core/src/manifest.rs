@@ -42,8 +42,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use inflight_wire::{Currency, PaymentId};
+use inflight_wire::{AuthOutcome, Currency, PaymentId, RefusalReason, ReversalOutcome, Verdict};
 use ring::hmac;
+
+use crate::aggregator::{Phase, Reversal};
 use serde::{Deserialize, Serialize};
 
 /// The version of the manifest's JSON form; raised only if a field changes meaning.
@@ -86,6 +88,35 @@ impl Standing {
     /// `pending`).
     pub fn pending(self) -> bool {
         matches!(self, Standing::Pending | Standing::Quarantined | Standing::ReversalPending | Standing::Unconfirmed)
+    }
+}
+
+/// Where a payment the master recorded stands, from what the master holds of it: its verdict,
+/// whether its terminal confirmed the sale app was told `accepted`, its phase, the issuer's
+/// outcome and its reversal. The one classification: the crew's report, the manifest and the
+/// model simulator's end check all take it from here.
+pub fn standing(
+    verdict: Verdict,
+    answered: bool,
+    phase: Phase,
+    outcome: Option<&AuthOutcome>,
+    reversal: Option<Reversal>,
+) -> Standing {
+    match verdict {
+        Verdict::Refused(RefusalReason::Voided) => Standing::Voided,
+        Verdict::Refused(_) => Standing::Refused,
+        Verdict::Stored | Verdict::Held if !answered => Standing::Unconfirmed,
+        // Quarantined first: a reversal there waits for the crew and the issuer's operations to
+        // resolve the batch, and must not hide it.
+        Verdict::Stored | Verdict::Held if outcome.is_none() && phase == Phase::Quarantined => Standing::Quarantined,
+        Verdict::Stored | Verdict::Held => match (reversal, outcome) {
+            (Some(Reversal::Requested | Reversal::Done(ReversalOutcome::Unknown)), _) => Standing::ReversalPending,
+            (Some(Reversal::Done(ReversalOutcome::Reversed { .. })), _) => Standing::Reversed,
+            // A reversal of a declined payment (`NotCharged`) leaves it declined.
+            (_, Some(AuthOutcome::Approved { .. })) => Standing::Approved,
+            (_, Some(AuthOutcome::Declined(_))) => Standing::Declined,
+            (_, None) => Standing::Pending,
+        },
     }
 }
 
@@ -845,5 +876,43 @@ mod tests {
                 issuer: IssuerOutcome::Approved
             }]
         );
+    }
+
+    #[test]
+    fn each_recorded_payment_has_one_standing() {
+        use crate::aggregator::{Phase, Reversal};
+        let approved = AuthOutcome::Approved { auth_code: "A1B2C3".into() };
+        let declined = AuthOutcome::Declined(inflight_wire::DeclineReason::InsufficientFunds);
+        let released = Reversal::Done(ReversalOutcome::Reversed { released_minor: 5 });
+        let s = standing;
+        let cases = [
+            (s(Verdict::Refused(RefusalReason::Voided), true, Phase::Pending, None, None), Standing::Voided),
+            (
+                s(Verdict::Refused(RefusalReason::OverCardFlightLimit), false, Phase::Pending, None, None),
+                Standing::Refused,
+            ),
+            (s(Verdict::Held, false, Phase::Pending, None, None), Standing::Unconfirmed),
+            (s(Verdict::Stored, true, Phase::Quarantined, None, Some(Reversal::Requested)), Standing::Quarantined),
+            (
+                s(Verdict::Stored, true, Phase::Decided, Some(&approved), Some(Reversal::Requested)),
+                Standing::ReversalPending,
+            ),
+            (s(Verdict::Stored, true, Phase::Delivered, Some(&approved), Some(released)), Standing::Reversed),
+            (
+                s(
+                    Verdict::Stored,
+                    true,
+                    Phase::Delivered,
+                    Some(&declined),
+                    Some(Reversal::Done(ReversalOutcome::NotCharged)),
+                ),
+                Standing::Declined,
+            ),
+            (s(Verdict::Stored, true, Phase::Delivered, Some(&approved), None), Standing::Approved),
+            (s(Verdict::Stored, true, Phase::InBatch, None, None), Standing::Pending),
+        ];
+        for (i, (got, want)) in cases.into_iter().enumerate() {
+            assert_eq!(got, want, "case {i}");
+        }
     }
 }

@@ -482,9 +482,7 @@ pub fn flight_manifest(
     };
     let (rows, _flights) = store.report_rows(&flight)?;
     let now_unix_ms = inflight_daemon::unix_ms_now();
-    let as_of =
-        report::AsOf { now_unix_ms, aged_after_ms: cfg.payment_age_flag.as_millis() as u64, deadline: cfg.deadline };
-    let payments = report::manifest_payments(&flight, &rows, &as_of);
+    let payments = report::manifest_payments(&flight, &rows);
     let key = ManifestKey::new(store.manifest_key());
     manifest::close(&flight, &payments, &key, now_unix_ms, force).map_err(ReportError::NotClosable)
 }
