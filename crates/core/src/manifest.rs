@@ -51,9 +51,11 @@ use serde::{Deserialize, Serialize};
 /// The version of the manifest's JSON form; raised only if a field changes meaning.
 pub const MANIFEST_VERSION: u32 = 1;
 
-/// Most payments one manifest lists: a flight's payments are bounded by the master's index
-/// (`aggregator::INDEX_ENTRIES_MAX`), and a manifest of more is refused, not truncated (a
-/// truncated manifest would not balance).
+/// Most payments one manifest lists. A flight of more is refused (`CloseError::TooMany`), never
+/// truncated (a truncated manifest would not balance). Sized so that the manifest's JSON (about
+/// 130 bytes a payment, 200 pretty-printed) stays within the admin socket's answer bound
+/// (`inflight_daemon::local::ANSWER_BYTES_MAX`, 512 MiB); the master's index
+/// (`aggregator::INDEX_ENTRIES_MAX`, every flight it holds) is larger.
 pub const MANIFEST_PAYMENTS_MAX: usize = 2_000_000;
 
 /// Most mismatches [`reconcile`] lists; past it, `Mismatch::TooMany` says how many more.
