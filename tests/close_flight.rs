@@ -212,4 +212,6 @@ fn a_flight_closes_only_when_settled_and_its_books_match_the_issuer() {
     }
     let ids: BTreeSet<&str> = m.payments.iter().map(|e| e.payment_id.as_str()).collect();
     assert_eq!(ids.len(), 5);
+    // Nor anywhere on disk or in a log, the manifest files written above included.
+    dep.assert_no_full_pan_anywhere();
 }
