@@ -19,6 +19,8 @@
 //! - [`hotlist`]: the issuer's hot-card list: verified, delta-updated, looked up by keyed hash.
 //! - [`authorize`]: the issuer's decision on one payment.
 //! - [`batch`]: the batch header's digest.
+//! - [`manifest`]: the flight's closing manifest (books per terminal and currency, a keyed chain
+//!   over the payment ids, a seal) and its reconciliation with the issuer's decisions.
 //! - [`issuer`]: the issuer's acceptance of a batch (header, chunks, count, digest, payment ids
 //!   already decided) and its "already decided" guard on each item.
 
@@ -33,6 +35,7 @@ pub mod fuzz;
 pub mod hotlist;
 pub mod issuer;
 pub mod link;
+pub mod manifest;
 pub mod outbox;
 pub mod terminal;
 pub mod uploader;

@@ -27,6 +27,9 @@ pub const EXIT_UNAVAILABLE: i32 = 69;
 pub const EXIT_IO: i32 = 74;
 /// Exit code for an unexpected internal failure (sysexits `EX_SOFTWARE`).
 pub const EXIT_SOFTWARE: i32 = 70;
+/// Exit code for a request that cannot be done yet but may later (sysexits `EX_TEMPFAIL`): a
+/// flight closed while payments of it are still pending.
+pub const EXIT_TEMPFAIL: i32 = 75;
 
 /// The process exit status for one of the codes above.
 pub fn exit(code: i32) -> std::process::ExitCode {

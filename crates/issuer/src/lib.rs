@@ -362,6 +362,92 @@ pub async fn ledger(cfg: &IssuerConfig) -> Result<Vec<Value>, String> {
     lines(cfg, AdminRequest::Ledger, |store| Ok(store.ledger()?.iter().map(ledger_json).collect())).await
 }
 
+/// Most bytes of a manifest file `inflight-issuer reconcile` reads: a manifest of
+/// `MANIFEST_PAYMENTS_MAX` payments, pretty-printed, is under this.
+pub const MANIFEST_FILE_BYTES_MAX: u64 = 512 * 1024 * 1024;
+
+/// Why `inflight-issuer reconcile` could not compare (each with its exit code).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The manifest file cannot be read or is not a manifest (exit 64).
+    #[error("--manifest {path}: {detail}")]
+    BadManifest {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The ledger could not be read (exit 69).
+    #[error("{0}")]
+    Ledger(String),
+}
+
+impl ReconcileError {
+    /// The documented exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ReconcileError::BadManifest { .. } => inflight_daemon::EXIT_CONFIG,
+            ReconcileError::Ledger(_) => inflight_daemon::EXIT_UNAVAILABLE,
+        }
+    }
+}
+
+/// The issuer's side of a closed flight: the aircraft's manifest (`inflight-master close-flight`,
+/// as a file) against what this issuer decided (its ledger, from the running daemon or its
+/// store), scoped to the batches that carried the flight. Returns the answer (JSON: `flight`,
+/// `chain`, `payments`, `decisions`, `mismatches`); mismatches are listed, never fixed.
+pub async fn reconcile(cfg: &IssuerConfig, manifest_file: &std::path::Path) -> Result<Value, ReconcileError> {
+    use inflight_core::manifest::{self, Manifest};
+    let bad = |detail: String| ReconcileError::BadManifest { path: manifest_file.display().to_string(), detail };
+    let size = std::fs::metadata(manifest_file).map_err(|e| bad(e.to_string()))?.len();
+    if size > MANIFEST_FILE_BYTES_MAX {
+        return Err(bad(format!("{size} bytes, more than a manifest holds ({MANIFEST_FILE_BYTES_MAX})")));
+    }
+    let text = std::fs::read(manifest_file).map_err(|e| bad(e.to_string()))?;
+    let m: Manifest = serde_json::from_slice(&text).map_err(|e| bad(format!("not a flight manifest: {e}")))?;
+    if m.manifest_version != manifest::MANIFEST_VERSION {
+        return Err(bad(format!(
+            "manifest_version {} (this issuer reads {})",
+            m.manifest_version,
+            manifest::MANIFEST_VERSION
+        )));
+    }
+    let ledger = ledger(cfg).await.map_err(ReconcileError::Ledger)?;
+    let ledger: Vec<manifest::LedgerDecision> = ledger
+        .iter()
+        .map(ledger_decision)
+        .collect::<Option<_>>()
+        .ok_or_else(|| ReconcileError::Ledger("a ledger line this version cannot read".into()))?;
+    let scope = manifest::issuer_scope(&m, &ledger);
+    let mismatches = manifest::reconcile(&m, &scope);
+    Ok(json!({
+        "flight": m.flight,
+        "chain": m.chain,
+        "payments": m.payments.len(),
+        "decisions": scope.len(),
+        "mismatches": mismatches,
+    }))
+}
+
+/// A ledger line (`ledger_json`) as a decision to reconcile.
+fn ledger_decision(l: &Value) -> Option<inflight_core::manifest::LedgerDecision> {
+    use inflight_core::manifest::{IssuerDecision, IssuerOutcome, LedgerDecision};
+    Some(LedgerDecision {
+        batch: l["batch_id"].as_str()?.to_owned(),
+        decision: IssuerDecision {
+            id: inflight_wire::PaymentId::parse(l["payment_id"].as_str()?).ok()?,
+            currency: inflight_wire::Currency::parse(l["currency"].as_str()?).ok()?,
+            amount_minor: l["amount_minor"].as_u64()?,
+            outcome: match l["outcome"].as_str()? {
+                "approved" => IssuerOutcome::Approved,
+                "declined" => IssuerOutcome::Declined,
+                "reversed" => IssuerOutcome::Reversed,
+                _ => return None,
+            },
+        },
+    })
+}
+
 /// The accounts: from the running daemon, or read from the store when it is stopped.
 pub async fn accounts(cfg: &IssuerConfig) -> Result<Vec<Value>, String> {
     lines(cfg, AdminRequest::Accounts, |store| Ok(store.accounts()?.iter().map(account_json).collect())).await

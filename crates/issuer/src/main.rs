@@ -37,6 +37,17 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Compare a closed flight's manifest (the JSON of `inflight-master close-flight`) with what
+    /// this issuer decided: prints JSON with every mismatch; exit 0 when there is none, 1 when
+    /// there are (listed, never fixed), 64 for a file that is not a manifest.
+    Reconcile {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The manifest file.
+        #[arg(long)]
+        manifest: PathBuf,
+    },
     /// Print every account as JSON lines: masked card, currency, opening and available amounts
     /// (works while the daemon is stopped). Money is checked with it: available = opening −
     /// approved.
@@ -54,7 +65,9 @@ fn main() -> ExitCode {
     };
     let config = match &cli.cmd {
         Cmd::Check { config } => return inflight_issuer::check::check(config).finish("inflight-issuer"),
-        Cmd::Run { config } | Cmd::Ledger { config } | Cmd::Accounts { config } => config,
+        Cmd::Run { config } | Cmd::Ledger { config } | Cmd::Accounts { config } | Cmd::Reconcile { config, .. } => {
+            config
+        }
     };
     let cfg = match inflight_daemon::config_or_exit(IssuerConfig::load(config)) {
         Ok(c) => c,
@@ -82,6 +95,22 @@ fn main() -> ExitCode {
         Cmd::Check { .. } => unreachable!("answered before the config is loaded"),
         Cmd::Ledger { .. } => print_lines(rt.block_on(inflight_issuer::ledger(&cfg))),
         Cmd::Accounts { .. } => print_lines(rt.block_on(inflight_issuer::accounts(&cfg))),
+        Cmd::Reconcile { manifest, .. } => match rt.block_on(inflight_issuer::reconcile(&cfg, &manifest)) {
+            Ok(v) => {
+                println!("{v}");
+                let clean = v["mismatches"].as_array().is_some_and(Vec::is_empty);
+                // Like diff(1): 1 says "they differ", not "it failed".
+                if clean {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("inflight-issuer: {e}");
+                inflight_daemon::exit(e.exit_code())
+            }
+        },
     }
 }
 

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use inflight_core::link::LinkOverride;
+use inflight_core::manifest::{self, CloseError, Manifest, ManifestKey};
 use inflight_daemon::{DaemonError, ExitClass, Shutdown, Slots};
 use inflight_net::{admission, endpoint, tls, NetError};
 use inflight_store::{CardVault, MasterStore, StoreError};
@@ -319,6 +320,16 @@ pub enum AdminRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         flight: Option<String>,
     },
+    /// The closing manifest of `flight` (or of the current flight); refused with `pending`
+    /// while payments of it are pending, unless `force`. Reads only: it changes nothing.
+    CloseFlight {
+        /// 1-16 letters, digits and '-'; absent for the current flight.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flight: Option<String>,
+        /// Close even with payments pending (they are listed as pending).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
 }
 
 impl AdminRequest {
@@ -329,12 +340,14 @@ impl AdminRequest {
             AdminRequest::Link { .. } => "link",
             AdminRequest::Flight { .. } => "flight",
             AdminRequest::Report { .. } => "report",
+            AdminRequest::CloseFlight { .. } => "close_flight",
         }
     }
 }
 
 /// The ops, for a `bad_request` answer.
-const ADMIN_OPS: &str = "ops: status [payment_id], link {mode}, flight {flight}, report [flight]";
+const ADMIN_OPS: &str =
+    "ops: status [payment_id], link {mode}, flight {flight}, report [flight], close_flight [flight] [force]";
 
 async fn admin_answer(ctx: &Admin, req: Value) -> Value {
     let req = match inflight_daemon::local::parse_request::<AdminRequest>(req, ADMIN_OPS) {
@@ -418,6 +431,85 @@ async fn admin_answer(ctx: &Admin, req: Value) -> Value {
                 Err(e) => json!({ "error": "internal", "detail": e.to_string() }),
             }
         }
+        AdminRequest::CloseFlight { flight, force } => {
+            if let Some(Err(e)) = flight.as_deref().map(config::parse_flight_id) {
+                return json!({ "error": "bad_request", "detail": format!("flight {e}") });
+            }
+            // The same full scan as a report: under the same one-at-a-time guard.
+            if ctx.reporting.swap(true, Ordering::AcqRel) {
+                return json!({ "error": "busy", "detail": "a report or manifest is being built; ask again" });
+            }
+            let (store, cfg, reporting) = (ctx.store.clone(), ctx.cfg.clone(), ctx.reporting.clone());
+            let built = tokio::task::spawn_blocking(move || {
+                let r = flight_manifest(&store, &cfg, flight.as_deref(), force);
+                reporting.store(false, Ordering::Release);
+                r
+            })
+            .await;
+            match built {
+                Ok(Ok(m)) => {
+                    serde_json::to_value(&m).unwrap_or_else(|e| json!({ "error": "internal", "detail": e.to_string() }))
+                }
+                Ok(Err(ReportError::NotClosable(e))) => close_error_json(&e),
+                Ok(Err(e)) => json!({ "error": "storage_error", "detail": e.to_string() }),
+                Err(e) => json!({ "error": "internal", "detail": e.to_string() }),
+            }
+        }
+    }
+}
+
+/// A refused close as the admin socket answers it.
+fn close_error_json(e: &CloseError) -> Value {
+    match e {
+        CloseError::Pending { flight, pending } => {
+            json!({ "error": "pending", "flight": flight, "pending": pending, "detail": e.to_string() })
+        }
+        CloseError::TooMany { .. } => json!({ "error": "internal", "detail": e.to_string() }),
+    }
+}
+
+/// The closing manifest of `flight` (default: the current flight, as for reports) from the
+/// store, as of now, keyed with the store's manifest key. Reads only masked records.
+pub fn flight_manifest(
+    store: &MasterStore,
+    cfg: &MasterConfig,
+    flight: Option<&str>,
+    force: bool,
+) -> Result<Manifest, ReportError> {
+    let flight = match flight {
+        Some(f) => f.to_owned(),
+        None => store.setting("flight")?.unwrap_or_else(|| cfg.flight_id.clone()),
+    };
+    let (rows, _flights) = store.report_rows(&flight)?;
+    let now_unix_ms = inflight_daemon::unix_ms_now();
+    let payments = report::manifest_payments(&flight, &rows);
+    let key = ManifestKey::new(store.manifest_key());
+    manifest::close(&flight, &payments, &key, now_unix_ms, force).map_err(ReportError::NotClosable)
+}
+
+/// The closing manifest of `flight` (default: the current one): from the running daemon, or
+/// read from the store when it is stopped; refused while payments are pending unless `force`.
+pub async fn close_flight(cfg: &MasterConfig, flight: Option<String>, force: bool) -> Result<Manifest, ReportError> {
+    if let Some(f) = &flight {
+        config::parse_flight_id(f).map_err(ReportError::BadFlight)?;
+    }
+    match admin_request(cfg, &AdminRequest::CloseFlight { flight: flight.clone(), force }).await {
+        // The same refusal, in the same words, whether the daemon runs or not.
+        Ok(v) if v["error"] == "pending" => match (v["flight"].as_str(), v["pending"].as_u64()) {
+            (Some(f), Some(pending)) => {
+                Err(ReportError::NotClosable(CloseError::Pending { flight: f.to_owned(), pending }))
+            }
+            _ => Err(ReportError::Daemon(v)),
+        },
+        Ok(v) if v.get("error").is_some() => Err(ReportError::Daemon(v)),
+        Ok(v) => serde_json::from_value(v.clone()).map_err(|_| ReportError::Daemon(v)),
+        Err(e) if !inflight_daemon::local::daemon_absent(&e) => Err(ReportError::Unreachable(e.to_string())),
+        Err(_) => {
+            let store = open_store(cfg)?;
+            let m = flight_manifest(&store, cfg, flight.as_deref(), force);
+            store.close();
+            m
+        }
     }
 }
 
@@ -455,9 +547,14 @@ pub enum ReportError {
     #[error("the daemon did not answer: {0}")]
     Unreachable(String),
     /// The running daemon refused or failed the request: exit 64 (`bad_request`), 69
-    /// (`forbidden`, `busy`, `shutting_down`), 74 (`storage_error`), else 70.
+    /// (`forbidden`, `busy`, `shutting_down`), 74 (`storage_error`), 75 (`pending`: a flight
+    /// closed with payments pending), else 70.
     #[error("the daemon answered {0}")]
     Daemon(Value),
+    /// The flight cannot be closed (read from the stopped daemon's store): exit 75 while
+    /// payments are pending, else 70.
+    #[error("{0}")]
+    NotClosable(CloseError),
 }
 
 impl ReportError {
@@ -471,8 +568,11 @@ impl ReportError {
                 Some("bad_request") => inflight_daemon::EXIT_CONFIG,
                 Some("forbidden" | "busy" | "shutting_down") => inflight_daemon::EXIT_UNAVAILABLE,
                 Some("storage_error") => inflight_daemon::EXIT_IO,
+                Some("pending") => inflight_daemon::EXIT_TEMPFAIL,
                 _ => inflight_daemon::EXIT_SOFTWARE,
             },
+            ReportError::NotClosable(CloseError::Pending { .. }) => inflight_daemon::EXIT_TEMPFAIL,
+            ReportError::NotClosable(CloseError::TooMany { .. }) => inflight_daemon::EXIT_SOFTWARE,
         }
     }
 }
@@ -710,6 +810,16 @@ mod tests {
                 AdminRequest::Report { flight: Some("IF200".into()) },
                 r#"{"op":"report","flight":"IF200"}"#.into(),
             ),
+            (
+                json!({"op": "close_flight"}),
+                AdminRequest::CloseFlight { flight: None, force: false },
+                r#"{"op":"close_flight"}"#.into(),
+            ),
+            (
+                json!({"op": "close_flight", "flight": "IF200", "force": true}),
+                AdminRequest::CloseFlight { flight: Some("IF200".into()), force: true },
+                r#"{"op":"close_flight","flight":"IF200","force":true}"#.into(),
+            ),
         ];
         for (wire, req, text) in cases {
             assert_eq!(parse(wire.clone()).as_ref(), Ok(&req), "{wire}");
@@ -737,6 +847,7 @@ mod tests {
             json!({"op": "flight"}),
             json!({"op": "status", "payment_id": 5}),
             json!({"op": "report", "flight": 5}),
+            json!({"op": "close_flight", "force": "yes"}),
             json!({"mode": "up"}),
             json!([]),
             Value::Null,
@@ -761,6 +872,10 @@ mod tests {
         assert_eq!(daemon("forbidden"), inflight_daemon::EXIT_UNAVAILABLE);
         assert_eq!(daemon("storage_error"), inflight_daemon::EXIT_IO);
         assert_eq!(daemon("internal"), inflight_daemon::EXIT_SOFTWARE);
+        assert_eq!(daemon("pending"), inflight_daemon::EXIT_TEMPFAIL);
+        let pending = CloseError::Pending { flight: "IF1".into(), pending: 2 };
+        assert_eq!(close_error_json(&pending)["error"], "pending");
+        assert_eq!(code(ReportError::NotClosable(pending)), inflight_daemon::EXIT_TEMPFAIL);
     }
 
     #[test]

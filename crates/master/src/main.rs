@@ -52,6 +52,20 @@ enum Cmd {
         #[arg(long, default_value = "json", value_parser = ["json", "csv", "html"])]
         format: String,
     },
+    /// Close a flight: print its manifest as JSON (books per terminal and currency, every
+    /// payment's standing, a keyed chain over the payment ids, a seal). Refused (exit 75) while
+    /// payments of the flight are pending, unless --force.
+    CloseFlight {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The flight (default: the current one).
+        #[arg(long)]
+        flight: Option<String>,
+        /// Close even with payments pending: they are listed, and counted as pending.
+        #[arg(long)]
+        force: bool,
+    },
     /// Check the config and every file it names (keys, certificates, revocation lists, folders):
     /// every problem on stderr, one per line, then a summary; exit 64 on any problem, 0 when
     /// the daemon would start.
@@ -82,7 +96,8 @@ fn main() -> ExitCode {
         | Cmd::Status { config, .. }
         | Cmd::Link { config, .. }
         | Cmd::Flight { config, .. }
-        | Cmd::Report { config, .. } => config,
+        | Cmd::Report { config, .. }
+        | Cmd::CloseFlight { config, .. } => config,
     };
     let cfg = match inflight_daemon::config_or_exit(MasterConfig::load(config)) {
         Ok(c) => c,
@@ -125,6 +140,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::CloseFlight { flight, force, .. } => match rt.block_on(inflight_master::close_flight(&cfg, flight, force))
+        {
+            // Strings, numbers and vectors: a manifest always serialises.
+            Ok(m) => {
+                println!("{}", serde_json::to_string_pretty(&m).expect("a manifest always serialises"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("inflight-master: {e}");
+                inflight_daemon::exit(e.exit_code())
+            }
+        },
         Cmd::Check { .. } => unreachable!("answered before the config is loaded"),
         Cmd::Status { payment, .. } => match rt.block_on(inflight_master::status(&cfg, payment)) {
             Ok(v) => {

@@ -185,6 +185,11 @@ impl MasterStore {
         crate::records::content_digest(&self.vault, p)
     }
 
+    /// The key of a closed flight's manifest (chain and seal), derived from the card key file.
+    pub fn manifest_key(&self) -> [u8; 32] {
+        self.vault.manifest_key()
+    }
+
     /// Fills `buf` with secure random bytes (for batch ids).
     pub fn random(&self, buf: &mut [u8]) -> Result<(), StoreError> {
         self.vault.random(buf)

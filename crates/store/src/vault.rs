@@ -14,8 +14,9 @@ pub const KEY_FILE_HEX_LEN: usize = 64;
 
 /// Seals and opens card data; computes the keyed card hash and keyed content digests.
 ///
-/// Three subkeys are derived from the key file with HMAC-SHA256 under fixed labels, so the
-/// encryption key, the look-up key and the content key are independent.
+/// Subkeys are derived from the key file with HMAC-SHA256 under fixed labels, so the
+/// encryption key, the look-up key, the content key, the hot-list key and the manifest key are
+/// independent.
 ///
 /// Why every digest here is keyed: a card number has few unknown digits once BIN and last 4 are
 /// known (about 10^5 after Luhn), times ~120 expiries. A plain SHA-256 over anything holding a
@@ -27,6 +28,9 @@ pub struct CardVault {
     /// The hot-card list's HMAC key. It is published with the list (terminals hash the cards
     /// they are given with it), so it is derived apart from every key that stays here.
     hot_list_key: [u8; 32],
+    /// The flight manifest's key (`inflight_core::manifest::ManifestKey`): it keys the hash
+    /// chain and the seal of a closed flight's manifest, and never leaves the aircraft.
+    manifest_key: [u8; 32],
     rng: SystemRandom,
 }
 
@@ -63,6 +67,8 @@ impl CardVault {
         let content_key = derive(b"inflight/v1/content-digest");
         let mut hot_list_key = [0u8; 32];
         hot_list_key.copy_from_slice(derive(b"inflight/v1/hot-list-key").as_ref());
+        let mut manifest_key = [0u8; 32];
+        manifest_key.copy_from_slice(derive(b"inflight/v1/manifest-key").as_ref());
         let unbound = UnboundKey::new(&CHACHA20_POLY1305, aead_key.as_ref())
             .expect("HMAC-SHA256 output is 32 bytes, the ChaCha20-Poly1305 key length");
         Self {
@@ -70,6 +76,7 @@ impl CardVault {
             card_key: hmac::Key::new(hmac::HMAC_SHA256, card_key.as_ref()),
             content_key: hmac::Key::new(hmac::HMAC_SHA256, content_key.as_ref()),
             hot_list_key,
+            manifest_key,
             rng: SystemRandom::new(),
         }
     }
@@ -124,6 +131,13 @@ impl CardVault {
     /// issuer restart and deltas stay possible.
     pub fn hot_list_key(&self) -> [u8; 32] {
         self.hot_list_key
+    }
+
+    /// The key of the flight manifest's chain and seal: derived apart (another label), so it
+    /// reveals neither the key file nor any other subkey; the same key file gives the same key,
+    /// so a manifest can be verified again after a restart.
+    pub fn manifest_key(&self) -> [u8; 32] {
+        self.manifest_key
     }
 
     /// Fills `buf` from the system's secure random source.

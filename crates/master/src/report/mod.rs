@@ -20,10 +20,11 @@ pub mod html;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use inflight_core::aggregator::{Phase, Reversal};
+use inflight_core::aggregator::Phase;
 use inflight_core::deadline::{Deadline, DeadlineState};
+use inflight_core::manifest::{self, ManifestPayment, Standing};
 use inflight_store::ReportRow;
-use inflight_wire::{AuthOutcome, RefusalReason, ReversalOutcome, Verdict};
+use inflight_wire::{AuthOutcome, Verdict};
 use serde::{Deserialize, Serialize};
 
 /// The version of the report's JSON form; raised only if a field changes meaning.
@@ -305,27 +306,24 @@ pub struct AsOf {
 fn classify(row: &ReportRow, as_of: &AsOf) -> Classified {
     let aged_before_unix_ms = as_of.now_unix_ms.saturating_sub(as_of.aged_after_ms);
     let v = &row.view;
-    let (outcome, reason) = match v.verdict {
-        Verdict::Refused(RefusalReason::Voided) => (Outcome::Voided, None),
-        Verdict::Refused(r) => (Outcome::Refused, Some(r.as_str())),
-        Verdict::Stored | Verdict::Held if !row.answered => (Outcome::Unconfirmed, None),
-        // Quarantined first: a reversal there waits for the crew and the issuer's operations to
-        // resolve the batch, and must not hide it (found by review).
-        Verdict::Stored | Verdict::Held if v.outcome.is_none() && row.phase == Phase::Quarantined => {
-            (Outcome::Quarantined, None)
-        }
-        Verdict::Stored | Verdict::Held => match (row.reversal, &v.outcome) {
-            (Some(Reversal::Requested | Reversal::Done(ReversalOutcome::Unknown)), _) => {
-                (Outcome::ReversalPending, None)
-            }
-            (Some(Reversal::Done(ReversalOutcome::Reversed { .. })), _) => (Outcome::Reversed, None),
-            // A reversal of a declined payment (`NotCharged`) leaves it declined.
-            (_, Some(AuthOutcome::Approved { .. })) => (Outcome::Approved, None),
-            (_, Some(AuthOutcome::Declined(r))) => (Outcome::Declined, Some(r.as_str())),
-            (_, None) if row.phase == Phase::Quarantined => (Outcome::Quarantined, None),
-            (_, None) => (Outcome::Pending, None),
-        },
-    };
+    let (outcome, reason) =
+        match manifest::standing(v.verdict, row.answered, row.phase, v.outcome.as_ref(), row.reversal) {
+            Standing::Approved => (Outcome::Approved, None),
+            Standing::Declined => match &v.outcome {
+                Some(AuthOutcome::Declined(r)) => (Outcome::Declined, Some(r.as_str())),
+                _ => (Outcome::Declined, None),
+            },
+            Standing::Voided => (Outcome::Voided, None),
+            Standing::Reversed => (Outcome::Reversed, None),
+            Standing::ReversalPending => (Outcome::ReversalPending, None),
+            Standing::Pending => (Outcome::Pending, None),
+            Standing::Quarantined => (Outcome::Quarantined, None),
+            Standing::Unconfirmed => (Outcome::Unconfirmed, None),
+            Standing::Refused => match v.verdict {
+                Verdict::Refused(r) => (Outcome::Refused, Some(r.as_str())),
+                _ => (Outcome::Refused, None),
+            },
+        };
     let waiting = matches!(outcome, Outcome::Pending | Outcome::Quarantined);
     // Judged for every payment carried to the issuer, as the master's status judges it.
     let deadline = if outcome.accepted() {
@@ -395,6 +393,29 @@ pub fn build(flight: &str, flights: &BTreeSet<String>, rows: &[ReportRow], as_of
     }
 }
 
+/// The payments of `flight` as the closing manifest takes them
+/// (`inflight_core::manifest::close`): each with the standing its report outcome gives, so the
+/// manifest and the crew's report never classify a payment differently
+/// (`inflight_core::manifest::standing`).
+pub fn manifest_payments(flight: &str, rows: &[ReportRow]) -> Vec<ManifestPayment> {
+    rows.iter()
+        .filter(|r| r.view.flight == flight)
+        .map(|row| {
+            let (p, v) = (&row.view.payment, &row.view);
+            let standing = manifest::standing(v.verdict, row.answered, row.phase, v.outcome.as_ref(), row.reversal);
+            ManifestPayment {
+                id: p.id,
+                terminal: p.terminal.as_str().to_owned(),
+                currency: p.amount.currency(),
+                amount_minor: p.amount.amount_minor(),
+                captured_unix_ms: p.captured_unix_ms,
+                mcc: p.pos.mcc,
+                standing,
+            }
+        })
+        .collect()
+}
+
 /// The output formats of `inflight-master report`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -431,8 +452,9 @@ impl Format {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use inflight_core::aggregator::Reversal;
     use inflight_store::{MaskedView, MasterView};
-    use inflight_wire::{Currency, DeclineReason, Money, Pan, PaymentId, TerminalId};
+    use inflight_wire::{Currency, DeclineReason, Money, Pan, PaymentId, RefusalReason, ReversalOutcome, TerminalId};
 
     pub(crate) const NOW: u64 = 1_800_000_000_000;
     pub(crate) const HOUR: u64 = 3_600_000;

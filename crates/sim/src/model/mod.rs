@@ -27,13 +27,14 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 
 use inflight_core::aggregator::{
-    Aggregator, CancelDecision, ContentDigest, IndexEntry, Limits, Phase, SubmitPlan, SubmitWrite,
+    Aggregator, CancelDecision, ContentDigest, IndexEntry, Limits, Phase, Reversal, SubmitPlan, SubmitWrite,
 };
 use inflight_core::authorize::{Account, CaptureBounds, CardFile, Rules};
 use inflight_core::capture::{CaptureRequest, TerminalCaps};
 use inflight_core::chip::{AtcWindow, ChipCard, ChipTxn, IssuerMasterKey};
 use inflight_core::deadline::Deadline;
 use inflight_core::issuer::{self, BatchStart, IssuerBatch, ItemDecision, ReversalDecision};
+use inflight_core::manifest;
 use inflight_core::outbox::Transmit;
 use inflight_core::terminal::{
     self as term, Action, After, Answer, Listeners, ReplyTo, SlaveState, VoidOutcome, Write, WriteFailure,
@@ -2526,6 +2527,71 @@ impl World {
             self.violation(format!("issuer's money at the end: {v}"));
         }
         self.check_deadline(&decisions);
+        self.check_manifest(&decisions, &reversals);
+    }
+
+    /// The flight's closing manifest at the end: it closes without `--force` (nothing pending),
+    /// its books balance for every currency and terminal, and it reconciles with every decision
+    /// the issuer holds without a mismatch (a payment decided that the master holds as voided,
+    /// pending or unknown, or with another outcome or amount, is one).
+    fn check_manifest(
+        &mut self,
+        decisions: &BTreeMap<PaymentId, Decided>,
+        reversals: &BTreeMap<PaymentId, ReversalOutcome>,
+    ) {
+        let disk = self.master.disk.durable();
+        let payments: Vec<manifest::ManifestPayment> = disk
+            .entries
+            .iter()
+            .map(|(id, e)| {
+                let reversal = disk.reversals.get(id).map(|r| match r {
+                    None => Reversal::Requested,
+                    Some(done) => Reversal::Done(*done),
+                });
+                manifest::ManifestPayment {
+                    id: *id,
+                    terminal: e.terminal.as_str().to_owned(),
+                    currency: e.amount.currency(),
+                    amount_minor: e.amount.amount_minor(),
+                    captured_unix_ms: e.captured_unix_ms,
+                    // Every model sale is of the terminals' default category.
+                    mcc: inflight_wire::Mcc::DUTY_FREE,
+                    standing: manifest::standing(e.verdict, e.answered, e.phase, disk.outcomes.get(id), reversal),
+                }
+            })
+            .collect();
+        let currency_of = |id: &PaymentId| disk.entries.get(id).map(|e| e.amount.currency());
+        let issuer: Vec<manifest::IssuerDecision> = decisions
+            .iter()
+            .map(|(id, d)| manifest::IssuerDecision {
+                id: *id,
+                currency: currency_of(id).unwrap_or_else(|| Currency::parse("EUR").expect("a known currency")),
+                amount_minor: d.amount,
+                outcome: match (&d.outcome, reversals.get(id)) {
+                    (AuthOutcome::Approved { .. }, Some(ReversalOutcome::Reversed { .. })) => {
+                        manifest::IssuerOutcome::Reversed
+                    }
+                    (AuthOutcome::Approved { .. }, _) => manifest::IssuerOutcome::Approved,
+                    (AuthOutcome::Declined(_), _) => manifest::IssuerOutcome::Declined,
+                },
+            })
+            .collect();
+        let key = manifest::ManifestKey::new([0x5a; 32]);
+        match manifest::close("SIM", &payments, &key, UNIX_START + END_MS, false) {
+            Err(e) => self.violation(format!("the flight does not close at the end: {e}")),
+            Ok(m) => {
+                let mismatches = manifest::reconcile(&m, &issuer);
+                if let Some(first) = mismatches.first() {
+                    self.violation(format!(
+                        "the manifest does not reconcile with the issuer: {} mismatch(es), first {first:?}",
+                        mismatches.len()
+                    ));
+                }
+                if m.terminals.iter().any(|t| !t.books.balanced()) {
+                    self.violation("a terminal's books do not balance at the end".to_owned());
+                }
+            }
+        }
     }
 
     /// The deadline at the end: every decided payment was sealed by the master, and the issuer
