@@ -105,7 +105,10 @@ pub fn authorize(item: &BatchItem, card: CardFile<'_>, rules: &Rules<'_>) -> Aut
         atc_after,
     };
     let mut atc_after = card.atc;
-    if item.pos.entry_mode.reads_chip() {
+    // Chip data is judged whenever it is there, whatever entry mode the item claims: a keyed
+    // item carrying chip data (which no honest aircraft sends) must not pass a PIN claim or a
+    // counter unverified.
+    if item.pos.entry_mode.reads_chip() || item.emv.is_some() {
         let verified = match (&item.emv, rules.chip_key) {
             (Some(emv), Some(key)) => key.verify(&item.pan, item.amount, emv).then_some(emv),
             _ => None,

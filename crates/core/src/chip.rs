@@ -71,8 +71,10 @@ impl IssuerMasterKey {
     }
 
     /// The card's own master key.
+    /// The card's own master key: `pan_sequence` is 0-99 (5F34 is n2); a larger value is
+    /// another card's (it cannot come from chip data, which is checked to be BCD).
     pub fn card_key(&self, pan: &Pan, pan_sequence: u8) -> CardKey {
-        let digits = format!("{}{:02}", pan.expose_digits(), pan_sequence % 100);
+        let digits = format!("{}{:02}", pan.expose_digits(), pan_sequence);
         let tail = &digits[digits.len().saturating_sub(16)..];
         let y = bcd(tail.parse::<u64>().unwrap_or(0), 8);
         let mut block = [0u8; 16];
@@ -193,6 +195,7 @@ impl ChipCard {
         let cvm: [u8; 3] = if t.pin_verified { [0x01, 0x00, 0x02] } else { [0x1F, 0x00, 0x02] };
         let iad = [0x06, 0x01, 0x11, 0x03, 0xA0, 0x00, 0x00];
         let atc = t.atc.to_be_bytes();
+        let psn = bcd(u64::from(self.pan_sequence % 100), 1);
         let tvr = [0x00, 0x00, 0x00, 0x80, 0x00]; // "transaction exceeds floor limit": offline terminal
         let mut tags: Vec<(u16, &[u8])> = vec![
             (0x9F27, &[0x80]),
@@ -205,7 +208,7 @@ impl ChipCard {
             (0x5F2A, &currency),
             (0x9F37, &t.unpredictable),
             (0x9F34, &cvm),
-            (0x5F34, std::slice::from_ref(&self.pan_sequence)),
+            (0x5F34, &psn),
         ];
         // The cryptogram covers data that is all present above; made over a draft without it.
         let mut draft = tags.clone();
@@ -297,6 +300,15 @@ mod tests {
         assert!(!imk().verify(&other, eur(2990), &emv));
         let other_imk = IssuerMasterKey::from_hex("ff0102030405060708090a0b0c0d0e0f").expect("valid");
         assert!(!other_imk.verify(&pan(), eur(2990), &emv));
+        // The PAN sequence number changed (another card of that number): another key.
+        let psn_tags: Vec<(u16, Vec<u8>)> =
+            [0x9F26, 0x9F27, 0x9F10, 0x9F36, 0x95, 0x9A, 0x9C, 0x9F02, 0x5F2A, 0x9F37, 0x9F34]
+                .iter()
+                .map(|t| (*t, emv.get(*t).expect("present").to_vec()))
+                .chain([(0x5F34, vec![0x02])])
+                .collect();
+        let refs: Vec<(u16, &[u8])> = psn_tags.iter().map(|(t, v)| (*t, v.as_slice())).collect();
+        assert!(!imk().verify(&pan(), eur(2990), &EmvData::from_tags(&refs).expect("well formed")));
         // The PIN claim is covered: flipping the CVM results breaks the cryptogram.
         let pin = card.generate_ac(ChipTxn { pin_verified: true, ..txn(8, eur(2990)) });
         assert!(pin.pin_verified() && imk().verify(&pan(), eur(2990), &pin));

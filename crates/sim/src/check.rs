@@ -96,6 +96,11 @@ pub fn check(
     if wrongly > 0 {
         r.violations.push(format!("{wrongly} genuine payments declined cryptogram_invalid"));
     }
+    // Every simulated tap is fresh (nothing here replays chip data): no counter is seen twice.
+    let replayed = decided.values().filter(|o| **o == AuthOutcome::Declined(DeclineReason::AtcReplayed)).count();
+    if replayed > 0 {
+        r.violations.push(format!("{replayed} genuine chip payments declined atc_replayed"));
+    }
     // Exactly once, in money: a payment charged twice leaves one ledger line (the ledger is keyed
     // by payment id) but takes its amount twice from the account.
     let mut approved: BTreeMap<(String, String), u64> = BTreeMap::new();

@@ -16,7 +16,8 @@
 //! - `late`: payment id → nothing: the item it was decided from was marked `late` (sealed after
 //!   its deferred-authorization deadline). A tree of its own so that decisions stored before it
 //!   existed read as they did.
-//! - `atc`: card hash (32 bytes) → the chip transaction counters seen of that card
+//! - `atc`: keyed hash of card number and PAN sequence number (32 bytes) → the chip transaction
+//!   counters seen of that card
 //!   (`inflight_core::chip::AtcWindow`), written with the decision that used one.
 //! - `hot_cards`: hot-list entry (8 bytes, keyed and truncated: no card number) → the list
 //!   version that added it (u64 BE); `meta` `hot_version` → the list's version (u64 BE).
@@ -37,8 +38,8 @@ use inflight_core::chip::AtcWindow;
 pub use inflight_core::issuer::BatchStart;
 use inflight_core::issuer::{decide, reverse, start_of, ItemDecision, ReversalDecision};
 use inflight_wire::{
-    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, CardKind, Currency, Expiry, HotEntry, MaskedPan, Money,
-    Pan, PaymentId, ReversalOutcome, ReversalResult, HOT_ENTRIES_MAX, HOT_ENTRY_BYTES,
+    AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, CardKind, Currency, EmvData, Expiry, HotEntry, MaskedPan,
+    Money, Pan, PaymentId, ReversalOutcome, ReversalResult, HOT_ENTRIES_MAX, HOT_ENTRY_BYTES,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -332,6 +333,15 @@ impl IssuerStore {
         self.committer.check_writable()?;
         let hashes: Vec<[u8; 32]> = items.iter().map(|i| self.vault.card_hash(i.pan.expose_digits())).collect();
         let contents: Vec<[u8; 32]> = items.iter().map(|i| self.content_digest(i)).collect();
+        // A chip's counters belong to the card, number and sequence number together: a card
+        // re-issued under the same number (a new PSN) starts its counter again.
+        let atc_keys: Vec<[u8; 32]> = items
+            .iter()
+            .map(|i| {
+                let psn = i.emv.as_ref().map_or(0, EmvData::pan_sequence);
+                self.vault.card_hash(&format!("{}/{psn:02}", i.pan.expose_digits()))
+            })
+            .collect();
         let abort = ConflictableTransactionError::Abort;
         let ids: Vec<PaymentId> = items.iter().map(|i| i.id).collect();
         let positions_of = crate::records::batch_id_values(batch, first_seq, &ids);
@@ -342,7 +352,7 @@ impl IssuerStore {
             for (k, v) in &positions_of {
                 positions.insert(k.to_vec(), v.clone())?;
             }
-            for ((item, hash), content) in items.iter().zip(&hashes).zip(&contents) {
+            for (((item, hash), content), atc_key) in items.iter().zip(&hashes).zip(&contents).zip(&atc_keys) {
                 let key = item.id.to_bytes();
                 let prior = match decs.get(key)? {
                     Some(b) => Some(decode_record::<DecisionRecord>(&key, &b).map_err(abort)?.content),
@@ -353,8 +363,8 @@ impl IssuerStore {
                     None => None,
                 };
                 let account = acct.as_ref().map(Account::from);
-                let atc = match atcs.get(hash)? {
-                    Some(b) => Some(decode_record::<AtcWindow>(hash, &b).map_err(abort)?),
+                let atc = match atcs.get(atc_key)? {
+                    Some(b) => Some(decode_record::<AtcWindow>(atc_key, &b).map_err(abort)?),
                     None => None,
                 };
                 match decide(item, content, prior.as_ref(), CardFile { account: account.as_ref(), atc }, rules) {
@@ -370,7 +380,7 @@ impl IssuerStore {
                         // later copy of its cryptogram finds it (replay), whatever batch or
                         // flight carries it.
                         if let Some(w) = atc_after {
-                            atcs.insert(hash.to_vec(), encode_record(&w))?;
+                            atcs.insert(atc_key.to_vec(), encode_record(&w))?;
                         }
                         if matches!(outcome, AuthOutcome::Approved { .. }) {
                             charged.insert(key.to_vec(), hash.to_vec())?;

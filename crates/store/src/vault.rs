@@ -146,8 +146,6 @@ impl CardVault {
     }
 }
 
-/// Reads a secret written as hex digits (and an optional trailing newline) from a regular file
-/// (not a symbolic link) that only its owner may read, owned by this process's user.
 /// The issuer master key for chip cryptograms from its key file: 32 hex digits (AES-128), held
 /// like every other key (a regular file, not readable by others).
 pub fn chip_master_key_from_file(path: &Path) -> Result<inflight_core::chip::IssuerMasterKey, StoreError> {
@@ -157,6 +155,8 @@ pub fn chip_master_key_from_file(path: &Path) -> Result<inflight_core::chip::Iss
     Ok(inflight_core::chip::IssuerMasterKey::from_bytes(key))
 }
 
+/// Reads a secret written as hex digits (and an optional trailing newline) from a regular file
+/// (not a symbolic link) that only its owner may read, owned by this process's user.
 pub(crate) fn read_secret_hex(path: &Path) -> Result<Vec<u8>, StoreError> {
     let err = |detail: String| StoreError::Key { path: path.to_owned(), detail };
     let meta = std::fs::symlink_metadata(path).map_err(|e| err(e.to_string()))?;

@@ -169,6 +169,24 @@ fn a_chip_counter_is_used_once_across_batches_and_restarts() {
     assert_eq!(approved, 2, "the first, and counter 39 (behind 40, never seen): {outcomes:?}");
     let acct = &s.accounts().expect("accounts")[0];
     assert_eq!(acct.available_minor, 1_000 - 200, "charged for the two genuine payments only");
+
+    // The card re-issued under the same number (PAN sequence number 2): its counter starts
+    // again, and its counter 40 is its own, not a replay of the first card's.
+    let reissued = ChipCard::new(&imk, &Pan::parse(PAN).expect("valid"), 2);
+    let money = Money::new(100, eur()).expect("valid");
+    let emv = reissued.generate_ac(ChipTxn {
+        atc: 40,
+        amount: money,
+        unix_ms: 1_790_000_000_000,
+        unpredictable: [5; 4],
+        pin_verified: false,
+    });
+    let new_card = BatchItem { emv: Some(emv), ..chip(5, 40, 100) };
+    s.begin_batch(&header(3, 1, 3)).expect("begin");
+    let t = s.decide_chunk(BatchId([3; 16]), 0, std::slice::from_ref(&new_card), &rules).expect("decide");
+    s.durable_blocking(t).expect("durable");
+    let decided = s.ledger().expect("ledger").into_iter().find(|l| l.payment_id == new_card.id).expect("decided");
+    assert!(matches!(decided.outcome, AuthOutcome::Approved { .. }), "{decided:?}");
 }
 
 /// An item sealed after its deadline is recorded `late` with its decision, across a restart;

@@ -278,7 +278,7 @@ impl EmvData {
             if !(spec.len.0..=spec.len.1).contains(&value.len()) {
                 return Err(EvidenceError::TagLength(spec.name));
             }
-            if matches!(tag, 0x9F02 | 0x9F03 | 0x5F2A | 0x9A) && !is_bcd(value) {
+            if matches!(tag, 0x9F02 | 0x9F03 | 0x5F2A | 0x9A | 0x5F34) && !is_bcd(value) {
                 return Err(EvidenceError::NotBcd(spec.name));
             }
             seen.push(tag);
@@ -377,9 +377,10 @@ impl EmvData {
         bcd_value(self.required(0x5F2A)) as u16
     }
 
-    /// PAN sequence number (5F34).
+    /// PAN sequence number (5F34, n2: 0-99): which card of that number this is. Part of the
+    /// card's key, so a changed one breaks the cryptogram.
     pub fn pan_sequence(&self) -> u8 {
-        self.required(0x5F34).first().copied().unwrap_or(0)
+        bcd_value(self.required(0x5F34)) as u8
     }
 
     /// Whether the CVM results (9F34) say the cardholder's PIN was verified by the card
@@ -467,7 +468,11 @@ fn split_tlv(b: &[u8]) -> Result<(u16, &[u8], &[u8]), EvidenceError> {
     };
     let (len, rest) = match rest.first().copied().ok_or(EvidenceError::Malformed)? {
         l @ 0..=0x7F => (usize::from(l), &rest[1..]),
-        0x81 => (usize::from(*rest.get(1).ok_or(EvidenceError::Malformed)?), &rest[2..]),
+        // The long form only where the short one cannot say it: one encoding per content.
+        0x81 => match *rest.get(1).ok_or(EvidenceError::Malformed)? {
+            l @ 0x80..=0xFF => (usize::from(l), &rest[2..]),
+            _ => return Err(EvidenceError::Malformed),
+        },
         _ => return Err(EvidenceError::Malformed),
     };
     if rest.len() < len {
@@ -560,6 +565,9 @@ mod tests {
         let good = build(&good_tags()).expect("valid").as_bytes().to_vec();
         assert_eq!(EmvData::parse(&good[..good.len() - 1]), Err(EvidenceError::Malformed));
         assert_eq!(EmvData::parse(&[0x70, 0x00]), Err(EvidenceError::Malformed), "a template");
+        // `81 xx` only for lengths the short form cannot say: one encoding per content.
+        assert_eq!(EmvData::parse(&[0x9C, 0x81, 0x01, 0x00]), Err(EvidenceError::Malformed));
+        assert_eq!(with(&|t| t[11].1 = vec![0x1A]), Err(EvidenceError::NotBcd("5F34")));
         assert_eq!(EmvData::parse(&vec![0x9C; EMV_TLV_BYTES_MAX + 1]), Err(EvidenceError::TooLong));
         assert_eq!(EmvData::from_hex("9f2"), Err(EvidenceError::Hex));
         assert_eq!(EmvData::from_hex("zz"), Err(EvidenceError::Hex));

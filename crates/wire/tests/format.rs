@@ -201,7 +201,7 @@ fn a_chunk_of_the_largest_items_fits_a_ground_frame() {
         (0x5F2A, vec![0x99; 2]),
         (0x9F37, vec![0xff; 4]),
         (0x9F34, vec![0xff; 3]),
-        (0x5F34, vec![0xff]),
+        (0x5F34, vec![0x99]),
         (0x82, vec![0xff; 2]),
         (0x84, vec![0xff; 16]),
         (0x9F03, vec![0x99; 6]),
