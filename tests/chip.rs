@@ -100,6 +100,10 @@ fn chip_payments_are_verified_by_the_issuer_and_altered_or_replayed_ones_decline
     // The first payment's chip data again, as a new sale: a replay.
     let replay_tlv = tap(&dep, credit, 2_990, 1, false);
     let replayed = accept(&capture_cli(&dep, credit, 2_990, &replay_tlv), "a replayed payment");
+    // The chip card keyed, its chip data left out (what a terminal stripping the evidence
+    // would send): its BIN takes typed numbers, so the seat accepts; the issuer, which knows it is
+    // a chip card, does not.
+    let stripped = accept(&capture_socket(&mut app, credit, 1_200, json!({})), "a keyed chip card");
     // Chip and PIN: accepted with the PIN verified by the chip.
     let with_pin = accept(
         &capture_socket(&mut app, pin_card, 2_000, json!({ "emv": tap(&dep, pin_card, 2_000, 1, true) })),
@@ -130,10 +134,10 @@ fn chip_payments_are_verified_by_the_issuer_and_altered_or_replayed_ones_decline
         assert!(answer["payment_id"].is_null(), "refused before anything is stored: {answer}");
     }
 
-    dep.wait_for("every payment at the master", Duration::from_secs(30), || dep.master_total() == 5);
+    dep.wait_for("every payment at the master", Duration::from_secs(30), || dep.master_total() == 6);
     dep.master_link("auto");
     dep.wait_for("decided and delivered", Duration::from_secs(60), || {
-        dep.master_status(None)["payments"]["delivered"] == 5
+        dep.master_status(None)["payments"]["delivered"] == 6
     });
     let ledger = dep.assert_exactly_once_in_money(&accepted);
     let outcome = |id: &str| {
@@ -145,6 +149,7 @@ fn chip_payments_are_verified_by_the_issuer_and_altered_or_replayed_ones_decline
     }
     assert_eq!(outcome(&altered), ("declined".into(), Some("cryptogram_invalid".into())));
     assert_eq!(outcome(&replayed), ("declined".into(), Some("atc_replayed".into())));
+    assert_eq!(outcome(&stripped), ("declined".into(), Some("entry_mode_not_allowed".into())));
 
     // The point of sale is kept in clear for the books; the chip data is gone with the card.
     let status = dep.master_status(Some(&tapped));

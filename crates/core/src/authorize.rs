@@ -26,6 +26,9 @@ pub struct Account {
     pub currency: Currency,
     /// Whether the account may be charged.
     pub open: bool,
+    /// A chip card: its chip is its evidence, so it is never taken keyed offline (a terminal
+    /// that strips the chip data and labels the sale key-entered gets `entry_mode_not_allowed`).
+    pub chip: bool,
 }
 
 /// The capture times the issuer accepts for a batch: from `not_before_unix_ms` (its receipt
@@ -110,7 +113,7 @@ pub fn authorize(item: &BatchItem, card: CardFile<'_>, rules: &Rules<'_>) -> Aut
     // counter unverified.
     if item.pos.entry_mode.reads_chip() || item.emv.is_some() {
         let verified = match (&item.emv, rules.chip_key) {
-            (Some(emv), Some(key)) => key.verify(&item.pan, item.amount, emv).then_some(emv),
+            (Some(emv), Some(key)) => key.verify(&item.pan, item.amount, item.captured_unix_ms, emv).then_some(emv),
             _ => None,
         };
         let Some(emv) = verified else { return declined(DeclineReason::CryptogramInvalid, card.atc) };
@@ -123,6 +126,9 @@ pub fn authorize(item: &BatchItem, card: CardFile<'_>, rules: &Rules<'_>) -> Aut
     let Some(acct) = card.account else { return declined(DeclineReason::UnknownCard) };
     if !acct.open {
         return declined(DeclineReason::AccountBlocked);
+    }
+    if acct.chip && !item.pos.entry_mode.reads_chip() {
+        return declined(DeclineReason::EntryModeNotAllowed);
     }
     if !rules.bounds.contains(item.captured_unix_ms) {
         return declined(DeclineReason::CaptureTimeOutOfBounds);
@@ -222,6 +228,7 @@ mod tests {
             available_minor: available,
             currency: eur(),
             open,
+            chip: false,
         }
     }
 
@@ -368,6 +375,17 @@ mod tests {
             authorize(&chip_item(&card, 7, 1_000, false), CardFile { account: Some(&poor), atc: Some(seen) }, &rules);
         assert_eq!(got.outcome, AuthOutcome::Declined(DeclineReason::InsufficientFunds));
         assert_eq!(AtcWindow::accept(got.atc_after, 7), None);
+
+        // The chip card keyed (its chip data stripped by the terminal): never taken keyed.
+        let chip_acct = Account { chip: true, ..account(80_000, true) };
+        let stripped = BatchItem { pos: PointOfSale::LEGACY, emv: None, ..chip_item(&card, 20, 1_000, false) };
+        assert_eq!(
+            outcome(&authorize(&stripped, CardFile { account: Some(&chip_acct), atc: None }, &rules)),
+            AuthOutcome::Declined(DeclineReason::EntryModeNotAllowed)
+        );
+        let tapped =
+            authorize(&chip_item(&card, 21, 1_000, false), CardFile { account: Some(&chip_acct), atc: None }, &rules);
+        assert!(matches!(tapped.outcome, AuthOutcome::Approved { .. }), "{tapped:?}");
 
         // Programme policy: chip only, PIN required.
         let mut strict = programme();

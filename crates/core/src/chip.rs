@@ -85,16 +85,34 @@ impl IssuerMasterKey {
         CardKey(Key(self.0.encrypt(block)))
     }
 
-    /// Whether `emv` is what the card `pan` made for `amount`: its amount and currency are the
-    /// item's, and its cryptogram verifies under the card's key.
-    pub fn verify(&self, pan: &Pan, amount: Money, emv: &EmvData) -> bool {
+    /// Whether `emv` is what the card `pan` made for this item: a purchase (9C = 00) of the
+    /// item's amount and currency, on the item's capture date (one day either way, for time
+    /// zones and midnight), and its cryptogram verifies under the card's key. The cryptogram
+    /// covers the date and type, so a terminal cannot change them; comparing them with the
+    /// item stops a cryptogram collected one day being sold as another day's payment, or a
+    /// refund's as a purchase.
+    pub fn verify(&self, pan: &Pan, amount: Money, captured_unix_ms: u64, emv: &EmvData) -> bool {
         if emv.amount_minor() != amount.amount_minor() || emv.currency_numeric() != amount.currency().numeric() {
+            return false;
+        }
+        if emv.get(0x9C) != Some(&[0x00][..]) {
+            return false;
+        }
+        let on = |unix_ms: u64| emv.get(0x9A) == Some(&emv_date(unix_ms)[..]);
+        const DAY_MS: u64 = 86_400_000;
+        if !(on(captured_unix_ms) || on(captured_unix_ms.saturating_sub(DAY_MS)) || on(captured_unix_ms + DAY_MS)) {
             return false;
         }
         let want = self.card_key(pan, emv.pan_sequence()).cryptogram(emv.atc(), &covered_data(emv));
         // Compared without an early exit: the verifier must not tell a forger how many bytes matched.
         want.iter().zip(emv.cryptogram()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
+}
+
+/// EMV tag 9A for the UTC date of `unix_ms`: YYMMDD in BCD.
+fn emv_date(unix_ms: u64) -> Vec<u8> {
+    let (y, m, d) = utc_date(unix_ms);
+    bcd((y.rem_euclid(100) as u64) * 10_000 + u64::from(m) * 100 + u64::from(d), 3)
 }
 
 /// A card's master key (ICC MK AC).
@@ -128,7 +146,7 @@ impl CardKey {
 }
 
 /// The data the cryptogram covers, in this order (EMV's recommended minimum for CDOL1, plus the
-/// CVM results, so that a terminal cannot claim a PIN the card did not check): amount
+/// CVM results, so that they cannot be changed after the card signed): amount
 /// authorised (9F02), amount other (9F03), terminal country (9F1A), TVR (95), currency (5F2A),
 /// date (9A), transaction type (9C), unpredictable number (9F37), AIP (82), ATC (9F36), issuer
 /// application data (9F10), CVM results (9F34). An optional tag that is absent counts as zeros.
@@ -188,8 +206,7 @@ impl ChipCard {
     /// The chip data of a GENERATE AC answered with an ARQC (the card asks for the issuer's
     /// decision: a deferred authorization).
     pub fn generate_ac(&self, t: ChipTxn) -> EmvData {
-        let (y, m, d) = utc_date(t.unix_ms);
-        let date = bcd((y as u64 % 100) * 10_000 + u64::from(m) * 100 + u64::from(d), 3);
+        let date = emv_date(t.unix_ms);
         let amount = bcd(t.amount.amount_minor(), 6);
         let currency = bcd(u64::from(t.amount.currency().numeric()), 2);
         let cvm: [u8; 3] = if t.pin_verified { [0x01, 0x00, 0x02] } else { [0x1F, 0x00, 0x02] };
@@ -222,32 +239,61 @@ impl ChipCard {
 
 /// The transaction counters seen of one card: the highest, and which of the [`AtcWindow::SPAN`]
 /// below it. Payments of one card reach the issuer out of order (several terminals, batches
-/// sealed at different times), so a lower counter is not by itself a replay; one seen before
-/// is, and so is one further back than the window (it can no longer be told from a replay).
+/// sealed at different times, a quarantined batch, a diversion), so a lower counter is not by
+/// itself a replay; one seen before is, and so is one further back than the window (it can no
+/// longer be told from a replay). The window is wide enough for a card's every use within the
+/// issuer's capture age (30 days: a card is used a few times a day), so a genuine late payment
+/// is never mistaken for a replay; 130 bytes per chip card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub struct AtcWindow {
     highest: u16,
-    /// Bit `i`: counter `highest - i` was seen (bit 0 is `highest` itself).
-    seen: u64,
+    /// Bit `i` of the whole (word `i / 64`, bit `i % 64`): counter `highest - i` was seen (bit 0
+    /// is `highest` itself).
+    seen: [u64; ATC_WINDOW_WORDS],
 }
+
+const ATC_WINDOW_WORDS: usize = 16;
 
 impl AtcWindow {
     /// How far below the highest counter a counter is still accepted once.
-    pub const SPAN: u16 = 64;
+    pub const SPAN: u16 = (ATC_WINDOW_WORDS * 64) as u16;
+
+    fn bit(&self, back: u16) -> bool {
+        self.seen[usize::from(back / 64)] & (1 << (back % 64)) != 0
+    }
+
+    fn set(&mut self, back: u16) {
+        self.seen[usize::from(back / 64)] |= 1 << (back % 64);
+    }
 
     /// The window after counter `atc`, or `None` when `atc` is a replay (seen, or too far back).
     pub fn accept(window: Option<AtcWindow>, atc: u16) -> Option<AtcWindow> {
-        let Some(w) = window else { return Some(AtcWindow { highest: atc, seen: 1 }) };
+        let Some(w) = window else {
+            let mut first = AtcWindow { highest: atc, seen: [0; ATC_WINDOW_WORDS] };
+            first.set(0);
+            return Some(first);
+        };
         if atc > w.highest {
-            let shift = u32::from(atc - w.highest);
-            let seen = if shift >= 64 { 0 } else { w.seen << shift };
-            return Some(AtcWindow { highest: atc, seen: seen | 1 });
+            // Every seen counter moves `shift` further back; those beyond the window fall off.
+            let shift = atc - w.highest;
+            let mut moved = AtcWindow { highest: atc, seen: [0; ATC_WINDOW_WORDS] };
+            for back in 0..Self::SPAN {
+                if w.bit(back) {
+                    if let Some(b) = back.checked_add(shift).filter(|b| *b < Self::SPAN) {
+                        moved.set(b);
+                    }
+                }
+            }
+            moved.set(0);
+            return Some(moved);
         }
         let back = w.highest - atc;
-        if back >= Self::SPAN || w.seen & (1 << back) != 0 {
+        if back >= Self::SPAN || w.bit(back) {
             return None;
         }
-        Some(AtcWindow { seen: w.seen | (1 << back), ..w })
+        let mut next = w;
+        next.set(back);
+        Some(next)
     }
 }
 
@@ -269,21 +315,24 @@ mod tests {
         Money::new(n, Currency::parse("EUR").expect("known")).expect("valid")
     }
 
+    /// 2026-11-27, midday.
+    const T: u64 = 1_795_737_600_000 + 12 * 3_600_000;
+
     fn txn(atc: u16, amount: Money) -> ChipTxn {
-        ChipTxn { atc, amount, unix_ms: 1_795_737_600_000, unpredictable: [1, 2, 3, 4], pin_verified: false }
+        ChipTxn { atc, amount, unix_ms: T, unpredictable: [1, 2, 3, 4], pin_verified: false }
     }
 
     #[test]
     fn the_issuer_verifies_what_the_card_made_and_nothing_altered() {
         let card = ChipCard::new(&imk(), &pan(), 1);
         let emv = card.generate_ac(txn(7, eur(2990)));
-        assert!(imk().verify(&pan(), eur(2990), &emv));
+        assert!(imk().verify(&pan(), eur(2990), T, &emv));
         assert_eq!(emv.atc(), 7);
         assert_eq!(emv.get(0x9A), Some(&[0x26, 0x11, 0x27][..]), "2026-11-27");
         // The item's amount or currency changed after the card signed.
-        assert!(!imk().verify(&pan(), eur(2991), &emv));
+        assert!(!imk().verify(&pan(), eur(2991), T, &emv));
         let usd = Money::new(2990, Currency::parse("USD").expect("known")).expect("valid");
-        assert!(!imk().verify(&pan(), usd, &emv));
+        assert!(!imk().verify(&pan(), usd, T, &emv));
         // The chip data's amount changed to match (a hostile terminal): the cryptogram fails.
         let forged = card.generate_ac(txn(7, eur(2990)));
         let mut tags: Vec<(u16, Vec<u8>)> =
@@ -294,12 +343,16 @@ mod tests {
         tags.push((0x9F02, bcd(2991, 6)));
         let refs: Vec<(u16, &[u8])> = tags.iter().map(|(t, v)| (*t, v.as_slice())).collect();
         let forged = EmvData::from_tags(&refs).expect("well formed");
-        assert!(!imk().verify(&pan(), eur(2991), &forged));
+        assert!(!imk().verify(&pan(), eur(2991), T, &forged));
+        // Captured on another day than the card signed (a day either way is allowed).
+        assert!(imk().verify(&pan(), eur(2990), T + 86_400_000, &emv), "the next day (time zones)");
+        assert!(!imk().verify(&pan(), eur(2990), T + 2 * 86_400_000, &emv), "two days later");
+        assert!(!imk().verify(&pan(), eur(2990), T - 2 * 86_400_000, &emv), "two days earlier");
         // Another card's number, another issuer's key.
         let other = Pan::parse("4000110000020015").expect("valid");
-        assert!(!imk().verify(&other, eur(2990), &emv));
+        assert!(!imk().verify(&other, eur(2990), T, &emv));
         let other_imk = IssuerMasterKey::from_hex("ff0102030405060708090a0b0c0d0e0f").expect("valid");
-        assert!(!other_imk.verify(&pan(), eur(2990), &emv));
+        assert!(!other_imk.verify(&pan(), eur(2990), T, &emv));
         // The PAN sequence number changed (another card of that number): another key.
         let psn_tags: Vec<(u16, Vec<u8>)> =
             [0x9F26, 0x9F27, 0x9F10, 0x9F36, 0x95, 0x9A, 0x9C, 0x9F02, 0x5F2A, 0x9F37, 0x9F34]
@@ -308,10 +361,10 @@ mod tests {
                 .chain([(0x5F34, vec![0x02])])
                 .collect();
         let refs: Vec<(u16, &[u8])> = psn_tags.iter().map(|(t, v)| (*t, v.as_slice())).collect();
-        assert!(!imk().verify(&pan(), eur(2990), &EmvData::from_tags(&refs).expect("well formed")));
+        assert!(!imk().verify(&pan(), eur(2990), T, &EmvData::from_tags(&refs).expect("well formed")));
         // The PIN claim is covered: flipping the CVM results breaks the cryptogram.
         let pin = card.generate_ac(ChipTxn { pin_verified: true, ..txn(8, eur(2990)) });
-        assert!(pin.pin_verified() && imk().verify(&pan(), eur(2990), &pin));
+        assert!(pin.pin_verified() && imk().verify(&pan(), eur(2990), T, &pin));
     }
 
     #[test]
@@ -337,8 +390,23 @@ mod tests {
         w = AtcWindow::accept(Some(w), 12 + AtcWindow::SPAN - 1).expect("far forward");
         assert!(AtcWindow::accept(Some(w), 13).is_some(), "still inside the window");
         assert_eq!(AtcWindow::accept(Some(w), 11), None, "behind the window: going backwards");
-        let far = AtcWindow::accept(Some(w), 1000).expect("jump");
-        assert_eq!(AtcWindow::accept(Some(far), 1000 - AtcWindow::SPAN), None);
-        assert!(AtcWindow::accept(Some(far), 1000 - AtcWindow::SPAN + 1).is_some());
+        assert_eq!(AtcWindow::accept(Some(w), 12), None, "seen, and still inside after the move");
+        let far = AtcWindow::accept(Some(w), 5000).expect("jump");
+        assert_eq!(AtcWindow::accept(Some(far), 5000 - AtcWindow::SPAN), None);
+        assert!(AtcWindow::accept(Some(far), 5000 - AtcWindow::SPAN + 1).is_some());
+    }
+
+    /// A card's payments arriving in any order, hundreds apart (a late batch, a diversion): each
+    /// accepted once, none a replay; the same again, every one refused.
+    #[test]
+    fn hundreds_of_counters_out_of_order_are_each_accepted_once() {
+        let mut w = None;
+        let order: Vec<u16> = (1..=600).rev().step_by(2).chain((1..=600).step_by(2)).collect();
+        for atc in &order {
+            w = Some(AtcWindow::accept(w, *atc).unwrap_or_else(|| panic!("{atc} refused")));
+        }
+        for atc in &order {
+            assert_eq!(AtcWindow::accept(w, *atc), None, "{atc} accepted twice");
+        }
     }
 }

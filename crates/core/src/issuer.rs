@@ -340,6 +340,7 @@ mod tests {
             available_minor: available,
             currency: eur(),
             open: true,
+            chip: false,
         }
     }
 

@@ -17,8 +17,15 @@ pub fn check(config: &Path) -> CheckReport {
     let Some(cfg) = r.config(IssuerConfig::load(config)) else { return r };
     let now_s = inflight_daemon::unix_ms_now() / 1_000;
     r.result("card_key_file", Some(&cfg.card_key_file), CardVault::from_key_file(&cfg.card_key_file));
-    if let Some(chip) = &cfg.chip_key_file {
-        r.result("chip_key_file", Some(chip), inflight_store::chip_master_key_from_file(chip));
+    match &cfg.chip_key_file {
+        Some(chip) => {
+            r.result("chip_key_file", Some(chip), inflight_store::chip_master_key_from_file(chip));
+        }
+        None => r.warning(
+            "chip_key_file",
+            None,
+            "absent: every chip and contactless payment will be declined cryptogram_invalid".to_owned(),
+        ),
     }
     r.result("signing_key_file", Some(&cfg.signing_key_file), BinListSigner::from_hex_file(&cfg.signing_key_file));
     if let Err(errors) = crate::config::load_programme(&cfg.programme_file) {

@@ -158,7 +158,8 @@ struct BinEntry {
     txn_limit_minor: u64,
     card_flight_limit_minor: u64,
     currencies: Vec<String>,
-    /// Absent: every entry mode (as before the field existed).
+    /// Absent: chip and contactless only. A programme that takes typed card numbers offline (no
+    /// evidence the card was there) says so.
     entry_modes: Option<Vec<String>>,
     #[serde(default)]
     cvm_required: bool,
@@ -184,7 +185,7 @@ pub fn load_programme(path: &Path) -> Result<(u64, Vec<BinRule>), Vec<String>> {
             .filter_map(|c| Currency::parse(c).map_err(|e| errors.push(at(format!("{c}: {e}")))).ok())
             .collect();
         let entry_modes: Vec<EntryMode> = match &b.entry_modes {
-            None => EntryMode::ALL.to_vec(),
+            None => vec![EntryMode::Chip, EntryMode::Contactless],
             Some(modes) => {
                 let parsed: Vec<EntryMode> = modes
                     .iter()
@@ -233,6 +234,9 @@ struct AccountEntry {
     available_minor: u64,
     currency: String,
     status: String,
+    /// A chip card (`test-cards.json` marks them): never taken keyed offline.
+    #[serde(default)]
+    chip: bool,
 }
 
 /// The accounts of the accounts file, and the cards among them reported lost (status `lost`:
@@ -246,7 +250,7 @@ pub struct Accounts {
 }
 
 /// The accounts file: a JSON array of `{pan, kind, expiry, available_minor, currency, status}`
-/// (the same fields as `test-cards.json`; other fields are ignored). `status` is `open`,
+/// and optionally `chip` (the same fields as `test-cards.json`; other fields are ignored). `status` is `open`,
 /// `blocked`, or `lost` (blocked and listed hot). Errors never quote a PAN.
 pub fn load_accounts(path: &Path) -> Result<Accounts, Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
@@ -276,12 +280,47 @@ pub fn load_accounts(path: &Path) -> Result<Accounts, Vec<String>> {
             if a.status == "lost" {
                 lost.push(pan.clone());
             }
-            out.push((pan, Account { kind, expiry, available_minor: a.available_minor, currency, open }));
+            out.push((pan, Account { kind, expiry, available_minor: a.available_minor, currency, open, chip: a.chip }));
         }
     }
     if errors.is_empty() {
         Ok(Accounts { accounts: out, lost })
     } else {
         Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn programme(rules: &str) -> Result<(u64, Vec<BinRule>), Vec<String>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("programme.toml");
+        let head = "version = 3\n[[bin]]\nprefix = \"400011\"\nkind = \"credit\"\ntxn_limit_minor = 100\ncard_flight_limit_minor = 100\ncurrencies = [\"EUR\"]\n";
+        std::fs::write(&path, format!("{head}{rules}")).expect("write");
+        load_programme(&path)
+    }
+
+    /// A programme that names no entry modes takes the chip only (chip and contactless): typed
+    /// numbers are taken only where the issuer says so.
+    #[test]
+    fn entry_modes_default_to_the_chip_and_are_checked() {
+        let (_, rules) = programme("").expect("valid");
+        assert_eq!(
+            (rules[0].entry_modes.clone(), rules[0].cvm_required),
+            (vec![EntryMode::Chip, EntryMode::Contactless], false)
+        );
+        let (_, rules) = programme("entry_modes = [\"key_entered\"]\n").expect("valid");
+        assert_eq!(rules[0].entry_modes, vec![EntryMode::KeyEntered]);
+        for (bad, says) in [
+            ("entry_modes = [\"swipe\"]\n", "entry mode must be"),
+            ("entry_modes = []\n", "once each"),
+            ("entry_modes = [\"chip\", \"chip\"]\n", "once each"),
+            ("entry_modes = [\"chip\", \"key_entered\"]\ncvm_required = true\n", "cvm_required takes no key_entered"),
+        ] {
+            let errors = programme(bad).expect_err(bad);
+            assert!(errors.iter().any(|e| e.contains(says)), "{bad}: {errors:?}");
+        }
     }
 }

@@ -164,8 +164,10 @@ txn_limit_minor = 200000
 # Largest total per card per flight, across all terminals of the aircraft.
 card_flight_limit_minor = 300000
 currencies = ["EUR", "USD"]
-# How these cards may be read for an offline payment (default: all three); and whether the
-# cardholder's PIN, verified by the chip, is required (default false).
+# How these cards may be read for an offline payment (default: chip and contactless only; a
+# typed number is no evidence the card was there); and whether the cardholder's PIN, verified
+# by the chip, is required (default false). The issuer also declines a chip card (accounts
+# file: "chip": true) taken any way but its chip, whatever the BIN allows.
 entry_modes = ["chip", "contactless", "key_entered"]
 cvm_required = false
 
@@ -185,6 +187,7 @@ kind = "debit"
 txn_limit_minor = 100000
 card_flight_limit_minor = 150000
 currencies = ["EUR"]
+entry_modes = ["chip", "contactless", "key_entered"]
 
 [[bin]]
 prefix = "650123"
@@ -192,6 +195,7 @@ kind = "check"
 txn_limit_minor = 50000
 card_flight_limit_minor = 50000
 currencies = ["EUR"]
+entry_modes = ["chip", "contactless", "key_entered"]
 "#;
 
 /// The issuer's config.

@@ -131,10 +131,11 @@ fn model(seeds: (u64, u64), trace: bool, threads: Option<usize>) -> ExitCode {
     let mut accepted = 0u64;
     let mut decided = 0u64;
     let mut late = 0u64;
-    let (mut altered, mut replays) = (0u64, 0u64);
+    let (mut altered, mut replays, mut stripped) = (0u64, 0u64, 0u64);
     for r in &runs {
         altered += r.stats.altered;
         replays += r.stats.replays_declined;
+        stripped += r.stats.stripped;
         events += r.stats.events;
         accepted += r.stats.accepted;
         decided += r.stats.decided;
@@ -148,7 +149,7 @@ fn model(seeds: (u64, u64), trace: bool, threads: Option<usize>) -> ExitCode {
     }
     let n = runs.len() as f64;
     println!(
-        "model: seeds {}-{}: {} runs, {} with violations; {} events, {} payments accepted, {} decided ({} late: sealed after their deadline; {} altered chip payments, {} replayed cryptograms declined); {:.1} s ({:.0} seeds/s){}",
+        "model: seeds {}-{}: {} runs, {} with violations; {} events, {} payments accepted, {} decided ({} late: sealed after their deadline; {} altered chip payments, {} replayed cryptograms declined, {} chip cards keyed); {:.1} s ({:.0} seeds/s){}",
         seeds.0,
         seeds.1,
         runs.len(),
@@ -159,6 +160,7 @@ fn model(seeds: (u64, u64), trace: bool, threads: Option<usize>) -> ExitCode {
         late,
         altered,
         replays,
+        stripped,
         elapsed,
         n / elapsed.max(1e-9),
         if failed > 0 { "; replay one with: inflight-sim --model --seeds S --trace" } else { "" }

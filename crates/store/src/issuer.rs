@@ -60,6 +60,8 @@ struct AccountRecord {
     available_minor: u64,
     currency: Currency,
     open: bool,
+    /// A chip card (never taken keyed offline).
+    chip: bool,
 }
 
 impl From<&AccountRecord> for Account {
@@ -70,6 +72,7 @@ impl From<&AccountRecord> for Account {
             available_minor: r.available_minor,
             currency: r.currency,
             open: r.open,
+            chip: r.chip,
         }
     }
 }
@@ -84,6 +87,7 @@ impl AccountRecord {
             available_minor: a.available_minor,
             currency: a.currency,
             open: a.open,
+            chip: a.chip,
         }
     }
 

@@ -112,6 +112,7 @@ impl Open {
                     available_minor: 1_000_000,
                     currency: eur(),
                     open: true,
+                    chip: false,
                 };
                 let t = s.import_accounts(&[(Pan::parse(PAN).expect("valid"), acct)]).expect("import");
                 s.durable_blocking(t).expect("durable");

@@ -72,6 +72,7 @@ fn issuer(dir: &std::path::Path) -> IssuerStore {
             available_minor: 1_000,
             currency: eur(),
             open: true,
+            chip: false,
         };
         let t = s.import_accounts(&[(Pan::parse(PAN).expect("valid"), acct)]).expect("import");
         s.durable_blocking(t).expect("durable");

@@ -10,7 +10,7 @@ use std::fmt;
 
 use bincode::{Decode, Encode};
 
-/// Largest chip data block, in bytes: the tags below at their longest take about 120; a reader
+/// Largest chip data block, in bytes: the tags below, each once at its longest, take 152; a reader
 /// that sends more is sending something else.
 pub const EMV_TLV_BYTES_MAX: usize = 252;
 
@@ -189,7 +189,8 @@ pub enum EvidenceError {
     /// Over [`EMV_TLV_BYTES_MAX`].
     #[error("chip data over {EMV_TLV_BYTES_MAX} bytes")]
     TooLong,
-    /// A tag or length runs past the end, or a length is not in one of the two short forms.
+    /// A tag or length runs past the end, or a length is neither in the short form (under 128)
+    /// nor `81 xx` for 128-255.
     #[error("chip data is not well-formed BER-TLV")]
     Malformed,
     /// A tag inflight does not take (its name, never its value).

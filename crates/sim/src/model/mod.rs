@@ -110,6 +110,9 @@ pub(crate) enum Mutation {
     /// The issuer decides chip items as if they were keyed: no cryptogram checked, no counter
     /// kept. An altered payment is charged.
     IgnoreChip,
+    /// The issuer forgets which cards are chip cards: a chip card keyed (its chip data stripped
+    /// by the terminal) is charged for any amount.
+    KeyedChipCards,
 }
 
 macro_rules! mutant {
@@ -176,6 +179,8 @@ pub struct Stats {
     pub altered: u64,
     /// Payments declined `atc_replayed` (a hostile terminal's copy of a card's chip data).
     pub replays_declined: u64,
+    /// Chip cards keyed (their chip data stripped by a hostile terminal), decided by the issuer.
+    pub stripped: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -658,6 +663,7 @@ enum ChipUse {
     Genuine,
     Tampered,
     Replayed,
+    Stripped,
 }
 
 /// The card on the issuer's hot-card list (the blocked account's card).
@@ -852,6 +858,7 @@ impl World {
                         available_minor: available,
                         currency: eur(),
                         open,
+                        chip: true,
                     },
                 );
                 issuer_disk.opening.insert(k, available);
@@ -1246,6 +1253,7 @@ impl World {
             None => {
                 trace!(self, "sale {k} attempt {a}: capture {} EUR at terminal {t}", s.amount);
                 let (emv, amount) = self.chip_data(s.card, s.amount);
+                let emv = emv.map(|e| e.to_hex());
                 let req = CaptureRequest {
                     pan: CARDS[s.card].pan.into(),
                     expiry: "12/30".into(),
@@ -1253,7 +1261,7 @@ impl World {
                     currency: "EUR".into(),
                     seat: format!("{}A", t + 1),
                     items: vec![],
-                    emv: Some(emv.to_hex()),
+                    emv,
                     entry_mode: None,
                     mcc: None,
                 };
@@ -1988,7 +1996,10 @@ impl World {
                             current.decisions.get(&item.id).map(|d| d.content)
                         };
                         let card = card_index(&item.pan);
-                        let account = current.accounts.get(&card).cloned();
+                        let mut account = current.accounts.get(&card).cloned();
+                        if mutant!(self, KeyedChipCards) {
+                            account = account.map(|a| Account { chip: false, ..a });
+                        }
                         let key = chip_key();
                         let rules = Rules { programme: &self.programme, bounds, chip_key: Some(&key) };
                         let atc = if mutant!(self, ForgetAtc) { None } else { current.atc.get(&card).copied() };
@@ -2071,17 +2082,23 @@ impl World {
     /// The chip data of a new capture of `card` for `amount`, and the amount the terminal sends:
     /// a fresh tap (the card's counter moves on), or, from a hostile terminal, the same chip data
     /// with the amount raised, or the card's last chip data again.
-    fn chip_data(&mut self, card: usize, amount: u64) -> (EmvData, u64) {
+    fn chip_data(&mut self, card: usize, amount: u64) -> (Option<EmvData>, u64) {
         let roll = self.hostile.below(100);
         let use_ = match (roll, &self.last_chip[card]) {
             (0..=3, _) => ChipUse::Tampered,
             (4..=6, Some(_)) => ChipUse::Replayed,
+            (7..=8, _) => ChipUse::Stripped,
             _ => ChipUse::Genuine,
         };
         if let (ChipUse::Replayed, Some((emv, signed))) = (use_, &self.last_chip[card]) {
             self.replayed.insert((card, emv.atc()));
             trace!(self, "hostile terminal: replays card {card}'s counter {}", emv.atc());
-            return (emv.clone(), *signed);
+            return (Some(emv.clone()), *signed);
+        }
+        if use_ == ChipUse::Stripped {
+            // The card read, its chip data thrown away, the sale sent as typed (any amount).
+            trace!(self, "hostile terminal: keys card {card}, its chip data stripped");
+            return (None, amount);
         }
         self.atc[card] += 1;
         let money = Money::new(amount, eur()).expect("a positive amount");
@@ -2098,16 +2115,23 @@ impl World {
         if use_ == ChipUse::Tampered {
             trace!(self, "hostile terminal: alters card {card}'s counter {} to {} EUR", emv.atc(), amount + 1);
             self.tampered.insert(emv.cryptogram(), amount + 1);
-            return (crate::raise_amount(&emv, amount + 1), amount + 1);
+            return (Some(crate::raise_amount(&emv, amount + 1)), amount + 1);
         }
-        (emv, amount)
+        (Some(emv), amount)
     }
 
     /// The chip rules, at each decision: an altered payment is never charged and a genuine one
     /// never declined `cryptogram_invalid`; a counter is declined `atc_replayed` only when a
     /// terminal replayed it; and one cryptogram is decided on its merits for one payment only.
     fn check_chip(&mut self, item: &BatchItem, card: usize, outcome: &AuthOutcome) {
-        let Some(emv) = &item.emv else { return };
+        let Some(emv) = &item.emv else {
+            // Every model card is a chip card: taken without its chip, it is never charged.
+            self.stats.stripped += 1;
+            if matches!(outcome, AuthOutcome::Approved { .. }) {
+                self.violation(format!("{}: a chip card keyed (its chip data stripped) was approved", item.id));
+            }
+            return;
+        };
         let altered = self.tampered.get(&emv.cryptogram()) == Some(&emv.amount_minor());
         let invalid = *outcome == AuthOutcome::Declined(DeclineReason::CryptogramInvalid);
         self.stats.altered += u64::from(altered);

@@ -148,3 +148,11 @@ fn finds_an_altered_chip_payment_charged_when_chip_data_is_ignored() {
     let (_, v) = found.expect("the simulator must find this defect within 500 seeds");
     assert!(v.contains("altered after the card signed"), "{v}");
 }
+
+#[test]
+fn finds_a_chip_card_keyed_and_charged_when_the_issuer_forgets_chip_cards() {
+    let found = first_failing(Mutation::KeyedChipCards, 500);
+    eprintln!("KeyedChipCards: {found:?}");
+    let (_, v) = found.expect("the simulator must find this defect within 500 seeds");
+    assert!(v.contains("chip data stripped"), "{v}");
+}
