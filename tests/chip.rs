@@ -37,19 +37,26 @@ fn tap(dep: &Deployment, card: &Card, amount: u64, atc: u16, pin: bool) -> Strin
     tlv
 }
 
-/// `inflight-slave capture --emv` (the card number on standard input).
+/// `inflight-slave capture --emv` (the card number on standard input, and the chip data too
+/// with `--emv -`: its second line).
 fn capture_cli(dep: &Deployment, card: &Card, amount: u64, emv: &str) -> Value {
     use std::io::Write as _;
+    let on_stdin = amount % 2 == 0;
     let mut child = Command::new(bin("inflight-slave"))
         .args(["capture", "--config"])
         .arg(dep.config("slave-1"))
         .args(["--pan", "-", "--expiry", &card.expiry, "--amount", &amount.to_string(), "--currency", &card.currency])
-        .args(["--seat", "4C", "--emv", emv])
+        .args(["--seat", "4C", "--emv", if on_stdin { "-" } else { emv }])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("capture command");
-    writeln!(child.stdin.take().expect("stdin"), "{}", card.pan).expect("write the card number");
+    let mut input = child.stdin.take().expect("stdin");
+    writeln!(input, "{}", card.pan).expect("write the card number");
+    if on_stdin {
+        writeln!(input, "{emv}").expect("write the chip data");
+    }
+    drop(input);
     let out = child.wait_with_output().expect("capture command");
     assert!(out.status.success(), "capture: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON answer")

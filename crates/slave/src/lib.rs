@@ -307,6 +307,28 @@ pub fn read_pan_line(input: impl std::io::BufRead) -> Result<String, SlaveError>
     Ok(pan.to_owned())
 }
 
+/// Reads chip data (TLV as hexadecimal) from one line of `input`: `--emv -`, after the card
+/// number's line when that is read from standard input too. The daemon validates it.
+pub fn read_emv_line(input: impl std::io::BufRead) -> Result<String, SlaveError> {
+    use std::io::BufRead as _;
+    let mut raw = Vec::new();
+    input
+        .take(EMV_LINE_BYTES_MAX as u64 + 1)
+        .read_until(b'\n', &mut raw)
+        .map_err(|_| SlaveError::PanInput("cannot read standard input"))?;
+    if raw.len() > EMV_LINE_BYTES_MAX {
+        return Err(SlaveError::PanInput("the chip data line on standard input is too long"));
+    }
+    let line = String::from_utf8(raw).map_err(|_| SlaveError::PanInput("standard input is not text"))?;
+    match line.trim() {
+        "" => Err(SlaveError::PanInput("no chip data on standard input")),
+        emv => Ok(emv.to_owned()),
+    }
+}
+
+/// Longest line `--emv -` reads: the largest chip data as hex, with room for white space.
+const EMV_LINE_BYTES_MAX: usize = 2 * inflight_wire::EMV_TLV_BYTES_MAX + 16;
+
 /// Asks the running daemon (through its capture socket) to capture a payment.
 pub async fn capture_via_socket(socket: &Path, body: CaptureBody) -> std::io::Result<CaptureAnswer> {
     inflight_daemon::local::request(socket, &Request::Capture(body)).await

@@ -50,9 +50,11 @@ enum Cmd {
         /// The sale's own id: a retry with the same id never makes a second payment.
         #[arg(long)]
         request_id: Option<String>,
-        /// The card reader's chip data: BER-TLV as hexadecimal (makes a chip payment).
-        #[arg(long, value_name = "TLV_HEX")]
-        emv: Option<String>,
+        /// The card reader's chip data: BER-TLV as hexadecimal (makes a chip payment), or `-`
+        /// to read it from standard input (after the card number's line with `--pan -`): on the
+        /// command line it is visible to other local users, like a card number.
+        #[arg(long, value_name = "TLV_HEX", value_parser = PanArg::parse)]
+        emv: Option<PanArg>,
         /// How the card was read: chip, contactless or key_entered (default: chip with --emv,
         /// else key_entered).
         #[arg(long)]
@@ -93,9 +95,9 @@ enum Cmd {
     },
 }
 
-/// `--pan`: a card number, or `-` for standard input. Parsing never fails (so clap has no
-/// error that would quote it); the daemon checks the number. `Debug` never shows it, so the
-/// derived `Debug` of the command line is safe to print.
+/// `--pan` (and `--emv`): card data, or `-` for standard input. Parsing never fails (so clap has
+/// no error that would quote it); the daemon checks it. `Debug` never shows it, so the derived
+/// `Debug` of the command line is safe to print.
 #[derive(Clone)]
 enum PanArg {
     /// `--pan -`: read one line from standard input.
@@ -107,14 +109,6 @@ enum PanArg {
 impl PanArg {
     fn parse(s: &str) -> Result<Self, std::convert::Infallible> {
         Ok(if s == "-" { PanArg::Stdin } else { PanArg::Given(s.to_owned()) })
-    }
-
-    /// The card number: as given, or read from standard input.
-    fn resolve(self) -> Result<String, SlaveError> {
-        match self {
-            PanArg::Given(pan) => Ok(pan),
-            PanArg::Stdin => inflight_slave::read_pan_line(std::io::stdin().lock()),
-        }
     }
 }
 
@@ -161,8 +155,22 @@ fn main() -> ExitCode {
         }
         Cmd::Check { config } => inflight_slave::check::check(&config).finish("inflight-slave"),
         Cmd::Capture { config, pan, expiry, amount, currency, seat, request_id, emv, entry_mode, mcc } => {
-            let pan = match pan.resolve() {
-                Ok(p) => p,
+            // One standard input for both: the card number's line first, then the chip data's.
+            let mut stdin = std::io::stdin().lock();
+            let read = (|| {
+                let pan = match pan {
+                    PanArg::Given(p) => p,
+                    PanArg::Stdin => inflight_slave::read_pan_line(&mut stdin)?,
+                };
+                let emv = match emv {
+                    None => None,
+                    Some(PanArg::Given(e)) => Some(e),
+                    Some(PanArg::Stdin) => Some(inflight_slave::read_emv_line(&mut stdin)?),
+                };
+                Ok::<_, SlaveError>((pan, emv))
+            })();
+            let (pan, emv) = match read {
+                Ok(v) => v,
                 Err(e) => {
                     eprintln!("inflight-slave: {e}");
                     return inflight_daemon::exit(inflight_daemon::EXIT_CONFIG);
