@@ -206,6 +206,23 @@ fn a_flight_closes_only_when_settled_and_its_books_match_the_issuer() {
     let (code, _) = issuer_reconcile(&dep, &json!({ "not": "a manifest" }), "junk.json");
     assert_eq!(code, Some(64));
 
+    // Over the ground link: the manifest queued (`--send`, refused with `--force`), sent, and
+    // the issuer's signed acknowledgement stored on the aircraft and shown with the manifest.
+    let refused = close_cmd(&dep, &["--send", "--force"]);
+    assert_eq!(refused.status.code(), Some(64), "{}", String::from_utf8_lossy(&refused.stderr));
+    let queued: Value = serde_json::from_slice(&close_cmd(&dep, &["--send"]).stdout).expect("json");
+    assert_eq!(queued["chain"], json!(m.chain), "{queued}");
+    let mut acked = Value::Null;
+    dep.wait_for("the issuer's acknowledgement", Duration::from_secs(30), || {
+        acked = serde_json::from_slice(&close_cmd(&dep, &[]).stdout).unwrap_or(Value::Null);
+        acked.get("issuer_ack").is_some()
+    });
+    let ack = &acked["issuer_ack"];
+    assert_eq!(acked["queued_for_issuer"], json!(false), "off the queue once acknowledged: {acked}");
+    assert_eq!((&ack["signature_valid"], &ack["matches_this_manifest"]), (&json!(true), &json!(true)), "{ack}");
+    assert_eq!((&ack["mismatches"], &ack["decisions"], &ack["payments"]), (&json!([]), &json!(4), &json!(5)), "{ack}");
+    assert!(ack["aircraft"].is_string(), "{ack}");
+
     // The same books from the stopped daemon's store; and a flight id that is not one: exit 64.
     master.terminate();
     let stopped = manifest_of(&close_cmd(&dep, &[]));

@@ -50,8 +50,8 @@ async fn refusing_issuer(dep: &Deployment, batches_seen: Arc<AtomicU32>) -> toki
                             IssuerMsg::Hello { version: GROUND_PROTOCOL_VERSION, issuer: "stand-in".into() }
                         }
                         AircraftMsg::Ping { nonce } => IssuerMsg::Pong { nonce },
-                        // This flight voids nothing: a reversal here is a defect.
-                        AircraftMsg::Reverse { .. } => return,
+                        // This flight voids nothing and closes nothing: either here is a defect.
+                        AircraftMsg::Reverse { .. } | AircraftMsg::ManifestPart { .. } => return,
                         AircraftMsg::FetchBinList { .. } => IssuerMsg::BinList(Some(signed.clone())),
                         AircraftMsg::FetchHotList { .. } => IssuerMsg::HotList(HotListUpdate::Full(hot.clone())),
                         AircraftMsg::BatchBegin(header) => {

@@ -397,29 +397,43 @@ impl ReconcileError {
 /// store), scoped to the batches that carried the flight. Returns the answer (JSON: `flight`,
 /// `chain`, `payments`, `decisions`, `mismatches`); mismatches are listed, never fixed.
 pub async fn reconcile(cfg: &IssuerConfig, manifest_file: &std::path::Path) -> Result<Value, ReconcileError> {
-    use inflight_core::manifest::{self, Manifest};
     let bad = |detail: String| ReconcileError::BadManifest { path: manifest_file.display().to_string(), detail };
     let size = std::fs::metadata(manifest_file).map_err(|e| bad(e.to_string()))?.len();
     if size > MANIFEST_FILE_BYTES_MAX {
         return Err(bad(format!("{size} bytes, more than a manifest holds ({MANIFEST_FILE_BYTES_MAX})")));
     }
     let text = std::fs::read(manifest_file).map_err(|e| bad(e.to_string()))?;
-    let m: Manifest = serde_json::from_slice(&text).map_err(|e| bad(format!("not a flight manifest: {e}")))?;
+    let m = parse_manifest(&text).map_err(bad)?;
+    let ledger = ledger(cfg).await.map_err(ReconcileError::Ledger)?;
+    reconcile_with(&m, &ledger).map_err(ReconcileError::Ledger)
+}
+
+/// A manifest's JSON, checked for its version.
+pub fn parse_manifest(text: &[u8]) -> Result<inflight_core::manifest::Manifest, String> {
+    use inflight_core::manifest::{self, Manifest};
+    let m: Manifest = serde_json::from_slice(text).map_err(|e| format!("not a flight manifest: {e}"))?;
     if m.manifest_version != manifest::MANIFEST_VERSION {
-        return Err(bad(format!(
+        return Err(format!(
             "manifest_version {} (this issuer reads {})",
             m.manifest_version,
             manifest::MANIFEST_VERSION
-        )));
+        ));
     }
-    let ledger = ledger(cfg).await.map_err(ReconcileError::Ledger)?;
+    Ok(m)
+}
+
+/// The issuer's answer to manifest `m` given its ledger (`ledger_json` lines): `flight`, `chain`,
+/// `payments`, `decisions`, `mismatches` (listed, never fixed). The command line's
+/// `reconcile` and the ground link's acknowledgement are this one function.
+pub fn reconcile_with(m: &inflight_core::manifest::Manifest, ledger: &[Value]) -> Result<Value, String> {
+    use inflight_core::manifest;
     let ledger: Vec<manifest::LedgerDecision> = ledger
         .iter()
         .map(ledger_decision)
         .collect::<Option<_>>()
-        .ok_or_else(|| ReconcileError::Ledger("a ledger line this version cannot read".into()))?;
-    let scope = manifest::issuer_scope(&m, &ledger);
-    let mismatches = manifest::reconcile(&m, &scope);
+        .ok_or_else(|| "a ledger line this version cannot read".to_owned())?;
+    let scope = manifest::issuer_scope(m, &ledger);
+    let mismatches = manifest::reconcile(m, &scope);
     Ok(json!({
         "flight": m.flight,
         "chain": m.chain,

@@ -9,8 +9,8 @@ use inflight_net::{identity, Connection, NetError};
 use inflight_store::{BinListSigner, IssuerStore, StoreError};
 use inflight_wire::{
     AircraftMsg, AuthOutcome, BatchHeader, BatchId, BinList, DeclineReason, HotEntry, HotList, HotListUpdate,
-    IssuerMsg, SignedBinList, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX, GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
-    HOT_ENTRIES_MAX,
+    IssuerMsg, SignedBinList, SignedManifestAck, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX, GROUND_FRAME_BYTES_MAX,
+    GROUND_PROTOCOL_VERSION, HOT_ENTRIES_MAX, MANIFEST_BYTES_MAX, MANIFEST_PART_BYTES_MAX,
 };
 
 use crate::config::IssuerConfig;
@@ -202,6 +202,8 @@ async fn session(
     r: &mut FrameReader,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(), SessionError> {
+    // A manifest being received: its flight, the next part expected, the bytes so far.
+    let mut manifest: Option<(String, u32, Vec<u8>)> = None;
     loop {
         let next = tokio::select! {
             _ = cancel.cancelled() => return Err(SessionError::ShuttingDown),
@@ -237,6 +239,24 @@ async fn session(
                 }
                 w.send(&IssuerMsg::Reversed { results }).await?;
             }
+            Some(AircraftMsg::ManifestPart { flight, part, last, bytes }) => {
+                let (f, next, mut buf) = manifest.take().unwrap_or_else(|| (flight.clone(), 0, Vec::new()));
+                if f != flight || part != next || bytes.len() > MANIFEST_PART_BYTES_MAX {
+                    return Err(SessionError::Protocol(format!(
+                        "manifest part {part} out of order or over {MANIFEST_PART_BYTES_MAX} bytes"
+                    )));
+                }
+                if buf.len() + bytes.len() > MANIFEST_BYTES_MAX {
+                    return Err(SessionError::Protocol(format!("a manifest over {MANIFEST_BYTES_MAX} bytes")));
+                }
+                buf.extend_from_slice(&bytes);
+                if !last {
+                    manifest = Some((flight, next + 1, buf));
+                    continue;
+                }
+                let ack = manifest_ack(shared, aircraft, buf).await?;
+                w.send(&IssuerMsg::ManifestAck(ack)).await?;
+            }
             Some(other) => {
                 return Err(SessionError::Protocol(format!("unexpected {} outside a batch", msg_name(&other))))
             }
@@ -254,7 +274,32 @@ fn msg_name(m: &AircraftMsg) -> &'static str {
         AircraftMsg::BatchEnd { .. } => "BatchEnd",
         AircraftMsg::Reverse { .. } => "Reverse",
         AircraftMsg::FetchHotList { .. } => "FetchHotList",
+        AircraftMsg::ManifestPart { .. } => "ManifestPart",
     }
+}
+
+/// The issuer's signed answer to a closed flight's manifest: what it finds comparing it with its
+/// decisions (the same comparison as `inflight-issuer reconcile`), or why it could not read it.
+/// Nothing is stored or changed: asked again, it answers again from its ledger.
+async fn manifest_ack(shared: &Shared, aircraft: &str, json: Vec<u8>) -> Result<SignedManifestAck, SessionError> {
+    let store = shared.store.clone();
+    let found = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
+        let m = crate::parse_manifest(&json)?;
+        let ledger: Vec<serde_json::Value> =
+            store.ledger().map_err(|e| e.to_string())?.iter().map(crate::ledger_json).collect();
+        crate::reconcile_with(&m, &ledger)
+    })
+    .await
+    .map_err(|e| SessionError::Protocol(format!("manifest check failed: {e}")))?;
+    let mut body = match found {
+        Ok(v) => v,
+        Err(detail) => serde_json::json!({ "error": detail }),
+    };
+    body["aircraft"] = serde_json::json!(aircraft);
+    body["acknowledged_unix_ms"] = serde_json::json!(inflight_daemon::unix_ms_now());
+    let mismatches = body["mismatches"].as_array().map_or(0, Vec::len);
+    tracing::info!(%aircraft, flight = body["flight"].as_str().unwrap_or("?"), mismatches, "manifest acknowledged");
+    Ok(shared.signer.sign_manifest_ack(serde_json::to_vec(&body).unwrap_or_default()))
 }
 
 /// Receives a whole batch, has the batch machine ([`IssuerBatch`]) check it against its header,

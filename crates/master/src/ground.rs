@@ -19,7 +19,7 @@ use inflight_net::{endpoint, Endpoint, NetError};
 use inflight_store::{MasterStore, StoreError};
 use inflight_wire::{
     AircraftMsg, BatchId, HotListUpdate, IssuerMsg, PaymentId, ReversalOutcome, BATCH_CHUNK_MAX,
-    GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
+    GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION, MANIFEST_PART_BYTES_MAX,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -302,6 +302,7 @@ async fn session(
                 last_fetch = Some(tokio::time::Instant::now());
             }
             send_reversals(&mut w, &mut r, events, &mut unknown_to_issuer).await?;
+            send_manifests(cfg, store, &mut w, &mut r).await?;
             match ask(events, |reply| Event::NextBatch { reply }).await? {
                 NextBatch::Nothing => {
                     tokio::time::sleep(IDLE_POLL).await;
@@ -440,6 +441,47 @@ async fn send_reversals(
             .extend(results.iter().filter(|res| res.outcome == ReversalOutcome::Unknown).map(|res| res.id));
         ask(events, |reply| Event::Reversed { results, reply }).await??;
     }
+}
+
+/// Sends every closed flight's manifest queued for the issuer (`close-flight --send`), in parts,
+/// and stores each acknowledgement once its signature verifies with the issuer's key; the
+/// manifest then leaves the queue. An acknowledgement that does not verify leaves it queued
+/// (sent again at the next session) and ends this one.
+async fn send_manifests(
+    cfg: &MasterConfig,
+    store: &MasterStore,
+    w: &mut FrameWriter,
+    r: &mut FrameReader,
+) -> Result<(), SessionError> {
+    for (flight, json) in store.manifests_to_send()? {
+        let parts: Vec<&[u8]> = json.chunks(MANIFEST_PART_BYTES_MAX).collect();
+        let count = parts.len().max(1);
+        for k in 0..count {
+            let bytes = parts.get(k).map_or_else(Vec::new, |p| p.to_vec());
+            let msg = AircraftMsg::ManifestPart { flight: flight.clone(), part: k as u32, last: k + 1 == count, bytes };
+            w.feed(&msg).await?;
+        }
+        w.flush().await?;
+        let ack = match r.recv::<IssuerMsg>().await? {
+            Some(IssuerMsg::ManifestAck(ack)) => ack,
+            other => return Err(SessionError::unexpected("answering a manifest", other)),
+        };
+        if !inflight_store::verify_manifest_ack(&cfg.ground.issuer_public_key, &ack) {
+            return Err(SessionError::Unexpected {
+                during: "answering a manifest",
+                frame: "an acknowledgement whose signature does not verify with the issuer's key".into(),
+            });
+        }
+        let found: serde_json::Value = serde_json::from_slice(&ack.body).unwrap_or_default();
+        let mismatches = found["mismatches"].as_array().map_or(0, Vec::len);
+        store.durable(store.store_manifest_ack(&flight, &ack)?).await?;
+        if mismatches > 0 || found.get("error").is_some() {
+            tracing::warn!(%flight, mismatches, "the issuer's acknowledgement of the flight's manifest lists differences");
+        } else {
+            tracing::info!(%flight, "the issuer acknowledged the flight's manifest: no difference");
+        }
+    }
+    Ok(())
 }
 
 /// Has the uploader build the header of a new batch from the pending payments `ids` (streamed

@@ -321,7 +321,9 @@ pub enum AdminRequest {
         flight: Option<String>,
     },
     /// The closing manifest of `flight` (or of the current flight); refused with `pending`
-    /// while payments of it are pending, unless `force`. Reads only: it changes nothing.
+    /// while payments of it are pending, unless `force`. With `send`, the manifest is queued
+    /// for the issuer (durably) and sent over the ground link until it acknowledges it; without,
+    /// it changes nothing.
     CloseFlight {
         /// 1-16 letters, digits and '-'; absent for the current flight.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -329,6 +331,10 @@ pub enum AdminRequest {
         /// Close even with payments pending (they are listed as pending).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
+        /// Queue the manifest for the issuer's acknowledgement (refused with `force`: a
+        /// manifest with payments pending is not the flight's last word).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        send: bool,
     },
 }
 
@@ -347,7 +353,7 @@ impl AdminRequest {
 
 /// The ops, for a `bad_request` answer.
 const ADMIN_OPS: &str =
-    "ops: status [payment_id], link {mode}, flight {flight}, report [flight], close_flight [flight] [force]";
+    "ops: status [payment_id], link {mode}, flight {flight}, report [flight], close_flight [flight] [force] [send]";
 
 async fn admin_answer(ctx: &Admin, req: Value) -> Value {
     let req = match inflight_daemon::local::parse_request::<AdminRequest>(req, ADMIN_OPS) {
@@ -431,9 +437,12 @@ async fn admin_answer(ctx: &Admin, req: Value) -> Value {
                 Err(e) => json!({ "error": "internal", "detail": e.to_string() }),
             }
         }
-        AdminRequest::CloseFlight { flight, force } => {
+        AdminRequest::CloseFlight { flight, force, send } => {
             if let Some(Err(e)) = flight.as_deref().map(config::parse_flight_id) {
                 return json!({ "error": "bad_request", "detail": format!("flight {e}") });
+            }
+            if force && send {
+                return json!({ "error": "bad_request", "detail": "send with force: a manifest with payments pending is not sent to the issuer" });
             }
             // The same full scan as a report: under the same one-at-a-time guard.
             if ctx.reporting.swap(true, Ordering::AcqRel) {
@@ -441,14 +450,21 @@ async fn admin_answer(ctx: &Admin, req: Value) -> Value {
             }
             let (store, cfg, reporting) = (ctx.store.clone(), ctx.cfg.clone(), ctx.reporting.clone());
             let built = tokio::task::spawn_blocking(move || {
-                let r = flight_manifest(&store, &cfg, flight.as_deref(), force);
+                let r = flight_manifest(&store, &cfg, flight.as_deref(), force)
+                    .and_then(|m| closing_answer(&store, &cfg, &m, send));
                 reporting.store(false, Ordering::Release);
                 r
             })
             .await;
             match built {
-                Ok(Ok(m)) => {
-                    serde_json::to_value(&m).unwrap_or_else(|e| json!({ "error": "internal", "detail": e.to_string() }))
+                Ok(Ok((answer, ticket))) => {
+                    if let Some(t) = ticket {
+                        // Queued only once durable: the ground session sends what the store holds.
+                        if let Err(e) = ctx.store.durable(t).await {
+                            return json!({ "error": "storage_error", "detail": e.to_string() });
+                        }
+                    }
+                    answer
                 }
                 Ok(Err(ReportError::NotClosable(e))) => close_error_json(&e),
                 Ok(Err(e)) => json!({ "error": "storage_error", "detail": e.to_string() }),
@@ -456,6 +472,33 @@ async fn admin_answer(ctx: &Admin, req: Value) -> Value {
             }
         }
     }
+}
+
+/// The answer to `close-flight`: the manifest, with `queued_for_issuer` (sent over the ground
+/// link until acknowledged) and `issuer_ack` (the issuer's acknowledgement, once it came: its
+/// findings and whether its signature verifies with the issuer's key). With `send`, the
+/// manifest is queued first; the ticket is that write's.
+pub fn closing_answer(
+    store: &MasterStore,
+    cfg: &MasterConfig,
+    m: &Manifest,
+    send: bool,
+) -> Result<(Value, Option<inflight_store::Ticket>), ReportError> {
+    let json = serde_json::to_vec(m).unwrap_or_default();
+    let ticket = if send { Some(store.queue_manifest(&m.flight, &json)?) } else { None };
+    let mut answer =
+        serde_json::to_value(m).unwrap_or_else(|e| json!({ "error": "internal", "detail": e.to_string() }));
+    answer["queued_for_issuer"] = json!(store.manifest_queued(&m.flight)?);
+    if let Some(ack) = store.manifest_ack(&m.flight)? {
+        let valid = inflight_store::verify_manifest_ack(&cfg.ground.issuer_public_key, &ack);
+        let mut found: Value = serde_json::from_slice(&ack.body).unwrap_or(Value::Null);
+        found["signature_valid"] = json!(valid);
+        // The acknowledgement is of the manifest sent, whose chain it names: a later close with
+        // other books has another chain.
+        found["matches_this_manifest"] = json!(found["chain"] == json!(m.chain));
+        answer["issuer_ack"] = found;
+    }
+    Ok((answer, ticket))
 }
 
 /// A refused close as the admin socket answers it.
@@ -487,13 +530,19 @@ pub fn flight_manifest(
     manifest::close(&flight, &payments, &key, now_unix_ms, force).map_err(ReportError::NotClosable)
 }
 
-/// The closing manifest of `flight` (default: the current one): from the running daemon, or
-/// read from the store when it is stopped; refused while payments are pending unless `force`.
-pub async fn close_flight(cfg: &MasterConfig, flight: Option<String>, force: bool) -> Result<Manifest, ReportError> {
+/// The closing manifest of `flight` (default: the current one), as `closing_answer` gives it:
+/// from the running daemon, or read from the store when it is stopped; refused while payments
+/// are pending unless `force`; with `send`, queued for the issuer.
+pub async fn close_flight(
+    cfg: &MasterConfig,
+    flight: Option<String>,
+    force: bool,
+    send: bool,
+) -> Result<Value, ReportError> {
     if let Some(f) = &flight {
         config::parse_flight_id(f).map_err(ReportError::BadFlight)?;
     }
-    match admin_request(cfg, &AdminRequest::CloseFlight { flight: flight.clone(), force }).await {
+    match admin_request(cfg, &AdminRequest::CloseFlight { flight: flight.clone(), force, send }).await {
         // The same refusal, in the same words, whether the daemon runs or not.
         Ok(v) if v["error"] == "pending" => match (v["flight"].as_str(), v["pending"].as_u64()) {
             (Some(f), Some(pending)) => {
@@ -502,13 +551,21 @@ pub async fn close_flight(cfg: &MasterConfig, flight: Option<String>, force: boo
             _ => Err(ReportError::Daemon(v)),
         },
         Ok(v) if v.get("error").is_some() => Err(ReportError::Daemon(v)),
-        Ok(v) => serde_json::from_value(v.clone()).map_err(|_| ReportError::Daemon(v)),
+        Ok(v) => Ok(v),
         Err(e) if !inflight_daemon::local::daemon_absent(&e) => Err(ReportError::Unreachable(e.to_string())),
         Err(_) => {
             let store = open_store(cfg)?;
-            let m = flight_manifest(&store, cfg, flight.as_deref(), force);
+            let answer = async {
+                let m = flight_manifest(&store, cfg, flight.as_deref(), force)?;
+                let (answer, ticket) = closing_answer(&store, cfg, &m, send)?;
+                if let Some(t) = ticket {
+                    store.durable(t).await?;
+                }
+                Ok(answer)
+            }
+            .await;
             store.close();
-            m
+            answer
         }
     }
 }
@@ -812,12 +869,17 @@ mod tests {
             ),
             (
                 json!({"op": "close_flight"}),
-                AdminRequest::CloseFlight { flight: None, force: false },
+                AdminRequest::CloseFlight { flight: None, force: false, send: false },
                 r#"{"op":"close_flight"}"#.into(),
             ),
             (
+                json!({"op": "close_flight", "send": true}),
+                AdminRequest::CloseFlight { flight: None, force: false, send: true },
+                r#"{"op":"close_flight","send":true}"#.into(),
+            ),
+            (
                 json!({"op": "close_flight", "flight": "IF200", "force": true}),
-                AdminRequest::CloseFlight { flight: Some("IF200".into()), force: true },
+                AdminRequest::CloseFlight { flight: Some("IF200".into()), force: true, send: false },
                 r#"{"op":"close_flight","flight":"IF200","force":true}"#.into(),
             ),
         ];

@@ -65,6 +65,10 @@ enum Cmd {
         /// Close even with payments pending: they are listed, and counted as pending.
         #[arg(long)]
         force: bool,
+        /// Queue the manifest for the issuer: sent over the ground link until the issuer
+        /// acknowledges it (its signed findings then show as `issuer_ack`). Not with --force.
+        #[arg(long, conflicts_with = "force")]
+        send: bool,
     },
     /// Check the config and every file it names (keys, certificates, revocation lists, folders):
     /// every problem on stderr, one per line, then a summary; exit 64 on any problem, 0 when
@@ -140,18 +144,18 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::CloseFlight { flight, force, .. } => match rt.block_on(inflight_master::close_flight(&cfg, flight, force))
-        {
-            // Strings, numbers and vectors: a manifest always serialises.
-            Ok(m) => {
-                println!("{}", serde_json::to_string_pretty(&m).expect("a manifest always serialises"));
-                ExitCode::SUCCESS
+        Cmd::CloseFlight { flight, force, send, .. } => {
+            match rt.block_on(inflight_master::close_flight(&cfg, flight, force, send)) {
+                Ok(m) => {
+                    println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("inflight-master: {e}");
+                    inflight_daemon::exit(e.exit_code())
+                }
             }
-            Err(e) => {
-                eprintln!("inflight-master: {e}");
-                inflight_daemon::exit(e.exit_code())
-            }
-        },
+        }
         Cmd::Check { .. } => unreachable!("answered before the config is loaded"),
         Cmd::Status { payment, .. } => match rt.block_on(inflight_master::status(&cfg, payment)) {
             Ok(v) => {

@@ -29,7 +29,7 @@ pub use inflight_core::batch::BatchDigest;
 pub use issuer::{AccountLine, BatchStart, HotCards, IssuerStore, LedgerLine};
 pub use master::{MasterCounts, MasterStore, MasterView, ReportRow};
 pub use records::MaskedView;
-pub use signing::{parse_public_key_hex, verify_bin_list, BinListError, BinListSigner};
+pub use signing::{parse_public_key_hex, verify_bin_list, verify_manifest_ack, BinListError, BinListSigner};
 pub use slave::{SlaveCounts, SlaveState, SlaveStore, SlaveView};
 pub use vault::{chip_master_key_from_file, CardVault, KEY_FILE_HEX_LEN};
 

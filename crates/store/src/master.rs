@@ -21,7 +21,7 @@ use bincode::{Decode, Encode};
 use inflight_core::aggregator::{IndexEntry, Phase, Reversal};
 use inflight_wire::{
     AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, HotList, Payment, PaymentId, RefusalReason,
-    ReversalOutcome, ReversalResult, SignedBinList, Verdict,
+    ReversalOutcome, ReversalResult, SignedBinList, SignedManifestAck, Verdict,
 };
 
 use crate::records::{decode_record, encode_record, PaymentRecord};
@@ -149,6 +149,10 @@ const OPEN_BATCH: &[u8] = b"open_batch";
 const RESULTS_WRITE_CHUNK: usize = 4096;
 const BIN_LIST: &[u8] = b"bin_list";
 const HOT_LIST: &[u8] = b"hot_list";
+/// `meta` keys of a closed flight's manifest waiting for the issuer, and of its acknowledgement
+/// (each followed by the flight id).
+const MANIFEST_OUT: &str = "manifest_out/";
+const MANIFEST_ACK: &str = "manifest_ack/";
 
 /// The aircraft server's durable store.
 #[derive(Debug)]
@@ -610,6 +614,48 @@ impl MasterStore {
     /// Stores a small setting.
     pub fn set_setting(&self, name: &str, value: &str) -> Result<Ticket, StoreError> {
         self.set_meta(name.as_bytes(), value.as_bytes())
+    }
+
+    /// Queues a closed flight's manifest (its JSON) for the issuer: sent over the ground link
+    /// until the issuer acknowledges it. Queued again, it replaces the earlier one.
+    pub fn queue_manifest(&self, flight: &str, json: &[u8]) -> Result<Ticket, StoreError> {
+        self.set_meta(format!("{MANIFEST_OUT}{flight}").as_bytes(), json)
+    }
+
+    /// The manifests queued for the issuer: flight and JSON.
+    pub fn manifests_to_send(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.meta.scan_prefix(MANIFEST_OUT.as_bytes()) {
+            let (k, v) = kv?;
+            let flight = String::from_utf8_lossy(&k[MANIFEST_OUT.len()..]).into_owned();
+            out.push((flight, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Stores the issuer's acknowledgement of `flight`'s manifest and takes the manifest off the
+    /// queue, in one batch.
+    pub fn store_manifest_ack(&self, flight: &str, ack: &SignedManifestAck) -> Result<Ticket, StoreError> {
+        self.committer.check_writable()?;
+        let mut b = sled::Batch::default();
+        b.insert(format!("{MANIFEST_ACK}{flight}").as_bytes(), encode_record(ack));
+        b.remove(format!("{MANIFEST_OUT}{flight}").as_bytes());
+        self.meta.apply_batch(b)?;
+        self.committer.note_write()
+    }
+
+    /// The issuer's acknowledgement of `flight`'s manifest, if it came.
+    pub fn manifest_ack(&self, flight: &str) -> Result<Option<SignedManifestAck>, StoreError> {
+        let key = format!("{MANIFEST_ACK}{flight}");
+        match self.meta.get(key.as_bytes())? {
+            Some(v) => Ok(Some(decode_record(key.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `flight`'s manifest is queued for the issuer.
+    pub fn manifest_queued(&self, flight: &str) -> Result<bool, StoreError> {
+        Ok(self.meta.contains_key(format!("{MANIFEST_OUT}{flight}").as_bytes())?)
     }
 
     fn set_meta(&self, key: &[u8], value: &[u8]) -> Result<Ticket, StoreError> {

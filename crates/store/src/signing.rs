@@ -69,6 +69,22 @@ impl BinListSigner {
     }
 }
 
+impl BinListSigner {
+    /// Signs the acknowledgement of a flight's manifest (under its own domain label:
+    /// [`inflight_wire::MANIFEST_ACK_SIGNING_LABEL`]).
+    pub fn sign_manifest_ack(&self, body: Vec<u8>) -> inflight_wire::SignedManifestAck {
+        let signature = self.key.sign(&[inflight_wire::MANIFEST_ACK_SIGNING_LABEL, &body].concat()).as_ref().to_vec();
+        inflight_wire::SignedManifestAck { body, signature }
+    }
+}
+
+/// Whether `ack` is signed by the issuer's key `public_key`, as a manifest acknowledgement.
+pub fn verify_manifest_ack(public_key: &[u8; 32], ack: &inflight_wire::SignedManifestAck) -> bool {
+    UnparsedPublicKey::new(&signature::ED25519, public_key)
+        .verify(&[inflight_wire::MANIFEST_ACK_SIGNING_LABEL, &ack.body].concat(), &ack.signature)
+        .is_ok()
+}
+
 /// Verifies `signed` with the issuer's public key and decodes it.
 pub fn verify_bin_list(public_key: &[u8; 32], signed: &SignedBinList) -> Result<BinList, BinListError> {
     UnparsedPublicKey::new(&signature::ED25519, public_key)

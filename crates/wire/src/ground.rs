@@ -20,7 +20,8 @@ pub const GROUND_ALPN: &[u8] = b"inflight-ground/1";
 /// `IssuerMsg::Reversed`). 4: `BatchItem::late` (the deferred-authorization deadline). 5: the
 /// hot-card list (`AircraftMsg::FetchHotList`, `IssuerMsg::HotList`). 6: card-present evidence
 /// (`BatchItem::pos`, `deferred`, `emv`; BIN rules' entry modes and CVM; decline reasons
-/// `cryptogram_invalid`, `atc_replayed`, `entry_mode_not_allowed`, `cvm_required`).
+/// `cryptogram_invalid`, `atc_replayed`, `entry_mode_not_allowed`, `cvm_required`), and the
+/// closed flight's manifest (`AircraftMsg::ManifestPart`, `IssuerMsg::ManifestAck`).
 pub const GROUND_PROTOCOL_VERSION: u16 = 6;
 /// Largest frame on the ground link: a chunk of items or results, or a BIN list. A chunk of
 /// [`BATCH_CHUNK_MAX`] items with chip data is up to about 115 KiB (each item at most about 225
@@ -231,6 +232,38 @@ pub enum AircraftMsg {
         /// The version the master holds.
         have_version: Option<u64>,
     },
+    /// A part of a closed flight's manifest (its JSON, as `inflight-master close-flight`
+    /// prints it), parts in order from 0; the issuer answers the last with `ManifestAck`.
+    ManifestPart {
+        /// The flight.
+        flight: String,
+        /// This part's position, from 0.
+        part: u32,
+        /// Whether it is the last part.
+        last: bool,
+        /// At most [`MANIFEST_PART_BYTES_MAX`] bytes of the manifest's JSON.
+        bytes: Vec<u8>,
+    },
+}
+
+/// Most bytes of a manifest in one `ManifestPart` frame.
+pub const MANIFEST_PART_BYTES_MAX: usize = 96 * 1024;
+/// Most bytes of a whole manifest the issuer takes over the ground link (a flight of
+/// 100,000 payments, at about 250 bytes each in JSON).
+pub const MANIFEST_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// The issuer signs its acknowledgement of a manifest under this label (Ed25519, the BIN
+/// list's key): it can never pass for a BIN list or a hot list head.
+pub const MANIFEST_ACK_SIGNING_LABEL: &[u8] = b"inflight/v1/manifest-ack\0";
+
+/// The issuer's acknowledgement of a closed flight's manifest: `body` is JSON (`flight`,
+/// `chain`, `payments`, `decisions`, `mismatches`, as `inflight-issuer reconcile` prints it),
+/// `signature` Ed25519 over [`MANIFEST_ACK_SIGNING_LABEL`] ++ `body`.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SignedManifestAck {
+    /// The acknowledgement, JSON.
+    pub body: Vec<u8>,
+    /// Ed25519 signature over the label and `body`.
+    pub signature: Vec<u8>,
 }
 
 /// What the issuer did with one reversal.
@@ -313,4 +346,7 @@ pub enum IssuerMsg {
     },
     /// The answer to `FetchHotList`: a delta from the master's version, or the whole list.
     HotList(HotListUpdate),
+    /// The answer to a manifest's last `ManifestPart`: what the issuer found comparing it with
+    /// its decisions, signed.
+    ManifestAck(SignedManifestAck),
 }

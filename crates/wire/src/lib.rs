@@ -30,7 +30,8 @@ pub use evidence::{
 };
 pub use ground::{
     AircraftMsg, AuthOutcome, AuthResult, BatchHeader, BatchId, BatchItem, DeclineReason, IssuerMsg, ReversalOutcome,
-    ReversalResult, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX, GROUND_ALPN, GROUND_FRAME_BYTES_MAX, GROUND_PROTOCOL_VERSION,
+    ReversalResult, SignedManifestAck, BATCH_CHUNK_MAX, BATCH_PAYMENTS_MAX, GROUND_ALPN, GROUND_FRAME_BYTES_MAX,
+    GROUND_PROTOCOL_VERSION, MANIFEST_ACK_SIGNING_LABEL, MANIFEST_BYTES_MAX, MANIFEST_PART_BYTES_MAX,
 };
 pub use hotlist::{
     HotEntry, HotList, HotListHead, HotListUpdate, SignedHotHead, HOT_ENTRIES_MAX, HOT_ENTRY_BYTES,

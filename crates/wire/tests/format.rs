@@ -238,6 +238,23 @@ fn a_chunk_of_the_largest_items_fits_a_ground_frame() {
     assert_eq!(decode::<AircraftMsg>(&bytes), Ok(chunk));
 }
 
+/// A closed flight's manifest and the issuer's acknowledgement (ground protocol 6), frozen.
+#[test]
+fn golden_bytes_of_the_manifest_and_its_acknowledgement() {
+    let part = AircraftMsg::ManifestPart { flight: "IF1".into(), part: 2, last: true, bytes: b"{}".to_vec() };
+    assert_eq!(hex(&encode(&part)), "08034946310201027b7d");
+    let ack = IssuerMsg::ManifestAck(SignedManifestAck { body: b"{}".to_vec(), signature: vec![9] });
+    assert_eq!(hex(&encode(&ack)), "09027b7d0109");
+    // A part fills at most a frame.
+    let full = AircraftMsg::ManifestPart {
+        flight: "IF100".into(),
+        part: u32::MAX,
+        last: false,
+        bytes: vec![b'x'; MANIFEST_PART_BYTES_MAX],
+    };
+    assert!(encode(&full).len() <= GROUND_FRAME_BYTES_MAX);
+}
+
 /// The hot-card list (ground protocol 5, terminal protocol 5), frozen like the rest.
 #[test]
 fn golden_bytes_of_the_hot_list() {

@@ -2045,7 +2045,8 @@ impl World {
             AircraftMsg::Hello { .. }
             | AircraftMsg::Ping { .. }
             | AircraftMsg::FetchBinList { .. }
-            | AircraftMsg::FetchHotList { .. } => {}
+            | AircraftMsg::FetchHotList { .. }
+            | AircraftMsg::ManifestPart { .. } => {}
         }
     }
 
