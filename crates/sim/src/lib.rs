@@ -127,6 +127,23 @@ pub fn raise_amount(emv: &EmvData, amount_minor: u64) -> EmvData {
     EmvData::from_tags(&tags).unwrap_or_else(|e| unreachable!("chip data stays well formed: {e}"))
 }
 
+/// Closes the current flight with `--send` and waits for the issuer's acknowledgement (the
+/// master's next ground session sends it); the answer of `close-flight` with it.
+async fn close_and_acknowledge(master: &MasterConfig) -> anyhow::Result<Value> {
+    let close = |send| AdminRequest::CloseFlight { flight: None, force: false, send };
+    let queued = admin(master, close(true)).await?;
+    anyhow::ensure!(queued.get("error").is_none(), "close-flight --send refused: {queued}");
+    let t = Instant::now();
+    loop {
+        let m = admin(master, close(false)).await?;
+        if m.get("issuer_ack").is_some() {
+            return Ok(m);
+        }
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "no acknowledgement from the issuer within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Idle timeout of the cabin links in the simulation (terminals notice a dead master this fast).
 const CABIN_IDLE: Duration = Duration::from_secs(4);
 
@@ -465,6 +482,13 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
         progress.say("results: NOT every payment was delivered in time");
     }
 
+    // The flight closed, its manifest sent to the issuer and acknowledged (signed) over the
+    // ground link: the books close 1:1 with what the issuer decided.
+    let closing = if landed.is_ok() { Some(close_and_acknowledge(&master_cfg).await) } else { None };
+    if closing.is_some() {
+        progress.say("flight closed: manifest acknowledged by the issuer");
+    }
+
     // Stop everything, then look at what is on disk.
     cancel.cancel();
     for t in slaves {
@@ -502,6 +526,24 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
     report.cabin_paths = cabin.stats.paths.load(Ordering::Relaxed) + lonely.stats.paths.load(Ordering::Relaxed);
     if let Err(e) = landed {
         report.violations.push(format!("landing did not complete: {e:#}"));
+    }
+    match closing {
+        Some(Ok(m)) => {
+            let ack = &m["issuer_ack"];
+            let mismatches = ack["mismatches"].as_array().map_or(0, Vec::len);
+            if mismatches > 0 || ack["signature_valid"] != true || ack["matches_this_manifest"] != true {
+                report.violations.push(format!("the issuer's acknowledgement of the manifest: {ack}"));
+            }
+            let eur = &m["currencies"][0]["books"];
+            report.manifest = json!({
+                "payments": m["payments"].as_array().map_or(0, Vec::len),
+                "captured": eur["captured"], "approved": eur["approved"], "declined": eur["declined"],
+                "voided": eur["voided"], "pending": eur["pending"],
+                "issuer_decisions": ack["decisions"], "mismatches": mismatches,
+            });
+        }
+        Some(Err(e)) => report.violations.push(format!("closing the flight: {e:#}")),
+        None => {}
     }
     if let Some(cut) = cut {
         ANSWER_CUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();

@@ -192,6 +192,9 @@ pub struct Report {
     pub pan_leaks: u64,
     /// Batches the issuer decided.
     pub batches: u64,
+    /// The flight closed after landing: its manifest's books (EUR) and the issuer's signed
+    /// acknowledgement over the ground link (`issuer_decisions`, `mismatches`: 0).
+    pub manifest: Value,
     /// Payments the issuer decided from an item marked `late` (sealed after its
     /// deferred-authorization deadline; with the master's default 24 h window a simulated
     /// flight has none, `tests/deadline.rs` runs a diversion).
@@ -241,6 +244,9 @@ impl Report {
             row("altered after capture (--tamper)", self.tampered.to_string());
         }
         row("batches", self.batches.to_string());
+        if let Some(n) = self.manifest.get("mismatches") {
+            row("manifest: acknowledged, mismatches", n.to_string());
+        }
         row(
             "decided late (past the deadline)",
             format!("{} of {}", self.late, self.approved + self.declined.values().sum::<u64>()),
