@@ -222,6 +222,9 @@ fn a_flight_closes_only_when_settled_and_its_books_match_the_issuer() {
     assert_eq!((&ack["signature_valid"], &ack["matches_this_manifest"]), (&json!(true), &json!(true)), "{ack}");
     assert_eq!((&ack["mismatches"], &ack["decisions"], &ack["payments"]), (&json!([]), &json!(4), &json!(5)), "{ack}");
     assert!(ack["aircraft"].is_string(), "{ack}");
+    // The manifest itself was signed with the aircraft's certificate key, checked by the issuer
+    // against the certificate the connection presented.
+    assert_eq!(ack["manifest_signature_valid"], json!(true), "{ack}");
 
     // The same books from the stopped daemon's store; and a flight id that is not one: exit 64.
     master.terminate();

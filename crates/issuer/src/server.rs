@@ -70,7 +70,9 @@ pub async fn serve(shared: Arc<Shared>, conn: Connection, cancel: tokio_util::sy
     };
     tracing::info!(%aircraft, %remote, "aircraft connected");
     let _connected = shared.metrics.aircraft_connected();
-    match session(&shared, &aircraft, &mut w, &mut r, &cancel).await {
+    // The certificate the handshake verified: it checks the aircraft's signature on a manifest.
+    let leaf = identity::peer_leaf(&conn).ok();
+    match session(&shared, &aircraft, leaf.as_ref(), &mut w, &mut r, &cancel).await {
         Ok(()) => tracing::debug!(%aircraft, "aircraft disconnected"),
         Err(e) => {
             e.log(&aircraft);
@@ -198,6 +200,7 @@ async fn handshake(shared: &Shared, conn: &Connection) -> Result<(String, FrameW
 async fn session(
     shared: &Shared,
     aircraft: &str,
+    leaf: Option<&identity::PeerCertificate>,
     w: &mut FrameWriter,
     r: &mut FrameReader,
     cancel: &tokio_util::sync::CancellationToken,
@@ -239,7 +242,7 @@ async fn session(
                 }
                 w.send(&IssuerMsg::Reversed { results }).await?;
             }
-            Some(AircraftMsg::ManifestPart { flight, part, last, bytes }) => {
+            Some(AircraftMsg::ManifestPart { flight, part, last, bytes, signature }) => {
                 let (f, next, mut buf) = manifest.take().unwrap_or_else(|| (flight.clone(), 0, Vec::new()));
                 if f != flight || part != next || bytes.len() > MANIFEST_PART_BYTES_MAX {
                     return Err(SessionError::Protocol(format!(
@@ -254,7 +257,8 @@ async fn session(
                     manifest = Some((flight, next + 1, buf));
                     continue;
                 }
-                let ack = manifest_ack(shared, aircraft, buf).await?;
+                let signed = leaf.is_some_and(|l| identity::verify_manifest(l, &buf, &signature));
+                let ack = manifest_ack(shared, aircraft, buf, signed).await?;
                 w.send(&IssuerMsg::ManifestAck(ack)).await?;
             }
             Some(other) => {
@@ -281,7 +285,12 @@ fn msg_name(m: &AircraftMsg) -> &'static str {
 /// The issuer's signed answer to a closed flight's manifest: what it finds comparing it with its
 /// decisions (the same comparison as `inflight-issuer reconcile`), or why it could not read it.
 /// Nothing is stored or changed: asked again, it answers again from its ledger.
-async fn manifest_ack(shared: &Shared, aircraft: &str, json: Vec<u8>) -> Result<SignedManifestAck, SessionError> {
+async fn manifest_ack(
+    shared: &Shared,
+    aircraft: &str,
+    json: Vec<u8>,
+    signed: bool,
+) -> Result<SignedManifestAck, SessionError> {
     let store = shared.store.clone();
     let found = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
         let m = crate::parse_manifest(&json)?;
@@ -296,6 +305,8 @@ async fn manifest_ack(shared: &Shared, aircraft: &str, json: Vec<u8>) -> Result<
         Err(detail) => serde_json::json!({ "error": detail }),
     };
     body["aircraft"] = serde_json::json!(aircraft);
+    // Signed by the key of the certificate this connection presented (the aircraft's own).
+    body["manifest_signature_valid"] = serde_json::json!(signed);
     body["acknowledged_unix_ms"] = serde_json::json!(inflight_daemon::unix_ms_now());
     let mismatches = body["mismatches"].as_array().map_or(0, Vec::len);
     tracing::info!(%aircraft, flight = body["flight"].as_str().unwrap_or("?"), mismatches, "manifest acknowledged");

@@ -454,11 +454,16 @@ async fn send_manifests(
     r: &mut FrameReader,
 ) -> Result<(), SessionError> {
     for (flight, json) in store.manifests_to_send()? {
+        // Signed with the aircraft's certificate key: the issuer checks it against the certificate
+        // the connection presented.
+        let signature = inflight_net::identity::sign_manifest(&cfg.key_file, &json)?;
         let parts: Vec<&[u8]> = json.chunks(MANIFEST_PART_BYTES_MAX).collect();
         let count = parts.len().max(1);
         for k in 0..count {
             let bytes = parts.get(k).map_or_else(Vec::new, |p| p.to_vec());
-            let msg = AircraftMsg::ManifestPart { flight: flight.clone(), part: k as u32, last: k + 1 == count, bytes };
+            let last = k + 1 == count;
+            let signature = if last { signature.clone() } else { Vec::new() };
+            let msg = AircraftMsg::ManifestPart { flight: flight.clone(), part: k as u32, last, bytes, signature };
             w.feed(&msg).await?;
         }
         w.flush().await?;

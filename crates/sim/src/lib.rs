@@ -531,7 +531,11 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<Report> {
         Some(Ok(m)) => {
             let ack = &m["issuer_ack"];
             let mismatches = ack["mismatches"].as_array().map_or(0, Vec::len);
-            if mismatches > 0 || ack["signature_valid"] != true || ack["matches_this_manifest"] != true {
+            if mismatches > 0
+                || ack["signature_valid"] != true
+                || ack["matches_this_manifest"] != true
+                || ack["manifest_signature_valid"] != true
+            {
                 report.violations.push(format!("the issuer's acknowledgement of the manifest: {ack}"));
             }
             let eur = &m["currencies"][0]["books"];

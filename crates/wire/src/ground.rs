@@ -243,6 +243,9 @@ pub enum AircraftMsg {
         last: bool,
         /// At most [`MANIFEST_PART_BYTES_MAX`] bytes of the manifest's JSON.
         bytes: Vec<u8>,
+        /// On the last part: the aircraft's signature over the whole JSON, with its
+        /// certificate's key (empty on the others).
+        signature: Vec<u8>,
     },
 }
 

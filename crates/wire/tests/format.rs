@@ -241,8 +241,14 @@ fn a_chunk_of_the_largest_items_fits_a_ground_frame() {
 /// A closed flight's manifest and the issuer's acknowledgement (ground protocol 6), frozen.
 #[test]
 fn golden_bytes_of_the_manifest_and_its_acknowledgement() {
-    let part = AircraftMsg::ManifestPart { flight: "IF1".into(), part: 2, last: true, bytes: b"{}".to_vec() };
-    assert_eq!(hex(&encode(&part)), "08034946310201027b7d");
+    let part = AircraftMsg::ManifestPart {
+        flight: "IF1".into(),
+        part: 2,
+        last: true,
+        bytes: b"{}".to_vec(),
+        signature: vec![7],
+    };
+    assert_eq!(hex(&encode(&part)), "08034946310201027b7d0107");
     let ack = IssuerMsg::ManifestAck(SignedManifestAck { body: b"{}".to_vec(), signature: vec![9] });
     assert_eq!(hex(&encode(&ack)), "09027b7d0109");
     // A part fills at most a frame.
@@ -251,6 +257,7 @@ fn golden_bytes_of_the_manifest_and_its_acknowledgement() {
         part: u32::MAX,
         last: false,
         bytes: vec![b'x'; MANIFEST_PART_BYTES_MAX],
+        signature: vec![0xff; 72],
     };
     assert!(encode(&full).len() <= GROUND_FRAME_BYTES_MAX);
 }
