@@ -151,7 +151,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, amount_minor: u64) {
+    /// Counts one more payment of `amount_minor`.
+    pub fn add(&mut self, amount_minor: u64) {
         self.count += 1;
         self.amount_minor = self.amount_minor.saturating_add(amount_minor);
     }

@@ -290,40 +290,47 @@ pub const PAN_LINE_BYTES_MAX: usize = 64;
 /// no error holds the input. Reading from stdin keeps the number out of `ps`,
 /// `/proc/<pid>/cmdline` and shell history.
 pub fn read_pan_line(input: impl std::io::BufRead) -> Result<String, SlaveError> {
+    read_secret_line(
+        input,
+        PAN_LINE_BYTES_MAX,
+        "the line on standard input is too long for a card number",
+        "no card number on standard input",
+    )
+}
+
+/// One line of card data from `input`, trimmed: at most `max` bytes, not empty. The errors are
+/// the caller's words and never quote the input.
+fn read_secret_line(
+    input: impl std::io::BufRead,
+    max: usize,
+    too_long: &'static str,
+    empty: &'static str,
+) -> Result<String, SlaveError> {
     use std::io::BufRead as _;
     let mut raw = Vec::new();
     input
-        .take(PAN_LINE_BYTES_MAX as u64 + 1)
+        .take(max as u64 + 1)
         .read_until(b'\n', &mut raw)
         .map_err(|_| SlaveError::PanInput("cannot read standard input"))?;
-    if raw.len() > PAN_LINE_BYTES_MAX {
-        return Err(SlaveError::PanInput("the line on standard input is too long for a card number"));
+    if raw.len() > max {
+        return Err(SlaveError::PanInput(too_long));
     }
     let line = String::from_utf8(raw).map_err(|_| SlaveError::PanInput("standard input is not text"))?;
-    let pan = line.trim();
-    if pan.is_empty() {
-        return Err(SlaveError::PanInput("no card number on standard input"));
+    match line.trim() {
+        "" => Err(SlaveError::PanInput(empty)),
+        value => Ok(value.to_owned()),
     }
-    Ok(pan.to_owned())
 }
 
 /// Reads chip data (TLV as hexadecimal) from one line of `input`: `--emv -`, after the card
 /// number's line when that is read from standard input too. The daemon validates it.
 pub fn read_emv_line(input: impl std::io::BufRead) -> Result<String, SlaveError> {
-    use std::io::BufRead as _;
-    let mut raw = Vec::new();
-    input
-        .take(EMV_LINE_BYTES_MAX as u64 + 1)
-        .read_until(b'\n', &mut raw)
-        .map_err(|_| SlaveError::PanInput("cannot read standard input"))?;
-    if raw.len() > EMV_LINE_BYTES_MAX {
-        return Err(SlaveError::PanInput("the chip data line on standard input is too long"));
-    }
-    let line = String::from_utf8(raw).map_err(|_| SlaveError::PanInput("standard input is not text"))?;
-    match line.trim() {
-        "" => Err(SlaveError::PanInput("no chip data on standard input")),
-        emv => Ok(emv.to_owned()),
-    }
+    read_secret_line(
+        input,
+        EMV_LINE_BYTES_MAX,
+        "the chip data line on standard input is too long",
+        "no chip data on standard input",
+    )
 }
 
 /// Longest line `--emv -` reads: the largest chip data as hex, with room for white space.

@@ -111,21 +111,9 @@ impl Outcome {
     }
 }
 
-/// A number of payments and their sum, in minor units of one currency.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tally {
-    /// Payments.
-    pub count: u64,
-    /// Their amounts added up, minor units.
-    pub amount_minor: u64,
-}
-
-impl Tally {
-    fn add(&mut self, amount_minor: u64) {
-        self.count += 1;
-        self.amount_minor = self.amount_minor.saturating_add(amount_minor);
-    }
-}
+/// A number of payments and their sum, in minor units of one currency: the manifest's, so the
+/// crew's report and the flight's close count alike.
+pub use inflight_core::manifest::Tally;
 
 /// Totals of one currency, for the whole flight or one terminal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
